@@ -1,0 +1,36 @@
+# Set-up from nothing: `make demo` and `make test` install into .venv when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	# lava-nc 0.10.0 declares python<3.11; it runs on 3.11 with our compatibility hook.
+	$(PIP) install --quiet --ignore-requires-python --no-deps lava-nc==0.10.0
+	# norse pulls torchvision (and a CUDA torch) unless installed without deps.
+	$(PIP) install --quiet --no-deps norse==1.1.0
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/dalif-deploy demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/bench_emulator.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Format changes: torch -> NIR, NIR -> torch, NIR -> fixed-point program, torch -> ONNX."""

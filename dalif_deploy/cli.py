@@ -1,0 +1,203 @@
+"""The ``dalif-deploy`` command line: one subcommand per pipeline step, mirroring the Python API.
+
+Exit codes: 0 success, 1 verification failed, 2 bad input (one ``error:`` line on stderr).
+Handlers are imported lazily so ``--help`` and light commands start fast and never import lava.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import DaLifError, VerificationFailed
+
+BACKENDS = ("torch", "nir", "norse", "emulator", "lava", "onnx")
+
+EPILOG = """\
+pipeline:
+  train      train a zoo model on bundled data           -> checkpoint (.pt)
+  export     checkpoint -> NIR graph (.nir) or ONNX (.onnx)
+  quantize   NIR graph -> Loihi 2 fixed-point program (.fxp)
+  simulate   run a checkpoint / graph / program on a backend, report accuracy (JSON)
+  verify     float vs NIR vs fixed point vs Lava, one report
+  inspect    show what is inside any of these files
+  dataset    write the samples exactly as the model receives them (.npz)
+
+exit codes: 0 ok, 1 verification failed, 2 bad input
+"""
+
+
+def _lazy(target: str) -> Callable[[argparse.Namespace], int | None]:
+    """``"module:function"`` -> a handler that imports the module only when run."""
+    module, func = target.split(":")
+
+    def run(args: argparse.Namespace) -> int | None:
+        return getattr(importlib.import_module(module), func)(args)
+
+    return run
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
+                   "('-' for stdout)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dalif-deploy",
+        description="Deploy DA-LIF spiking networks: PyTorch -> NIR -> Loihi 2 fixed point -> "
+        "Lava, with a bit-accurate emulator checking every stage.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dalif-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a zoo model on bundled data",
+                       description="Train a DA-LIF zoo model; deterministic for a given seed.")
+    p.add_argument("--model", required=True, help="zoo model: digits-cnn, digits-resnet, "
+                   "resnet19, vgg11")
+    p.add_argument("--dataset", default="digits", help="digits, digits-events or cifar10")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--timesteps", "-T", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--granularity", choices=("layer", "channel"), default="layer")
+    p.add_argument("--parametrization", choices=("tanh", "sigmoid"), default="tanh")
+    p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
+    p.set_defaults(handler=_lazy("dalif_deploy.training:cli_train"))
+
+    p = sub.add_parser("simulate", help="run a model file on a backend",
+                       description="Run MODEL (checkpoint .pt, NIR graph .nir, fixed-point "
+                       "program .fxp or ONNX .onnx) on a backend over a data set split and "
+                       "report accuracy and per-sample predictions.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--backend", choices=BACKENDS, required=True,
+                   help="torch (.pt), nir/norse (.nir), emulator/lava (.fxp), onnx (.onnx)")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--dt", type=float, help="time step for foreign NIR graphs (required when "
+                   "the graph has no dalif-deploy metadata)")
+    p.add_argument("--timeout", type=float, default=600.0, help="lava: watchdog timeout (s)")
+    _add_json(p)
+    p.set_defaults(handler=_lazy("dalif_deploy.backends:cli_simulate"))
+
+    p = sub.add_parser("inspect", help="show what a file holds",
+                       description="Describe a checkpoint, NIR graph, fixed-point program or "
+                       "ONNX file.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=_lazy("dalif_deploy.inspect:cli_inspect"))
+
+    p = sub.add_parser("export", help="checkpoint -> NIR (or ONNX)",
+                       description="Export a checkpoint (or a plain state_dict with --model) "
+                       "to a NIR graph (-o model.nir) and/or ONNX (--onnx model.onnx).")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("-o", "--out", help="NIR file to write")
+    p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
+    p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
+    p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
+    p.set_defaults(handler=_lazy("dalif_deploy.converters.cli:cli_export"))
+
+    p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
+                       description="Quantise a NIR graph to a Loihi 2 fixed-point program "
+                       "(.fxp) and print the per-layer quantisation table.")
+    p.add_argument("graph", metavar="MODEL.nir")
+    p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
+    p.add_argument("--calibrate", metavar="DATASET", help="refine scales on this data set")
+    p.add_argument("--calibration-samples", type=int, default=256)
+    p.add_argument("--weight-bits", type=int, default=8)
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    _add_json(p)
+    p.set_defaults(handler=_lazy("dalif_deploy.converters.cli:cli_quantize"))
+
+    p = sub.add_parser("dataset", help="write samples as the model receives them",
+                       description="Write a data set split to .npz: x (float32, [N, ...] "
+                       "static or [N, T, ...] events) and y (labels), in simulate's order.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data")
+    p.add_argument("-o", "--out", required=True)
+    p.set_defaults(handler=_lazy("dalif_deploy.data:cli_dataset"))
+
+    p = sub.add_parser("verify", help="float vs NIR vs fixed point vs Lava, one report",
+                       description="Export, re-import, quantise, emulate the whole test set "
+                       "and run Lava on a subset; report where accuracy is lost. Exit 1 if "
+                       "the thresholds do not hold.")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--lava-samples", type=int, default=16)
+    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="minimum float/fixed prediction agreement (0..1)")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="maximum float -> fixed accuracy drop, percentage points")
+    p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
+    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    _add_json(p)
+    p.set_defaults(handler=_lazy("dalif_deploy.verify:cli_verify"))
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the shipped checkpoint")
+    p.add_argument("--out-dir", default="out", help="where reports go")
+    p.set_defaults(handler=_lazy("dalif_deploy.demo:cli_demo"))
+    return parser
+
+
+def emit_json(data: dict, dest: str | None) -> None:
+    """Write ``data`` as JSON to ``dest`` atomically ('-' means stdout)."""
+    if not dest:
+        return
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+    else:
+        from .io import atomic_write_text
+
+        atomic_write_text(dest, text)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.handler(args)
+    except VerificationFailed as e:
+        print(f"verification failed: {e}", file=sys.stderr)
+        return 1
+    except DaLifError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

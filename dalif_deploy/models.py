@@ -1,0 +1,221 @@
+"""Model zoo and the time-stepping runner.
+
+A DA-LIF network here is any ``nn.Module`` whose ``forward(x)`` computes ONE time step, built from
+supported layers (Conv2d, BatchNorm2d/1d, Linear, AvgPool2d, Flatten, ``+`` for residual fan-in)
+and :class:`~dalif_deploy.neuron.DALIF` layers called statefully (``s = self.lif(x)``). The last
+layer is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
+
+Zoo models are built from a plain config dict (stored in checkpoints), see :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import DaLifError
+from .neuron import DALIF, reset_states
+
+NEURON_KEYS = (
+    "granularity",
+    "v_th",
+    "init_alpha",
+    "init_beta",
+    "parametrization",
+    "surrogate",
+    "surrogate_width",
+)
+
+
+def _neuron(cfg: dict[str, Any], channels: int) -> DALIF:
+    kw = {k: cfg[k] for k in NEURON_KEYS if k in cfg}
+    return DALIF(channels=channels, **kw)
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout)]
+
+
+class DigitsCNN(nn.Module):
+    """conv-BN-DA-LIF, conv(stride 2)-BN-DA-LIF, flatten, linear readout (8x8 input)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        cin, w = cfg["in_channels"], cfg.get("width", 16)
+        h = cfg["input_shape"][1]
+        self.conv1, self.bn1 = _conv_bn(cin, w)
+        self.lif1 = _neuron(cfg, w)
+        self.conv2, self.bn2 = _conv_bn(w, 2 * w, stride=2)
+        self.lif2 = _neuron(cfg, 2 * w)
+        self.flatten = nn.Flatten()
+        side = (h + 1) // 2
+        self.fc = nn.Linear(2 * w * side * side, cfg["num_classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lif1(self.bn1(self.conv1(x)))
+        x = self.lif2(self.bn2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+
+class BasicBlock(nn.Module):
+    """Spiking residual block: conv-BN-LIF-conv-BN (+ shortcut) -> LIF.
+
+    The shortcut is the identity, or a strided 1x1 conv + BN when the shape changes.
+    """
+
+    def __init__(self, cfg: dict[str, Any], cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(cin, cout, stride=stride)
+        self.lif1 = _neuron(cfg, cout)
+        self.conv2, self.bn2 = _conv_bn(cout, cout)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(*_conv_bn(cin, cout, k=1, stride=stride))
+        else:
+            self.shortcut = nn.Identity()
+        self.lif2 = _neuron(cfg, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lif1(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y)) + self.shortcut(x)
+        return self.lif2(y)
+
+
+class SpikingResNet(nn.Module):
+    """Stem conv-BN-LIF, residual stages, global average pooling, flatten, linear readout."""
+
+    def __init__(self, cfg: dict[str, Any], stages: list[tuple[int, int, int]]) -> None:
+        super().__init__()
+        cin, h = cfg["in_channels"], cfg["input_shape"][1]
+        w0 = stages[0][0]
+        self.conv1, self.bn1 = _conv_bn(cin, w0)
+        self.lif1 = _neuron(cfg, w0)
+        blocks, c = [], w0
+        for width, n, stride in stages:
+            for i in range(n):
+                blocks.append(BasicBlock(cfg, c, width, stride if i == 0 else 1))
+                c = width
+                if i == 0:
+                    h = (h - 1) // stride + 1
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AvgPool2d(h)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c, cfg["num_classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lif1(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+class SpikingVGG(nn.Module):
+    """VGG with conv-BN-DA-LIF layers and 2x2 average pooling ('A'), flatten, linear readout."""
+
+    def __init__(self, cfg: dict[str, Any], plan: list[int | str]) -> None:
+        super().__init__()
+        c, h = cfg["in_channels"], cfg["input_shape"][1]
+        layers: list[nn.Module] = []
+        for item in plan:
+            if item == "A":
+                layers.append(nn.AvgPool2d(2))
+                h //= 2
+            else:
+                layers += [*_conv_bn(c, int(item)), _neuron(cfg, int(item))]
+                c = int(item)
+        self.features = nn.Sequential(*layers)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c * h * h, cfg["num_classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.features(x)))
+
+
+def _scaled(widths: list[int | str], width: int, base: int) -> list[int | str]:
+    return [w if w == "A" else max(1, int(w) * width // base) for w in widths]
+
+
+ZOO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits-cnn": {"input_shape": [1, 8, 8], "num_classes": 10, "width": 16},
+    "digits-resnet": {"input_shape": [1, 8, 8], "num_classes": 10, "width": 16},
+    "resnet19": {"input_shape": [3, 32, 32], "num_classes": 10, "width": 128},
+    "vgg11": {"input_shape": [3, 32, 32], "num_classes": 10, "width": 64},
+}
+
+
+def default_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The full config dict of zoo model ``name`` with ``overrides`` applied."""
+    if name not in ZOO_DEFAULTS:
+        raise DaLifError(f"unknown model {name!r}; the zoo has {sorted(ZOO_DEFAULTS)}")
+    cfg: dict[str, Any] = {"name": name, "granularity": "layer", "v_th": 1.0,
+                           "parametrization": "tanh", "surrogate": "atan",
+                           "surrogate_width": 2.0}
+    cfg.update(copy.deepcopy(ZOO_DEFAULTS[name]))
+    cfg.update(overrides)
+    cfg["input_shape"] = list(cfg["input_shape"])
+    cfg["in_channels"] = cfg["input_shape"][0]
+    return cfg
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Build a zoo model from its config dict (as stored in a checkpoint)."""
+    if not isinstance(config, dict) or "name" not in config:
+        raise DaLifError("model config must be a dict with a 'name' key")
+    cfg = default_config(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    name, w = cfg["name"], int(cfg["width"])
+    if name == "digits-cnn":
+        return DigitsCNN(cfg)
+    if name == "digits-resnet":
+        return SpikingResNet(cfg, [(w, 1, 1), (2 * w, 1, 2)])
+    if name == "resnet19":
+        return SpikingResNet(cfg, [(w, 3, 1), (2 * w, 3, 2), (4 * w, 2, 2)])
+    # vgg11
+    plan = _scaled([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512], w, 64)
+    return SpikingVGG(cfg, plan)
+
+
+def dalif_layers(model: nn.Module) -> dict[str, DALIF]:
+    """Named DA-LIF layers of ``model`` in registration order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, DALIF)}
+
+
+def run_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    timesteps: int,
+    encoding: str = "analog",
+    record_spikes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run a single-step DA-LIF network over T steps and return the readout mean over T.
+
+    ``x`` is ``[B, C, H, W]`` for ``encoding="analog"`` (the same frame each step) or
+    ``[B, T, C, H, W]`` for ``encoding="events"``. With ``record_spikes`` also returns each
+    DA-LIF layer's spikes as ``{name: [T, B, ...]}``.
+    """
+    if encoding not in ("analog", "events"):
+        raise DaLifError(f"encoding must be 'analog' or 'events', not {encoding!r}")
+    if encoding == "events" and (x.dim() < 2 or x.shape[1] != timesteps):
+        raise DaLifError(f"event input must be [B, T={timesteps}, ...], got {tuple(x.shape)}")
+    reset_states(model)
+    spikes: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    if record_spikes:
+        for name, m in dalif_layers(model).items():
+            spikes[name] = []
+            hooks.append(m.register_forward_hook(
+                lambda _m, _i, out, name=name: spikes[name].append(out.detach())))
+    try:
+        total = None
+        for t in range(timesteps):
+            out = model(x[:, t] if encoding == "events" else x)
+            total = out if total is None else total + out
+    finally:
+        for h in hooks:
+            h.remove()
+        reset_states(model)
+    logits = total / timesteps
+    if record_spikes:
+        return logits, {k: torch.stack(v) for k, v in spikes.items()}
+    return logits

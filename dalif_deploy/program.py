@@ -1,0 +1,210 @@
+"""The fixed-point program: what runs on Loihi 2 arithmetic (DESIGN.md sections 4 to 6).
+
+One small dataclass per concept, with shape and range checks in ``__post_init__``:
+
+* :class:`InputEncoding` - how samples become integer input (8-bit graded analog, or events).
+* :class:`Population` - a CUBA-LIF population (du, dv, vth, bias mantissa/exponent).
+* :class:`Synapse` - a dense or conv connection between populations (integer weights).
+* :class:`Readout` - the non-spiking integrator read at the end, with its dequantisation scale.
+* :class:`FixedProgram` - all of the above plus the quantisation table and metadata.
+
+Populations and synapses are listed in topological order. Sources of a synapse are ``"input"``
+or a population name; every population's state is updated by the sum of its incoming synapses
+(residual fan-in = several synapses into one target). Synchronous semantics: at step t every
+population sees its inputs of step t (see the emulator; Lava's latency is handled in lowering).
+
+Arrays use numpy layouts matching torch (NCHW without the batch): conv weights are
+``[C_out, C_in/groups, kH, kW]`` (cross-correlation, as torch), dense weights ``[N_out, N_in]``
+over the C-order flattened source. The file format (:func:`save_program` / :func:`load_program`)
+is a versioned ``.npz`` holding a JSON header and integer arrays, loadable without torch, lava
+or pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import DaLifError
+
+PROGRAM_FORMAT = "dalif-deploy.fixed-program"
+PROGRAM_VERSION = 1
+
+# Loihi 2 / Lava fixed-point ranges (DESIGN.md section 4).
+V_MAX = 2**23 - 1  # v saturates at +-(2^23 - 1)
+VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned; compared as vth << 6
+DECAY_MAX = 4095  # du, dv are 12-bit
+BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
+BIAS_EXP_RANGE = (-8, 7)
+
+
+def _int_array(a: Any, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "iu":
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise DaLifError(f"{name}: non-finite values")
+        if arr.size and not np.array_equal(arr, np.round(arr)):
+            raise DaLifError(f"{name}: must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+@dataclass
+class InputEncoding:
+    """How a sample enters the program.
+
+    ``kind="analog"``: the float input frame x is sent every step as graded 8-bit values
+    ``clip(round(x * scale), -128, 127)``. ``kind="events"``: binary spikes, one frame per step.
+    """
+
+    kind: str
+    shape: tuple[int, ...]
+    scale: float = 1.0
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        if self.kind not in ("analog", "events"):
+            raise DaLifError(f"input encoding must be 'analog' or 'events', not {self.kind!r}")
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise DaLifError(f"input scale must be a positive finite number, got {self.scale}")
+
+
+@dataclass
+class Population:
+    """A CUBA-LIF population in Lava's bit-accurate arithmetic.
+
+    ``dv`` is an int array of shape ``(C,)`` (per channel) or ``(1,)`` (per population);
+    ``bias_mant`` has the full neuron ``shape``; ``scale`` maps float volts to integer v units
+    (v = scale * V, v including the << 6); ``provenance`` names the NIR nodes it came from.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dv: np.ndarray
+    vth: int
+    bias_mant: np.ndarray
+    bias_exp: int = 0
+    du: int = DECAY_MAX
+    scale: float = 1.0
+    provenance: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.dv = _int_array(self.dv, f"{self.name}.dv").reshape(-1)
+        self.bias_mant = _int_array(self.bias_mant, f"{self.name}.bias_mant")
+        if self.bias_mant.shape != self.shape:
+            raise DaLifError(f"{self.name}.bias_mant has shape {self.bias_mant.shape}, "
+                             f"population shape is {self.shape}")
+        if self.dv.size not in (1, self.shape[0]):
+            raise DaLifError(f"{self.name}.dv must have 1 or {self.shape[0]} (channel) entries, "
+                             f"got {self.dv.size}")
+        self.vth, self.bias_exp, self.du = int(self.vth), int(self.bias_exp), int(self.du)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Synapse:
+    """A connection ``source -> target`` with integer weights.
+
+    ``kind="dense"``: ``weights [N_out, N_in]``. ``kind="conv"``: ``weights [C_out, C_in/groups,
+    kH, kW]`` with ``stride``, ``padding``, ``groups``. The accumulated input is floor-shifted
+    by ``weight_exp``. ``graded`` inputs multiply (8-bit analog input); binary ones select.
+    """
+
+    name: str
+    source: str
+    target: str
+    kind: str
+    weights: np.ndarray
+    weight_exp: int = 0
+    weight_bits: int = 8
+    sign_mode: str = "mixed"
+    graded: bool = False
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+    provenance: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.weights = _int_array(self.weights, f"{self.name}.weights")
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        self.output_shape = tuple(int(s) for s in self.output_shape)
+        self.stride = tuple(int(s) for s in np.broadcast_to(self.stride, 2))  # type: ignore
+        self.padding = tuple(int(s) for s in np.broadcast_to(self.padding, 2))  # type: ignore
+        self.weight_exp, self.weight_bits, self.groups = (
+            int(self.weight_exp), int(self.weight_bits), int(self.groups))
+        if self.kind not in ("dense", "conv"):
+            raise DaLifError(f"{self.name}: synapse kind must be 'dense' or 'conv'")
+        if self.sign_mode not in ("mixed", "excitatory", "inhibitory"):
+            raise DaLifError(f"{self.name}: unknown sign mode {self.sign_mode!r}")
+        n_in, n_out = int(np.prod(self.input_shape)), int(np.prod(self.output_shape))
+        if self.kind == "dense" and self.weights.shape != (n_out, n_in):
+            raise DaLifError(f"{self.name}: dense weights {self.weights.shape} do not map "
+                             f"{self.input_shape} -> {self.output_shape}")
+        if self.kind == "conv":
+            if self.weights.ndim != 4 or len(self.input_shape) != 3 or len(self.output_shape) != 3:
+                raise DaLifError(f"{self.name}: conv needs 4-D weights and (C, H, W) shapes")
+            if (self.weights.shape[0] != self.output_shape[0]
+                    or self.weights.shape[1] * self.groups != self.input_shape[0]):
+                raise DaLifError(f"{self.name}: conv weights {self.weights.shape} (groups="
+                                 f"{self.groups}) do not map {self.input_shape} -> "
+                                 f"{self.output_shape}")
+
+
+@dataclass
+class Readout:
+    """Non-spiking integrator fed by synapses whose target is ``population``.
+
+    Its v accumulates ``a << 6`` and the bias each step without decay or reset; the final v,
+    divided by ``scale * timesteps``, is the float readout mean over T.
+    """
+
+    population: str
+    scale: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise DaLifError(f"readout scale must be a positive finite number, got {self.scale}")
+
+
+@dataclass
+class FixedProgram:
+    """A whole fixed-point network. See the module docstring for conventions."""
+
+    input: InputEncoding
+    populations: list[Population]
+    synapses: list[Synapse]
+    readout: Readout
+    timesteps: int
+    quant_table: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.populations]
+        if len(set(names)) != len(names) or "input" in names:
+            raise DaLifError("population names must be unique and not 'input'")
+        if self.readout.population not in names:
+            raise DaLifError(f"readout population {self.readout.population!r} does not exist")
+        known = {"input": self.input.shape, **{p.name: p.shape for p in self.populations}}
+        for s in self.synapses:
+            if s.source not in known or s.target not in known or s.target == "input":
+                raise DaLifError(f"synapse {s.name}: unknown source/target "
+                                 f"{s.source!r} -> {s.target!r}")
+        if self.timesteps < 1:
+            raise DaLifError(f"timesteps must be >= 1, got {self.timesteps}")
+
+    def population(self, name: str) -> Population:
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise DaLifError(f"no population named {name!r}")
+
+    def incoming(self, name: str) -> list[Synapse]:
+        return [s for s in self.synapses if s.target == name]
