@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
-    p.set_defaults(handler=_lazy("dalif_deploy.converters.cli:cli_export"))
+    p.set_defaults(handler=_lazy("dalif_deploy.converters.export_cli:cli_export"))
 
     p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
                        description="Quantise a NIR graph to a Loihi 2 fixed-point program "
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     _add_json(p)
-    p.set_defaults(handler=_lazy("dalif_deploy.converters.cli:cli_quantize"))
+    p.set_defaults(handler=_lazy("dalif_deploy.converters.nir_to_fixed:cli_quantize"))
 
     p = sub.add_parser("dataset", help="write samples as the model receives them",
                        description="Write a data set split to .npz: x (float32, [N, ...] "
