@@ -1,0 +1,193 @@
+"""Checkpoints: one documented, versioned format, written atomically, read without unpickling.
+
+A checkpoint is a ``torch.save`` of a plain dict (only tensors, numbers, strings, lists and
+dicts, so ``torch.load(weights_only=True)`` reads it and no code is ever executed)::
+
+    format       "dalif-deploy.checkpoint"
+    version      1
+    model        model config dict (``name`` plus zoo options, see models.default_config)
+    state_dict   parameter and buffer tensors
+    timesteps    T used in training and evaluation
+    dataset      {"name", "encoding", "input_shape", "normalization"}
+    metrics      {"test_accuracy", "train_accuracy", ...} (fractions in [0, 1])
+    created      {"time", "dalif_deploy", "torch", "command", "seed"}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import DaLifError
+from .io import atomic_path
+from .models import ZOO_DEFAULTS, build_model
+
+CHECKPOINT_FORMAT = "dalif-deploy.checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model", "state_dict", "timesteps", "dataset", "metrics")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, validated checkpoint."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    timesteps: int
+    dataset: dict[str, Any]
+    metrics: dict[str, Any]
+    created: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    path: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config.get("name"))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise DaLifError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DaLifError(f"{path}: refusing to load: the file holds objects other than tensors "
+                         f"and plain data (a pickle payload?); only weights_only files are "
+                         f"accepted ({str(e).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+                         ) from None
+
+
+def _check_finite(state_dict: dict[str, Any], path: Path) -> None:
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise DaLifError(f"{path}: state_dict entry {k!r} is not a tensor")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise DaLifError(f"{path}: parameter {k!r} contains NaN or Inf; the model cannot "
+                             "be deployed (retrain or repair the checkpoint)")
+
+
+def _is_plain_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def load_checkpoint(path: str | Path, model: str | None = None,
+                    timesteps: int | None = None) -> Checkpoint:
+    """Read and validate a checkpoint.
+
+    A plain ``state_dict`` file is accepted when ``model`` (a zoo name) and ``timesteps`` are
+    given; its data set defaults to the zoo model's (digits for digits models).
+    """
+    path = Path(path)
+    obj = _torch_load(path)
+    sha = file_sha256(path)
+    if _is_plain_state_dict(obj):
+        if not model:
+            raise DaLifError(f"{path}: a plain state_dict; pass --model NAME (one of "
+                             f"{sorted(ZOO_DEFAULTS)}) to say which architecture it is")
+        _check_finite(obj, path)
+        ckpt = Checkpoint({"name": model}, obj, int(timesteps or 4),
+                          {"name": "digits" if model.startswith("digits") else "cifar10"},
+                          {}, {"note": "plain state_dict"}, sha, str(path))
+        build_checked(ckpt)
+        return ckpt
+    if not isinstance(obj, dict):
+        raise DaLifError(f"{path}: not a dalif-deploy checkpoint (top level is "
+                         f"{type(obj).__name__})")
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        raise DaLifError(f"{path}: not a dalif-deploy checkpoint (format={obj.get('format')!r})")
+    if obj.get("version") != CHECKPOINT_VERSION:
+        raise DaLifError(f"{path}: checkpoint version {obj.get('version')!r} is not supported "
+                         f"(this dalif-deploy reads version {CHECKPOINT_VERSION}); re-export it "
+                         "with a matching dalif-deploy")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise DaLifError(f"{path}: checkpoint is missing {missing}")
+    cfg = obj["model"]
+    if not isinstance(cfg, dict) or cfg.get("name") not in ZOO_DEFAULTS:
+        name = cfg.get("name") if isinstance(cfg, dict) else cfg
+        raise DaLifError(f"{path}: unknown model {name!r}; this dalif-deploy knows "
+                         f"{sorted(ZOO_DEFAULTS)}")
+    if not isinstance(obj["state_dict"], dict):
+        raise DaLifError(f"{path}: state_dict is not a dict")
+    t = obj["timesteps"]
+    if not isinstance(t, int) or t < 1:
+        raise DaLifError(f"{path}: timesteps must be a positive integer, got {t!r}")
+    _check_finite(obj["state_dict"], path)
+    ckpt = Checkpoint(cfg, obj["state_dict"], t, dict(obj["dataset"]), dict(obj["metrics"]),
+                      dict(obj.get("created", {})), sha, str(path))
+    return ckpt
+
+
+def build_checked(ckpt: Checkpoint) -> nn.Module:
+    """Build the model of ``ckpt`` and load its weights; mismatches are a DaLifError."""
+    model = build_model(ckpt.config)
+    result = model.load_state_dict(ckpt.state_dict, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {result.missing_keys[:5]}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {result.unexpected_keys[:5]}")
+    if problems:
+        raise DaLifError(f"{ckpt.path}: weights do not fit model {ckpt.model_name!r}: "
+                         + "; ".join(problems))
+    return model.eval()
+
+
+def load_model(path: str | Path, model: str | None = None,
+               timesteps: int | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Load a checkpoint and return ``(model in eval mode, checkpoint)``."""
+    try:
+        ckpt = load_checkpoint(path, model, timesteps)
+        return build_checked(ckpt), ckpt
+    except RuntimeError as e:  # shape mismatches from load_state_dict
+        raise DaLifError(f"{path}: weights do not fit the model: {str(e).splitlines()[0]}"
+                         ) from None
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
+                    timesteps: int, dataset: dict[str, Any], metrics: dict[str, Any],
+                    seed: int | None = None) -> None:
+    """Write a versioned checkpoint atomically (temporary file, then rename)."""
+    for k, v in metrics.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DaLifError(f"metric {k!r} is not finite")
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": dict(config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "timesteps": int(timesteps),
+        "dataset": dict(dataset),
+        "metrics": dict(metrics),
+        "created": {
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "dalif_deploy": __import__("dalif_deploy").__version__,
+            "torch": str(torch.__version__),
+            "command": " ".join(["dalif-deploy", *sys.argv[1:]]),
+            "seed": seed,
+        },
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -1,0 +1,198 @@
+"""Data sets, with no downloads, ever.
+
+* ``digits``: scikit-learn's bundled 8x8 digits (1797 images). Fixed stratified split
+  (``train_test_split(test_size=0.25, random_state=0, stratify=y)``: 1347 train, 450 test).
+  Normalisation: ``x = pixel / 16`` (pixels are 0..16), shape ``[N, 1, 8, 8]``, fed as the same
+  analog frame every step.
+* ``digits-events``: binary ON/OFF event frames ``[N, T, 2, 8, 8]`` generated deterministically
+  from ``digits`` by small saccade-like shifts of the normalised image: at step t the image is
+  shifted by ``SACCADE[t % 8]`` pixels (zero fill); ON where the intensity rose by more than
+  ``EVENT_THRESHOLD`` since the previous position, OFF where it fell by more (the position
+  before step 0 is the last of the cycle, so step 0 has events too).
+* ``cifar10``: a reader for the standard python-pickle folder (``cifar-10-batches-py``) a user
+  already has. The batches are unpickled with a restricted unpickler that only rebuilds numpy
+  arrays and plain containers: any other object in the file is refused, never executed.
+  Normalisation: ``(pixel / 255 - mean) / std`` per channel with the usual CIFAR-10 statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DaLifError
+
+DATASETS = ("digits", "digits-events", "cifar10")
+
+# Saccade-like cycle of (dy, dx) shifts in pixels.
+SACCADE = ((0, 0), (0, 1), (1, 1), (1, 0), (0, 0), (0, -1), (-1, -1), (-1, 0))
+EVENT_THRESHOLD = 0.1
+DEFAULT_EVENT_TIMESTEPS = 8
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class Dataset:
+    """Samples exactly as the model receives them."""
+
+    name: str
+    split: str
+    x: np.ndarray  # float32, [N, C, H, W] (analog) or [N, T, C, H, W] (events)
+    y: np.ndarray  # int64 [N]
+    encoding: str  # "analog" | "events"
+    input_shape: tuple[int, ...]
+    normalization: str
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise DaLifError(f"{self.name}: {len(self.x)} samples but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int | None) -> Dataset:
+        """The first ``n`` samples (all when ``n`` is None)."""
+        if n is None:
+            return self
+        if n < 1:
+            raise DaLifError(f"--samples must be >= 1, got {n}")
+        return Dataset(self.name, self.split, self.x[:n], self.y[:n], self.encoding,
+                       self.input_shape, self.normalization, self.num_classes)
+
+
+DIGITS_NORMALIZATION = "x = pixel / 16 (sklearn digits pixels are 0..16)"
+
+
+def _digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int64), test_size=0.25,
+                                          random_state=0, stratify=d.target)
+    return (xtr, ytr) if split == "train" else (xte, yte)
+
+
+def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(img)
+    h, w = img.shape[-2:]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = img[..., ys, xs]
+    return out
+
+
+def digits_to_events(x: np.ndarray, timesteps: int) -> np.ndarray:
+    """``[N, 1, H, W]`` intensities -> binary ON/OFF frames ``[N, T, 2, H, W]`` (deterministic)."""
+    frames = []
+    prev = _shift(x[:, 0], *SACCADE[-1])
+    for t in range(timesteps):
+        cur = _shift(x[:, 0], *SACCADE[t % len(SACCADE)])
+        diff = cur - prev
+        frames.append(np.stack([diff > EVENT_THRESHOLD, diff < -EVENT_THRESHOLD], axis=1))
+        prev = cur
+    return np.stack(frames, axis=1).astype(np.float32)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and plain containers; refuses every other global."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = path.read_bytes()
+        d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except FileNotFoundError:
+        raise DaLifError(f"{path}: missing; expected the standard cifar-10-batches-py folder "
+                         "(data_batch_1..5, test_batch)") from None
+    except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is bad input
+        raise DaLifError(f"{path}: not a readable CIFAR-10 batch ({e})") from None
+    if not isinstance(d, dict):
+        raise DaLifError(f"{path}: not a CIFAR-10 batch (expected a dict)")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    try:
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except (KeyError, ValueError, TypeError) as e:
+        raise DaLifError(f"{path}: malformed CIFAR-10 batch ({e})") from None
+    if len(data) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DaLifError(f"{path}: labels do not match the images")
+    return data, labels
+
+
+def _cifar10(split: str, data_dir: str | None) -> Dataset:
+    if not data_dir:
+        raise DaLifError("cifar10 needs --data-dir pointing at your cifar-10-batches-py folder "
+                         "(nothing is downloaded)")
+    root = Path(data_dir)
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_load_cifar_batch(root / n) for n in names]
+    data = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    mean = np.array(CIFAR_MEAN, np.float32)[:, None, None]
+    std = np.array(CIFAR_STD, np.float32)[:, None, None]
+    x = ((data.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    return Dataset("cifar10", split, x, y, "analog", (3, 32, 32),
+                   f"x = (pixel / 255 - mean) / std per channel, mean={CIFAR_MEAN}, "
+                   f"std={CIFAR_STD}")
+
+
+def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
+                 timesteps: int | None = None) -> Dataset:
+    """Load a data set split exactly as the model receives it (see the module docstring)."""
+    if split not in ("train", "test"):
+        raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
+    if name == "digits":
+        x, y = _digits_split(split)
+        return Dataset(name, split, x, y, "analog", (1, 8, 8), DIGITS_NORMALIZATION)
+    if name == "digits-events":
+        t = timesteps or DEFAULT_EVENT_TIMESTEPS
+        if t < 1:
+            raise DaLifError(f"timesteps must be >= 1, got {t}")
+        x, y = _digits_split(split)
+        return Dataset(name, split, digits_to_events(x, t), y, "events", (2, 8, 8),
+                       f"{DIGITS_NORMALIZATION}; events: ON/OFF where the intensity changes by "
+                       f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
+    if name == "cifar10":
+        return _cifar10(split, data_dir)
+    raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
+
+
+def cli_dataset(args: argparse.Namespace) -> int:
+    """``dalif-deploy dataset NAME --split test -o data.npz``."""
+    from .io import atomic_path
+
+    ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
+                     encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
+    print(f"wrote {args.out}: {ds.name}/{ds.split}, x {tuple(ds.x.shape)} float32 "
+          f"({ds.encoding}), y {tuple(ds.y.shape)}")
+    return 0
