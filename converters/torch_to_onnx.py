@@ -1,0 +1,303 @@
+"""Export a float DA-LIF network to ONNX, unrolled over T time steps.
+
+The exported graph is the whole float inference of :func:`dalif_deploy.models.run_model` as one
+standard ONNX graph (opset >= 17, default domain only, checked with ``full_check=True``):
+
+* input ``input``: ``[B, C, H, W]`` (analog: the same frame every step) or ``[B, T, C, H, W]``
+  (events), batch axis dynamic;
+* output ``logits``: ``[B, classes]``, the readout summed over the T steps and divided by T
+  (the same order of additions as ``run_model``).
+
+Every DA-LIF layer appears T times as plain ONNX arithmetic with its state threaded from step to
+step (DESIGN.md section 2)::
+
+    V = beta * H + alpha * X      (step 0: V = alpha * X)
+    S = Cast(GreaterOrEqual(V - v_th, 0))          the hard threshold, no surrogate
+    H = V * (1 - S)
+
+The surrogate-gradient ``autograd.Function`` is inlined by the TorchScript exporter into that
+comparison and cast; the export checks that exactly ``layers * T`` ``GreaterOrEqual`` nodes are
+present, so a threshold can never be dropped silently. Batch-norm (eval mode) is folded into the
+preceding convolution by the exporter; this changes float rounding only (see ``targets/
+onnxruntime.py`` for the measured agreement).
+
+We use the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter needs
+``onnxscript``, which is not a dependency.
+
+Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.encoding``,
+``dalif_deploy.version``, ``dalif_deploy.model``, ``dalif_deploy.input_shape`` (JSON),
+``dalif_deploy.readout`` (``mean over T``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import DaLifError
+from ..io import atomic_path
+from ..models import dalif_layers
+from ..targets.onnxruntime import META_PREFIX
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET = 17
+ENCODINGS = ("analog", "events")
+
+
+class UnrolledDALIF(nn.Module):
+    """``net`` (one time step per call) unrolled over ``timesteps`` steps, state passed explicitly.
+
+    ``forward(x)`` equals ``run_model(net, x, timesteps, encoding)`` operation for operation, but
+    each DA-LIF layer is called through its functional form ``DALIF.step(x, state)`` with the
+    state held in a local dict, so tracing sees a pure function of the input (no tensors left in
+    module attributes).
+    """
+
+    def __init__(self, net: nn.Module, timesteps: int, encoding: str) -> None:
+        super().__init__()
+        self.net = net
+        self.timesteps = timesteps
+        self.encoding = encoding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(dalif_layers(self.net).values())
+        states: dict[int, torch.Tensor | None] = {}
+
+        def functional(lif: nn.Module):
+            def call(inp: torch.Tensor) -> torch.Tensor:
+                s, states[id(lif)] = lif.step(inp, states.get(id(lif)))
+                return s
+
+            return call
+
+        for lif in layers:  # instance attribute shadows the class forward during the call
+            lif.forward = functional(lif)
+        try:
+            total = None
+            for t in range(self.timesteps):
+                out = self.net(x[:, t] if self.encoding == "events" else x)
+                total = out if total is None else total + out
+        finally:
+            for lif in layers:
+                del lif.forward
+        return total / self.timesteps
+
+
+def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int], encoding: str,
+                opset: int) -> tuple[int, ...]:
+    if not isinstance(model, nn.Module):
+        raise DaLifError(f"export_onnx needs a torch nn.Module, got {type(model).__name__}")
+    if not dalif_layers(model):
+        raise DaLifError(f"{type(model).__name__} has no DALIF layer: export_onnx exports "
+                         "DA-LIF networks (dalif_deploy.neuron.DALIF)")
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise DaLifError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    if encoding not in ENCODINGS:
+        raise DaLifError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise DaLifError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise DaLifError(f"opset must lie in [{MIN_OPSET}, {newest}], got {opset}")
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DaLifError(f"{name} holds NaN or Inf values; fix the model before export")
+    return shape
+
+
+def _trace_to_onnx(wrapper: UnrolledDALIF, example: torch.Tensor, opset: int) -> bytes:
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
+            torch.onnx.export(
+                wrapper, (example,), buf, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+            )
+    except DaLifError:
+        raise
+    except Exception as e:  # the exporter's own errors name the unsupported operator
+        raise DaLifError(f"ONNX export failed ({type(e).__name__}: {e}); the network must be "
+                         "built from layers torch.onnx can export") from e
+    return buf.getvalue()
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    timesteps: int,
+    input_shape: Sequence[int],
+    encoding: str = "analog",
+    opset: int = MIN_OPSET,
+    model_name: str | None = None,
+) -> Path:
+    """Export a single-step DA-LIF network, unrolled over ``timesteps``, to ONNX at ``path``.
+
+    ``input_shape`` is ``(C, H, W)``; the graph input is ``[B, C, H, W]`` for
+    ``encoding="analog"`` and ``[B, T, C, H, W]`` for ``"events"``, with a dynamic batch axis.
+    The output is the readout mean over T. The file is checked (``onnx.checker`` full check)
+    before it is written atomically. The model's train/eval mode is left as it was.
+    """
+    import onnx
+
+    shape = _check_args(model, timesteps, input_shape, encoding, opset)
+    n_layers = len(dalif_layers(model))
+    wrapper = UnrolledDALIF(model, timesteps, encoding)
+    lead = (2, timesteps) if encoding == "events" else (2,)
+    gen = torch.Generator().manual_seed(0)
+    dtype = next(iter(model.parameters())).dtype
+    example = torch.rand(*lead, *shape, generator=gen).to(dtype)
+    was_training = model.training
+    wrapper.eval()
+    try:
+        data = _trace_to_onnx(wrapper, example, opset)
+    finally:
+        model.train(was_training)
+
+    proto = onnx.load_from_string(data)
+    n_threshold = sum(n.op_type == "GreaterOrEqual" for n in proto.graph.node)
+    if n_threshold != n_layers * timesteps:
+        raise DaLifError(f"exported graph has {n_threshold} threshold comparisons, expected "
+                         f"{n_layers} DA-LIF layers x {timesteps} steps; the model calls its "
+                         "DA-LIF layers in a way the exporter cannot unroll")
+    meta = {
+        "timesteps": str(timesteps),
+        "encoding": encoding,
+        "version": __version__,
+        "model": model_name or type(model).__name__,
+        "input_shape": json.dumps(list(shape)),
+        "readout": "mean over T",
+        "dalif_layers": str(n_layers),
+    }
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, v
+    proto.producer_name = "dalif-deploy"
+    proto.producer_version = __version__
+    proto.doc_string = (f"DA-LIF network {meta['model']} unrolled over T={timesteps} steps "
+                        f"({encoding} input); output: readout logits, mean over T")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise DaLifError(f"exported ONNX graph fails onnx.checker: {e}") from e
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def _checkpoint_encoding(dataset: dict[str, Any]) -> str:
+    """Input encoding recorded in a checkpoint's data set entry (or implied by its name)."""
+    from ..data import DATASETS
+
+    if dataset.get("encoding"):
+        return str(dataset["encoding"])
+    name = dataset.get("name")
+    if name not in DATASETS:
+        raise DaLifError(f"checkpoint names an unknown data set {name!r}; known: {list(DATASETS)}")
+    return "events" if str(name).endswith("-events") else "analog"
+
+
+def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
+                                model: str | None = None, timesteps: int | None = None,
+                                opset: int = MIN_OPSET) -> dict[str, Any]:
+    """Load a checkpoint (or a plain state_dict with ``model``/``timesteps``), export it to ONNX.
+
+    T comes from the checkpoint, the input encoding from its data set. Returns a summary dict.
+    """
+    from ..checkpoint import load_model
+    from ..models import default_config
+
+    net, ckpt = load_model(str(ckpt_path), model, timesteps)
+    cfg = default_config(ckpt.config["name"],
+                         **{k: v for k, v in ckpt.config.items() if k != "name"})
+    shape = tuple(cfg["input_shape"])
+    encoding = _checkpoint_encoding(ckpt.dataset)
+    path = export_onnx(net, out_path, int(ckpt.timesteps), shape, encoding, opset,
+                       model_name=cfg["name"])
+    return {"onnx": str(path), "model": cfg["name"], "timesteps": int(ckpt.timesteps),
+            "encoding": encoding, "input_shape": list(shape), "opset": opset,
+            "dalif_layers": len(dalif_layers(net)), "bytes": path.stat().st_size}
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with torch: ORT's kernels round differently, so a membrane potential within a few
+# ulps of the threshold may fire in one and not the other. Measure how close each sample came.
+
+NEAR_THRESHOLD = 1e-5  # |V - v_th| below this counts as "near": rounding may flip the spike
+LOGIT_TOLERANCE = 1e-5  # identical spikes: logits differ by Gemm/Conv summation order (~1e-7)
+
+
+def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
+                      encoding: str = "analog") -> tuple[np.ndarray, np.ndarray]:
+    """Torch logits and, per sample, ``min |V - v_th|`` over every DA-LIF layer, neuron, step.
+
+    ``V`` is taken from :func:`dalif_deploy.neuron.dalif_step` on the layer's input and the
+    state it holds before the call, i.e. exactly the potential ``run_model`` thresholds.
+    """
+    from ..models import run_model
+    from ..neuron import dalif_step
+
+    best = torch.full((x.shape[0],), float("inf"))
+
+    def pre(m, args):
+        nonlocal best
+        (inp,) = args
+        _, _, v = dalif_step(inp, m._state, m._broadcast(m.alpha, inp),
+                             m._broadcast(m.beta, inp), m.v_th)
+        best = torch.minimum(best, (v - m.v_th).abs().flatten(1).amin(1))
+
+    hooks = [m.register_forward_pre_hook(pre) for m in dalif_layers(model).values()]
+    try:
+        with torch.no_grad():
+            logits = run_model(model, x, timesteps, encoding)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits.numpy(), best.numpy()
+
+
+def compare_with_torch(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, timesteps: int,
+                       encoding: str = "analog", batch_size: int = 256) -> dict[str, Any]:
+    """Run ``model`` (torch) and the ONNX graph on ``x``; report logit and prediction agreement.
+
+    ``far`` samples are those whose potentials all stay at least ``NEAR_THRESHOLD`` from the
+    threshold: their spikes cannot flip under float reordering, so their logits must agree
+    within ``LOGIT_TOLERANCE``. ``near`` samples may legitimately differ by flipped spikes.
+    """
+    from ..targets.onnxruntime import run_onnx
+
+    ref, margin = threshold_margins(model, x, timesteps, encoding)
+    got = run_onnx(onnx_path, x.numpy(), batch_size)
+    diff = np.abs(ref - got).max(axis=1)
+    far = margin >= NEAR_THRESHOLD
+    mismatch = diff > LOGIT_TOLERANCE
+    return {
+        "samples": int(len(ref)),
+        "max_abs_diff": float(diff.max()),
+        "max_abs_diff_far": float(diff[far].max()) if far.any() else None,
+        "prediction_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "prediction_agreement_far": (float((ref.argmax(1) == got.argmax(1))[far].mean())
+                                     if far.any() else None),
+        "near_threshold_samples": int((~far).sum()),
+        "mismatched_samples": int(mismatch.sum()),
+        "mismatched_far_samples": int((mismatch & far).sum()),
+        "max_margin_of_mismatched": float(margin[mismatch].max()) if mismatch.any() else None,
+        "tolerance": LOGIT_TOLERANCE,
+        "near_threshold": NEAR_THRESHOLD,
+    }

@@ -1,0 +1,249 @@
+"""Run an exported ONNX DA-LIF graph with onnxruntime (CPU): the ``onnx`` backend.
+
+The graph (see ``converters/torch_to_onnx.py``) takes the raw model input and returns the
+readout logits, mean over T. Rank-4 input means analog frames, rank-5 ``[B, T, C, H, W]`` means
+event frames with T fixed by the graph; dalif-deploy metadata, when present, is cross-checked.
+
+Float agreement with torch: ORT's kernels (MLAS convolution and GEMM) sum in a different order
+than torch's, and the exporter folds eval-mode batch-norm into the convolution weights, so
+membrane potentials differ from torch's by a few float32 ulps (about 1e-6 relative). The logits
+therefore agree to about 1e-6 (tests bound them by 1e-5) as long as no membrane potential lies
+within those few ulps of the threshold; a spike that flips there changes the logits by one
+readout weight / T. Tests measure both.
+
+``onnxruntime`` and ``onnx`` are imported only when a function here runs, never when
+``dalif_deploy`` is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DaLifError
+
+_ALLOWED_OPTS = ("threads",)
+META_PREFIX = "dalif_deploy."  # key prefix of the graph's metadata_props (written by the exporter)
+
+
+@dataclass(frozen=True)
+class OnnxGraphInfo:
+    """What a runnable DA-LIF ONNX graph expects: input name, encoding, T and frame shape."""
+
+    input_name: str
+    output_name: str
+    encoding: str  # "analog" | "events"
+    timesteps: int | None  # None: analog graph without dalif-deploy metadata
+    input_shape: tuple[int, ...]  # (C, H, W)
+    metadata: dict[str, str]
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("analog", "events"):
+            raise DaLifError(f"unknown encoding {self.encoding!r}")
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise DaLifError(f"ONNX graph input must have a static (C, H, W) frame shape, "
+                             f"got {self.input_shape}")
+        if self.timesteps is not None and self.timesteps < 1:
+            raise DaLifError(f"ONNX graph declares timesteps={self.timesteps}; must be >= 1")
+
+
+def _load_proto(path: str | Path):
+    """Read and check an ONNX file; anything that is not a valid ONNX model is a DaLifError."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise DaLifError(f"{path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:
+        raise DaLifError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e}); "
+                         "re-export it with `dalif-deploy export CKPT --onnx PATH`") from e
+    if not proto.graph.node:
+        raise DaLifError(f"{path}: ONNX file holds an empty graph (truncated or not ONNX)")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise DaLifError(f"{path}: ONNX model fails onnx.checker: {e}") from e
+    return proto
+
+
+def _metadata(proto) -> dict[str, str]:
+    """The ``dalif_deploy.*`` metadata of an ONNX ModelProto, without the prefix."""
+    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+
+
+def _dims(value_info) -> list[int | str]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
+    """Input/output contract of a DA-LIF ONNX graph (one float input, one logits output)."""
+    if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
+        raise DaLifError(f"{path}: expected one input and one output, got "
+                         f"{len(proto.graph.input)} inputs and {len(proto.graph.output)} "
+                         "outputs; this is not a dalif-deploy classifier graph")
+    inp, out = proto.graph.input[0], proto.graph.output[0]
+    dims = _dims(inp)
+    meta = _metadata(proto)
+    if len(dims) == 4:
+        encoding, t, frame = "analog", None, dims[1:]
+    elif len(dims) == 5:
+        encoding, t, frame = "events", dims[1], dims[2:]
+        if not isinstance(t, int):
+            raise DaLifError(f"{path}: event input {dims} has no static T axis")
+    else:
+        raise DaLifError(f"{path}: input {inp.name!r} has shape {dims}; expected "
+                         "[B, C, H, W] (analog) or [B, T, C, H, W] (events)")
+    if not all(isinstance(d, int) for d in frame):
+        raise DaLifError(f"{path}: input frame shape {frame} is not static")
+    if "timesteps" in meta:
+        mt = int(meta["timesteps"])
+        if t is not None and t != mt:
+            raise DaLifError(f"{path}: metadata says T={mt} but the input has T={t}")
+        t = mt
+    if meta.get("encoding", encoding) != encoding:
+        raise DaLifError(f"{path}: metadata says {meta['encoding']} input but the input shape "
+                         f"{dims} is {encoding}")
+    return OnnxGraphInfo(inp.name, out.name, encoding, t, tuple(frame), meta)
+
+
+class OnnxRunner:
+    """An onnxruntime CPU session over a checked DA-LIF ONNX graph."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        proto = _load_proto(self.path)
+        self.info = graph_info(proto, self.path)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only
+        if threads is not None:
+            if threads < 1:
+                raise DaLifError(f"threads must be >= 1, got {threads}")
+            so.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), so,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise DaLifError(f"{self.path}: onnxruntime cannot load the graph ({e})") from e
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        want = self.info.input_shape
+        if self.info.encoding == "events":
+            want = (self.info.timesteps, *want)
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+            raise DaLifError(f"{self.path}: input of shape {tuple(x.shape)} does not fit the "
+                             f"graph's [B, {', '.join(map(str, want))}] "
+                             f"({self.info.encoding})")
+        if not np.isfinite(x).all():
+            raise DaLifError(f"{self.path}: input holds NaN or Inf values")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run(self, x: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Logits ``[N, classes]`` (float32) for inputs ``x`` ``[N, ...]``, in batches."""
+        if batch_size < 1:
+            raise DaLifError(f"batch_size must be >= 1, got {batch_size}")
+        x = self._check_input(x)
+        starts = range(0, len(x), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="onnxruntime", unit="batch")
+        out = [self.session.run([self.info.output_name],
+                                {self.info.input_name: x[i:i + batch_size]})[0]
+               for i in starts]
+        if not out:
+            raise DaLifError("no samples to run")
+        return np.concatenate(out)
+
+
+def run_onnx(path: str | Path, x: np.ndarray, batch_size: int = 256,
+             progress: bool = False) -> np.ndarray:
+    """Run the ONNX graph at ``path`` on ``x`` (the raw model input); returns logits."""
+    return OnnxRunner(path).run(x, batch_size, progress)
+
+
+def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
+             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+             **opts: Any) -> dict:
+    """The ``onnx`` backend: accuracy and per-sample predictions of an ONNX graph on a data set.
+
+    Options: ``threads`` (onnxruntime intra-op threads). Options meant for other backends
+    (``dt``, ``timeout``) are accepted only when unset.
+    """
+    from ..data import load_dataset
+
+    unknown = {k: v for k, v in opts.items() if k not in _ALLOWED_OPTS and v is not None}
+    for k in ("timeout",):  # the CLI passes its default to every backend
+        unknown.pop(k, None)
+    if unknown:
+        raise DaLifError(f"the onnx backend takes no option(s) {sorted(unknown)}")
+    runner = OnnxRunner(model_path, threads=opts.get("threads"))
+    info = runner.info
+    ds = load_dataset(dataset, split, data_dir,
+                      timesteps=info.timesteps if info.encoding == "events" else None)
+    if ds.encoding != info.encoding or tuple(ds.input_shape) != info.input_shape:
+        raise DaLifError(f"{model_path}: the graph takes {info.encoding} input "
+                         f"{info.input_shape}, data set {dataset!r} gives {ds.encoding} "
+                         f"{tuple(ds.input_shape)}; choose the data set the model was "
+                         "exported for")
+    ds = ds.head(samples)
+    t0 = time.perf_counter()
+    logits = runner.run(ds.x, batch_size, progress)
+    seconds = time.perf_counter() - t0
+    pred = logits.argmax(axis=1)
+    return {
+        "backend": "onnx",
+        "model": str(model_path),
+        "dataset": dataset,
+        "split": split,
+        "samples": int(len(ds)),
+        "accuracy": float((pred == ds.y).mean()),
+        "predictions": [int(p) for p in pred],
+        "seconds": seconds,
+        "timesteps": info.timesteps,
+        "encoding": info.encoding,
+    }
+
+
+def describe_onnx(path: str | Path) -> dict[str, Any]:
+    """Summary of an ONNX file for ``dalif-deploy inspect``: I/O, metadata, ops, parameters."""
+    from onnx import numpy_helper
+
+    proto = _load_proto(path)
+    meta = _metadata(proto)
+    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in proto.graph.initializer)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    desc: dict[str, Any] = {
+        "kind": "onnx",
+        "file": str(path),
+        "model": meta.get("model"),
+        "timesteps": int(meta["timesteps"]) if "timesteps" in meta else None,
+        "encoding": meta.get("encoding"),
+        "dalif_deploy_version": meta.get("version"),
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "ir_version": int(proto.ir_version),
+        "opsets": {imp.domain or "ai.onnx": int(imp.version) for imp in proto.opset_import},
+        "inputs": [{"name": v.name, "shape": _dims(v)} for v in proto.graph.input],
+        "outputs": [{"name": v.name, "shape": _dims(v)} for v in proto.graph.output],
+        "nodes": len(proto.graph.node),
+        "ops": dict(sorted(ops.items())),
+        "parameters": params,
+        "metadata": meta,
+    }
+    if "dalif_layers" in meta:
+        desc["dalif_layers"] = int(meta["dalif_layers"])
+    if "input_shape" in meta:
+        desc["input_shape"] = json.loads(meta["input_shape"])
+    return desc
