@@ -1,0 +1,29 @@
+"""Lava target: run a FixedProgram on Lava's bit-accurate CPU models (lava-nc 0.10.0).
+
+Importing this package does NOT import lava: only running this target does (in a watchdog
+child process). Public entry points:
+
+* :func:`run_lava` - ``run_lava(program, x, *, timeout, record=False) -> LavaResult``;
+* :func:`simulate` - the ``simulate --backend lava`` backend (same JSON as the emulator).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_lava(program, x, *, timeout: float = 600.0, record: bool = False, **opts: Any):
+    """See :func:`dalif_deploy.targets.lava.run.run_lava`."""
+    from .run import run_lava as _run
+
+    return _run(program, x, timeout=timeout, record=record, **opts)
+
+
+def simulate(model_path: str, **kwargs: Any) -> dict:
+    """See :func:`dalif_deploy.targets.lava.backend.simulate`."""
+    from .backend import simulate as _simulate
+
+    return _simulate(model_path, **kwargs)
+
+
+__all__ = ["run_lava", "simulate"]
