@@ -1,0 +1,373 @@
+"""PyTorch (single-step DA-LIF network) -> NIR graph.
+
+Encoding (DESIGN.md section 3), the contract every NIR consumer of this project relies on:
+
+* each :class:`~dalif_deploy.neuron.DALIF` layer becomes a ``nir.LIF`` (Euler, ``dt = 1``) with
+  ``tau = 1/(1-beta)``, ``r = alpha/(1-beta)``, ``v_leak = 0``, ``v_reset = 0``,
+  ``v_threshold = v_th``, every array of the full neuron shape ((C,H,W) after a conv, (N,)
+  after a linear); node metadata records the neuron model, dt, discretisation, spike condition
+  ``>=``, reset and the effective alpha/beta. With ``dt = 1`` the NIR Euler update
+  ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``.
+* ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
+* ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
+  ``AvgPool2d`` -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten`` (dims without the batch);
+  ``Identity`` disappears; ``a + b`` becomes several edges into the consumer (NIR sums all
+  incoming edges); the final readout ``Linear`` is an ``Affine`` into the ``Output``.
+* all parameters are stored as float64, computed from the float32 model in float64, so the
+  effective alpha and beta are recovered exactly (``1 - dt/tau`` and ``dt*r/tau`` round back
+  to the float32 decays).
+
+Anything else (an unsupported module or function, a BN that cannot be folded, a DA-LIF called
+twice) stops the export with a :class:`~dalif_deploy.errors.DaLifError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.io import atomic_path
+from dalif_deploy.neuron import DALIF, reset_states
+
+ENCODING_VERSION = 1
+PRODUCER = "dalif-deploy"
+LIF_EQUATION = "V[t] = beta*H[t-1] + alpha*X[t]; S[t] = V[t] >= v_th; H[t] = V[t]*(1-S[t])"
+SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
+             "Identity", "DALIF", "+ (residual fan-in)", "torch.flatten")
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx tracer that keeps DA-LIF layers as leaves (their state is not traceable)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, DALIF) or super().is_leaf_module(m, qualname)
+
+
+def _f64(t: torch.Tensor | float) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().to(torch.float64).numpy().copy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _meta_value(t: torch.Tensor) -> float | np.ndarray:
+    """Metadata value: a float for a scalar (HDF5 cannot compress 0-d arrays), else float64."""
+    a = _f64(t)
+    return float(a) if a.ndim == 0 else a
+
+
+def _pair(v: Any) -> np.ndarray:
+    v = (v, v) if isinstance(v, int) else tuple(v)
+    return np.array(v, dtype=np.int64)
+
+
+def lif_node(lif: DALIF, shape: tuple[int, ...], name: str = "") -> nir.LIF:
+    """The ``nir.LIF`` of a DA-LIF layer whose neurons have ``shape`` (without batch)."""
+    alpha, beta = _f64(lif.alpha), _f64(lif.beta)
+    if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
+        raise DaLifError(f"DA-LIF layer {name!r}: alpha/beta are not finite")
+    if (beta >= 1).any() or (beta < 0).any() or (alpha <= 0).any():
+        raise DaLifError(f"DA-LIF layer {name!r}: needs 0 <= beta < 1 and alpha > 0 to be "
+                         f"expressed as a NIR LIF (got alpha {alpha}, beta {beta})")
+    if alpha.ndim == 1:  # per channel: channel is dimension 0 of the neuron shape
+        if not shape or shape[0] != alpha.shape[0]:
+            raise DaLifError(f"DA-LIF layer {name!r} has {alpha.shape[0]} channels but its "
+                             f"input has shape {shape}")
+        expand = (-1,) + (1,) * (len(shape) - 1)
+        alpha, beta = alpha.reshape(expand), beta.reshape(expand)
+    full = np.ones(shape, dtype=np.float64)
+    a, b = alpha * full, beta * full
+    meta = {
+        "neuron_model": "DA-LIF",
+        "equation": LIF_EQUATION,
+        "dt": 1.0,
+        "discretisation": "euler",
+        "spike_condition": ">=",
+        "reset": "hard reset to v_reset = 0 (H = V * (1 - S))",
+        "granularity": lif.granularity,
+        "alpha": _meta_value(lif.alpha),
+        "beta": _meta_value(lif.beta),
+    }
+    return nir.LIF(tau=1.0 / (1.0 - b), r=a / (1.0 - b), v_leak=np.zeros(shape),
+                   v_reset=np.zeros(shape), v_threshold=np.full(shape, float(lif.v_th)),
+                   metadata=meta)
+
+
+def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str) -> None:
+    """Fold eval-mode batch-norm into the weights and bias of ``node`` (in place, float64)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise DaLifError(f"batch-norm {name!r} tracks no running statistics; it cannot be "
+                         "folded (use track_running_stats=True)")
+    mean, var = _f64(bn.running_mean), _f64(bn.running_var)
+    gamma = _f64(bn.weight) if bn.weight is not None else np.ones_like(mean)
+    shift = _f64(bn.bias) if bn.bias is not None else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + float(bn.eps))
+    w = node.weight
+    if w.shape[0] != scale.shape[0]:
+        raise DaLifError(f"batch-norm {name!r} has {scale.shape[0]} features but the layer "
+                         f"before it has {w.shape[0]} outputs")
+    node.weight = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    node.bias = (node.bias - mean) * scale + shift
+
+
+class _Builder:
+    """Walks the traced fx graph and emits NIR nodes and edges."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        # fx node -> list of NIR node names whose outputs SUM to that value
+        self.value: dict[fx.Node, list[str]] = {}
+        self.owner: dict[str, fx.Node] = {}  # NIR node -> the fx node that created it
+
+    def _add(self, name: str, node: nir.NIRNode, sources: list[str], fx_node: fx.Node) -> None:
+        if name in self.nodes:
+            raise DaLifError(f"module {name!r} is called more than once in forward(); "
+                             "NIR needs one node per call (use separate modules)")
+        if len(set(sources)) != len(sources):
+            raise DaLifError(f"{name!r} receives the same tensor twice (e.g. x + x); NIR "
+                             "edges cannot express that, use an explicit scale")
+        self.nodes[name] = node
+        self.edges += [(s, name) for s in sources]
+        self.value[fx_node] = [name]
+        self.owner[name] = fx_node
+
+    @staticmethod
+    def _shape(n: fx.Node) -> tuple[int, ...]:
+        return tuple(int(d) for d in n.meta["tensor_meta"].shape[1:])
+
+    def _src(self, n: fx.Node, arg: Any) -> list[str]:
+        if not isinstance(arg, fx.Node) or arg not in self.value:
+            raise DaLifError(f"{n.name!r}: input {arg!r} is not a tensor computed from the "
+                             "network input; constants in forward() are not supported")
+        return self.value[arg]
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                if self.value:
+                    raise DaLifError(f"forward() takes more than one input ({n.name!r}); "
+                                     "export needs a single-step forward(x)")
+                self.nodes["input"] = nir.Input(np.array(input_shape))
+                self.value[n] = ["input"]
+            elif n.op == "call_module":
+                self._module(n)
+            elif n.op == "call_function":
+                self._function(n)
+            elif n.op == "call_method" and n.target == "flatten":
+                self._flatten(n, n.name, *self._flatten_dims(n))
+            elif n.op == "output":
+                out = n.args[0]
+                if not isinstance(out, fx.Node):
+                    raise DaLifError("forward() must return one tensor (the readout)")
+                self.nodes["output"] = nir.Output(np.array(self._shape(out)))
+                self.edges += [(s, "output") for s in self._src(n, out)]
+            else:
+                what = n.target if n.op != "get_attr" else f"attribute {n.target}"
+                raise DaLifError(f"unsupported operation {n.op} {what!r} at {n.name!r}; "
+                                 f"supported: {', '.join(SUPPORTED)}")
+
+    def _module(self, n: fx.Node) -> None:
+        name, m = str(n.target), self.modules[str(n.target)]
+        if len(n.args) != 1 or n.kwargs:
+            raise DaLifError(f"module {name!r} ({type(m).__name__}) is called with "
+                             f"{len(n.args)} arguments; export supports single-input calls "
+                             "(DA-LIF must be called statefully: s = lif(x))")
+        src = self._src(n, n.args[0])
+        shape = self._shape(n)
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                raise DaLifError(f"Conv2d {name!r}: only numeric zero padding is supported")
+            in_hw = self._shape(n.args[0])[1:]
+            bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+            self._add(name, nir.Conv2d(input_shape=tuple(in_hw), weight=_f64(m.weight),
+                                       stride=tuple(m.stride), padding=tuple(m.padding),
+                                       dilation=tuple(m.dilation), groups=m.groups,
+                                       bias=bias), src, n)
+        elif isinstance(m, nn.Linear):
+            bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_features)
+            self._add(name, nir.Affine(weight=_f64(m.weight), bias=bias), src, n)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            prev = self.nodes.get(src[0]) if len(src) == 1 else None
+            prev_fx = self.owner.get(src[0]) if prev is not None else None
+            if not isinstance(prev, (nir.Conv2d, nir.Affine)) or len(prev_fx.users) != 1:
+                raise DaLifError(f"batch-norm {name!r} must directly follow a Conv2d or "
+                                 "Linear that feeds only it (NIR has no batch-norm node to "
+                                 "fold it into otherwise)")
+            _fold_bn(prev, m, name)
+            self.value[n] = src
+        elif isinstance(m, DALIF):
+            self._add(name, lif_node(m, shape, name), src, n)
+        elif isinstance(m, nn.AvgPool2d):
+            if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
+                raise DaLifError(f"AvgPool2d {name!r}: ceil_mode, count_include_pad=False "
+                                 "and divisor_override have no NIR encoding")
+            stride = m.stride if m.stride is not None else m.kernel_size
+            self._add(name, nir.AvgPool2d(kernel_size=_pair(m.kernel_size),
+                                          stride=_pair(stride), padding=_pair(m.padding)),
+                      src, n)
+        elif isinstance(m, nn.Flatten):
+            self._flatten(n, name, m.start_dim, m.end_dim)
+        elif isinstance(m, nn.Identity):
+            self.value[n] = src
+        else:
+            raise DaLifError(f"unsupported module {name!r} ({type(m).__name__}); supported: "
+                             f"{', '.join(SUPPORTED)}")
+
+    @staticmethod
+    def _flatten_dims(n: fx.Node) -> tuple[int, int]:
+        args = list(n.args[1:])
+        start = args[0] if args else n.kwargs.get("start_dim", 0)
+        end = args[1] if len(args) > 1 else n.kwargs.get("end_dim", -1)
+        return int(start), int(end)
+
+    def _flatten(self, n: fx.Node, name: str, start: int, end: int) -> None:
+        in_shape = self._shape(n.args[0])
+        rank = len(in_shape) + 1
+        start, end = start % rank, end % rank
+        if start < 1:
+            raise DaLifError(f"flatten {name!r} would merge the batch dimension "
+                             "(use start_dim=1)")
+        # NIR dims exclude the batch
+        self._add(name, nir.Flatten(input_type={"input": np.array(in_shape)},
+                                    start_dim=start - 1, end_dim=end - 1),
+                  self._src(n, n.args[0]), n)
+
+    def _function(self, n: fx.Node) -> None:
+        if n.target in (operator.add, torch.add) and len(n.args) == 2 and not n.kwargs:
+            a, b = (self._src(n, x) for x in n.args)
+            if set(a) & set(b):
+                raise DaLifError(f"{n.name!r} adds a tensor to itself; NIR edges cannot "
+                                 "express that")
+            self.value[n] = a + b
+        elif n.target is torch.flatten:
+            self._flatten(n, n.name, *self._flatten_dims(n))
+        else:
+            name = getattr(n.target, "__name__", str(n.target))
+            raise DaLifError(f"unsupported function {name!r} at {n.name!r}; supported: "
+                             f"{', '.join(SUPPORTED)}")
+
+
+def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], timesteps: int,
+               encoding: str = "analog", normalization: str = "",
+               metadata: dict[str, Any] | None = None) -> nir.NIRGraph:
+    """Export a single-step DA-LIF network to a NIR graph (see the module docstring).
+
+    ``input_shape`` is one sample without batch, e.g. ``(1, 8, 8)``; ``timesteps``, ``encoding``
+    (``"analog"``: the same frame every step, or ``"events"``) and ``normalization`` are recorded
+    in the graph metadata with any extra ``metadata``.
+    """
+    if encoding not in ("analog", "events"):
+        raise DaLifError(f"encoding must be 'analog' or 'events', not {encoding!r}")
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise DaLifError(f"timesteps must be a positive integer, got {timesteps!r}")
+    input_shape = tuple(int(d) for d in input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            graph = _Tracer().trace(model)
+        except DaLifError:
+            raise
+        except Exception as e:  # data-dependent control flow etc.
+            raise DaLifError(f"cannot trace {type(model).__name__}.forward with torch.fx "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); export "
+                             "needs a static single-step forward(x)") from None
+        gm = fx.GraphModule(model, graph)
+        reset_states(model)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+        except Exception as e:
+            raise DaLifError(f"model does not run on input shape {input_shape}: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+        finally:
+            reset_states(model)
+        builder = _Builder(gm)
+        with torch.no_grad():
+            builder.build(input_shape)
+    finally:
+        model.train(was_training)
+    import dalif_deploy
+
+    meta: dict[str, Any] = {
+        "producer": PRODUCER,
+        "encoding_version": ENCODING_VERSION,
+        "dalif_deploy_version": dalif_deploy.__version__,
+        "dt": 1.0,
+        "timesteps": int(timesteps),
+        "input_shape": np.array(input_shape, dtype=np.int64),
+        "input_encoding": encoding,
+        "input_normalization": normalization,
+        "readout": "mean over T",
+        "spike_condition": ">=",
+    }
+    meta.update(metadata or {})
+    nodes = builder.nodes
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=builder.edges, metadata=meta)
+    except (ValueError, AssertionError) as e:
+        raise DaLifError(f"exported graph is inconsistent: {e}") from None
+
+
+def write_nir(graph: nir.NIRGraph, out_path: str | Path) -> None:
+    """Write ``graph`` to ``out_path`` atomically (temporary file, then rename)."""
+    with atomic_path(out_path) as tmp:
+        nir.write(tmp, graph)
+
+
+def _dataset_info(ckpt) -> dict[str, Any]:
+    info = dict(ckpt.dataset)
+    if not {"encoding", "input_shape", "normalization"} <= set(info):
+        try:  # plain state_dicts carry only the data set name
+            from dalif_deploy.data import load_dataset
+
+            ds = load_dataset(info.get("name", "digits"), timesteps=ckpt.timesteps)
+            info.setdefault("encoding", ds.encoding)
+            info.setdefault("input_shape", list(ds.input_shape))
+            info.setdefault("normalization", ds.normalization)
+        except DaLifError:
+            pass
+    info.setdefault("input_shape", ckpt.config.get("input_shape"))
+    info.setdefault("encoding", "analog")
+    info.setdefault("normalization", "unspecified")
+    return info
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | None = None,
+                      timesteps: int | None = None) -> dict[str, Any]:
+    """Export checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model`` name) to a
+    ``.nir`` file written atomically; returns a summary dict."""
+    from dalif_deploy.checkpoint import load_model
+
+    net, ckpt = load_model(ckpt_path, model, timesteps)
+    T = int(timesteps or ckpt.timesteps)
+    info = _dataset_info(ckpt)
+    from dalif_deploy.models import default_config
+
+    cfg = default_config(ckpt.model_name, **{k: v for k, v in ckpt.config.items()
+                                             if k != "name"})
+    shape = tuple(int(d) for d in (info["input_shape"] or cfg["input_shape"]))
+    extra = {"source_checkpoint": Path(ckpt_path).name,
+             "source_checkpoint_sha256": ckpt.sha256 or hashlib.sha256(
+                 Path(ckpt_path).read_bytes()).hexdigest(),
+             "model_name": ckpt.model_name,
+             "dataset": str(info.get("name", ""))}
+    graph = export_nir(net, shape, T, encoding=str(info["encoding"]),
+                       normalization=str(info["normalization"]), metadata=extra)
+    write_nir(graph, out_path)
+    lifs = [k for k, v in graph.nodes.items() if isinstance(v, nir.LIF)]
+    return {"nir": str(out_path), "checkpoint": str(ckpt_path), "model": ckpt.model_name,
+            "timesteps": T, "input_shape": list(shape), "nodes": len(graph.nodes),
+            "edges": len(graph.edges), "lif_layers": lifs, "sha256": extra[
+                "source_checkpoint_sha256"]}
