@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--backend", choices=BACKENDS, required=True,
                    help="torch (.pt), nir/norse (.nir), emulator/lava (.fxp), onnx (.onnx)")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", help="digits, digits-events or cifar10 (default: the one a "
+                   "checkpoint records; digits for other files)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")

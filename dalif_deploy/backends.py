@@ -1,0 +1,202 @@
+"""The backend registry behind ``dalif-deploy simulate`` and the file-kind detection it shares
+with ``inspect``.
+
+Every backend is a function ``"module:function"`` with the signature::
+
+    simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
+             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+             **opts) -> dict
+
+returning at least ``backend``, ``dataset``, ``samples``, ``accuracy``, ``predictions`` (ints,
+data set order) and ``seconds``. Backend modules are imported only when used (so lava is never
+imported unless ``--backend lava`` is asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DaLifError
+
+#: file kind -> (suffixes, what it is)
+FILE_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "checkpoint": ((".pt", ".pth"), "PyTorch checkpoint"),
+    "nir": ((".nir",), "NIR graph"),
+    "program": ((".fxp",), "fixed-point program"),
+    "onnx": ((".onnx",), "ONNX graph"),
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A simulate backend: where its function lives, which file kind it runs, its options."""
+
+    name: str
+    target: str  # "module:function"
+    kind: str  # a FILE_KINDS key
+    options: tuple[str, ...] = ()  # CLI options it takes (passed as **opts)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FILE_KINDS:
+            raise DaLifError(f"backend {self.name!r}: unknown file kind {self.kind!r}")
+        if self.target.count(":") != 1:
+            raise DaLifError(f"backend {self.name!r}: target must be 'module:function'")
+
+    def load(self) -> Callable[..., dict]:
+        module, func = self.target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and (module == e.name or module.startswith(e.name + ".")):
+                raise DaLifError(f"backend {self.name!r} is not available in this installation "
+                                 f"({module} is missing)") from None
+            raise DaLifError(f"backend {self.name!r} needs the package {e.name!r}, which is "
+                             "not installed; run `make install`") from None
+        return getattr(mod, func)
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "dalif_deploy.targets.torch_float:simulate", "checkpoint"),
+    Backend("nir", "dalif_deploy.targets.nir_float:simulate", "nir", ("dt",)),
+    Backend("norse", "dalif_deploy.targets.norse:simulate", "nir", ("dt",)),
+    Backend("emulator", "dalif_deploy.targets.emulator:simulate", "program"),
+    Backend("lava", "dalif_deploy.targets.lava:simulate", "program", ("timeout",)),
+    Backend("onnx", "dalif_deploy.targets.onnxruntime:simulate", "onnx"),
+)}
+
+
+def _sniff(path: Path) -> str | None:
+    """Guess a file's kind from its bytes when its suffix says nothing."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "nir"
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+            return "checkpoint"
+        if names and all(n.endswith(".npy") for n in names):
+            return "program"
+    return None
+
+
+def file_kind(path: str | Path) -> str:
+    """The kind of a model file (a FILE_KINDS key): by suffix, else by its first bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise DaLifError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    for kind, (suffixes, _) in FILE_KINDS.items():
+        if suffix in suffixes:
+            return kind
+    kind = _sniff(path)
+    if kind is None:
+        known = ", ".join(f"{s[0]} ({d})" for s, d in FILE_KINDS.values())
+        raise DaLifError(f"{path}: cannot tell what kind of file this is; expected {known}")
+    return kind
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise DaLifError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}") from None
+
+
+def check_fits(backend: Backend, path: str | Path) -> str:
+    """Raise a DaLifError unless ``path`` is a file the backend runs; returns its kind."""
+    kind = file_kind(path)
+    if kind != backend.kind:
+        fitting = [b.name for b in BACKENDS.values() if b.kind == kind]
+        raise DaLifError(
+            f"{path} is a {FILE_KINDS[kind][1]}; backend {backend.name!r} runs a "
+            f"{FILE_KINDS[backend.kind][1]} ({'/'.join(FILE_KINDS[backend.kind][0])}). "
+            f"Use --backend {' or '.join(fitting)}, or convert the file first "
+            "(export: .pt -> .nir/.onnx; quantize: .nir -> .fxp)")
+    return kind
+
+
+def default_dataset(path: str | Path, kind: str) -> str:
+    """The data set a model file was made for, as its metadata records it; else ``digits``."""
+    name: Any = None
+    try:
+        if kind == "checkpoint":
+            from .checkpoint import load_checkpoint
+
+            name = load_checkpoint(path).dataset.get("name")
+        elif kind == "nir":
+            from .converters.nir_graph import read_nir
+
+            name = (read_nir(path).metadata or {}).get("dataset")
+        elif kind == "program":
+            from .program import load_program
+
+            name = load_program(path).metadata.get("dataset")
+        elif kind == "onnx":
+            from .targets.onnxruntime import _load_proto, _metadata
+
+            name = _metadata(_load_proto(path)).get("dataset")
+    except ImportError:  # the module of that kind is not installed: its backend will say so
+        name = None
+    if isinstance(name, bytes):
+        name = name.decode("utf8", "replace")
+    return name if isinstance(name, str) and name else "digits"
+
+
+def simulate(model_path: str, backend: str, *, dataset: str | None = None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256, data_dir: str | None = None,
+             progress: bool = True, **opts: Any) -> dict:
+    """Run ``model_path`` on the named backend after checking the file kind fits it."""
+    b = get_backend(backend)
+    kind = check_fits(b, model_path)
+    if samples is not None and samples < 1:
+        raise DaLifError(f"--samples must be >= 1, got {samples}")
+    if batch_size < 1:
+        raise DaLifError(f"--batch-size must be >= 1, got {batch_size}")
+    foreign = sorted(k for k, v in opts.items() if v is not None and k not in b.options)
+    if foreign:
+        users = [n for n, x in BACKENDS.items() if set(foreign) & set(x.options)]
+        raise DaLifError(f"option(s) {', '.join('--' + k for k in foreign)} do not apply to "
+                         f"backend {b.name!r} (only to {', '.join(users) or 'none'})")
+    if dataset is None:
+        dataset = default_dataset(model_path, kind)
+    fn = b.load()
+    result = fn(str(model_path), dataset=dataset, split=split, samples=samples,
+                batch_size=batch_size, data_dir=data_dir, progress=progress,
+                **{k: v for k, v in opts.items() if v is not None})
+    missing = [k for k in ("backend", "dataset", "samples", "accuracy", "predictions",
+                           "seconds") if k not in result]
+    if missing:
+        raise DaLifError(f"backend {b.name!r} returned no {missing} (a bug in {b.target})")
+    return result
+
+
+def cli_simulate(args: argparse.Namespace) -> int:
+    """``dalif-deploy simulate MODEL --backend B [--dataset D] [--samples N] [--json P]``."""
+    import sys
+
+    from .cli import emit_json
+
+    b = get_backend(args.backend)
+    opts = {"dt": args.dt}
+    if "timeout" in b.options:
+        opts["timeout"] = args.timeout
+    result = simulate(args.model, args.backend, dataset=args.dataset, split=args.split,
+                      samples=args.samples, batch_size=args.batch_size,
+                      data_dir=args.data_dir, **opts)
+    line = (f"{result['backend']}: {args.model} on {result['dataset']}/{args.split}, "
+            f"{result['samples']} samples, accuracy {100 * result['accuracy']:.2f} % "
+            f"({result['seconds']:.2f} s)")
+    print(line, file=sys.stderr if args.json == "-" else sys.stdout)
+    emit_json(result, args.json)
+    return 0
