@@ -1,0 +1,151 @@
+"""``dalif-deploy inspect FILE``: what a checkpoint, NIR graph, fixed-point program or ONNX file
+holds, as text or JSON.
+
+Checkpoints are described here; the other kinds by the module that owns the format (imported only
+when such a file is inspected)::
+
+    nir      dalif_deploy.converters.nir_graph:describe_nir
+    program  dalif_deploy.program:describe_program
+    onnx     dalif_deploy.targets.onnxruntime:describe_onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .backends import file_kind
+from .errors import DaLifError
+
+DESCRIBERS = {
+    "nir": "dalif_deploy.converters.nir_graph:describe_nir",
+    "program": "dalif_deploy.program:describe_program",
+    "onnx": "dalif_deploy.targets.onnxruntime:describe_onnx",
+}
+
+
+def _values(t) -> float | list[float]:
+    """A 0-d tensor as a float, a 1-d one as a list of floats (rounded for display)."""
+    v = t.detach().double()
+    return round(float(v), 6) if v.dim() == 0 else [round(float(x), 6) for x in v]
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Summary of a checkpoint: model config, layers, effective DA-LIF parameters, metrics."""
+    from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
+    from .models import dalif_layers
+
+    model, ckpt = load_model(path)
+    lifs = dalif_layers(model)
+    layers = []
+    for name, m in model.named_modules():
+        if name and not list(m.children()):  # leaves only
+            entry: dict[str, Any] = {"name": name, "type": type(m).__name__,
+                                     "parameters": sum(p.numel() for p in m.parameters())}
+            if name in lifs:
+                entry.update(granularity=m.granularity, parametrization=m.parametrization,
+                             alpha=_values(m.alpha), beta=_values(m.beta), v_th=m.v_th)
+            elif hasattr(m, "weight") and m.weight is not None:
+                entry["shape"] = list(m.weight.shape)
+            layers.append(entry)
+    return {
+        "kind": "checkpoint",
+        "file": str(path),
+        "format": f"{CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION}",
+        "model": ckpt.model_name,
+        "config": ckpt.config,
+        "timesteps": ckpt.timesteps,
+        "dataset": ckpt.dataset,
+        "metrics": ckpt.metrics,
+        "created": ckpt.created,
+        "sha256": ckpt.sha256,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "layers": layers,
+    }
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """Describe any model file, dispatching on its kind (see :func:`backends.file_kind`)."""
+    kind = file_kind(path)
+    if kind == "checkpoint":
+        return describe_checkpoint(path)
+    module, func = DESCRIBERS[kind].split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise DaLifError(f"{path}: cannot describe a {kind} file in this installation "
+                         f"({module}.{func} is not available: {e})") from None
+    return fn(path)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list) and len(v) > 8 and all(isinstance(x, int | float) for x in v):
+        return f"[{len(v)} values, min {min(v):.6g}, max {max(v):.6g}]"
+    if isinstance(v, dict | list):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _render_checkpoint(d: dict[str, Any]) -> list[str]:
+    m = d["metrics"]
+    acc = ", ".join(f"{k} {100 * v:.2f} %" for k, v in m.items()
+                    if k.endswith("accuracy") and isinstance(v, int | float))
+    lines = [
+        f"{d['file']}: {d['format']}",
+        f"model       {d['model']}  ({d['num_parameters']} parameters, T={d['timesteps']})",
+        f"config      {_fmt(d['config'])}",
+        f"dataset     {_fmt(d['dataset'])}",
+        f"metrics     {acc or _fmt(m)}",
+        f"created     {_fmt(d['created'])}",
+        f"sha256      {d['sha256']}",
+        "layers:",
+    ]
+    for layer in d["layers"]:
+        if "alpha" in layer:
+            extra = (f"alpha={_fmt(layer['alpha'])} beta={_fmt(layer['beta'])} "
+                     f"v_th={_fmt(layer['v_th'])} ({layer['granularity']}, "
+                     f"{layer['parametrization']})")
+        else:
+            extra = f"shape={layer['shape']}" if "shape" in layer else ""
+        lines.append(f"  {layer['name']:<22} {layer['type']:<12} "
+                     f"{layer['parameters']:>7} params  {extra}".rstrip())
+    return lines
+
+
+def _render_generic(d: dict[str, Any], indent: str = "") -> list[str]:
+    lines = []
+    for k, v in d.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            lines.append(f"{indent}{k}:")
+            for item in v:
+                lines.append(f"{indent}  - " + ", ".join(f"{a}={_fmt(b)}"
+                                                         for a, b in item.items()))
+        elif isinstance(v, dict) and v:
+            lines.append(f"{indent}{k}:")
+            lines += _render_generic(v, indent + "  ")
+        else:
+            lines.append(f"{indent}{k}: {_fmt(v)}")
+    return lines
+
+
+def render(d: dict[str, Any]) -> str:
+    """Human-readable text for a :func:`describe` dict."""
+    lines = _render_checkpoint(d) if d.get("kind") == "checkpoint" else _render_generic(d)
+    return "\n".join(lines)
+
+
+def cli_inspect(args: argparse.Namespace) -> int:
+    """``dalif-deploy inspect FILE [--json]``."""
+    from .cli import emit_json
+
+    d = describe(args.file)
+    if args.json:
+        emit_json(d, "-")
+    else:
+        print(render(d))
+    return 0
