@@ -26,7 +26,8 @@ We use the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter n
 
 Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.encoding``,
 ``dalif_deploy.version``, ``dalif_deploy.model``, ``dalif_deploy.input_shape`` (JSON),
-``dalif_deploy.readout`` (``mean over T``).
+``dalif_deploy.readout`` (``mean over T``), ``dalif_deploy.dalif_layers`` and, when known,
+``dalif_deploy.dataset``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from .. import __version__
 from ..errors import DaLifError
 from ..io import atomic_path
 from ..models import dalif_layers
+from ..neuron import DALIF, dalif_step
 from ..targets.onnxruntime import META_PREFIX
 
 INPUT_NAME = "input"
@@ -57,10 +59,13 @@ ENCODINGS = ("analog", "events")
 class UnrolledDALIF(nn.Module):
     """``net`` (one time step per call) unrolled over ``timesteps`` steps, state passed explicitly.
 
-    ``forward(x)`` equals ``run_model(net, x, timesteps, encoding)`` operation for operation, but
-    each DA-LIF layer is called through its functional form ``DALIF.step(x, state)`` with the
-    state held in a local dict, so tracing sees a pure function of the input (no tensors left in
-    module attributes).
+    ``forward(x)`` computes ``run_model(net, x, timesteps, encoding)`` operation for operation,
+    but each DA-LIF layer runs :func:`dalif_deploy.neuron.dalif_step` (the functional core of
+    ``DALIF.step``) with the state held in a local dict, so tracing sees a pure function of the
+    input (no tensors left in module attributes). The effective decays ``alpha``/``beta`` are
+    computed once here by torch and become graph constants: the graph then holds only effective
+    values (DESIGN.md section 2), and no ``Tanh``/``Sigmoid`` of the raw parameters is left for
+    onnxruntime, whose tanh differs from torch's in the last bit for about half of all inputs.
     """
 
     def __init__(self, net: nn.Module, timesteps: int, encoding: str) -> None:
@@ -68,20 +73,29 @@ class UnrolledDALIF(nn.Module):
         self.net = net
         self.timesteps = timesteps
         self.encoding = encoding
+        self.lifs = dalif_layers(net)
+        with torch.no_grad():
+            for i, lif in enumerate(self.lifs.values()):
+                self.register_buffer(f"alpha_{i}", lif.alpha.detach().clone())
+                self.register_buffer(f"beta_{i}", lif.beta.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = list(dalif_layers(self.net).values())
         states: dict[int, torch.Tensor | None] = {}
 
-        def functional(lif: nn.Module):
-            def call(inp: torch.Tensor) -> torch.Tensor:
-                s, states[id(lif)] = lif.step(inp, states.get(id(lif)))
+        def functional(i: int, lif: DALIF):
+            alpha, beta = getattr(self, f"alpha_{i}"), getattr(self, f"beta_{i}")
+
+            def call(inp: torch.Tensor) -> torch.Tensor:  # = DALIF.step, decays precomputed
+                s, states[i], _ = dalif_step(
+                    inp, states.get(i), lif._broadcast(alpha, inp), lif._broadcast(beta, inp),
+                    lif.v_th, lif.surrogate, lif.surrogate_width)
                 return s
 
             return call
 
-        for lif in layers:  # instance attribute shadows the class forward during the call
-            lif.forward = functional(lif)
+        layers = list(self.lifs.values())
+        for i, lif in enumerate(layers):  # instance attribute shadows the class forward
+            lif.forward = functional(i, lif)
         try:
             total = None
             for t in range(self.timesteps):
@@ -145,6 +159,7 @@ def export_onnx(
     encoding: str = "analog",
     opset: int = MIN_OPSET,
     model_name: str | None = None,
+    dataset: str | None = None,
 ) -> Path:
     """Export a single-step DA-LIF network, unrolled over ``timesteps``, to ONNX at ``path``.
 
@@ -152,6 +167,7 @@ def export_onnx(
     ``encoding="analog"`` and ``[B, T, C, H, W]`` for ``"events"``, with a dynamic batch axis.
     The output is the readout mean over T. The file is checked (``onnx.checker`` full check)
     before it is written atomically. The model's train/eval mode is left as it was.
+    ``model_name`` and ``dataset`` (the data set it was trained on) go into the metadata.
     """
     import onnx
 
@@ -184,6 +200,8 @@ def export_onnx(
         "readout": "mean over T",
         "dalif_layers": str(n_layers),
     }
+    if dataset:
+        meta["dataset"] = dataset
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + k, v
@@ -229,9 +247,10 @@ def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
     shape = tuple(cfg["input_shape"])
     encoding = _checkpoint_encoding(ckpt.dataset)
     path = export_onnx(net, out_path, int(ckpt.timesteps), shape, encoding, opset,
-                       model_name=cfg["name"])
+                       model_name=cfg["name"], dataset=ckpt.dataset.get("name"))
     return {"onnx": str(path), "model": cfg["name"], "timesteps": int(ckpt.timesteps),
-            "encoding": encoding, "input_shape": list(shape), "opset": opset,
+            "dataset": ckpt.dataset.get("name"), "encoding": encoding,
+            "input_shape": list(shape), "opset": opset,
             "dalif_layers": len(dalif_layers(net)), "bytes": path.stat().st_size}
 
 
@@ -251,7 +270,6 @@ def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
     state it holds before the call, i.e. exactly the potential ``run_model`` thresholds.
     """
     from ..models import run_model
-    from ..neuron import dalif_step
 
     best = torch.full((x.shape[0],), float("inf"))
 

@@ -180,13 +180,12 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
     """The ``onnx`` backend: accuracy and per-sample predictions of an ONNX graph on a data set.
 
     Options: ``threads`` (onnxruntime intra-op threads). Options meant for other backends
-    (``dt``, ``timeout``) are accepted only when unset.
+    (``dt``, ``timeout``) are accepted only when unset (None). The graph's input shape must fit
+    the data set (event graphs fix T; the data set is generated with that T).
     """
     from ..data import load_dataset
 
     unknown = {k: v for k, v in opts.items() if k not in _ALLOWED_OPTS and v is not None}
-    for k in ("timeout",):  # the CLI passes its default to every backend
-        unknown.pop(k, None)
     if unknown:
         raise DaLifError(f"the onnx backend takes no option(s) {sorted(unknown)}")
     runner = OnnxRunner(model_path, threads=opts.get("threads"))
@@ -197,7 +196,7 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
         raise DaLifError(f"{model_path}: the graph takes {info.encoding} input "
                          f"{info.input_shape}, data set {dataset!r} gives {ds.encoding} "
                          f"{tuple(ds.input_shape)}; choose the data set the model was "
-                         "exported for")
+                         f"exported for ({info.metadata.get('dataset', 'see inspect')})")
     ds = ds.head(samples)
     t0 = time.perf_counter()
     logits = runner.run(ds.x, batch_size, progress)
@@ -231,6 +230,7 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
         "model": meta.get("model"),
         "timesteps": int(meta["timesteps"]) if "timesteps" in meta else None,
         "encoding": meta.get("encoding"),
+        "dataset": meta.get("dataset"),
         "dalif_deploy_version": meta.get("version"),
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "ir_version": int(proto.ir_version),

@@ -191,6 +191,7 @@ def test_graph_is_standard_onnx_with_metadata(digits_cnn_onnx):
     assert {n.domain for n in proto.graph.node} == {""}  # no PythonOp / custom surrogate op
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("GreaterOrEqual") == len(dalif_layers(model)) * T
+    assert "Tanh" not in ops  # effective decays are constants computed by torch
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["dalif_deploy.timesteps"] == "4"
     assert meta["dalif_deploy.encoding"] == "analog"
@@ -240,6 +241,7 @@ def test_export_from_checkpoint(tmp_path, digits):
     summary = export_onnx_from_checkpoint(ck, tmp_path / "m.onnx")
     assert summary["model"] == "digits-cnn" and summary["timesteps"] == T
     assert summary["encoding"] == "analog" and summary["input_shape"] == [1, 8, 8]
+    assert describe_onnx(tmp_path / "m.onnx")["dataset"] == "digits"
     x = digits[0][:50]
     with torch.no_grad():
         ref = run_model(model, x, T).numpy()
