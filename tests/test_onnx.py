@@ -310,3 +310,42 @@ def test_dalif_deploy_import_does_not_load_onnxruntime():
             "dalif_deploy.converters.torch_to_onnx; "
             "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_export_simulate_inspect(tmp_path, capsys):
+    """`export --onnx`, `simulate --backend onnx`, `inspect` end to end; bad file -> exit 2."""
+    import json
+    from pathlib import Path
+
+    from dalif_deploy.cli import main
+
+    ck = Path(__file__).resolve().parents[1] / SHIPPED.format("digits-cnn")
+    out, js = tmp_path / "m.onnx", tmp_path / "r.json"
+    assert main(["export", str(ck), "--onnx", str(out)]) == 0
+    assert main(["simulate", str(out), "--backend", "onnx", "--samples", "30",
+                 "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["backend"] == "onnx" and r["samples"] == 30 and len(r["predictions"]) == 30
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == "digits-cnn" and d["timesteps"] == 4 and d["dataset"] == "digits"
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"garbage")
+    assert main(["simulate", str(junk), "--backend", "onnx"]) == 2
+    assert main(["inspect", str(junk)]) == 2
+
+
+def test_simulate_event_graph_uses_its_timesteps(tmp_path):
+    """An event graph fixes T (here 3, not the data set's default 8); simulate generates events
+    with that T and predicts exactly what run_model does on them."""
+    model = activated("digits-cnn", input_shape=[2, 8, 8])
+    path = export_onnx(model, tmp_path / "ev.onnx", 3, (2, 8, 8), "events", dataset="digits-events")
+    r = simulate(str(path), dataset="digits-events", samples=60, progress=False)
+    ds = load_dataset("digits-events", "test", timesteps=3).head(60)
+    with torch.no_grad():
+        ref = run_model(model, torch.from_numpy(ds.x), 3, "events").argmax(1)
+    assert r["timesteps"] == 3 and r["encoding"] == "events"
+    assert r["predictions"] == ref.tolist()
+    with pytest.raises(DaLifError, match="analog"):
+        simulate(str(path), dataset="digits", progress=False)
