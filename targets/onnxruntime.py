@@ -60,11 +60,17 @@ def _load_proto(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise DaLifError(f"{path}: no such ONNX file")
-    try:
-        proto = onnx.load(str(path))
+    try:  # never follow external-data references: a hostile file could point anywhere
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise DaLifError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e}); "
                          "re-export it with `dalif-deploy export CKPT --onnx PATH`") from e
+    external = [t.name for t in proto.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise DaLifError(f"{path}: tensors {external[:3]} live in external data files, which "
+                         "dalif-deploy does not read; export the model as one self-contained "
+                         "file")
     if not proto.graph.node:
         raise DaLifError(f"{path}: ONNX file holds an empty graph (truncated or not ONNX)")
     try:

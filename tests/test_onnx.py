@@ -264,6 +264,21 @@ def test_bad_files_are_dalif_errors(tmp_path, digits_cnn_onnx):
             simulate(str(p), dataset="digits", progress=False)
 
 
+def test_external_data_references_are_refused(tmp_path, digits_cnn_onnx):
+    """A file whose weights point to an external path (possibly ../../anything) is refused."""
+    _, good = digits_cnn_onnx
+    proto = onnx.load(str(good))
+    t = proto.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.ClearField("float_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="../../../etc/passwd")
+    hostile = tmp_path / "hostile.onnx"
+    hostile.write_bytes(proto.SerializeToString())
+    with pytest.raises(DaLifError, match="external data"):
+        describe_onnx(hostile)
+
+
 def test_bad_inputs_are_dalif_errors(digits_cnn_onnx):
     _, path = digits_cnn_onnx
     with pytest.raises(DaLifError, match="does not fit"):
