@@ -1,0 +1,200 @@
+"""The ``norse`` backend: run a NIR graph in Norse 1.1.0 (an independent simulator) as a
+cross-check of our float reference.
+
+Norse's importer (``norse.torch.from_nir``, built on ``nirtorch.load``) does not run a NIR graph
+as written; :func:`adapt_for_norse` rewrites the graph into an equivalent one it does run, and
+:func:`norse_module` repairs the execution order. What it needed (measured on norse 1.1.0 and
+nirtorch 2.6; each item is listed in the result's ``adaptations``):
+
+* ``r`` of ``nir.LIF`` is ignored (only a warning): fold ``r`` into the rows of the preceding
+  Affine/Conv2d when that node feeds only this LIF, else insert a per-channel scaling node (a
+  channel-diagonal 1x1 Conv2d, or a diagonal Affine) on the edge; then set ``r = 1``.
+* ``v_reset`` is ignored (Norse resets to 0): refused unless it is 0.
+* ``nir.Flatten(start_dim)`` is passed to ``torch.nn.Flatten`` as is, so NIR's start_dim 0
+  flattens the batch: shift the dims by one.
+* ``nir.AvgPool2d`` has no mapping: the node would be dropped silently. ``SumPool2d`` becomes
+  ``LPPool2d(1)`` which takes |x| and ignores padding. Both become a Conv2d with
+  constant weights (1/k^2 or 1) on the channel diagonal (Norse cannot build grouped convs).
+* nirtorch's executor orders nodes depth-first, not topologically: at a residual merge it can
+  read a branch's output of the PREVIOUS time step. Its order is replaced by ours from the edges.
+* dt: ``from_nir(dt=...)`` with the graph's dt (1 for ours); Norse integrates
+  ``v += dt/tau (v_leak - v + i)``, equal to ``beta*v + alpha*x`` up to float rounding.
+* Norse fires on ``v > v_th`` (strict), ours on ``>=``: irrelevant for float data.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+
+from ..converters.nir_graph import infer_shapes, predecessors, topo_order, validate
+from ..errors import DaLifError
+from .nir_float import simulate_graph
+
+NORSE_NODES = (nir.Input, nir.Output, nir.Affine, nir.Conv2d, nir.Flatten, nir.LIF, nir.IF,
+               nir.CubaLIF)
+
+
+def _channelwise(channels: int, kernel: Any, stride: Any, padding: Any, value: np.ndarray,
+                 in_hw: tuple[int, int]) -> nir.Conv2d:
+    """A per-channel linear map (pooling window or scaling) as a dense Conv2d with a diagonal
+    channel matrix; Norse builds ``Conv2d(in_channels=weight.shape[1], groups=g)``, which
+    fails for depthwise (grouped) weights."""
+    k = np.atleast_1d(np.asarray(kernel)).astype(int)
+    k = (int(k[0]), int(k[0])) if k.size == 1 else (int(k[0]), int(k[1]))
+    w = np.zeros((channels, channels, *k))
+    w[np.arange(channels), np.arange(channels)] = np.asarray(value, dtype=np.float64
+                                                             ).reshape(-1, 1, 1)
+    return nir.Conv2d(input_shape=in_hw, weight=w, stride=tuple(np.broadcast_to(stride, 2)),
+                      padding=tuple(np.broadcast_to(padding, 2)), dilation=(1, 1),
+                      groups=1, bias=np.zeros(channels))
+
+
+def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
+    """An equivalent graph that Norse's importer runs correctly, and the list of changes."""
+    validate(graph)
+    shapes = infer_shapes(graph)
+    pre = predecessors(graph)
+    nodes = {k: copy.deepcopy(v) for k, v in graph.nodes.items()}
+    edges = [tuple(e) for e in graph.edges]
+    notes: set[str] = set()
+    for name, node in graph.nodes.items():
+        in_shape = shapes[pre[name][0]] if pre[name] else shapes[name]
+        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+            k = np.atleast_1d(np.asarray(node.kernel_size)).astype(int)
+            area = int(k[0] * k[-1])
+            value = np.full(in_shape[0], 1.0 / area if isinstance(node, nir.AvgPool2d) else 1.0)
+            nodes[name] = _channelwise(in_shape[0], node.kernel_size, node.stride, node.padding,
+                                     value, in_shape[1:])
+            notes.add(f"{type(node).__name__} -> channel-diagonal Conv2d (Norse has no "
+                      "AvgPool2d map; SumPool2d would become LPPool2d(|x|) without padding)")
+        elif isinstance(node, nir.Flatten):
+            e = int(node.end_dim)
+            flat = nir.Flatten(input_type={"input": None})  # torch dims: not a NIR-valid node
+            flat.start_dim = int(node.start_dim) % len(in_shape) + 1
+            flat.end_dim = e + 1 if e >= 0 else e
+            nodes[name] = flat
+            notes.add("Flatten dims shifted by one (Norse's torch.nn.Flatten counts the batch)")
+        elif not isinstance(node, NORSE_NODES):
+            raise DaLifError(f"node {name!r}: Norse's NIR importer has no mapping for "
+                             f"{type(node).__name__}; run this graph with --backend nir")
+    for name, node in graph.nodes.items():
+        if not isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF)):
+            continue
+        if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
+            raise DaLifError(f"node {name!r}: v_reset != 0, which Norse ignores (it resets to "
+                             "0); run this graph with --backend nir")
+        r = np.asarray(node.r, dtype=np.float64)
+        if not isinstance(node, nir.LIF) or np.all(r == 1):
+            continue
+        shape = shapes[name]
+        for src in pre[name]:
+            s = nodes[src]
+            sole = [b for a, b in edges if a == src] == [name]
+            if len(shape) == 3:
+                per_ch = r.reshape(shape[0], -1)
+                if not np.all(per_ch == per_ch[:, :1]):
+                    raise DaLifError(f"node {name!r}: r varies within a channel; it cannot be "
+                                     "folded into a convolution for Norse")
+                rc = per_ch[:, 0]
+            else:
+                rc = r.reshape(-1)
+            if sole and isinstance(s, (nir.Affine, nir.Conv2d)):
+                s.weight = s.weight * rc.reshape((-1,) + (1,) * (s.weight.ndim - 1))
+                s.bias = s.bias * rc
+                notes.add("LIF r folded into the rows of the preceding Affine/Conv2d, r := 1 "
+                          "(Norse ignores r)")
+                continue
+            new = f"{src}__r_to__{name}"
+            nodes[new] = (_channelwise(shape[0], 1, 1, 0, rc, shape[1:]) if len(shape) == 3
+                          else nir.Affine(weight=np.diag(rc), bias=np.zeros(rc.size)))
+            edges.remove((src, name))
+            edges += [(src, new), (new, name)]
+            notes.add("LIF r on an edge from a non-foldable source (e.g. an identity shortcut) "
+                      "-> inserted a channel-diagonal 1x1 Conv2d / diagonal Affine, r := 1")
+        nodes[name].r = np.ones_like(r)
+    out = nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}),
+                       type_check=False)
+    topo_order(out)  # (its Flatten dims now count the batch: not a valid NIR graph to validate)
+    return out, sorted(notes)
+
+
+def norse_module(adapted: nir.NIRGraph, dt: float) -> tuple[torch.nn.Module, bool]:
+    """Norse's module for an adapted graph, with a topological execution order; returns
+    ``(module, order_was_fixed)``."""
+    import norse.torch as nt
+    from nirtorch.utils import sanitize_name
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger().disabled, was = True, logging.getLogger().disabled
+        try:
+            module = nt.from_nir(adapted, dt=dt)
+        finally:
+            logging.getLogger().disabled = was
+    by_name = {n.name: n for n in module.execution_order}
+    ours = [sanitize_name(n) for n in topo_order(adapted)]
+    if set(ours) != set(by_name):
+        raise DaLifError(f"Norse built nodes {sorted(by_name)} but the graph has {sorted(ours)}")
+    fixed = [n.name for n in module.execution_order] != ours
+    module.execution_order = [by_name[n] for n in ours]
+    return module, fixed
+
+
+def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
+              record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """Run ``graph`` in Norse; returns (mean readout over T, spikes per LIF node, adaptations)."""
+    from nirtorch.utils import sanitize_name
+
+    adapted, notes = adapt_for_norse(graph)
+    module, fixed = norse_module(adapted, dt)
+    if fixed:
+        notes.append("nirtorch execution order replaced by the topological order of the edges "
+                     "(its depth-first order reads stale branch outputs at residual merges)")
+    events = str((graph.metadata or {}).get("input_encoding", "analog")) == "events"
+    spiking = [n for n, v in graph.nodes.items() if isinstance(v, (nir.LIF, nir.IF, nir.CubaLIF))]
+    spikes: dict[str, list[torch.Tensor]] = {n: [] for n in spiking} if record else {}
+    state, total = None, None
+    with torch.no_grad():
+        for t in range(timesteps):
+            out, state = module((x[:, t] if events else x).float(), state)
+            total = out if total is None else total + out
+            for n in spikes:
+                spikes[n].append(state.cache[sanitize_name(n)])
+    return total / timesteps, {n: torch.stack(v) for n, v in spikes.items()}, notes
+
+
+def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
+             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+             **opts: Any) -> dict:
+    """Accuracy and predictions of NIR graph ``model_path`` run by Norse (see module doc).
+
+    Option ``dt``: required for graphs without dalif-deploy metadata.
+    """
+    dt = opts.pop("dt", None)
+    if opts:
+        raise DaLifError(f"the norse backend takes only the option dt, not {sorted(opts)}")
+    try:
+        import norse.torch  # noqa: F401
+    except ImportError as e:
+        raise DaLifError(f"the norse backend needs norse 1.1.0 ({e})") from None
+    notes: list[str] = []
+
+    def make(graph: nir.NIRGraph, run_dt: float):
+        def fn(g, x, T):
+            logits, _, n = run_norse(g, x, T, run_dt)
+            notes[:] = n
+            return logits
+        return fn
+
+    result = simulate_graph("norse", model_path, make, dataset=dataset, split=split,
+                            samples=samples, batch_size=batch_size, data_dir=data_dir,
+                            progress=progress, dt=dt)
+    result["adaptations"] = notes
+    return result

@@ -1,0 +1,37 @@
+"""Shared helpers of the NIR tests: random-but-lively zoo models and spike comparison."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dalif_deploy.models import build_model, default_config
+from dalif_deploy.neuron import DALIF
+
+
+def lively_model(name: str, seed: int = 0, **over) -> nn.Module:
+    """A zoo model with random weights, non-trivial BN statistics and random alpha/beta (so that
+    r = alpha/(1-beta) != 1 and BN folding really changes the weights), in eval mode."""
+    torch.manual_seed(seed)
+    over.setdefault("v_th", 0.3)
+    m = build_model(default_config(name, **over)).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.7, 1.6)
+                mod.bias.uniform_(-0.1, 0.2)
+            if isinstance(mod, DALIF):
+                mod.alpha_raw.uniform_(0.3, 1.5)
+                mod.beta_raw.uniform_(0.1, 1.2)
+    return m
+
+
+def spike_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[int, int, float]:
+    """(differing spikes, total spikes compared, firing rate of ``a``) over the layers of ``a``."""
+    assert set(a) == set(b), (sorted(a), sorted(b))
+    diff = sum(int((a[k] != b[k]).sum()) for k in a)
+    total = sum(a[k].numel() for k in a)
+    rate = sum(float(a[k].sum()) for k in a) / total
+    return diff, total, rate
