@@ -66,10 +66,11 @@ def dense_program(seed=0, *, graded=True, residual=False, t=4, channel_dv=False,
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
 
 
-def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, bias=0):
+def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, bias=0,
+                 vth2=None):
     rng = np.random.default_rng(seed)
     pops = [_pop("c1", (3, 6, 5), rng, bias=bias, channel_dv=channel_dv),
-            _pop("c2", (4, 3, 3), rng, channel_dv=channel_dv)]
+            _pop("c2", (4, 3, 3), rng, channel_dv=channel_dv, vth=vth2)]
     syns = [_conv("conv1", "input", "c1", 2, 3, (6, 5), rng, graded=graded, exp=0),
             _conv("conv2", "c1", "c2", 3, 4, (6, 5), rng, stride=2, exp=-1)]
     if residual:
@@ -110,11 +111,13 @@ def _synapse_out(syn, s):
 
 
 def reference(program, frames):
-    """Synchronous reference: frames [N, T, *in] int -> (spikes, final v) per population."""
+    """Synchronous reference: frames [N, T, *in] int -> spikes, v, u traces [T, N, *shape]."""
     n, t = frames.shape[:2]
     state = {p.name: (np.zeros((n, *p.shape), np.int64), np.zeros((n, *p.shape), np.int64))
              for p in program.populations}
     spikes = {p.name: np.zeros((t, n, *p.shape), bool) for p in program.populations}
+    vs = {p.name: np.zeros((t, n, *p.shape), np.int64) for p in program.populations}
+    us = {p.name: np.zeros((t, n, *p.shape), np.int64) for p in program.populations}
     for step in range(t):
         out = {"input": frames[:, step].astype(np.int64)}
         for p in program.populations:
@@ -129,6 +132,85 @@ def reference(program, frames):
             s = v > (p.vth << 6)
             v = np.where(s, 0, v)
             state[p.name] = (u, v)
-            spikes[p.name][step] = s
+            spikes[p.name][step], vs[p.name][step], us[p.name][step] = s, v, u
             out[p.name] = s.astype(np.int64)
-    return spikes, {k: v for k, (_, v) in state.items()}
+    return spikes, vs, us
+
+
+# ---------------------------------------------------------------- tests
+def extreme_program(seed=3):
+    """Dense graded program driven to u-wrap (a << 6 beyond 2^23) and v-saturation (dv = 0)."""
+    rng = np.random.default_rng(seed)
+    pops = [_pop("hot", (6,), rng, dv=0, vth=2**17 - 1),
+            _pop("l2", (5,), rng, vth=100)]
+    syns = [_dense("fc1", "input", "hot", 8, 6, rng, exp=1, graded=True, lo=100, hi=127),
+            _dense("fc2", "hot", "l2", 6, 5, rng)]
+    syns[0].weights[3:] *= -1  # half the neurons saturate negative, half wrap/spike positive
+    ro, fc = _readout("l2", 5, 2, rng)
+    return FixedProgram(InputEncoding("analog", (8,), scale=127.0), pops + [ro], syns + [fc],
+                        Readout("out", 64.0), timesteps=6)
+
+
+def assert_parity(program, x, result):
+    """Lava equals the synchronous reference exactly: spikes and final v, every population."""
+    from dalif_deploy.targets.lava.run import encode_input
+
+    spikes, vs, us = reference(program, encode_input(program, x))
+    for p in program.populations:
+        np.testing.assert_array_equal(result.spikes[p.name], spikes[p.name], err_msg=p.name)
+        np.testing.assert_array_equal(result.final_v[p.name], vs[p.name][-1], err_msg=p.name)
+    return spikes, vs, us
+
+
+CASES = {
+    "dense-graded-residual-channel-bias": lambda: dense_program(
+        0, residual=True, channel_dv=True, bias=300),
+    "dense-events-plain": lambda: dense_program(3, graded=False, exp=0),
+    "conv-graded-residual": lambda: conv_program(2, residual=True),
+    "conv-events-channel-bias": lambda: conv_program(
+        3, graded=False, channel_dv=True, bias=200, vth2=20),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generated_program_parity(case):
+    from dalif_deploy.targets.lava.run import run_lava
+
+    program = CASES[case]()
+    x = samples(program, 3)
+    result = run_lava(program, x, timeout=TIMEOUT)
+    spikes, _, _ = assert_parity(program, x, result)
+    # Not vacuous: every spiking population fires, and samples differ.
+    for name in result.spiking:
+        assert spikes[name].any(), f"{case}: {name} never spikes; the test would prove little"
+    assert result.outputs.shape == (3, program.population("out").size)
+    assert not np.array_equal(result.outputs[0], result.outputs[1])
+    np.testing.assert_array_equal(
+        result.spike_counts,
+        np.stack([spikes[n].reshape(program.timesteps, 3, -1).sum(axis=(0, 2))
+                  for n in result.spiking], axis=1))
+
+
+def test_u_wrap_and_v_saturation_parity_with_full_traces():
+    """Every step's v and u equal the reference where u wraps and v saturates (record=True)."""
+    from dalif_deploy.targets.lava.run import run_lava
+
+    program = extreme_program()
+    x = samples(program, 2, seed=5)
+    result = run_lava(program, x, timeout=TIMEOUT, record=True)
+    _, vs, us = assert_parity(program, x, result)
+    for p in program.populations:
+        np.testing.assert_array_equal(result.v[p.name], vs[p.name], err_msg=p.name)
+        np.testing.assert_array_equal(result.u[p.name], us[p.name], err_msg=p.name)
+    hot_u, hot_v = us["hot"], vs["hot"]
+    assert (np.abs(hot_u) > 2**22).any() and (hot_u < 0).any() and (hot_u > 0).any()
+    assert (hot_v == -(2**23 - 1)).any(), "no negative v-saturation happened"
+
+
+def test_conv_lowered_as_sparse_matches_too():
+    """The all-Sparse lowering (use_conv=False) of a conv program gives the same results."""
+    from dalif_deploy.targets.lava.run import run_lava
+
+    program = conv_program(2, residual=True)
+    x = samples(program, 2)
+    assert_parity(program, x, run_lava(program, x, timeout=TIMEOUT, use_conv=False))

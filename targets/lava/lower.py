@@ -65,7 +65,7 @@ class ConnPlan:
     """One Lava synapse process from a source part (or the input) to a target part."""
 
     synapse: str
-    source: str  # part key, or "input"
+    source: str  # part key or "input"
     target: str  # part key
     kind: str  # "conv" | "dense" | "sparse"
     weights: np.ndarray | sp.csr_matrix  # already transformed for Lava
@@ -163,7 +163,13 @@ def lava_weights(syn: Synapse, m: np.ndarray | sp.spmatrix) -> tuple:
     return m, syn.weight_exp
 
 
-def _depths(program: FixedProgram) -> dict[str, int]:
+def _via_relay(syn: Synapse, n_parts: dict[str, int]) -> bool:
+    """Does ``syn`` read its split source through the relay (see :func:`plan_program`)?"""
+    return syn.source != "input" and n_parts[syn.source] > 1 and syn.weight_exp < 0
+
+
+def _depths(program: FixedProgram, n_parts: dict[str, int]) -> dict[str, int]:
+    """Synapse depth of each population (input 0); a relay adds one step to its source."""
     depth = {"input": 0}
     for pop in program.populations:
         inc = program.incoming(pop.name)
@@ -175,7 +181,7 @@ def _depths(program: FixedProgram) -> dict[str, int]:
                 raise DaLifError(f"synapse {s.name}: source {s.source} comes after target "
                                  f"{pop.name} (recurrent or unordered); Lava lowering needs a "
                                  f"feed-forward program in topological order")
-        depth[pop.name] = 1 + max(depth[s.source] for s in inc)
+        depth[pop.name] = 1 + max(depth[s.source] + _via_relay(s, n_parts) for s in inc)
     return depth
 
 
@@ -194,9 +200,9 @@ def _conv_eligible(syn: Synapse, delay: int, n_src_parts: int, n_tgt_parts: int,
 
 def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules)."""
-    depth = _depths(program)
     groups = {p.name: _channel_groups(p) for p in program.populations}
     n_parts = {"input": 1, **{k: len(v) for k, v in groups.items()}}
+    depth = _depths(program, n_parts)
     for p in program.populations:
         for name, val, lo, hi in (("du", p.du, 0, 4095), ("vth", p.vth, 0, 2**17 - 1),
                                   ("bias_exp", p.bias_exp, -8, 7)):
@@ -209,7 +215,7 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     delays, conv_path = {}, {}
     for s in program.synapses:
         _check_weights(s)
-        d = depth[s.target] - depth[s.source] - 1
+        d = depth[s.target] - depth[s.source] - _via_relay(s, n_parts) - 1
         if d > MAX_DELAY:
             raise DaLifError(f"synapse {s.name}: needs a delay of {d} steps to balance paths; "
                              f"Lava's DelaySparse allows at most {MAX_DELAY}")
@@ -237,16 +243,37 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
         input_index = np.arange(int(np.prod(shape_in)))
         input_lava_shape = (input_index.size,)
 
-    def ends(name: str) -> list[tuple[str, np.ndarray]]:
-        if name == "input":
-            return [("input", input_index)]
+    def targets(name: str) -> list[tuple[str, np.ndarray]]:
         return [(q.key, q.index) for q in parts if q.population == name]
 
+    relays = sorted({s.source for s in program.synapses if _via_relay(s, n_parts)})
     conns: list[ConnPlan] = []
+    for name in relays:
+        # Relay: one LIF copying a split population's spikes, one step later. Lava floors
+        # each synapse's sum by weight_exp < 0 separately, so partial sums from separate parts
+        # would not add up exactly: such synapses read the whole population from the relay.
+        pop = program.population(name)
+        relay = PartPlan(f"{name}@relay", 0, np.arange(pop.size), (pop.size,), du=4095,
+                         dv=4095, vth=0, bias_mant=np.zeros(pop.size, np.int64), bias_exp=0,
+                         depth=depth[name] + 1)
+        parts.append(relay)
+        for q in targets(name):
+            eye = sp.csr_matrix((np.full(q[1].size, 2), (q[1], np.arange(q[1].size))),
+                                shape=(pop.size, q[1].size))  # 2*1 with weight_exp -1
+            conns.append(ConnPlan(f"{name}@relay", q[0], relay.key, "sparse", eye, -1, 8,
+                                  "mixed", 0))
+
+    def source(syn: Synapse) -> list[tuple[str, np.ndarray]]:
+        if syn.source == "input":
+            return [("input", input_index)]
+        if _via_relay(syn, n_parts):
+            return [(f"{syn.source}@relay#0", np.arange(program.population(syn.source).size))]
+        return targets(syn.source)
+
     for s in program.synapses:
         bits = 8 if s.graded else 0
         if conv_path[s.name]:
-            (src, _), (tgt, _) = ends(s.source)[0], ends(s.target)[0]
+            (src, _), (tgt, _) = source(s)[0], targets(s.target)[0]
             conns.append(ConnPlan(
                 s.name, src, tgt, "conv", torch_to_lava_kernel(s.weights), 0, 8, "mixed", bits,
                 conv={"input_shape": tuple(reversed(s.input_shape)),
@@ -254,16 +281,17 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
                       "stride": (s.stride[1], s.stride[0]), "groups": s.groups}))
             continue
         full = conv_matrix(s) if s.kind == "conv" else sp.csr_matrix(s.weights)
-        for tgt, tgt_idx in ends(s.target):
-            for j, (src, src_idx) in enumerate(ends(s.source)):
+        for tgt, tgt_idx in targets(s.target):
+            for j, (src, src_idx) in enumerate(source(s)):
                 block = full[tgt_idx][:, src_idx]
                 if block.nnz == 0 and j > 0:
-                    continue  # no connection between these parts (keep one: ports stay wired)
+                    continue  # nothing between these parts (one kept: every port stays wired)
                 w, exp = lava_weights(s, block)
                 if s.kind == "dense" and delays[s.name] == 0:
                     conns.append(ConnPlan(s.name, src, tgt, "dense", w.toarray(), exp,
                                           s.weight_bits, s.sign_mode, bits))
                 else:
                     conns.append(ConnPlan(s.name, src, tgt, "sparse", w.tocsr(), exp,
-                                          s.weight_bits, s.sign_mode, bits, delay=delays[s.name]))
+                                          s.weight_bits, s.sign_mode, bits,
+                                          delay=delays[s.name]))
     return LavaPlan(program, parts, conns, depth, input_index, input_lava_shape)

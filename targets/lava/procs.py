@@ -7,20 +7,26 @@ unchanged (``super().run_spk()``), only noting the spike vector handed to ``rese
 copying ``v``/``u`` after selected steps. On the last step it writes everything to one ``.npz``
 file which the parent reads once.
 
-This module imports lava: import it only after :func:`compat.install`.
+This module imports lava (installing the compatibility hook first).
 """
 
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Any
 
 import numpy as np
-from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.resources import CPU
-from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-from lava.proc.lif.models import PyLifResetModelBitAcc
-from lava.proc.lif.process import LIFReset
+
+from .compat import install
+
+install()  # before the first lava import (Python 3.11 hook, a no-op where not needed)
+
+from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.resources import CPU  # noqa: E402
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+from lava.proc.lif.models import PyLifResetModelBitAcc  # noqa: E402
+from lava.proc.lif.process import LIFReset  # noqa: E402
 
 
 class RecordingLIF(LIFReset):
@@ -68,6 +74,15 @@ class PyRecordingLifModel(PyLifResetModelBitAcc):
         super().reset_voltage(spike_vector)
 
     def run_spk(self) -> None:
+        try:
+            self._step()
+        except Exception:
+            # Lava would hang silently; leave the traceback where the parent looks for it.
+            with open(self._path + ".error", "w", encoding="utf-8") as fh:
+                fh.write(f"step {self.time_step}:\n{traceback.format_exc()}")
+            raise
+
+    def _step(self) -> None:
         super().run_spk()
         row = self._v_index.get(int(self.time_step))
         if row is not None:

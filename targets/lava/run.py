@@ -146,6 +146,12 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
     seconds = time.perf_counter() - start
     raw = {}
     for key, path in paths.items():
+        if os.path.exists(path + ".error"):
+            with open(path + ".error", encoding="utf-8") as fh:
+                raise DaLifError(f"Lava population {key} failed at {fh.read()}")
+        if not os.path.exists(path):
+            raise DaLifError(f"Lava population {key} did not run (not connected to the input "
+                             f"in the lowered network); this is a lowering bug - report it")
         with np.load(path) as f:
             raw[key] = {k: f[k] for k in f.files}
     return {"raw": raw, "seconds": seconds, "steps": steps}
