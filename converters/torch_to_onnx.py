@@ -166,7 +166,8 @@ def export_onnx(
     ``input_shape`` is ``(C, H, W)``; the graph input is ``[B, C, H, W]`` for
     ``encoding="analog"`` and ``[B, T, C, H, W]`` for ``"events"``, with a dynamic batch axis.
     The output is the readout mean over T. The file is checked (``onnx.checker`` full check)
-    before it is written atomically. The model's train/eval mode is left as it was.
+    before it is written atomically. The graph always has inference semantics (batch-norm with
+    running statistics); the model's own train/eval modes are left as they were.
     ``model_name`` and ``dataset`` (the data set it was trained on) go into the metadata.
     """
     import onnx
@@ -178,12 +179,13 @@ def export_onnx(
     gen = torch.Generator().manual_seed(0)
     dtype = next(iter(model.parameters())).dtype
     example = torch.rand(*lead, *shape, generator=gen).to(dtype)
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     wrapper.eval()
     try:
         data = _trace_to_onnx(wrapper, example, opset)
-    finally:
-        model.train(was_training)
+    finally:  # the exporter switches modes; give every submodule its own back
+        for m, training in modes.items():
+            m.training = training
 
     proto = onnx.load_from_string(data)
     n_threshold = sum(n.op_type == "GreaterOrEqual" for n in proto.graph.node)

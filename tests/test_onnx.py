@@ -310,12 +310,13 @@ def test_export_refuses_bad_models_and_writes_nothing(tmp_path):
 def test_export_keeps_training_mode_and_state():
     """Exporting must not switch a training model to eval (or back) nor touch BN statistics."""
     model = activated("digits-cnn").train()
+    model.bn2.eval()  # mixed modes must survive too
     before = {k: v.clone() for k, v in model.state_dict().items()}
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         export_onnx(model, f"{d}/m.onnx", 2, (1, 8, 8))
-    assert model.training
+    assert model.training and model.bn1.training and not model.bn2.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(m._state is None for m in dalif_layers(model).values())
 
