@@ -11,12 +11,16 @@ dicts, so ``torch.load(weights_only=True)`` reads it and no code is ever execute
     dataset      {"name", "encoding", "input_shape", "normalization"}
     metrics      {"test_accuracy", "train_accuracy", ...} (fractions in [0, 1])
     created      {"time", "dalif_deploy", "torch", "command", "seed"}
+    content_sha256  sha256 over all of the above (see content_digest); verified on load when
+                 present, because torch.load checks no CRC and a flipped bit in a tensor (or in
+                 the zip directory) would otherwise load silently as a different weight
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import math
 import pickle
 import sys
@@ -63,9 +67,42 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def content_digest(obj: dict[str, Any]) -> str:
+    """sha256 of a checkpoint dict's content: its plain fields as canonical JSON, then every
+    tensor's name, dtype, shape and bytes in name order (``content_sha256`` excluded)."""
+    h = hashlib.sha256()
+    plain = {k: v for k, v in obj.items() if k not in ("state_dict", "content_sha256")}
+    h.update(json.dumps(plain, sort_keys=True, default=repr).encode())
+    for k in sorted(obj["state_dict"]):
+        t = obj["state_dict"][k].detach().cpu().contiguous()
+        h.update(f"\n{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_archive(path: Path) -> None:
+    """Verify the CRC of every member of a zip-format checkpoint.
+
+    ``torch.load`` does not check CRCs: a flipped bit inside a tensor would load silently as a
+    different weight. Legacy (non-zip) torch files are left to ``torch.load``.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
+        raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated zip "
+                         f"archive: {e})") from None
+    if bad is not None:
+        raise DaLifError(f"{path}: corrupted checkpoint: member {bad!r} fails its CRC check; "
+                         "restore the file from its source or retrain")
+
+
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
         raise DaLifError(f"{path}: no such file")
+    _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -135,6 +172,9 @@ def load_checkpoint(path: str | Path, model: str | None = None,
     if not isinstance(t, int) or t < 1:
         raise DaLifError(f"{path}: timesteps must be a positive integer, got {t!r}")
     _check_finite(obj["state_dict"], path)
+    if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
+        raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
+                         "recorded content_sha256; restore the file from its source or retrain")
     ckpt = Checkpoint(cfg, obj["state_dict"], t, dict(obj["dataset"]), dict(obj["metrics"]),
                       dict(obj.get("created", {})), sha, str(path))
     return ckpt
@@ -189,5 +229,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
             "seed": seed,
         },
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    obj["content_sha256"] = content_digest(obj)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # a file object: the archive's root is "archive", not the tmp name
