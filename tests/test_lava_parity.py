@@ -2,7 +2,7 @@
 
 Each test builds a small generated FixedProgram, runs it through Lava (one compiled network
 streaming all samples) and compares every population's spikes and final v, every sample, with
-a reference that runs the same program synchronously. The comparison is exact (equal integers,
+the synchronous emulator (targets/emulator.py). The comparison is exact (equal integers,
 identical spikes): the arithmetic is integer on both sides.
 """
 
@@ -32,9 +32,11 @@ def _pop(name, shape, rng, *, dv=None, vth=None, bias=0, bias_exp=0, channel_dv=
 
 
 def _dense(name, src, tgt, n_in, n_out, rng, *, exp=0, graded=False, lo=-128, hi=127):
+    """Dense synapse; ``n_in`` is the source size or its shape (flattened, C order)."""
+    in_shape = tuple(np.atleast_1d(n_in))
     return Synapse(name=name, source=src, target=tgt, kind="dense",
-                   weights=rng.integers(lo, hi + 1, (n_out, n_in)), weight_exp=exp,
-                   graded=graded, input_shape=(n_in,), output_shape=(n_out,))
+                   weights=rng.integers(lo, hi + 1, (n_out, int(np.prod(in_shape)))),
+                   weight_exp=exp, graded=graded, input_shape=in_shape, output_shape=(n_out,))
 
 
 def _conv(name, src, tgt, cin, cout, hw, rng, *, exp=0, graded=False, stride=1, pad=1, k=3):
@@ -58,7 +60,7 @@ def dense_program(seed=0, *, graded=True, residual=False, t=4, channel_dv=False,
     pops = [_pop("l1", (12,), rng, bias=bias, channel_dv=channel_dv),
             _pop("l2", (10,), rng, channel_dv=channel_dv, bias=bias, bias_exp=1)]
     syns = [_dense("fc1", "input", "l1", 8, 12, rng, exp=exp, graded=graded),
-            _dense("fc2", "l1", "l2", 12, 10, rng)]
+            _dense("fc2", "l1", "l2", 12, 10, rng, exp=-1)]
     if residual:
         syns.append(_dense("skip", "input", "l2", 8, 10, rng, exp=exp, graded=graded))
     ro, fc = _readout("l2", 10, 3, rng)
@@ -71,11 +73,11 @@ def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, 
     rng = np.random.default_rng(seed)
     pops = [_pop("c1", (3, 6, 5), rng, bias=bias, channel_dv=channel_dv),
             _pop("c2", (4, 3, 3), rng, channel_dv=channel_dv, vth=vth2)]
-    syns = [_conv("conv1", "input", "c1", 2, 3, (6, 5), rng, graded=graded, exp=0),
+    syns = [_conv("conv1", "input", "c1", 2, 3, (6, 5), rng, graded=graded),
             _conv("conv2", "c1", "c2", 3, 4, (6, 5), rng, stride=2, exp=-1)]
     if residual:
         syns.append(_conv("skip", "input", "c2", 2, 4, (6, 5), rng, stride=2, graded=graded))
-    ro, fc = _readout("c2", 36, 4, rng)
+    ro, fc = _readout("c2", (4, 3, 3), 4, rng)
     enc = InputEncoding("analog" if graded else "events", (2, 6, 5), scale=30.0)
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
 
@@ -86,55 +88,6 @@ def samples(program, n, seed=1):
     if program.input.kind == "analog":
         return rng.uniform(-1, 4, (n, *shape)).astype(np.float32)
     return (rng.random((n, program.timesteps, *shape)) < 0.4).astype(np.float32)
-
-
-# ---------------------------------------------------------------- bootstrap reference
-def _rtz_decay(x, d):
-    """rtz(x * (4096 - d) / 4096) on int64, as sign(p) * (|p| >> 12)."""
-    p = x * (4096 - d)
-    return np.sign(p) * (np.abs(p) >> 12)
-
-
-def _synapse_out(syn, s):
-    """Accumulated synaptic input [N, *out] for source values s [N, *in] (int64)."""
-    import torch
-
-    if syn.kind == "dense":
-        acc = s.reshape(len(s), -1) @ syn.weights.T
-    else:
-        acc = torch.nn.functional.conv2d(
-            torch.from_numpy(s.astype(np.float64)), torch.from_numpy(syn.weights.astype(
-                np.float64)), stride=syn.stride, padding=syn.padding, groups=syn.groups
-        ).numpy().round().astype(np.int64)
-    acc = acc.reshape(len(s), *syn.output_shape)
-    return acc << syn.weight_exp if syn.weight_exp > 0 else acc >> -syn.weight_exp
-
-
-def reference(program, frames):
-    """Synchronous reference: frames [N, T, *in] int -> spikes, v, u traces [T, N, *shape]."""
-    n, t = frames.shape[:2]
-    state = {p.name: (np.zeros((n, *p.shape), np.int64), np.zeros((n, *p.shape), np.int64))
-             for p in program.populations}
-    spikes = {p.name: np.zeros((t, n, *p.shape), bool) for p in program.populations}
-    vs = {p.name: np.zeros((t, n, *p.shape), np.int64) for p in program.populations}
-    us = {p.name: np.zeros((t, n, *p.shape), np.int64) for p in program.populations}
-    for step in range(t):
-        out = {"input": frames[:, step].astype(np.int64)}
-        for p in program.populations:
-            a = sum(_synapse_out(s, out[s.source]) for s in program.incoming(p.name))
-            u, v = state[p.name]
-            dv = p.dv.reshape(-1, *[1] * (len(p.shape) - 1)) if p.dv.size > 1 else p.dv[0]
-            u = _rtz_decay(u, p.du + 1) + (a << 6)
-            u = np.where(u > 2**23, u - 2**24, np.where(u <= -(2**23), u + 2**24, u))
-            bias = (p.bias_mant << p.bias_exp if p.bias_exp >= 0
-                    else p.bias_mant >> -p.bias_exp)
-            v = np.clip(_rtz_decay(v, dv) + u + bias, -(2**23 - 1), 2**23 - 1)
-            s = v > (p.vth << 6)
-            v = np.where(s, 0, v)
-            state[p.name] = (u, v)
-            spikes[p.name][step], vs[p.name][step], us[p.name][step] = s, v, u
-            out[p.name] = s.astype(np.int64)
-    return spikes, vs, us
 
 
 # ---------------------------------------------------------------- tests
@@ -152,14 +105,19 @@ def extreme_program(seed=3):
 
 
 def assert_parity(program, x, result):
-    """Lava equals the synchronous reference exactly: spikes and final v, every population."""
-    from dalif_deploy.targets.lava.run import encode_input
+    """Lava equals the synchronous emulator exactly: spikes and final v, every population,
+    every sample; outputs and spike counts too."""
+    from dalif_deploy.targets.emulator import emulate
 
-    spikes, vs, us = reference(program, encode_input(program, x))
+    emu = emulate(program, x, mode="sync", record=True)
+    spikes = {k: v.astype(bool) for k, v in emu.spikes.items()}
     for p in program.populations:
         np.testing.assert_array_equal(result.spikes[p.name], spikes[p.name], err_msg=p.name)
-        np.testing.assert_array_equal(result.final_v[p.name], vs[p.name][-1], err_msg=p.name)
-    return spikes, vs, us
+        np.testing.assert_array_equal(result.final_v[p.name], emu.v[p.name][-1], err_msg=p.name)
+    np.testing.assert_array_equal(result.outputs, emu.outputs)
+    np.testing.assert_array_equal(result.spike_counts, emu.spike_counts)
+    assert result.spiking == emu.population_names
+    return spikes, emu.v, emu.u
 
 
 CASES = {
@@ -167,16 +125,21 @@ CASES = {
         0, residual=True, channel_dv=True, bias=300),
     "dense-events-plain": lambda: dense_program(3, graded=False, exp=0),
     "conv-graded-residual": lambda: conv_program(2, residual=True),
-    "conv-events-channel-bias": lambda: conv_program(
+    "conv-events-channel-bias": lambda: conv_program(  # split populations: Sparse + relay
         3, graded=False, channel_dv=True, bias=200, vth2=20),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_generated_program_parity(case):
+    from dalif_deploy.targets.lava.lower import plan_program
     from dalif_deploy.targets.lava.run import run_lava
 
     program = CASES[case]()
+    plan = plan_program(program)
+    if "channel" in case:  # per-decay split and the relay (weight_exp < 0) really exercised
+        assert any(p.part > 0 for p in plan.parts)
+        assert any(p.population.endswith("@relay") for p in plan.parts)
     x = samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     spikes, _, _ = assert_parity(program, x, result)

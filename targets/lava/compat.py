@@ -109,9 +109,29 @@ def install() -> bool:
     return True
 
 
+def _allow_lava_start_method() -> None:
+    """Let Lava's import-time ``multiprocessing.set_start_method('fork')`` succeed.
+
+    Lava calls it without ``force``, which raises "context has already been set" when anything
+    in this process fixed the start method earlier (torch, pytest plugins, a forked
+    ``multiprocessing`` child). Only ever called in the watchdog's child process, before the
+    first lava import, so the parent's multiprocessing state is untouched.
+    """
+    if "lava.magma.runtime.message_infrastructure.multiprocessing" in sys.modules:
+        return
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) is not None:
+        multiprocessing.context._default_context._actual_context = None  # noqa: SLF001
+
+
 def import_lava() -> None:
-    """Install the hook and import the Lava parts the target uses (raises DaLifError)."""
+    """Install the hook and import the Lava parts the target uses (raises DaLifError).
+
+    Call this in the process that runs Lava (the watchdog child), never in the caller.
+    """
     install()
+    _allow_lava_start_method()
     try:
         import lava.magma.compiler.var_model  # noqa: F401
         import lava.magma.core.run_configs  # noqa: F401

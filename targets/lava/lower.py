@@ -6,8 +6,11 @@ The plan says which Lava processes to build (:mod:`.run` builds them in the watc
   with per-channel decays is split into one part per distinct ``dv`` (Lava's ``du``/``dv`` are
   per-process scalars: per-neuron arrays simulate but hang on ``get``, DESIGN.md section 4);
 * every synapse becomes, per (source part, target part) pair, a Lava ``Conv`` (conv synapse,
-  ``weight_exp == 0``, 8-bit mixed, no delay, unsplit ends), a ``Dense`` (dense, no delay) or a
+  ``weight_exp == 0``, no delay, unsplit ends), a ``Dense`` (dense, no delay) or a
   ``Sparse``/``DelaySparse`` (everything else: any linear map is a sparse matrix);
+* a split population feeding a synapse with ``weight_exp < 0`` goes through a relay LIF that
+  copies its spikes one step later: Lava floor-shifts each synapse process's sum separately, so
+  per-part partial sums would not add up (and Lava 0.10 cannot concatenate ports);
 * depth: input 0, a population ``1 + max(depth of its sources)``; a synapse whose source is
   shallower gets a delay ``depth(target) - depth(source) - 1`` so residual branches meet in step;
 * streaming: sample n, step t reaches a population of depth k at Lava step ``n*T + t + 1 + k``
@@ -15,10 +18,10 @@ The plan says which Lava processes to build (:mod:`.run` builds them in the watc
   is a ``LIFReset`` with interval T and offset ``(1 + k) % T``: reset when a sample's first input
   arrives.
 
-Exact parameter transforms: Lava's Dense/Sparse floor away ``8 - num_weight_bits + 1`` low bits
-in mixed sign mode, so a signed 8-bit weight w is passed as ``2*w`` with ``weight_exp - 1``;
-Lava's Conv is a true convolution on (W, H, C) with kernels (C_out, kW, kH, C_in): a torch kernel
-``k[o, i, y, x]`` becomes ``k[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``.
+Exact parameter transforms: Lava's Dense/Sparse floor the LSB of mixed-sign 8-bit weights, so
+a weight w goes in as ``2*w`` with ``weight_exp - 1``; Lava's Conv (which neither clips, floors
+nor shifts) is a true convolution on (W, H, C) with kernels (C_out, kW, kH, C_in): a torch
+kernel ``k[o, i, y, x]`` becomes ``k[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from dalif_deploy.targets.emulator import effective_weights
 
+from dalif_deploy.constraints import require_valid
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import FixedProgram, Population, Synapse
 
 MAX_DELAY = 63  # DelaySparse delays are 6-bit
-# Signed weight range each sign mode keeps exactly (Lava clips 8-bit weights to these).
-SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+
 
 
 @dataclass
@@ -138,29 +142,16 @@ def conv_matrix(syn: Synapse) -> sp.csr_matrix:
     return m
 
 
-def _check_weights(syn: Synapse) -> None:
-    lo, hi = SIGN_RANGES[syn.sign_mode]
-    if syn.weights.size and (syn.weights.min() < lo or syn.weights.max() > hi):
-        raise DaLifError(f"synapse {syn.name}: weights span [{syn.weights.min()}, "
-                         f"{syn.weights.max()}], outside the {syn.sign_mode} range [{lo}, {hi}] "
-                         f"Lava keeps exactly; requantise with --weight-bits 8")
-    if not 1 <= syn.weight_bits <= 8:
-        raise DaLifError(f"synapse {syn.name}: weight_bits {syn.weight_bits} outside 1..8")
-    keep = 8 - syn.weight_bits + (syn.sign_mode == "mixed")
-    # Lava floors `keep` low bits of the (doubled, in mixed mode) weights: demand they are zero
-    # so nothing is altered silently.
-    doubled = syn.weights * (2 if syn.sign_mode == "mixed" else 1)
-    mag = -doubled if syn.sign_mode == "inhibitory" else doubled
-    if np.any((mag >> keep) << keep != mag):
-        raise DaLifError(f"synapse {syn.name}: weights are not multiples of "
-                         f"2^{8 - syn.weight_bits} as {syn.weight_bits}-bit weights must be")
+def lava_weights(syn: Synapse, m: sp.spmatrix) -> tuple[sp.spmatrix, int, int, str]:
+    """(weights, weight_exp, num_weight_bits, sign_mode) for a Lava Dense/Sparse process.
 
-
-def lava_weights(syn: Synapse, m: np.ndarray | sp.spmatrix) -> tuple:
-    """Exact transform for Dense/Sparse: (weights, weight_exp) Lava keeps bit for bit."""
+    Lava floors ``8 - num_weight_bits + 1`` low bits of mixed-sign weights, so signed 8-bit
+    program weights go in doubled with ``weight_exp - 1``; excitatory/inhibitory ones as they
+    are. Lava then uses exactly the emulator's ``effective_weights``.
+    """
     if syn.sign_mode == "mixed":
-        return m * 2, syn.weight_exp - 1
-    return m, syn.weight_exp
+        return m * 2, syn.weight_exp - 1, syn.weight_bits, "mixed"
+    return m, syn.weight_exp, syn.weight_bits, syn.sign_mode
 
 
 def _via_relay(syn: Synapse, n_parts: dict[str, int]) -> bool:
@@ -194,27 +185,21 @@ def _channel_groups(pop: Population) -> list[tuple[int, np.ndarray]]:
 
 def _conv_eligible(syn: Synapse, delay: int, n_src_parts: int, n_tgt_parts: int,
                    use_conv: bool) -> bool:
-    return (use_conv and syn.kind == "conv" and syn.weight_exp == 0 and syn.weight_bits == 8
-            and syn.sign_mode == "mixed" and delay == 0 and n_src_parts == 1 and n_tgt_parts == 1)
+    return (use_conv and syn.kind == "conv" and syn.weight_exp == 0 and delay == 0
+            and n_src_parts == 1 and n_tgt_parts == 1)
 
 
 def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
-    """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules)."""
+    """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules).
+
+    The program must pass the constraint check (:func:`dalif_deploy.constraints.require_valid`).
+    """
+    require_valid(program)
     groups = {p.name: _channel_groups(p) for p in program.populations}
     n_parts = {"input": 1, **{k: len(v) for k, v in groups.items()}}
     depth = _depths(program, n_parts)
-    for p in program.populations:
-        for name, val, lo, hi in (("du", p.du, 0, 4095), ("vth", p.vth, 0, 2**17 - 1),
-                                  ("bias_exp", p.bias_exp, -8, 7)):
-            if not lo <= val <= hi:
-                raise DaLifError(f"population {p.name}: {name} = {val} outside [{lo}, {hi}]")
-        if p.dv.min() < 0 or p.dv.max() > 4095:
-            raise DaLifError(f"population {p.name}: dv outside [0, 4095]")
-        if np.abs(p.bias_mant).max(initial=0) > 4095:
-            raise DaLifError(f"population {p.name}: bias_mant outside 13-bit [-4095, 4095]")
     delays, conv_path = {}, {}
     for s in program.synapses:
-        _check_weights(s)
         d = depth[s.target] - depth[s.source] - _via_relay(s, n_parts) - 1
         if d > MAX_DELAY:
             raise DaLifError(f"synapse {s.name}: needs a delay of {d} steps to balance paths; "
@@ -275,7 +260,9 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
         if conv_path[s.name]:
             (src, _), (tgt, _) = source(s)[0], targets(s.target)[0]
             conns.append(ConnPlan(
-                s.name, src, tgt, "conv", torch_to_lava_kernel(s.weights), 0, 8, "mixed", bits,
+                s.name, src, tgt, "conv",
+                torch_to_lava_kernel(effective_weights(s.weights, s.weight_bits, s.sign_mode)),
+                0, 8, "mixed", bits,
                 conv={"input_shape": tuple(reversed(s.input_shape)),
                       "padding": (s.padding[1], s.padding[0]),
                       "stride": (s.stride[1], s.stride[0]), "groups": s.groups}))
@@ -286,12 +273,11 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
                 block = full[tgt_idx][:, src_idx]
                 if block.nnz == 0 and j > 0:
                     continue  # nothing between these parts (one kept: every port stays wired)
-                w, exp = lava_weights(s, block)
+                w, exp, nbits, mode = lava_weights(s, block)
                 if s.kind == "dense" and delays[s.name] == 0:
-                    conns.append(ConnPlan(s.name, src, tgt, "dense", w.toarray(), exp,
-                                          s.weight_bits, s.sign_mode, bits))
+                    conns.append(ConnPlan(s.name, src, tgt, "dense", w.toarray(), exp, nbits,
+                                          mode, bits))
                 else:
-                    conns.append(ConnPlan(s.name, src, tgt, "sparse", w.tocsr(), exp,
-                                          s.weight_bits, s.sign_mode, bits,
-                                          delay=delays[s.name]))
+                    conns.append(ConnPlan(s.name, src, tgt, "sparse", w.tocsr(), exp, nbits,
+                                          mode, bits, delay=delays[s.name]))
     return LavaPlan(program, parts, conns, depth, input_index, input_lava_shape)

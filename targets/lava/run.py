@@ -47,29 +47,6 @@ class LavaResult:
     steps: int = 0
 
 
-def encode_input(program: FixedProgram, x: np.ndarray) -> np.ndarray:
-    """Samples -> integer input frames ``[N, T, *input_shape]`` (int32).
-
-    Analog: ``clip(round(x * scale), -2^(bits-1), 2^(bits-1) - 1)``, the same frame every step
-    (x: [N, *shape]). Events: ``x != 0`` as binary spikes (x: [N, T, *shape]).
-    """
-    enc, t = program.input, program.timesteps
-    x = np.asarray(x)
-    if not np.all(np.isfinite(x)):
-        raise DaLifError("input samples contain NaN or infinite values")
-    if enc.kind == "analog":
-        if x.shape[1:] != enc.shape:
-            raise DaLifError(f"analog input must be [N, {', '.join(map(str, enc.shape))}], "
-                             f"got {list(x.shape)}")
-        lim = 2 ** (enc.bits - 1)
-        q = np.clip(np.round(x.astype(np.float64) * enc.scale), -lim, lim - 1).astype(np.int32)
-        return np.repeat(q[:, None], t, axis=1)
-    if x.shape[1:] != (t, *enc.shape):
-        raise DaLifError(f"event input must be [N, {t}, {', '.join(map(str, enc.shape))}], "
-                         f"got {list(x.shape)}")
-    return (x != 0).astype(np.int32)
-
-
 def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: bool) -> dict:
     """Child-process body: build Lava processes from the plan, run, return the raw recordings."""
     from .compat import import_lava
@@ -191,12 +168,15 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
              record: bool = False, use_conv: bool = True) -> LavaResult:
     """Run ``program`` on samples ``x`` in Lava, streaming them through one compiled network.
 
-    ``x``: analog ``[N, *input_shape]`` floats or events ``[N, T, *input_shape]``. ``timeout``
+    ``x``: analog ``[N, *input_shape]`` floats or binary events ``[N, T, *input_shape]``, encoded
+    exactly as the emulator does (:func:`dalif_deploy.targets.emulator.encode_input`). ``timeout``
     bounds the whole Lava run (LavaRunError on expiry or on any failure in Lava). ``use_conv``
     lowers eligible conv synapses to Lava's Conv (else everything linear becomes Sparse/Dense).
     """
+    from dalif_deploy.targets.emulator import encode_input  # one input encoding for both
+
     plan = plan_program(program, use_conv=use_conv)
-    frames = encode_input(program, x)
+    frames = np.asarray(encode_input(program, x), dtype=np.int32)
     n, t = frames.shape[:2]
     if n == 0:
         raise DaLifError("run_lava needs at least one sample")
