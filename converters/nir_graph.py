@@ -268,7 +268,7 @@ def _summary(a: np.ndarray) -> Any:
     a = np.asarray(a)
     if a.size == 0:
         return {"shape": list(a.shape)}
-    if a.dtype.kind not in "biuf":
+    if a.dtype.kind not in "biuf" or (a.dtype.kind in "biu" and a.size <= 4):
         return _plain(a)
     if np.all(a == a.flat[0]):
         return {"shape": list(a.shape), "value": float(a.flat[0])}
