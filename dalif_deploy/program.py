@@ -22,12 +22,17 @@ or pickle.
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import DaLifError
+from .io import atomic_write
 
 PROGRAM_FORMAT = "dalif-deploy.fixed-program"
 PROGRAM_VERSION = 1
@@ -208,3 +213,164 @@ class FixedProgram:
 
     def incoming(self, name: str) -> list[Synapse]:
         return [s for s in self.synapses if s.target == name]
+
+
+# ---------------------------------------------------------------------------------------------
+# File format: a versioned .npz holding one JSON header (uint8 bytes) and integer arrays.
+# Loading uses allow_pickle=False and never imports torch or lava.
+
+_HEADER_KEY = "header"
+_SCALAR_FIELDS = {
+    "population": ("name", "shape", "vth", "bias_exp", "du", "scale", "provenance"),
+    "synapse": ("name", "source", "target", "kind", "weight_exp", "weight_bits", "sign_mode",
+                "graded", "stride", "padding", "groups", "input_shape", "output_shape",
+                "provenance"),
+}
+
+
+def _jsonable(o: Any) -> Any:
+    """numpy scalars/arrays/tuples -> plain JSON types; non-finite floats are refused."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        if not np.isfinite(o):
+            raise DaLifError(f"cannot store the non-finite number {o} in a program header")
+        return float(o)
+    if o is None or isinstance(o, str):
+        return o
+    raise DaLifError(f"cannot store a {type(o).__name__} in a program header")
+
+
+def program_to_arrays(program: FixedProgram) -> dict[str, np.ndarray]:
+    """The program as ``{name: array}``: a JSON header (uint8) plus one int64 array per field."""
+    header: dict[str, Any] = {
+        "format": PROGRAM_FORMAT,
+        "version": PROGRAM_VERSION,
+        "timesteps": int(program.timesteps),
+        "input": {"kind": program.input.kind, "shape": list(program.input.shape),
+                  "scale": float(program.input.scale), "bits": int(program.input.bits)},
+        "readout": {"population": program.readout.population,
+                    "scale": float(program.readout.scale)},
+        "populations": [{f: getattr(p, f) for f in _SCALAR_FIELDS["population"]}
+                        for p in program.populations],
+        "synapses": [{f: getattr(s, f) for f in _SCALAR_FIELDS["synapse"]}
+                     for s in program.synapses],
+        "quant_table": program.quant_table,
+        "metadata": program.metadata,
+    }
+    arrays = {_HEADER_KEY: np.frombuffer(json.dumps(_jsonable(header)).encode(), np.uint8)}
+    for i, p in enumerate(program.populations):
+        arrays[f"pop{i}.dv"] = p.dv.astype(np.int64)
+        arrays[f"pop{i}.bias_mant"] = p.bias_mant.astype(np.int64)
+    for i, s in enumerate(program.synapses):
+        arrays[f"syn{i}.weights"] = s.weights.astype(np.int64)
+    return arrays
+
+
+def save_program(program: FixedProgram, path: str | os.PathLike) -> None:
+    """Write ``program`` to ``path`` (.fxp, an npz archive) atomically."""
+    arrays = program_to_arrays(program)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def _read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DaLifError(f"{path}: no such program file") from None
+    except ValueError as e:  # object arrays need pickle: refused
+        raise DaLifError(f"{path}: not a valid program file ({e}); only plain integer arrays "
+                         "are accepted, re-create it with `dalif-deploy quantize`") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DaLifError(f"{path}: corrupt or truncated program file ({type(e).__name__}: "
+                         f"{e}); re-create it with `dalif-deploy quantize`") from None
+
+
+def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -> FixedProgram:
+    """Inverse of :func:`program_to_arrays`, validating everything it reads."""
+    if _HEADER_KEY not in arrays or arrays[_HEADER_KEY].dtype != np.uint8:
+        raise DaLifError(f"{where}: no program header; is this a dalif-deploy .fxp file?")
+    try:
+        h = json.loads(arrays[_HEADER_KEY].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DaLifError(f"{where}: unreadable program header ({e})") from None
+    if not isinstance(h, dict) or h.get("format") != PROGRAM_FORMAT:
+        raise DaLifError(f"{where}: not a dalif-deploy fixed-point program")
+    if h.get("version") != PROGRAM_VERSION:
+        raise DaLifError(f"{where}: program format version {h.get('version')} is not supported "
+                         f"(this dalif-deploy reads version {PROGRAM_VERSION}); re-quantise")
+
+    def arr(key: str) -> np.ndarray:
+        if key not in arrays:
+            raise DaLifError(f"{where}: array {key!r} is missing (truncated file?)")
+        a = arrays[key]
+        if a.dtype.kind not in "iu":
+            raise DaLifError(f"{where}: array {key!r} has dtype {a.dtype}, integers expected")
+        return a
+
+    try:
+        pops = [Population(dv=arr(f"pop{i}.dv"), bias_mant=arr(f"pop{i}.bias_mant"), **d)
+                for i, d in enumerate(h["populations"])]
+        syns = [Synapse(weights=arr(f"syn{i}.weights"), **d) for i, d in enumerate(h["synapses"])]
+        return FixedProgram(input=InputEncoding(**h["input"]), populations=pops, synapses=syns,
+                            readout=Readout(**h["readout"]), timesteps=int(h["timesteps"]),
+                            quant_table=list(h.get("quant_table", [])),
+                            metadata=dict(h.get("metadata", {})))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DaLifError(f"{where}: malformed program header ({type(e).__name__}: {e})") from None
+
+
+def load_program(path: str | os.PathLike) -> FixedProgram:
+    """Read a program written by :func:`save_program` (no pickle, no torch, no lava)."""
+    return program_from_arrays(_read_archive(path), where=str(path))
+
+
+def describe_program(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able summary of a program file for ``dalif-deploy inspect``."""
+    from .constraints import check_program
+
+    prog = load_program(path)
+    syn_count = {s.name: int(np.count_nonzero(s.weights)) for s in prog.synapses}
+    return {
+        "kind": "fixed-point program",
+        "format": f"{PROGRAM_FORMAT} v{PROGRAM_VERSION}",
+        "timesteps": prog.timesteps,
+        "input": {"kind": prog.input.kind, "shape": list(prog.input.shape),
+                  "scale": prog.input.scale, "bits": prog.input.bits},
+        "readout": {"population": prog.readout.population, "scale": prog.readout.scale},
+        "neurons": int(sum(p.size for p in prog.populations)),
+        "nonzero_weights": int(sum(syn_count.values())),
+        "populations": [
+            {"name": p.name, "shape": list(p.shape), "vth": p.vth, "du": p.du,
+             "dv": sorted({int(d) for d in p.dv}), "bias_exp": p.bias_exp,
+             "bias_mant_range": [int(p.bias_mant.min()), int(p.bias_mant.max())],
+             "scale": p.scale, "provenance": p.provenance}
+            for p in prog.populations],
+        "synapses": [
+            {"name": s.name, "source": s.source, "target": s.target, "kind": s.kind,
+             "weights_shape": list(s.weights.shape), "nonzero": syn_count[s.name],
+             "weight_range": [int(s.weights.min()), int(s.weights.max())]
+             if s.weights.size else [0, 0],
+             "weight_exp": s.weight_exp, "weight_bits": s.weight_bits, "graded": s.graded,
+             **({"stride": list(s.stride), "padding": list(s.padding), "groups": s.groups}
+                if s.kind == "conv" else {}),
+             "provenance": s.provenance}
+            for s in prog.synapses],
+        "quant_table": prog.quant_table,
+        "constraint_violations": [v.to_dict() for v in check_program(prog)],
+        "metadata": prog.metadata,
+    }

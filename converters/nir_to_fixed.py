@@ -1,0 +1,414 @@
+"""NIR graph -> :class:`~dalif_deploy.program.FixedProgram` (Loihi 2 CUBA fixed point).
+
+Per neuron layer (``nir.LIF`` with ``beta = 1 - dt/tau``, ``alpha = r * dt/tau``, v_leak = 0,
+v_reset = 0) we pick a scale lambda (float volts -> integer v, the << 6 included) with
+
+    lambda * v_th = 64 * vth + 1      (spike condition >=, DA-LIF)   or   64 * vth   (>)
+
+so that ``V >= v_th`` on floats is exactly Lava's ``v > 64 * vth`` on integers. Weights become
+``lambda * alpha * W / 64`` input units (divided by the input scale for the graded input):
+conv synapses as signed ``weight_bits`` integers with weight_exp 0 (Lava's Conv ignores it),
+which bounds lambda; dense synapses as mantissa * 2^e stored in Lava's mixed-sign form
+(mantissa << (9 - weight_bits), weight_exp = e - (9 - weight_bits)). lambda is the largest value
+within those bounds, ``vth <= VTH_CAP`` (headroom), and the bias range; the floor of negative
+weight exponents is compensated in the bias. Decays: ``du = 4095``, ``dv = round(4096 (1 -
+beta))`` per channel. The readout is a non-spiking integrator (dv = 0, vth max). With
+calibration data the input scale comes from the data, and populations that u-wrap or saturate
+on it are re-quantised at half scale (up to 4 rounds).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import nir
+import numpy as np
+
+from dalif_deploy.constraints import WEIGHT_EXP_RANGE
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.program import (
+    BIAS_EXP_RANGE,
+    BIAS_MANT_MAX,
+    DECAY_MAX,
+    VTH_MAX,
+    FixedProgram,
+    InputEncoding,
+    Population,
+    Readout,
+    Synapse,
+)
+
+from .nir_fuse import LINEAR_NODES, Fused, fuse_path, graph_paths, zero_input_response
+from .nir_fuse import predecessors as _predecessors
+
+VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
+READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
+CAL_ROUNDS = 4
+
+
+def _topo_order(graph: nir.NIRGraph) -> list[str]:
+    pred = _predecessors(graph)
+    order, done = [], set()
+    pending = [n for n in graph.nodes]
+    while pending:
+        ready = [n for n in pending if all(p in done for p in pred[n])]
+        if not ready:
+            raise DaLifError(f"the graph has a cycle through {sorted(pending)[:5]}")
+        for n in ready:
+            order.append(n)
+            done.add(n)
+        pending = [n for n in pending if n not in done]
+    return order
+
+
+def _node_shapes(graph: nir.NIRGraph, order: list[str], input_name: str,
+                 in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    import torch
+
+    from .nir_fuse import apply_node
+
+    pred = _predecessors(graph)
+    shapes: dict[str, tuple[int, ...]] = {input_name: in_shape}
+    for n in order:
+        if n == input_name:
+            continue
+        ins = {shapes[p] for p in pred[n]}
+        if len(ins) != 1:
+            raise DaLifError(f"node {n} sums inputs of different shapes {sorted(ins)}")
+        shape = ins.pop()
+        node = graph.nodes[n]
+        if isinstance(node, (nir.LIF, nir.Output)):
+            shapes[n] = shape
+        else:
+            with torch.no_grad():
+                shapes[n] = tuple(apply_node(node, n, torch.zeros((1, *shape),
+                                                                  dtype=torch.float64)).shape[1:])
+    return shapes
+
+
+def _lif_params(node: nir.LIF, name: str, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
+    def arr(v, what: str) -> np.ndarray:
+        a = np.asarray(v, np.float64)
+        if a.size == 1:
+            a = np.full(shape, float(a.reshape(-1)[0]))
+        if a.size != int(np.prod(shape)):
+            raise DaLifError(f"LIF {name}: {what} has {a.size} values, the layer {shape}")
+        if not np.all(np.isfinite(a)):
+            raise DaLifError(f"LIF {name}: {what} is not finite")
+        return a.reshape(shape)
+
+    tau, r = arr(node.tau, "tau"), arr(node.r, "r")
+    for what, v in (("v_leak", node.v_leak), ("v_reset", node.v_reset)):
+        if v is not None and np.any(arr(v, what) != 0):
+            raise DaLifError(f"LIF {name}: {what} must be 0 for Loihi's CUBA LIF (fold it "
+                             "into the bias before export)")
+    vth = arr(node.v_threshold, "v_threshold")
+    if np.ptp(vth) != 0 or vth.reshape(-1)[0] <= 0:
+        raise DaLifError(f"LIF {name}: v_threshold must be one positive value per layer")
+    if np.any(tau <= 0):
+        raise DaLifError(f"LIF {name}: tau must be positive")
+    beta, alpha = 1.0 - dt / tau, r * dt / tau
+    md = node.metadata or {}
+    for key, val in (("beta", beta), ("alpha", alpha)):
+        if key in md and not np.allclose(np.broadcast_to(np.asarray(md[key], float).reshape(
+                -1)[:1] if np.size(md[key]) == 1 else np.asarray(md[key], float).reshape(
+                -1, *([1] * (len(shape) - 1))), shape), val, rtol=1e-5, atol=1e-7):
+            raise DaLifError(f"LIF {name}: metadata {key} disagrees with tau/r at dt={dt}; "
+                             "the graph is inconsistent (wrong dt?)")
+    per_chan = beta.reshape(shape[0], -1)
+    if np.any(np.ptp(per_chan, axis=1) > 1e-12):
+        raise DaLifError(f"LIF {name}: beta varies within a channel; Loihi decays are per "
+                         "population (or per channel)")
+    cond = str(md.get("spike_condition", ">=" if "alpha" in md else ">"))
+    if cond not in (">=", ">"):
+        raise DaLifError(f"LIF {name}: unknown spike condition {cond!r}")
+    return {"beta_c": per_chan[:, 0], "alpha": alpha, "v_th": float(vth.reshape(-1)[0]),
+            "cond": cond}
+
+
+def _mant_exp(t: np.ndarray, qmax: int) -> int:
+    m = float(np.abs(t).max(initial=0))
+    return 0 if m == 0 else math.ceil(math.log2(m / qmax) - 1e-12)
+
+
+class _Layer:
+    """One population being quantised: fused inputs, float parameters, chosen integers."""
+
+    def __init__(self, name, shape, paths, fused, bias_f, lif, provenance):
+        self.name, self.shape, self.paths, self.fused = name, shape, paths, fused
+        self.bias_f, self.lif, self.provenance = bias_f, lif, provenance
+
+    def targets(self, in_scale: float) -> list[np.ndarray]:
+        """Float weights per input unit into V (alpha folded, graded input scale divided)."""
+        out = []
+        alpha = self.lif["alpha"] if self.lif else np.ones(self.shape)
+        for path, f in zip(self.paths, self.fused, strict=True):
+            src = in_scale if path.source == "__input__" else 1.0
+            if f.kind == "conv":
+                a = alpha.reshape(alpha.shape[0], -1)
+                if np.any(np.ptp(a, axis=1) > 1e-12):
+                    raise DaLifError(f"{self.name}: alpha varies within a channel; cannot fold "
+                                     "it into a conv kernel")
+                out.append(f.weight * a[:, 0].reshape(-1, 1, 1, 1) / src)
+            else:
+                out.append(f.weight * alpha.reshape(-1, 1) / src)
+        return out
+
+
+def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap: float) -> float:
+    qmax, k = 2 ** (weight_bits - 1) - 1, 8 - weight_bits
+    bounds = [cap]
+    bmax = float(np.abs(layer.bias_f).max(initial=0))
+    if bmax:
+        bounds.append(BIAS_MANT_MAX * 2.0 ** BIAS_EXP_RANGE[1] / bmax / 1.01)
+    for f, t in zip(layer.fused, targets, strict=True):
+        tm = float(np.abs(t).max(initial=0))
+        if tm:
+            bounds.append(64 * (qmax + 0.49) * 2.0**k / tm if f.kind == "conv"
+                          else 64 * qmax * 2.0 ** (WEIGHT_EXP_RANGE[1] + k) / tm)
+    if layer.lif is None:  # readout: worst case of T steps within READOUT_FILL * 64 * VTH_MAX
+        worst = sum(float(np.abs(t).reshape(t.shape[0], -1).sum(1).max(initial=0))
+                    for t in targets) + bmax
+        dense_pref = [64 * qmax / float(np.abs(t).max()) for t in targets if np.abs(t).max()]
+        bounds += dense_pref
+        if worst:
+            bounds.append(READOUT_FILL * 64 * VTH_MAX / (timesteps * worst))
+    return min(bounds)
+
+
+def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, timesteps: int,
+                    graded_input: bool) -> tuple[Population, list[Synapse], dict[str, Any]]:
+    qmax = 2 ** (weight_bits - 1) - 1
+    lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap)
+    if layer.lif:
+        v_th, ge = layer.lif["v_th"], layer.lif["cond"] == ">="
+        vth = math.floor((lam * v_th - ge) / 64)
+        if vth < 1:
+            raise DaLifError(f"{layer.name}: weights are too large relative to the threshold "
+                             f"to quantise with {weight_bits}-bit weights (vth would be {vth})")
+        lam = (64 * vth + ge) / v_th
+        dv = np.rint(DECAY_MAX + 1 - (DECAY_MAX + 1) * layer.lif["beta_c"]).astype(np.int64)
+        if np.all(dv == dv[0]):
+            dv = dv[:1]
+        beta_q = 1 - dv / 4096.0
+        decay_err = float(np.abs(beta_q - layer.lif["beta_c"]).max())
+    else:
+        vth, dv, decay_err = VTH_MAX, np.zeros(1, np.int64), 0.0
+    syns, comp, w_err, clipped, exps = [], 0.0, [], 0, []
+    k = 8 - weight_bits  # only the top weight_bits bits of an 8-bit weight count
+    for path, f, t in zip(layer.paths, layer.fused, targets, strict=True):
+        ta = lam * t / 64  # input units (a) per source unit
+        if f.kind == "conv":  # weight_exp 0: Lava's Conv ignores the exponent
+            e, m = 0, np.rint(ta / 2.0**k)
+        else:
+            e = max(_mant_exp(ta, qmax), WEIGHT_EXP_RANGE[0] + k)
+            m = np.rint(ta / 2.0**e)
+            if e < 0:  # floor((m.s) * 2^e) loses (1 - 2^e)/2 on average: add it back as bias
+                comp += 32.0 * (1 - 2.0**e)
+        clipped += int(np.count_nonzero((m > qmax) | (m < -qmax - 1)))
+        m = np.clip(m, -qmax - 1, qmax).astype(np.int64)
+        stored, wexp = m << k, e - k if f.kind == "dense" else 0
+        deq = m * 2.0 ** (e + k if f.kind == "conv" else e)
+        norm = float(np.linalg.norm(ta))
+        w_err.append(float(np.linalg.norm(deq - ta)) / norm if norm else 0.0)
+        exps.append(wexp)
+        src = "input" if path.source == "__input__" else path.source
+        syns.append(Synapse(
+            name=f"{src}->{layer.name}" + (f"#{len(syns)}" if len(layer.paths) > 1 else ""),
+            source=src, target=layer.name, kind=f.kind, weights=stored, weight_exp=wexp,
+            weight_bits=weight_bits, graded=src == "input" and graded_input, stride=f.stride,
+            padding=f.padding, input_shape=f.in_shape, output_shape=f.out_shape,
+            provenance=list(path.nodes)))
+    b_v = lam * layer.bias_f + comp
+    bmax = float(np.abs(b_v).max(initial=0))
+    bexp = max(0, math.ceil(math.log2(bmax / BIAS_MANT_MAX))) if bmax > BIAS_MANT_MAX else 0
+    mant = np.clip(np.rint(b_v / 2.0**bexp), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64)
+    bias_err = float(np.abs(mant * 2.0**bexp - b_v).max(initial=0)) / lam
+    pop = Population(name=layer.name, shape=layer.shape, dv=dv, vth=vth, bias_mant=mant,
+                     bias_exp=bexp, scale=lam, provenance=layer.provenance)
+    row = {"population": layer.name, "nodes": layer.provenance, "scale": lam, "vth": vth,
+           "v_threshold": layer.lif["v_th"] if layer.lif else None,
+           "weight_exp": exps, "clipped_weights": clipped,
+           "weight_rel_error": max(w_err, default=0.0), "decay_error": decay_err,
+           "dv": sorted({int(d) for d in dv}), "bias_exp": bexp, "bias_abs_error": bias_err,
+           "bias_max": float(np.abs(layer.bias_f).max(initial=0))}
+    return pop, syns, row
+
+
+def _graph_meta(graph: nir.NIRGraph, timesteps, encoding) -> tuple[int, str, float]:
+    md = graph.metadata if isinstance(graph.metadata, dict) else {}
+    t = timesteps if timesteps is not None else md.get("timesteps")
+    enc = encoding or md.get("input_encoding")
+    if t is None or enc is None:
+        raise DaLifError("the graph has no 'timesteps'/'input_encoding' metadata (not exported "
+                         "by dalif-deploy?); pass timesteps= and encoding= explicitly")
+    if enc not in ("analog", "events"):
+        raise DaLifError(f"input encoding must be analog or events, not {enc!r}")
+    return int(t), str(enc), float(md.get("dt", 1.0))
+
+
+def _build_layers(graph: nir.NIRGraph, dt: float):
+    order = _topo_order(graph)
+    inputs = [n for n in order if isinstance(graph.nodes[n], nir.Input)]
+    outputs = [n for n in order if isinstance(graph.nodes[n], nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise DaLifError(f"the graph needs exactly one Input and one Output node, has "
+                         f"{len(inputs)} and {len(outputs)}")
+    in_name, out_name = inputs[0], outputs[0]
+    in_shape = tuple(int(s) for s in np.asarray(graph.nodes[in_name].input_type["input"]))
+    shapes = _node_shapes(graph, order, in_name, in_shape)
+    lifs = [n for n in order if isinstance(graph.nodes[n], nir.LIF)]
+    for n in order:
+        node = graph.nodes[n]
+        if not isinstance(node, (nir.LIF, nir.Input, nir.Output, *LINEAR_NODES)):
+            raise DaLifError(f"node {n}: {type(node).__name__} is not supported (neuron "
+                             "layers must be LIF)")
+
+    def is_source(name: str) -> bool:
+        return name == in_name or name in lifs
+
+    layers = []
+    for n in [*lifs, out_name]:
+        paths = graph_paths(graph, n, is_source)
+        for p in paths:
+            if p.source == in_name:
+                p.source = "__input__"
+        tshape = shapes[n]
+        fused: list[Fused] = [fuse_path(graph, p, in_shape if p.source == "__input__"
+                                        else shapes[p.source], tshape, f"{n}")
+                              for p in paths]
+        bias = zero_input_response(graph, n, shapes, is_source).reshape(tshape)
+        lif = _lif_params(graph.nodes[n], n, tshape, dt) if n != out_name else None
+        prov = sorted({x for p in paths for x in p.nodes} | {n})
+        layers.append(_Layer("readout" if n == out_name else n, tshape, paths, fused,
+                             lif["alpha"] * bias if lif else bias, lif, prov))
+    return in_shape, layers
+
+
+def calibrated_input_scale(x: np.ndarray, bits: int = 8) -> float:
+    """``(2^(bits-1) - 1) / max|x|``, or, when the data lie on a grid ``k / d`` (d <= 64, like
+    the digits' ``pixel / 16``), the largest multiple of d within range: then every input value
+    is represented exactly."""
+    qmax = 2 ** (bits - 1) - 1
+    xmax = float(np.abs(x).max(initial=0))
+    if not np.isfinite(xmax):
+        raise DaLifError("calibration data contains NaN or infinite values")
+    if xmax == 0:
+        return float(qmax)
+    for d in range(1, 65):
+        if np.all(np.abs(x * d - np.rint(x * d)) < 1e-6) and math.floor(qmax / (d * xmax)) >= 1:
+            return float(d * math.floor(qmax / (d * xmax)))
+    return qmax / xmax
+
+
+def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any = None, *,
+                   timesteps: int | None = None, encoding: str | None = None,
+                   input_scale: float | None = None) -> FixedProgram:
+    """Quantise a NIR graph (as exported by dalif-deploy) to a :class:`FixedProgram`.
+
+    ``calibration``: float samples as ``load_dataset`` gives them; sets the analog input scale
+    to ``127 / max|x|`` and re-quantises populations that wrap or saturate on them. Without it
+    the analog input is assumed to lie in [-1, 1] (scale 127) unless ``input_scale`` is given.
+    """
+    if not 2 <= int(weight_bits) <= 8:
+        raise DaLifError(f"--weight-bits must be 2..8, got {weight_bits}")
+    t, enc, dt = _graph_meta(graph, timesteps, encoding)
+    in_shape, layers = _build_layers(graph, dt)
+    bits = 8
+    if input_scale is None:
+        input_scale = float(2 ** (bits - 1) - 1)
+        if calibration is not None and enc == "analog":
+            input_scale = calibrated_input_scale(np.asarray(calibration, np.float64), bits)
+    if enc == "events":
+        input_scale = 1.0
+    targets = {ly.name: ly.targets(input_scale) for ly in layers}
+    caps = {ly.name: (64 * VTH_CAP + 1) / ly.lif["v_th"] if ly.lif else math.inf
+            for ly in layers}
+    for rnd in range(CAL_ROUNDS + 1):
+        pops, syns, table = [], [], []
+        for ly in layers:
+            p, s, row = _quantise_layer(ly, targets[ly.name], caps[ly.name], int(weight_bits),
+                                        t, enc == "analog")
+            pops.append(p)
+            syns += s
+            table.append(row)
+        out_scale = pops[-1].scale
+        program = FixedProgram(
+            input=InputEncoding(enc, in_shape, input_scale, bits), populations=pops,
+            synapses=syns, readout=Readout("readout", out_scale), timesteps=t, quant_table=table,
+            metadata={"source": "nir", "weight_bits": int(weight_bits), "dt": dt,
+                      "calibrated": calibration is not None, "calibration_rounds": rnd,
+                      **{k: v for k, v in (graph.metadata or {}).items()
+                         if isinstance(v, (str, int, float, bool))}})
+        if calibration is None:
+            break
+        bad = _calibration_problems(program, calibration)
+        for row in table:
+            row.update(bad.get(row["population"], {"u_wraps": 0, "v_saturations": 0}))
+        worse = [k for k, v in bad.items() if v["u_wraps"] or v["v_saturations"]]
+        if not worse or rnd == CAL_ROUNDS:
+            break
+        for k in worse:
+            caps[k] = pops[[p.name for p in pops].index(k)].scale / 2
+    from dalif_deploy.constraints import require_valid
+
+    require_valid(program)
+    return program
+
+
+def _calibration_problems(program: FixedProgram, x: Any) -> dict[str, dict[str, int]]:
+    from dalif_deploy.targets.emulator import emulate
+
+    r = emulate(program, x, check=False)
+    return {k: {"u_wraps": r.u_wraps[k], "v_saturations": r.v_saturations[k]}
+            for k in r.u_wraps}
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    """The per-layer quantisation table as aligned text."""
+    head = ("population", "scale", "vth", "w_exp", "clipped", "w_err%", "decay_err", "bias_exp",
+            "bias_err")
+    rows = [head]
+    for r in table:
+        rows.append((r["population"], f"{r['scale']:.4g}", str(r["vth"]),
+                     ",".join(map(str, r["weight_exp"])), str(r["clipped_weights"]),
+                     f"{100 * r['weight_rel_error']:.2f}", f"{r['decay_error']:.2e}",
+                     str(r["bias_exp"]), f"{r['bias_abs_error']:.2e}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                     for r in rows)
+
+
+def cli_quantize(args) -> int:
+    """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
+    from pathlib import Path
+
+    from dalif_deploy.cli import emit_json
+    from dalif_deploy.program import save_program
+
+    path = Path(args.graph)
+    if not path.is_file():
+        raise DaLifError(f"{path}: no such NIR file")
+    try:
+        graph = nir.read(str(path))
+    except Exception as e:  # h5py / nir raise many types for bad files
+        raise DaLifError(f"{path}: not a readable NIR graph ({type(e).__name__}: {e})") from None
+    cal = None
+    if args.calibrate:
+        from dalif_deploy.data import load_dataset
+
+        md = graph.metadata or {}
+        ds = load_dataset(args.calibrate, split="train", data_dir=args.data_dir,
+                          timesteps=md.get("timesteps") if md.get("input_encoding") == "events"
+                          else None)
+        cal = ds.x[: max(1, int(args.calibration_samples))]
+    program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal)
+    save_program(program, args.out)
+    print(format_table(program.quant_table))
+    print(f"wrote {args.out}: {len(program.populations)} populations, "
+          f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
+    emit_json({"program": str(args.out), "quant_table": program.quant_table,
+               "timesteps": program.timesteps, "input_scale": program.input.scale}, args.json)
+    return 0

@@ -1,0 +1,234 @@
+"""Named Loihi 2 / Lava constraint rules, checked on every fixed-point program.
+
+:func:`check_program` returns a list of :class:`Violation` (rule name, place, what is wrong and
+how to fix it); :func:`require_valid` raises :class:`~dalif_deploy.errors.DaLifError` when any
+has severity ``error``. Errors are things Lava or the chip would silently change (clip,
+truncate, ignore, overflow); warnings are risks that the emulator counts at run time (u wraps,
+v saturation) or limits of real hardware that the CPU simulation does not enforce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import DaLifError
+from .program import (
+    BIAS_EXP_RANGE,
+    BIAS_MANT_MAX,
+    DECAY_MAX,
+    V_MAX,
+    VTH_MAX,
+    FixedProgram,
+    Population,
+    Synapse,
+)
+
+WEIGHT_EXP_RANGE = (-8, 7)  # Loihi weight exponent
+FAN_IN_MAX = 4096  # nonzero synapses into one neuron that we accept without a warning
+INT32_SAFE = (2**31 - 2**23) // 64  # |a| above this overflows Lava's int32 (a << 6) + u
+LAVA_CONV_PARAM_MAX = 127  # Lava's Conv stores kernel size, stride, padding, groups as int8
+INPUT_BITS_RANGE = (2, 8)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: ``rule`` (a name from :data:`RULES`), ``where`` (population or synapse),
+    ``message`` (what and how to fix), ``severity`` (``error`` or ``warning``)."""
+
+    rule: str
+    where: str
+    message: str
+    severity: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}")
+        if self.severity not in ("error", "warning"):
+            raise ValueError(f"severity must be 'error' or 'warning', not {self.severity!r}")
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.where}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+RULES: dict[str, str] = {
+    "weight-bits": "weight_bits must be 1..8",
+    "weight-range": "weights must fit the 8-bit range of their sign mode",
+    "weight-lsb": "weight_bits-bit weights must have the low bits Lava floors away equal to 0",
+    "weight-exp": "weight_exp must lie in the Loihi range",
+    "conv-weight-exp": "Lava's Conv ignores weight_exp (else lowered as a sparse matrix)",
+    "conv-limits": "Lava's Conv limits (int8 kernel/stride/padding/groups)",
+    "shape": "synapse shapes must match its source and target populations",
+    "graded-input": "analog input must reach its synapses as graded spikes",
+    "input-bits": "graded input values must be 2..8 bits",
+    "vth-range": "vth is a 17-bit unsigned integer",
+    "bias-range": "bias mantissa is 13-bit signed, exponent within range",
+    "decay-range": "du and dv are 12-bit unsigned",
+    "headroom": "synaptic input and v must fit the 24-bit state and Lava's int32 arithmetic",
+    "fan-in": "nonzero synapses per neuron",
+    "topology": "populations in topological order, readout last, nothing unconnected",
+    "readout": "the readout is a non-spiking integrator (dv = 0, du = 4095, vth max)",
+}
+
+
+def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
+    """Largest |accumulated input| of one output neuron (before shift / wrap)."""
+    w = np.abs(s.weights).reshape(s.weights.shape[0], -1)
+    src_max = (2 ** (program.input.bits - 1) if s.source == "input" and s.graded
+               and program.input.kind == "analog" else 1)
+    return int(w.sum(1).max(initial=0)) * src_max
+
+
+SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+
+
+def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
+    w = s.weights
+    if not 1 <= s.weight_bits <= 8:
+        yield Violation("weight-bits", s.name, f"weight_bits={s.weight_bits}; use 1..8")
+        return
+    lo, hi = SIGN_RANGES[s.sign_mode]
+    if w.size and (w.min() < lo or w.max() > hi):
+        yield Violation("weight-range", s.name,
+                        f"weights span [{w.min()}, {w.max()}] but {s.sign_mode} weights must "
+                        f"lie in [{lo}, {hi}] (Lava clips them); raise weight_exp and "
+                        "re-quantise the mantissas")
+    k = 8 - s.weight_bits
+    mag = -w if s.sign_mode == "inhibitory" else w
+    if k > 0 and w.size and np.any(mag & ((1 << k) - 1)):
+        yield Violation("weight-lsb", s.name,
+                        f"{s.weight_bits}-bit weights must be multiples of 2^{k} (Lava floors "
+                        f"the low bits); store mantissa << {k} with weight_exp lowered by {k}")
+    if not WEIGHT_EXP_RANGE[0] <= s.weight_exp <= WEIGHT_EXP_RANGE[1]:
+        yield Violation("weight-exp", s.name,
+                        f"weight_exp={s.weight_exp} outside {list(WEIGHT_EXP_RANGE)}; rescale "
+                        "the target population")
+    if s.kind == "conv":
+        if s.weight_exp != 0:
+            yield Violation("conv-weight-exp", s.name,
+                            f"weight_exp={s.weight_exp}: Lava's Conv ignores it, so this conv "
+                            "must be lowered as a sparse matrix; fold the exponent into the "
+                            "target's scale to keep a Conv", "warning")
+        elif _syn_max_abs_sum(program, s) >= 2**23:
+            yield Violation("headroom", s.name, "conv sums may exceed 24 bits, where Lava's "
+                            "Conv wraps them (a sparse lowering would not); lower the target's "
+                            "scale")
+        kh, kw = w.shape[2:]
+        if max(kh, kw, *s.stride, *s.padding, s.groups) > LAVA_CONV_PARAM_MAX:
+            yield Violation("conv-limits", s.name,
+                            f"kernel {kh}x{kw}, stride {s.stride}, padding {s.padding}, "
+                            f"groups {s.groups}: Lava's Conv stores these as int8 "
+                            f"(<= {LAVA_CONV_PARAM_MAX}); express the layer as dense")
+    src = program.input.shape if s.source == "input" else program.population(s.source).shape
+    tgt = program.population(s.target).shape
+    if s.input_shape != src or int(np.prod(s.output_shape)) != int(np.prod(tgt)):
+        yield Violation("shape", s.name, f"maps {s.input_shape} -> {s.output_shape} but "
+                        f"connects {s.source} {src} -> {s.target} {tgt}")
+    elif s.kind == "conv":
+        c, h, wd = s.input_shape
+        kh, kw = w.shape[2:]
+        oh = (h + 2 * s.padding[0] - kh) // s.stride[0] + 1
+        ow = (wd + 2 * s.padding[1] - kw) // s.stride[1] + 1
+        if (w.shape[0], oh, ow) != tuple(s.output_shape) or s.output_shape != tgt:
+            yield Violation("shape", s.name, f"conv of {s.input_shape} gives "
+                            f"{(w.shape[0], oh, ow)}, target {s.target} is {tgt}")
+    if s.source == "input" and program.input.kind == "analog" and not s.graded:
+        yield Violation("graded-input", s.name, "analog input would be binarised by a binary "
+                        "synapse; mark it graded (num_message_bits > 0)")
+    fan = np.count_nonzero(w.reshape(w.shape[0], -1), axis=1).max(initial=0)
+    if fan > FAN_IN_MAX:
+        yield Violation("fan-in", s.name, f"up to {fan} nonzero synapses per neuron (> "
+                        f"{FAN_IN_MAX}); may not fit a Loihi 2 core, split the layer",
+                        "warning")
+
+
+def _check_population(program: FixedProgram, p: Population) -> Iterator[Violation]:
+    if not 0 <= p.vth <= VTH_MAX:
+        yield Violation("vth-range", p.name, f"vth={p.vth} outside [0, {VTH_MAX}]; lower the "
+                        "population's scale")
+    bm = p.bias_mant
+    if bm.size and (bm.min() < -BIAS_MANT_MAX - 1 or bm.max() > BIAS_MANT_MAX):
+        yield Violation("bias-range", p.name, f"bias mantissa spans [{bm.min()}, {bm.max()}], "
+                        f"outside [{-BIAS_MANT_MAX - 1}, {BIAS_MANT_MAX}]; raise bias_exp")
+    if not BIAS_EXP_RANGE[0] <= p.bias_exp <= BIAS_EXP_RANGE[1]:
+        yield Violation("bias-range", p.name, f"bias_exp={p.bias_exp} outside "
+                        f"{list(BIAS_EXP_RANGE)}; lower the population's scale")
+    for name, d in (("du", np.array([p.du])), ("dv", p.dv)):
+        if d.min() < 0 or d.max() > DECAY_MAX:
+            yield Violation("decay-range", p.name, f"{name} spans [{d.min()}, {d.max()}], "
+                            f"outside [0, {DECAY_MAX}] (decay factors must lie in [0, 1]: "
+                            "check beta)")
+    a_max = sum(_syn_max_abs_sum(program, s) * 2.0 ** max(s.weight_exp, 0)
+                for s in program.incoming(p.name))
+    if a_max > INT32_SAFE:
+        yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} overflows "
+                        "Lava's int32 arithmetic after << 6; lower the scale")
+    elif a_max * 64 >= 2**23:
+        yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} (x64) can wrap "
+                        "the 24-bit current u; the emulator counts u wraps", "warning")
+    if p.name != program.readout.population and 64 * p.vth > V_MAX // 2:
+        yield Violation("headroom", p.name, f"64*vth = {64 * p.vth} leaves less than 1 bit "
+                        "of v headroom in 24 bits; lower the scale", "warning")
+
+
+def _check_topology(program: FixedProgram) -> Iterator[Violation]:
+    seen = {"input"}
+    for p in program.populations:
+        inc = program.incoming(p.name)
+        if not inc:
+            yield Violation("topology", p.name, "has no incoming synapse", "warning")
+        for s in inc:
+            if s.source not in seen:
+                yield Violation("topology", s.name, f"source {s.source} comes after target "
+                                f"{p.name}; list populations in topological order")
+        seen.add(p.name)
+    ro = program.readout.population
+    for s in program.synapses:
+        if s.source == ro:
+            yield Violation("topology", s.name, f"the readout {ro} must not feed other "
+                            "populations")
+    r = program.population(ro)
+    if r.du != DECAY_MAX or np.any(r.dv != 0) or r.vth != VTH_MAX:
+        yield Violation("readout", ro, f"readout needs du={DECAY_MAX}, dv=0, vth={VTH_MAX} "
+                        f"(got du={r.du}, dv={sorted(set(r.dv.tolist()))}, vth={r.vth})")
+    else:
+        a_max = sum(_syn_max_abs_sum(program, s) * 2.0 ** max(s.weight_exp, 0)
+                    for s in program.incoming(ro))
+        bias = float(np.abs(r.bias_mant).max(initial=0)) * 2.0 ** r.bias_exp
+        if program.timesteps * (a_max * 64 + bias) >= 64 * VTH_MAX:
+            yield Violation("headroom", ro, "the readout integral may reach 64*vth and fire "
+                            "(which resets it); lower the readout scale", "warning")
+
+
+def check_program(program: FixedProgram) -> list[Violation]:
+    """All rule violations of ``program`` (empty when it is fine)."""
+    out: list[Violation] = []
+    enc = program.input
+    if enc.kind == "analog" and not INPUT_BITS_RANGE[0] <= enc.bits <= INPUT_BITS_RANGE[1]:
+        out.append(Violation("input-bits", "input", f"bits={enc.bits}; graded input values "
+                             f"must be {INPUT_BITS_RANGE[0]}..{INPUT_BITS_RANGE[1]} bits"))
+    for s in program.synapses:
+        out.extend(_check_synapse(program, s))
+    for p in program.populations:
+        out.extend(_check_population(program, p))
+    out.extend(_check_topology(program))
+    return out
+
+
+def require_valid(program: FixedProgram, on_warning: Callable[[Violation], None] | None = None
+                  ) -> list[Violation]:
+    """Raise DaLifError listing every error; pass warnings to ``on_warning``; return all."""
+    found = check_program(program)
+    errors = [v for v in found if v.severity == "error"]
+    if errors:
+        lines = "; ".join(str(v) for v in errors)
+        raise DaLifError(f"program breaks {len(errors)} constraint(s): {lines}")
+    if on_warning:
+        for v in found:
+            on_warning(v)
+    return found

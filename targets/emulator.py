@@ -1,0 +1,459 @@
+"""Bit-accurate, batched emulator of a :class:`~dalif_deploy.program.FixedProgram`.
+
+It reproduces Lava's ``fixed_pt`` models (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``,
+``PyConvModelFixed``) integer for integer; DESIGN.md section 4 lists the arithmetic, and
+:func:`lif_step` states it. Synapses: ``acc = W_eff (*) s`` over binary spikes (select and
+sum) or graded input values (multiply), ``W_eff`` = :func:`effective_weights`; then
+``a = acc << weight_exp`` (``>> -weight_exp``, floor, when negative), except that a conv with
+``weight_exp == 0`` (a Lava ``Conv``) wraps ``acc`` to signed 24 bits instead. Several synapses
+into one population add up. Two timings are offered:
+
+* ``mode="sync"`` (the program's semantics, like the float model): at step t every population
+  sees its inputs of step t; T steps are run; ``outputs`` is the readout v after step T-1.
+* ``mode="pipelined"`` (a plain Lava network, no delays, no resets): every synapse adds one step
+  of latency, i.e. population P at step t receives its synapses' outputs computed from the
+  sources' spikes of step t-1 (input frame t-1, zero frames before 0 and after T-1). A
+  population at synaptic depth k therefore sees input step t at step t+k, and every population
+  integrates its bias from step 0 on, input or not. ``T + D`` steps are run, D being the depth
+  of the readout (longest synapse path from the input); ``outputs`` is the readout v after the
+  last step, traces have ``T + D`` steps and spike counts cover all of them. Step s here is
+  Lava's time step s+1 for a network whose input source sends frame j at Lava step j+1.
+
+Speed: synaptic sums run as torch float32 (or float64) convolutions / matmuls. That is exact
+because, before a program runs, every synapse's worst-case partial sum (sum of |weights| times
+the largest input) is bounded: <= 2^24 uses float32, <= 2^53 float64 (every partial sum is then
+an integer the float type represents exactly, so no rounding ever happens); the constraint
+check already refuses anything that could overflow Lava's int32. Neuron state is held as
+float64 integers (|values| < 2^36 here, exact) and the same bounds switch off u-wrap and
+v-clip checks that provably cannot trigger.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
+
+U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
+CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer primitives (work on int64 tensors and on float64 tensors holding integers).
+
+
+def rtz_div4096(p: torch.Tensor) -> torch.Tensor:
+    """``sign(p) * (|p| >> 12)``: the product divided by 4096, rounded toward zero."""
+    if p.dtype.is_floating_point:  # exact: power-of-two scaling, |p| < 2^53
+        return torch.floor(p.abs() * (1.0 / 4096)).copysign(p)  # (torch.trunc is 7x slower)
+    return torch.sign(p) * (p.abs() >> 12)
+
+
+def floor_shift(x: torch.Tensor, exp: int) -> torch.Tensor:
+    """``x << exp`` for exp >= 0, ``x >> -exp`` (floor) otherwise, as Lava's Dense does."""
+    if exp == 0:
+        return x
+    if x.dtype.is_floating_point:
+        return x * 2.0**exp if exp > 0 else torch.floor(x * 2.0**exp)
+    return x << exp if exp > 0 else x >> -exp
+
+
+def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's complement wrap to ``bits`` signed bits (Lava's ``signed_clamp``)."""
+    half = 2 ** (bits - 1)
+    return torch.remainder(x + half, 2 * half) - half
+
+
+def effective_bias(bias_mant: np.ndarray, bias_exp: int) -> np.ndarray:
+    """``bias_mant << bias_exp`` (``>> -bias_exp``, floor, when negative); NOT shifted by 6."""
+    m = np.asarray(bias_mant, dtype=np.int64)
+    return m << bias_exp if bias_exp >= 0 else m >> -bias_exp
+
+
+def lava_dense_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
+    """What Lava's bit-accurate Dense does to the weights it is given (on its first step).
+
+    Clip to 8 bits by sign mode (mixed [-256, 255], excitatory [0, 255], inhibitory
+    [-255, 0]), then floor away ``8 - weight_bits + (sign_mode == "mixed")`` low bits of the
+    (sign-oriented) magnitude: in mixed mode 8-bit weights lose their LSB.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    mixed = sign_mode == "mixed"
+    if sign_mode == "inhibitory":
+        w = -w
+    w = np.clip(w, -256 if mixed else 0, 255)
+    k = 8 - int(weight_bits) + int(mixed)
+    w = (w >> k) << k
+    return -w if sign_mode == "inhibitory" else w
+
+
+def effective_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
+    """The program weights as Lava applies them, in program units.
+
+    Program weights are signed integers (mixed: [-128, 127]; excitatory [0, 255]; inhibitory
+    [-255, 0]) of which the top ``weight_bits`` bits count. The Lava lowering passes mixed-sign
+    weights doubled (``2*w`` with ``weight_exp - 1``) so that Lava's LSB flooring keeps them;
+    this returns ``lava_dense_weights(2*w) / 2`` (mixed) or ``lava_dense_weights(w)``: the
+    identity on valid programs, Lava's clipping and flooring otherwise.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    if sign_mode == "mixed":
+        return lava_dense_weights(2 * w, weight_bits, sign_mode) >> 1
+    return lava_dense_weights(w, weight_bits, sign_mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# The neuron step.
+
+
+@dataclass(frozen=True)
+class LifParams:
+    """Per-population constants of :func:`lif_step` (tensors broadcast against ``[N, *shape]``).
+
+    ``bias`` is the effective bias (``bias_mant`` shifted by ``bias_exp``). ``wrap_u`` /
+    ``clip_v`` may be False only where bounds prove the wrap/clip can never trigger.
+    """
+
+    du: int
+    dv: torch.Tensor
+    vth: int
+    bias: torch.Tensor
+    wrap_u: bool = True
+    clip_v: bool = True
+    decay_v: bool = True
+
+
+@dataclass(frozen=True)
+class LifState:
+    """u, v ``[N, *shape]`` and per-sample counters ``[N]`` of u wraps and v saturations."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    u_wraps: torch.Tensor
+    v_saturations: torch.Tensor
+
+
+def lif_state_zeros(n: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float64
+                    ) -> LifState:
+    z = torch.zeros((n, *shape), dtype=dtype)
+    c = torch.zeros(n, dtype=dtype)
+    return LifState(z, z.clone(), c, c.clone())
+
+
+def lif_step(state: LifState, a: torch.Tensor, params: LifParams
+             ) -> tuple[torch.Tensor, LifState]:
+    """One step of Lava's bit-accurate CUBA LIF (``PyLifModelBitAcc``), batched.
+
+    With ``rtz(p) = sign(p) * (|p| >> 12)`` on the exact (int64) product::
+
+        u  = rtz(u * (4096 - (du + 1))) + (a << 6)     note du + 1: du = 4095 gives u = a << 6
+        u  = u - 2^24 if u > 2^23;  u + 2^24 if u <= -2^23      (one correction, counted)
+        v  = clip(rtz(v * (4096 - dv)) + u + bias, -(2^23 - 1), 2^23 - 1)   (counted)
+        s  = v > (vth << 6)                               strict
+        v  = 0 where s                                    u is not reset
+
+    ``bias = bias_mant << bias_exp`` (floor shift when negative), not shifted by 6. Works on
+    int64 tensors or float64 tensors holding integers (exact below 2^53). Returns the boolean
+    spikes and the new state.
+    """
+    u, v = state.u, state.v
+    u_wraps, v_sat = state.u_wraps, state.v_saturations
+    a64 = a * 64 if a.dtype.is_floating_point else a << 6
+    if params.du >= 4095:
+        u = a64
+    else:
+        u = rtz_div4096(u * (4096 - (params.du + 1))) + a64
+    dims = tuple(range(1, u.dim()))
+    if params.wrap_u:
+        hi, lo = u > U_LIMIT, u <= -U_LIMIT
+        u = u - (2 * U_LIMIT) * hi.to(u.dtype) + (2 * U_LIMIT) * lo.to(u.dtype)
+        u_wraps = u_wraps + (hi | lo).sum(dims).to(u_wraps.dtype)
+    v = (rtz_div4096(v * (4096 - params.dv)) if params.decay_v else v) + u + params.bias
+    if params.clip_v:
+        sat = (v > V_MAX) | (v < -V_MAX)
+        v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)
+        v = v.clamp(-V_MAX, V_MAX)
+    keep = v <= (params.vth << 6)
+    v = v * keep  # (masked_fill is 4x slower)
+    return ~keep, LifState(u, v, u_wraps, v_sat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input encoding.
+
+
+def encode_input(program: FixedProgram, x_float: Any) -> np.ndarray:
+    """Float samples (as ``load_dataset`` gives them) -> integer input frames ``[N, T, *shape]``.
+
+    analog: ``clip(round(x * scale), -2^(bits-1), 2^(bits-1) - 1)`` (numpy round: half to even),
+    the same frame every step (a broadcast view). events: the binary frames themselves; values
+    other than 0 and 1 are refused (they would be silently binarised).
+    """
+    enc, t = program.input, program.timesteps
+    x = np.asarray(x_float)
+    if enc.kind == "analog":
+        if x.shape[1:] != enc.shape:
+            raise DaLifError(f"analog input must be [N, {', '.join(map(str, enc.shape))}], got "
+                             f"{list(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            raise DaLifError("input contains NaN or infinite values")
+        half = 2 ** (enc.bits - 1)
+        q = np.clip(np.round(x.astype(np.float64) * enc.scale), -half, half - 1).astype(np.int64)
+        return np.broadcast_to(q[:, None], (q.shape[0], t, *enc.shape))
+    if x.shape[1:] != (t, *enc.shape):
+        raise DaLifError(f"event input must be [N, T={t}, {', '.join(map(str, enc.shape))}], "
+                         f"got {list(x.shape)}")
+    if not np.all((x == 0) | (x == 1)):
+        raise DaLifError("event input must be binary (0/1) frames; got other values")
+    return x.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled program: synapse kernels with their exactness guards, neuron parameters.
+
+
+@dataclass
+class _Syn:
+    syn: Synapse
+    weight: torch.Tensor  # float32/float64 kernel or [n_out, n_in] matrix
+    bound: int  # max |accumulated sum| before shift/wrap
+    a_bound: int  # max |output|
+    binarize: bool  # graded values arriving at a binary synapse (Lava: astype(bool))
+
+    def __call__(self, src: torch.Tensor) -> torch.Tensor:
+        s = self.syn
+        x = (src != 0) if self.binarize else src
+        x = x.to(self.weight.dtype)
+        if s.kind == "conv":
+            out = F.conv2d(x, self.weight, None, s.stride, s.padding, 1, s.groups).double()
+            if s.weight_exp == 0:  # a Lava Conv: wraps its output to signed 24 bits
+                return wrap_signed(out, CONV_BITS) if self.bound >= 2 ** (CONV_BITS - 1) else out
+        else:
+            out = (x.flatten(1) @ self.weight.T).double().view(-1, *s.output_shape)
+        return floor_shift(out, s.weight_exp)
+
+
+def _source_max(program: FixedProgram, syn: Synapse) -> int:
+    if syn.source != "input" or program.input.kind == "events" or not syn.graded:
+        return 1
+    return 2 ** (program.input.bits - 1)
+
+
+def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
+    in_max = _source_max(program, syn)
+    w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
+    bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
+    e = syn.weight_exp
+    if syn.kind == "conv" and e == 0:
+        a_bound = min(bound, 2 ** (CONV_BITS - 1))
+    else:
+        a_bound = bound << e if e >= 0 else -((-bound) >> -e)
+    if bound >= FLOAT64_EXACT:
+        raise DaLifError(f"synapse {syn.name}: partial sums up to {bound} cannot be emulated "
+                         "exactly; the constraint check should have refused this program")
+    dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
+    binarize = syn.source == "input" and program.input.kind == "analog" and not syn.graded
+    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize)
+
+
+@dataclass
+class _Pop:
+    pop: Population
+    syns: list[_Syn]
+    params: LifParams
+    readout: bool
+
+
+def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
+    a_bound = sum(s.a_bound for s in syns)
+    bias = effective_bias(pop.bias_mant, pop.bias_exp)
+    wrap_u = pop.du < 4095 or a_bound * 64 >= U_LIMIT
+    u_bound = U_LIMIT if wrap_u else a_bound * 64
+    v_bound = steps * (u_bound + int(np.abs(bias).max(initial=0)))
+    dv = torch.as_tensor(pop.dv, dtype=torch.float64)
+    dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
+    params = LifParams(du=pop.du, dv=dv, vth=pop.vth, bias=torch.as_tensor(bias).double(),
+                       wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
+    return _Pop(pop, syns, params, readout)
+
+
+def synaptic_depths(program: FixedProgram) -> dict[str, int]:
+    """Longest synapse path from the input to each population (the input has depth 0)."""
+    depth = {"input": 0}
+    for p in program.populations:  # program order is topological
+        srcs = [depth.get(s.source) for s in program.incoming(p.name)]
+        if any(d is None for d in srcs):
+            raise DaLifError(f"population {p.name} has an input from a later population; "
+                             "programs must list populations in topological order")
+        depth[p.name] = 1 + max(srcs, default=0)
+    return depth
+
+
+# ---------------------------------------------------------------------------------------------
+# Running.
+
+
+@dataclass
+class EmulatorResult:
+    """What :func:`emulate` returns (see the module docstring for the two timings).
+
+    ``outputs`` int64 ``[N, n_out]`` final readout v; ``predictions`` int64 ``[N]`` (argmax);
+    ``spike_counts`` int64 ``[N, n_spiking_populations]`` (program order, readout excluded);
+    ``u_wraps`` / ``v_saturations``: totals per population name (readout included);
+    ``spikes`` (uint8) / ``v`` (after reset) / ``u``: ``{name: [steps, N, *shape]}`` int64,
+    only with ``record=True``.
+    """
+
+    outputs: np.ndarray
+    predictions: np.ndarray
+    spike_counts: np.ndarray
+    population_names: list[str]
+    u_wraps: dict[str, int]
+    v_saturations: dict[str, int]
+    steps: int
+    mode: str
+    spikes: dict[str, np.ndarray] = field(default_factory=dict)
+    v: dict[str, np.ndarray] = field(default_factory=dict)
+    u: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
+               record: bool) -> dict[str, Any]:
+    """frames: [N, T, *shape] integer-valued float32. Returns per-batch results."""
+    n, t_in = frames.shape[0], frames.shape[1]
+    states = {p.pop.name: lif_state_zeros(n, p.pop.shape) for p in pops}
+    counts = {p.pop.name: torch.zeros(n, dtype=torch.float64) for p in pops if not p.readout}
+    zero_frame = torch.zeros_like(frames[:, 0])
+    prev: dict[str, torch.Tensor] = {p.pop.name: torch.zeros((n, *p.pop.shape), dtype=torch.float32)
+                                     for p in pops}
+    traces: dict[str, dict[str, list[torch.Tensor]]] = {"spikes": {}, "v": {}, "u": {}}
+    for step in range(steps):
+        src_t = step - 1 if pipelined else step
+        cur = {"input": frames[:, src_t] if 0 <= src_t < t_in else zero_frame}
+        if pipelined:
+            cur.update(prev)
+        new: dict[str, torch.Tensor] = {}
+        for p in pops:
+            name = p.pop.name
+            a = None
+            for s in p.syns:
+                out = s(cur[s.syn.source])
+                a = out if a is None else a + out
+            if a is None:
+                a = torch.zeros((n, *p.pop.shape), dtype=torch.float64)
+            spk, states[name] = lif_step(states[name], a, p.params)
+            spk = spk.to(torch.float32)
+            (new if pipelined else cur)[name] = spk
+            if not p.readout:
+                counts[name] += spk.flatten(1).sum(1, dtype=torch.float64)
+            if record:
+                traces["spikes"].setdefault(name, []).append(spk.to(torch.uint8))
+                traces["v"].setdefault(name, []).append(states[name].v.to(torch.int64))
+                traces["u"].setdefault(name, []).append(states[name].u.to(torch.int64))
+        if pipelined:
+            prev = new
+    return {"states": states, "counts": counts, "traces": traces}
+
+
+def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
+            batch_size: int = 256, progress: bool = False, check: bool = True
+            ) -> EmulatorResult:
+    """Run ``program`` on samples ``x`` and return an :class:`EmulatorResult`.
+
+    ``x``: float input exactly as ``load_dataset`` gives it (``[N, C, H, W]`` analog or
+    ``[N, T, C, H, W]`` events), or integer frames ``[N, T, *shape]`` from
+    :func:`encode_input`. ``check`` runs the constraint check first and refuses programs with
+    errors (Lava would silently alter them).
+    """
+    from tqdm import tqdm
+
+    from dalif_deploy.constraints import require_valid
+
+    if mode not in ("sync", "pipelined"):
+        raise DaLifError(f"mode must be 'sync' or 'pipelined', not {mode!r}")
+    if check:
+        require_valid(program)
+    x = np.asarray(x)
+    frames = x if x.dtype.kind in "iu" else encode_input(program, x)
+    if frames.ndim != 2 + len(program.input.shape) or frames.shape[1] != program.timesteps:
+        raise DaLifError(f"integer input frames must be [N, T={program.timesteps}, "
+                         f"{', '.join(map(str, program.input.shape))}], got {list(frames.shape)}")
+    depth = synaptic_depths(program)
+    steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
+    compiled = {s.name: _compile_synapse(program, s) for s in program.synapses}
+    pops = [_compile_population(p, [compiled[s.name] for s in program.incoming(p.name)], steps,
+                                p.name == program.readout.population)
+            for p in program.populations]
+    names = [p.pop.name for p in pops if not p.readout]
+    outs, cnts, wraps, sats = [], [], {}, {}
+    traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
+    n = frames.shape[0]
+    starts = range(0, n, max(1, int(batch_size)))
+    with torch.inference_mode():
+        for i in tqdm(starts, desc="emulator", unit="batch", disable=not progress):
+            fb = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size], np.float32))
+            r = _run_batch(pops, fb, steps, mode == "pipelined", record)
+            st = r["states"]
+            outs.append(st[program.readout.population].v.to(torch.int64).numpy())
+            cnts.append(np.stack([r["counts"][k].to(torch.int64).numpy() for k in names], 1)
+                        if names else np.zeros((fb.shape[0], 0), np.int64))
+            for k, s in st.items():
+                wraps[k] = wraps.get(k, 0) + int(s.u_wraps.sum())
+                sats[k] = sats.get(k, 0) + int(s.v_saturations.sum())
+            for kind, d in r["traces"].items():
+                for k, lst in d.items():
+                    traces[kind].setdefault(k, []).append(torch.stack(lst).numpy())
+    outputs = np.concatenate(outs) if outs else np.zeros((0, 0), np.int64)
+    outputs = outputs.reshape(outputs.shape[0], -1)
+    return EmulatorResult(
+        outputs=outputs, predictions=outputs.argmax(1).astype(np.int64),
+        spike_counts=np.concatenate(cnts) if cnts else np.zeros((0, len(names)), np.int64),
+        population_names=names, u_wraps=wraps, v_saturations=sats, steps=steps, mode=mode,
+        **{kind: {k: np.concatenate(v, 1) for k, v in d.items()} for kind, d in traces.items()})
+
+
+def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
+             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+             **opts: Any) -> dict:
+    """The ``emulator`` backend of ``dalif-deploy simulate`` (JSON-able result dict).
+
+    Besides the common keys it returns ``outputs`` (each sample's integer readout),
+    ``spike_counts`` (each sample's spike total per population, ``populations`` order),
+    ``u_wraps`` and ``v_saturations`` per population.
+    """
+    from dalif_deploy.data import load_dataset
+    from dalif_deploy.program import load_program
+
+    mode = opts.pop("mode", "sync")
+    program = load_program(model_path)
+    ds = load_dataset(dataset, split=split, data_dir=data_dir,
+                      timesteps=program.timesteps if program.input.kind == "events" else None)
+    if ds.encoding != program.input.kind or tuple(ds.input_shape) != program.input.shape:
+        raise DaLifError(f"data set {dataset!r} gives {ds.encoding} input of shape "
+                         f"{tuple(ds.input_shape)}; the program expects {program.input.kind} "
+                         f"input of shape {program.input.shape}")
+    x, y = ds.x, ds.y
+    if samples is not None:
+        if samples < 1:
+            raise DaLifError(f"--samples must be >= 1, got {samples}")
+        x, y = x[:samples], y[:samples]
+    t0 = time.perf_counter()
+    r = emulate(program, x, mode=mode, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - t0
+    return {
+        "backend": "emulator", "dataset": dataset, "split": split, "samples": int(len(y)),
+        "accuracy": float(np.mean(r.predictions == y)) if len(y) else 0.0,
+        "predictions": r.predictions.tolist(), "seconds": seconds, "mode": mode,
+        "timesteps": program.timesteps, "outputs": r.outputs.tolist(),
+        "populations": r.population_names, "spike_counts": r.spike_counts.tolist(),
+        "u_wraps": r.u_wraps, "v_saturations": r.v_saturations,
+    }
