@@ -99,17 +99,31 @@ def _check_archive(path: Path) -> None:
                          "restore the file from its source or retrain")
 
 
+def _unpickling_reason(e: Exception) -> str:
+    """The informative line of torch's weights_only refusal (it names the refused global)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "global" in ln or "Unsupported" in ln:
+            return ln[:160]
+    return (lines[-1] if lines else type(e).__name__)[:160]
+
+
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
         raise DaLifError(f"{path}: no such file")
     _check_archive(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a zip archive nor a legacy pickle
+        raise DaLifError(f"{path}: not a readable checkpoint (not a torch file: it starts with "
+                         f"{head!r})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise DaLifError(f"{path}: refusing to load: the file holds objects other than tensors "
                          f"and plain data (a pickle payload?); only weights_only files are "
-                         f"accepted ({str(e).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+                         f"accepted ({_unpickling_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
         raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated: "
                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
                          ) from None
