@@ -129,7 +129,7 @@ def train(
                 loss.backward()
                 opt.step()
                 sched.step()
-                loss_value = float(loss)
+                loss_value = loss.item()
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
             if not np.isfinite(loss_value):
