@@ -1,0 +1,241 @@
+"""The emulator against hand-computed Lava arithmetic and an independent Python-int reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dalif_deploy.targets.emulator import (
+    LifParams,
+    effective_bias,
+    effective_weights,
+    emulate,
+    encode_input,
+    lif_state_zeros,
+    lif_step,
+    rtz_div4096,
+    synaptic_depths,
+    wrap_signed,
+)
+
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.program import VTH_MAX, FixedProgram, InputEncoding, Population, Readout, Synapse
+
+
+def _step(v0, u0, a, *, du=4095, dv=0, vth=10, bias=0, dtype=torch.int64):
+    st = lif_state_zeros(1, (len(a),), dtype)
+    st = type(st)(torch.tensor([u0], dtype=dtype), torch.tensor([v0], dtype=dtype),
+                  st.u_wraps, st.v_saturations)
+    p = LifParams(du=du, dv=torch.tensor(dv, dtype=dtype), vth=vth,
+                  bias=torch.tensor(bias, dtype=dtype))
+    return lif_step(st, torch.tensor([a], dtype=dtype), p)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+def test_rtz_rounds_toward_zero(dtype):
+    p = torch.tensor([4097, -4097, 8191, -8191, 0, 4095, -4095], dtype=dtype)
+    assert rtz_div4096(p).tolist() == [1, -1, 1, -1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+def test_lif_quirks_hand_computed(dtype):
+    # du + 1 quirk: du = 0 still decays u by 1/4096: rtz(5000 * 4095 / 4096) = 4998
+    _, st = _step([0], [5000], [0], du=0, vth=VTH_MAX, dtype=dtype)
+    assert st.u.tolist() == [[4998]]
+    # v decay rtz on negatives: rtz(-1000 * (4096 - 2048) / 4096) = -500; plus u = 3 << 6
+    s, st = _step([-1001], [0], [3], dv=2048, vth=VTH_MAX, dtype=dtype)
+    assert st.v.tolist() == [[-500 + 192]] and not s.any()
+    # strict threshold: v == vth << 6 does not fire, one more does and resets v only
+    s, st = _step([0], [0], [10], vth=10, dtype=dtype)
+    assert not s.any() and st.v.tolist() == [[640]]
+    s, st = _step([0], [0], [10], vth=10, bias=1, dtype=dtype)
+    assert s.all() and st.v.tolist() == [[0]] and st.u.tolist() == [[640]]
+    # u wrap: (2^17 + 1) << 6 = 2^23 + 64 > 2^23 -> - 2^24; -2^17 << 6 = -2^23 -> + 2^24
+    _, st = _step([0, 0], [0, 0], [2**17 + 1, -(2**17)], vth=VTH_MAX, dtype=dtype)
+    assert st.u.tolist() == [[64 - 2**23, 2**23]] and st.u_wraps.tolist() == [2]
+    # v saturation at +-(2^23 - 1), counted; 2^23 - 1 > VTH_MAX << 6, so the top one fires
+    s, st = _step([2**23 - 100, -(2**23) + 100], [0, 0], [2, -2], vth=VTH_MAX, dtype=dtype)
+    assert st.v.tolist() == [[0, -(2**23) + 1]] and s.tolist() == [[True, False]]
+    assert st.v_saturations.tolist() == [2]
+
+
+def test_bias_weights_and_wrap_quirks():
+    assert effective_bias(np.array([5, -5]), -1).tolist() == [2, -3]  # floor, not *64
+    assert effective_bias(np.array([5, -5]), 3).tolist() == [40, -40]
+    # mixed 8-bit: doubled in lowering, so exact; 4-bit: the 4 low bits floored (as Lava)
+    w = np.array([-128, -3, 0, 3, 127])
+    assert effective_weights(w, 8, "mixed").tolist() == w.tolist()
+    assert effective_weights(np.array([-17, 17, 200]), 4, "mixed").tolist() == [-32, 16, 112]
+    assert effective_weights(np.array([300, 17]), 8, "excitatory").tolist() == [255, 17]
+    assert wrap_signed(torch.tensor([2**23, -(2**23) - 1]), 24).tolist() == [-(2**23), 2**23 - 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Independent reference with Python ints (sync semantics, DESIGN.md section 4).
+
+
+def _ref_rtz(p: int) -> int:
+    return (abs(p) >> 12) * (1 if p >= 0 else -1)
+
+
+def _ref_synapse(prog: FixedProgram, s: Synapse, x: np.ndarray) -> list[int]:
+    src = [int(v) for v in x.reshape(-1)]
+    if s.source == "input" and not s.graded:
+        src = [1 if v else 0 for v in src]
+    w = effective_weights(s.weights, s.weight_bits, s.sign_mode)
+    out = []
+    if s.kind == "dense":
+        for row in w:
+            out.append(sum(int(a) * b for a, b in zip(row, src, strict=True)))
+    else:
+        c, h, wd = s.input_shape
+        co, ho, wo = s.output_shape
+        img = np.array(src, dtype=object).reshape(c, h, wd)
+        kh, kw = w.shape[2:]
+        for o in range(co):
+            for i in range(ho):
+                for j in range(wo):
+                    acc = 0
+                    for ci in range(c):
+                        for dy in range(kh):
+                            for dx in range(kw):
+                                y = i * s.stride[0] - s.padding[0] + dy
+                                xx = j * s.stride[1] - s.padding[1] + dx
+                                if 0 <= y < h and 0 <= xx < wd:
+                                    acc += int(w[o, ci, dy, dx]) * img[ci, y, xx]
+                    out.append(acc)
+    e = s.weight_exp
+    if s.kind == "conv" and e == 0:
+        return [((a + 2**23) % 2**24) - 2**23 for a in out]
+    return [a << e if e >= 0 else a >> -e for a in out]
+
+
+def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict]:
+    outs, spikes_all = [], {p.name: [] for p in prog.populations}
+    for sample in frames:
+        u = {p.name: [0] * p.size for p in prog.populations}
+        v = {p.name: [0] * p.size for p in prog.populations}
+        for t in range(prog.timesteps):
+            cur = {"input": sample[t]}
+            for p in prog.populations:
+                a = [0] * p.size
+                for s in prog.incoming(p.name):
+                    a = [x + y for x, y in zip(a, _ref_synapse(prog, s, cur[s.source]),
+                                               strict=True)]
+                bias = effective_bias(p.bias_mant, p.bias_exp).reshape(-1)
+                per = p.size // p.dv.size
+                spk = []
+                for n in range(p.size):
+                    uu = _ref_rtz(u[p.name][n] * (4096 - (p.du + 1))) + (a[n] << 6)
+                    uu = uu - 2**24 if uu > 2**23 else uu + 2**24 if uu <= -(2**23) else uu
+                    dv = int(p.dv[n // per if p.dv.size > 1 else 0])
+                    vv = _ref_rtz(v[p.name][n] * (4096 - dv)) + uu + int(bias[n])
+                    vv = max(-(2**23 - 1), min(2**23 - 1, vv))
+                    f = vv > (p.vth << 6)
+                    u[p.name][n], v[p.name][n] = uu, 0 if f else vv
+                    spk.append(int(f))
+                cur[p.name] = np.array(spk).reshape(p.shape)
+                spikes_all[p.name].append(spk)
+        outs.append(v[prog.readout.population])
+    return outs, spikes_all
+
+
+def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool
+                    ) -> FixedProgram:
+    shape = (2, 5, 5)
+    t = 3
+
+    def pop(name, shp, readout=False):
+        n = int(np.prod(shp))
+        if readout:
+            return Population(name, shp, dv=[0], vth=VTH_MAX,
+                              bias_mant=rng.integers(-50, 50, shp), bias_exp=1)
+        dv = rng.integers(0, 4096, shp[0]) if len(shp) == 3 else rng.integers(0, 4096, 1)
+        return Population(name, shp, dv=dv, vth=int(rng.integers(1, 40)),
+                          bias_mant=rng.integers(-300, 300, shp),
+                          bias_exp=int(rng.integers(-2, 3)), du=int(rng.choice([4095, 100])),
+                          provenance=[name, str(n)])
+
+    def syn(name, src, tgt, sin, sout, graded=False):
+        if kind == "conv":
+            w = rng.integers(-128, 128, (sout[0], sin[0], 3, 3))
+            return Synapse(name, src, tgt, "conv", w, graded=graded, padding=(1, 1),
+                           input_shape=sin, output_shape=sout)
+        w = rng.integers(-128, 128, (int(np.prod(sout)), int(np.prod(sin))))
+        return Synapse(name, src, tgt, "dense", w, weight_exp=int(rng.integers(-3, 2)),
+                       graded=graded, input_shape=sin, output_shape=sout)
+
+    graded = encoding == "analog"
+    pops = [pop("a", shape), pop("b", shape), pop("out", (3,), readout=True)]
+    syns = [syn("in->a", "input", "a", shape, shape, graded), syn("a->b", "a", "b", shape, shape)]
+    if residual:
+        syns.append(syn("in->b", "input", "b", shape, shape, graded))
+    syns.append(Synapse("b->out", "b", "out", "dense", rng.integers(-128, 128, (3, 50)),
+                        input_shape=shape, output_shape=(3,)))
+    return FixedProgram(InputEncoding(encoding, shape, scale=100.0), pops, syns,
+                        Readout("out", 64.0), t)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("encoding", ["analog", "events"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_emulator_matches_python_int_reference(kind, encoding, residual):
+    """Spikes and final readout v equal the reference exactly (random programs incl. wraps)."""
+    rng = np.random.default_rng(hash((kind, encoding, residual)) % 2**32)
+    prog = _random_program(rng, kind, encoding, residual)
+    n = 3
+    if encoding == "analog":
+        x = rng.uniform(-1.3, 1.3, (n, *prog.input.shape)).astype(np.float32)
+    else:
+        x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
+    frames = encode_input(prog, x)
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    outs, spikes = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+    for p in prog.populations:
+        ref = np.array(spikes[p.name]).reshape(n, prog.timesteps, *p.shape).swapaxes(0, 1)
+        assert np.array_equal(r.spikes[p.name], ref), p.name
+    assert r.spike_counts.sum() > 0  # the test exercises spiking
+
+
+def test_float32_guard_exact_for_large_weights():
+    """Weights whose partial sums exceed 2^24 take the float64 path and stay exact."""
+    rng = np.random.default_rng(1)
+    prog = _random_program(rng, "dense", "analog", False)
+    s = prog.synapses[0]
+    s.weights = np.full_like(s.weights, 127)  # 50 * 127 * 128 > 2^19; scale up the input
+    prog.input.bits = 24
+    x = np.full((1, *prog.input.shape), 2**20, dtype=np.int64)
+    frames = np.broadcast_to(x[:, None], (1, prog.timesteps, *prog.input.shape))
+    r = emulate(prog, frames, record=True, check=False)
+    outs, _ = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+
+
+def test_pipelined_shifts_each_layer_by_its_depth():
+    """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t."""
+    rng = np.random.default_rng(3)
+    prog = _random_program(rng, "conv", "events", False)
+    for p in prog.populations:
+        p.bias_mant[...] = 0
+    x = (rng.random((2, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    sync = emulate(prog, x, record=True, check=False)
+    pipe = emulate(prog, x, record=True, check=False, mode="pipelined")
+    depth = synaptic_depths(prog)
+    assert pipe.steps == prog.timesteps + depth["out"] == sync.steps + 3
+    for p in prog.populations:
+        k = depth[p.name]
+        assert np.array_equal(pipe.spikes[p.name][k:k + prog.timesteps], sync.spikes[p.name])
+        assert not pipe.spikes[p.name][:k].any()
+
+
+def test_encode_input_contract():
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    x = np.array([0.5, -0.5, 2.0, 0.004, 0.006] * 10, np.float32).reshape(1, 2, 5, 5)
+    f = encode_input(prog, x)
+    assert f.shape == (1, 3, 2, 5, 5) and f[0, 2, 0, 0].tolist() == [50, -50, 127, 0, 1]
+    ev = _random_program(np.random.default_rng(0), "dense", "events", False)
+    with pytest.raises(DaLifError, match="binary"):
+        encode_input(ev, np.full((1, 3, 2, 5, 5), 2.0))
+    with pytest.raises(DaLifError, match="shape|must be"):
+        encode_input(prog, np.zeros((1, 3, 3)))
