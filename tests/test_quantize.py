@@ -1,0 +1,162 @@
+"""NIR -> fixed-point quantiser: fusion exactness, threshold mapping, accuracy, errors, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+from dalif_deploy.converters.nir_fuse import fuse_path, graph_paths, path_function
+from dalif_deploy.converters.nir_to_fixed import calibrated_input_scale, quantize_graph
+from dalif_deploy.converters.torch_to_nir import export_nir, write_nir
+from dalif_deploy.targets.emulator import emulate
+from nir_helpers import lively_model
+
+from dalif_deploy.cli import main
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.models import run_model
+from dalif_deploy.program import load_program
+
+CKPTS = Path(__file__).resolve().parents[1] / "examples" / "checkpoints"
+
+
+def _lif(shape, beta=0.6, alpha=0.7, v_th=0.5, **kw):
+    return nir.LIF(tau=np.full(shape, 1 / (1 - beta)), r=np.full(shape, alpha / (1 - beta)),
+                   v_leak=np.zeros(shape), v_reset=np.zeros(shape),
+                   v_threshold=np.full(shape, v_th), **kw)
+
+
+def pool_conv_graph(rng, pool=2, size=6, shortcut=False) -> nir.NIRGraph:
+    """Input -> conv -> LIF -> AvgPool -> conv -> LIF (-> + LIF shortcut via pool) -> fc."""
+    c1, c2, h2 = 3, 4, size // pool
+    nodes = {
+        "in": nir.Input(np.array([1, size, size])),
+        "conv1": nir.Conv2d((size, size), rng.normal(0, 0.5, (c1, 1, 3, 3)), 1, 1, 1, 1,
+                            rng.normal(0, 0.1, c1)),
+        "lif1": _lif((c1, size, size)),
+        "pool": nir.AvgPool2d(np.array([pool, pool]), np.array([pool, pool]), np.array([0, 0])),
+        "conv2": nir.Conv2d((h2, h2), rng.normal(0, 0.5, (c2, c1, 3, 3)), 1, 1, 1, 1,
+                            rng.normal(0, 0.1, c2)),
+        "lif2": _lif((c2, h2, h2), beta=0.3),
+        "flat": nir.Flatten({"input": np.array([c2, h2, h2])}, 0),
+        "fc": nir.Affine(rng.normal(0, 0.3, (5, c2 * h2 * h2)), rng.normal(0, 0.1, 5)),
+        "out": nir.Output(np.array([5])),
+    }
+    edges = [("in", "conv1"), ("conv1", "lif1"), ("lif1", "pool"), ("pool", "conv2"),
+             ("conv2", "lif2"), ("lif2", "flat"), ("flat", "fc"), ("fc", "out")]
+    if shortcut:  # a second path into lif2: pooled lif1 spikes through a 1x1 conv
+        nodes["sc"] = nir.Conv2d((h2, h2), rng.normal(0, 0.5, (c2, c1, 1, 1)), 1, 0, 1, 1,
+                                 np.zeros(c2))
+        edges += [("pool", "sc"), ("sc", "lif2")]
+    return nir.NIRGraph(nodes, edges, metadata={"timesteps": 3, "input_encoding": "analog"},
+                        type_check=False)
+
+
+@pytest.mark.parametrize("size,kind", [(6, "conv"), (5, "dense")])
+def test_pool_then_conv_fuses_exactly(size, kind):
+    """Pool(2)+conv3x3 becomes one 6x6/stride-2 conv when the pool tiles the map, else dense;
+    either way it equals the sequential float64 map (tolerance: float64 summation order)."""
+    g = pool_conv_graph(np.random.default_rng(0), size=size)
+    (path,) = graph_paths(g, "lif2", lambda n: n in ("in", "lif1"))
+    assert path.source == "lif1" and path.nodes == ["pool", "conv2"]
+    h2 = size // 2
+    fused = fuse_path(g, path, (3, size, size), (4, h2, h2), "lif2")
+    assert fused.kind == kind
+    x = torch.rand(4, 3, size, size, dtype=torch.float64)
+    ref = path_function(g, path)(x)
+    if kind == "conv":
+        assert fused.weight.shape[2:] == (6, 6) and fused.stride == (2, 2)
+        got = torch.nn.functional.conv2d(x, torch.as_tensor(fused.weight), None, fused.stride,
+                                         fused.padding)
+    else:
+        got = (x.reshape(4, -1) @ torch.as_tensor(fused.weight).T).reshape(ref.shape)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_threshold_mapping_is_exact():
+    """lambda * v_th == 64 * vth + 1 (spike on >=), or 64 * vth (NIR's >), exactly."""
+    g = pool_conv_graph(np.random.default_rng(1), shortcut=True)
+    for cond, extra in ((">=", 1), (">", 0)):
+        for n in ("lif1", "lif2"):
+            g.nodes[n].metadata = {"spike_condition": cond}
+        prog = quantize_graph(g)
+        for p in prog.populations[:-1]:
+            assert p.scale * 0.5 == 64 * p.vth + extra
+        assert len(prog.incoming("lif2")) == 2  # residual fan-in kept as two synapses
+
+
+def test_lively_models_follow_float():
+    """Random-weight models: quantised predictions agree with float on most samples (random
+    nets have near-tied logits, hence no exact bound) and the program passes every check."""
+    torch.manual_seed(0)
+    x = torch.rand(48, 1, 8, 8)
+    for name, gran in (("digits-cnn", "channel"), ("digits-resnet", "layer")):
+        m = lively_model(name, granularity=gran)
+        prog = quantize_graph(export_nir(m, (1, 8, 8), 4), calibration=x.numpy())
+        if gran == "channel":
+            assert prog.populations[0].dv.size == prog.populations[0].shape[0]
+        r = emulate(prog, x.numpy())
+        with torch.no_grad():
+            ref = run_model(m, x, 4).argmax(1).numpy()
+        assert (r.predictions == ref).mean() >= 0.8, name
+
+
+@pytest.mark.skipif(not (CKPTS / "digits-cnn.pt").exists(), reason="no shipped checkpoints")
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+def test_shipped_checkpoints_within_one_point(name):
+    """Issue target: 8-bit programs within 1 percentage point of float on the digits test set."""
+    from dalif_deploy.checkpoint import load_model
+    from dalif_deploy.data import load_dataset
+
+    model, ck = load_model(CKPTS / f"{name}.pt")
+    ds, tr = load_dataset("digits", "test"), load_dataset("digits", "train")
+    prog = quantize_graph(export_nir(model, (1, 8, 8), ck.timesteps), calibration=tr.x[:256])
+    r = emulate(prog, ds.x)
+    with torch.no_grad():
+        fl = run_model(model, torch.from_numpy(ds.x), ck.timesteps).argmax(1).numpy()
+    assert abs((r.predictions == ds.y).mean() - (fl == ds.y).mean()) <= 0.01
+    assert all(v == 0 for v in r.u_wraps.values())
+
+
+def test_input_scale_from_data_grid():
+    x = np.arange(17, dtype=np.float32) / 16  # digits: pixel / 16
+    assert calibrated_input_scale(x) == 112.0  # 16 * 7: every value exact
+    assert calibrated_input_scale(np.array([np.pi / 10, -1.7])) == pytest.approx(127 / 1.7)
+
+
+def test_unsupported_and_bad_graphs_are_refused():
+    rng = np.random.default_rng(2)
+    g = pool_conv_graph(rng)
+    g.nodes["lif1"].v_leak = np.full((3, 6, 6), 0.1)
+    with pytest.raises(DaLifError, match="lif1.*v_leak"):
+        quantize_graph(g)
+    g = pool_conv_graph(rng)
+    g.nodes["lif2"] = nir.CubaLIF(tau_syn=np.ones(36), tau_mem=np.ones(36), r=np.ones(36),
+                                  v_leak=np.zeros(36), v_threshold=np.ones(36))
+    with pytest.raises(DaLifError, match="lif2"):
+        quantize_graph(g)
+    g = pool_conv_graph(rng)
+    g.metadata = {}
+    with pytest.raises(DaLifError, match="timesteps"):
+        quantize_graph(g)
+    with pytest.raises(DaLifError, match="weight-bits"):
+        quantize_graph(pool_conv_graph(rng), weight_bits=12)
+
+
+def test_cli_quantize(tmp_path, capsys):
+    g = export_nir(lively_model("digits-cnn"), (1, 8, 8), 4)
+    write_nir(g, tmp_path / "m.nir")
+    out = tmp_path / "m.fxp"
+    assert main(["quantize", str(tmp_path / "m.nir"), "-o", str(out), "--weight-bits", "6",
+                 "--calibrate", "digits", "--calibration-samples", "32",
+                 "--json", str(tmp_path / "q.json")]) == 0
+    assert "population" in capsys.readouterr().out
+    prog = load_program(out)
+    assert prog.metadata["weight_bits"] == 6 and (tmp_path / "q.json").exists()
+    assert all(np.all(s.weights % 4 == 0) for s in prog.synapses)  # 6 of 8 bits used
+    assert main(["quantize", str(tmp_path / "none.nir"), "-o", str(out)]) == 2
+    (tmp_path / "bad.nir").write_bytes(b"garbage")
+    assert main(["quantize", str(tmp_path / "bad.nir"), "-o", str(tmp_path / "b.fxp")]) == 2
+    assert not (tmp_path / "b.fxp").exists()
