@@ -49,6 +49,9 @@ def test_round_trip(saved):
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(run_model(loaded, x, 3), run_model(model.eval(), x, 3))
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def _raw(path):
