@@ -24,7 +24,8 @@ because, before a program runs, every synapse's worst-case partial sum (sum of |
 the largest input) is bounded: <= 2^24 uses float32, <= 2^53 float64 (every partial sum is then
 an integer the float type represents exactly, so no rounding ever happens); the constraint
 check already refuses anything that could overflow Lava's int32. Neuron state is held as
-float64 integers (|values| < 2^36 here, exact) and the same bounds switch off u-wrap and
+float32 integers where the bounds keep every intermediate below 2^24 (see
+:func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off u-wrap and
 v-clip checks that provably cannot trigger.
 """
 
@@ -111,6 +112,24 @@ def effective_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> 
     return lava_dense_weights(w, weight_bits, sign_mode)
 
 
+def decay_rtz(v: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """``rtz(v * (4096 - dv) / 4096)`` exactly, for int64, float64 or float32 integers.
+
+    float64: ``|v| * (4096 - dv) / 4096`` has at most 36 significant bits: exact. float32 (only
+    for |v| < 2^23): split ``|v| = 4096 hi + lo``; ``hi * f + floor(lo * f / 4096)`` uses exact
+    products below 2^24 only.
+    """
+    f = 4096 - dv
+    if not v.dtype.is_floating_point:
+        return rtz_div4096(v * f)
+    a = v.abs()
+    if v.dtype == torch.float64:
+        return torch.floor(a * (f / 4096)).copysign(v)  # (torch.trunc is 7x slower)
+    hi = torch.floor(a * (1.0 / 4096))
+    lo = a - hi * 4096
+    return (hi * f + torch.floor(lo * (f / 4096))).copysign(v)
+
+
 # ---------------------------------------------------------------------------------------------
 # The neuron step.
 
@@ -177,7 +196,9 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         hi, lo = u > U_LIMIT, u <= -U_LIMIT
         u = u - (2 * U_LIMIT) * hi.to(u.dtype) + (2 * U_LIMIT) * lo.to(u.dtype)
         u_wraps = u_wraps + (hi | lo).sum(dims).to(u_wraps.dtype)
-    v = (rtz_div4096(v * (4096 - params.dv)) if params.decay_v else v) + u + params.bias
+    if params.decay_v:
+        v = decay_rtz(v, params.dv)
+    v = v + u + params.bias
     if params.clip_v:
         sat = (v > V_MAX) | (v < -V_MAX)
         v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)
@@ -234,12 +255,14 @@ class _Syn:
         x = (src != 0) if self.binarize else src
         x = x.to(self.weight.dtype)
         if s.kind == "conv":
-            out = F.conv2d(x, self.weight, None, s.stride, s.padding, 1, s.groups).double()
+            out = F.conv2d(x, self.weight, None, s.stride, s.padding, 1, s.groups)
             if s.weight_exp == 0:  # a Lava Conv: wraps its output to signed 24 bits
-                return wrap_signed(out, CONV_BITS) if self.bound >= 2 ** (CONV_BITS - 1) else out
+                if self.bound >= 2 ** (CONV_BITS - 1):
+                    return wrap_signed(out.double(), CONV_BITS)
+                return out
         else:
-            out = (x.flatten(1) @ self.weight.T).double().view(-1, *s.output_shape)
-        return floor_shift(out, s.weight_exp)
+            out = (x.flatten(1) @ self.weight.T).view(-1, *s.output_shape)
+        return floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
 
 
 def _source_max(program: FixedProgram, syn: Synapse) -> int:
@@ -271,6 +294,7 @@ class _Pop:
     syns: list[_Syn]
     params: LifParams
     readout: bool
+    dtype: torch.dtype = torch.float64
 
 
 def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
@@ -279,11 +303,16 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
     wrap_u = pop.du < 4095 or a_bound * 64 >= U_LIMIT
     u_bound = U_LIMIT if wrap_u else a_bound * 64
     v_bound = steps * (u_bound + int(np.abs(bias).max(initial=0)))
-    dv = torch.as_tensor(pop.dv, dtype=torch.float64)
+    # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
+    # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
+    bias_max = int(np.abs(bias).max(initial=0))
+    f32 = pop.du >= 4095 and not wrap_u and u_bound + bias_max < U_LIMIT
+    dtype = torch.float32 if f32 else torch.float64
+    dv = torch.as_tensor(pop.dv, dtype=dtype)
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
-    params = LifParams(du=pop.du, dv=dv, vth=pop.vth, bias=torch.as_tensor(bias).double(),
+    params = LifParams(du=pop.du, dv=dv, vth=pop.vth, bias=torch.as_tensor(bias).to(dtype),
                        wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
-    return _Pop(pop, syns, params, readout)
+    return _Pop(pop, syns, params, readout, dtype)
 
 
 def synaptic_depths(program: FixedProgram) -> dict[str, int]:
@@ -330,8 +359,8 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
                record: bool) -> dict[str, Any]:
     """frames: [N, T, *shape] integer-valued float32. Returns per-batch results."""
     n, t_in = frames.shape[0], frames.shape[1]
-    states = {p.pop.name: lif_state_zeros(n, p.pop.shape) for p in pops}
-    counts = {p.pop.name: torch.zeros(n, dtype=torch.float64) for p in pops if not p.readout}
+    states = {p.pop.name: lif_state_zeros(n, p.pop.shape, p.dtype) for p in pops}
+    counts = {p.pop.name: torch.zeros((n, *p.pop.shape)) for p in pops if not p.readout}
     zero_frame = torch.zeros_like(frames[:, 0])
     prev: dict[str, torch.Tensor] = {p.pop.name: torch.zeros((n, *p.pop.shape), dtype=torch.float32)
                                      for p in pops}
@@ -346,21 +375,22 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
             name = p.pop.name
             a = None
             for s in p.syns:
-                out = s(cur[s.syn.source])
+                out = s(cur[s.syn.source]).to(p.dtype)  # |a| bounded: exact in p.dtype
                 a = out if a is None else a + out
             if a is None:
-                a = torch.zeros((n, *p.pop.shape), dtype=torch.float64)
+                a = torch.zeros((n, *p.pop.shape), dtype=p.dtype)
             spk, states[name] = lif_step(states[name], a, p.params)
             spk = spk.to(torch.float32)
             (new if pipelined else cur)[name] = spk
             if not p.readout:
-                counts[name] += spk.flatten(1).sum(1, dtype=torch.float64)
+                counts[name] += spk  # float32: exact below 2^24 steps
             if record:
                 traces["spikes"].setdefault(name, []).append(spk.to(torch.uint8))
                 traces["v"].setdefault(name, []).append(states[name].v.to(torch.int64))
                 traces["u"].setdefault(name, []).append(states[name].u.to(torch.int64))
         if pipelined:
             prev = new
+    counts = {k: c.flatten(1).sum(1, dtype=torch.float64) for k, c in counts.items()}
     return {"states": states, "counts": counts, "traces": traces}
 
 
