@@ -358,6 +358,23 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     return program
 
 
+def weight_errors(graph: nir.NIRGraph, program: FixedProgram) -> dict[str, np.ndarray]:
+    """Per synapse of ``program`` (quantised from ``graph``): every weight's error
+    ``(dequantised - float) / max|float|``, the float weight being the fused, alpha-folded one
+    in input units (what the integer weight approximates)."""
+    _, layers = _build_layers(graph, float(program.metadata.get("dt", 1.0)))
+    out: dict[str, np.ndarray] = {}
+    for ly in layers:
+        lam = program.population(ly.name).scale
+        syns = program.incoming(ly.name)
+        for syn, t in zip(syns, ly.targets(program.input.scale), strict=True):
+            ta = lam * t / 64
+            deq = syn.weights * 2.0 ** syn.weight_exp
+            m = float(np.abs(ta).max(initial=0))
+            out[syn.name] = ((deq - ta) / m).ravel() if m else np.zeros(ta.size)
+    return out
+
+
 def _calibration_problems(program: FixedProgram, x: Any) -> dict[str, dict[str, int]]:
     from dalif_deploy.targets.emulator import emulate
 

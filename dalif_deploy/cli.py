@@ -149,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.verify:cli_verify"))
 
-    p = sub.add_parser("demo", help="the end-to-end demo on the shipped checkpoint")
-    p.add_argument("--out-dir", default="out", help="where reports go")
+    p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",
+                       description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
+                       "NIR, fixed point on the whole test set, Lava on a subset; print the "
+                       "headline figures and write the HTML/JSON report.")
+    p.add_argument("--out-dir", default="out", help="where the report goes (default: out)")
+    p.add_argument("--lava-samples", type=int, default=16)
     p.set_defaults(handler=_lazy("dalif_deploy.demo:cli_demo"))
     return parser
 

@@ -1,8 +1,7 @@
-"""``dalif-deploy demo`` (``make demo``): the shipped digits-cnn checkpoint, end to end.
+"""``dalif-deploy demo`` (``make demo``): verify the shipped digits-cnn checkpoint end to end.
 
-For now it evaluates the checkpoint in float PyTorch on the digits test set and checks the
-result against the accuracy stored in the checkpoint; the full verify pipeline replaces the body
-of :func:`run_demo` later.
+Float -> NIR -> 8-bit fixed point (emulator, whole test set) -> Lava (a subset), with the
+headline figures printed and the HTML report and JSON written to ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -17,24 +16,19 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "checkpoints"
 DEMO_CHECKPOINT = EXAMPLES / "digits-cnn.pt"
 
 
-def run_demo(checkpoint: str | Path = DEMO_CHECKPOINT) -> dict:
-    """Evaluate ``checkpoint`` with the torch backend on its data set; returns its result."""
-    from .backends import simulate
-
-    if not Path(checkpoint).is_file():
-        raise DaLifError(f"{checkpoint}: demo checkpoint not found; run the demo from a "
-                         "source checkout (examples/checkpoints/)")
-    return simulate(str(checkpoint), "torch", progress=False)
-
-
 def cli_demo(args: argparse.Namespace) -> int:
-    """``dalif-deploy demo``: print the float accuracy of the shipped digits-cnn checkpoint."""
-    from .checkpoint import load_checkpoint
+    """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
+    from .cli import emit_json
+    from .verify import format_summary, verify_checkpoint, write_report
 
-    result = run_demo()
-    stored = load_checkpoint(DEMO_CHECKPOINT).metrics.get("test_accuracy")
-    note = "" if stored is None else f" (stored at training: {100 * stored:.2f} %)"
-    print(f"demo: {DEMO_CHECKPOINT.name} ({result['model_name']}, T={result['timesteps']}) on "
-          f"{result['dataset']}/{result['split']}: {result['samples']} samples, float accuracy "
-          f"{100 * result['accuracy']:.2f} % in {result['seconds']:.2f} s{note}")
-    return 0
+    if not DEMO_CHECKPOINT.is_file():
+        raise DaLifError(f"{DEMO_CHECKPOINT}: demo checkpoint not found; run the demo from a "
+                         "source checkout (examples/checkpoints/)")
+    out = Path(args.out_dir)
+    result, artefacts = verify_checkpoint(DEMO_CHECKPOINT, lava_samples=args.lava_samples)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(result, artefacts, out / "demo-report.html")
+    emit_json(result, str(out / "demo-report.json"))
+    print(format_summary(result))
+    print(f"report: {out / 'demo-report.html'}  (JSON: {out / 'demo-report.json'})")
+    return 0 if result["passed"] else 1

@@ -128,10 +128,13 @@ def test_inspect_json_and_text(capsys):
     assert "digits-resnet" in text and "alpha=" in text and "test_accuracy" in text
 
 
-def test_demo(capsys):
-    assert main(["demo"]) == 0
+def test_demo_verifies_the_shipped_checkpoint_and_writes_the_report(capsys, tmp_path):
+    assert main(["demo", "--out-dir", str(tmp_path), "--lava-samples", "2"]) == 0
+    out = capsys.readouterr().out
     stored = load_checkpoint(SHIPPED / "digits-cnn.pt").metrics["test_accuracy"]
-    assert f"{100 * stored:.2f} %" in capsys.readouterr().out
+    assert f"float    {100 * stored:.2f} %" in out and "PASSED" in out
+    assert (tmp_path / "demo-report.html").is_file()
+    assert json.loads((tmp_path / "demo-report.json").read_text())["lava_bit_exact"] is True
 
 
 def test_console_entry_point_reports_one_line_and_exit_2(tmp_path):

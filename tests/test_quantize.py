@@ -103,7 +103,6 @@ def test_lively_models_follow_float():
         assert (r.predictions == ref).mean() >= 0.8, name
 
 
-@pytest.mark.skipif(not (CKPTS / "digits-cnn.pt").exists(), reason="no shipped checkpoints")
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
 def test_shipped_checkpoints_within_one_point(name):
     """Issue target: 8-bit programs within 1 percentage point of float on the digits test set."""
@@ -118,6 +117,31 @@ def test_shipped_checkpoints_within_one_point(name):
         fl = run_model(model, torch.from_numpy(ds.x), ck.timesteps).argmax(1).numpy()
     assert abs((r.predictions == ds.y).mean() - (fl == ds.y).mean()) <= 0.01
     assert all(v == 0 for v in r.u_wraps.values())
+
+
+def test_weight_errors_are_within_half_an_lsb():
+    """Unclipped weights round to nearest: every dequantised weight lies within half a step
+    (2^weight_exp / 2) of the float weight it approximates, and the error arrays cover every
+    weight of every synapse (the verify report's histogram)."""
+    from dalif_deploy.converters.nir_to_fixed import weight_errors
+
+    torch.manual_seed(1)
+    m = lively_model("digits-resnet")
+    g = export_nir(m, (1, 8, 8), 4)
+    prog = quantize_graph(g, calibration=torch.rand(32, 1, 8, 8).numpy())
+    errs = weight_errors(g, prog)
+    assert set(errs) == {s.name for s in prog.synapses}
+    for s in prog.synapses:
+        assert errs[s.name].size == s.weights.size
+        assert np.count_nonzero(errs[s.name]) > 0  # 8 bits cannot hold random floats exactly
+    row = {r["population"]: r for r in prog.quant_table}
+    for s in prog.synapses:
+        if row[s.target]["clipped_weights"] == 0:
+            # errors are relative to m = max|float|, which lies within half a step of
+            # max|dequantised|: so |err| <= (step / 2) / (max|deq| - step / 2)
+            step = 2.0 ** s.weight_exp
+            bound = 0.5 * step / (np.abs(s.weights).max() * step - 0.5 * step)
+            assert np.abs(errs[s.name]).max() <= bound * (1 + 1e-9), s.name
 
 
 def test_input_scale_from_data_grid():

@@ -1,0 +1,378 @@
+"""``dalif-deploy verify``: float -> NIR -> fixed point -> Lava, one honest report.
+
+Stages (each timed, each with a progress bar):
+
+1. **export**: the checkpoint's torch model to NIR, written to a file and read back;
+2. **quantize**: NIR -> 8-bit FixedProgram, calibrated on (up to 512) training samples;
+3. **float | NIR | fixed**: the torch model, our NIR float reference and the bit-accurate
+   emulator side by side over the whole test split, batch by batch (per-layer spike agreement
+   and firing rates are tallied on the fly, so large test sets need no whole-set recordings);
+4. **lava**: Lava on the first ``lava_samples`` test samples, compared with the emulator bit
+   for bit (every layer's spikes and final voltages, and the readout integers);
+5. **onnx** (optional): the ONNX export run by onnxruntime.
+
+``passed`` holds when the float -> fixed accuracy drop is at most ``max_accuracy_drop``
+percentage points, float and fixed-point predictions agree on at least ``min_agreement`` of the
+samples, the NIR reference predicts exactly as the float model, and Lava is bit-exact with the
+emulator (when Lava ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import DaLifError, VerificationFailed
+from .models import dalif_layers
+
+
+def _population_for(program, layer: str) -> str | None:
+    """The population a float DA-LIF layer became (by name or NIR provenance)."""
+    for p in program.populations:
+        if p.name == layer or layer in p.provenance:
+            return p.name
+    return None
+
+
+def first_divergence(emu, lava, names: list[str]) -> dict[str, Any] | None:
+    """The first (layer, step, sample, neuron) where Lava's spikes or final v differ."""
+    for name in names:
+        a, b = emu.spikes.get(name), lava.spikes.get(name)
+        if a is not None and b is not None:
+            a = a.astype(np.int64)
+            b = b.astype(np.int64)
+            if a.shape != b.shape:
+                return {"layer": name, "what": "spike trace shape",
+                        "emulator": list(a.shape), "lava": list(b.shape)}
+            diff = np.argwhere(a != b)
+            if len(diff):
+                t, n, *idx = (int(i) for i in diff[0])
+                return {"layer": name, "what": "spike", "step": t, "sample": n,
+                        "neuron": idx, "emulator": int(a[(t, n, *idx)]),
+                        "lava": int(b[(t, n, *idx)])}
+        va = emu.v.get(name)
+        vb = lava.final_v.get(name)
+        if va is not None and vb is not None:
+            va = va[-1]
+            if va.shape != vb.shape:
+                return {"layer": name, "what": "final v shape", "emulator": list(va.shape),
+                        "lava": list(vb.shape)}
+            diff = np.argwhere(va != vb)
+            if len(diff):
+                n, *idx = (int(i) for i in diff[0])
+                return {"layer": name, "what": "final v", "step": int(emu.v[name].shape[0] - 1),
+                        "sample": n, "neuron": idx, "emulator": int(va[(n, *idx)]),
+                        "lava": int(vb[(n, *idx)])}
+    if not np.array_equal(emu.outputs, lava.outputs):
+        n, k = (int(i) for i in np.argwhere(emu.outputs != lava.outputs)[0])
+        return {"layer": "readout", "what": "output", "sample": n, "neuron": [k],
+                "emulator": int(emu.outputs[n, k]), "lava": int(lava.outputs[n, k])}
+    return None
+
+
+class _LayerTally:
+    """Running per-layer figures over test batches (no whole-set spike arrays kept)."""
+
+    def __init__(self, name: str, population: str | None) -> None:
+        self.name, self.population = name, population
+        self.elements = self.neurons = 0
+        self.float_spikes = self.fixed_spikes = self.agree = self.nir_mismatch = 0
+
+    def add(self, fs: np.ndarray, ns: np.ndarray | None, qs: np.ndarray | None) -> None:
+        self.neurons = int(np.prod(fs.shape[2:]))
+        self.elements += fs.size
+        self.float_spikes += int(fs.sum())
+        if ns is not None:
+            self.nir_mismatch += int((fs != ns).sum())
+        if qs is not None:
+            if qs.shape != fs.shape:
+                raise DaLifError(f"layer {self.name}: fixed-point spikes {qs.shape} do not "
+                                 f"match float spikes {fs.shape}")
+            self.fixed_spikes += int(qs.sum())
+            self.agree += int((qs == fs).sum())
+
+    def row(self, emu_wraps: dict[str, int], emu_sats: dict[str, int]) -> dict[str, Any]:
+        pop, n = self.population, max(self.elements, 1)
+        return {"name": self.name, "population": pop, "neurons": self.neurons,
+                "float_rate": self.float_spikes / n,
+                "fixed_rate": self.fixed_spikes / n if pop else None,
+                "spike_agreement": self.agree / n if pop else None,
+                "nir_spike_mismatches": self.nir_mismatch,
+                "u_wraps": emu_wraps.get(pop, 0) if pop else None,
+                "v_saturations": emu_sats.get(pop, 0) if pop else None}
+
+
+def verify_checkpoint(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    lava_samples: int = 16,
+    min_agreement: float = 0.99,
+    max_accuracy_drop: float = 1.0,
+    onnx: bool = False,
+    timeout: float = 600.0,
+    batch_size: int = 256,
+    progress: bool = True,
+    workdir: str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run every stage on ``checkpoint``; returns ``(result, artefacts)``.
+
+    ``result`` is the JSON-able report (keys documented in README.md); ``artefacts`` holds what
+    the HTML report plots (sample 0's spikes, the program and graph for weight errors).
+    """
+    from .checkpoint import load_model
+    from .converters.nir_graph import read_nir
+    from .converters.nir_to_fixed import quantize_graph
+    from .converters.nir_to_torch import run_graph
+    from .converters.torch_to_nir import export_nir, write_nir
+    from .data import load_dataset
+    from .models import run_model
+    from .targets.emulator import emulate
+
+    if not 0 <= min_agreement <= 1:
+        raise DaLifError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
+    if max_accuracy_drop < 0:
+        raise DaLifError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
+    if lava_samples < 0:
+        raise DaLifError(f"--lava-samples must be >= 0, got {lava_samples}")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, ckpt = load_model(checkpoint)
+    ds_name = dataset or ckpt.dataset.get("name", "digits")
+    T = ckpt.timesteps
+    test = load_dataset(ds_name, "test", data_dir, timesteps=T)
+    want = tuple(ckpt.config.get("input_shape", test.input_shape))
+    if tuple(test.input_shape) != want:
+        raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
+                         f"expects {want}; pick a matching --dataset")
+    enc = test.encoding
+    seconds["load"] = round(time.perf_counter() - t0, 3)
+
+    # NIR export, through a file and back; quantisation calibrated on training samples --------
+    t0 = time.perf_counter()
+    graph = export_nir(model, test.input_shape, T, encoding=enc,
+                       normalization=test.normalization,
+                       metadata={"source_checkpoint_sha256": ckpt.sha256,
+                                 "model_name": ckpt.model_name, "dataset": ds_name})
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "model.nir"
+        write_nir(graph, path)
+        graph = read_nir(path)
+    seconds["export"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(512)
+    program = quantize_graph(graph, calibration=calib.x)
+    seconds["quantize"] = round(time.perf_counter() - t0, 3)
+
+    # float, NIR reference and emulator, side by side over the whole test set ---------------
+    tallies = {name: _LayerTally(name, _population_for(program, name))
+               for name in dalif_layers(model)}
+    preds: dict[str, list[np.ndarray]] = {"float": [], "nir": [], "fixed": []}
+    wraps: dict[str, int] = {}
+    sats: dict[str, int] = {}
+    raster: dict[str, np.ndarray] = {}
+    for k in preds:
+        seconds[k] = 0.0
+    for i in tqdm(range(0, len(test), batch_size), desc="float | NIR | fixed", unit="batch",
+                  disable=not progress):
+        xb = test.x[i:i + batch_size]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
+        preds["float"].append(lg.argmax(1).numpy())
+        t1 = time.perf_counter()
+        lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, encoding=enc)
+        preds["nir"].append(lg.argmax(1).numpy())
+        t2 = time.perf_counter()
+        emu = emulate(program, xb, record=True, batch_size=len(xb))
+        preds["fixed"].append(emu.predictions)
+        t3 = time.perf_counter()
+        for k, dt in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
+            seconds[k] += dt
+        for k in emu.u_wraps:
+            wraps[k] = wraps.get(k, 0) + emu.u_wraps[k]
+            sats[k] = sats.get(k, 0) + emu.v_saturations[k]
+        for name, tally in tallies.items():
+            fs = fsp[name].to(torch.uint8).numpy()
+            ns = nsp[name].to(torch.uint8).numpy() if name in nsp else None
+            qs = emu.spikes.get(tally.population) if tally.population else None
+            tally.add(fs, ns, qs)
+            if i == 0 and qs is not None and not raster:
+                raster = {"name": name, "float": fs[:, 0], "fixed": qs[:, 0]}
+    float_pred, nir_pred, fixed_pred = (np.concatenate(preds[k]) for k in preds)
+
+    # Lava on a subset, bit-exact against the emulator ---------------------------------------
+    t0 = time.perf_counter()
+    n_lava = min(lava_samples, len(test))
+    lava_acc = lava_exact = divergence = lava_error = None
+    if n_lava:
+        from .targets.lava import run_lava
+
+        with tqdm(total=1, desc=f"lava ({n_lava} samples)", unit="run",
+                  disable=not progress) as bar:
+            try:
+                lava = run_lava(program, test.x[:n_lava], timeout=timeout)
+            except DaLifError as e:
+                lava_error, lava_exact = str(e), False
+            else:
+                sub = emulate(program, test.x[:n_lava], record=True, batch_size=batch_size)
+                spiking = [p.name for p in program.populations
+                           if p.name != program.readout.population]
+                divergence = first_divergence(sub, lava, spiking)
+                lava_exact = divergence is None
+                lava_acc = float((lava.predictions == test.y[:n_lava]).mean())
+            bar.update(1)
+        seconds["lava"] = round(time.perf_counter() - t0, 3)
+
+    # ONNX (optional) -------------------------------------------------------------------------
+    onnx_pred = None
+    if onnx:
+        t0 = time.perf_counter()
+        from .converters.torch_to_onnx import export_onnx
+        from .targets.onnxruntime import run_onnx
+
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(model, path, T, test.input_shape, encoding=enc,
+                        model_name=ckpt.model_name)
+            onnx_pred = run_onnx(path, test.x, batch_size=batch_size,
+                                 progress=progress).argmax(1)
+        seconds["onnx"] = round(time.perf_counter() - t0, 3)
+    seconds = {k: round(v, 3) for k, v in seconds.items()}
+
+    # Figures and checks ----------------------------------------------------------------------
+    def acc(p: np.ndarray) -> float:
+        return float((p == test.y).mean())
+
+    float_acc, fixed_acc = acc(float_pred), acc(fixed_pred)
+    agreement = float((float_pred == fixed_pred).mean())
+    drop = 100 * (float_acc - fixed_acc)
+    checks = [
+        {"check": "accuracy drop float -> fixed (pp)", "value": drop,
+         "limit": max_accuracy_drop, "ok": drop <= max_accuracy_drop},
+        {"check": "prediction agreement float/fixed", "value": agreement,
+         "limit": min_agreement, "ok": agreement >= min_agreement},
+        {"check": "NIR predictions == float", "value": float((nir_pred == float_pred).mean()),
+         "limit": 1.0, "ok": bool(np.array_equal(nir_pred, float_pred))},
+    ]
+    if n_lava:
+        checks.append({"check": "Lava bit-exact with emulator", "value": lava_exact,
+                       "limit": True, "ok": bool(lava_exact)})
+    if onnx_pred is not None:
+        same = float((onnx_pred == float_pred).mean())
+        checks.append({"check": "ONNX predictions == float", "value": same, "limit": 1.0,
+                       "ok": same == 1.0})
+    layers = [t.row(wraps, sats) for t in tallies.values()]
+    readout = program.readout.population
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": ckpt.model_name,
+        "dataset": ds_name,
+        "samples": len(test),
+        "timesteps": T,
+        "float_accuracy": float_acc,
+        "nir_accuracy": acc(nir_pred),
+        "fixed_accuracy": fixed_acc,
+        "lava_accuracy": lava_acc,
+        "lava_samples": n_lava,
+        "lava_bit_exact": lava_exact,
+        "lava_first_divergence": divergence,
+        "lava_error": lava_error,
+        "prediction_agreement": agreement,
+        # float32 on both sides: BN folding may flip a spike sitting exactly at threshold, so
+        # differing spikes are counted and reported rather than required to be zero.
+        "nir_spike_mismatches": sum(t.nir_mismatch for t in tallies.values()),
+        "layers": layers,
+        "readout": {"population": readout, "u_wraps": wraps.get(readout, 0),
+                    "v_saturations": sats.get(readout, 0)},
+        "quant_table": program.quant_table,
+        "checks": checks,
+        "seconds": seconds,
+        "passed": all(c["ok"] for c in checks),
+    }
+    if onnx_pred is not None:
+        result["onnx_accuracy"] = acc(onnx_pred)
+    return result, {"raster": raster, "program": program, "graph": graph}
+
+
+def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
+    """Render the self-contained HTML report and write it atomically."""
+    from . import report
+    from .io import atomic_write_text
+
+    rows = [r for r in result["layers"] if r.get("spike_agreement") is not None]
+    images = {}
+    if rows:
+        images["agreement"] = report.plot_agreement(rows)
+        images["rates"] = report.plot_firing_rates(rows)
+    ras = artefacts.get("raster")
+    if ras:
+        images["raster"] = report.plot_raster(ras["float"], ras["fixed"], ras["name"])
+    images["weight_error"] = report.plot_weight_error(
+        quantisation_errors(artefacts["program"], artefacts["graph"]))
+    atomic_write_text(path, report.render_html(result, images))
+
+
+def quantisation_errors(program, graph) -> dict[str, np.ndarray]:
+    """Per synapse: (dequantised weight - float weight) / max|float weight|."""
+    from .converters.nir_to_fixed import weight_errors
+
+    return weight_errors(graph, program)
+
+
+def cli_verify(args: argparse.Namespace) -> int:
+    from .cli import emit_json
+
+    result, artefacts = verify_checkpoint(
+        args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+        lava_samples=args.lava_samples, min_agreement=args.min_agreement,
+        max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx, timeout=args.timeout)
+    print(format_summary(result))
+    if args.report:
+        write_report(result, artefacts, args.report)
+        print(f"report: {args.report}")
+    emit_json(result, args.json)
+    if not result["passed"]:
+        failed = [c["check"] for c in result["checks"] if not c["ok"]]
+        raise VerificationFailed("; ".join(failed))
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def format_summary(r: dict[str, Any]) -> str:
+    """Headline figures as a few lines of text."""
+    lines = [
+        f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']})",
+        f"  float    {_pct(r['float_accuracy'])}",
+        f"  NIR      {_pct(r['nir_accuracy'])}   (spikes differing from float: "
+        f"{r['nir_spike_mismatches']})",
+        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with float "
+        f"{_pct(r['prediction_agreement'])})",
+        f"  Lava     {_pct(r['lava_accuracy'])}   on {r['lava_samples']} samples, bit-exact "
+        f"with emulator: {r['lava_bit_exact']}",
+    ]
+    if "onnx_accuracy" in r:
+        lines.append(f"  ONNX     {_pct(r['onnx_accuracy'])}")
+    if r.get("lava_first_divergence"):
+        lines.append(f"  first Lava divergence: {r['lava_first_divergence']}")
+    if r.get("lava_error"):
+        lines.append(f"  Lava error: {r['lava_error']}")
+    for ly in r["layers"]:
+        lines.append(f"  layer {ly['name']:<16} agreement {_pct(ly['spike_agreement'])}  "
+                     f"rate float {ly['float_rate']:.3f} fixed "
+                     f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
+                     f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
+    lines.append(f"  time: {', '.join(f'{k} {v:.1f}s' for k, v in r['seconds'].items())}")
+    lines.append("PASSED" if r["passed"] else "FAILED")
+    return "\n".join(lines)

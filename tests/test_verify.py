@@ -1,0 +1,72 @@
+"""`dalif-deploy verify`: the whole pipeline on the shipped digits-cnn, its report and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dalif_deploy.cli import main
+
+CKPT = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "digits-cnn.pt"
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory):
+    """One verify run (2 Lava samples) shared by the tests below: JSON, HTML, exit code."""
+    d = tmp_path_factory.mktemp("verify")
+    rc = main(["verify", str(CKPT), "--lava-samples", "2", "--json", str(d / "r.json"),
+               "--report", str(d / "r.html")])
+    return rc, json.loads((d / "r.json").read_text()), (d / "r.html").read_text()
+
+
+def test_verify_passes_on_shipped_checkpoint_with_documented_keys(verified):
+    rc, r, _ = verified
+    assert rc == 0 and r["passed"] is True
+    for key in ("float_accuracy", "nir_accuracy", "fixed_accuracy", "lava_accuracy",
+                "lava_samples", "lava_bit_exact", "layers", "passed", "quant_table", "seconds"):
+        assert key in r, key
+    assert r["samples"] == 450 and r["lava_samples"] == 2
+    assert r["lava_bit_exact"] is True and r["lava_first_divergence"] is None
+    # the issue-4 accuracy contract, seen through verify
+    assert r["float_accuracy"] - r["fixed_accuracy"] <= 0.01
+    assert r["nir_accuracy"] == r["float_accuracy"]
+    names = [ly["name"] for ly in r["layers"]]
+    assert names == ["lif1", "lif2"]
+    for ly in r["layers"]:
+        assert 0.9 <= ly["spike_agreement"] <= 1.0
+        assert ly["population"] is not None and ly["u_wraps"] == 0
+
+
+def test_report_is_self_contained_html_with_inline_plots(verified):
+    _, _, html = verified
+    assert html.startswith("<!DOCTYPE html>")
+    # four inline PNG plots, and nothing that would make a browser reach the network
+    assert len(re.findall(r"src='data:image/png;base64,", html)) == 4
+    assert not re.search(r"(?:src|href)\s*=\s*['\"](?!data:)", html)
+    assert "http://" not in html and "https://" not in html
+    assert "PASSED" in html
+
+
+def test_verify_exit_1_when_a_threshold_fails(tmp_path):
+    # The shipped model's float/fixed agreement is below 100 %, so demanding 1.0 must fail;
+    # no Lava run is needed for that.
+    rc = main(["verify", str(CKPT), "--lava-samples", "0", "--min-agreement", "1.0",
+               "--json", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 1 and r["passed"] is False
+    failed = [c["check"] for c in r["checks"] if not c["ok"]]
+    assert failed == ["prediction agreement float/fixed"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["verify", "does-not-exist.pt"],
+    ["verify", str(CKPT), "--min-agreement", "1.5"],
+    ["verify", str(CKPT), "--dataset", "digits-events"],
+])
+def test_verify_exit_2_on_bad_input(argv, tmp_path, capsys):
+    assert main(argv + ["--report", str(tmp_path / "r.html")]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+    assert not (tmp_path / "r.html").exists()
