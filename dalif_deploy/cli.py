@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and run Lava on a subset; report where accuracy is lost. Exit 1 if "
                        "the thresholds do not hold.")
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", help="data set (default: the one the checkpoint records)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--lava-samples", type=int, default=16)
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")

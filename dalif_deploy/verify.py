@@ -373,6 +373,6 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"rate float {ly['float_rate']:.3f} fixed "
                      f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
-    lines.append(f"  time: {', '.join(f'{k} {v:.1f}s' for k, v in r['seconds'].items())}")
+    lines.append(f"  time: {', '.join(f'{k} {v:.2f}s' for k, v in r['seconds'].items())}")
     lines.append("PASSED" if r["passed"] else "FAILED")
     return "\n".join(lines)
