@@ -153,6 +153,35 @@ def default_dataset(path: str | Path, kind: str) -> str:
     return name if isinstance(name, str) and name else "digits"
 
 
+def load_for_model(model_path: str | Path, dataset: str, split: str, data_dir: str | None,
+                   samples: int | None, *, encoding: str, input_shape: Any,
+                   timesteps: int | None, made_for: str | None = None):
+    """The first ``samples`` of a data set split, checked to give the input a model expects
+    (event data are generated with the model's T)."""
+    from .data import load_dataset
+
+    ds = load_dataset(dataset, split, data_dir,
+                      timesteps=timesteps if encoding == "events" else None)
+    want = tuple(int(d) for d in input_shape)
+    if ds.encoding != encoding or tuple(ds.input_shape) != want:
+        hint = f"; use --dataset {made_for}" if made_for else ""
+        raise DaLifError(f"{model_path}: the model takes {encoding} input {want}, data set "
+                         f"{dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")
+    return ds.head(samples)
+
+
+def backend_result(backend: str, model_path: str | Path, ds: Any, predictions: Any,
+                   seconds: float, **extra: Any) -> dict:
+    """The keys every backend returns, plus backend-specific ``extra`` ones."""
+    import numpy as np
+
+    pred = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    return {"backend": backend, "model": str(model_path), "dataset": ds.name,
+            "split": ds.split, "samples": int(len(ds)),
+            "accuracy": float((pred == ds.y).mean()) if len(ds) else 0.0,
+            "predictions": pred.tolist(), "seconds": float(seconds), **extra}
+
+
 def simulate(model_path: str, backend: str, *, dataset: str | None = None, split: str = "test",
              samples: int | None = None, batch_size: int = 256, data_dir: str | None = None,
              progress: bool = True, **opts: Any) -> dict:

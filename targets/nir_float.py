@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backends import backend_result
 from ..converters.nir_graph import read_nir
 from ..converters.nir_to_torch import GraphRunner, describe_conventions
 from ..data import load_dataset
@@ -64,20 +65,8 @@ def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, 
         preds.append(logits.argmax(1).cpu().numpy())
     seconds = time.perf_counter() - t0
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
-    return {
-        "backend": backend,
-        "model": str(model_path),
-        "dataset": dataset,
-        "split": split,
-        "samples": int(len(ds)),
-        "accuracy": float((pred == ds.y).mean()) if len(ds) else 0.0,
-        "predictions": [int(p) for p in pred],
-        "seconds": seconds,
-        "timesteps": T,
-        "dt": run_dt,
-        "encoding": ds.encoding,
-        "conventions": lines,
-    }
+    return backend_result(backend, model_path, ds, pred, seconds, timesteps=T, dt=run_dt,
+                          encoding=ds.encoding, conventions=lines)
 
 
 def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,

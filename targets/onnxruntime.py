@@ -189,37 +189,21 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
     (``dt``, ``timeout``) are accepted only when unset (None). The graph's input shape must fit
     the data set (event graphs fix T; the data set is generated with that T).
     """
-    from ..data import load_dataset
+    from ..backends import backend_result, load_for_model
 
     unknown = {k: v for k, v in opts.items() if k not in _ALLOWED_OPTS and v is not None}
     if unknown:
         raise DaLifError(f"the onnx backend takes no option(s) {sorted(unknown)}")
     runner = OnnxRunner(model_path, threads=opts.get("threads"))
     info = runner.info
-    ds = load_dataset(dataset, split, data_dir,
-                      timesteps=info.timesteps if info.encoding == "events" else None)
-    if ds.encoding != info.encoding or tuple(ds.input_shape) != info.input_shape:
-        raise DaLifError(f"{model_path}: the graph takes {info.encoding} input "
-                         f"{info.input_shape}, data set {dataset!r} gives {ds.encoding} "
-                         f"{tuple(ds.input_shape)}; choose the data set the model was "
-                         f"exported for ({info.metadata.get('dataset', 'see inspect')})")
-    ds = ds.head(samples)
+    ds = load_for_model(model_path, dataset, split, data_dir, samples, encoding=info.encoding,
+                        input_shape=info.input_shape, timesteps=info.timesteps,
+                        made_for=info.metadata.get("dataset"))
     t0 = time.perf_counter()
     logits = runner.run(ds.x, batch_size, progress)
-    seconds = time.perf_counter() - t0
-    pred = logits.argmax(axis=1)
-    return {
-        "backend": "onnx",
-        "model": str(model_path),
-        "dataset": dataset,
-        "split": split,
-        "samples": int(len(ds)),
-        "accuracy": float((pred == ds.y).mean()),
-        "predictions": [int(p) for p in pred],
-        "seconds": seconds,
-        "timesteps": info.timesteps,
-        "encoding": info.encoding,
-    }
+    return backend_result("onnx", model_path, ds, logits.argmax(axis=1),
+                          time.perf_counter() - t0, timesteps=info.timesteps,
+                          encoding=info.encoding)
 
 
 def describe_onnx(path: str | Path) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..backends import backend_result, load_for_model
 from ..checkpoint import load_model
-from ..data import load_dataset
 from ..errors import DaLifError
 from ..training import predict
 
@@ -24,28 +24,12 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
         raise DaLifError(f"the torch backend takes no option(s) {sorted(opts)}")
     model, ckpt = load_model(model_path)
     T = ckpt.timesteps
-    ds = load_dataset(dataset, split, data_dir, timesteps=T)
-    want_shape = list(ckpt.config.get("input_shape", ds.input_shape))
-    want_enc = ckpt.dataset.get("encoding", ds.encoding)
-    if list(ds.input_shape) != want_shape or ds.encoding != want_enc:
-        raise DaLifError(f"{model_path}: the model takes {want_enc} input {want_shape}, data set "
-                         f"{dataset!r} gives {ds.encoding} {list(ds.input_shape)}; use --dataset "
-                         f"{ckpt.dataset.get('name', '?')}")
-    ds = ds.head(samples)
+    ds = load_for_model(model_path, dataset, split, data_dir, samples,
+                        encoding=ckpt.dataset.get("encoding", "analog"),
+                        input_shape=ckpt.config["input_shape"], timesteps=T,
+                        made_for=ckpt.dataset.get("name"))
     t0 = time.perf_counter()
     pred = predict(model, ds, T, batch_size, progress)
-    seconds = time.perf_counter() - t0
-    return {
-        "backend": "torch",
-        "model": str(model_path),
-        "model_name": ckpt.model_name,
-        "dataset": dataset,
-        "split": split,
-        "samples": int(len(ds)),
-        "accuracy": float((pred == ds.y).mean()),
-        "predictions": [int(p) for p in pred],
-        "seconds": seconds,
-        "timesteps": T,
-        "encoding": ds.encoding,
-        "checkpoint_sha256": ckpt.sha256,
-    }
+    return backend_result("torch", model_path, ds, pred, time.perf_counter() - t0,
+                          model_name=ckpt.model_name, timesteps=T, encoding=ds.encoding,
+                          checkpoint_sha256=ckpt.sha256)

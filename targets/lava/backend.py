@@ -26,23 +26,16 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
     total per spiking population (``populations`` order), so two backends compare sample by
     sample. ``timeout`` bounds each compiled run (one chunk of ``batch_size`` samples).
     """
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.backends import backend_result, load_for_model
     from dalif_deploy.program import load_program
 
     if opts:
         raise DaLifError(f"the lava backend takes no options {sorted(opts)}")
     program = load_program(model_path)
-    ds = load_dataset(dataset, split=split, data_dir=data_dir,
-                      timesteps=program.timesteps if program.input.kind == "events" else None)
-    if ds.encoding != program.input.kind or tuple(ds.input_shape) != program.input.shape:
-        raise DaLifError(f"data set {dataset!r} gives {ds.encoding} input of shape "
-                         f"{tuple(ds.input_shape)}; the program expects {program.input.kind} "
-                         f"input of shape {program.input.shape}")
-    x, y = ds.x, ds.y
-    if samples is not None:
-        if samples < 1:
-            raise DaLifError(f"--samples must be >= 1, got {samples}")
-        x, y = x[:samples], y[:samples]
+    ds = load_for_model(model_path, dataset, split, data_dir, samples,
+                        encoding=program.input.kind, input_shape=program.input.shape,
+                        timesteps=program.timesteps, made_for=program.metadata.get("dataset"))
+    x = ds.x
     step = max(1, int(batch_size))
     outs, counts, names, lava_seconds = [], [], [], 0.0
     t0 = time.perf_counter()
@@ -54,11 +47,8 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
     seconds = time.perf_counter() - t0
     outputs = np.concatenate(outs) if outs else np.zeros((0, 0), np.int64)
     preds = outputs.argmax(1) if len(outputs) else np.zeros(0, np.int64)
-    return {
-        "backend": "lava", "dataset": dataset, "split": split, "samples": int(len(y)),
-        "accuracy": float(np.mean(preds == y)) if len(y) else 0.0,
-        "predictions": preds.tolist(), "seconds": seconds, "lava_run_seconds": lava_seconds,
-        "timesteps": program.timesteps, "outputs": outputs.tolist(), "populations": names,
-        "spike_counts": (np.concatenate(counts) if counts else np.zeros((0, 0))).tolist(),
-        "samples_per_compiled_run": step,
-    }
+    return backend_result(
+        "lava", model_path, ds, preds, seconds, lava_run_seconds=lava_seconds,
+        timesteps=program.timesteps, outputs=outputs.tolist(), populations=names,
+        spike_counts=(np.concatenate(counts) if counts else np.zeros((0, 0))).tolist(),
+        samples_per_compiled_run=step)
