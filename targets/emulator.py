@@ -25,8 +25,12 @@ the largest input) is bounded: <= 2^24 uses float32, <= 2^53 float64 (every part
 an integer the float type represents exactly, so no rounding ever happens); the constraint
 check already refuses anything that could overflow Lava's int32. Neuron state is held as
 float32 integers where the bounds keep every intermediate below 2^24 (see
-:func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off u-wrap and
-v-clip checks that provably cannot trigger.
+:func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off
+u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
+use :func:`~dalif_deploy.targets.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
+folded into the weights where the scaled sums still stay <= 2^24. Sync mode runs layer by
+layer: each synapse once over all T steps (once only for analog input, the same every step),
+then the neuron recurrence over T; pipelined mode steps the whole network.
 """
 
 from __future__ import annotations
@@ -38,175 +42,28 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dalif_deploy.targets.fixed_point import (  # noqa: F401  (re-exported public API)
+    CONV_BITS,
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
+    U_LIMIT,
+    LifF32Params,
+    LifParams,
+    LifState,
+    decay_rtz,
+    effective_bias,
+    effective_weights,
+    floor_shift,
+    lava_dense_weights,
+    lif_state_zeros,
+    lif_step,
+    lif_step_f32,
+    rtz_div4096,
+    wrap_signed,
+)
 
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
-
-U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
-CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
-FLOAT32_EXACT = 2**24
-FLOAT64_EXACT = 2**53
-
-
-# ---------------------------------------------------------------------------------------------
-# Integer primitives (work on int64 tensors and on float64 tensors holding integers).
-
-
-def rtz_div4096(p: torch.Tensor) -> torch.Tensor:
-    """``sign(p) * (|p| >> 12)``: the product divided by 4096, rounded toward zero."""
-    if p.dtype.is_floating_point:  # exact: power-of-two scaling, |p| < 2^53
-        return torch.floor(p.abs() * (1.0 / 4096)).copysign(p)  # (torch.trunc is 7x slower)
-    return torch.sign(p) * (p.abs() >> 12)
-
-
-def floor_shift(x: torch.Tensor, exp: int) -> torch.Tensor:
-    """``x << exp`` for exp >= 0, ``x >> -exp`` (floor) otherwise, as Lava's Dense does."""
-    if exp == 0:
-        return x
-    if x.dtype.is_floating_point:
-        return x * 2.0**exp if exp > 0 else torch.floor(x * 2.0**exp)
-    return x << exp if exp > 0 else x >> -exp
-
-
-def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Two's complement wrap to ``bits`` signed bits (Lava's ``signed_clamp``)."""
-    half = 2 ** (bits - 1)
-    return torch.remainder(x + half, 2 * half) - half
-
-
-def effective_bias(bias_mant: np.ndarray, bias_exp: int) -> np.ndarray:
-    """``bias_mant << bias_exp`` (``>> -bias_exp``, floor, when negative); NOT shifted by 6."""
-    m = np.asarray(bias_mant, dtype=np.int64)
-    return m << bias_exp if bias_exp >= 0 else m >> -bias_exp
-
-
-def lava_dense_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
-    """What Lava's bit-accurate Dense does to the weights it is given (on its first step).
-
-    Clip to 8 bits by sign mode (mixed [-256, 255], excitatory [0, 255], inhibitory
-    [-255, 0]), then floor away ``8 - weight_bits + (sign_mode == "mixed")`` low bits of the
-    (sign-oriented) magnitude: in mixed mode 8-bit weights lose their LSB.
-    """
-    w = np.asarray(weights, dtype=np.int64)
-    mixed = sign_mode == "mixed"
-    if sign_mode == "inhibitory":
-        w = -w
-    w = np.clip(w, -256 if mixed else 0, 255)
-    k = 8 - int(weight_bits) + int(mixed)
-    w = (w >> k) << k
-    return -w if sign_mode == "inhibitory" else w
-
-
-def effective_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
-    """The program weights as Lava applies them, in program units.
-
-    Program weights are signed integers (mixed: [-128, 127]; excitatory [0, 255]; inhibitory
-    [-255, 0]) of which the top ``weight_bits`` bits count. The Lava lowering passes mixed-sign
-    weights doubled (``2*w`` with ``weight_exp - 1``) so that Lava's LSB flooring keeps them;
-    this returns ``lava_dense_weights(2*w) / 2`` (mixed) or ``lava_dense_weights(w)``: the
-    identity on valid programs, Lava's clipping and flooring otherwise.
-    """
-    w = np.asarray(weights, dtype=np.int64)
-    if sign_mode == "mixed":
-        return lava_dense_weights(2 * w, weight_bits, sign_mode) >> 1
-    return lava_dense_weights(w, weight_bits, sign_mode)
-
-
-def decay_rtz(v: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
-    """``rtz(v * (4096 - dv) / 4096)`` exactly, for int64, float64 or float32 integers.
-
-    float64: ``|v| * (4096 - dv) / 4096`` has at most 36 significant bits: exact. float32 (only
-    for |v| < 2^23): split ``|v| = 4096 hi + lo``; ``hi * f + floor(lo * f / 4096)`` uses exact
-    products below 2^24 only.
-    """
-    f = 4096 - dv
-    if not v.dtype.is_floating_point:
-        return rtz_div4096(v * f)
-    a = v.abs()
-    if v.dtype == torch.float64:
-        return torch.floor(a * (f / 4096)).copysign(v)  # (torch.trunc is 7x slower)
-    hi = torch.floor(a * (1.0 / 4096))
-    lo = a - hi * 4096
-    return (hi * f + torch.floor(lo * (f / 4096))).copysign(v)
-
-
-# ---------------------------------------------------------------------------------------------
-# The neuron step.
-
-
-@dataclass(frozen=True)
-class LifParams:
-    """Per-population constants of :func:`lif_step` (tensors broadcast against ``[N, *shape]``).
-
-    ``bias`` is the effective bias (``bias_mant`` shifted by ``bias_exp``). ``wrap_u`` /
-    ``clip_v`` may be False only where bounds prove the wrap/clip can never trigger.
-    """
-
-    du: int
-    dv: torch.Tensor
-    vth: int
-    bias: torch.Tensor
-    wrap_u: bool = True
-    clip_v: bool = True
-    decay_v: bool = True
-
-
-@dataclass(frozen=True)
-class LifState:
-    """u, v ``[N, *shape]`` and per-sample counters ``[N]`` of u wraps and v saturations."""
-
-    u: torch.Tensor
-    v: torch.Tensor
-    u_wraps: torch.Tensor
-    v_saturations: torch.Tensor
-
-
-def lif_state_zeros(n: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float64
-                    ) -> LifState:
-    z = torch.zeros((n, *shape), dtype=dtype)
-    c = torch.zeros(n, dtype=dtype)
-    return LifState(z, z.clone(), c, c.clone())
-
-
-def lif_step(state: LifState, a: torch.Tensor, params: LifParams
-             ) -> tuple[torch.Tensor, LifState]:
-    """One step of Lava's bit-accurate CUBA LIF (``PyLifModelBitAcc``), batched.
-
-    With ``rtz(p) = sign(p) * (|p| >> 12)`` on the exact (int64) product::
-
-        u  = rtz(u * (4096 - (du + 1))) + (a << 6)     note du + 1: du = 4095 gives u = a << 6
-        u  = u - 2^24 if u > 2^23;  u + 2^24 if u <= -2^23      (one correction, counted)
-        v  = clip(rtz(v * (4096 - dv)) + u + bias, -(2^23 - 1), 2^23 - 1)   (counted)
-        s  = v > (vth << 6)                               strict
-        v  = 0 where s                                    u is not reset
-
-    ``bias = bias_mant << bias_exp`` (floor shift when negative), not shifted by 6. Works on
-    int64 tensors or float64 tensors holding integers (exact below 2^53). Returns the boolean
-    spikes and the new state.
-    """
-    u, v = state.u, state.v
-    u_wraps, v_sat = state.u_wraps, state.v_saturations
-    a64 = a * 64 if a.dtype.is_floating_point else a << 6
-    if params.du >= 4095:
-        u = a64
-    else:
-        u = rtz_div4096(u * (4096 - (params.du + 1))) + a64
-    dims = tuple(range(1, u.dim()))
-    if params.wrap_u:
-        hi, lo = u > U_LIMIT, u <= -U_LIMIT
-        u = u - (2 * U_LIMIT) * hi.to(u.dtype) + (2 * U_LIMIT) * lo.to(u.dtype)
-        u_wraps = u_wraps + (hi | lo).sum(dims).to(u_wraps.dtype)
-    if params.decay_v:
-        v = decay_rtz(v, params.dv)
-    v = v + u + params.bias
-    if params.clip_v:
-        sat = (v > V_MAX) | (v < -V_MAX)
-        v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)
-        v = v.clamp(-V_MAX, V_MAX)
-    keep = v <= (params.vth << 6)
-    v = v * keep  # (masked_fill is 4x slower)
-    return ~keep, LifState(u, v, u_wraps, v_sat)
-
 
 # ---------------------------------------------------------------------------------------------
 # Input encoding.
@@ -249,20 +106,27 @@ class _Syn:
     bound: int  # max |accumulated sum| before shift/wrap
     a_bound: int  # max |output|
     binarize: bool  # graded values arriving at a binary synapse (Lava: astype(bool))
+    weight64: torch.Tensor | None = None  # float32 weights * 2^(6 + weight_exp), where exact
 
-    def __call__(self, src: torch.Tensor) -> torch.Tensor:
+    def __call__(self, src: torch.Tensor, times64: bool = False) -> torch.Tensor:
+        """``a`` (``a << 6`` with ``times64``) for a batch of source frames ``[B, *shape]``."""
         s = self.syn
         x = (src != 0) if self.binarize else src
-        x = x.to(self.weight.dtype)
-        if s.kind == "conv":
-            out = F.conv2d(x, self.weight, None, s.stride, s.padding, 1, s.groups)
-            if s.weight_exp == 0:  # a Lava Conv: wraps its output to signed 24 bits
-                if self.bound >= 2 ** (CONV_BITS - 1):
-                    return wrap_signed(out.double(), CONV_BITS)
-                return out
+        if times64 and self.weight64 is not None:  # shift and << 6 folded into the weights
+            return self._apply(x.to(torch.float32), self.weight64)
+        out = self._apply(x.to(self.weight.dtype), self.weight)
+        if s.kind == "conv" and s.weight_exp == 0:  # a Lava Conv: wraps to signed 24 bits
+            if self.bound >= 2 ** (CONV_BITS - 1):
+                out = wrap_signed(out.double(), CONV_BITS)
         else:
-            out = (x.flatten(1) @ self.weight.T).view(-1, *s.output_shape)
-        return floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
+            out = floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
+        return out * 64 if times64 else out
+
+    def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.syn
+        if s.kind == "conv":
+            return F.conv2d(x, w, None, s.stride, s.padding, 1, s.groups)
+        return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
 
 
 def _source_max(program: FixedProgram, syn: Synapse) -> int:
@@ -285,7 +149,13 @@ def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
                          "exactly; the constraint check should have refused this program")
     dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
     binarize = syn.source == "input" and program.input.kind == "analog" and not syn.graded
-    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize)
+    # (a << 6) straight from the kernel: exact when there is no right shift, no conv wrap and
+    # every partial sum of the scaled weights is an integer float32 represents exactly
+    scaled = bound << (6 + max(e, 0))
+    fold = e >= 0 and not (syn.kind == "conv" and e == 0 and bound >= 2 ** (CONV_BITS - 1))
+    w64 = (torch.as_tensor(w << (6 + e), dtype=torch.float32)
+           if fold and scaled <= FLOAT32_EXACT else None)
+    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize, w64)
 
 
 @dataclass
@@ -295,6 +165,8 @@ class _Pop:
     params: LifParams
     readout: bool
     dtype: torch.dtype = torch.float64
+    fast: LifF32Params | None = None  # lif_step_f32 applies (float32 state, du = 4095, no wrap)
+    bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
 
 
 def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
@@ -312,7 +184,9 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
     params = LifParams(du=pop.du, dv=dv, vth=pop.vth, bias=torch.as_tensor(bias).to(dtype),
                        wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
-    return _Pop(pop, syns, params, readout, dtype)
+    fast = LifF32Params.from_lif(params) if f32 else None
+    bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
+    return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
 
 
 def synaptic_depths(program: FixedProgram) -> dict[str, int]:
@@ -394,6 +268,74 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
     return {"states": states, "counts": counts, "traces": traces}
 
 
+def _population_seq(p: _Pop, seqs: dict[str, torch.Tensor], n: int, steps: int, record: bool,
+                    traces: dict[str, dict[str, list[torch.Tensor]]]
+                    ) -> tuple[torch.Tensor, LifState]:
+    """One population over all steps at once (sync mode): spikes ``[steps, N, *shape]``.
+
+    Its synapses run once on the sources' whole spike sequences ``[T, N, ...]`` flattened to
+    ``[T*N, ...]`` (``[1, N, ...]`` for a source that is the same every step, such as analog
+    input: computed once for all steps); only the elementwise neuron recurrence loops over time.
+    """
+    shape, fast = p.pop.shape, p.fast
+    x = None
+    for s in p.syns:
+        src = seqs[s.syn.source]
+        out = s(src.flatten(0, 1), times64=fast is not None).to(p.dtype)  # exact in p.dtype
+        out = out.view(src.shape[0], n, *shape)
+        x = out if x is None else x + out
+    if x is None:
+        x = torch.zeros((1, n, *shape), dtype=p.dtype)
+    spikes = torch.empty((steps, n, *shape), dtype=torch.float32)
+    z = torch.zeros(n, dtype=torch.int64)
+    state = lif_state_zeros(n, shape, p.dtype) if fast is None else LifState(
+        x[0].expand(n, *shape), torch.zeros((n, *shape)), z, z.clone())
+    u = x if fast is None or p.bias is None else x + p.bias  # fold the bias in once
+    for t in range(steps):
+        xt = x[t if x.shape[0] > 1 else 0]
+        if fast is None:
+            spk, state = lif_step(state, xt, p.params)
+            spikes[t] = spk
+        else:  # x = a << 6 = u, since du = 4095 leaves no current memory
+            v, sat = lif_step_f32(state.v, u[t if u.shape[0] > 1 else 0], spikes[t], fast)
+            state = LifState(xt.expand(n, *shape), v, z, state.v_saturations
+                             if sat is None else state.v_saturations + sat)
+        if record:
+            traces["spikes"].setdefault(p.pop.name, []).append(spikes[t].to(torch.uint8))
+            traces["v"].setdefault(p.pop.name, []).append(state.v.to(torch.int64))
+            traces["u"].setdefault(p.pop.name, []).append(state.u.to(torch.int64))
+    return spikes, state
+
+
+def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
+              ) -> dict[str, Any]:
+    """Sync mode, layer by layer over all steps (population k at step t depends only on its
+    sources at step t and its own past). frames: ``[T, N, *shape]`` or ``[1, N, *shape]`` (the
+    same frame every step), integer-valued float32."""
+    n = frames.shape[1]
+    seqs = {"input": frames}
+    uses: dict[str, int] = {}
+    for p in pops:
+        for s in p.syns:
+            uses[s.syn.source] = uses.get(s.syn.source, 0) + 1
+    states, counts = {}, {}
+    traces: dict[str, dict[str, list[torch.Tensor]]] = {"spikes": {}, "v": {}, "u": {}}
+    for p in pops:
+        name = p.pop.name
+        spikes, states[name] = _population_seq(p, seqs, n, steps, record, traces)
+        for s in p.syns:  # free sequences nobody needs any more
+            uses[s.syn.source] -= 1
+            if not uses[s.syn.source]:
+                del seqs[s.syn.source]
+        if uses.get(name):
+            seqs[name] = spikes
+        if not p.readout:  # float32 sums per step are exact below 2^24 neurons
+            per_step = spikes.flatten(2).sum(2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT
+                                             else torch.float64)
+            counts[name] = per_step.sum(0, dtype=torch.float64)
+    return {"states": states, "counts": counts, "traces": traces}
+
+
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
             batch_size: int = 256, progress: bool = False, check: bool = True
             ) -> EmulatorResult:
@@ -428,14 +370,22 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
     n = frames.shape[0]
     starts = range(0, n, max(1, int(batch_size)))
+    # the same frame every step (analog input): the input synapses run once per sample
+    static = mode == "sync" and (frames.strides[1] == 0 or bool((frames == frames[:, :1]).all()))
     with torch.inference_mode():
         for i in tqdm(starts, desc="emulator", unit="batch", disable=not progress):
-            fb = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size], np.float32))
-            r = _run_batch(pops, fb, steps, mode == "pipelined", record)
+            chunk = frames[i:i + batch_size]
+            if mode == "pipelined":
+                fb = torch.from_numpy(np.ascontiguousarray(chunk, np.float32))
+                r = _run_batch(pops, fb, steps, True, record)
+            else:
+                chunk = chunk[:, :1] if static else chunk
+                fb = torch.from_numpy(np.ascontiguousarray(chunk.swapaxes(0, 1), np.float32))
+                r = _run_sync(pops, fb, steps, record)
             st = r["states"]
             outs.append(st[program.readout.population].v.to(torch.int64).numpy())
             cnts.append(np.stack([r["counts"][k].to(torch.int64).numpy() for k in names], 1)
-                        if names else np.zeros((fb.shape[0], 0), np.int64))
+                        if names else np.zeros((len(chunk), 0), np.int64))
             for k, s in st.items():
                 wraps[k] = wraps.get(k, 0) + int(s.u_wraps.sum())
                 sats[k] = sats.get(k, 0) + int(s.v_saturations.sum())

@@ -110,8 +110,10 @@ def _ref_synapse(prog: FixedProgram, s: Synapse, x: np.ndarray) -> list[int]:
     return [a << e if e >= 0 else a >> -e for a in out]
 
 
-def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict]:
+def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict]:
+    """Final readout v per sample; spikes and v (after reset) per population, [n, T, size]."""
     outs, spikes_all = [], {p.name: [] for p in prog.populations}
+    v_all: dict[str, list] = {p.name: [] for p in prog.populations}
     for sample in frames:
         u = {p.name: [0] * p.size for p in prog.populations}
         v = {p.name: [0] * p.size for p in prog.populations}
@@ -136,8 +138,9 @@ def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict]:
                     spk.append(int(f))
                 cur[p.name] = np.array(spk).reshape(p.shape)
                 spikes_all[p.name].append(spk)
+                v_all[p.name].append(list(v[p.name]))
         outs.append(v[prog.readout.population])
-    return outs, spikes_all
+    return outs, spikes_all, v_all
 
 
 def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool
@@ -176,6 +179,13 @@ def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual
                         Readout("out", 64.0), t)
 
 
+def _assert_traces_equal(prog, r, spikes, vs, n):
+    for p in prog.populations:
+        for got, ref in ((r.spikes, spikes), (r.v, vs)):
+            want = np.array(ref[p.name]).reshape(n, prog.timesteps, *p.shape).swapaxes(0, 1)
+            assert np.array_equal(got[p.name], want), p.name
+
+
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("encoding", ["analog", "events"])
 @pytest.mark.parametrize("residual", [False, True])
@@ -190,12 +200,49 @@ def test_emulator_matches_python_int_reference(kind, encoding, residual):
         x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
     frames = encode_input(prog, x)
     r = emulate(prog, x, record=True, check=False, batch_size=2)
-    outs, spikes = _reference(prog, frames)
+    outs, spikes, vs = _reference(prog, frames)
     assert r.outputs.tolist() == outs
-    for p in prog.populations:
-        ref = np.array(spikes[p.name]).reshape(n, prog.timesteps, *p.shape).swapaxes(0, 1)
-        assert np.array_equal(r.spikes[p.name], ref), p.name
+    _assert_traces_equal(prog, r, spikes, vs, n)
     assert r.spike_counts.sum() > 0  # the test exercises spiking
+    # without traces the emulator may take its fast paths: same integers
+    fast = emulate(prog, x, check=False, batch_size=2)
+    assert fast.outputs.tolist() == outs
+    assert np.array_equal(fast.spike_counts, r.spike_counts)
+    assert fast.u_wraps == r.u_wraps and fast.v_saturations == r.v_saturations
+
+
+@pytest.mark.parametrize("decay", ["none", "half", "scalar", "channel"])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_float32_fast_path_matches_python_int_reference(decay, kind):
+    """Programs the emulator proves safe for its float32 fast path (du = 4095, small weights, so
+    no u wrap) give the reference integers, for every v-decay form (none, dv = 2048 as one
+    division, non-power-of-two scalar and per-channel dv) and with v saturating."""
+    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+
+    rng = np.random.default_rng(7)
+    prog = _random_program(rng, kind, "analog", True)
+    prog.timesteps = 20  # 20 * (-4000 << 7) < -(2^23 - 1)
+    for s in prog.synapses:
+        s.weights = rng.integers(-20, 21, s.weights.shape)
+    for p in prog.populations[:2]:
+        p.du = 4095
+        p.dv = {"none": np.zeros(1), "half": np.full(1, 2048), "scalar": np.full(1, 1001),
+                "channel": rng.integers(0, 4096, p.shape[0])}[decay].astype(np.int64)
+        p.bias_exp = 0  # odd v values, so that rtz and floor differ
+    a = prog.populations[0]  # no decay, strong negative bias: v saturates at -(2^23 - 1)
+    a.dv, a.bias_mant, a.bias_exp = np.zeros(1, np.int64), np.full(a.shape, -4000), 7
+    compiled = {s.name: _compile_synapse(prog, s) for s in prog.synapses}
+    for p in prog.populations:
+        c = _compile_population(p, [compiled[s.name] for s in prog.incoming(p.name)],
+                                prog.timesteps, False)
+        assert c.fast is not None, p.name
+    x = rng.uniform(-1.3, 1.3, (3, *prog.input.shape)).astype(np.float32)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    r = emulate(prog, x, check=False, record=True)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 3)
+    assert ((r.v["b"] < 0) & (r.v["b"] % 2 == 1)).any()  # decayed odd negatives: rtz != floor
+    assert r.spike_counts[:, 1].sum() > 0 and r.v_saturations["a"] > 0
 
 
 def test_float32_guard_exact_for_large_weights():
@@ -208,8 +255,31 @@ def test_float32_guard_exact_for_large_weights():
     x = np.full((1, *prog.input.shape), 2**20, dtype=np.int64)
     frames = np.broadcast_to(x[:, None], (1, prog.timesteps, *prog.input.shape))
     r = emulate(prog, frames, record=True, check=False)
-    outs, _ = _reference(prog, frames)
+    outs, _, _ = _reference(prog, frames)
     assert r.outputs.tolist() == outs
+
+
+@pytest.mark.parametrize("row_sum", [4095, 4096])
+def test_fast_path_guard_at_its_bound(row_sum):
+    """The float32 fast path is taken only when bounds prove |u| + |bias| < 2^23: with
+    weight_exp 5, a row of |weights| summing to 4095 gives |u| <= 4095 << 11 < 2^23 (fast); 4096
+    reaches -2^23, which Lava wraps to +2^23 (exact path). Both equal the reference."""
+    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+
+    prog = _random_program(np.random.default_rng(5), "dense", "events", False)
+    s, a = prog.synapses[0], prog.populations[0]
+    s.weights[...], s.weight_exp = 0, 5
+    s.weights[0, :32] = -128
+    s.weights[0, 0] += 4096 - row_sum
+    a.du, a.bias_mant[...] = 4095, 0
+    c = _compile_population(a, [_compile_synapse(prog, s)], prog.timesteps, False)
+    assert (c.fast is not None) == (row_sum == 4095)
+    frames = np.ones((2, prog.timesteps, *prog.input.shape), np.int64)
+    r = emulate(prog, frames, record=True, check=False)
+    outs, spikes, vs = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 2)
+    assert r.u[a.name].min() == -4095 * 2**11 if row_sum == 4095 else r.u_wraps[a.name] > 0
 
 
 def test_pipelined_shifts_each_layer_by_its_depth():

@@ -1,0 +1,250 @@
+"""Lava's bit-accurate fixed-point neuron and synapse arithmetic as batched torch ops.
+
+DESIGN.md section 4 defines the arithmetic; :func:`lif_step` states it and is the reference
+step used everywhere. :func:`lif_step_f32` is the same step specialised for the common case the
+emulator proves safe at compile time (no current memory, no u wrap, every value an integer below
+2^24 held in float32) and computed with a few in-place ops; the emulator's tests check it
+against an independent Python-int reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dalif_deploy.program import V_MAX
+
+U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
+CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer primitives (work on int64 tensors and on float64 tensors holding integers).
+
+
+def rtz_div4096(p: torch.Tensor) -> torch.Tensor:
+    """``sign(p) * (|p| >> 12)``: the product divided by 4096, rounded toward zero."""
+    if p.dtype.is_floating_point:  # exact: power-of-two scaling, |p| < 2^53
+        return torch.floor(p.abs() * (1.0 / 4096)).copysign(p)  # (torch.trunc is 7x slower)
+    return torch.sign(p) * (p.abs() >> 12)
+
+
+def floor_shift(x: torch.Tensor, exp: int) -> torch.Tensor:
+    """``x << exp`` for exp >= 0, ``x >> -exp`` (floor) otherwise, as Lava's Dense does."""
+    if exp == 0:
+        return x
+    if x.dtype.is_floating_point:
+        return x * 2.0**exp if exp > 0 else torch.floor(x * 2.0**exp)
+    return x << exp if exp > 0 else x >> -exp
+
+
+def wrap_signed(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's complement wrap to ``bits`` signed bits (Lava's ``signed_clamp``)."""
+    half = 2 ** (bits - 1)
+    return torch.remainder(x + half, 2 * half) - half
+
+
+def effective_bias(bias_mant: np.ndarray, bias_exp: int) -> np.ndarray:
+    """``bias_mant << bias_exp`` (``>> -bias_exp``, floor, when negative); NOT shifted by 6."""
+    m = np.asarray(bias_mant, dtype=np.int64)
+    return m << bias_exp if bias_exp >= 0 else m >> -bias_exp
+
+
+def lava_dense_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
+    """What Lava's bit-accurate Dense does to the weights it is given (on its first step).
+
+    Clip to 8 bits by sign mode (mixed [-256, 255], excitatory [0, 255], inhibitory
+    [-255, 0]), then floor away ``8 - weight_bits + (sign_mode == "mixed")`` low bits of the
+    (sign-oriented) magnitude: in mixed mode 8-bit weights lose their LSB.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    mixed = sign_mode == "mixed"
+    if sign_mode == "inhibitory":
+        w = -w
+    w = np.clip(w, -256 if mixed else 0, 255)
+    k = 8 - int(weight_bits) + int(mixed)
+    w = (w >> k) << k
+    return -w if sign_mode == "inhibitory" else w
+
+
+def effective_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) -> np.ndarray:
+    """The program weights as Lava applies them, in program units.
+
+    Program weights are signed integers (mixed: [-128, 127]; excitatory [0, 255]; inhibitory
+    [-255, 0]) of which the top ``weight_bits`` bits count. The Lava lowering passes mixed-sign
+    weights doubled (``2*w`` with ``weight_exp - 1``) so that Lava's LSB flooring keeps them;
+    this returns ``lava_dense_weights(2*w) / 2`` (mixed) or ``lava_dense_weights(w)``: the
+    identity on valid programs, Lava's clipping and flooring otherwise.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    if sign_mode == "mixed":
+        return lava_dense_weights(2 * w, weight_bits, sign_mode) >> 1
+    return lava_dense_weights(w, weight_bits, sign_mode)
+
+
+def decay_rtz(v: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """``rtz(v * (4096 - dv) / 4096)`` exactly, for int64, float64 or float32 integers.
+
+    float64: ``|v| * (4096 - dv) / 4096`` has at most 36 significant bits: exact. float32 (only
+    for |v| < 2^23): split ``|v| = 4096 hi + lo``; ``hi * f + floor(lo * f / 4096)`` uses exact
+    products below 2^24 only.
+    """
+    f = 4096 - dv
+    if not v.dtype.is_floating_point:
+        return rtz_div4096(v * f)
+    a = v.abs()
+    if v.dtype == torch.float64:
+        return torch.floor(a * (f / 4096)).copysign(v)  # (torch.trunc is 7x slower)
+    hi = torch.floor(a * (1.0 / 4096))
+    lo = a - hi * 4096
+    return (hi * f + torch.floor(lo * (f / 4096))).copysign(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The neuron step.
+
+
+@dataclass(frozen=True)
+class LifParams:
+    """Per-population constants of :func:`lif_step` (tensors broadcast against ``[N, *shape]``).
+
+    ``bias`` is the effective bias (``bias_mant`` shifted by ``bias_exp``). ``wrap_u`` /
+    ``clip_v`` may be False only where bounds prove the wrap/clip can never trigger.
+    """
+
+    du: int
+    dv: torch.Tensor
+    vth: int
+    bias: torch.Tensor
+    wrap_u: bool = True
+    clip_v: bool = True
+    decay_v: bool = True
+
+
+@dataclass(frozen=True)
+class LifState:
+    """u, v ``[N, *shape]`` and per-sample counters ``[N]`` of u wraps and v saturations."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    u_wraps: torch.Tensor
+    v_saturations: torch.Tensor
+
+
+def lif_state_zeros(n: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float64
+                    ) -> LifState:
+    z = torch.zeros((n, *shape), dtype=dtype)
+    c = torch.zeros(n, dtype=dtype)
+    return LifState(z, z.clone(), c, c.clone())
+
+
+def lif_step(state: LifState, a: torch.Tensor, params: LifParams
+             ) -> tuple[torch.Tensor, LifState]:
+    """One step of Lava's bit-accurate CUBA LIF (``PyLifModelBitAcc``), batched.
+
+    With ``rtz(p) = sign(p) * (|p| >> 12)`` on the exact (int64) product::
+
+        u  = rtz(u * (4096 - (du + 1))) + (a << 6)     note du + 1: du = 4095 gives u = a << 6
+        u  = u - 2^24 if u > 2^23;  u + 2^24 if u <= -2^23      (one correction, counted)
+        v  = clip(rtz(v * (4096 - dv)) + u + bias, -(2^23 - 1), 2^23 - 1)   (counted)
+        s  = v > (vth << 6)                               strict
+        v  = 0 where s                                    u is not reset
+
+    ``bias = bias_mant << bias_exp`` (floor shift when negative), not shifted by 6. Works on
+    int64 tensors or float64 tensors holding integers (exact below 2^53). Returns the boolean
+    spikes and the new state.
+    """
+    u, v = state.u, state.v
+    u_wraps, v_sat = state.u_wraps, state.v_saturations
+    a64 = a * 64 if a.dtype.is_floating_point else a << 6
+    if params.du >= 4095:
+        u = a64
+    else:
+        u = rtz_div4096(u * (4096 - (params.du + 1))) + a64
+    dims = tuple(range(1, u.dim()))
+    if params.wrap_u:
+        hi, lo = u > U_LIMIT, u <= -U_LIMIT
+        u = u - (2 * U_LIMIT) * hi.to(u.dtype) + (2 * U_LIMIT) * lo.to(u.dtype)
+        u_wraps = u_wraps + (hi | lo).sum(dims).to(u_wraps.dtype)
+    if params.decay_v:
+        v = decay_rtz(v, params.dv)
+    v = v + u + params.bias
+    if params.clip_v:
+        sat = (v > V_MAX) | (v < -V_MAX)
+        v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)
+        v = v.clamp(-V_MAX, V_MAX)
+    keep = v <= (params.vth << 6)
+    v = v * keep  # (masked_fill is 4x slower)
+    return ~keep, LifState(u, v, u_wraps, v_sat)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same step, specialised: float32 state, no current memory, no u wrap (proven by bounds).
+
+
+@dataclass(frozen=True)
+class LifF32Params:
+    """Constants of :func:`lif_step_f32` for one population.
+
+    ``threshold`` is ``vth << 6``. The v decay ``rtz(v * f / 4096)``, ``f = 4096 - dv``, is a
+    single truncating division by ``divisor = 4096 / f`` when that is a power of two (for
+    example dv = 2048), else the split form with ``factor = f`` (a scalar or per-channel
+    tensor); ``divisor = 1`` and ``factor = None`` mean no decay (dv = 0).
+    """
+
+    threshold: float
+    divisor: float = 1.0
+    factor: torch.Tensor | None = None
+    clip_v: bool = True
+
+    @staticmethod
+    def from_lif(params: LifParams) -> LifF32Params:
+        dv = torch.as_tensor(params.dv, dtype=torch.float64).reshape(-1)
+        f = 4096 - dv
+        divisor, factor = 1.0, None
+        if params.decay_v and bool((f == f[0]).all()) and int(f[0]) & (int(f[0]) - 1) == 0:
+            divisor = 4096.0 / float(f[0])
+        elif params.decay_v:
+            factor = (4096 - params.dv).to(torch.float32)
+        return LifF32Params(float(params.vth << 6), divisor, factor, params.clip_v)
+
+
+def decay_f32(v: torch.Tensor, p: LifF32Params) -> torch.Tensor:
+    """``rtz(v * (4096 - dv) / 4096)`` on float32 integers ``|v| <= 2^23 - 1``, exactly.
+
+    Power-of-two ``4096 / f``: one exact division, truncated. Otherwise ``v = 4096 hi + lo``
+    (hi, lo truncated, same sign as v) and ``hi * f + rtz(lo * f / 4096)``: every product is
+    below 2^24, so exact; both terms share v's sign, so the sum is the truncated quotient.
+    """
+    if p.factor is None:
+        return v if p.divisor == 1.0 else v.div_(p.divisor, rounding_mode="trunc")
+    hi = torch.div(v, 4096.0, rounding_mode="trunc")
+    lo = torch.sub(v, hi, alpha=4096.0)
+    return torch.div(lo.mul_(p.factor), 4096.0, rounding_mode="trunc").add_(hi.mul_(p.factor))
+
+
+def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF32Params
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`lif_step` for ``du = 4095`` and a u that cannot wrap, on float32 integers.
+
+    ``u = (a << 6) + bias`` for this step (the caller folds the bias in; with du = 4095 there is
+    no current memory, so u is a function of this step's input only)::
+
+        v = clip(rtz(v * (4096 - dv) / 4096) + u, -(2^23 - 1), 2^23 - 1)   (only if clip_v)
+        s = v > (vth << 6);   v = 0 where s
+
+    Exact when ``|u| < 2^23`` (then every intermediate is an integer below 2^24). For speed ``v``
+    is updated in place and the float 0/1 spikes are written into ``spikes``; returns the new v
+    and the per-sample saturation counts (None when clipping is off).
+    """
+    v = decay_f32(v, p).add_(u)
+    sat = None
+    if p.clip_v:
+        sat = (v.abs() > V_MAX).flatten(1).sum(1)
+        v.clamp_(-V_MAX, V_MAX)
+    torch.gt(v, p.threshold, out=spikes)
+    return v.addcmul_(v, spikes, value=-1.0), sat  # v - v * s: exact, v or 0
