@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet pip==26.3
 	$(PIP) install --quiet -r requirements.txt
 	# lava-nc 0.10.0 declares python<3.11; it runs on 3.11 with our compatibility hook.
 	$(PIP) install --quiet --ignore-requires-python --no-deps lava-nc==0.10.0
