@@ -1,8 +1,9 @@
 """dalif-deploy: DA-LIF spiking networks from PyTorch to NIR, Loihi 2 fixed point and Lava.
 
 The public API is re-exported here (the CLI mirrors it one to one); modules not listed are
-private. Heavy or optional parts (NIR, ONNX, Lava) are imported on first use, so
-``import dalif_deploy`` stays light and never imports lava.
+private. Everything but the errors and the fixed-point program is imported on first use, so
+``import dalif_deploy`` needs only numpy: a program file loads without torch, Lava or pickle,
+and lava is imported only by the Lava target.
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
-from .data import Dataset, load_dataset
 from .errors import DaLifError, LavaRunError, VerificationFailed
-from .models import build_model, dalif_layers, default_config, run_model
-from .neuron import DALIF, PARAMETRIZATIONS, SURROGATES, dalif_step, reset_states
 from .program import (
     FixedProgram,
     InputEncoding,
@@ -29,6 +26,21 @@ from .program import (
 
 # name -> "module:attribute", imported on first access
 _LAZY = {
+    "Checkpoint": "dalif_deploy.checkpoint:Checkpoint",
+    "load_checkpoint": "dalif_deploy.checkpoint:load_checkpoint",
+    "load_model": "dalif_deploy.checkpoint:load_model",
+    "save_checkpoint": "dalif_deploy.checkpoint:save_checkpoint",
+    "Dataset": "dalif_deploy.data:Dataset",
+    "load_dataset": "dalif_deploy.data:load_dataset",
+    "build_model": "dalif_deploy.models:build_model",
+    "dalif_layers": "dalif_deploy.models:dalif_layers",
+    "default_config": "dalif_deploy.models:default_config",
+    "run_model": "dalif_deploy.models:run_model",
+    "DALIF": "dalif_deploy.neuron:DALIF",
+    "PARAMETRIZATIONS": "dalif_deploy.neuron:PARAMETRIZATIONS",
+    "SURROGATES": "dalif_deploy.neuron:SURROGATES",
+    "dalif_step": "dalif_deploy.neuron:dalif_step",
+    "reset_states": "dalif_deploy.neuron:reset_states",
     "train": "dalif_deploy.training:train",
     "evaluate": "dalif_deploy.training:evaluate",
     "simulate": "dalif_deploy.backends:simulate",
@@ -62,30 +74,15 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "__version__",
-    "Checkpoint",
-    "DALIF",
     "DaLifError",
-    "Dataset",
     "FixedProgram",
     "InputEncoding",
     "LavaRunError",
-    "PARAMETRIZATIONS",
     "Population",
     "Readout",
-    "SURROGATES",
     "Synapse",
     "VerificationFailed",
-    "build_model",
-    "dalif_layers",
-    "dalif_step",
-    "default_config",
-    "load_checkpoint",
-    "load_dataset",
-    "load_model",
     "load_program",
-    "reset_states",
-    "run_model",
-    "save_checkpoint",
     "save_program",
     *_LAZY,
 ]

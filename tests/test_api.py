@@ -28,3 +28,38 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_thing" in str(e)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_program_file_loads_without_torch(tmp_path):
+    """The .fxp format needs only numpy: with torch made unimportable, a saved program loads
+    and round-trips (the emulator and Lava need nothing from the float world)."""
+    import numpy as np
+
+    from dalif_deploy.program import (
+        FixedProgram,
+        InputEncoding,
+        Population,
+        Readout,
+        Synapse,
+        save_program,
+    )
+
+    prog = FixedProgram(
+        input=InputEncoding("events", (4,)),
+        populations=[Population("a", (3,), [100], 10, np.zeros(3)),
+                     Population("readout", (2,), [0], 2**17 - 1, np.zeros(2))],
+        synapses=[Synapse("i", "input", "a", "dense", np.ones((3, 4)), input_shape=(4,),
+                          output_shape=(3,)),
+                  Synapse("o", "a", "readout", "dense", np.ones((2, 3)), input_shape=(3,),
+                          output_shape=(2,))],
+        readout=Readout("readout", 1.0), timesteps=2)
+    save_program(prog, tmp_path / "p.fxp")
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import dalif_deploy as d\n"
+            f"p = d.load_program({str(tmp_path / 'p.fxp')!r})\n"
+            "print(p.timesteps, [q.name for q in p.populations], 'torch' in sys.modules and "
+            "sys.modules['torch'] is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "['a',", "'readout']", "False"]
