@@ -29,8 +29,8 @@ float32 integers where the bounds keep every intermediate below 2^24 (see
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
 use :func:`~dalif_deploy.targets.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24. Sync mode runs layer by
-layer: each synapse once over all T steps (once only for analog input, the same every step),
-then the neuron recurrence over T; pipelined mode steps the whole network.
+layer: each synapse on cache-sized blocks of steps (once only for analog input, the same every
+step), then the neuron recurrence through the block; pipelined mode steps the whole network.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ from dalif_deploy.targets.fixed_point import (  # noqa: F401  (re-exported publi
 
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
+
+BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
 
 # ---------------------------------------------------------------------------------------------
 # Input encoding.
@@ -271,39 +273,55 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
 def _population_seq(p: _Pop, seqs: dict[str, torch.Tensor], n: int, steps: int, record: bool,
                     traces: dict[str, dict[str, list[torch.Tensor]]]
                     ) -> tuple[torch.Tensor, LifState]:
-    """One population over all steps at once (sync mode): spikes ``[steps, N, *shape]``.
+    """One population over all steps (sync mode): spikes ``[steps, N, *shape]``.
 
-    Its synapses run once on the sources' whole spike sequences ``[T, N, ...]`` flattened to
-    ``[T*N, ...]`` (``[1, N, ...]`` for a source that is the same every step, such as analog
-    input: computed once for all steps); only the elementwise neuron recurrence loops over time.
+    Its synapses run on blocks of consecutive steps of the sources' spike sequences ``[T, N,
+    ...]``, flattened to ``[k*N, ...]`` (a source that is the same every step, ``[1, N, ...]``,
+    such as analog input, runs once for all steps); the neuron recurrence then steps through the
+    block. Blocks hold about ``BLOCK_ELEMENTS`` values so that they stay in cache.
     """
-    shape, fast = p.pop.shape, p.fast
-    x = None
-    for s in p.syns:
-        src = seqs[s.syn.source]
-        out = s(src.flatten(0, 1), times64=fast is not None).to(p.dtype)  # exact in p.dtype
-        out = out.view(src.shape[0], n, *shape)
-        x = out if x is None else x + out
-    if x is None:
-        x = torch.zeros((1, n, *shape), dtype=p.dtype)
+    shape, fast, size = p.pop.shape, p.fast, p.pop.size
+    times64 = fast is not None
+
+    def syn_sum(syns: list[_Syn], t0: int, t1: int) -> torch.Tensor | None:
+        x = None
+        for s in syns:
+            src = seqs[s.syn.source][t0:t1]
+            out = s(src.flatten(0, 1), times64=times64).to(p.dtype)  # exact in p.dtype
+            out = out.view(src.shape[0], n, *shape)
+            x = out if x is None else x + out
+        return x
+
+    static = [s for s in p.syns if seqs[s.syn.source].shape[0] == 1]
+    dynamic = [s for s in p.syns if s not in static]
+    x_static = syn_sum(static, 0, 1)
+    if x_static is None and not dynamic:
+        x_static = torch.zeros((1, n, *shape), dtype=p.dtype)
+    widest = max([size] + [int(np.prod(s.syn.input_shape)) for s in dynamic])
+    block = max(1, BLOCK_ELEMENTS // (n * widest)) if dynamic else steps
     spikes = torch.empty((steps, n, *shape), dtype=torch.float32)
     z = torch.zeros(n, dtype=torch.int64)
     state = lif_state_zeros(n, shape, p.dtype) if fast is None else LifState(
-        x[0].expand(n, *shape), torch.zeros((n, *shape)), z, z.clone())
-    u = x if fast is None or p.bias is None else x + p.bias  # fold the bias in once
-    for t in range(steps):
-        xt = x[t if x.shape[0] > 1 else 0]
-        if fast is None:
-            spk, state = lif_step(state, xt, p.params)
-            spikes[t] = spk
-        else:  # x = a << 6 = u, since du = 4095 leaves no current memory
-            v, sat = lif_step_f32(state.v, u[t if u.shape[0] > 1 else 0], spikes[t], fast)
-            state = LifState(xt.expand(n, *shape), v, z, state.v_saturations
-                             if sat is None else state.v_saturations + sat)
-        if record:
-            traces["spikes"].setdefault(p.pop.name, []).append(spikes[t].to(torch.uint8))
-            traces["v"].setdefault(p.pop.name, []).append(state.v.to(torch.int64))
-            traces["u"].setdefault(p.pop.name, []).append(state.u.to(torch.int64))
+        torch.zeros((n, *shape)), torch.zeros((n, *shape)), z, z.clone())
+    x = u = None
+    for t0 in range(0, steps, block):
+        if dynamic or x is None:
+            x = syn_sum(dynamic, t0, t0 + block)
+            x = x_static if x is None else x if x_static is None else x + x_static
+            u = x if fast is None or p.bias is None else x + p.bias  # u = (a << 6) + bias
+        for t in range(t0, min(steps, t0 + block)):
+            i = t - t0 if x.shape[0] > 1 else 0
+            if fast is None:
+                spk, state = lif_step(state, x[i], p.params)
+                spikes[t] = spk
+            else:  # x = a << 6: du = 4095 leaves no current memory
+                v, sat = lif_step_f32(state.v, u[i], spikes[t], fast)
+                state = LifState(x[i].expand(n, *shape), v, z, state.v_saturations
+                                 if sat is None else state.v_saturations + sat)
+            if record:
+                traces["spikes"].setdefault(p.pop.name, []).append(spikes[t].to(torch.uint8))
+                traces["v"].setdefault(p.pop.name, []).append(state.v.to(torch.int64))
+                traces["u"].setdefault(p.pop.name, []).append(state.u.to(torch.int64))
     return spikes, state
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dalif_deploy.targets import emulator
 from dalif_deploy.targets.emulator import (
     LifParams,
     effective_bias,
@@ -189,7 +190,7 @@ def _assert_traces_equal(prog, r, spikes, vs, n):
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("encoding", ["analog", "events"])
 @pytest.mark.parametrize("residual", [False, True])
-def test_emulator_matches_python_int_reference(kind, encoding, residual):
+def test_emulator_matches_python_int_reference(kind, encoding, residual, monkeypatch):
     """Spikes and final readout v equal the reference exactly (random programs incl. wraps)."""
     rng = np.random.default_rng(hash((kind, encoding, residual)) % 2**32)
     prog = _random_program(rng, kind, encoding, residual)
@@ -204,7 +205,8 @@ def test_emulator_matches_python_int_reference(kind, encoding, residual):
     assert r.outputs.tolist() == outs
     _assert_traces_equal(prog, r, spikes, vs, n)
     assert r.spike_counts.sum() > 0  # the test exercises spiking
-    # without traces the emulator may take its fast paths: same integers
+    # without traces, one step per synapse batch: same integers
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 1)
     fast = emulate(prog, x, check=False, batch_size=2)
     assert fast.outputs.tolist() == outs
     assert np.array_equal(fast.spike_counts, r.spike_counts)
@@ -213,10 +215,11 @@ def test_emulator_matches_python_int_reference(kind, encoding, residual):
 
 @pytest.mark.parametrize("decay", ["none", "half", "scalar", "channel"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-def test_float32_fast_path_matches_python_int_reference(decay, kind):
+def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch):
     """Programs the emulator proves safe for its float32 fast path (du = 4095, small weights, so
     no u wrap) give the reference integers, for every v-decay form (none, dv = 2048 as one
-    division, non-power-of-two scalar and per-channel dv) and with v saturating."""
+    division, non-power-of-two scalar and per-channel dv) and with v saturating; synapses run
+    in blocks of 3 steps (the last one partial)."""
     from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
 
     rng = np.random.default_rng(7)
@@ -238,6 +241,7 @@ def test_float32_fast_path_matches_python_int_reference(decay, kind):
         assert c.fast is not None, p.name
     x = rng.uniform(-1.3, 1.3, (3, *prog.input.shape)).astype(np.float32)
     outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 3 * 3 * 50)  # 3 samples x 50 inputs x 3
     r = emulate(prog, x, check=False, record=True)
     assert r.outputs.tolist() == outs
     _assert_traces_equal(prog, r, spikes, vs, 3)
