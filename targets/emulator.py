@@ -354,6 +354,18 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
     return {"states": states, "counts": counts, "traces": traces}
 
 
+def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
+    """Integer frames must lie in the input's range: the exactness bounds assume it."""
+    if program.input.kind == "events":
+        if frames.size and not np.all((frames == 0) | (frames == 1)):
+            raise DaLifError("event input frames must be binary (0/1)")
+        return
+    half = 2 ** (program.input.bits - 1)
+    if frames.size and (frames.min() < -half or frames.max() > half - 1):
+        raise DaLifError(f"integer input frames must lie in [{-half}, {half - 1}] "
+                         f"({program.input.bits}-bit analog input); use encode_input to clip")
+
+
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
             batch_size: int = 256, progress: bool = False, check: bool = True
             ) -> EmulatorResult:
@@ -377,6 +389,10 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     if frames.ndim != 2 + len(program.input.shape) or frames.shape[1] != program.timesteps:
         raise DaLifError(f"integer input frames must be [N, T={program.timesteps}, "
                          f"{', '.join(map(str, program.input.shape))}], got {list(frames.shape)}")
+    if x.dtype.kind in "iu":
+        _check_frames(program, frames)
+    # exact float input: float32 holds the input's integers exactly up to 2^24
+    fdt = np.float32 if 2 ** (program.input.bits - 1) <= FLOAT32_EXACT else np.float64
     depth = synaptic_depths(program)
     steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
     compiled = {s.name: _compile_synapse(program, s) for s in program.synapses}
@@ -394,11 +410,11 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         for i in tqdm(starts, desc="emulator", unit="batch", disable=not progress):
             chunk = frames[i:i + batch_size]
             if mode == "pipelined":
-                fb = torch.from_numpy(np.ascontiguousarray(chunk, np.float32))
+                fb = torch.from_numpy(np.ascontiguousarray(chunk, fdt))
                 r = _run_batch(pops, fb, steps, True, record)
             else:
                 chunk = chunk[:, :1] if static else chunk
-                fb = torch.from_numpy(np.ascontiguousarray(chunk.swapaxes(0, 1), np.float32))
+                fb = torch.from_numpy(np.ascontiguousarray(chunk.swapaxes(0, 1), fdt))
                 r = _run_sync(pops, fb, steps, record)
             st = r["states"]
             outs.append(st[program.readout.population].v.to(torch.int64).numpy())

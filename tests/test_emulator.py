@@ -286,6 +286,32 @@ def test_fast_path_guard_at_its_bound(row_sum):
     assert r.u[a.name].min() == -4095 * 2**11 if row_sum == 4095 else r.u_wraps[a.name] > 0
 
 
+def test_wide_integer_input_stays_exact():
+    """26-bit input values are not rounded to float32: (2^24 + 1) - 2^24 reaches v as 1 << 6."""
+    prog = _random_program(np.random.default_rng(2), "dense", "analog", False)
+    prog.input.bits = 26
+    s, a = prog.synapses[0], prog.populations[0]
+    s.weights[...], s.weight_exp = 0, 0
+    s.weights[0, :2] = 1
+    a.dv[...], a.bias_mant[...], a.vth, a.du = 0, 0, VTH_MAX, 4095
+    frames = np.zeros((1, prog.timesteps, *prog.input.shape), np.int64)
+    frames[0, :, 0, 0, :2] = [2**24 + 1, -(2**24)]
+    for mode in ("sync", "pipelined"):
+        r = emulate(prog, frames, record=True, check=False, mode=mode)
+        assert r.v["a"][-1, 0, 0, 0, 0] == 64 * prog.timesteps, mode
+
+
+def test_integer_frames_outside_the_input_range_are_refused():
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    frames = np.zeros((1, prog.timesteps, *prog.input.shape), np.int64)
+    emulate(prog, frames + 127, check=False)
+    with pytest.raises(DaLifError, match=r"\[-128, 127\]"):
+        emulate(prog, frames + 128, check=False)
+    ev = _random_program(np.random.default_rng(0), "dense", "events", False)
+    with pytest.raises(DaLifError, match="binary"):
+        emulate(ev, frames + 2, check=False)
+
+
 def test_pipelined_shifts_each_layer_by_its_depth():
     """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t."""
     rng = np.random.default_rng(3)
