@@ -293,7 +293,7 @@ def _population_seq(p: _Pop, seqs: dict[str, torch.Tensor], n: int, steps: int, 
         return x
 
     static = [s for s in p.syns if seqs[s.syn.source].shape[0] == 1]
-    dynamic = [s for s in p.syns if s not in static]
+    dynamic = [s for s in p.syns if seqs[s.syn.source].shape[0] > 1]
     x_static = syn_sum(static, 0, 1)
     if x_static is None and not dynamic:
         x_static = torch.zeros((1, n, *shape), dtype=p.dtype)
