@@ -1,14 +1,14 @@
 """Time the bit-accurate emulator against the float torch model on the same batch.
 
-Models: digits-resnet (random weights, digits test images) and a random-weight resnet19
-(width 8, random 32x32 images), both at T=4. Both sides run in the same process on the same
-batch under the same torch thread count (``--threads``, default torch's own), each warmed up
-first; the timed runs alternate emulator and float model so that both see the same machine
-load, and each side's figure is its best run (the least disturbed one: on a shared machine
-other processes only ever add time). The emulator's time includes everything ``emulate`` does
-(constraint check, compilation, input encoding); the float model runs under
-``torch.inference_mode`` as plain evaluation would. Ends with one line per model:
-``<model>: emulator/float time ratio <R>``.
+Models: digits-resnet (the shipped trained checkpoint when present, else random weights;
+digits test images) and a random-weight resnet19 (width 8, random 32x32 images), both at T=4.
+Both sides run in the same process on the same batch under the same torch thread count
+(``--threads``, default torch's own), each warmed up first; the timed runs alternate emulator
+and float model so that both see the same machine load, and each side's figure is its best run
+(the least disturbed one: on a shared machine other processes only ever add time). The
+emulator's time includes everything ``emulate`` does (constraint check, compilation, input
+encoding); the float model runs under ``torch.inference_mode`` as plain evaluation would. Ends
+with one line per model: ``<model>: emulator/float time ratio <R>``.
 
 Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 7] [--threads N]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,9 +43,26 @@ def _best_times(fns: list, repeats: int) -> list[float]:
     return best
 
 
-def bench(name: str, cfg: dict, x: np.ndarray, repeats: int) -> float:
+def _random(name: str, **cfg) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(default_config(name, **cfg)).eval()
+    return build_model(default_config(name, **cfg)).eval()
+
+
+def _digits_resnet() -> torch.nn.Module:
+    """The shipped trained checkpoint (realistic spiking activity), else random weights."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "digits-resnet.pt"
+    if path.is_file():
+        from dalif_deploy.checkpoint import load_model
+
+        model, ck = load_model(path)
+        if ck.timesteps == T:
+            print(f"digits-resnet: trained weights from {path.name}")
+            return model
+    print("digits-resnet: random weights (no T=4 checkpoint found)")
+    return _random("digits-resnet")
+
+
+def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int) -> float:
     program = quantize_graph(export_nir(model, x.shape[1:], T), calibration=x)
     xt = torch.from_numpy(x)
 
@@ -76,8 +94,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     cifar_like = rng.random((min(args.batch, 64), 3, 32, 32), dtype=np.float32)
     ratios = {
-        "digits-resnet": bench("digits-resnet", {}, digits, args.repeats),
-        "resnet19": bench("resnet19", {"width": 8}, cifar_like, args.repeats),
+        "digits-resnet": bench("digits-resnet", _digits_resnet(), digits, args.repeats),
+        "resnet19": bench("resnet19", _random("resnet19", width=8), cifar_like, args.repeats),
     }
     for name, r in ratios.items():
         print(f"{name}: emulator/float time ratio {r:.2f}")

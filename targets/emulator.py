@@ -171,15 +171,28 @@ class _Pop:
     bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
 
 
+def _v_bound(step_max: int, f_max: int, steps: int) -> int:
+    """Upper bound of |v| over ``steps`` steps without clipping: ``|v_t| <= |v_(t-1)| * f / 4096
+    + step_max`` (rtz only shrinks the decayed value; a reset only sets v to 0), iterated in
+    integers rounding up, from v = 0; stops early once past V_MAX or at the fixed point."""
+    b = 0
+    for _ in range(steps):
+        nb = -(-b * f_max // 4096) + step_max
+        if nb == b or nb > V_MAX:
+            return nb
+        b = nb
+    return b
+
+
 def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
     a_bound = sum(s.a_bound for s in syns)
     bias = effective_bias(pop.bias_mant, pop.bias_exp)
     wrap_u = pop.du < 4095 or a_bound * 64 >= U_LIMIT
     u_bound = U_LIMIT if wrap_u else a_bound * 64
-    v_bound = steps * (u_bound + int(np.abs(bias).max(initial=0)))
+    bias_max = int(np.abs(bias).max(initial=0))
+    v_bound = _v_bound(u_bound + bias_max, 4096 - int(pop.dv.min()), steps)
     # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
-    bias_max = int(np.abs(bias).max(initial=0))
     f32 = pop.du >= 4095 and not wrap_u and u_bound + bias_max < U_LIMIT
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype)

@@ -20,7 +20,15 @@ from dalif_deploy.targets.emulator import (
 )
 
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.program import VTH_MAX, FixedProgram, InputEncoding, Population, Readout, Synapse
+from dalif_deploy.program import (
+    V_MAX,
+    VTH_MAX,
+    FixedProgram,
+    InputEncoding,
+    Population,
+    Readout,
+    Synapse,
+)
 
 
 def _step(v0, u0, a, *, du=4095, dv=0, vth=10, bias=0, dtype=torch.int64):
@@ -310,6 +318,25 @@ def test_integer_frames_outside_the_input_range_are_refused():
     ev = _random_program(np.random.default_rng(0), "dense", "events", False)
     with pytest.raises(DaLifError, match="binary"):
         emulate(ev, frames + 2, check=False)
+
+
+@pytest.mark.parametrize(("step_max", "f", "steps"),
+                         [(1000, 4096, 5), (3_300_000, 731, 4), (2**22, 2048, 30), (777, 4095, 9)])
+def test_v_bound_covers_the_worst_case(step_max, f, steps):
+    """The bound that switches v clipping off is never below the largest |v| the recurrence
+    can reach (input at its maximum every step, no reset), and at most one unit per step
+    above it (the bound rounds up where rtz rounds down)."""
+    from dalif_deploy.targets.emulator import _v_bound
+
+    v, worst = 0, 0
+    for _ in range(steps):
+        v = (v * f >> 12) + step_max
+        worst = max(worst, v)
+    bound = _v_bound(step_max, f, steps)
+    if bound <= V_MAX:
+        assert worst <= bound <= worst + steps
+    else:
+        assert worst > V_MAX or bound <= worst + steps
 
 
 def test_pipelined_shifts_each_layer_by_its_depth():
