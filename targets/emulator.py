@@ -109,6 +109,7 @@ class _Syn:
     a_bound: int  # max |output|
     binarize: bool  # graded values arriving at a binary synapse (Lava: astype(bool))
     weight64: torch.Tensor | None = None  # float32 weights * 2^(6 + weight_exp), where exact
+    diagonal: bool = False  # a 1x1 conv that maps channel c to c only: weights [C, 1, 1]
 
     def __call__(self, src: torch.Tensor, times64: bool = False) -> torch.Tensor:
         """``a`` (``a << 6`` with ``times64``) for a batch of source frames ``[B, *shape]``."""
@@ -126,6 +127,8 @@ class _Syn:
 
     def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.syn
+        if self.diagonal:  # (a residual shortcut) one exact product per output
+            return x[:, :, ::s.stride[0], ::s.stride[1]] * w
         if s.kind == "conv":
             return F.conv2d(x, w, None, s.stride, s.padding, 1, s.groups)
         return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
@@ -155,9 +158,16 @@ def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
     # every partial sum of the scaled weights is an integer float32 represents exactly
     scaled = bound << (6 + max(e, 0))
     fold = e >= 0 and not (syn.kind == "conv" and e == 0 and bound >= 2 ** (CONV_BITS - 1))
-    w64 = (torch.as_tensor(w << (6 + e), dtype=torch.float32)
-           if fold and scaled <= FLOAT32_EXACT else None)
-    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize, w64)
+    w64 = w << (6 + e) if fold and scaled <= FLOAT32_EXACT else None
+    c_out = w.shape[0]
+    diagonal = (syn.kind == "conv" and w.shape[1:] == (c_out, 1, 1) and syn.groups == 1
+                and syn.padding == (0, 0) and np.count_nonzero(w) == np.count_nonzero(
+                    w[np.arange(c_out), np.arange(c_out)]))
+    if diagonal:  # keep the diagonal only, shaped to broadcast over [B, C, H, W]
+        w = w[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
+        w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
+    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize,
+                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32), diagonal)
 
 
 @dataclass
@@ -283,88 +293,93 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
     return {"states": states, "counts": counts, "traces": traces}
 
 
-def _population_seq(p: _Pop, seqs: dict[str, torch.Tensor], n: int, steps: int, record: bool,
-                    traces: dict[str, dict[str, list[torch.Tensor]]]
-                    ) -> tuple[torch.Tensor, LifState]:
-    """One population over all steps (sync mode): spikes ``[steps, N, *shape]``.
+@dataclass
+class _SyncRun:
+    """One population's running state in sync mode (kept across blocks of steps)."""
 
-    Its synapses run on blocks of consecutive steps of the sources' spike sequences ``[T, N,
-    ...]``, flattened to ``[k*N, ...]`` (a source that is the same every step, ``[1, N, ...]``,
-    such as analog input, runs once for all steps); the neuron recurrence then steps through the
-    block. Blocks hold about ``BLOCK_ELEMENTS`` values so that they stay in cache.
+    state: LifState
+    spikes: torch.Tensor  # [k, N, *shape] float 0/1 of the current block, reused every block
+    counts: torch.Tensor  # [N] spikes so far (float64)
+    scratch: tuple[torch.Tensor, torch.Tensor] | None  # for lif_step_f32's decay
+    x_static: torch.Tensor | None = None  # input-synapse sum of a same-every-step input
+
+
+def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, record: bool,
+                traces: dict[str, dict[str, list[torch.Tensor]]]) -> None:
+    """Steps ``k`` consecutive steps of one population (sync mode).
+
+    Its synapses run once on the block's source frames flattened to ``[k*N, ...]``; a synapse
+    from an input that is the same every step has run once already (``r.x_static``); then the
+    neuron recurrence steps through the block, writing ``r.spikes[:k]``.
     """
-    shape, fast, size = p.pop.shape, p.fast, p.pop.size
-    times64 = fast is not None
-
-    def syn_sum(syns: list[_Syn], t0: int, t1: int) -> torch.Tensor | None:
-        x = None
-        for s in syns:
-            src = seqs[s.syn.source][t0:t1]
-            out = s(src.flatten(0, 1), times64=times64).to(p.dtype)  # exact in p.dtype
-            out = out.view(src.shape[0], n, *shape)
-            x = out if x is None else x + out
-        return x
-
-    static = [s for s in p.syns if seqs[s.syn.source].shape[0] == 1]
-    dynamic = [s for s in p.syns if seqs[s.syn.source].shape[0] > 1]
-    x_static = syn_sum(static, 0, 1)
-    if x_static is None and not dynamic:
-        x_static = torch.zeros((1, n, *shape), dtype=p.dtype)
-    widest = max([size] + [int(np.prod(s.syn.input_shape)) for s in dynamic])
-    block = max(1, BLOCK_ELEMENTS // (n * widest)) if dynamic else steps
-    spikes = torch.empty((steps, n, *shape), dtype=torch.float32)
-    z = torch.zeros(n, dtype=torch.int64)
-    state = lif_state_zeros(n, shape, p.dtype) if fast is None else LifState(
-        torch.zeros((n, *shape)), torch.zeros((n, *shape)), z, z.clone())
-    x = u = None
-    for t0 in range(0, steps, block):
-        if dynamic or x is None:
-            x = syn_sum(dynamic, t0, t0 + block)
-            x = x_static if x is None else x if x_static is None else x + x_static
-            u = x if fast is None or p.bias is None else x + p.bias  # u = (a << 6) + bias
-        for t in range(t0, min(steps, t0 + block)):
-            i = t - t0 if x.shape[0] > 1 else 0
-            if fast is None:
-                spk, state = lif_step(state, x[i], p.params)
-                spikes[t] = spk
-            else:  # x = a << 6: du = 4095 leaves no current memory
-                v, sat = lif_step_f32(state.v, u[i], spikes[t], fast)
-                state = LifState(x[i].expand(n, *shape), v, z, state.v_saturations
-                                 if sat is None else state.v_saturations + sat)
-            if record:
-                traces["spikes"].setdefault(p.pop.name, []).append(spikes[t].to(torch.uint8))
-                traces["v"].setdefault(p.pop.name, []).append(state.v.to(torch.int64))
-                traces["u"].setdefault(p.pop.name, []).append(state.u.to(torch.int64))
-    return spikes, state
+    shape, fast, n = p.pop.shape, p.fast, r.spikes.shape[1]
+    x = None
+    for s in p.syns:
+        if s.syn.source == "input" and r.x_static is not None:
+            continue
+        src = cur[s.syn.source][:k]
+        out = s(src.flatten(0, 1), times64=fast is not None).to(p.dtype)  # exact in p.dtype
+        out = out.view(src.shape[0], n, *shape)
+        x = out if x is None else x.add_(out)  # x: a fresh kernel output, ours to modify
+    if r.x_static is not None:
+        x = r.x_static if x is None else x.add_(r.x_static)
+    if x is None:
+        x = torch.zeros((1, n, *shape), dtype=p.dtype)
+    u = x if fast is None or p.bias is None else x + p.bias  # fast: u = (a << 6) + bias
+    z = r.state.u_wraps
+    for j in range(k):
+        i = j if x.shape[0] > 1 else 0
+        if fast is None:
+            spk, r.state = lif_step(r.state, x[i], p.params)
+            r.spikes[j] = spk
+        else:  # x = a << 6: du = 4095 leaves no current memory
+            v, sat = lif_step_f32(r.state.v, u[i], r.spikes[j], fast, r.scratch)
+            r.state = LifState(x[i].expand(n, *shape), v, z, r.state.v_saturations
+                               if sat is None else r.state.v_saturations + sat)
+        if record:
+            traces["spikes"].setdefault(p.pop.name, []).append(r.spikes[j].to(torch.uint8))
+            traces["v"].setdefault(p.pop.name, []).append(r.state.v.to(torch.int64))
+            traces["u"].setdefault(p.pop.name, []).append(r.state.u.to(torch.int64))
+    if not p.readout:  # float32 sums per step are exact below 2^24 neurons
+        per_step = r.spikes[:k].flatten(2).sum(
+            2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
+        r.counts += per_step.sum(0, dtype=torch.float64)
 
 
 def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
               ) -> dict[str, Any]:
-    """Sync mode, layer by layer over all steps (population k at step t depends only on its
-    sources at step t and its own past). frames: ``[T, N, *shape]`` or ``[1, N, *shape]`` (the
-    same frame every step), integer-valued float32."""
-    n = frames.shape[1]
-    seqs = {"input": frames}
-    uses: dict[str, int] = {}
+    """Sync mode (population k at step t depends only on its sources at step t and its own
+    past) in blocks of steps: each population in turn steps through the whole block. Blocks
+    hold about ``BLOCK_ELEMENTS`` values per tensor, so that they stay in cache. frames:
+    ``[T, N, *shape]``, or ``[1, N, *shape]`` for the same frame every step (then the input
+    synapses run once), integer-valued float."""
+    n, static = frames.shape[1], frames.shape[0] == 1
+    widest = max([frames[0, 0].numel()] + [p.pop.size for p in pops])
+    k = min(steps, max(1, BLOCK_ELEMENTS // (n * widest)))
+    runs = {}
     for p in pops:
-        for s in p.syns:
-            uses[s.syn.source] = uses.get(s.syn.source, 0) + 1
-    states, counts = {}, {}
+        z = torch.zeros(n, dtype=torch.int64)
+        state = lif_state_zeros(n, p.pop.shape, p.dtype) if p.fast is None else LifState(
+            torch.zeros(()).expand(n, *p.pop.shape), torch.zeros((n, *p.pop.shape)), z, z.clone())
+        scratch = None if p.fast is None else (torch.empty((n, *p.pop.shape)),
+                                               torch.empty((n, *p.pop.shape)))
+        runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, n, *p.pop.shape)),
+                                        torch.zeros(n, dtype=torch.float64), scratch)
+        if static:
+            xs = [s(frames[0], times64=p.fast is not None).to(p.dtype).view(1, n, *p.pop.shape)
+                  for s in p.syns if s.syn.source == "input"]
+            r.x_static = sum(xs[1:], xs[0]) if xs else None
     traces: dict[str, dict[str, list[torch.Tensor]]] = {"spikes": {}, "v": {}, "u": {}}
-    for p in pops:
-        name = p.pop.name
-        spikes, states[name] = _population_seq(p, seqs, n, steps, record, traces)
-        for s in p.syns:  # free sequences nobody needs any more
-            uses[s.syn.source] -= 1
-            if not uses[s.syn.source]:
-                del seqs[s.syn.source]
-        if uses.get(name):
-            seqs[name] = spikes
-        if not p.readout:  # float32 sums per step are exact below 2^24 neurons
-            per_step = spikes.flatten(2).sum(2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT
-                                             else torch.float64)
-            counts[name] = per_step.sum(0, dtype=torch.float64)
-    return {"states": states, "counts": counts, "traces": traces}
+    for t0 in range(0, steps, k):
+        kb = min(k, steps - t0)
+        cur = {"input": frames if static else frames[t0:t0 + kb]}
+        for p in pops:
+            r = runs[p.pop.name]
+            _sync_block(p, r, cur, kb, record, traces)
+            cur[p.pop.name] = r.spikes
+    return {"states": {k_: r.state for k_, r in runs.items()},
+            "counts": {p.pop.name: runs[p.pop.name].counts for p in pops if not p.readout},
+            "traces": traces}
 
 
 def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:

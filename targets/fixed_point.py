@@ -213,21 +213,26 @@ class LifF32Params:
         return LifF32Params(float(params.vth << 6), divisor, factor, params.clip_v)
 
 
-def decay_f32(v: torch.Tensor, p: LifF32Params) -> torch.Tensor:
-    """``rtz(v * (4096 - dv) / 4096)`` on float32 integers ``|v| <= 2^23 - 1``, exactly.
+def decay_f32(v: torch.Tensor, p: LifF32Params,
+              scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``rtz(v * (4096 - dv) / 4096)`` on float32 integers ``|v| <= 2^23 - 1``, exactly, in place.
 
     Power-of-two ``4096 / f``: one exact division, truncated. Otherwise ``v = 4096 hi + lo``
-    (hi, lo truncated, same sign as v) and ``hi * f + rtz(lo * f / 4096)``: every product is
+    (hi, lo truncated, same sign as v) and ``rtz(lo * f / 4096) + hi * f``: every product is
     below 2^24, so exact; both terms share v's sign, so the sum is the truncated quotient.
+    ``scratch``: two float32 tensors shaped like v for hi and lo (else allocated).
     """
     if p.factor is None:
         return v if p.divisor == 1.0 else v.div_(p.divisor, rounding_mode="trunc")
-    hi = torch.div(v, 4096.0, rounding_mode="trunc")
-    lo = torch.sub(v, hi, alpha=4096.0)
-    return torch.div(lo.mul_(p.factor), 4096.0, rounding_mode="trunc").add_(hi.mul_(p.factor))
+    hi, lo = scratch if scratch is not None else (torch.empty_like(v), torch.empty_like(v))
+    torch.div(v, 4096.0, rounding_mode="trunc", out=hi)
+    torch.sub(v, hi, alpha=4096.0, out=lo)
+    lo.mul_(p.factor).div_(4096.0, rounding_mode="trunc")
+    return torch.addcmul(lo, hi, p.factor, out=v)
 
 
-def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF32Params
+def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF32Params,
+                 scratch: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`lif_step` for ``du = 4095`` and a u that cannot wrap, on float32 integers.
 
@@ -239,9 +244,10 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
 
     Exact when ``|u| < 2^23`` (then every intermediate is an integer below 2^24). For speed ``v``
     is updated in place and the float 0/1 spikes are written into ``spikes``; returns the new v
-    and the per-sample saturation counts (None when clipping is off).
+    and the per-sample saturation counts (None when clipping is off). ``scratch``: see
+    :func:`decay_f32`.
     """
-    v = decay_f32(v, p).add_(u)
+    v = decay_f32(v, p, scratch).add_(u)
     sat = None
     if p.clip_v:
         sat = (v.abs() > V_MAX).flatten(1).sum(1)

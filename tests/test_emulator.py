@@ -339,6 +339,33 @@ def test_v_bound_covers_the_worst_case(step_max, f, steps):
         assert worst > V_MAX or bound <= worst + steps
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_diagonal_1x1_conv_matches_reference(stride):
+    """A 1x1 conv mapping each channel to itself (a residual shortcut) runs as one product per
+    output; with stride 2 it subsamples. Same integers as the reference, also for a 1x1 conv
+    with one off-diagonal weight (the general kernel)."""
+    from dalif_deploy.targets.emulator import _compile_synapse
+
+    rng = np.random.default_rng(11)
+    prog = _random_program(rng, "conv", "events", True)
+    b, s_ab, s_in = prog.populations[1], prog.synapses[1], prog.synapses[2]
+    h = (5 - 1) // stride + 1
+    b.shape, b.bias_mant = (2, h, h), rng.integers(-300, 300, (2, h, h))
+    s_ab.weights = np.diag([100, -90]).reshape(2, 2, 1, 1)
+    s_in.weights = rng.integers(-128, 128, (2, 2, 1, 1))
+    for syn in (s_ab, s_in):
+        syn.stride, syn.padding, syn.output_shape = (stride, stride), (0, 0), b.shape
+    prog.synapses[3].weights = rng.integers(-128, 128, (3, 2 * h * h))
+    prog.synapses[3].input_shape = b.shape
+    assert _compile_synapse(prog, s_ab).diagonal and not _compile_synapse(prog, s_in).diagonal
+    x = (rng.random((3, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    r = emulate(prog, x, record=True, check=False)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 3)
+    assert r.spike_counts[:, 1].sum() > 0
+
+
 def test_pipelined_shifts_each_layer_by_its_depth():
     """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t."""
     rng = np.random.default_rng(3)
