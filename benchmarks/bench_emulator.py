@@ -10,7 +10,7 @@ emulator's time includes everything ``emulate`` does (constraint check, compilat
 encoding); the float model runs under ``torch.inference_mode`` as plain evaluation would. Ends
 with one line per model: ``<model>: emulator/float time ratio <R>``.
 
-Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 7] [--threads N]
+Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 10] [--threads N]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int) -> flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for both sides (default: torch's own choice)")
     args = ap.parse_args()

@@ -28,9 +28,10 @@ float32 integers where the bounds keep every intermediate below 2^24 (see
 :func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
 use :func:`~dalif_deploy.targets.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
-folded into the weights where the scaled sums still stay <= 2^24. Sync mode runs layer by
-layer: each synapse on cache-sized blocks of steps (once only for analog input, the same every
-step), then the neuron recurrence through the block; pipelined mode steps the whole network.
+folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
+(shortcuts) are one product per output. Sync mode steps the network in cache-sized blocks of
+steps, each synapse once per block on ``[k*N, ...]`` (once in all for analog input, the same
+every step); pipelined mode steps the whole network one step at a time.
 """
 
 from __future__ import annotations
@@ -361,8 +362,8 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
         z = torch.zeros(n, dtype=torch.int64)
         state = lif_state_zeros(n, p.pop.shape, p.dtype) if p.fast is None else LifState(
             torch.zeros(()).expand(n, *p.pop.shape), torch.zeros((n, *p.pop.shape)), z, z.clone())
-        scratch = None if p.fast is None else (torch.empty((n, *p.pop.shape)),
-                                               torch.empty((n, *p.pop.shape)))
+        scratch = None if p.fast is None or p.fast.factor is None else (
+            torch.empty((n, *p.pop.shape)), torch.empty((n, *p.pop.shape)))
         runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, n, *p.pop.shape)),
                                         torch.zeros(n, dtype=torch.float64), scratch)
         if static:
