@@ -473,30 +473,18 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
     ``spike_counts`` (each sample's spike total per population, ``populations`` order),
     ``u_wraps`` and ``v_saturations`` per population.
     """
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.backends import backend_result, load_for_model
     from dalif_deploy.program import load_program
 
     mode = opts.pop("mode", "sync")
     program = load_program(model_path)
-    ds = load_dataset(dataset, split=split, data_dir=data_dir,
-                      timesteps=program.timesteps if program.input.kind == "events" else None)
-    if ds.encoding != program.input.kind or tuple(ds.input_shape) != program.input.shape:
-        raise DaLifError(f"data set {dataset!r} gives {ds.encoding} input of shape "
-                         f"{tuple(ds.input_shape)}; the program expects {program.input.kind} "
-                         f"input of shape {program.input.shape}")
-    x, y = ds.x, ds.y
-    if samples is not None:
-        if samples < 1:
-            raise DaLifError(f"--samples must be >= 1, got {samples}")
-        x, y = x[:samples], y[:samples]
+    ds = load_for_model(model_path, dataset, split, data_dir, samples,
+                        encoding=program.input.kind, input_shape=program.input.shape,
+                        timesteps=program.timesteps, made_for=program.metadata.get("dataset"))
     t0 = time.perf_counter()
-    r = emulate(program, x, mode=mode, batch_size=batch_size, progress=progress)
-    seconds = time.perf_counter() - t0
-    return {
-        "backend": "emulator", "dataset": dataset, "split": split, "samples": int(len(y)),
-        "accuracy": float(np.mean(r.predictions == y)) if len(y) else 0.0,
-        "predictions": r.predictions.tolist(), "seconds": seconds, "mode": mode,
-        "timesteps": program.timesteps, "outputs": r.outputs.tolist(),
-        "populations": r.population_names, "spike_counts": r.spike_counts.tolist(),
-        "u_wraps": r.u_wraps, "v_saturations": r.v_saturations,
-    }
+    r = emulate(program, ds.x, mode=mode, batch_size=batch_size, progress=progress)
+    return backend_result(
+        "emulator", model_path, ds, r.predictions, time.perf_counter() - t0, mode=mode,
+        timesteps=program.timesteps, outputs=r.outputs.tolist(),
+        populations=r.population_names, spike_counts=r.spike_counts.tolist(),
+        u_wraps=r.u_wraps, v_saturations=r.v_saturations)
