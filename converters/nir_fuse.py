@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from dalif_deploy.errors import DaLifError
 
+from .nir_graph import predecessors
+
 _IDENTITY = tuple(c for c in (getattr(nir, "Identity", None),) if c is not None)
 LINEAR_NODES = (nir.Conv2d, nir.Affine, nir.Linear, nir.AvgPool2d, nir.SumPool2d, nir.Flatten,
                 nir.Scale, *_IDENTITY)
@@ -87,15 +89,6 @@ class Path:
 
     source: str
     nodes: list[str] = field(default_factory=list)
-
-
-def predecessors(graph: nir.NIRGraph) -> dict[str, list[str]]:
-    pred: dict[str, list[str]] = {k: [] for k in graph.nodes}
-    for a, b in graph.edges:
-        if a not in graph.nodes or b not in graph.nodes:
-            raise DaLifError(f"edge {a} -> {b} names a node that does not exist")
-        pred[b].append(a)
-    return pred
 
 
 def graph_paths(graph: nir.NIRGraph, target: str, is_source) -> list[Path]:

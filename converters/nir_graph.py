@@ -112,6 +112,8 @@ def predecessors(graph: nir.NIRGraph) -> dict[str, list[str]]:
     """Incoming edges per node, in file order (their outputs are SUMMED at the node input)."""
     pre: dict[str, list[str]] = {k: [] for k in graph.nodes}
     for a, b in graph.edges:
+        if a not in graph.nodes or b not in graph.nodes:
+            raise DaLifError(f"edge {a} -> {b} names a node that does not exist")
         pre[b].append(a)
     return pre
 

@@ -41,51 +41,11 @@ from dalif_deploy.program import (
 )
 
 from .nir_fuse import LINEAR_NODES, Fused, fuse_path, graph_paths, zero_input_response
-from .nir_fuse import predecessors as _predecessors
+from .nir_graph import infer_shapes, topo_order
 
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
-
-
-def _topo_order(graph: nir.NIRGraph) -> list[str]:
-    pred = _predecessors(graph)
-    order, done = [], set()
-    pending = [n for n in graph.nodes]
-    while pending:
-        ready = [n for n in pending if all(p in done for p in pred[n])]
-        if not ready:
-            raise DaLifError(f"the graph has a cycle through {sorted(pending)[:5]}")
-        for n in ready:
-            order.append(n)
-            done.add(n)
-        pending = [n for n in pending if n not in done]
-    return order
-
-
-def _node_shapes(graph: nir.NIRGraph, order: list[str], input_name: str,
-                 in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    import torch
-
-    from .nir_fuse import apply_node
-
-    pred = _predecessors(graph)
-    shapes: dict[str, tuple[int, ...]] = {input_name: in_shape}
-    for n in order:
-        if n == input_name:
-            continue
-        ins = {shapes[p] for p in pred[n]}
-        if len(ins) != 1:
-            raise DaLifError(f"node {n} sums inputs of different shapes {sorted(ins)}")
-        shape = ins.pop()
-        node = graph.nodes[n]
-        if isinstance(node, (nir.LIF, nir.Output)):
-            shapes[n] = shape
-        else:
-            with torch.no_grad():
-                shapes[n] = tuple(apply_node(node, n, torch.zeros((1, *shape),
-                                                                  dtype=torch.float64)).shape[1:])
-    return shapes
 
 
 def _lif_params(node: nir.LIF, name: str, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
@@ -250,7 +210,7 @@ def _graph_meta(graph: nir.NIRGraph, timesteps, encoding) -> tuple[int, str, flo
 
 
 def _build_layers(graph: nir.NIRGraph, dt: float):
-    order = _topo_order(graph)
+    order = topo_order(graph)
     inputs = [n for n in order if isinstance(graph.nodes[n], nir.Input)]
     outputs = [n for n in order if isinstance(graph.nodes[n], nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -258,7 +218,7 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
                          f"{len(inputs)} and {len(outputs)}")
     in_name, out_name = inputs[0], outputs[0]
     in_shape = tuple(int(s) for s in np.asarray(graph.nodes[in_name].input_type["input"]))
-    shapes = _node_shapes(graph, order, in_name, in_shape)
+    shapes = infer_shapes(graph)
     lifs = [n for n in order if isinstance(graph.nodes[n], nir.LIF)]
     for n in order:
         node = graph.nodes[n]
