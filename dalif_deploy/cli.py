@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, default=256)
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (required when "
+                   "the graph has no dalif-deploy metadata)")
+    p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
+    p.add_argument("--encoding", choices=("analog", "events"),
+                   help="input encoding for a graph without metadata")
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.converters.nir_to_fixed:cli_quantize"))
 
@@ -184,6 +190,39 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+#: per command: (argument names holding output files, argument names holding input files)
+FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": (("out",), ()),
+    "export": (("out", "onnx"), ("checkpoint",)),
+    "quantize": (("out", "json"), ("graph",)),
+    "dataset": (("out",), ()),
+    "simulate": (("json",), ("model",)),
+    "verify": (("report", "json"), ("checkpoint",)),
+}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable outputs, outputs that are inputs and two outputs on one path before
+    any work is done (training or verifying can take minutes)."""
+    from .io import check_output_path
+
+    outs, ins = FILE_ARGS.get(args.command, ((), ()))
+    paths = [(k, getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
+    inputs = tuple(str(getattr(args, k)) for k in ins if getattr(args, k, None))
+    for _, p in paths:
+        check_output_path(p, inputs)
+    seen: dict[str, str] = {}
+    for k, p in paths:
+        key = os.path.abspath(p)
+        if key in seen:
+            raise DaLifError(f"--{seen[key]} and --{k} both write {p}; give them different "
+                             "paths")
+        seen[key] = k
+    if args.command == "demo" and os.path.exists(args.out_dir) and not os.path.isdir(
+            args.out_dir):
+        raise DaLifError(f"--out-dir {args.out_dir} is a file; give a directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -191,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_outputs(args)
         rc = args.handler(args)
     except VerificationFailed as e:
         print(f"verification failed: {e}", file=sys.stderr)
