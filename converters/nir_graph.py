@@ -42,7 +42,8 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     """Read and validate a ``.nir`` file; every problem is a DaLifError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DaLifError(f"{path}: no such file")
+        raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
+                                        else "no such file"))
     with open(path, "rb") as f:
         head = f.read(8)
     if head != HDF5_SIGNATURE:
@@ -69,6 +70,11 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     data["type_check"] = False  # we infer and check shapes ourselves, with better messages
     try:
         graph = nir.dict2NIRNode(data)
+        for name, node in graph.nodes.items():
+            if isinstance(node, nir.Conv2d):
+                fix_conv_types(node, name)
+    except DaLifError as e:
+        raise DaLifError(f"{path}: {e}") from None
     except Exception as e:
         raise DaLifError(f"{path}: malformed NIR node ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200] if str(e) else 'bad fields'})"
@@ -214,6 +220,23 @@ def node_output_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> t
         return shape
     raise DaLifError(f"node {name!r}: unsupported node type {type(node).__name__}; supported: "
                      f"{', '.join(SUPPORTED_NODES)}")
+
+
+def fix_conv_types(node: nir.Conv2d, name: str = "") -> None:
+    """Set a ``nir.Conv2d``'s input/output types from its parameters.
+
+    nir (1.0.8) infers C_in as ``weight.shape[1]`` (wrong for groups > 1) and uses the kernel
+    height for both spatial dims (wrong for non-square kernels), then refuses the edges of a
+    correct graph; files store no types, so they are recomputed here on every read."""
+    if node.input_shape is None:
+        return
+    w = np.asarray(node.weight)
+    hw = tuple(int(d) for d in np.atleast_1d(node.input_shape))
+    if w.ndim != 4 or len(hw) != 2:
+        raise DaLifError(f"node {name!r}: Conv2d needs a 4-D weight and a 2-D input_shape")
+    shape = (w.shape[1] * int(node.groups), *hw)
+    node.input_type = {"input": np.array(shape)}
+    node.output_type = {"output": np.array(node_output_shape(name, node, shape))}
 
 
 def _declared(t: dict | None) -> tuple[int, ...] | None:

@@ -38,6 +38,8 @@ from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import atomic_path
 from dalif_deploy.neuron import DALIF, reset_states
 
+from .nir_graph import fix_conv_types, validate
+
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
 LIF_EQUATION = "V[t] = beta*H[t-1] + alpha*X[t]; S[t] = V[t] >= v_th; H[t] = V[t]*(1-S[t])"
@@ -109,6 +111,10 @@ def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str) 
     mean, var = _f64(bn.running_mean), _f64(bn.running_var)
     gamma = _f64(bn.weight) if bn.weight is not None else np.ones_like(mean)
     shift = _f64(bn.bias) if bn.bias is not None else np.zeros_like(mean)
+    if not (var + float(bn.eps) > 0).all():  # also catches NaN
+        raise DaLifError(f"batch-norm {name!r}: running_var + eps must be positive (smallest "
+                         f"{np.nanmin(var) + bn.eps:g}); its running statistics are corrupt, "
+                         "retrain or repair the checkpoint")
     scale = gamma / np.sqrt(var + float(bn.eps))
     w = node.weight
     if w.shape[0] != scale.shape[0]:
@@ -190,10 +196,11 @@ class _Builder:
                 raise DaLifError(f"Conv2d {name!r}: only numeric zero padding is supported")
             in_hw = self._shape(n.args[0])[1:]
             bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-            self._add(name, nir.Conv2d(input_shape=tuple(in_hw), weight=_f64(m.weight),
-                                       stride=tuple(m.stride), padding=tuple(m.padding),
-                                       dilation=tuple(m.dilation), groups=m.groups,
-                                       bias=bias), src, n)
+            conv = nir.Conv2d(input_shape=tuple(in_hw), weight=_f64(m.weight),
+                              stride=tuple(m.stride), padding=tuple(m.padding),
+                              dilation=tuple(m.dilation), groups=m.groups, bias=bias)
+            fix_conv_types(conv, name)  # nir's own types are wrong for groups/non-square
+            self._add(name, conv, src, n)
         elif isinstance(m, nn.Linear):
             bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_features)
             self._add(name, nir.Affine(weight=_f64(m.weight), bias=bias), src, n)
@@ -315,9 +322,11 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], times
     meta.update(metadata or {})
     nodes = builder.nodes
     try:
-        return nir.NIRGraph(nodes=nodes, edges=builder.edges, metadata=meta)
-    except (ValueError, AssertionError) as e:
+        graph = nir.NIRGraph(nodes=nodes, edges=builder.edges, metadata=meta)
+        validate(graph)  # what readers check (finite parameters, shapes): never write less
+    except (ValueError, AssertionError, DaLifError) as e:
         raise DaLifError(f"exported graph is inconsistent: {e}") from None
+    return graph
 
 
 def write_nir(graph: nir.NIRGraph, out_path: str | Path) -> None:
