@@ -197,16 +197,21 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     return pop, syns, row
 
 
-def _graph_meta(graph: nir.NIRGraph, timesteps, encoding) -> tuple[int, str, float]:
+def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, str, float]:
+    from .nir_to_torch import resolve_dt
+
     md = graph.metadata if isinstance(graph.metadata, dict) else {}
     t = timesteps if timesteps is not None else md.get("timesteps")
     enc = encoding or md.get("input_encoding")
     if t is None or enc is None:
         raise DaLifError("the graph has no 'timesteps'/'input_encoding' metadata (not exported "
-                         "by dalif-deploy?); pass timesteps= and encoding= explicitly")
+                         "by dalif-deploy?); pass --timesteps and --encoding explicitly")
     if enc not in ("analog", "events"):
         raise DaLifError(f"input encoding must be analog or events, not {enc!r}")
-    return int(t), str(enc), float(md.get("dt", 1.0))
+    if int(t) < 1:
+        raise DaLifError(f"timesteps must be >= 1, got {t}")
+    # a foreign graph's dt is unknown (NIR nodes carry none): never assume one silently
+    return int(t), str(enc), resolve_dt(graph, dt)
 
 
 def _build_layers(graph: nir.NIRGraph, dt: float):
@@ -265,7 +270,7 @@ def calibrated_input_scale(x: np.ndarray, bits: int = 8) -> float:
 
 def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any = None, *,
                    timesteps: int | None = None, encoding: str | None = None,
-                   input_scale: float | None = None) -> FixedProgram:
+                   input_scale: float | None = None, dt: float | None = None) -> FixedProgram:
     """Quantise a NIR graph (as exported by dalif-deploy) to a :class:`FixedProgram`.
 
     ``calibration``: float samples as ``load_dataset`` gives them; sets the analog input scale
@@ -274,7 +279,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     """
     if not 2 <= int(weight_bits) <= 8:
         raise DaLifError(f"--weight-bits must be 2..8, got {weight_bits}")
-    t, enc, dt = _graph_meta(graph, timesteps, encoding)
+    t, enc, dt = _graph_meta(graph, timesteps, encoding, dt)
     in_shape, layers = _build_layers(graph, dt)
     bits = 8
     if input_scale is None:
@@ -365,25 +370,29 @@ def cli_quantize(args) -> int:
     from dalif_deploy.cli import emit_json
     from dalif_deploy.program import save_program
 
-    path = Path(args.graph)
-    if not path.is_file():
-        raise DaLifError(f"{path}: no such NIR file")
-    try:
-        graph = nir.read(str(path))
-    except Exception as e:  # h5py / nir raise many types for bad files
-        raise DaLifError(f"{path}: not a readable NIR graph ({type(e).__name__}: {e})") from None
+    from .nir_graph import read_nir
+
+    graph = read_nir(Path(args.graph))  # validated: NaN parameters, shapes, unknown nodes
+    if args.calibration_samples < 1:
+        raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     cal = None
     if args.calibrate:
-        from dalif_deploy.data import load_dataset
+        from dalif_deploy.backends import load_for_model
 
         md = graph.metadata or {}
-        ds = load_dataset(args.calibrate, split="train", data_dir=args.data_dir,
-                          timesteps=md.get("timesteps") if md.get("input_encoding") == "events"
-                          else None)
-        cal = ds.x[: max(1, int(args.calibration_samples))]
-    program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal)
+        in_shape = next(n for n in graph.nodes.values() if isinstance(n, nir.Input)
+                        ).input_type["input"]
+        ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
+                            int(args.calibration_samples),
+                            encoding=args.encoding or md.get("input_encoding", "analog"),
+                            input_shape=in_shape,
+                            timesteps=args.timesteps or md.get("timesteps"))
+        cal = ds.x
+    program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal,
+                             timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
     save_program(program, args.out)
-    print(format_table(program.quant_table))
+    # with --json - stdout carries the JSON alone
+    print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
     print(f"wrote {args.out}: {len(program.populations)} populations, "
           f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
     emit_json({"program": str(args.out), "quant_table": program.quant_table,

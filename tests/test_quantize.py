@@ -50,7 +50,9 @@ def pool_conv_graph(rng, pool=2, size=6, shortcut=False) -> nir.NIRGraph:
         nodes["sc"] = nir.Conv2d((h2, h2), rng.normal(0, 0.5, (c2, c1, 1, 1)), 1, 0, 1, 1,
                                  np.zeros(c2))
         edges += [("pool", "sc"), ("sc", "lif2")]
-    return nir.NIRGraph(nodes, edges, metadata={"timesteps": 3, "input_encoding": "analog"},
+    # as dalif-deploy writes it: its dt is known (a foreign graph needs an explicit dt)
+    return nir.NIRGraph(nodes, edges, metadata={"timesteps": 3, "input_encoding": "analog",
+                                                "producer": "dalif-deploy", "dt": 1.0},
                         type_check=False)
 
 
