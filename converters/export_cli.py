@@ -11,6 +11,8 @@ def cli_export(args: argparse.Namespace) -> int:
     """Export a checkpoint (or a plain state_dict with ``--model``/``--timesteps``)."""
     if not args.out and not getattr(args, "onnx", None):
         raise DaLifError("nothing to write: pass -o model.nir and/or --onnx model.onnx")
+    if args.timesteps is not None and args.timesteps < 1:
+        raise DaLifError(f"--timesteps must be >= 1, got {args.timesteps}")
     if args.out:
         from .torch_to_nir import export_checkpoint
 

@@ -93,13 +93,20 @@ def _sniff(path: Path) -> str | None:
 def file_kind(path: str | Path) -> str:
     """The kind of a model file (a FILE_KINDS key): by suffix, else by its first bytes."""
     path = Path(path)
+    if path.is_dir():
+        raise DaLifError(f"{path}: is a directory; give a model file ("
+                         + ", ".join(s[0] for s, _ in FILE_KINDS.values()) + ")")
     if not path.is_file():
         raise DaLifError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    for kind, (suffixes, _) in FILE_KINDS.items():
-        if suffix in suffixes:
-            return kind
     kind = _sniff(path)
+    for named, (suffixes, what) in FILE_KINDS.items():
+        if suffix in suffixes:
+            if kind is not None and kind != named:  # e.g. a checkpoint renamed to .nir
+                raise DaLifError(f"{path}: named like a {what} ({suffix}) but it holds a "
+                                 f"{FILE_KINDS[kind][1]}; rename it to "
+                                 f"{FILE_KINDS[kind][0][0]}")
+            return named
     if kind is None:
         known = ", ".join(f"{s[0]} ({d})" for s, d in FILE_KINDS.values())
         raise DaLifError(f"{path}: cannot tell what kind of file this is; expected {known}")

@@ -110,7 +110,8 @@ def _unpickling_reason(e: Exception) -> str:
 
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
-        raise DaLifError(f"{path}: no such file")
+        raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
+                                        else "no such file"))
     _check_archive(path)
     with open(path, "rb") as f:
         head = f.read(4)
@@ -182,6 +183,9 @@ def load_checkpoint(path: str | Path, model: str | None = None,
                          f"{sorted(ZOO_DEFAULTS)}")
     if not isinstance(obj["state_dict"], dict):
         raise DaLifError(f"{path}: state_dict is not a dict")
+    if model and model != cfg["name"]:  # --model is for plain state_dicts; never ignore it
+        raise DaLifError(f"{path}: the checkpoint holds a {cfg['name']!r} model but --model "
+                         f"{model!r} was given; drop --model (it is for plain state_dicts)")
     t = obj["timesteps"]
     if not isinstance(t, int) or t < 1:
         raise DaLifError(f"{path}: timesteps must be a positive integer, got {t!r}")
@@ -216,8 +220,8 @@ def load_model(path: str | Path, model: str | None = None,
         ckpt = load_checkpoint(path, model, timesteps)
         return build_checked(ckpt), ckpt
     except RuntimeError as e:  # shape mismatches from load_state_dict
-        raise DaLifError(f"{path}: weights do not fit the model: {str(e).splitlines()[0]}"
-                         ) from None
+        detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])  # line 2 says which
+        raise DaLifError(f"{path}: weights do not fit the model: {detail[:300]}") from None
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],

@@ -172,7 +172,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
         x, y = _digits_split(split)
         return Dataset(name, split, x, y, "analog", (1, 8, 8), DIGITS_NORMALIZATION)
     if name == "digits-events":
-        t = timesteps or DEFAULT_EVENT_TIMESTEPS
+        t = DEFAULT_EVENT_TIMESTEPS if timesteps is None else int(timesteps)
         if t < 1:
             raise DaLifError(f"timesteps must be >= 1, got {t}")
         x, y = _digits_split(split)
@@ -189,6 +189,9 @@ def cli_dataset(args: argparse.Namespace) -> int:
     from .io import atomic_path
 
     ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
+    if args.timesteps is not None and ds.encoding != "events":
+        raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
+                         "model sees the same frame every step)")
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),

@@ -45,6 +45,21 @@ BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
 BIAS_EXP_RANGE = (-8, 7)
 
 
+def _check_shape(shape: tuple[int, ...], name: str) -> None:
+    if any(d < 1 for d in shape):
+        raise DaLifError(f"{name}: shape {shape} has a dimension below 1")
+
+
+def _check_scale(scale: Any, name: str) -> float:
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise DaLifError(f"{name}: scale must be a positive finite number, got {scale!r}")
+    return value
+
+
 def _int_array(a: Any, name: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype.kind not in "iu":
@@ -72,8 +87,9 @@ class InputEncoding:
         self.shape = tuple(int(s) for s in self.shape)
         if self.kind not in ("analog", "events"):
             raise DaLifError(f"input encoding must be 'analog' or 'events', not {self.kind!r}")
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise DaLifError(f"input scale must be a positive finite number, got {self.scale}")
+        _check_shape(self.shape, "input")
+        self.scale = _check_scale(self.scale, "input")
+        self.bits = int(self.bits)
 
 
 @dataclass
@@ -97,6 +113,8 @@ class Population:
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
+        _check_shape(self.shape, self.name)
+        self.scale = _check_scale(self.scale, self.name)
         self.dv = _int_array(self.dv, f"{self.name}.dv").reshape(-1)
         self.bias_mant = _int_array(self.bias_mant, f"{self.name}.bias_mant")
         if self.bias_mant.shape != self.shape:
@@ -147,6 +165,12 @@ class Synapse:
             int(self.weight_exp), int(self.weight_bits), int(self.groups))
         if self.kind not in ("dense", "conv"):
             raise DaLifError(f"{self.name}: synapse kind must be 'dense' or 'conv'")
+        if min(self.stride) < 1 or min(self.padding) < 0 or self.groups < 1:
+            raise DaLifError(f"{self.name}: needs stride >= 1, padding >= 0 and groups >= 1 "
+                             f"(got stride {self.stride}, padding {self.padding}, groups "
+                             f"{self.groups})")
+        _check_shape(self.input_shape, f"{self.name} input")
+        _check_shape(self.output_shape, f"{self.name} output")
         if self.sign_mode not in ("mixed", "excitatory", "inhibitory"):
             raise DaLifError(f"{self.name}: unknown sign mode {self.sign_mode!r}")
         n_in, n_out = int(np.prod(self.input_shape)), int(np.prod(self.output_shape))
@@ -175,8 +199,7 @@ class Readout:
     scale: float
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise DaLifError(f"readout scale must be a positive finite number, got {self.scale}")
+        self.scale = _check_scale(self.scale, "readout")
 
 
 @dataclass
@@ -332,6 +355,8 @@ def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -
                             metadata=dict(h.get("metadata", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise DaLifError(f"{where}: malformed program header ({type(e).__name__}: {e})") from None
+    except DaLifError as e:  # a dataclass check: say which file
+        raise DaLifError(f"{where}: {e}") from None
 
 
 def load_program(path: str | os.PathLike) -> FixedProgram:

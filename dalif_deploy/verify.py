@@ -20,6 +20,7 @@ emulator (when Lava ran).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,6 +144,8 @@ def verify_checkpoint(
         raise DaLifError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
     if lava_samples < 0:
         raise DaLifError(f"--lava-samples must be >= 0, got {lava_samples}")
+    if lava_samples and not timeout > 0:
+        raise DaLifError(f"--timeout must be a positive number of seconds, got {timeout}")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     model, ckpt = load_model(checkpoint)
@@ -335,10 +338,11 @@ def cli_verify(args: argparse.Namespace) -> int:
         args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
         lava_samples=args.lava_samples, min_agreement=args.min_agreement,
         max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx, timeout=args.timeout)
-    print(format_summary(result))
+    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
+    print(format_summary(result), file=out)
     if args.report:
         write_report(result, artefacts, args.report)
-        print(f"report: {args.report}")
+        print(f"report: {args.report}", file=out)
     emit_json(result, args.json)
     if not result["passed"]:
         failed = [c["check"] for c in result["checks"] if not c["ok"]]
