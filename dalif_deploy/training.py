@@ -81,6 +81,25 @@ def _check_args(epochs: int, timesteps: int, batch_size: int, lr: float) -> None
         raise DaLifError(f"learning rate must be > 0, got {lr}")
 
 
+def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
+    """One float step on a zero sample, so a model that cannot take the data set's input (e.g.
+    vgg11's five poolings on 8x8 digits) is bad input, not a traceback mid-training."""
+    from .neuron import reset_states
+
+    model.eval()  # batch-norm statistics untouched, so training stays deterministic
+    try:
+        with torch.no_grad():
+            steps = ds.x.shape[1] if ds.encoding == "events" else 1
+            run_model(model, torch.zeros((1, *ds.x.shape[1:])), steps, ds.encoding)
+    except (RuntimeError, ValueError) as e:
+        raise DaLifError(f"model {config['name']!r} cannot take {ds.name} input "
+                         f"{tuple(ds.input_shape)} ({str(e).splitlines()[0][:120]}); choose a "
+                         "model made for this input size") from None
+    finally:
+        reset_states(model)
+        model.train()
+
+
 def train(
     config: dict[str, Any],
     dataset: str = "digits",
@@ -112,6 +131,7 @@ def train(
     rng = np.random.default_rng(seed)
     with deterministic(seed):
         model = build_model(config)
+        _check_fits(model, config, train_ds)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps = epochs * len(_batches(len(train_ds), batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
