@@ -391,6 +391,10 @@ def cli_quantize(args) -> int:
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal,
                              timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
     save_program(program, args.out)
+    if cal is None and program.input.kind == "analog":
+        print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
+              f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
+              "pass --calibrate DATASET for data outside that range", file=sys.stderr)
     # with --json - stdout carries the JSON alone
     print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
     print(f"wrote {args.out}: {len(program.populations)} populations, "
