@@ -182,6 +182,7 @@ def verify_checkpoint(
     wraps: dict[str, int] = {}
     sats: dict[str, int] = {}
     raster: dict[str, np.ndarray] = {}
+    input_clipped = 0
     for k in preds:
         seconds[k] = 0.0
     for i in tqdm(range(0, len(test), batch_size), desc="float | NIR | fixed", unit="batch",
@@ -197,6 +198,7 @@ def verify_checkpoint(
         t2 = time.perf_counter()
         emu = emulate(program, xb, record=True, batch_size=len(xb))
         preds["fixed"].append(emu.predictions)
+        input_clipped += emu.input_clipped
         t3 = time.perf_counter()
         for k, dt in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
             seconds[k] += dt
@@ -294,6 +296,7 @@ def verify_checkpoint(
         # differing spikes are counted and reported rather than required to be zero.
         "nir_spike_mismatches": sum(t.nir_mismatch for t in tallies.values()),
         "layers": layers,
+        "input_clipped": input_clipped,
         "readout": {"population": readout, "u_wraps": wraps.get(readout, 0),
                     "v_saturations": sats.get(readout, 0)},
         "quant_table": program.quant_table,
@@ -368,6 +371,9 @@ def format_summary(r: dict[str, Any]) -> str:
     ]
     if "onnx_accuracy" in r:
         lines.append(f"  ONNX     {_pct(r['onnx_accuracy'])}")
+    if r.get("input_clipped"):
+        lines.append(f"  note: {r['input_clipped']} analog input values fell outside the 8-bit "
+                     "input range and were clipped")
     if r.get("lava_first_divergence"):
         lines.append(f"  first Lava divergence: {r['lava_first_divergence']}")
     if r.get("lava_error"):

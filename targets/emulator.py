@@ -239,7 +239,8 @@ class EmulatorResult:
     ``spike_counts`` int64 ``[N, n_spiking_populations]`` (program order, readout excluded);
     ``u_wraps`` / ``v_saturations``: totals per population name (readout included);
     ``spikes`` (uint8) / ``v`` (after reset) / ``u``: ``{name: [steps, N, *shape]}`` int64,
-    only with ``record=True``.
+    only with ``record=True``; ``input_clipped``: analog input values (per sample, not per
+    step) that fell outside the 8-bit range and were clipped.
     """
 
     outputs: np.ndarray
@@ -253,6 +254,17 @@ class EmulatorResult:
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
     u: dict[str, np.ndarray] = field(default_factory=dict)
+    input_clipped: int = 0
+
+
+def input_clip_count(program: FixedProgram, x_float: Any) -> int:
+    """How many analog input values ``round(x * scale)`` fall outside the signed input range
+    (``encode_input`` clips them: the fixed-point program then sees a different input)."""
+    if program.input.kind != "analog":
+        return 0
+    half = 2 ** (program.input.bits - 1)
+    q = np.round(np.asarray(x_float, dtype=np.float64) * program.input.scale)
+    return int(np.count_nonzero((q < -half) | (q > half - 1)))
 
 
 def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
@@ -415,6 +427,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         require_valid(program)
     x = np.asarray(x)
     frames = x if x.dtype.kind in "iu" else encode_input(program, x)
+    clipped = 0 if x.dtype.kind in "iu" else input_clip_count(program, x)
     if frames.ndim != 2 + len(program.input.shape) or frames.shape[1] != program.timesteps:
         raise DaLifError(f"integer input frames must be [N, T={program.timesteps}, "
                          f"{', '.join(map(str, program.input.shape))}], got {list(frames.shape)}")
@@ -461,6 +474,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         outputs=outputs, predictions=outputs.argmax(1).astype(np.int64),
         spike_counts=np.concatenate(cnts) if cnts else np.zeros((0, len(names)), np.int64),
         population_names=names, u_wraps=wraps, v_saturations=sats, steps=steps, mode=mode,
+        input_clipped=clipped,
         **{kind: {k: np.concatenate(v, 1) for k, v in d.items()} for kind, d in traces.items()})
 
 
@@ -487,4 +501,4 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
         "emulator", model_path, ds, r.predictions, time.perf_counter() - t0, mode=mode,
         timesteps=program.timesteps, outputs=r.outputs.tolist(),
         populations=r.population_names, spike_counts=r.spike_counts.tolist(),
-        u_wraps=r.u_wraps, v_saturations=r.v_saturations)
+        u_wraps=r.u_wraps, v_saturations=r.v_saturations, input_clipped=r.input_clipped)

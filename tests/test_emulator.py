@@ -393,3 +393,18 @@ def test_encode_input_contract():
         encode_input(ev, np.full((1, 3, 2, 5, 5), 2.0))
     with pytest.raises(DaLifError, match="shape|must be"):
         encode_input(prog, np.zeros((1, 3, 3)))
+
+
+def test_clipped_analog_input_is_counted_not_hidden():
+    """Values whose round(x * scale) leaves [-128, 127] are clipped by the encoding; emulate
+    reports how many (per sample value, not per step) so the user learns the input changed."""
+    from dalif_deploy.targets.emulator import emulate, input_clip_count
+
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    scale = prog.input.scale
+    x = np.zeros((2, 2, 5, 5), np.float32)
+    x[0, 0, 0, :3] = [127.4 / scale, 127.6 / scale, -128.6 / scale]  # in, out, out
+    x[1, 1, 4, 4] = 1000.0 / scale  # out
+    assert input_clip_count(prog, x) == 3
+    assert emulate(prog, x).input_clipped == 3
+    assert emulate(prog, encode_input(prog, x)).input_clipped == 0  # integers: nothing to clip

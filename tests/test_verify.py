@@ -1,4 +1,4 @@
-"""`dalif-deploy verify`: the whole pipeline on the shipped digits-cnn, its report and exit codes."""
+"""`dalif-deploy verify`: the whole pipeline on the shipped digits-cnn, report and exit codes."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def test_verify_passes_on_shipped_checkpoint_with_documented_keys(verified):
         assert key in r, key
     assert r["samples"] == 450 and r["lava_samples"] == 2
     assert r["lava_bit_exact"] is True and r["lava_first_divergence"] is None
+    assert r["input_clipped"] == 0  # digits are pixel / 16 in [0, 1]: the 8-bit grid holds them
     # the issue-4 accuracy contract, seen through verify
     assert r["float_accuracy"] - r["fixed_accuracy"] <= 0.01
     assert r["nir_accuracy"] == r["float_accuracy"]
