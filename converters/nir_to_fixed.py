@@ -386,7 +386,7 @@ def cli_quantize(args) -> int:
                             int(args.calibration_samples),
                             encoding=args.encoding or md.get("input_encoding", "analog"),
                             input_shape=in_shape,
-                            timesteps=args.timesteps or md.get("timesteps"))
+                            timesteps=args.timesteps or md.get("timesteps"), at_most=True)
         cal = ds.x
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal,
                              timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)

@@ -162,9 +162,11 @@ def default_dataset(path: str | Path, kind: str) -> str:
 
 def load_for_model(model_path: str | Path, dataset: str, split: str, data_dir: str | None,
                    samples: int | None, *, encoding: str, input_shape: Any,
-                   timesteps: int | None, made_for: str | None = None):
+                   timesteps: int | None, made_for: str | None = None,
+                   at_most: bool = False):
     """The first ``samples`` of a data set split, checked to give the input a model expects
-    (event data are generated with the model's T)."""
+    (event data are generated with the model's T). Asking for more samples than the split has
+    is an error unless ``at_most`` (then the whole split is used)."""
     from .data import load_dataset
 
     ds = load_dataset(dataset, split, data_dir,
@@ -174,6 +176,9 @@ def load_for_model(model_path: str | Path, dataset: str, split: str, data_dir: s
         hint = f"; use --dataset {made_for}" if made_for else ""
         raise DaLifError(f"{model_path}: the model takes {encoding} input {want}, data set "
                          f"{dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")
+    if samples is not None and samples > len(ds) and not at_most:
+        raise DaLifError(f"--samples {samples}: the {split} split of {dataset} has only "
+                         f"{len(ds)} samples")
     return ds.head(samples)
 
 

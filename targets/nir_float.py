@@ -43,7 +43,11 @@ def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, 
             print(f"[{backend}] {line}", file=sys.stderr)
     meta = graph.metadata or {}
     T_meta = int(np.asarray(meta["timesteps"])) if "timesteps" in meta else None
-    ds = load_dataset(dataset, split, data_dir, timesteps=T_meta).head(samples)
+    ds = load_dataset(dataset, split, data_dir, timesteps=T_meta)
+    if samples is not None and samples > len(ds):
+        raise DaLifError(f"--samples {samples}: the {split} split of {dataset} has only "
+                         f"{len(ds)} samples")
+    ds = ds.head(samples)
     in_shape = tuple(int(d) for d in next(
         v for v in graph.nodes.values() if type(v).__name__ == "Input").input_type["input"])
     if tuple(ds.input_shape) != in_shape:

@@ -143,3 +143,10 @@ def test_console_entry_point_reports_one_line_and_exit_2(tmp_path):
     p = subprocess.run([sys.executable, "-m", "dalif_deploy", "inspect", str(bad)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
+
+
+def test_simulate_more_samples_than_the_split_has_is_refused(capsys):
+    """Asking for 100000 digits test samples must not silently run the 450 that exist."""
+    assert main(["simulate", str(SHIPPED / "digits-cnn.pt"), "--backend", "torch",
+                 "--samples", "100000"]) == 2
+    assert "has only 450 samples" in capsys.readouterr().err
