@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--granularity", choices=("layer", "channel"), default="layer")
     p.add_argument("--parametrization", choices=("tanh", "sigmoid"), default="tanh")
+    p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
+                   "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
     p.set_defaults(handler=_lazy("dalif_deploy.training:cli_train"))
 

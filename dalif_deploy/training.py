@@ -174,10 +174,13 @@ def cli_train(args: argparse.Namespace) -> int:
     """``dalif-deploy train --model M --dataset D --epochs N --timesteps T --seed S --out P``."""
     from .checkpoint import save_checkpoint
 
+    if args.width is not None and args.width < 1:
+        raise DaLifError(f"--width must be >= 1, got {args.width}")
     probe = load_dataset(args.dataset, "test", args.data_dir, args.timesteps)
     config = default_config(args.model, input_shape=list(probe.input_shape),
                             granularity=args.granularity,
-                            parametrization=args.parametrization)
+                            parametrization=args.parametrization,
+                            **({"width": args.width} if args.width is not None else {}))
     model, metrics = train(config, args.dataset, args.epochs, args.timesteps, args.batch_size,
                            args.lr, args.seed, args.data_dir)
     dataset_info = {"name": probe.name, "encoding": probe.encoding,

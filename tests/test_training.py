@@ -54,3 +54,18 @@ def test_input_shape_mismatch_is_refused():
     cfg = default_config("resnet19", width=2)
     with pytest.raises(DaLifError, match="input shape"):
         train(cfg, "digits", epochs=1, progress=False)
+
+
+def test_cli_width_option_reaches_the_checkpoint(tmp_path):
+    """`train --width 4` builds the narrow model and records it in the checkpoint config."""
+    from dalif_deploy.checkpoint import load_checkpoint
+    from dalif_deploy.cli import main
+
+    out = tmp_path / "w.pt"
+    assert main(["train", "--model", "digits-resnet", "--width", "4", "--epochs", "1", "-T", "2",
+                 "--out", str(out)]) == 0
+    ck = load_checkpoint(out)
+    assert ck.config["width"] == 4 and ck.state_dict["conv1.weight"].shape[0] == 4
+    assert main(["train", "--model", "digits-cnn", "--width", "0", "--out",
+                 str(tmp_path / "x.pt")]) == 2
+    assert not (tmp_path / "x.pt").exists()
