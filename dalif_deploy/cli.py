@@ -32,6 +32,17 @@ exit codes: 0 ok, 1 verification failed, 2 bad input
 """
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "%(default)" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _lazy(target: str) -> Callable[[argparse.Namespace], int | None]:
     """``"module:function"`` -> a handler that imports the module only when run."""
     module, func = target.split(":")
@@ -64,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "resnet19, vgg11")
     p.add_argument("--dataset", default="digits", help="digits, digits-events or cifar10")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--timesteps", "-T", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--granularity", choices=("layer", "channel"), default="layer")
-    p.add_argument("--parametrization", choices=("tanh", "sigmoid"), default="tanh")
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training split")
+    p.add_argument("--timesteps", "-T", type=int, default=4,
+                   help="time steps per sample (the static image is fed every step)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine "
+                   "schedule)")
+    p.add_argument("--seed", type=int, default=0, help="training is deterministic for a seed")
+    p.add_argument("--granularity", choices=("layer", "channel"), default="layer",
+                   help="one alpha/beta pair per DA-LIF layer (the paper's) or per channel")
+    p.add_argument("--parametrization", choices=("tanh", "sigmoid"), default="tanh",
+                   help="raw parameter -> decay map for alpha and beta")
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
@@ -80,15 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run MODEL (checkpoint .pt, NIR graph .nir, fixed-point "
                        "program .fxp or ONNX .onnx) on a backend over a data set split and "
                        "report accuracy and per-sample predictions.")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
     p.add_argument("--backend", choices=BACKENDS, required=True,
                    help="torch (.pt), nir/norse (.nir), emulator/lava (.fxp), onnx (.onnx)")
     p.add_argument("--dataset", help="digits, digits-events or cifar10 (default: the one a "
                    "checkpoint records; digits for other files)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
-    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="data set split to run")
     p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per batch (lava: per compiled network)")
     p.add_argument("--dt", type=float, help="time step for foreign NIR graphs (required when "
                    "the graph has no dalif-deploy metadata)")
     p.add_argument("--timeout", type=float, default=600.0, help="lava: watchdog timeout (s)")
@@ -98,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what a file holds",
                        description="Describe a checkpoint, NIR graph, fixed-point program or "
                        "ONNX file.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a .pt, .nir, .fxp or .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=_lazy("dalif_deploy.inspect:cli_inspect"))
 
     p = sub.add_parser("export", help="checkpoint -> NIR (or ONNX)",
                        description="Export a checkpoint (or a plain state_dict with --model) "
                        "to a NIR graph (-o model.nir) and/or ONNX (--onnx model.onnx).")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) or plain state_dict")
     p.add_argument("-o", "--out", help="NIR file to write")
     p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
@@ -115,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
                        description="Quantise a NIR graph to a Loihi 2 fixed-point program "
                        "(.fxp) and print the per-layer quantisation table.")
-    p.add_argument("graph", metavar="MODEL.nir")
+    p.add_argument("graph", metavar="MODEL.nir", help="NIR graph to quantise")
     p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
     p.add_argument("--calibrate", metavar="DATASET", help="refine scales on this data set")
-    p.add_argument("--calibration-samples", type=int, default=256)
-    p.add_argument("--weight-bits", type=int, default=8)
+    p.add_argument("--calibration-samples", type=int, default=256,
+                   help="training samples used for calibration (at most)")
+    p.add_argument("--weight-bits", type=int, default=8,
+                   help="weight mantissa bits, 2..8 (Loihi 2: 8)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (required when "
                    "the graph has no dalif-deploy metadata)")
@@ -132,21 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="write samples as the model receives them",
                        description="Write a data set split to .npz: x (float32, [N, ...] "
                        "static or [N, T, ...] events) and y (labels), in simulate's order.")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="digits, digits-events or cifar10")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data")
-    p.add_argument("-o", "--out", required=True)
+    p.add_argument("-o", "--out", required=True, help=".npz file to write")
     p.set_defaults(handler=_lazy("dalif_deploy.data:cli_dataset"))
 
     p = sub.add_parser("verify", help="float vs NIR vs fixed point vs Lava, one report",
                        description="Export, re-import, quantise, emulate the whole test set "
                        "and run Lava on a subset; report where accuracy is lost. Exit 1 if "
                        "the thresholds do not hold.")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.pt) to verify")
     p.add_argument("--dataset", help="data set (default: the one the checkpoint records)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
-    p.add_argument("--lava-samples", type=int, default=16)
+    p.add_argument("--lava-samples", type=int, default=16,
+                   help="first N test samples run on Lava and compared bit for bit (0: skip)")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="minimum float/fixed prediction agreement (0..1)")
@@ -162,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "NIR, fixed point on the whole test set, Lava on a subset; print the "
                        "headline figures and write the HTML/JSON report.")
     p.add_argument("--out-dir", default="out", help="where the report goes (default: out)")
-    p.add_argument("--lava-samples", type=int, default=16)
+    p.add_argument("--lava-samples", type=int, default=16,
+                   help="first N test samples run on Lava and compared bit for bit (0: skip)")
     p.set_defaults(handler=_lazy("dalif_deploy.demo:cli_demo"))
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
