@@ -37,6 +37,7 @@ every step); pipelined mode steps the whole network one step at a time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,15 +216,21 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
     return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
 
 
-def synaptic_depths(program: FixedProgram) -> dict[str, int]:
-    """Longest synapse path from the input to each population (the input has depth 0)."""
+def synaptic_depths(program: FixedProgram,
+                    extra: Callable[[Synapse], int] | None = None) -> dict[str, int]:
+    """Longest synapse path from the input to each population (the input has depth 0).
+
+    Every synapse adds one step; ``extra(synapse)`` adds more where a lowering puts something
+    on that path (the Lava lowering's relays).
+    """
     depth = {"input": 0}
     for p in program.populations:  # program order is topological
-        srcs = [depth.get(s.source) for s in program.incoming(p.name)]
-        if any(d is None for d in srcs):
+        inc = program.incoming(p.name)
+        if any(s.source not in depth for s in inc):
             raise DaLifError(f"population {p.name} has an input from a later population; "
                              "programs must list populations in topological order")
-        depth[p.name] = 1 + max(srcs, default=0)
+        depth[p.name] = 1 + max((depth[s.source] + (extra(s) if extra else 0) for s in inc),
+                                default=0)
     return depth
 
 

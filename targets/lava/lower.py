@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from dalif_deploy.targets.emulator import effective_weights
+from dalif_deploy.targets.emulator import synaptic_depths
+from dalif_deploy.targets.fixed_point import effective_weights
 
 from dalif_deploy.constraints import require_valid
 from dalif_deploy.errors import DaLifError
@@ -161,19 +162,11 @@ def _via_relay(syn: Synapse, n_parts: dict[str, int]) -> bool:
 
 def _depths(program: FixedProgram, n_parts: dict[str, int]) -> dict[str, int]:
     """Synapse depth of each population (input 0); a relay adds one step to its source."""
-    depth = {"input": 0}
     for pop in program.populations:
-        inc = program.incoming(pop.name)
-        if not inc:
+        if not program.incoming(pop.name):
             raise DaLifError(f"population {pop.name} has no incoming synapse; Lava lowering "
                              f"needs every population driven from the input")
-        for s in inc:
-            if s.source not in depth:
-                raise DaLifError(f"synapse {s.name}: source {s.source} comes after target "
-                                 f"{pop.name} (recurrent or unordered); Lava lowering needs a "
-                                 f"feed-forward program in topological order")
-        depth[pop.name] = 1 + max(depth[s.source] + _via_relay(s, n_parts) for s in inc)
-    return depth
+    return synaptic_depths(program, extra=lambda s: int(_via_relay(s, n_parts)))
 
 
 def _channel_groups(pop: Population) -> list[tuple[int, np.ndarray]]:
