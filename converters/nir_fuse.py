@@ -21,21 +21,12 @@ import torch.nn.functional as F
 
 from dalif_deploy.errors import DaLifError
 
-from .nir_graph import predecessors
+from .nir_graph import int_pair, predecessors
 
 _IDENTITY = tuple(c for c in (getattr(nir, "Identity", None),) if c is not None)
 LINEAR_NODES = (nir.Conv2d, nir.Affine, nir.Linear, nir.AvgPool2d, nir.SumPool2d, nir.Flatten,
                 nir.Scale, *_IDENTITY)
 DENSE_MAX_ELEMENTS = 2**26  # largest dense fallback matrix we build
-
-
-def _pair(v, name: str, node: str) -> tuple[int, int]:
-    a = np.asarray(v).reshape(-1)
-    if a.size == 1:
-        a = np.repeat(a, 2)
-    if a.size != 2:
-        raise DaLifError(f"node {node}: {name} must be an int or a pair, got {v!r}")
-    return int(a[0]), int(a[1])
 
 
 def apply_node(node: nir.NIRNode, name: str, x: torch.Tensor, bias: bool = True
@@ -45,16 +36,10 @@ def apply_node(node: nir.NIRNode, name: str, x: torch.Tensor, bias: bool = True
         w = torch.as_tensor(np.asarray(node.weight, np.float64))
         if x.dim() != 4 or w.dim() != 4:
             raise DaLifError(f"node {name}: Conv2d needs [C, H, W] input, got {list(x.shape[1:])}")
-        pad = node.padding
-        if isinstance(pad, str):
-            if pad == "same" and any(k % 2 == 0 for k in w.shape[2:]):
-                raise DaLifError(f"node {name}: padding='same' with an even kernel is not "
-                                 "supported; use explicit padding")
-            pad = (0, 0) if pad == "valid" else (w.shape[2] // 2, w.shape[3] // 2)
         b = (torch.as_tensor(np.asarray(node.bias, np.float64)).reshape(-1)
              if bias and node.bias is not None and np.size(node.bias) else None)
-        return F.conv2d(x, w, b, _pair(node.stride, "stride", name), _pair(pad, "padding", name),
-                        _pair(node.dilation, "dilation", name), int(node.groups))
+        return F.conv2d(x, w, b, *(int_pair(getattr(node, k), k, name)
+                                   for k in ("stride", "padding", "dilation")), int(node.groups))
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = torch.as_tensor(np.asarray(node.weight, np.float64))
         if w.dim() != 2 or x[0].numel() != w.shape[1]:
@@ -67,9 +52,8 @@ def apply_node(node: nir.NIRNode, name: str, x: torch.Tensor, bias: bool = True
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         if x.dim() != 4:
             raise DaLifError(f"node {name}: pooling needs [C, H, W] input")
-        k = _pair(node.kernel_size, "kernel_size", name)
-        s = _pair(node.stride if node.stride is not None else k, "stride", name)
-        p = _pair(node.padding if node.padding is not None else 0, "padding", name)
+        k, s, p = (int_pair(getattr(node, a), a, name) for a in ("kernel_size", "stride",
+                                                                  "padding"))
         div = 1 if isinstance(node, nir.SumPool2d) else None
         return F.avg_pool2d(x, k, s, p, count_include_pad=True, divisor_override=div)
     if isinstance(node, nir.Flatten):
@@ -165,17 +149,12 @@ def _conv_geometry(graph: nir.NIRGraph, path: Path) -> tuple[int, int, int, int,
         node = graph.nodes[n]
         if isinstance(node, nir.Conv2d):
             w = np.asarray(node.weight)
-            d = _pair(node.dilation, "dilation", n)
+            d = int_pair(node.dilation, "dilation", n)
             kk = [(w.shape[2] - 1) * d[0] + 1, (w.shape[3] - 1) * d[1] + 1]
-            ss = _pair(node.stride, "stride", n)
-            pad = node.padding
-            if isinstance(pad, str):
-                pad = (0, 0) if pad == "valid" else (w.shape[2] // 2, w.shape[3] // 2)
-            pp = _pair(pad, "padding", n)
+            ss, pp = int_pair(node.stride, "stride", n), int_pair(node.padding, "padding", n)
         elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-            kk = list(_pair(node.kernel_size, "kernel_size", n))
-            ss = _pair(node.stride if node.stride is not None else kk, "stride", n)
-            pp = _pair(node.padding if node.padding is not None else 0, "padding", n)
+            kk, ss, pp = (int_pair(getattr(node, a), a, n) for a in ("kernel_size", "stride",
+                                                                      "padding"))
         elif isinstance(node, _IDENTITY):
             continue
         else:

@@ -153,9 +153,18 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
     return order
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    a = np.atleast_1d(np.asarray(v)).astype(int)
-    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
+def int_pair(v: Any, what: str, node: str) -> tuple[int, int]:
+    """A NIR size parameter (an int or a pair, e.g. a stride) as ``(y, x)``; anything else (None,
+    three entries, fractions) is a DaLifError naming ``node``, never cut or rounded silently."""
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        a = np.zeros(0)
+    if a.size == 1:
+        a = np.repeat(a, 2)
+    if a.size != 2 or not np.all(np.isfinite(a)) or np.any(a != np.rint(a)):
+        raise DaLifError(f"node {node}: {what} must be an int or a pair of ints, got {v!r}")
+    return int(a[0]), int(a[1])
 
 
 def _conv_out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
@@ -195,15 +204,15 @@ def node_output_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> t
                       "as (C, H, W)")
         if isinstance(node.padding, str):
             raise bad("string padding ('same'/'valid') is not supported; use numbers")
-        (sy, sx), (py, px), (dy, dx) = (_pair(node.stride), _pair(node.padding),
-                                        _pair(node.dilation))
+        (sy, sx), (py, px), (dy, dx) = (int_pair(getattr(node, k), k, name)
+                                        for k in ("stride", "padding", "dilation"))
         return (w.shape[0], _conv_out(shape[1], w.shape[2], sy, py, dy),
                 _conv_out(shape[2], w.shape[3], sx, px, dx))
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         if len(shape) != 3:
             raise bad("pooling expects (C, H, W)")
-        (ky, kx), (sy, sx), (py, px) = (_pair(node.kernel_size), _pair(node.stride),
-                                        _pair(node.padding))
+        (ky, kx), (sy, sx), (py, px) = (int_pair(getattr(node, k), k, name)
+                                        for k in ("kernel_size", "stride", "padding"))
         return (shape[0], _conv_out(shape[1], ky, sy, py), _conv_out(shape[2], kx, sx, px))
     if isinstance(node, nir.Flatten):
         r = len(shape)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from dalif_deploy.errors import DaLifError
 
-from .nir_graph import infer_shapes, predecessors, topo_order, validate
+from .nir_graph import infer_shapes, int_pair, predecessors, topo_order, validate
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF, nir.Threshold)
 State = Any
@@ -149,12 +149,8 @@ def _neuron_params(node: nir.NIRNode, dt: float, dtype: torch.dtype) -> dict[str
     return p
 
 
-def _pool_args(node: nir.NIRNode) -> tuple[tuple[int, int], ...]:
-    def pair(v):
-        a = np.atleast_1d(np.asarray(v)).astype(int)
-        return (int(a[0]),) * 2 if a.size == 1 else (int(a[0]), int(a[1]))
-
-    return pair(node.kernel_size), pair(node.stride), pair(node.padding)
+def _pairs(node: nir.NIRNode, name: str, *fields: str) -> tuple[tuple[int, int], ...]:
+    return tuple(int_pair(getattr(node, f), f, name) for f in fields)
 
 
 def compile_node(name: str, node: nir.NIRNode, dt: float, dtype: torch.dtype) -> CompiledNode:
@@ -173,15 +169,14 @@ def compile_node(name: str, node: nir.NIRNode, dt: float, dtype: torch.dtype) ->
         return CompiledNode(name, kind, lambda x, s: (x * k, s))
     if isinstance(node, nir.Conv2d):
         w, b = _t(node.weight, dtype), _t(node.bias, dtype)
-        st, pad, dil = (tuple(int(v) for v in np.broadcast_to(np.asarray(a), (2,)))
-                        for a in (node.stride, node.padding, node.dilation))
+        st, pad, dil = _pairs(node, name, "stride", "padding", "dilation")
         g = int(node.groups)
         return CompiledNode(name, kind, lambda x, s: (F.conv2d(x, w, b, st, pad, dil, g), s))
     if isinstance(node, nir.AvgPool2d):
-        k, st, pad = _pool_args(node)
+        k, st, pad = _pairs(node, name, "kernel_size", "stride", "padding")
         return CompiledNode(name, kind, lambda x, s: (F.avg_pool2d(x, k, st, pad), s))
     if isinstance(node, nir.SumPool2d):
-        k, st, pad = _pool_args(node)
+        k, st, pad = _pairs(node, name, "kernel_size", "stride", "padding")
         return CompiledNode(name, kind, lambda x, s: (
             F.avg_pool2d(x, k, st, pad, divisor_override=1), s))
     if isinstance(node, nir.Flatten):

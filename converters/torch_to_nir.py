@@ -38,7 +38,7 @@ from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import atomic_path
 from dalif_deploy.neuron import DALIF, reset_states
 
-from .nir_graph import fix_conv_types, validate
+from .nir_graph import fix_conv_types, int_pair, validate
 
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
@@ -64,11 +64,6 @@ def _meta_value(t: torch.Tensor) -> float | np.ndarray:
     """Metadata value: a float for a scalar (HDF5 cannot compress 0-d arrays), else float64."""
     a = _f64(t)
     return float(a) if a.ndim == 0 else a
-
-
-def _pair(v: Any) -> np.ndarray:
-    v = (v, v) if isinstance(v, int) else tuple(v)
-    return np.array(v, dtype=np.int64)
 
 
 def lif_node(lif: DALIF, shape: tuple[int, ...], name: str = "") -> nir.LIF:
@@ -220,9 +215,9 @@ class _Builder:
                 raise DaLifError(f"AvgPool2d {name!r}: ceil_mode, count_include_pad=False "
                                  "and divisor_override have no NIR encoding")
             stride = m.stride if m.stride is not None else m.kernel_size
-            self._add(name, nir.AvgPool2d(kernel_size=_pair(m.kernel_size),
-                                          stride=_pair(stride), padding=_pair(m.padding)),
-                      src, n)
+            k, s, p = (np.array(int_pair(v, what, name), dtype=np.int64) for v, what in (
+                (m.kernel_size, "kernel_size"), (stride, "stride"), (m.padding, "padding")))
+            self._add(name, nir.AvgPool2d(kernel_size=k, stride=s, padding=p), src, n)
         elif isinstance(m, nn.Flatten):
             self._flatten(n, name, m.start_dim, m.end_dim)
         elif isinstance(m, nn.Identity):

@@ -228,3 +228,20 @@ def test_missing_dt_and_nan(tmp_path):
     nodes["fc"] = nir.Affine(np.full((10, 64), np.nan), np.zeros(10))
     with pytest.raises(DaLifError, match="NaN"):
         _graph(nodes, edges, tmp_path, "nan.nir")
+
+
+@pytest.mark.parametrize("stride", [np.array([2, 2, 5]), None])
+def test_malformed_pooling_pair_is_refused(stride, tmp_path):
+    """A stride that is neither an int nor a pair (three entries, or None in memory) must be a
+    DaLifError naming the node, not silently cut to two entries or a raw TypeError."""
+    from dalif_deploy.converters.nir_graph import validate
+
+    nodes, edges = _chain(("input", nir.Input(np.array([1, 4, 4]))),
+                          ("pool", nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=stride,
+                                                 padding=np.array([0, 0]))),
+                          ("output", nir.Output(np.array([1, 2, 2]))))
+    with pytest.raises(DaLifError, match="pool.*stride"):
+        validate(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    if stride is not None:  # files cannot hold None
+        with pytest.raises(DaLifError, match="pool.*stride"):
+            _graph(nodes, edges, tmp_path)
