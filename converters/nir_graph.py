@@ -101,17 +101,23 @@ def validate(graph: nir.NIRGraph) -> None:
                 raise DaLifError(f"edge ({a!r} -> {b!r}) names node {n!r} which does not exist")
     if len(set(map(tuple, graph.edges))) != len(graph.edges):
         raise DaLifError("duplicate edges")
-    inputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
-    outputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise DaLifError(f"the graph needs exactly one Input and one Output node, has inputs "
-                         f"{inputs} and outputs {outputs}")
+    io_nodes(graph)
     for name, node in graph.nodes.items():
         for k, v in _arrays(node).items():
             if v.dtype.kind in "fc" and not np.isfinite(v).all():
                 raise DaLifError(f"node {name!r}: parameter {k!r} contains NaN or Inf")
     topo_order(graph)
     infer_shapes(graph)
+
+
+def io_nodes(graph: nir.NIRGraph) -> tuple[str, str]:
+    """The names of the graph's one Input and one Output node (else a DaLifError)."""
+    inputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    outputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise DaLifError(f"the graph needs exactly one Input and one Output node, has inputs "
+                         f"{inputs} and outputs {outputs}")
+    return inputs[0], outputs[0]
 
 
 def predecessors(graph: nir.NIRGraph) -> dict[str, list[str]]:

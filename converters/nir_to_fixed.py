@@ -41,7 +41,7 @@ from dalif_deploy.program import (
 )
 
 from .nir_fuse import LINEAR_NODES, Fused, fuse_path, graph_paths, zero_input_response
-from .nir_graph import infer_shapes, topo_order
+from .nir_graph import infer_shapes, io_nodes, topo_order
 
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
@@ -216,14 +216,9 @@ def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, str,
 
 def _build_layers(graph: nir.NIRGraph, dt: float):
     order = topo_order(graph)
-    inputs = [n for n in order if isinstance(graph.nodes[n], nir.Input)]
-    outputs = [n for n in order if isinstance(graph.nodes[n], nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise DaLifError(f"the graph needs exactly one Input and one Output node, has "
-                         f"{len(inputs)} and {len(outputs)}")
-    in_name, out_name = inputs[0], outputs[0]
-    in_shape = tuple(int(s) for s in np.asarray(graph.nodes[in_name].input_type["input"]))
+    in_name, out_name = io_nodes(graph)
     shapes = infer_shapes(graph)
+    in_shape = shapes[in_name]
     lifs = [n for n in order if isinstance(graph.nodes[n], nir.LIF)]
     for n in order:
         node = graph.nodes[n]
@@ -380,8 +375,7 @@ def cli_quantize(args) -> int:
         from dalif_deploy.backends import load_for_model
 
         md = graph.metadata or {}
-        in_shape = next(n for n in graph.nodes.values() if isinstance(n, nir.Input)
-                        ).input_type["input"]
+        in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
         ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
                             int(args.calibration_samples),
                             encoding=args.encoding or md.get("input_encoding", "analog"),

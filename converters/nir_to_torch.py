@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from dalif_deploy.errors import DaLifError
 
-from .nir_graph import infer_shapes, int_pair, predecessors, topo_order, validate
+from .nir_graph import infer_shapes, int_pair, io_nodes, predecessors, topo_order, validate
 
 SPIKING = (nir.LIF, nir.CubaLIF, nir.IF, nir.Threshold)
 State = Any
@@ -225,8 +225,7 @@ class GraphRunner:
         self.pre = predecessors(graph)
         self.shapes = infer_shapes(graph)
         self.nodes = {n: compile_node(n, graph.nodes[n], self.dt, dtype) for n in self.order}
-        self.input = next(k for k, v in graph.nodes.items() if isinstance(v, nir.Input))
-        self.output = next(k for k, v in graph.nodes.items() if isinstance(v, nir.Output))
+        self.input, self.output = io_nodes(graph)
         self.spiking = [n for n in self.order if self.nodes[n].spiking]
 
     def step(self, x: torch.Tensor, state: dict[str, State]
