@@ -189,6 +189,10 @@ def load_checkpoint(path: str | Path, model: str | None = None,
     t = obj["timesteps"]
     if not isinstance(t, int) or t < 1:
         raise DaLifError(f"{path}: timesteps must be a positive integer, got {t!r}")
+    if timesteps is not None and timesteps != t:  # -T is for plain state_dicts too
+        raise DaLifError(f"{path}: the checkpoint was trained with T={t} but --timesteps "
+                         f"{timesteps} was given; drop --timesteps (it is for plain "
+                         "state_dicts)")
     _check_finite(obj["state_dict"], path)
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "

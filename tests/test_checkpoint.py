@@ -175,3 +175,15 @@ def test_missing_file(tmp_path):
 
 def test_format_constants_are_what_the_docs_say():
     assert (CHECKPOINT_FORMAT, CHECKPOINT_VERSION) == ("dalif-deploy.checkpoint", 1)
+
+
+def test_timesteps_contradicting_a_checkpoint_is_refused(saved, tmp_path):
+    """-T is for plain state_dicts (like --model): a full checkpoint records its T. A different
+    -T was honoured by the NIR export but ignored by the ONNX one, so `export -o --onnx -T`
+    wrote two files with different T; now it is refused, and the recorded T is accepted."""
+    path, _, _ = saved  # T = 3
+    with pytest.raises(DaLifError, match="T=3"):
+        load_checkpoint(path, timesteps=5)
+    assert load_checkpoint(path, timesteps=3).timesteps == 3
+    assert main(["export", str(path), "-o", str(tmp_path / "m.nir"), "-T", "5"]) == 2
+    assert not (tmp_path / "m.nir").exists()
