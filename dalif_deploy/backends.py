@@ -161,21 +161,22 @@ def default_dataset(path: str | Path, kind: str) -> str:
 
 
 def load_for_model(model_path: str | Path, dataset: str, split: str, data_dir: str | None,
-                   samples: int | None, *, encoding: str, input_shape: Any,
+                   samples: int | None, *, encoding: str | None, input_shape: Any,
                    timesteps: int | None, made_for: str | None = None,
                    at_most: bool = False):
     """The first ``samples`` of a data set split, checked to give the input a model expects
-    (event data are generated with the model's T). Asking for more samples than the split has
-    is an error unless ``at_most`` (then the whole split is used)."""
+    (event data are generated with the model's T; ``encoding=None``: a model that does not say,
+    e.g. a foreign NIR graph, takes either). Asking for more samples than the split has is an
+    error unless ``at_most`` (then the whole split is used)."""
     from .data import load_dataset
 
     ds = load_dataset(dataset, split, data_dir,
-                      timesteps=timesteps if encoding == "events" else None)
+                      timesteps=None if encoding == "analog" else timesteps)
     want = tuple(int(d) for d in input_shape)
-    if ds.encoding != encoding or tuple(ds.input_shape) != want:
+    if ds.encoding != (encoding or ds.encoding) or tuple(ds.input_shape) != want:
         hint = f"; use --dataset {made_for}" if made_for else ""
-        raise DaLifError(f"{model_path}: the model takes {encoding} input {want}, data set "
-                         f"{dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")
+        raise DaLifError(f"{model_path}: the model takes {encoding or 'any'} input {want}, "
+                         f"data set {dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")
     if samples is not None and samples > len(ds) and not at_most:
         raise DaLifError(f"--samples {samples}: the {split} split of {dataset} has only "
                          f"{len(ds)} samples")

@@ -10,22 +10,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backends import backend_result
+from ..backends import backend_result, load_for_model
 from ..converters.nir_graph import read_nir
-from ..converters.nir_to_torch import GraphRunner, describe_conventions
-from ..data import load_dataset
+from ..converters.nir_to_torch import GraphRunner, describe_conventions, resolve_dt
 from ..errors import DaLifError
 
 #: (graph, x batch, T) -> logits [B, classes]
 BatchFn = Callable[[Any, torch.Tensor, int], torch.Tensor]
 
 
-def graph_timesteps(graph: Any, ds_x: np.ndarray, encoding: str) -> int:
+def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str = "") -> int:
     """T from the graph metadata; for a foreign graph on event data, the data's T."""
     meta = graph.metadata or {}
     if "timesteps" in meta:
         return int(np.asarray(meta["timesteps"]))
-    if encoding == "events":
+    if encoding == "events" and ds_x is not None:
         return int(ds_x.shape[1])
     raise DaLifError("the graph records no number of timesteps (no dalif-deploy metadata) and "
                      "the data set is static; export it with dalif-deploy or use event data")
@@ -37,26 +36,18 @@ def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, 
     """Shared driver of the NIR backends: load graph and data, check they fit, run in batches."""
     graph = read_nir(model_path)
     lines = describe_conventions(graph, dt)  # resolves dt (error when a foreign graph has none)
-    run_dt = GraphRunner(graph, dt).dt
+    run_dt = resolve_dt(graph, dt)
     if progress:
         for line in lines:
             print(f"[{backend}] {line}", file=sys.stderr)
     meta = graph.metadata or {}
-    T_meta = int(np.asarray(meta["timesteps"])) if "timesteps" in meta else None
-    ds = load_dataset(dataset, split, data_dir, timesteps=T_meta)
-    if samples is not None and samples > len(ds):
-        raise DaLifError(f"--samples {samples}: the {split} split of {dataset} has only "
-                         f"{len(ds)} samples")
-    ds = ds.head(samples)
-    in_shape = tuple(int(d) for d in next(
-        v for v in graph.nodes.values() if type(v).__name__ == "Input").input_type["input"])
-    if tuple(ds.input_shape) != in_shape:
-        raise DaLifError(f"{model_path}: the graph takes input {in_shape}, data set {dataset!r} "
-                         f"gives {tuple(ds.input_shape)}")
-    want_enc = str(meta.get("input_encoding", ds.encoding))
-    if want_enc != ds.encoding:
-        raise DaLifError(f"{model_path}: the graph takes {want_enc} input, data set {dataset!r} "
-                         f"is {ds.encoding}")
+    in_shape = next(v for v in graph.nodes.values()
+                    if type(v).__name__ == "Input").input_type["input"]
+    enc = meta.get("input_encoding")  # None: a foreign graph takes either kind of data
+    ds = load_for_model(model_path, dataset, split, data_dir, samples,
+                        encoding=None if enc is None else str(enc), input_shape=in_shape,
+                        timesteps=graph_timesteps(graph) if "timesteps" in meta else None,
+                        made_for=meta.get("dataset"))
     T = graph_timesteps(graph, ds.x, ds.encoding)
     fn = make_batch_fn(graph, run_dt)
     from tqdm import tqdm
