@@ -115,6 +115,22 @@ def test_watchdog_reports_a_child_that_dies():
         run_with_watchdog(_die, timeout=30)
 
 
+class _Unreadable:
+    """Pickles in the child but cannot be rebuilt in the parent (as a truncated payload)."""
+
+    def __reduce__(self):
+        return (_raise, ())
+
+
+def _unreadable_result():
+    return _Unreadable()
+
+
+def test_watchdog_reports_a_result_it_cannot_read():
+    with pytest.raises(LavaRunError, match="could not be read.*ValueError: boom in the child"):
+        run_with_watchdog(_unreadable_result, timeout=30)
+
+
 @pytest.mark.parametrize("fn", [_hang, _grandchild_hangs])
 def test_watchdog_kills_a_hanging_child_and_its_processes(fn):
     start = time.monotonic()

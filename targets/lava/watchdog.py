@@ -96,7 +96,11 @@ def run_with_watchdog(fn: Callable[..., Any], *args: Any, timeout: float, what: 
             raise LavaRunError(f"{what}: the child process died after "
                                f"{time.monotonic() - start:.1f} s without a result "
                                f"({_describe_status(status)})")
-        result = pickle.loads(payload)
+        try:
+            result = pickle.loads(payload)
+        except Exception as exc:  # noqa: BLE001 - e.g. cut short by a child killed mid-write
+            raise LavaRunError(f"{what}: the child's result could not be read "
+                               f"({type(exc).__name__}: {exc})") from None
         if result[0] == "error":
             _, message, tb, is_user_error = result
             if is_user_error:  # a DaLifError raised while lowering: keep its message as is
