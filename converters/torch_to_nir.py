@@ -23,7 +23,6 @@ twice) stops the export with a :class:`~dalif_deploy.errors.DaLifError` naming i
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from pathlib import Path
 from typing import Any
@@ -330,24 +329,6 @@ def write_nir(graph: nir.NIRGraph, out_path: str | Path) -> None:
         nir.write(tmp, graph)
 
 
-def _dataset_info(ckpt) -> dict[str, Any]:
-    info = dict(ckpt.dataset)
-    if not {"encoding", "input_shape", "normalization"} <= set(info):
-        try:  # plain state_dicts carry only the data set name
-            from dalif_deploy.data import load_dataset
-
-            ds = load_dataset(info.get("name", "digits"), timesteps=ckpt.timesteps)
-            info.setdefault("encoding", ds.encoding)
-            info.setdefault("input_shape", list(ds.input_shape))
-            info.setdefault("normalization", ds.normalization)
-        except DaLifError:
-            pass
-    info.setdefault("input_shape", ckpt.config.get("input_shape"))
-    info.setdefault("encoding", "analog")
-    info.setdefault("normalization", "unspecified")
-    return info
-
-
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | None = None,
                       timesteps: int | None = None) -> dict[str, Any]:
     """Export checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model`` name) to a
@@ -355,23 +336,16 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | 
     from dalif_deploy.checkpoint import load_model
 
     net, ckpt = load_model(ckpt_path, model, timesteps)
-    T = int(timesteps or ckpt.timesteps)
-    info = _dataset_info(ckpt)
-    from dalif_deploy.models import default_config
-
-    cfg = default_config(ckpt.model_name, **{k: v for k, v in ckpt.config.items()
-                                             if k != "name"})
-    shape = tuple(int(d) for d in (info["input_shape"] or cfg["input_shape"]))
+    spec = ckpt.model_input()
+    shape = tuple(spec["input_shape"])
     extra = {"source_checkpoint": Path(ckpt_path).name,
-             "source_checkpoint_sha256": ckpt.sha256 or hashlib.sha256(
-                 Path(ckpt_path).read_bytes()).hexdigest(),
+             "source_checkpoint_sha256": ckpt.sha256,
              "model_name": ckpt.model_name,
-             "dataset": str(info.get("name", ""))}
-    graph = export_nir(net, shape, T, encoding=str(info["encoding"]),
-                       normalization=str(info["normalization"]), metadata=extra)
+             "dataset": spec["dataset"]}
+    graph = export_nir(net, shape, ckpt.timesteps, encoding=spec["encoding"],
+                       normalization=spec["normalization"], metadata=extra)
     write_nir(graph, out_path)
     lifs = [k for k, v in graph.nodes.items() if isinstance(v, nir.LIF)]
     return {"nir": str(out_path), "checkpoint": str(ckpt_path), "model": ckpt.model_name,
-            "timesteps": T, "input_shape": list(shape), "nodes": len(graph.nodes),
-            "edges": len(graph.edges), "lif_layers": lifs, "sha256": extra[
-                "source_checkpoint_sha256"]}
+            "timesteps": ckpt.timesteps, "input_shape": list(shape), "nodes": len(graph.nodes),
+            "edges": len(graph.edges), "lif_layers": lifs, "sha256": ckpt.sha256}

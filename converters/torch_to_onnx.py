@@ -221,18 +221,6 @@ def export_onnx(
     return path
 
 
-def _checkpoint_encoding(dataset: dict[str, Any]) -> str:
-    """Input encoding recorded in a checkpoint's data set entry (or implied by its name)."""
-    from ..data import DATASETS
-
-    if dataset.get("encoding"):
-        return str(dataset["encoding"])
-    name = dataset.get("name")
-    if name not in DATASETS:
-        raise DaLifError(f"checkpoint names an unknown data set {name!r}; known: {list(DATASETS)}")
-    return "events" if str(name).endswith("-events") else "analog"
-
-
 def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
                                 model: str | None = None, timesteps: int | None = None,
                                 opset: int = MIN_OPSET) -> dict[str, Any]:
@@ -241,16 +229,13 @@ def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
     T comes from the checkpoint, the input encoding from its data set. Returns a summary dict.
     """
     from ..checkpoint import load_model
-    from ..models import default_config
 
     net, ckpt = load_model(str(ckpt_path), model, timesteps)
-    cfg = default_config(ckpt.config["name"],
-                         **{k: v for k, v in ckpt.config.items() if k != "name"})
-    shape = tuple(cfg["input_shape"])
-    encoding = _checkpoint_encoding(ckpt.dataset)
-    path = export_onnx(net, out_path, int(ckpt.timesteps), shape, encoding, opset,
-                       model_name=cfg["name"], dataset=ckpt.dataset.get("name"))
-    return {"onnx": str(path), "model": cfg["name"], "timesteps": int(ckpt.timesteps),
+    spec = ckpt.model_input()
+    shape, encoding = tuple(spec["input_shape"]), spec["encoding"]
+    path = export_onnx(net, out_path, ckpt.timesteps, shape, encoding, opset,
+                       model_name=ckpt.model_name, dataset=spec["dataset"] or None)
+    return {"onnx": str(path), "model": ckpt.model_name, "timesteps": ckpt.timesteps,
             "dataset": ckpt.dataset.get("name"), "encoding": encoding,
             "input_shape": list(shape), "opset": opset,
             "dalif_layers": len(dalif_layers(net)), "bytes": path.stat().st_size}

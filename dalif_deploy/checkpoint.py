@@ -34,7 +34,7 @@ from torch import nn
 
 from .errors import DaLifError
 from .io import atomic_path
-from .models import ZOO_DEFAULTS, build_model
+from .models import ZOO_DEFAULTS, build_model, default_config
 
 CHECKPOINT_FORMAT = "dalif-deploy.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -57,6 +57,32 @@ class Checkpoint:
     @property
     def model_name(self) -> str:
         return str(self.config.get("name"))
+
+    def model_input(self) -> dict[str, Any]:
+        """What the model takes, for exporters: ``dataset`` (name), ``encoding``,
+        ``input_shape`` (C, H, W, from the model config with zoo defaults) and
+        ``normalization``. A plain state_dict records only the data set name: the encoding
+        then follows from the name, the normalisation from the data set when it loads."""
+        from .data import DATASETS, load_dataset
+
+        name = self.dataset.get("name")
+        encoding = self.dataset.get("encoding")
+        if not encoding:
+            if name not in DATASETS:
+                raise DaLifError(f"{self.path}: checkpoint names an unknown data set {name!r} "
+                                 f"and no input encoding; known: {list(DATASETS)}")
+            encoding = "events" if str(name).endswith("-events") else "analog"
+        normalization = self.dataset.get("normalization")
+        if not normalization:
+            try:
+                normalization = load_dataset(str(name), timesteps=self.timesteps).normalization
+            except DaLifError:  # e.g. cifar10 without --data-dir
+                normalization = "unspecified"
+        cfg = default_config(self.model_name,
+                             **{k: v for k, v in self.config.items() if k != "name"})
+        return {"dataset": "" if name is None else str(name), "encoding": str(encoding),
+                "input_shape": [int(d) for d in cfg["input_shape"]],
+                "normalization": str(normalization)}
 
 
 def file_sha256(path: str | Path) -> str:
