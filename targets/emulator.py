@@ -80,6 +80,17 @@ def encode_input(program: FixedProgram, x_float: Any) -> np.ndarray:
     the same frame every step (a broadcast view). events: the binary frames themselves; values
     other than 0 and 1 are refused (they would be silently binarised).
     """
+    return _encode(program, x_float)[0]
+
+
+def _input_range(program: FixedProgram) -> tuple[int, int]:
+    """The signed range of analog input values, ``[-2^(bits-1), 2^(bits-1) - 1]``."""
+    half = 2 ** (program.input.bits - 1)
+    return -half, half - 1
+
+
+def _encode(program: FixedProgram, x_float: Any) -> tuple[np.ndarray, int]:
+    """:func:`encode_input` and :func:`input_clip_count` from one rounding of the input."""
     enc, t = program.input, program.timesteps
     x = np.asarray(x_float)
     if enc.kind == "analog":
@@ -88,15 +99,26 @@ def encode_input(program: FixedProgram, x_float: Any) -> np.ndarray:
                              f"{list(x.shape)}")
         if not np.all(np.isfinite(x)):
             raise DaLifError("input contains NaN or infinite values")
-        half = 2 ** (enc.bits - 1)
-        q = np.clip(np.round(x.astype(np.float64) * enc.scale), -half, half - 1).astype(np.int64)
-        return np.broadcast_to(q[:, None], (q.shape[0], t, *enc.shape))
+        r = _analog_levels(program, x)
+        q = np.clip(r, *_input_range(program)).astype(np.int64)
+        return np.broadcast_to(q[:, None], (q.shape[0], t, *enc.shape)), _outside(program, r)
     if x.shape[1:] != (t, *enc.shape):
         raise DaLifError(f"event input must be [N, T={t}, {', '.join(map(str, enc.shape))}], "
                          f"got {list(x.shape)}")
     if not np.all((x == 0) | (x == 1)):
         raise DaLifError("event input must be binary (0/1) frames; got other values")
-    return x.astype(np.int64)
+    return x.astype(np.int64), 0
+
+
+def _analog_levels(program: FixedProgram, x: np.ndarray) -> np.ndarray:
+    """``round(x * scale)`` in float64 (numpy round: half to even), before any clipping."""
+    return np.round(np.asarray(x, dtype=np.float64) * program.input.scale)
+
+
+def _outside(program: FixedProgram, levels: np.ndarray) -> int:
+    """How many of ``levels`` lie outside the input range (the encoding clips them)."""
+    lo, hi = _input_range(program)
+    return int(np.count_nonzero((levels < lo) | (levels > hi)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +161,7 @@ class _Syn:
 def _source_max(program: FixedProgram, syn: Synapse) -> int:
     if syn.source != "input" or program.input.kind == "events" or not syn.graded:
         return 1
-    return 2 ** (program.input.bits - 1)
+    return -_input_range(program)[0]
 
 
 def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
@@ -269,9 +291,7 @@ def input_clip_count(program: FixedProgram, x_float: Any) -> int:
     (``encode_input`` clips them: the fixed-point program then sees a different input)."""
     if program.input.kind != "analog":
         return 0
-    half = 2 ** (program.input.bits - 1)
-    q = np.round(np.asarray(x_float, dtype=np.float64) * program.input.scale)
-    return int(np.count_nonzero((q < -half) | (q > half - 1)))
+    return _outside(program, _analog_levels(program, x_float))
 
 
 def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
@@ -408,9 +428,9 @@ def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
         if frames.size and not np.all((frames == 0) | (frames == 1)):
             raise DaLifError("event input frames must be binary (0/1)")
         return
-    half = 2 ** (program.input.bits - 1)
-    if frames.size and (frames.min() < -half or frames.max() > half - 1):
-        raise DaLifError(f"integer input frames must lie in [{-half}, {half - 1}] "
+    lo, hi = _input_range(program)
+    if frames.size and (frames.min() < lo or frames.max() > hi):
+        raise DaLifError(f"integer input frames must lie in [{lo}, {hi}] "
                          f"({program.input.bits}-bit analog input); use encode_input to clip")
 
 
@@ -433,15 +453,14 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     if check:
         require_valid(program)
     x = np.asarray(x)
-    frames = x if x.dtype.kind in "iu" else encode_input(program, x)
-    clipped = 0 if x.dtype.kind in "iu" else input_clip_count(program, x)
+    frames, clipped = (x, 0) if x.dtype.kind in "iu" else _encode(program, x)
     if frames.ndim != 2 + len(program.input.shape) or frames.shape[1] != program.timesteps:
         raise DaLifError(f"integer input frames must be [N, T={program.timesteps}, "
                          f"{', '.join(map(str, program.input.shape))}], got {list(frames.shape)}")
     if x.dtype.kind in "iu":
         _check_frames(program, frames)
     # exact float input: float32 holds the input's integers exactly up to 2^24
-    fdt = np.float32 if 2 ** (program.input.bits - 1) <= FLOAT32_EXACT else np.float64
+    fdt = np.float32 if -_input_range(program)[0] <= FLOAT32_EXACT else np.float64
     depth = synaptic_depths(program)
     steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
     compiled = {s.name: _compile_synapse(program, s) for s in program.synapses}
