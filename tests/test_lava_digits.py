@@ -74,4 +74,5 @@ def test_cli_simulate_lava_matches_emulator_sample_by_sample(tmp_path):
     assert lava["outputs"] == emu["outputs"] and lava["spike_counts"] == emu["spike_counts"]
     assert lava["predictions"] == emu["predictions"]
     assert lava["populations"] == emu["populations"]
+    assert lava["input_clipped"] == emu["input_clipped"]  # clipping reported by both
     assert min(map(min, emu["spike_counts"])) > 0

@@ -24,8 +24,11 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
 
     ``outputs`` is each sample's raw integer readout, ``spike_counts`` each sample's spike
     total per spiking population (``populations`` order), so two backends compare sample by
-    sample. ``timeout`` bounds each compiled run (one chunk of ``batch_size`` samples).
+    sample; ``input_clipped`` counts analog input values the input encoding clipped (as the
+    emulator's). ``timeout`` bounds each compiled run (one chunk of ``batch_size`` samples).
     """
+    from dalif_deploy.targets.emulator import input_clip_count
+
     from dalif_deploy.backends import backend_result, load_for_model
     from dalif_deploy.program import load_program
 
@@ -51,4 +54,4 @@ def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int
         "lava", model_path, ds, preds, seconds, lava_run_seconds=lava_seconds,
         timesteps=program.timesteps, outputs=outputs.tolist(), populations=names,
         spike_counts=(np.concatenate(counts) if counts else np.zeros((0, 0))).tolist(),
-        samples_per_compiled_run=step)
+        samples_per_compiled_run=step, input_clipped=input_clip_count(program, x))
