@@ -294,6 +294,14 @@ def input_clip_count(program: FixedProgram, x_float: Any) -> int:
     return _outside(program, _analog_levels(program, x_float))
 
 
+def _record(traces: dict[str, dict[str, list[torch.Tensor]]], name: str, spikes: torch.Tensor,
+            state: LifState) -> None:
+    """Append one step's spikes (uint8), v and u (int64) of population ``name``."""
+    traces["spikes"].setdefault(name, []).append(spikes.to(torch.uint8))
+    traces["v"].setdefault(name, []).append(state.v.to(torch.int64))
+    traces["u"].setdefault(name, []).append(state.u.to(torch.int64))
+
+
 def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
                record: bool) -> dict[str, Any]:
     """frames: [N, T, *shape] integer-valued float32. Returns per-batch results."""
@@ -324,9 +332,7 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
             if not p.readout:
                 counts[name] += spk  # float32: exact below 2^24 steps
             if record:
-                traces["spikes"].setdefault(name, []).append(spk.to(torch.uint8))
-                traces["v"].setdefault(name, []).append(states[name].v.to(torch.int64))
-                traces["u"].setdefault(name, []).append(states[name].u.to(torch.int64))
+                _record(traces, name, spk, states[name])
         if pipelined:
             prev = new
     counts = {k: c.flatten(1).sum(1, dtype=torch.float64) for k, c in counts.items()}
@@ -377,9 +383,7 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
             r.state = LifState(x[i].expand(n, *shape), v, z, r.state.v_saturations
                                if sat is None else r.state.v_saturations + sat)
         if record:
-            traces["spikes"].setdefault(p.pop.name, []).append(r.spikes[j].to(torch.uint8))
-            traces["v"].setdefault(p.pop.name, []).append(r.state.v.to(torch.int64))
-            traces["u"].setdefault(p.pop.name, []).append(r.state.u.to(torch.int64))
+            _record(traces, p.pop.name, r.spikes[j], r.state)
     if not p.readout:  # float32 sums per step are exact below 2^24 neurons
         per_step = r.spikes[:k].flatten(2).sum(
             2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
