@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .backends import BACKENDS as _REGISTRY
 from .errors import DaLifError, VerificationFailed
 
-BACKENDS = ("torch", "nir", "norse", "emulator", "lava", "onnx")
+BACKENDS = tuple(_REGISTRY)  # the registry's names (backends.py imports only the stdlib)
 
 EPILOG = """\
 pipeline:

@@ -312,6 +312,7 @@ def verify_checkpoint(
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
     """Render the self-contained HTML report and write it atomically."""
     from . import report
+    from .converters.nir_to_fixed import weight_errors
     from .io import atomic_write_text
 
     rows = [r for r in result["layers"] if r.get("spike_agreement") is not None]
@@ -323,15 +324,8 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
     if ras:
         images["raster"] = report.plot_raster(ras["float"], ras["fixed"], ras["name"])
     images["weight_error"] = report.plot_weight_error(
-        quantisation_errors(artefacts["program"], artefacts["graph"]))
+        weight_errors(artefacts["graph"], artefacts["program"]))
     atomic_write_text(path, report.render_html(result, images))
-
-
-def quantisation_errors(program, graph) -> dict[str, np.ndarray]:
-    """Per synapse: (dequantised weight - float weight) / max|float weight|."""
-    from .converters.nir_to_fixed import weight_errors
-
-    return weight_errors(graph, program)
 
 
 def cli_verify(args: argparse.Namespace) -> int:
