@@ -177,6 +177,12 @@ def load_checkpoint(path: str | Path, model: str | None = None,
     A plain ``state_dict`` file is accepted when ``model`` (a zoo name) and ``timesteps`` are
     given; its data set defaults to the zoo model's (digits for digits models).
     """
+    return _load(path, model, timesteps)[0]
+
+
+def _load(path: str | Path, model: str | None, timesteps: int | None
+          ) -> tuple[Checkpoint, nn.Module | None]:
+    """The validated checkpoint, and for a plain state_dict the model built to validate it."""
     path = Path(path)
     obj = _torch_load(path)
     sha = file_sha256(path)
@@ -188,8 +194,7 @@ def load_checkpoint(path: str | Path, model: str | None = None,
         ckpt = Checkpoint({"name": model}, obj, int(timesteps or 4),
                           {"name": "digits" if model.startswith("digits") else "cifar10"},
                           {}, {"note": "plain state_dict"}, sha, str(path))
-        build_checked(ckpt)
-        return ckpt
+        return ckpt, build_checked(ckpt)
     if not isinstance(obj, dict):
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (top level is "
                          f"{type(obj).__name__})")
@@ -225,7 +230,7 @@ def load_checkpoint(path: str | Path, model: str | None = None,
                          "recorded content_sha256; restore the file from its source or retrain")
     ckpt = Checkpoint(cfg, obj["state_dict"], t, dict(obj["dataset"]), dict(obj["metrics"]),
                       dict(obj.get("created", {})), sha, str(path))
-    return ckpt
+    return ckpt, None
 
 
 def build_checked(ckpt: Checkpoint) -> nn.Module:
@@ -247,8 +252,8 @@ def load_model(path: str | Path, model: str | None = None,
                timesteps: int | None = None) -> tuple[nn.Module, Checkpoint]:
     """Load a checkpoint and return ``(model in eval mode, checkpoint)``."""
     try:
-        ckpt = load_checkpoint(path, model, timesteps)
-        return build_checked(ckpt), ckpt
+        ckpt, net = _load(path, model, timesteps)  # a plain state_dict is built once, here
+        return (net if net is not None else build_checked(ckpt)), ckpt
     except RuntimeError as e:  # shape mismatches from load_state_dict
         detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])  # line 2 says which
         raise DaLifError(f"{path}: weights do not fit the model: {detail[:300]}") from None
