@@ -72,9 +72,14 @@ def _lif_params(node: nir.LIF, name: str, shape: tuple[int, ...], dt: float) -> 
     beta, alpha = 1.0 - dt / tau, r * dt / tau
     md = node.metadata or {}
     for key, val in (("beta", beta), ("alpha", alpha)):
-        if key in md and not np.allclose(np.broadcast_to(np.asarray(md[key], float).reshape(
-                -1)[:1] if np.size(md[key]) == 1 else np.asarray(md[key], float).reshape(
-                -1, *([1] * (len(shape) - 1))), shape), val, rtol=1e-5, atol=1e-7):
+        if key not in md:
+            continue
+        m = np.asarray(md[key], float).reshape(-1)  # one value, or one per channel
+        if m.size not in (1, shape[0]):
+            raise DaLifError(f"LIF {name}: metadata {key} has {m.size} values, the layer "
+                             f"{shape[0]} channels; the graph is inconsistent")
+        m = m.reshape(-1, *([1] * (len(shape) - 1)))
+        if not np.allclose(np.broadcast_to(m, shape), val, rtol=1e-5, atol=1e-7):
             raise DaLifError(f"LIF {name}: metadata {key} disagrees with tau/r at dt={dt}; "
                              "the graph is inconsistent (wrong dt?)")
     per_chan = beta.reshape(shape[0], -1)

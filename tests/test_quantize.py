@@ -186,3 +186,13 @@ def test_cli_quantize(tmp_path, capsys):
     (tmp_path / "bad.nir").write_bytes(b"garbage")
     assert main(["quantize", str(tmp_path / "bad.nir"), "-o", str(tmp_path / "b.fxp")]) == 2
     assert not (tmp_path / "b.fxp").exists()
+
+
+def test_lif_metadata_of_the_wrong_size_is_refused():
+    """Per-channel alpha/beta metadata with a wrong channel count (a damaged or hand-edited
+    graph) is a DaLifError naming the layer, not a raw numpy broadcasting error."""
+    m = lively_model("digits-cnn", width=4, granularity="channel")
+    g = export_nir(m, (1, 8, 8), 2)
+    g.nodes["lif1"].metadata["beta"] = np.full(3, 0.5)  # the layer has 4 channels
+    with pytest.raises(DaLifError, match="lif1.*beta"):
+        quantize_graph(g)
