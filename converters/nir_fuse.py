@@ -105,20 +105,18 @@ def zero_input_response(graph: nir.NIRGraph, target: str, shapes: dict[str, tupl
     """The input ``target`` receives when every source is silent: the summed biases."""
     pred = predecessors(graph)
 
+    def summed_input(node: str) -> torch.Tensor:  # NIR sums a node's incoming edges
+        total, *rest = (value(p) for p in pred[node])
+        for y in rest:
+            total = total + y
+        return total
+
     def value(node: str) -> torch.Tensor:
         if is_source(node):
             return torch.zeros((1, *shapes[node]), dtype=torch.float64)
-        ins = [value(p) for p in pred[node]]
-        x = ins[0]
-        for y in ins[1:]:
-            x = x + y
-        return apply_node(graph.nodes[node], node, x)
+        return apply_node(graph.nodes[node], node, summed_input(node))
 
-    ins = [value(p) for p in pred[target]]
-    total = ins[0]
-    for y in ins[1:]:
-        total = total + y
-    return total[0].numpy()
+    return summed_input(target)[0].numpy()
 
 
 def path_function(graph: nir.NIRGraph, path: Path):
