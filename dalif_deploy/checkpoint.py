@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import pickle
@@ -106,16 +107,16 @@ def content_digest(obj: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _check_archive(path: Path) -> None:
-    """Verify the CRC of every member of a zip-format checkpoint.
+def _check_archive(path: Path, data: bytes) -> None:
+    """Verify the CRC of every member of a zip-format checkpoint (``data`` is the file).
 
     ``torch.load`` does not check CRCs: a flipped bit inside a tensor would load silently as a
     different weight. Legacy (non-zip) torch files are left to ``torch.load``.
     """
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(io.BytesIO(data)):
             return
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             bad = z.testzip()
     except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
         raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated zip "
@@ -134,18 +135,22 @@ def _unpickling_reason(e: Exception) -> str:
     return (lines[-1] if lines else type(e).__name__)[:160]
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path) -> tuple[Any, str]:
+    """The file's content loaded with ``weights_only=True``, and its sha256.
+
+    The file is read once: the CRC check, the hash and the load all see the same bytes.
+    """
     if not path.is_file():
         raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
                                         else "no such file"))
-    _check_archive(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
+    data = path.read_bytes()
+    _check_archive(path, data)
+    head = data[:4]
     if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a zip archive nor a legacy pickle
         raise DaLifError(f"{path}: not a readable checkpoint (not a torch file: it starts with "
                          f"{head!r})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise DaLifError(f"{path}: refusing to load: the file holds objects other than tensors "
                          f"and plain data (a pickle payload?); only weights_only files are "
@@ -154,6 +159,7 @@ def _torch_load(path: Path) -> Any:
         raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated: "
                          f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
                          ) from None
+    return obj, hashlib.sha256(data).hexdigest()
 
 
 def _check_finite(state_dict: dict[str, Any], path: Path) -> None:
@@ -184,8 +190,7 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
           ) -> tuple[Checkpoint, nn.Module | None]:
     """The validated checkpoint, and for a plain state_dict the model built to validate it."""
     path = Path(path)
-    obj = _torch_load(path)
-    sha = file_sha256(path)
+    obj, sha = _torch_load(path)
     if _is_plain_state_dict(obj):
         if not model:
             raise DaLifError(f"{path}: a plain state_dict; pass --model NAME (one of "
