@@ -76,12 +76,18 @@ RULES: dict[str, str] = {
 }
 
 
+def source_max(program: FixedProgram, s: Synapse) -> int:
+    """Largest |value| a synapse's source sends: 2^(bits-1) for graded analog input, else 1
+    (binary spikes)."""
+    if s.source == "input" and s.graded and program.input.kind == "analog":
+        return 2 ** (program.input.bits - 1)
+    return 1
+
+
 def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
     """Largest |accumulated input| of one output neuron (before shift / wrap)."""
     w = np.abs(s.weights).reshape(s.weights.shape[0], -1)
-    src_max = (2 ** (program.input.bits - 1) if s.source == "input" and s.graded
-               and program.input.kind == "analog" else 1)
-    return int(w.sum(1).max(initial=0)) * src_max
+    return int(w.sum(1).max(initial=0)) * source_max(program, s)
 
 
 SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}

@@ -64,6 +64,7 @@ from dalif_deploy.targets.fixed_point import (  # noqa: F401  (re-exported publi
     wrap_signed,
 )
 
+from dalif_deploy.constraints import source_max
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
 
@@ -158,14 +159,8 @@ class _Syn:
         return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
 
 
-def _source_max(program: FixedProgram, syn: Synapse) -> int:
-    if syn.source != "input" or program.input.kind == "events" or not syn.graded:
-        return 1
-    return -_input_range(program)[0]
-
-
 def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
-    in_max = _source_max(program, syn)
+    in_max = source_max(program, syn)
     w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
     bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
     e = syn.weight_exp
