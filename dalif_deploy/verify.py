@@ -43,34 +43,45 @@ def _population_for(program, layer: str) -> str | None:
 
 
 def first_divergence(emu, lava, names: list[str]) -> dict[str, Any] | None:
-    """The first (layer, step, sample, neuron) where Lava's spikes or final v differ."""
+    """Where Lava first departs from the emulator, or None when they are bit-identical.
+
+    Spikes are compared first: the divergence is the earliest step at which any layer differs
+    (the shallowest such layer in program order, the first sample and neuron), since later and
+    deeper differences follow from it. Then each layer's final v, then the readout integers.
+    A trace that one side lacks counts as a divergence.
+    """
+    found = None
     for name in names:
         a, b = emu.spikes.get(name), lava.spikes.get(name)
-        if a is not None and b is not None:
-            a = a.astype(np.int64)
-            b = b.astype(np.int64)
-            if a.shape != b.shape:
-                return {"layer": name, "what": "spike trace shape",
-                        "emulator": list(a.shape), "lava": list(b.shape)}
-            diff = np.argwhere(a != b)
-            if len(diff):
-                t, n, *idx = (int(i) for i in diff[0])
-                return {"layer": name, "what": "spike", "step": t, "sample": n,
-                        "neuron": idx, "emulator": int(a[(t, n, *idx)]),
-                        "lava": int(b[(t, n, *idx)])}
-        va = emu.v.get(name)
-        vb = lava.final_v.get(name)
-        if va is not None and vb is not None:
-            va = va[-1]
-            if va.shape != vb.shape:
-                return {"layer": name, "what": "final v shape", "emulator": list(va.shape),
-                        "lava": list(vb.shape)}
-            diff = np.argwhere(va != vb)
-            if len(diff):
-                n, *idx = (int(i) for i in diff[0])
-                return {"layer": name, "what": "final v", "step": int(emu.v[name].shape[0] - 1),
-                        "sample": n, "neuron": idx, "emulator": int(va[(n, *idx)]),
-                        "lava": int(vb[(n, *idx)])}
+        if a is None or b is None:
+            return {"layer": name, "what": "missing spike trace",
+                    "emulator": a is not None, "lava": b is not None}
+        a, b = a.astype(np.int64), b.astype(np.int64)
+        if a.shape != b.shape:
+            return {"layer": name, "what": "spike trace shape",
+                    "emulator": list(a.shape), "lava": list(b.shape)}
+        diff = np.argwhere(a != b)
+        if len(diff) and (found is None or int(diff[0][0]) < found["step"]):
+            t, n, *idx = (int(i) for i in diff[0])
+            found = {"layer": name, "what": "spike", "step": t, "sample": n, "neuron": idx,
+                     "emulator": int(a[(t, n, *idx)]), "lava": int(b[(t, n, *idx)])}
+    if found:
+        return found
+    for name in names:
+        va, vb = emu.v.get(name), lava.final_v.get(name)
+        if va is None or vb is None:
+            return {"layer": name, "what": "missing final v",
+                    "emulator": va is not None, "lava": vb is not None}
+        last = va[-1]
+        if last.shape != vb.shape:
+            return {"layer": name, "what": "final v shape", "emulator": list(last.shape),
+                    "lava": list(vb.shape)}
+        diff = np.argwhere(last != vb)
+        if len(diff):
+            n, *idx = (int(i) for i in diff[0])
+            return {"layer": name, "what": "final v", "step": int(va.shape[0] - 1),
+                    "sample": n, "neuron": idx, "emulator": int(last[(n, *idx)]),
+                    "lava": int(vb[(n, *idx)])}
     if not np.array_equal(emu.outputs, lava.outputs):
         n, k = (int(i) for i in np.argwhere(emu.outputs != lava.outputs)[0])
         return {"layer": "readout", "what": "output", "sample": n, "neuron": [k],

@@ -71,3 +71,48 @@ def test_verify_exit_2_on_bad_input(argv, tmp_path, capsys):
     assert main(argv + ["--report", str(tmp_path / "r.html")]) == 2
     assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "r.html").exists()
+
+
+def _traces(spikes, v, outputs):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(spikes=spikes, v=v, final_v={k: x[-1] for k, x in v.items()},
+                           outputs=outputs)
+
+
+def test_first_divergence_names_the_earliest_step_then_the_shallowest_layer():
+    """Lava's first departure from the emulator: earliest step over all layers (ties: program
+    order), then final v, then readout integers; identical traces give None."""
+    import numpy as np
+
+    from dalif_deploy.verify import first_divergence
+
+    rng = np.random.default_rng(0)
+    sp = {k: rng.integers(0, 2, (4, 3, 5)).astype(np.uint8) for k in ("a", "b")}
+    v = {k: rng.integers(-99, 99, (4, 3, 5)) for k in ("a", "b")}
+    out = rng.integers(-9, 9, (3, 10))
+    emu = _traces(sp, v, out)
+    same = _traces({k: x.astype(bool) for k, x in sp.items()}, v, out.copy())
+    assert first_divergence(emu, same, ["a", "b"]) is None
+
+    lava_sp = {k: x.copy() for k, x in sp.items()}
+    lava_sp["a"][3, 1, 2] ^= 1  # late in the first layer
+    lava_sp["b"][1, 2, 4] ^= 1  # earlier in the second: this is the first divergence
+    d = first_divergence(emu, _traces(lava_sp, v, out), ["a", "b"])
+    assert d == {"layer": "b", "what": "spike", "step": 1, "sample": 2, "neuron": [4],
+                 "emulator": int(sp["b"][1, 2, 4]), "lava": int(lava_sp["b"][1, 2, 4])}
+
+    lava_v = {k: x.copy() for k, x in v.items()}
+    lava_v["b"][-1, 0, 3] += 1
+    d = first_divergence(emu, _traces(sp, lava_v, out), ["a", "b"])
+    assert (d["layer"], d["what"], d["sample"], d["neuron"], d["lava"] - d["emulator"]) == \
+        ("b", "final v", 0, [3], 1)
+
+    lava_out = out.copy()
+    lava_out[2, 7] -= 5
+    d = first_divergence(emu, _traces(sp, v, lava_out), ["a", "b"])
+    assert (d["layer"], d["sample"], d["neuron"], d["emulator"] - d["lava"]) == \
+        ("readout", 2, [7], 5)
+
+    d = first_divergence(emu, _traces({"a": sp["a"]}, v, out), ["a", "b"])
+    assert d["what"] == "missing spike trace" and d["layer"] == "b"
