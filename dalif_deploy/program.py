@@ -43,6 +43,7 @@ VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned; compared as vth << 6
 DECAY_MAX = 4095  # du, dv are 12-bit
 BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
 BIAS_EXP_RANGE = (-8, 7)
+TIMESTEPS_MAX = 2**16  # steps per sample; DA-LIF networks use tens to hundreds
 
 
 def _check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -225,8 +226,10 @@ class FixedProgram:
             if s.source not in known or s.target not in known or s.target == "input":
                 raise DaLifError(f"synapse {s.name}: unknown source/target "
                                  f"{s.source!r} -> {s.target!r}")
-        if self.timesteps < 1:
-            raise DaLifError(f"timesteps must be >= 1, got {self.timesteps}")
+        if not 1 <= self.timesteps <= TIMESTEPS_MAX:
+            raise DaLifError(f"timesteps must lie in 1..{TIMESTEPS_MAX}, got {self.timesteps} "
+                             "(a larger value is a corrupt or hostile program: running it "
+                             "would not end in reasonable time)")
 
     def population(self, name: str) -> Population:
         for p in self.populations:

@@ -162,3 +162,17 @@ def test_each_rule_fires(rule):
     if any(v.severity == "error" for v in found):
         with pytest.raises(DaLifError, match=rule):
             require_valid(prog)
+
+
+def test_absurd_timesteps_are_refused_on_load(tmp_path):
+    """A program claiming 10^9 steps per sample would make the emulator run for ages: refused
+    when the file is read, naming the limit."""
+    import json
+
+    arrays = program_to_arrays(small_program())
+    hdr = json.loads(arrays["header"].tobytes())
+    hdr["timesteps"] = 10**9
+    _write(tmp_path / "long.fxp", {**arrays, "header": np.frombuffer(
+        json.dumps(hdr).encode(), np.uint8)})
+    with pytest.raises(DaLifError, match="timesteps must lie in 1..65536"):
+        load_program(tmp_path / "long.fxp")
