@@ -56,6 +56,8 @@ _LAZY = {
     "run_lava": "dalif_deploy.targets.lava:run_lava",
     "run_onnx": "dalif_deploy.targets.onnxruntime:run_onnx",
     "verify_checkpoint": "dalif_deploy.verify:verify_checkpoint",
+    "verify_model": "dalif_deploy.verify:verify_model",
+    "write_report": "dalif_deploy.verify:write_report",
 }
 
 

@@ -121,6 +121,18 @@ class _LayerTally:
                 "v_saturations": emu_sats.get(pop, 0) if pop else None}
 
 
+def _check_options(min_agreement: float, max_accuracy_drop: float, lava_samples: int,
+                   timeout: float) -> None:
+    if not 0 <= min_agreement <= 1:
+        raise DaLifError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
+    if max_accuracy_drop < 0:
+        raise DaLifError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
+    if lava_samples < 0:
+        raise DaLifError(f"--lava-samples must be >= 0, got {lava_samples}")
+    if lava_samples and not timeout > 0:
+        raise DaLifError(f"--timeout must be a positive number of seconds, got {timeout}")
+
+
 def verify_checkpoint(
     checkpoint: str | Path,
     *,
@@ -135,29 +147,12 @@ def verify_checkpoint(
     progress: bool = True,
     workdir: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run every stage on ``checkpoint``; returns ``(result, artefacts)``.
-
-    ``result`` is the JSON-able report (keys documented in README.md); ``artefacts`` holds what
-    the HTML report plots (sample 0's spikes, the program and graph for weight errors).
-    """
+    """Run every stage on ``checkpoint`` (its test split, calibration on up to 512 training
+    samples); returns ``(result, artefacts)`` as :func:`verify_model` does."""
     from .checkpoint import load_model
-    from .converters.nir_graph import read_nir
-    from .converters.nir_to_fixed import quantize_graph
-    from .converters.nir_to_torch import run_graph
-    from .converters.torch_to_nir import export_nir, write_nir
     from .data import load_dataset
-    from .models import run_model
-    from .targets.emulator import emulate
 
-    if not 0 <= min_agreement <= 1:
-        raise DaLifError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
-    if max_accuracy_drop < 0:
-        raise DaLifError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
-    if lava_samples < 0:
-        raise DaLifError(f"--lava-samples must be >= 0, got {lava_samples}")
-    if lava_samples and not timeout > 0:
-        raise DaLifError(f"--timeout must be a positive number of seconds, got {timeout}")
-    seconds: dict[str, float] = {}
+    _check_options(min_agreement, max_accuracy_drop, lava_samples, timeout)
     t0 = time.perf_counter()
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")
@@ -167,23 +162,69 @@ def verify_checkpoint(
     if tuple(test.input_shape) != want:
         raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
                          f"expects {want}; pick a matching --dataset")
+    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(512)
+    load_seconds = round(time.perf_counter() - t0, 3)
+    result, artefacts = verify_model(
+        model, test, calib.x, T, name=ckpt.model_name, source=str(checkpoint),
+        metadata={"source_checkpoint_sha256": ckpt.sha256}, lava_samples=lava_samples,
+        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, onnx=onnx,
+        timeout=timeout, batch_size=batch_size, progress=progress, workdir=workdir)
+    result["seconds"] = {"load": load_seconds, **result["seconds"]}
+    return result, artefacts
+
+
+def verify_model(
+    model: torch.nn.Module,
+    test: Any,
+    calibration: np.ndarray,
+    timesteps: int,
+    *,
+    name: str = "model",
+    source: str = "",
+    metadata: dict[str, Any] | None = None,
+    lava_samples: int = 16,
+    min_agreement: float = 0.99,
+    max_accuracy_drop: float = 1.0,
+    onnx: bool = False,
+    timeout: float = 600.0,
+    batch_size: int = 256,
+    progress: bool = True,
+    workdir: str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run every stage on any single-step DA-LIF ``model`` (zoo or not).
+
+    ``test`` is a :class:`~dalif_deploy.data.Dataset` (the samples as the model receives them);
+    ``calibration`` float samples for the quantiser (training data). Returns ``(result,
+    artefacts)``: ``result`` is the JSON-able report (keys documented in README.md),
+    ``artefacts`` what the HTML report plots (sample 0's spikes, the program and the graph).
+    """
+    from .converters.nir_graph import read_nir
+    from .converters.nir_to_fixed import quantize_graph
+    from .converters.nir_to_torch import run_graph
+    from .converters.torch_to_nir import export_nir, write_nir
+    from .models import run_model
+    from .targets.emulator import emulate
+
+    _check_options(min_agreement, max_accuracy_drop, lava_samples, timeout)
+    T = int(timesteps)
+    model_name = name  # `name` is reused by the per-layer loops below
+    ds_name = test.name
     enc = test.encoding
-    seconds["load"] = round(time.perf_counter() - t0, 3)
+    seconds: dict[str, float] = {}
 
     # NIR export, through a file and back; quantisation calibrated on training samples --------
     t0 = time.perf_counter()
     graph = export_nir(model, test.input_shape, T, encoding=enc,
                        normalization=test.normalization,
-                       metadata={"source_checkpoint_sha256": ckpt.sha256,
-                                 "model_name": ckpt.model_name, "dataset": ds_name})
+                       metadata={**(metadata or {}), "model_name": model_name,
+                                 "dataset": ds_name})
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.nir"
         write_nir(graph, path)
         graph = read_nir(path)
     seconds["export"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(512)
-    program = quantize_graph(graph, calibration=calib.x)
+    program = quantize_graph(graph, calibration=calibration)
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
 
     # float, NIR reference and emulator, side by side over the whole test set ---------------
@@ -258,7 +299,7 @@ def verify_checkpoint(
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             path = Path(tmp) / "model.onnx"
             export_onnx(model, path, T, test.input_shape, encoding=enc,
-                        model_name=ckpt.model_name)
+                        model_name=model_name)
             onnx_pred = run_onnx(path, test.x, batch_size=batch_size,
                                  progress=progress).argmax(1)
         seconds["onnx"] = round(time.perf_counter() - t0, 3)
@@ -289,8 +330,8 @@ def verify_checkpoint(
     layers = [t.row(wraps, sats) for t in tallies.values()]
     readout = program.readout.population
     result: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "model": ckpt.model_name,
+        "checkpoint": source,
+        "model": model_name,
         "dataset": ds_name,
         "samples": len(test),
         "timesteps": T,
