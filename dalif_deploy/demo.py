@@ -19,13 +19,14 @@ DEMO_CHECKPOINT = EXAMPLES / "digits-cnn.pt"
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
     from .cli import emit_json
-    from .verify import format_summary, verify_checkpoint, write_report
+    from .verify import VerifyOptions, format_summary, verify_checkpoint, write_report
 
     if not DEMO_CHECKPOINT.is_file():
         raise DaLifError(f"{DEMO_CHECKPOINT}: demo checkpoint not found; run the demo from a "
                          "source checkout (examples/checkpoints/)")
     out = Path(args.out_dir)
-    result, artefacts = verify_checkpoint(DEMO_CHECKPOINT, lava_samples=args.lava_samples)
+    result, artefacts = verify_checkpoint(
+        DEMO_CHECKPOINT, options=VerifyOptions(lava_samples=args.lava_samples))
     out.mkdir(parents=True, exist_ok=True)
     write_report(result, artefacts, out / "demo-report.html")
     emit_json(result, str(out / "demo-report.json"))

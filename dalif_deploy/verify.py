@@ -23,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,38 +122,41 @@ class _LayerTally:
                 "v_saturations": emu_sats.get(pop, 0) if pop else None}
 
 
-def _check_options(min_agreement: float, max_accuracy_drop: float, lava_samples: int,
-                   timeout: float) -> None:
-    if not 0 <= min_agreement <= 1:
-        raise DaLifError(f"--min-agreement must lie in [0, 1], got {min_agreement}")
-    if max_accuracy_drop < 0:
-        raise DaLifError(f"--max-accuracy-drop must be >= 0, got {max_accuracy_drop}")
-    if lava_samples < 0:
-        raise DaLifError(f"--lava-samples must be >= 0, got {lava_samples}")
-    if lava_samples and not timeout > 0:
-        raise DaLifError(f"--timeout must be a positive number of seconds, got {timeout}")
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Thresholds and run settings of a verification (the CLI flags of ``verify``)."""
+
+    lava_samples: int = 16  # first N test samples run on Lava (0: skip Lava)
+    min_agreement: float = 0.99  # float/fixed prediction agreement, 0..1
+    max_accuracy_drop: float = 1.0  # float -> fixed accuracy drop, percentage points
+    onnx: bool = False  # include the ONNX stage
+    timeout: float = 600.0  # Lava watchdog, seconds
+    batch_size: int = 256
+    progress: bool = True
+    workdir: str | Path | None = None  # where temporary NIR/ONNX files go
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_agreement <= 1:
+            raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
+        if self.max_accuracy_drop < 0:
+            raise DaLifError(f"--max-accuracy-drop must be >= 0, got {self.max_accuracy_drop}")
+        if self.lava_samples < 0:
+            raise DaLifError(f"--lava-samples must be >= 0, got {self.lava_samples}")
+        if self.lava_samples and not self.timeout > 0:
+            raise DaLifError(f"--timeout must be a positive number of seconds, got "
+                             f"{self.timeout}")
+        if self.batch_size < 1:
+            raise DaLifError(f"batch size must be >= 1, got {self.batch_size}")
 
 
-def verify_checkpoint(
-    checkpoint: str | Path,
-    *,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    lava_samples: int = 16,
-    min_agreement: float = 0.99,
-    max_accuracy_drop: float = 1.0,
-    onnx: bool = False,
-    timeout: float = 600.0,
-    batch_size: int = 256,
-    progress: bool = True,
-    workdir: str | Path | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def verify_checkpoint(checkpoint: str | Path, *, dataset: str | None = None,
+                      data_dir: str | None = None, options: VerifyOptions | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run every stage on ``checkpoint`` (its test split, calibration on up to 512 training
     samples); returns ``(result, artefacts)`` as :func:`verify_model` does."""
     from .checkpoint import load_model
     from .data import load_dataset
 
-    _check_options(min_agreement, max_accuracy_drop, lava_samples, timeout)
     t0 = time.perf_counter()
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")
@@ -166,31 +170,15 @@ def verify_checkpoint(
     load_seconds = round(time.perf_counter() - t0, 3)
     result, artefacts = verify_model(
         model, test, calib.x, T, name=ckpt.model_name, source=str(checkpoint),
-        metadata={"source_checkpoint_sha256": ckpt.sha256}, lava_samples=lava_samples,
-        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, onnx=onnx,
-        timeout=timeout, batch_size=batch_size, progress=progress, workdir=workdir)
+        metadata={"source_checkpoint_sha256": ckpt.sha256}, options=options)
     result["seconds"] = {"load": load_seconds, **result["seconds"]}
     return result, artefacts
 
 
-def verify_model(
-    model: torch.nn.Module,
-    test: Any,
-    calibration: np.ndarray,
-    timesteps: int,
-    *,
-    name: str = "model",
-    source: str = "",
-    metadata: dict[str, Any] | None = None,
-    lava_samples: int = 16,
-    min_agreement: float = 0.99,
-    max_accuracy_drop: float = 1.0,
-    onnx: bool = False,
-    timeout: float = 600.0,
-    batch_size: int = 256,
-    progress: bool = True,
-    workdir: str | Path | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, timesteps: int,
+                 *, name: str = "model", source: str = "",
+                 metadata: dict[str, Any] | None = None, options: VerifyOptions | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run every stage on any single-step DA-LIF ``model`` (zoo or not).
 
     ``test`` is a :class:`~dalif_deploy.data.Dataset` (the samples as the model receives them);
@@ -205,7 +193,7 @@ def verify_model(
     from .models import run_model
     from .targets.emulator import emulate
 
-    _check_options(min_agreement, max_accuracy_drop, lava_samples, timeout)
+    opt = options or VerifyOptions()
     T = int(timesteps)
     model_name = name  # `name` is reused by the per-layer loops below
     ds_name = test.name
@@ -218,7 +206,7 @@ def verify_model(
                        normalization=test.normalization,
                        metadata={**(metadata or {}), "model_name": model_name,
                                  "dataset": ds_name})
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
         path = Path(tmp) / "model.nir"
         write_nir(graph, path)
         graph = read_nir(path)
@@ -237,9 +225,9 @@ def verify_model(
     input_clipped = 0
     for k in preds:
         seconds[k] = 0.0
-    for i in tqdm(range(0, len(test), batch_size), desc="float | NIR | fixed", unit="batch",
-                  disable=not progress):
-        xb = test.x[i:i + batch_size]
+    for i in tqdm(range(0, len(test), opt.batch_size), desc="float | NIR | fixed", unit="batch",
+                  disable=not opt.progress):
+        xb = test.x[i:i + opt.batch_size]
         t0 = time.perf_counter()
         with torch.no_grad():
             lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
@@ -268,19 +256,19 @@ def verify_model(
 
     # Lava on a subset, bit-exact against the emulator ---------------------------------------
     t0 = time.perf_counter()
-    n_lava = min(lava_samples, len(test))
+    n_lava = min(opt.lava_samples, len(test))
     lava_acc = lava_exact = divergence = lava_error = None
     if n_lava:
         from .targets.lava import run_lava
 
         with tqdm(total=1, desc=f"lava ({n_lava} samples)", unit="run",
-                  disable=not progress) as bar:
+                  disable=not opt.progress) as bar:
             try:
-                lava = run_lava(program, test.x[:n_lava], timeout=timeout)
+                lava = run_lava(program, test.x[:n_lava], timeout=opt.timeout)
             except DaLifError as e:
                 lava_error, lava_exact = str(e), False
             else:
-                sub = emulate(program, test.x[:n_lava], record=True, batch_size=batch_size)
+                sub = emulate(program, test.x[:n_lava], record=True, batch_size=opt.batch_size)
                 spiking = [p.name for p in program.populations
                            if p.name != program.readout.population]
                 divergence = first_divergence(sub, lava, spiking)
@@ -291,17 +279,17 @@ def verify_model(
 
     # ONNX (optional) -------------------------------------------------------------------------
     onnx_pred = None
-    if onnx:
+    if opt.onnx:
         t0 = time.perf_counter()
         from .converters.torch_to_onnx import export_onnx
         from .targets.onnxruntime import run_onnx
 
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
             path = Path(tmp) / "model.onnx"
             export_onnx(model, path, T, test.input_shape, encoding=enc,
                         model_name=model_name)
-            onnx_pred = run_onnx(path, test.x, batch_size=batch_size,
-                                 progress=progress).argmax(1)
+            onnx_pred = run_onnx(path, test.x, batch_size=opt.batch_size,
+                                 progress=opt.progress).argmax(1)
         seconds["onnx"] = round(time.perf_counter() - t0, 3)
     seconds = {k: round(v, 3) for k, v in seconds.items()}
 
@@ -314,9 +302,9 @@ def verify_model(
     drop = 100 * (float_acc - fixed_acc)
     checks = [
         {"check": "accuracy drop float -> fixed (pp)", "value": drop,
-         "limit": max_accuracy_drop, "ok": drop <= max_accuracy_drop},
+         "limit": opt.max_accuracy_drop, "ok": drop <= opt.max_accuracy_drop},
         {"check": "prediction agreement float/fixed", "value": agreement,
-         "limit": min_agreement, "ok": agreement >= min_agreement},
+         "limit": opt.min_agreement, "ok": agreement >= opt.min_agreement},
         {"check": "NIR predictions == float", "value": float((nir_pred == float_pred).mean()),
          "limit": 1.0, "ok": bool(np.array_equal(nir_pred, float_pred))},
     ]
@@ -383,10 +371,11 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
 def cli_verify(args: argparse.Namespace) -> int:
     from .cli import emit_json
 
-    result, artefacts = verify_checkpoint(
-        args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-        lava_samples=args.lava_samples, min_agreement=args.min_agreement,
-        max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx, timeout=args.timeout)
+    options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
+                            max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
+                            timeout=args.timeout)
+    result, artefacts = verify_checkpoint(args.checkpoint, dataset=args.dataset,
+                                          data_dir=args.data_dir, options=options)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(format_summary(result), file=out)
     if args.report:

@@ -50,8 +50,9 @@ def test_custom_module_verifies_end_to_end(tmp_path):
     test = dd.load_dataset("digits", "test").head(40)
     train = dd.load_dataset("digits", "train").head(128)
     result, artefacts = dd.verify_model(
-        model, test, train.x, 3, name="two-path", lava_samples=3, onnx=True,
-        min_agreement=0.0, max_accuracy_drop=100.0, progress=False, workdir=tmp_path)
+        model, test, train.x, 3, name="two-path",
+        options=dd.VerifyOptions(lava_samples=3, onnx=True, min_agreement=0.0,
+                                 max_accuracy_drop=100.0, progress=False, workdir=tmp_path))
     assert result["model"] == "two-path" and result["samples"] == 40
     assert result["lava_bit_exact"] is True, result["lava_first_divergence"]
     assert [ly["name"] for ly in result["layers"]] == ["lif1", "lif2", "lif3"]
