@@ -3,11 +3,13 @@ with ``inspect``.
 
 Every backend is a function ``"module:function"`` with the signature::
 
-    simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
+    simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None,
              batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
              **opts) -> dict
 
-returning at least ``backend``, ``dataset``, ``samples``, ``accuracy``, ``predictions`` (ints,
+(``dataset=None``: the data set the model file records, via ``load_for_model``) returning
+at least ``backend``, ``dataset``, ``samples``, ``accuracy``, ``predictions`` (ints,
 data set order) and ``seconds``. Backend modules are imported only when used (so lava is never
 imported unless ``--backend lava`` is asked for).
 """
@@ -133,43 +135,22 @@ def check_fits(backend: Backend, path: str | Path) -> str:
     return kind
 
 
-def default_dataset(path: str | Path, kind: str) -> str:
-    """The data set a model file was made for, as its metadata records it; else ``digits``."""
-    name: Any = None
-    try:
-        if kind == "checkpoint":
-            from .checkpoint import load_checkpoint
-
-            name = load_checkpoint(path).dataset.get("name")
-        elif kind == "nir":
-            from .converters.nir_graph import read_nir
-
-            name = (read_nir(path).metadata or {}).get("dataset")
-        elif kind == "program":
-            from .program import load_program
-
-            name = load_program(path).metadata.get("dataset")
-        elif kind == "onnx":
-            from .targets.onnxruntime import _load_proto, _metadata
-
-            name = _metadata(_load_proto(path)).get("dataset")
-    except ImportError:  # the module of that kind is not installed: its backend will say so
-        name = None
-    if isinstance(name, bytes):
-        name = name.decode("utf8", "replace")
-    return name if isinstance(name, str) and name else "digits"
-
-
-def load_for_model(model_path: str | Path, dataset: str, split: str, data_dir: str | None,
+def load_for_model(model_path: str | Path, dataset: str | None, split: str,
+                   data_dir: str | None,
                    samples: int | None, *, encoding: str | None, input_shape: Any,
                    timesteps: int | None, made_for: str | None = None,
                    at_most: bool = False):
     """The first ``samples`` of a data set split, checked to give the input a model expects
     (event data are generated with the model's T; ``encoding=None``: a model that does not say,
     e.g. a foreign NIR graph, takes either). Asking for more samples than the split has is an
-    error unless ``at_most`` (then the whole split is used)."""
+    error unless ``at_most`` (then the whole split is used). ``dataset=None`` means the one the
+    model file records (``made_for``), else ``digits``."""
     from .data import load_dataset
 
+    if isinstance(made_for, bytes):
+        made_for = made_for.decode("utf8", "replace")
+    made_for = made_for if isinstance(made_for, str) and made_for else None
+    dataset = dataset or made_for or "digits"
     ds = load_dataset(dataset, split, data_dir,
                       timesteps=None if encoding == "analog" else timesteps)
     want = tuple(int(d) for d in input_shape)
@@ -200,7 +181,7 @@ def simulate(model_path: str, backend: str, *, dataset: str | None = None, split
              progress: bool = True, **opts: Any) -> dict:
     """Run ``model_path`` on the named backend after checking the file kind fits it."""
     b = get_backend(backend)
-    kind = check_fits(b, model_path)
+    check_fits(b, model_path)
     if samples is not None and samples < 1:
         raise DaLifError(f"--samples must be >= 1, got {samples}")
     if batch_size < 1:
@@ -210,9 +191,7 @@ def simulate(model_path: str, backend: str, *, dataset: str | None = None, split
         users = [n for n, x in BACKENDS.items() if set(foreign) & set(x.options)]
         raise DaLifError(f"option(s) {', '.join('--' + k for k in foreign)} do not apply to "
                          f"backend {b.name!r} (only to {', '.join(users) or 'none'})")
-    if dataset is None:
-        dataset = default_dataset(model_path, kind)
-    fn = b.load()
+    fn = b.load()  # dataset=None: the backend uses the one its model file records
     result = fn(str(model_path), dataset=dataset, split=split, samples=samples,
                 batch_size=batch_size, data_dir=data_dir, progress=progress,
                 **{k: v for k, v in opts.items() if v is not None})

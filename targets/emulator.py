@@ -503,8 +503,9 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         **{kind: {k: np.concatenate(v, 1) for k, v in d.items()} for kind, d in traces.items()})
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              **opts: Any) -> dict:
     """The ``emulator`` backend of ``dalif-deploy simulate`` (JSON-able result dict).
 

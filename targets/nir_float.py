@@ -31,7 +31,7 @@ def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str = 
 
 
 def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, float], BatchFn],
-                   *, dataset: str, split: str, samples: int | None, batch_size: int,
+                   *, dataset: str | None, split: str, samples: int | None, batch_size: int,
                    data_dir: str | None, progress: bool, dt: float | None) -> dict:
     """Shared driver of the NIR backends: load graph and data, check they fit, run in batches."""
     graph = read_nir(model_path)
@@ -64,8 +64,9 @@ def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, 
                           encoding=ds.encoding, conventions=lines)
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              **opts: Any) -> dict:
     """Accuracy and predictions of NIR graph ``model_path`` run by the float reference.
 

@@ -170,8 +170,9 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
     return total / timesteps, {n: torch.stack(v) for n, v in spikes.items()}, notes
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              **opts: Any) -> dict:
     """Accuracy and predictions of NIR graph ``model_path`` run by Norse (see module doc).
 

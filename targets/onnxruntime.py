@@ -180,8 +180,9 @@ def run_onnx(path: str | Path, x: np.ndarray, batch_size: int = 256,
     return OnnxRunner(path).run(x, batch_size, progress)
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              **opts: Any) -> dict:
     """The ``onnx`` backend: accuracy and per-sample predictions of an ONNX graph on a data set.
 

@@ -12,8 +12,9 @@ from ..errors import DaLifError
 from ..training import predict
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              **opts: Any) -> dict:
     """Accuracy and per-sample predictions of checkpoint ``model_path`` on a data set split.
 

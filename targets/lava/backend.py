@@ -17,8 +17,9 @@ from dalif_deploy.errors import DaLifError
 from .run import run_lava
 
 
-def simulate(model_path: str, *, dataset: str, split: str = "test", samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
+def simulate(model_path: str, *, dataset: str | None, split: str = "test",
+             samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True,
              timeout: float = 600.0, **opts: Any) -> dict:
     """Run a fixed-point program on Lava; return the emulator backend's JSON keys.
 
