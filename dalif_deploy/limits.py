@@ -1,0 +1,32 @@
+"""Every Loihi 2 / Lava hardware limit the project relies on, named once (docs/ARCHITECTURE.md).
+
+Figures are Lava 0.10.0's bit-accurate CUBA LIF, Dense, Conv and DelaySparse models as measured
+(docs/MEASURED.md). Nothing else in the project writes these numbers as literals.
+"""
+
+from __future__ import annotations
+
+# neuron state
+V_MAX = 2**23 - 1  # v saturates at +-(2^23 - 1)
+U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
+VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned; compared as vth << 6
+DECAY_MAX = 4095  # du, dv are 12-bit
+DECAY_UNIT = 4096  # decays act as (4096 - d) / 4096
+BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
+BIAS_EXP_RANGE = (-8, 7)
+# synapses
+WEIGHT_BITS_RANGE = (1, 8)  # weight mantissa bits
+WEIGHT_EXP_RANGE = (-8, 7)  # Loihi weight exponent
+SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
+LAVA_CONV_PARAM_MAX = 127  # Lava's Conv stores kernel size, stride, padding, groups as int8
+MAX_DELAY = 63  # DelaySparse delays are 6-bit
+INT32_SAFE = (2**31 - 2**23) // 64  # |a| above this overflows Lava's int32 (a << 6) + u
+FAN_IN_MAX = 4096  # nonzero synapses into one neuron that we accept without a warning
+# input
+INPUT_BITS_RANGE = (2, 8)  # graded (analog) input spikes
+# run length
+TIMESTEPS_MAX = 2**16  # steps per sample; DA-LIF networks use tens to hundreds
+# exact integer ranges of float types (the emulator's exactness proofs)
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
