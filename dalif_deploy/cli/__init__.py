@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .backends import BACKENDS as _REGISTRY
-from .errors import DaLifError, VerificationFailed
+from .. import __version__
+from ..backends import BACKENDS as _REGISTRY
+from ..errors import DaLifError, VerificationFailed
 
 BACKENDS = tuple(_REGISTRY)  # the registry's names (backends.py imports only the stdlib)
 
@@ -199,7 +199,7 @@ def emit_json(data: dict, dest: str | None) -> None:
     if dest == "-":
         sys.stdout.write(text)
     else:
-        from .io import atomic_write_text
+        from ..io import atomic_write_text
 
         atomic_write_text(dest, text)
 
@@ -230,7 +230,7 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse unwritable outputs, outputs that are inputs and two outputs on one path before
     any work is done (training or verifying can take minutes)."""
-    from .io import check_output_path
+    from ..io import check_output_path
 
     outs, ins = FILE_ARGS.get(args.command, ((), ()))
     paths = [(k, getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
