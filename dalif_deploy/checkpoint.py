@@ -35,11 +35,44 @@ from torch import nn
 
 from .errors import DaLifError
 from .io import atomic_path
-from .models import ZOO_DEFAULTS, build_model, default_config
+from .limits import TIMESTEPS_MAX
+from .models import ZOO_DEFAULTS, build_model, default_config, validate_config
+from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, format_bytes
+from .schema import FLOAT32_MAX, Check, integer, mapping, number, optional, shape, text, validate
 
 CHECKPOINT_FORMAT = "dalif-deploy.checkpoint"
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "state_dict", "timesteps", "dataset", "metrics")
+
+
+def _metric(value: Any, where: str) -> Any:
+    """A metric: a finite number (accuracies in [0, 1]), a string or None."""
+    if value is None or isinstance(value, str):
+        return value
+    if where.endswith("_accuracy"):
+        return number(value, where, 0.0, 1.0)
+    return integer(value, where) if isinstance(value, int) else number(value, where)
+
+
+def _metrics(value: Any, where: str) -> dict[str, Any]:
+    return {k: _metric(v, f"{where}.{k}") for k, v in mapping(value, where).items()}
+
+
+DATASET_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "name": (optional(text), False),
+    "encoding": (optional(lambda v, w: text(v, w, ("analog", "events"))), False),
+    "input_shape": (optional(lambda v, w: list(shape(v, w, 3, INPUT_ELEMENTS_MAX))), False),
+    "normalization": (optional(text), False),
+}
+#: the fields of a checkpoint dict besides ``model`` (models.CONFIG_SCHEMA) and ``state_dict``
+CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "timesteps": (lambda v, w: integer(v, w, 1, TIMESTEPS_MAX), True),
+    "state_dict": (mapping, True),
+    "dataset": (lambda v, w: validate(v, DATASET_SCHEMA, w), True),
+    "metrics": (_metrics, True),
+    "created": (optional(mapping), False),
+    "content_sha256": (text, False),
+}
 
 
 @dataclass
@@ -107,17 +140,107 @@ def content_digest(obj: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _check_archive(path: Path, data: bytes) -> None:
-    """Verify the CRC of every member of a zip-format checkpoint (``data`` is the file).
+#: bytes per element of the storage types torch.save records (others count 1: a lower bound)
+_STORAGE_ITEMSIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2,
+                     "BFloat16Storage": 2, "LongStorage": 8, "IntStorage": 4,
+                     "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+                     "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16}
 
-    ``torch.load`` does not check CRCs: a flipped bit inside a tensor would load silently as a
-    different weight. Legacy (non-zip) torch files are left to ``torch.load``.
+
+class _Stub:
+    """Stands in for every object of a pickle being scanned: records nothing, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
+        return _Stub()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _StorageScan(pickle.Unpickler):
+    """Reads a checkpoint's ``data.pkl`` without importing or calling anything, collecting the
+    storage records it declares: ``(key, bytes)`` from ``('storage', type, key, location,
+    numel)``."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.storages: list[tuple[str, int]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        stub = _Stub()
+        stub.name = name  # type: ignore[attr-defined]
+        return stub
+
+    def persistent_load(self, pid: Any) -> Any:
+        if (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[4], int)):
+            itemsize = _STORAGE_ITEMSIZE.get(getattr(pid[1], "name", ""), 1)
+            self.storages.append((str(pid[2]), pid[4] * itemsize))
+        return _Stub()
+
+
+def _check_storages(path: Path, z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]
+                    ) -> None:
+    """Every storage ``data.pkl`` declares must fit its ``data/KEY`` record, before torch.load
+    allocates it (torch sizes a storage from the pickle's element count)."""
+    pkl = [n for n in members if n.endswith("data.pkl") and n.count("/") <= 1]
+    if len(pkl) != 1:
+        return  # not torch's zip layout: torch.load refuses it
+    root = pkl[0][: -len("data.pkl")]
+    scan = _StorageScan(z.read(pkl[0]))
+    try:
+        scan.load()
+    except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
+        raise DaLifError(f"{path}: not a readable checkpoint (its data.pkl does not parse: "
+                         f"{str(e)[:120] or type(e).__name__})") from None
+    total = 0
+    for key, nbytes in scan.storages:
+        record = members.get(f"{root}data/{key}")
+        if record is None:
+            raise DaLifError(f"{path}: corrupted checkpoint: storage {key!r} has no record")
+        if nbytes > record.file_size:
+            raise DaLifError(f"{path}: corrupted or hostile checkpoint: storage {key!r} "
+                             f"declares {format_bytes(nbytes)} but its record holds "
+                             f"{format_bytes(record.file_size)}")
+        total += nbytes
+    check_memory(total, f"{path}: loading the checkpoint's tensors")
+
+
+def _check_archive(path: Path, data: bytes) -> None:
+    """Check a zip-format checkpoint (``data`` is the file) before torch.load sees it.
+
+    Declared sizes first (:func:`resources.check_zip`: unique names, members inside the file,
+    and only stored members, as torch.save writes them; every storage the pickle declares fits
+    its record), then the CRC of every member: ``torch.load`` checks no CRC, so a flipped bit
+    inside a tensor would load silently as a different weight. Legacy (non-zip) torch files
+    are refused by the caller.
     """
     try:
         if not zipfile.is_zipfile(io.BytesIO(data)):
             return
         with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = check_zip(z, len(data), str(path))
+            packed = [n for n, i in members.items() if i.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise DaLifError(f"{path}: member {packed[0]!r} is compressed; torch.save "
+                                 "writes every member stored, so this is not a checkpoint it "
+                                 "wrote (re-save it with torch.save)")
+            _check_storages(path, z, members)
             bad = z.testzip()
+    except DaLifError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
         raise DaLifError(f"{path}: not a readable checkpoint (corrupted or truncated zip "
                          f"archive: {e})") from None
@@ -143,12 +266,17 @@ def _torch_load(path: Path) -> tuple[Any, str]:
     if not path.is_file():
         raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
                                         else "no such file"))
+    check_memory(2 * path.stat().st_size, f"{path}: reading the checkpoint")  # bytes + tensors
     data = path.read_bytes()
-    _check_archive(path, data)
     head = data[:4]
-    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a zip archive nor a legacy pickle
+    if head[:1] == b"\x80":
+        raise DaLifError(f"{path}: a legacy (pre-zip) torch file, whose storage sizes cannot "
+                         "be checked before loading; re-save it with torch.save of torch >= "
+                         "1.6 (the zip format)")
+    if head[:2] != b"PK":  # not a zip archive
         raise DaLifError(f"{path}: not a readable checkpoint (not a torch file: it starts with "
                          f"{head!r})")
+    _check_archive(path, data)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -162,13 +290,22 @@ def _torch_load(path: Path) -> tuple[Any, str]:
     return obj, hashlib.sha256(data).hexdigest()
 
 
-def _check_finite(state_dict: dict[str, Any], path: Path) -> None:
+def _check_tensors(state_dict: dict[str, Any], path: Path) -> None:
+    """Every entry a real tensor; float ones finite and within float32 (the run dtype)."""
     for k, v in state_dict.items():
         if not isinstance(v, torch.Tensor):
             raise DaLifError(f"{path}: state_dict entry {k!r} is not a tensor")
+        if v.is_complex():
+            raise DaLifError(f"{path}: parameter {k!r} is complex ({v.dtype}); weights must "
+                             "be real (complex values are not cast silently)")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise DaLifError(f"{path}: parameter {k!r} contains NaN or Inf; the model cannot "
                              "be deployed (retrain or repair the checkpoint)")
+        if (v.is_floating_point() and v.element_size() > 4 and v.numel()
+                and float(v.abs().max()) > FLOAT32_MAX):
+            raise DaLifError(f"{path}: parameter {k!r} holds {float(v.abs().max()):.3g}, "
+                             f"beyond float32's {FLOAT32_MAX:.3g} (it would become Inf when "
+                             "the model runs in float32)")
 
 
 def _is_plain_state_dict(obj: Any) -> bool:
@@ -195,8 +332,9 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
         if not model:
             raise DaLifError(f"{path}: a plain state_dict; pass --model NAME (one of "
                              f"{sorted(ZOO_DEFAULTS)}) to say which architecture it is")
-        _check_finite(obj, path)
-        ckpt = Checkpoint({"name": model}, obj, int(timesteps or 4),
+        _check_tensors(obj, path)
+        t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
+        ckpt = Checkpoint(validate_config({"name": model}, "--model"), obj, t,
                           {"name": "digits" if model.startswith("digits") else "cifar10"},
                           {}, {"note": "plain state_dict"}, sha, str(path))
         return ckpt, build_checked(ckpt)
@@ -215,33 +353,39 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     cfg = obj["model"]
     if not isinstance(cfg, dict) or cfg.get("name") not in ZOO_DEFAULTS:
         name = cfg.get("name") if isinstance(cfg, dict) else cfg
-        raise DaLifError(f"{path}: unknown model {name!r}; this dalif-deploy knows "
+        raise DaLifError(f"{path}: unknown model {name!r:.80}; this dalif-deploy knows "
                          f"{sorted(ZOO_DEFAULTS)}")
-    if not isinstance(obj["state_dict"], dict):
-        raise DaLifError(f"{path}: state_dict is not a dict")
     if model and model != cfg["name"]:  # --model is for plain state_dicts; never ignore it
         raise DaLifError(f"{path}: the checkpoint holds a {cfg['name']!r} model but --model "
                          f"{model!r} was given; drop --model (it is for plain state_dicts)")
-    t = obj["timesteps"]
-    if not isinstance(t, int) or t < 1:
-        raise DaLifError(f"{path}: timesteps must be a positive integer, got {t!r}")
+    fields = validate(obj, CHECKPOINT_SCHEMA, f"{path}: checkpoint")
+    t = fields["timesteps"]
     if timesteps is not None and timesteps != t:  # -T is for plain state_dicts too
         raise DaLifError(f"{path}: the checkpoint was trained with T={t} but --timesteps "
                          f"{timesteps} was given; drop --timesteps (it is for plain "
                          "state_dicts)")
-    _check_finite(obj["state_dict"], path)
+    _check_tensors(obj["state_dict"], path)
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
                          "recorded content_sha256; restore the file from its source or retrain")
-    ckpt = Checkpoint(cfg, obj["state_dict"], t, dict(obj["dataset"]), dict(obj["metrics"]),
-                      dict(obj.get("created", {})), sha, str(path))
+    ckpt = Checkpoint(validate_config(cfg, f"{path}: model config"), obj["state_dict"], t,
+                      fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
+                      str(path))
     return ckpt, None
 
 
 def build_checked(ckpt: Checkpoint) -> nn.Module:
-    """Build the model of ``ckpt`` and load its weights; mismatches are a DaLifError."""
+    """Build the model of ``ckpt`` and load its weights; mismatches are a DaLifError.
+
+    A model too large for the machine is refused by :func:`models.build_model` (with the
+    figure); only a state_dict that does not match the built model says "weights do not fit".
+    """
     model = build_model(ckpt.config)
-    result = model.load_state_dict(ckpt.state_dict, strict=False)
+    try:
+        result = model.load_state_dict(ckpt.state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])  # line 2 says which
+        raise DaLifError(f"{ckpt.path}: weights do not fit the model: {detail[:300]}") from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {result.missing_keys[:5]}")
@@ -256,12 +400,8 @@ def build_checked(ckpt: Checkpoint) -> nn.Module:
 def load_model(path: str | Path, model: str | None = None,
                timesteps: int | None = None) -> tuple[nn.Module, Checkpoint]:
     """Load a checkpoint and return ``(model in eval mode, checkpoint)``."""
-    try:
-        ckpt, net = _load(path, model, timesteps)  # a plain state_dict is built once, here
-        return (net if net is not None else build_checked(ckpt)), ckpt
-    except RuntimeError as e:  # shape mismatches from load_state_dict
-        detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])  # line 2 says which
-        raise DaLifError(f"{path}: weights do not fit the model: {detail[:300]}") from None
+    ckpt, net = _load(path, model, timesteps)  # a plain state_dict is built once, here
+    return (net if net is not None else build_checked(ckpt)), ckpt
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],

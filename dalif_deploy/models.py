@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from .errors import DaLifError
-from .neuron import DALIF, reset_states
+from .neuron import DALIF, PARAMETRIZATIONS, SURROGATES, reset_states
+from .resources import INPUT_ELEMENTS_MAX, WIDTH_MAX, check_memory, format_bytes
+from .schema import Check, integer, number, shape, text, validate
 
 NEURON_KEYS = (
     "granularity",
@@ -145,25 +147,52 @@ ZOO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _decay(v: Any, where: str) -> float:
+    x = number(v, where, 0.0, 1.0, lo_open=True)
+    if x >= 1.0:
+        raise DaLifError(f"{where}: must lie in (0, 1), got {x}")
+    return x
+
+
+#: every field of a zoo model config (checkpoints store it; ``train`` builds it)
+CONFIG_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "name": (lambda v, w: text(v, w, tuple(sorted(ZOO_DEFAULTS))), True),
+    "width": (lambda v, w: integer(v, w, 1, WIDTH_MAX), False),
+    "v_th": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
+    "init_alpha": (_decay, False),
+    "init_beta": (_decay, False),
+    "granularity": (lambda v, w: text(v, w, ("layer", "channel")), False),
+    "parametrization": (lambda v, w: text(v, w, tuple(sorted(PARAMETRIZATIONS))), False),
+    "surrogate": (lambda v, w: text(v, w, tuple(sorted(SURROGATES))), False),
+    "surrogate_width": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
+    "input_shape": (lambda v, w: list(shape(v, w, 3, INPUT_ELEMENTS_MAX)), False),
+    "num_classes": (lambda v, w: integer(v, w, 1, 2**16), False),
+    "in_channels": (lambda v, w: integer(v, w, 1), False),
+}
+
+
+def validate_config(config: Any, where: str = "model config") -> dict[str, Any]:
+    """``config`` checked against :data:`CONFIG_SCHEMA` (types, finiteness, ranges): a field
+    of the wrong type or out of range is a DaLifError naming ``where.field``."""
+    return validate(config, CONFIG_SCHEMA, where)
+
+
 def default_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The full config dict of zoo model ``name`` with ``overrides`` applied."""
     if name not in ZOO_DEFAULTS:
-        raise DaLifError(f"unknown model {name!r}; the zoo has {sorted(ZOO_DEFAULTS)}")
+        raise DaLifError(f"unknown model {name!r:.80}; the zoo has {sorted(ZOO_DEFAULTS)}")
     cfg: dict[str, Any] = {"name": name, "granularity": "layer", "v_th": 1.0,
                            "parametrization": "tanh", "surrogate": "atan",
                            "surrogate_width": 2.0}
     cfg.update(copy.deepcopy(ZOO_DEFAULTS[name]))
     cfg.update(overrides)
+    cfg = validate_config(cfg, f"model {name!r} config")
     cfg["input_shape"] = list(cfg["input_shape"])
     cfg["in_channels"] = cfg["input_shape"][0]
     return cfg
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
-    """Build a zoo model from its config dict (as stored in a checkpoint)."""
-    if not isinstance(config, dict) or "name" not in config:
-        raise DaLifError("model config must be a dict with a 'name' key")
-    cfg = default_config(config["name"], **{k: v for k, v in config.items() if k != "name"})
+def _construct(cfg: dict[str, Any]) -> nn.Module:
     name, w = cfg["name"], int(cfg["width"])
     if name == "digits-cnn":
         return DigitsCNN(cfg)
@@ -174,6 +203,35 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     # vgg11
     plan = _scaled([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512], w, 64)
     return SpikingVGG(cfg, plan)
+
+
+def model_bytes(config: dict[str, Any]) -> int:
+    """Bytes of a zoo model's parameters and buffers, counted on the meta device (nothing is
+    allocated): ``sum(numel * element_size)``."""
+    cfg = default_config(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    with torch.device("meta"):
+        m = _construct(cfg)
+    return sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Build a zoo model from its config dict (as stored in a checkpoint).
+
+    Its size is counted first (:func:`model_bytes`) and refused, with the figure, when the
+    machine could not hold it."""
+    if not isinstance(config, dict) or "name" not in config:
+        raise DaLifError("model config must be a dict with a 'name' key")
+    cfg = default_config(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    nbytes = model_bytes(cfg)
+    check_memory(nbytes, f"model {cfg['name']!r} (width {cfg['width']}, "
+                 f"{format_bytes(nbytes)} of parameters)", "choose a smaller width")
+    try:
+        return _construct(cfg)
+    except (MemoryError, RuntimeError) as e:  # the allocator gave up despite the estimate
+        raise DaLifError(f"model {cfg['name']!r} (width {cfg['width']}): not enough memory to "
+                         f"build it ({format_bytes(nbytes)} of parameters: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                         "choose a smaller width") from None
 
 
 def dalif_layers(model: nn.Module) -> dict[str, DALIF]:

@@ -1,0 +1,155 @@
+"""Bounds on what a file or an option may make the tool allocate, checked before allocating.
+
+Three rules (README, "What is bounded"):
+
+* Size-giving values have sane limits: T (``limits.TIMESTEPS_MAX``), zoo ``width``
+  (:data:`WIDTH_MAX`), one sample's input elements (:data:`INPUT_ELEMENTS_MAX`), batch sizes
+  (:data:`BATCH_MAX`).
+* Sizes a file declares are checked against the file before anything is read: a zip member
+  may not declare more than :data:`ZIP_RATIO_MAX` times its compressed size (deflate cannot
+  exceed about 1032:1; a stored member is exactly its size), nor extend past the end of the
+  file, names are unique (:func:`check_zip`); an ``.npy`` member's shape must agree with the
+  member's declared size (:func:`npy_header`).
+* A run's memory is estimated from the declared sizes first and refused, with the figure,
+  when it exceeds what the machine has available (:func:`check_memory`, MemAvailable from
+  ``/proc/meminfo``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import DaLifError
+
+WIDTH_MAX = 4096  # zoo base channel width (defaults: 16 digits, 64 vgg11, 128 resnet19)
+INPUT_ELEMENTS_MAX = 2**24  # elements of one sample's input frame (CIFAR: 3072)
+BATCH_MAX = 2**20  # samples per batch
+ZIP_RATIO_MAX = 1100  # uncompressed / compressed size of one zip member (deflate: <= ~1032)
+MEMORY_FRACTION = 0.9  # of MemAvailable a run may plan to use
+NPY_HEADER_MAX = 10_000  # bytes of an .npy header (numpy's own default limit)
+
+
+def format_bytes(n: float) -> str:
+    """``3.2 GiB``-style size."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def mem_available() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(nbytes: float, what: str, fix: str = "") -> None:
+    """Refuse a plan that needs ``nbytes`` when the machine has less available.
+
+    The message names ``what``, both figures and the ``fix``."""
+    avail = mem_available()
+    if avail is not None and nbytes > MEMORY_FRACTION * avail:
+        raise DaLifError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the "
+                         f"{format_bytes(avail)} this machine has available"
+                         + (f"; {fix}" if fix else ""))
+
+
+def check_zip(zf: zipfile.ZipFile, file_size: int, where: str) -> dict[str, zipfile.ZipInfo]:
+    """Check every member's declared sizes against the archive before anything is read.
+
+    Refused: a name listed twice, a member whose compressed data would extend past the end of
+    the file, members whose data add up to more than the file (overlapping members), one that
+    declares more than :data:`ZIP_RATIO_MAX` times its compressed size (a stored member must
+    declare exactly its size), and a total declared size the machine cannot hold.
+    Returns ``{name: ZipInfo}``.
+    """
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = packed = 0
+    for info in zf.infolist():
+        if info.filename in members:
+            raise DaLifError(f"{where}: the archive lists member {info.filename!r} more than "
+                             "once (a damaged or hostile file); re-create it")
+        members[info.filename] = info
+        if info.header_offset + info.compress_size > file_size:
+            raise DaLifError(f"{where}: member {info.filename!r} declares "
+                             f"{format_bytes(info.compress_size)} of data, past the end of the "
+                             f"{format_bytes(file_size)} file (truncated or damaged)")
+        stored = info.compress_type == zipfile.ZIP_STORED
+        limit = info.compress_size if stored else ZIP_RATIO_MAX * info.compress_size + 1024
+        if info.file_size > limit:
+            raise DaLifError(f"{where}: member {info.filename!r} declares "
+                             f"{format_bytes(info.file_size)} from "
+                             f"{format_bytes(info.compress_size)} of "
+                             f"{'stored' if stored else 'compressed'} data, which no real "
+                             "member can (damaged or hostile file); re-create it")
+        total += info.file_size
+        packed += info.compress_size
+    if packed > file_size:  # members that share their data: each would be read again
+        raise DaLifError(f"{where}: the archive's members declare {format_bytes(packed)} of "
+                         f"data in a {format_bytes(file_size)} file (overlapping members: a "
+                         "damaged or hostile file); re-create it")
+    check_memory(total, f"{where}: reading the archive")
+    return members
+
+
+def npy_header(fp: IO[bytes], declared: int, where: str
+               ) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """Parse the header of an ``.npy`` stream and check its shape against ``declared`` bytes.
+
+    Returns ``(shape, dtype, fortran_order)``; the stream is left at the start of the data.
+    Object dtypes, and a shape whose data would not fit the member's declared size, are
+    refused.
+    """
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(fp)
+        read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(
+            version)
+        if read is None:
+            raise ValueError(f"npy format version {version} is not supported")
+        shape, fortran, dtype = read(fp, max_header_size=NPY_HEADER_MAX)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise DaLifError(f"{where}: not a readable array ({str(e)[:120]})") from None
+    if dtype.hasobject:
+        raise DaLifError(f"{where}: holds Python objects ({dtype}); only plain numeric arrays "
+                         "are accepted")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > declared:
+        raise DaLifError(f"{where}: declares shape {shape} ({format_bytes(nbytes)} of "
+                         f"{dtype}) in a member of {format_bytes(declared)} (damaged or "
+                         "hostile file)")
+    return tuple(int(d) for d in shape), dtype, bool(fortran)
+
+
+def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """One ``.npy`` member of an npz archive, its header checked before its data is read."""
+    with zf.open(info) as fp:
+        shape, dtype, fortran = npy_header(fp, info.file_size, where)
+        check_memory(math.prod(shape) * dtype.itemsize, f"{where}: reading the array")
+        count = math.prod(shape)
+        data = fp.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise DaLifError(f"{where}: truncated array data")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    return os.stat(path).st_size
+
+
+def element_bytes(shape: Any, itemsize: int = 4) -> int:
+    """Bytes of an array of ``shape`` (any iterable of ints) and ``itemsize``."""
+    return math.prod(int(d) for d in shape) * int(itemsize)

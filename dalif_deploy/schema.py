@@ -1,0 +1,157 @@
+"""Load-time validation of every value a file or an option brings in (one set of rules).
+
+Each loader (checkpoint, NIR graph, fixed-point program, ONNX graph, data sets) describes its
+fields with these checks instead of ad-hoc ``int(...)`` / ``float(...)`` casts, so a wrong type,
+a NaN, an out-of-range or a fractional value is always one :class:`DaLifError` naming the file
+and the field, never a traceback and never a silent cast (``int(1.5) == 1``, ``uint8(300) ==
+44``, ``float32(1e300) == inf``, ``complex -> float`` dropping the imaginary part).
+
+A field schema is a dict ``{name: check}`` where ``check(value, where) -> cleaned value``;
+:func:`validate` applies it to a mapping. Values read back from HDF5 arrive as numpy scalars,
+0-d or one-element arrays and bytes: the checks accept those forms of a scalar as well.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import DaLifError
+
+Check = Callable[[Any, str], Any]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _scalar(value: Any, where: str, what: str) -> Any:
+    """A numpy scalar or one-element array -> its Python value; anything else unchanged."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "biuf":
+            raise DaLifError(f"{where}: must be {what}, got an array of shape "
+                             f"{tuple(value.shape)} ({value.dtype})")
+        value = value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    return f"<= {hi}" if hi is not None else ""
+
+
+def integer(value: Any, where: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (an integral float such as ``4.0`` counts; ``True``, ``"4"``, ``1.5`` do not)
+    with ``lo <= value <= hi``."""
+    what = f"an integer {_range_text(lo, hi)}".strip()
+    v = _scalar(value, where, what)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise DaLifError(f"{where}: must be {what}, got {type(v).__name__} {v!r:.60}")
+    if isinstance(v, float) and not (math.isfinite(v) and v == int(v)):
+        raise DaLifError(f"{where}: must be {what}, got {v!r}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise DaLifError(f"{where}: must be {what}, got {v}")
+    return v
+
+
+def number(value: Any, where: str, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False) -> float:
+    """A finite real number with ``lo <= value <= hi`` (``lo < value`` when ``lo_open``)."""
+    what = f"a finite number {_range_text(lo, hi, lo_open)}".strip()
+    v = _scalar(value, where, what)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise DaLifError(f"{where}: must be {what}, got {type(v).__name__} {v!r:.60}")
+    v = float(v)
+    if (not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo))
+            or (hi is not None and v > hi)):
+        raise DaLifError(f"{where}: must be {what}, got {v!r}")
+    return v
+
+
+def text(value: Any, where: str, choices: tuple[str, ...] | None = None,
+         max_len: int = 4096) -> str:
+    """A string (bytes are decoded), optionally one of ``choices``."""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "SUO":
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf8", "replace")
+    if not isinstance(value, str) or len(value) > max_len:
+        raise DaLifError(f"{where}: must be a string" + (f" (one of {list(choices)})"
+                                                         if choices else "")
+                         + f", got {type(value).__name__} {value!r:.60}")
+    if choices is not None and value not in choices:
+        raise DaLifError(f"{where}: must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def mapping(value: Any, where: str) -> dict[str, Any]:
+    """A dict with string keys."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise DaLifError(f"{where}: must be a dict with string keys, got "
+                         f"{type(value).__name__}")
+    return dict(value)
+
+
+def shape(value: Any, where: str, ndim: int | None = None,
+          max_elements: int | None = None) -> tuple[int, ...]:
+    """A shape: a list of positive integers (``ndim`` of them), at most ``max_elements`` in
+    product."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise DaLifError(f"{where}: must be a list of positive integers, got "
+                         f"{type(value).__name__} {value!r:.60}")
+    dims = tuple(integer(d, f"{where}[{i}]", lo=1) for i, d in enumerate(value))
+    if ndim is not None and len(dims) != ndim:
+        raise DaLifError(f"{where}: must have {ndim} dimensions, got {list(dims)}")
+    if max_elements is not None and math.prod(dims) > max_elements:
+        raise DaLifError(f"{where}: {list(dims)} has {math.prod(dims):,} elements, more than "
+                         f"the {max_elements:,} allowed")
+    return dims
+
+
+def real_array(a: Any, where: str, *, finite: bool = True, float32: bool = False
+               ) -> np.ndarray:
+    """A real numeric array (bool, integer or float; never complex, object or string), all
+    finite, and with ``float32`` representable as float32 (``|x| <= 3.4e38``)."""
+    arr = np.asarray(a) if not hasattr(a, "numpy") else a.detach().cpu().numpy()
+    if arr.dtype.kind not in "biuf":
+        raise DaLifError(f"{where}: must hold real numbers, got dtype {arr.dtype}"
+                         + (" (complex values are not cast silently)"
+                            if arr.dtype.kind == "c" else ""))
+    if arr.dtype.kind == "f" and arr.size:
+        if finite and not np.isfinite(arr).all():
+            raise DaLifError(f"{where}: contains NaN or Inf")
+        if float32 and arr.dtype.itemsize > 4 and np.abs(arr).max() > FLOAT32_MAX:
+            raise DaLifError(f"{where}: holds {np.abs(arr).max():.3g}, beyond float32's "
+                             f"{FLOAT32_MAX:.3g} (it would become Inf)")
+    return arr
+
+
+def optional(check: Check) -> Check:
+    """``check``, letting None through."""
+    return lambda v, where: None if v is None else check(v, where)
+
+
+def validate(obj: Any, schema: Mapping[str, tuple[Check, bool]], where: str) -> dict[str, Any]:
+    """Apply ``schema`` (``{field: (check, required)}``) to the mapping ``obj``.
+
+    Returns a copy of ``obj`` with every schema field present replaced by its cleaned value;
+    fields outside the schema are kept unchanged. A missing required field, or a field that
+    fails its check, is a DaLifError naming ``where.field``.
+    """
+    d = mapping(obj, where)
+    missing = [k for k, (_, required) in schema.items() if required and k not in d]
+    if missing:
+        raise DaLifError(f"{where}: missing field(s) {missing}")
+    for k, (check, _) in schema.items():
+        if k in d:
+            d[k] = check(d[k], f"{where}.{k}")
+    return d
