@@ -308,6 +308,12 @@ def _check_tensors(state_dict: dict[str, Any], path: Path) -> None:
                              "the model runs in float32)")
 
 
+def _full_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """The checked config with the zoo defaults of the fields it leaves out."""
+    cfg = validate_config(cfg, where)
+    return default_config(cfg["name"], **{k: v for k, v in cfg.items() if k != "name"})
+
+
 def _is_plain_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
@@ -334,7 +340,7 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
                              f"{sorted(ZOO_DEFAULTS)}) to say which architecture it is")
         _check_tensors(obj, path)
         t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
-        ckpt = Checkpoint(validate_config({"name": model}, "--model"), obj, t,
+        ckpt = Checkpoint(_full_config({"name": model}, "--model"), obj, t,
                           {"name": "digits" if model.startswith("digits") else "cifar10"},
                           {}, {"note": "plain state_dict"}, sha, str(path))
         return ckpt, build_checked(ckpt)
@@ -368,7 +374,7 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
                          "recorded content_sha256; restore the file from its source or retrain")
-    ckpt = Checkpoint(validate_config(cfg, f"{path}: model config"), obj["state_dict"], t,
+    ckpt = Checkpoint(_full_config(cfg, f"{path}: model config"), obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
                       str(path))
     return ckpt, None

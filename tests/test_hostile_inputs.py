@@ -1,0 +1,157 @@
+"""Hostile input, one parametrized test per class of issue 11 (Resources and Values), every
+file format: each case is a small file (or option) that DECLARES something huge or wrong; the
+command line answers with exit code 2 and one ``error:`` line naming the problem, never a
+traceback, and nothing big is allocated (measured in a subprocess for the declared sizes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hostile_files as hf
+from dalif_deploy.cli import main
+
+Case = Callable[[Path, dict[str, Path]], list[str]]
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The shipped checkpoint, its NIR graph, its program and its ONNX graph."""
+    d = tmp_path_factory.mktemp("files")
+    assert main(["export", str(hf.SHIPPED), "-o", str(d / "m.nir"),
+                 "--onnx", str(d / "m.onnx")]) == 0
+    assert main(["quantize", str(d / "m.nir"), "-o", str(d / "m.fxp")]) == 0
+    return {"pt": hf.SHIPPED, "nir": d / "m.nir", "fxp": d / "m.fxp", "onnx": d / "m.onnx"}
+
+
+def _inspect(make: Callable[[Path, dict[str, Path]], Path]) -> Case:
+    return lambda tmp, files: ["inspect", str(make(tmp, files))]
+
+
+def _ckpt(edit: Callable[[dict], None]) -> Case:
+    return _inspect(lambda tmp, files: hf.edited_checkpoint(tmp / "c.pt", edit))
+
+
+def _set(obj: dict, path: str, value) -> None:
+    *keys, last = path.split(".")
+    for k in keys:
+        obj = obj[k]
+    obj[last] = value
+
+
+def _cfg(field: str, value) -> Case:
+    return _ckpt(lambda o: _set(o, field, value))
+
+
+def _weights(value: torch.Tensor) -> Case:
+    return _ckpt(lambda o: o["state_dict"].__setitem__("fc.bias", value))
+
+
+# --- Resources: sizes a file declares are checked before anything is read ------------------
+
+GiB = 1 << 30
+DECLARED: dict[str, tuple[Case, str]] = {
+    "ckpt-storage-2GiB": (_inspect(lambda t, f: hf.declared_storage(t / "c.pt", GiB // 2)),
+                          r"storage '0' declares 2\.0 GiB but its record holds 16 B"),
+    "ckpt-member-listed-300-times": (_inspect(lambda t, f: hf.repeated_member(t / "c.pt")),
+                                     r"lists member 'archive/data/9' more than once"),
+    "ckpt-member-declares-4GiB": (_inspect(lambda t, f: hf.lying_zip_sizes(t / "c.pt",
+                                                                           2**32 - 1)),
+                                  r"declares 4\.0 GiB from .* of stored data"),
+    "ckpt-compressed-members": (_inspect(lambda t, f: hf.deflated_checkpoint(t / "c.pt")),
+                                r"is compressed; torch\.save writes every member stored"),
+}
+
+
+@pytest.mark.parametrize("case", list(DECLARED), ids=list(DECLARED))
+def test_declared_sizes_are_checked_before_reading(case, files, tmp_path, capsys):
+    make, match = DECLARED[case]
+    assert main(make(tmp_path, files)) == 2
+    assert re.search(match, _one_error(capsys))
+
+
+def test_declared_sizes_allocate_nothing_big(files, tmp_path):
+    """Every declared-size case in one subprocess: its peak RSS stays far below what the files
+    declare (2 GiB and more each)."""
+    argvs = []
+    for c in DECLARED:
+        (tmp_path / c).mkdir()
+        argvs.append(DECLARED[c][0](tmp_path / c, files))
+    code = ("import json, resource, sys\n"
+            "from dalif_deploy.cli import main\n"
+            "codes = [main(a) for a in json.loads(sys.argv[1])]\n"
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+            "print(json.dumps({'codes': codes, 'peak': peak}))\n")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(argvs)], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).parent, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["codes"] == [2] * len(argvs), out.stderr
+    assert res["peak"] < 1.0 * GiB, res  # torch alone is ~0.4 GiB; each file declares >= 2 GiB
+
+
+# --- Values: every number checked for dtype, finiteness and range where it enters ----------
+
+VALUES: dict[str, tuple[Case, str]] = {
+    "ckpt-v_th-nan": (_cfg("model.v_th", float("nan")), r"model config\.v_th: must be a finite"),
+    "ckpt-v_th-negative": (_cfg("model.v_th", -1.0), r"v_th: must be a finite number > 0"),
+    "ckpt-init_alpha-1": (_cfg("model.init_alpha", 1.0), r"init_alpha: must lie in \(0, 1\)"),
+    "ckpt-width-8000": (_cfg("model.width", 8000), r"width: must be an integer in \[1, 4096\]"),
+    "ckpt-T-1e9": (_cfg("timesteps", 10**9), r"timesteps: must be an integer in \[1, 65536\]"),
+    "ckpt-accuracy-2": (_cfg("metrics.test_accuracy", 2.0), r"test_accuracy: must be a finite"),
+    "ckpt-weights-1e300": (_weights(torch.full((10,), 1e300, dtype=torch.float64)),
+                           r"'fc\.bias' holds 1e\+300, beyond float32"),
+    "ckpt-weights-complex": (_weights(torch.zeros(10, dtype=torch.complex64)),
+                             r"'fc\.bias' is complex"),
+    "ckpt-input-2d": (_cfg("model.input_shape", [8, 8]), r"input_shape: must have 3 dim"),
+    "ckpt-input-huge": (_cfg("model.input_shape", [1, 10**6, 10**6]),
+                        r"input_shape: .* elements, more than the 16,777,216 allowed"),
+}
+
+TYPES: dict[str, tuple[Case, str]] = {
+    "ckpt-v_th-string": (_cfg("model.v_th", "1.0"), r"v_th: must be a finite number > 0\.0, got str"),
+    "ckpt-width-string": (_cfg("model.width", "16"), r"width: must be an integer .*got str"),
+    "ckpt-init_alpha-string": (_cfg("model.init_alpha", "x"), r"init_alpha: must be a finite"),
+    "ckpt-dataset-string": (_cfg("dataset", "digits"), r"checkpoint\.dataset: must be a dict"),
+    "ckpt-metrics-list": (_cfg("metrics", [0.9]), r"checkpoint\.metrics: must be a dict"),
+    "ckpt-T-string": (_cfg("timesteps", "4"), r"timesteps: must be an integer .*got str"),
+    "ckpt-model-not-dict": (_cfg("model", "digits-cnn"), r"unknown model 'digits-cnn'"),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUES), ids=list(VALUES))
+def test_numbers_are_checked_where_they_enter(case, files, tmp_path, capsys):
+    make, match = VALUES[case]
+    assert main(make(tmp_path, files)) == 2
+    assert re.search(match, _one_error(capsys))
+
+
+@pytest.mark.parametrize("case", list(TYPES), ids=list(TYPES))
+def test_wrong_types_are_one_error_line(case, files, tmp_path, capsys):
+    make, match = TYPES[case]
+    assert main(make(tmp_path, files)) == 2
+    assert re.search(match, _one_error(capsys))
+
+
+def test_a_config_with_only_a_name_runs_with_the_zoo_defaults(tmp_path, capsys):
+    """A config holding only the model name used to end in KeyError 'input_shape'."""
+    path = hf.edited_checkpoint(tmp_path / "c.pt", lambda o: _set(o, "model",
+                                                                 {"name": "digits-cnn"}))
+    assert main(["simulate", str(path), "--backend", "torch", "--samples", "8",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["samples"] == 8
+    assert np.isfinite(json.loads((tmp_path / "r.json").read_text())["accuracy"])
