@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import numpy as np
 
 from .errors import DaLifError
 from .io import atomic_write
+from .resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
+from .schema import Check, integer, mapping, number, shape, text, validate
 
 PROGRAM_FORMAT = "dalif-deploy.fixed-program"
 PROGRAM_VERSION = 1
@@ -63,6 +66,9 @@ def _check_scale(scale: Any, name: str) -> float:
 
 def _int_array(a: Any, name: str) -> np.ndarray:
     arr = np.asarray(a)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > 2**63 - 1:
+        raise DaLifError(f"{name}: holds {int(arr.max())}, beyond int64 (it would wrap to a "
+                         "negative number)")
     if arr.dtype.kind not in "iu":
         if arr.size and not np.all(np.isfinite(arr)):
             raise DaLifError(f"{name}: non-finite values")
@@ -312,33 +318,143 @@ def save_program(program: FixedProgram, path: str | os.PathLike) -> None:
     atomic_write(path, write)
 
 
-def _read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
+class _Members(Mapping[str, np.ndarray]):
+    """The arrays of an open program archive, each read (header checked first) when asked for:
+    members the header does not name are never read."""
+
+    def __init__(self, z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], where: str
+                 ) -> None:
+        self.z, self.where = z, where
+        self.members = {n[:-4]: i for n, i in members.items() if n.endswith(".npy")}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return read_npz_member(self.z, self.members[key], f"array {key!r}")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+def _load_archive(path: str | os.PathLike) -> FixedProgram:
+    """Open ``path``, check the zip's declared sizes (resources.check_zip), then build the
+    program reading only the members its header names."""
+    where = str(path)
+    if not os.path.isfile(path):
+        raise DaLifError(f"{path}: " + ("is a directory, not a program file"
+                                        if os.path.isdir(path) else "no such program file"))
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise DaLifError(f"{path}: a plain .npy array, not a program (an .fxp file is an npz "
+                         "archive); re-create it with `dalif-deploy quantize`")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DaLifError(f"{path}: no such program file") from None
-    except ValueError as e:  # object arrays need pickle: refused
-        raise DaLifError(f"{path}: not a valid program file ({e}); only plain integer arrays "
-                         "are accepted, re-create it with `dalif-deploy quantize`") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        with zipfile.ZipFile(path) as z:
+            members = check_zip(z, os.path.getsize(path), where)
+            return program_from_arrays(_Members(z, members, where), where=where)
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
         raise DaLifError(f"{path}: corrupt or truncated program file ({type(e).__name__}: "
                          f"{e}); re-create it with `dalif-deploy quantize`") from None
 
 
+def _string_list(v: Any, where: str) -> list[str]:
+    if not isinstance(v, list):
+        raise DaLifError(f"{where}: must be a list of strings, got {type(v).__name__}")
+    return [text(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+
+def _pair(v: Any, where: str) -> list[int]:
+    items = v if isinstance(v, list) else [v]
+    return [integer(x, where) for x in items]
+
+
+def _int_field(v: Any, where: str) -> int:
+    return integer(v, where)
+
+
+def _shape_field(v: Any, where: str) -> list[int]:
+    return list(shape(v, where, max_elements=INPUT_ELEMENTS_MAX))
+
+
+def _list(v: Any, where: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise DaLifError(f"{where}: must be a list, got {type(v).__name__}")
+    return v
+
+
+def _list_of(v: Any, where: str, kind: str) -> list[dict[str, Any]]:
+    return [validate(x, HEADER_SCHEMA[kind], f"{where}[{i}]")
+            for i, x in enumerate(_list(v, where))]
+
+
+def _boolean(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise DaLifError(f"{where}: must be true or false, got {v!r:.40}")
+    return v
+
+
+_NAME = (text, True)
+#: every field of a program header (types and integrality; ranges are constraints.check_program's)
+HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
+    "top": {"timesteps": (_int_field, True),  # its range: FixedProgram's check
+            "input": (mapping, True), "readout": (mapping, True),
+            "populations": (lambda v, w: _list_of(v, w, "population"), True),
+            "synapses": (lambda v, w: _list_of(v, w, "synapse"), True),
+            "quant_table": (lambda v, w: [mapping(x, f"{w}[{i}]") for i, x in
+                                          enumerate(_list(v, w))], False),
+            "metadata": (mapping, False)},
+    "input": {"kind": (lambda v, w: text(v, w, ("analog", "events")), True),
+              "shape": (_shape_field, True), "scale": (number, False),
+              "bits": (_int_field, False)},
+    "readout": {"population": _NAME, "scale": (number, True)},
+    "population": {"name": _NAME, "shape": (_shape_field, True), "vth": (_int_field, True),
+                   "bias_exp": (_int_field, False), "du": (_int_field, False),
+                   "scale": (number, False), "provenance": (_string_list, False)},
+    "synapse": {"name": _NAME, "source": _NAME, "target": _NAME,
+                "kind": (lambda v, w: text(v, w, ("dense", "conv")), True),
+                "weight_exp": (_int_field, False), "weight_bits": (_int_field, False),
+                "sign_mode": (text, False), "graded": (_boolean, False),
+                "stride": (_pair, False), "padding": (_pair, False), "groups": (_int_field, False),
+                "input_shape": (_shape_field, False), "output_shape": (_shape_field, False),
+                "provenance": (_string_list, False)},
+}
+
+
+def _parse_header(raw: np.ndarray) -> dict[str, Any]:
+    """The JSON header, checked against :data:`HEADER_SCHEMA`."""
+    try:
+        h = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DaLifError(f"unreadable program header ({e})") from None
+    except RecursionError:
+        raise DaLifError("unreadable program header (nested too deeply)") from None
+    if not isinstance(h, dict) or h.get("format") != PROGRAM_FORMAT:
+        raise DaLifError("not a dalif-deploy fixed-point program")
+    if h.get("version") != PROGRAM_VERSION:
+        raise DaLifError(f"program format version {h.get('version')!r:.40} is not "
+                         f"supported (this dalif-deploy reads version {PROGRAM_VERSION}); "
+                         "re-quantise")
+    h = validate(h, HEADER_SCHEMA["top"], "header")
+    h["input"] = validate(h["input"], HEADER_SCHEMA["input"], "header.input")
+    h["readout"] = validate(h["readout"], HEADER_SCHEMA["readout"], "header.readout")
+    return h
+
+
 def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -> FixedProgram:
     """Inverse of :func:`program_to_arrays`, validating everything it reads."""
-    if _HEADER_KEY not in arrays or arrays[_HEADER_KEY].dtype != np.uint8:
+    if _HEADER_KEY not in arrays:
         raise DaLifError(f"{where}: no program header; is this a dalif-deploy .fxp file?")
     try:
-        h = json.loads(arrays[_HEADER_KEY].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DaLifError(f"{where}: unreadable program header ({e})") from None
-    if not isinstance(h, dict) or h.get("format") != PROGRAM_FORMAT:
-        raise DaLifError(f"{where}: not a dalif-deploy fixed-point program")
-    if h.get("version") != PROGRAM_VERSION:
-        raise DaLifError(f"{where}: program format version {h.get('version')} is not supported "
-                         f"(this dalif-deploy reads version {PROGRAM_VERSION}); re-quantise")
+        raw = arrays[_HEADER_KEY]
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise DaLifError("no program header; is this a dalif-deploy .fxp file?")
+        h = _parse_header(raw)
+    except DaLifError as e:
+        raise DaLifError(f"{where}: {e}") from None
 
     def arr(key: str) -> np.ndarray:
         if key not in arrays:
@@ -363,8 +479,12 @@ def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -
 
 
 def load_program(path: str | os.PathLike) -> FixedProgram:
-    """Read a program written by :func:`save_program` (no pickle, no torch, no lava)."""
-    return program_from_arrays(_read_archive(path), where=str(path))
+    """Read a program written by :func:`save_program` (no pickle, no torch, no lava).
+
+    Declared sizes are checked before anything is read (zip members and each array's .npy
+    header, :mod:`resources`), every header field against :data:`HEADER_SCHEMA`, and only the
+    arrays the header names are read."""
+    return _load_archive(path)
 
 
 def describe_program(path: str | os.PathLike) -> dict[str, Any]:

@@ -96,9 +96,9 @@ def repeated_member(path: Path, times: int = 300) -> Path:
     return torch_zip(path, members + [big] * times)
 
 
-def lying_zip_sizes(path: Path, declared: int) -> Path:
+def lying_zip_sizes(path: Path, declared: int, name: str = "archive/data.pkl") -> Path:
     """A zip whose one stored member's central directory entry declares ``declared`` bytes."""
-    torch_zip(path, [("archive/data.pkl", b"\x80\x02}q\x00.")])
+    torch_zip(path, [(name, b"\x80\x02}q\x00.")])
     raw = bytearray(path.read_bytes())
     cd = raw.rindex(b"PK\x01\x02")
     raw[cd + 24:cd + 28] = declared.to_bytes(4, "little")  # uncompressed size
