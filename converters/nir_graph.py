@@ -16,6 +16,7 @@ import nir
 import numpy as np
 
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.io import check_input_file
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: NIR node types this project can execute (nir_to_torch) and describe.
@@ -40,10 +41,7 @@ def _node_types(d: dict[str, Any], where: str = "") -> None:
 
 def read_nir(path: str | Path) -> nir.NIRGraph:
     """Read and validate a ``.nir`` file; every problem is a DaLifError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
-                                        else "no such file"))
+    path = check_input_file(path, "a NIR graph (.nir)")
     with open(path, "rb") as f:
         head = f.read(8)
     if head != HDF5_SIGNATURE:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaLifError
+from .io import check_input_file
 
 #: file kind -> (suffixes, what it is)
 FILE_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -94,12 +95,8 @@ def _sniff(path: Path) -> str | None:
 
 def file_kind(path: str | Path) -> str:
     """The kind of a model file (a FILE_KINDS key): by suffix, else by its first bytes."""
-    path = Path(path)
-    if path.is_dir():
-        raise DaLifError(f"{path}: is a directory; give a model file ("
-                         + ", ".join(s[0] for s, _ in FILE_KINDS.values()) + ")")
-    if not path.is_file():
-        raise DaLifError(f"{path}: no such file")
+    path = check_input_file(path, "a model file: "
+                            + ", ".join(s[0] for s, _ in FILE_KINDS.values()))
     suffix = path.suffix.lower()
     kind = _sniff(path)
     for named, (suffixes, what) in FILE_KINDS.items():

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import DaLifError
-from .io import atomic_path
+from .io import atomic_open, check_input_file
 from .limits import TIMESTEPS_MAX
 from .models import ZOO_DEFAULTS, build_model, default_config, validate_config
 from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, format_bytes
@@ -263,9 +263,7 @@ def _torch_load(path: Path) -> tuple[Any, str]:
 
     The file is read once: the CRC check, the hash and the load all see the same bytes.
     """
-    if not path.is_file():
-        raise DaLifError(f"{path}: " + ("is a directory, not a file" if path.is_dir()
-                                        else "no such file"))
+    check_input_file(path, "a checkpoint (.pt)")
     check_memory(2 * path.stat().st_size, f"{path}: reading the checkpoint")  # bytes + tensors
     data = path.read_bytes()
     head = data[:4]
@@ -434,5 +432,5 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
         },
     }
     obj["content_sha256"] = content_digest(obj)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         torch.save(obj, f)  # a file object: the archive's root is "archive", not the tmp name

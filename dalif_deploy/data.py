@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DaLifError
+from .io import check_input_file
 
 DATASETS = ("digits", "digits-events", "cifar10")
 
@@ -123,6 +124,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    check_input_file(path, "a batch of the standard cifar-10-batches-py folder (data_batch_1..5, "
+                     "test_batch)")
     try:
         raw = path.read_bytes()
         d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
@@ -186,16 +189,15 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
 
 def cli_dataset(args: argparse.Namespace) -> int:
     """``dalif-deploy dataset NAME --split test -o data.npz``."""
-    from .io import atomic_path
+    from .io import atomic_open
 
     ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
     if args.timesteps is not None and ds.encoding != "events":
         raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
                          "model sees the same frame every step)")
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
-                     encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
+    with atomic_open(args.out) as f:
+        np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
+                 encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
     print(f"wrote {args.out}: {ds.name}/{ds.split}, x {tuple(ds.x.shape)} float32 "
           f"({ds.encoding}), y {tuple(ds.y.shape)}")
     return 0

@@ -1,14 +1,47 @@
-"""Atomic file writing: nothing half-written on disk, ever."""
+"""Files in and out: inputs only from regular files, outputs atomic and never over a special file.
+
+Inputs (:func:`check_input_file`): every loader reads only a regular file (or a symbolic link to
+one). A FIFO, a socket, a device (``/dev/zero``) or a directory is refused before it is opened:
+it could block forever or never end.
+
+Outputs (:func:`check_output_path`, :func:`atomic_path`, :func:`atomic_open`):
+
+- written to a temporary file beside the destination, renamed over it only on success;
+- an existing destination must be a regular file. A character or block device, a FIFO or a
+  socket is refused (a write would replace ``/dev/null`` with a file); so is a symbolic link
+  to anything but a regular file, and any link that passes through ``/proc`` (``/dev/stdout``,
+  ``/proc/self/fd/1``): the command line takes ``-`` for stdout where an option supports it;
+- a symbolic link to a regular file is written through: the target is replaced atomically and
+  the link stays a link (what ``> link`` does in a shell);
+- temporary files are named ``.NAME.dalif-tmp-PID-XXXXXXXX`` (NAME the destination's file name,
+  PID the writing process). They are removed on any error or catchable signal (the CLI turns
+  signals into an exception, see ``dalif_deploy.cli.signals``); one left by a process that no
+  longer runs (SIGKILL, power loss) is removed by the next write to the same destination.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import DaLifError
+
+#: the marker between a destination's name and the writer's PID in a temporary file's name
+TEMP_MARK = ".dalif-tmp-"
+#: test hook: seconds to sleep at the first write of every :func:`atomic_open` output, so a test
+#: can deliver a signal in the middle of a write
+WRITE_DELAY_ENV = "DALIF_DEPLOY_TEST_WRITE_DELAY"
+_NAME_CHARS = 200  # of the destination's name kept in a temporary name (NAME_MAX is 255)
+
+#: temporary files this process is writing now (removed by remove_temp_files on a forced exit)
+_LIVE_TEMPS: set[str] = set()
 
 
 def _umask() -> int:
@@ -23,46 +56,174 @@ def _cannot_write(path: Path, e: OSError | str) -> DaLifError:
                       "writable directory")
 
 
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_input_file(path: str | os.PathLike, what: str = "an input file") -> Path:
+    """``path`` as a Path if it is a regular file (or a symbolic link to one), else a DaLifError.
+
+    Called by every loader before it opens anything: a FIFO would block the read forever and
+    ``/dev/zero`` never ends. ``what`` says what was expected, e.g. ``"a checkpoint (.pt)"``."""
+    path = Path(path)
+    try:
+        st = os.stat(path)  # follows symbolic links: a link to a regular file is fine
+    except FileNotFoundError:
+        raise DaLifError(f"{path}: no such file (expected {what})") from None
+    except OSError as e:
+        raise DaLifError(f"{path}: cannot read it ({e.strerror or type(e).__name__}); expected "
+                         f"{what}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DaLifError(f"{path}: is a directory, not a file (expected {what})")
+    if not stat.S_ISREG(st.st_mode):
+        raise DaLifError(f"{path}: is a {_kind(st.st_mode)}, not a regular file; inputs are "
+                         f"read only from regular files (expected {what}; copy the data into a "
+                         "file)")
+    return path
+
+
+def _in_proc(p: str) -> bool:
+    return p == "/proc" or p.startswith("/proc/")
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """The file an output to ``path`` replaces: ``path`` itself (new or a regular file), or the
+    regular file a symbolic link at ``path`` points to. Anything else is a DaLifError."""
+    path = Path(path)
+    where = Path(os.path.abspath(path))
+    for hops in range(40):  # the kernel's own limit on links in a row
+        parent = os.path.realpath(where.parent)
+        if _in_proc(parent):
+            raise DaLifError(f"{path}: leads into {parent} (a process's file descriptors); "
+                             "outputs are written only to regular files; use '-' for stdout "
+                             "where the option takes it")
+        where = Path(parent) / where.name
+        try:
+            st = os.lstat(where)
+        except FileNotFoundError:
+            if hops:  # a dangling link: do not create its target
+                raise DaLifError(f"{path}: is a symbolic link to {where}, which does not "
+                                 "exist; give the target's path or remove the link") from None
+            return path
+        except OSError as e:
+            raise _cannot_write(path, e) from None
+        if stat.S_ISLNK(st.st_mode):
+            where = Path(parent) / os.readlink(where)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise DaLifError(f"{path}: is a directory; give a file name for the output "
+                             f"(e.g. {path / 'out'}{path.suffix})")
+        if not stat.S_ISREG(st.st_mode):
+            via = f" (through a symbolic link to {where})" if hops else ""
+            raise DaLifError(f"{path}: is a {_kind(st.st_mode)}{via}; dalif-deploy never "
+                             "replaces a special file: give a regular file path, or '-' for "
+                             "stdout where the option takes it")
+        return where if hops else path
+    raise DaLifError(f"{path}: too many levels of symbolic links")
+
+
 def check_output_path(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()
                       ) -> None:
-    """Refuse, before any work is done, an output path that cannot be written: a directory,
-    a parent that is a file or not writable, or one of the command's ``inputs`` (which the
-    output would silently replace)."""
+    """Refuse, before any work is done, an output path that cannot be written: a directory, a
+    special file (see :func:`output_target`), a parent that is a file or not writable, or one
+    of the command's ``inputs`` (which the output would silently replace)."""
     path = Path(path)
-    if path.is_dir():
-        raise DaLifError(f"{path}: is a directory; give a file name for the output "
-                         f"(e.g. {path / 'out'}{path.suffix})")
+    target = output_target(path)
     for src in inputs:
-        if src and Path(src).exists() and path.exists() and os.path.samefile(src, path):
+        if src and Path(src).exists() and target.exists() and os.path.samefile(src, target):
             raise DaLifError(f"{path}: is also an input of this command; writing it would "
                              "replace the input, choose another output path")
-    parent = path.parent
+    parent = target.parent
     while not parent.exists():  # atomic_path creates missing directories
         parent = parent.parent
     if not parent.is_dir():
         raise _cannot_write(path, f"{parent} is not a directory")
     try:  # the only reliable test (root ignores permissions; /proc refuses anyway)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=parent)
     except OSError as e:
         raise _cannot_write(path, e) from None
     os.close(fd)
     os.unlink(tmp)
 
 
+def _temp_prefix(target: Path, pid: int | None = None) -> str:
+    return f".{target.name[:_NAME_CHARS]}{TEMP_MARK}{os.getpid() if pid is None else pid}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of earlier writes to ``target`` whose process is gone (killed
+    with SIGKILL, or the machine went down); returns what was removed. A file of a running
+    process is left alone, and so is one of this process that is still being written."""
+    target = Path(target)
+    head = f".{target.name[:_NAME_CHARS]}{TEMP_MARK}"
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(head):
+            continue
+        pid_text = name[len(head):].partition("-")[0]
+        if not pid_text.isdigit():
+            continue
+        p = target.parent / name
+        pid = int(pid_text)
+        if (pid == os.getpid() and str(p) in _LIVE_TEMPS) or (pid != os.getpid()
+                                                              and _alive(pid)):
+            continue
+        try:
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                os.unlink(p)
+                removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def remove_temp_files() -> None:
+    """Remove every temporary file this process is writing now (a forced exit's last act)."""
+    for tmp in list(_LIVE_TEMPS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _LIVE_TEMPS.discard(tmp)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+    """Yield a temporary path beside ``path``'s target; rename it over the target on success.
 
-    A path that cannot be written (a directory, an unwritable or missing place) is a
-    DaLifError, and nothing is left behind."""
+    The target is ``path``, or the regular file a symbolic link at ``path`` points to (the link
+    stays). A path that cannot be written (a directory, a special file, an unwritable or missing
+    place) is a DaLifError, and nothing is left behind; stale temporary files of earlier,
+    killed writes to the same target are removed first."""
     path = Path(path)
-    if path.is_dir():
-        raise DaLifError(f"{path}: is a directory; give a file name for the output")
+    target = output_target(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
     except OSError as e:
         raise _cannot_write(path, e) from None
+    _LIVE_TEMPS.add(tmp)
     os.close(fd)
     try:
         try:
@@ -70,13 +231,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:  # e.g. the disk filled up while writing
             raise _cannot_write(path, e) from None
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        if output_target(path) != target:  # replaced by a special file or link meanwhile
+            raise DaLifError(f"{path}: changed while the output was being written; nothing "
+                             "was written, run the command again")
         try:
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         except OSError as e:
             raise _cannot_write(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        _LIVE_TEMPS.discard(tmp)
+
+
+class _SlowFirstWrite:
+    """A file whose first write sleeps (the :data:`WRITE_DELAY_ENV` test hook)."""
+
+    def __init__(self, f: BinaryIO, delay: float) -> None:
+        self._f, self._delay = f, delay
+
+    def write(self, data: bytes) -> int:
+        if self._delay:
+            delay, self._delay = self._delay, 0.0
+            time.sleep(delay)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file open for writing, atomically renamed to ``path`` on success (see
+    :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
+        try:
+            yield _SlowFirstWrite(f, delay) if delay > 0 else f  # type: ignore[misc]
+        except BaseException as e:
+            # A writer interrupted half-way (np.savez has no try/finally) leaves its ZipFile in
+            # the traceback's frames; collected after ``f`` is closed, it would try to finish
+            # the archive and print "Exception ignored ... seek of closed file". Release those
+            # frames now, while ``f`` is still open.
+            traceback.clear_frames(e.__traceback__)
+            raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

@@ -27,13 +27,12 @@ import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import DaLifError
-from .io import atomic_write
+from .io import atomic_open, check_input_file
 from .resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
 from .schema import Check, integer, mapping, number, shape, text, validate
 
@@ -311,11 +310,8 @@ def save_program(program: FixedProgram, path: str | os.PathLike) -> None:
     """Write ``program`` to ``path`` (.fxp, an npz archive) atomically."""
     arrays = program_to_arrays(program)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
-            np.savez_compressed(f, **arrays)
-
-    atomic_write(path, write)
+    with atomic_open(path) as f:  # a file object: np.savez would append '.npz' to a name
+        np.savez_compressed(f, **arrays)
 
 
 class _Members(Mapping[str, np.ndarray]):
@@ -344,9 +340,7 @@ def _load_archive(path: str | os.PathLike) -> FixedProgram:
     """Open ``path``, check the zip's declared sizes (resources.check_zip), then build the
     program reading only the members its header names."""
     where = str(path)
-    if not os.path.isfile(path):
-        raise DaLifError(f"{path}: " + ("is a directory, not a program file"
-                                        if os.path.isdir(path) else "no such program file"))
+    check_input_file(path, "a fixed-point program (.fxp)")
     with open(path, "rb") as f:
         head = f.read(6)
     if head == b"\x93NUMPY":

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DaLifError
+from ..io import check_input_file
 
 _ALLOWED_OPTS = ("threads",)
 META_PREFIX = "dalif_deploy."  # key prefix of the graph's metadata_props (written by the exporter)
@@ -57,9 +58,7 @@ def _load_proto(path: str | Path):
     """Read and check an ONNX file; anything that is not a valid ONNX model is a DaLifError."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise DaLifError(f"{path}: no such ONNX file")
+    path = check_input_file(path, "an ONNX model (.onnx)")
     try:  # never follow external-data references: a hostile file could point anywhere
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
