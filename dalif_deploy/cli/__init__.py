@@ -216,6 +216,8 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+#: output arguments that take '-' for stdout (every other output must be a file path)
+STDOUT_ARGS = ("json",)
 #: per command: (argument names holding output files, argument names holding input files)
 FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train": (("out",), ()),
@@ -233,6 +235,10 @@ def check_outputs(args: argparse.Namespace) -> None:
     from ..io import check_output_path
 
     outs, ins = FILE_ARGS.get(args.command, ((), ()))
+    for k in outs:
+        if getattr(args, k, None) == "-" and k not in STDOUT_ARGS:
+            raise DaLifError(f"--{k} -: this output cannot go to stdout; give a file path "
+                             "(./- for a file named '-')")
     paths = [(k, getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
     inputs = tuple(str(getattr(args, k)) for k in ins if getattr(args, k, None))
     for _, p in paths:
@@ -247,6 +253,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.command == "demo" and os.path.exists(args.out_dir) and not os.path.isdir(
             args.out_dir):
         raise DaLifError(f"--out-dir {args.out_dir} is a file; give a directory")
+    if args.command == "demo" and os.path.isdir(args.out_dir):
+        for name in ("demo-report.html", "demo-report.json"):
+            check_output_path(os.path.join(args.out_dir, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,18 +264,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from .signals import exit_code, signals_raise
+
     try:
-        check_outputs(args)
-        rc = args.handler(args)
+        with signals_raise():  # SIGTERM, SIGHUP, ... unwind like Ctrl-C: no temporary file left
+            check_outputs(args)
+            rc = args.handler(args)
     except VerificationFailed as e:
         print(f"verification failed: {e}", file=sys.stderr)
         return 1
     except DaLifError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({str(e) or 'SIGINT'})", file=sys.stderr)
+        return exit_code(e)
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         sys.stderr.close()
         return 0
