@@ -2,11 +2,12 @@
 
 Encoding (DESIGN.md section 3), the contract every NIR consumer of this project relies on:
 
-* each :class:`~dalif_deploy.neuron.DALIF` layer becomes a ``nir.LIF`` (Euler, ``dt = 1``) with
+* each neuron layer becomes its model's NIR node (``NeuronModel.to_nir``); a
+  :class:`~dalif_deploy.neurons.dalif.DALIF` layer a ``nir.LIF`` (Euler, ``dt = 1``) with
   ``tau = 1/(1-beta)``, ``r = alpha/(1-beta)``, ``v_leak = 0``, ``v_reset = 0``,
   ``v_threshold = v_th``, every array of the full neuron shape ((C,H,W) after a conv, (N,)
-  after a linear); node metadata records the neuron model, dt, discretisation, spike condition
-  ``>=``, reset and the effective alpha/beta. With ``dt = 1`` the NIR Euler update
+  after a linear); node metadata records the neuron model, dt, discretisation, spike
+  condition ``>=``, reset and the effective alpha/beta. With ``dt = 1`` the NIR Euler update
   ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``.
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
@@ -33,68 +34,31 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from dalif_deploy.encoding import Encoding
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import atomic_path
-from dalif_deploy.neuron import DALIF, reset_states
+from dalif_deploy.neuron import NeuronModule
+from dalif_deploy.neurons import reset_states
 
 from .nir_graph import fix_conv_types, int_pair, validate
 
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
-LIF_EQUATION = "V[t] = beta*H[t-1] + alpha*X[t]; S[t] = V[t] >= v_th; H[t] = V[t]*(1-S[t])"
 SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
              "Identity", "DALIF", "+ (residual fan-in)", "torch.flatten")
 
 
 class _Tracer(fx.Tracer):
-    """torch.fx tracer that keeps DA-LIF layers as leaves (their state is not traceable)."""
+    """torch.fx tracer that keeps neuron layers as leaves (their state is not traceable)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, DALIF) or super().is_leaf_module(m, qualname)
+        return isinstance(m, NeuronModule) or super().is_leaf_module(m, qualname)
 
 
 def _f64(t: torch.Tensor | float) -> np.ndarray:
     if isinstance(t, torch.Tensor):
         return t.detach().cpu().to(torch.float64).numpy().copy()
     return np.asarray(t, dtype=np.float64)
-
-
-def _meta_value(t: torch.Tensor) -> float | np.ndarray:
-    """Metadata value: a float for a scalar (HDF5 cannot compress 0-d arrays), else float64."""
-    a = _f64(t)
-    return float(a) if a.ndim == 0 else a
-
-
-def lif_node(lif: DALIF, shape: tuple[int, ...], name: str = "") -> nir.LIF:
-    """The ``nir.LIF`` of a DA-LIF layer whose neurons have ``shape`` (without batch)."""
-    alpha, beta = _f64(lif.alpha), _f64(lif.beta)
-    if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
-        raise DaLifError(f"DA-LIF layer {name!r}: alpha/beta are not finite")
-    if (beta >= 1).any() or (beta < 0).any() or (alpha <= 0).any():
-        raise DaLifError(f"DA-LIF layer {name!r}: needs 0 <= beta < 1 and alpha > 0 to be "
-                         f"expressed as a NIR LIF (got alpha {alpha}, beta {beta})")
-    if alpha.ndim == 1:  # per channel: channel is dimension 0 of the neuron shape
-        if not shape or shape[0] != alpha.shape[0]:
-            raise DaLifError(f"DA-LIF layer {name!r} has {alpha.shape[0]} channels but its "
-                             f"input has shape {shape}")
-        expand = (-1,) + (1,) * (len(shape) - 1)
-        alpha, beta = alpha.reshape(expand), beta.reshape(expand)
-    full = np.ones(shape, dtype=np.float64)
-    a, b = alpha * full, beta * full
-    meta = {
-        "neuron_model": "DA-LIF",
-        "equation": LIF_EQUATION,
-        "dt": 1.0,
-        "discretisation": "euler",
-        "spike_condition": ">=",
-        "reset": "hard reset to v_reset = 0 (H = V * (1 - S))",
-        "granularity": lif.granularity,
-        "alpha": _meta_value(lif.alpha),
-        "beta": _meta_value(lif.beta),
-    }
-    return nir.LIF(tau=1.0 / (1.0 - b), r=a / (1.0 - b), v_leak=np.zeros(shape),
-                   v_reset=np.zeros(shape), v_threshold=np.full(shape, float(lif.v_th)),
-                   metadata=meta)
 
 
 def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str) -> None:
@@ -207,8 +171,8 @@ class _Builder:
                                  "fold it into otherwise)")
             _fold_bn(prev, m, name)
             self.value[n] = src
-        elif isinstance(m, DALIF):
-            self._add(name, lif_node(m, shape, name), src, n)
+        elif isinstance(m, NeuronModule):  # its model's NIR mapping (DA-LIF: nir.LIF)
+            self._add(name, m.neuron.to_nir(m.params(), shape, name), src, n)
         elif isinstance(m, nn.AvgPool2d):
             if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
                 raise DaLifError(f"AvgPool2d {name!r}: ceil_mode, count_include_pad=False "
@@ -260,7 +224,7 @@ class _Builder:
 
 
 def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], timesteps: int,
-               encoding: str = "analog", normalization: str = "",
+               encoding: Encoding | str = "analog", normalization: str = "",
                metadata: dict[str, Any] | None = None) -> nir.NIRGraph:
     """Export a single-step DA-LIF network to a NIR graph (see the module docstring).
 
@@ -268,8 +232,7 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], times
     (``"analog"``: the same frame every step, or ``"events"``) and ``normalization`` are recorded
     in the graph metadata with any extra ``metadata``.
     """
-    if encoding not in ("analog", "events"):
-        raise DaLifError(f"encoding must be 'analog' or 'events', not {encoding!r}")
+    enc = Encoding.from_name(encoding)
     if not isinstance(timesteps, int) or timesteps < 1:
         raise DaLifError(f"timesteps must be a positive integer, got {timesteps!r}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -308,7 +271,7 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], times
         "dt": 1.0,
         "timesteps": int(timesteps),
         "input_shape": np.array(input_shape, dtype=np.int64),
-        "input_encoding": encoding,
+        "input_encoding": enc.name,
         "input_normalization": normalization,
         "readout": "mean over T",
         "spike_condition": ">=",

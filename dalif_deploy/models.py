@@ -2,8 +2,8 @@
 
 A DA-LIF network here is any ``nn.Module`` whose ``forward(x)`` computes ONE time step, built from
 supported layers (Conv2d, BatchNorm2d/1d, Linear, AvgPool2d, Flatten, ``+`` for residual fan-in)
-and :class:`~dalif_deploy.neuron.DALIF` layers called statefully (``s = self.lif(x)``). The last
-layer is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
+and :class:`~dalif_deploy.neurons.dalif.DALIF` layers called statefully (``s = self.lif(x)``).
+The last layer is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
 
 Zoo models are built from a plain config dict (stored in checkpoints), see :func:`build_model`.
 """
@@ -16,10 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .encoding import Encoding
 from .errors import DaLifError
-from .neuron import DALIF, PARAMETRIZATIONS, SURROGATES, reset_states
+from .neuron import PARAMETRIZATIONS, SURROGATES
+from .neurons import network_step, reset_states
+from .neurons.dalif import DALIF
 from .resources import INPUT_ELEMENTS_MAX, WIDTH_MAX, check_memory, format_bytes
 from .schema import Check, integer, number, shape, text, validate
+from .unroll import unroll
 
 NEURON_KEYS = (
     "granularity",
@@ -243,7 +247,7 @@ def run_model(
     model: nn.Module,
     x: torch.Tensor,
     timesteps: int,
-    encoding: str = "analog",
+    encoding: Encoding | str = "analog",
     record_spikes: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run a single-step DA-LIF network over T steps and return the readout mean over T.
@@ -252,10 +256,8 @@ def run_model(
     ``[B, T, C, H, W]`` for ``encoding="events"``. With ``record_spikes`` also returns each
     DA-LIF layer's spikes as ``{name: [T, B, ...]}``.
     """
-    if encoding not in ("analog", "events"):
-        raise DaLifError(f"encoding must be 'analog' or 'events', not {encoding!r}")
-    if encoding == "events" and (x.dim() < 2 or x.shape[1] != timesteps):
-        raise DaLifError(f"event input must be [B, T={timesteps}, ...], got {tuple(x.shape)}")
+    enc = Encoding.from_name(encoding)
+    enc.check(x, timesteps)
     reset_states(model)
     spikes: dict[str, list[torch.Tensor]] = {}
     hooks = []
@@ -265,15 +267,11 @@ def run_model(
             hooks.append(m.register_forward_hook(
                 lambda _m, _i, out, name=name: spikes[name].append(out.detach())))
     try:
-        total = None
-        for t in range(timesteps):
-            out = model(x[:, t] if encoding == "events" else x)
-            total = out if total is None else total + out
+        logits = unroll(network_step(model), x, timesteps, enc)
     finally:
         for h in hooks:
             h.remove()
         reset_states(model)
-    logits = total / timesteps
     if record_spikes:
         return logits, {k: torch.stack(v) for k, v in spikes.items()}
     return logits

@@ -1,22 +1,27 @@
-"""The DA-LIF neuron (Dual Adaptive LIF) in PyTorch: a functional core and a thin module.
+"""The neuron protocol, and what every spiking neuron model shares.
 
-Float semantics (DESIGN.md section 2, dt = 1)::
+A neuron model (one per file in :mod:`dalif_deploy.neurons`, registered there) is described by
+a :class:`NeuronModel`:
 
-    V[t] = beta * H[t-1] + alpha * X[t]          H[-1] = 0
-    S[t] = 1 if V[t] >= v_th else 0               (surrogate gradient when training)
-    H[t] = V[t] * (1 - S[t])                      (hard reset to 0)
+* its parameters and its state are explicit values (frozen dataclasses of tensors);
+* :meth:`NeuronModel.step` is a pure function ``step(state, x, params) -> (spikes, state)``;
+* :meth:`NeuronModel.to_nir` / :meth:`NeuronModel.from_nir` map its parameters to a NIR node
+  and back;
+* :attr:`NeuronModel.module_type` is its ``nn.Module``, a thin :class:`NeuronModule` around the
+  pure step, called ``s = layer(x)`` inside networks (one time step per call).
 
-``alpha`` (spatial decay) and ``beta`` (temporal decay) are learnable, per layer (the paper's
-granularity) or per channel (our extension). They are produced from raw parameters by a named
-parametrisation (``tanh`` by default, ``sigmoid`` available); checkpoints store the raw
-parameters, everything after export uses only the effective values.
+Shared here: the integrate-and-fire equation every neuron model is built from
+(:func:`integrate`, :func:`fire`; also used for NIR's LIF/LI/CubaLIF nodes by the float NIR
+interpreter), the Heaviside spike with surrogate gradients, and the decay parametrisations.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -99,146 +104,127 @@ def spike(x: torch.Tensor, surrogate: str = "atan", width: float = 2.0) -> torch
 
 
 # ---------------------------------------------------------------------------------------------
-# Functional core.
+# The integrate-and-fire equation (one place; neuron models and the NIR interpreter use it).
 
 
-def dalif_step(
-    x: torch.Tensor,
-    h: torch.Tensor | None,
-    alpha: torch.Tensor,
-    beta: torch.Tensor,
-    v_th: float,
-    surrogate: str = "atan",
-    width: float = 2.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One DA-LIF step: ``(x, h) -> (spikes, h_next, v)``.
+def integrate(x: torch.Tensor, h: torch.Tensor | None, decay: torch.Tensor | float,
+              gain: torch.Tensor | float, leak: torch.Tensor | None = None) -> torch.Tensor:
+    """Leaky integration ``V = decay * H + gain * X (+ leak)``; ``H = None`` (before the first
+    step) means ``H = 0`` and gives ``V = gain * X (+ leak)``."""
+    v = gain * x if h is None else decay * h + gain * x
+    return v if leak is None else v + leak
 
-    ``V = beta * H + alpha * X``, ``S = [V >= v_th]``, ``H' = V * (1 - S)``. ``alpha`` and
-    ``beta`` broadcast against ``x`` (scalars, or per channel shaped ``(C, 1, ...)``).
+
+def fire(v: torch.Tensor, threshold: torch.Tensor | float, reset: torch.Tensor | None = None,
+         inclusive: bool = True, surrogate: str = "atan", width: float = 2.0
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Threshold and hard reset: returns ``(S, H)``.
+
+    ``S = [V >= threshold]`` (``inclusive``, with the named surrogate gradient) or
+    ``S = [V > threshold]``. ``H = V * (1 - S)`` (reset to 0; the gradient flows through S)
+    when ``reset`` is None, else ``H = reset where S else V``.
     """
-    v = alpha * x if h is None else beta * h + alpha * x
-    s = spike(v - v_th, surrogate, width)
-    return s, v * (1 - s), v
+    s = spike(v - threshold, surrogate, width) if inclusive else (v > threshold).to(v.dtype)
+    h = v * (1 - s) if reset is None else torch.where(s != 0, reset, v)
+    return s, h
+
+
+def per_channel(d: torch.Tensor, x: torch.Tensor, what: str = "neuron") -> torch.Tensor:
+    """A parameter of shape ``()`` as is, or of shape ``(C,)`` viewed to broadcast against
+    ``x = [B, C, ...]``."""
+    if d.dim() == 0:
+        return d
+    if x.dim() < 2 or x.shape[1] != d.shape[0]:
+        raise DaLifError(f"per-channel {what} with {d.shape[0]} channels got input of shape "
+                         f"{tuple(x.shape)}; expected [B, {d.shape[0]}, ...]")
+    return d.view(1, -1, *([1] * (x.dim() - 2)))
 
 
 # ---------------------------------------------------------------------------------------------
-# Module.
+# The protocol.
+
+
+class NeuronModel(ABC):
+    """A neuron model: explicit parameters and state, a pure step, its NIR mapping.
+
+    Implementations are stateless singletons registered in :data:`dalif_deploy.neurons.NEURONS`
+    under :attr:`name` (also written to NIR node metadata as ``neuron_model``).
+    """
+
+    name: ClassVar[str]
+    #: the nn.Module of this model (a :class:`NeuronModule` subclass)
+    module_type: ClassVar[type[NeuronModule]]
+
+    @abstractmethod
+    def init_state(self) -> Any:
+        """The state before the first step (all zero)."""
+
+    @abstractmethod
+    def step(self, state: Any, x: torch.Tensor, params: Any) -> tuple[torch.Tensor, Any]:
+        """One time step ``(state, x, params) -> (spikes, state)``; pure (no side effect)."""
+
+    @abstractmethod
+    def to_nir(self, params: Any, shape: Sequence[int], name: str = "") -> Any:
+        """The NIR node of a layer with these parameters and neuron shape (without batch)."""
+
+    @abstractmethod
+    def from_nir(self, node: Any, name: str = "") -> Any:
+        """The parameters of a NIR node written by :meth:`to_nir`; DaLifError if the node
+        cannot be expressed by this model."""
+
 
 _UNSET = object()
 
 
-class DALIF(nn.Module):
-    """DA-LIF neuron layer.
-
-    Args:
-        channels: number of channels (dimension 1 of the input ``[B, C, ...]``); required for
-            ``granularity="channel"``.
-        granularity: ``"layer"`` (one alpha/beta pair, the paper's) or ``"channel"``.
-        v_th: firing threshold (fires on ``V >= v_th``).
-        init_alpha, init_beta: initial effective decays.
-        parametrization: ``"tanh"`` (default) or ``"sigmoid"``.
-        surrogate, surrogate_width: surrogate gradient name and width.
+class NeuronModule(nn.Module):
+    """The ``nn.Module`` of a neuron model: a thin wrapper around :meth:`NeuronModel.step`.
 
     Calling conventions:
-        * ``lif(x, state)`` - functional single step, returns ``(spikes, state)``; pass
-          ``state=None`` for the first step. This is what exporters trace.
-        * ``lif(x)`` - stateful single step for use inside networks: the state is kept in
-          the module between calls and cleared by :func:`reset_states`; returns spikes.
-        * ``lif.forward_sequence(x_seq)`` - multi-step over ``[T, B, ...]``, returns spikes.
+
+    * ``layer(x, state)`` - explicit state: returns ``(spikes, state)`` and changes nothing in
+      the module; ``state=None`` is the model's initial state.
+    * ``layer(x)`` - the single-step call networks make (``s = self.lif(x)``): continues from
+      :attr:`state` and stores the new state there; :meth:`reset_state` clears it (and
+      :func:`dalif_deploy.neurons.network_step` runs a whole network with explicit state).
+    * ``layer.forward_sequence(x_seq)`` - all of ``[T, B, ...]`` from the initial state.
+
+    Public attributes: :attr:`state` (the state a single-step call continues from, None =
+    initial) and :attr:`fixed_params` (when set, used instead of :meth:`effective_params`, e.g.
+    by an exporter that freezes the parameters into constants).
     """
 
-    def __init__(
-        self,
-        channels: int | None = None,
-        granularity: str = "layer",
-        v_th: float = 1.0,
-        init_alpha: float = 0.5,
-        init_beta: float = 0.5,
-        parametrization: str = "tanh",
-        surrogate: str = "atan",
-        surrogate_width: float = 2.0,
-    ) -> None:
+    neuron: ClassVar[NeuronModel]
+
+    def __init__(self) -> None:
         super().__init__()
-        if granularity not in ("layer", "channel"):
-            raise DaLifError(f"granularity must be 'layer' or 'channel', not {granularity!r}")
-        if granularity == "channel" and not channels:
-            raise DaLifError("granularity='channel' needs the number of channels")
-        if surrogate not in SURROGATES:
-            raise DaLifError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
-        for name, d in (("init_alpha", init_alpha), ("init_beta", init_beta)):
-            if not 0.0 < d < 1.0:
-                raise DaLifError(f"{name} must lie in (0, 1), got {d}")
-        self.channels = channels
-        self.granularity = granularity
-        self.v_th = float(v_th)
-        self.parametrization = parametrization
-        self.surrogate = surrogate
-        self.surrogate_width = float(surrogate_width)
-        p = get_parametrization(parametrization)
-        shape = (channels,) if granularity == "channel" else ()
-        self.alpha_raw = nn.Parameter(torch.full(shape, p.inverse(init_alpha)))
-        self.beta_raw = nn.Parameter(torch.full(shape, p.inverse(init_beta)))
-        self._state: torch.Tensor | None = None
+        self.state: Any = None
+        self.fixed_params: Any = None
 
-    # Effective decays ------------------------------------------------------------------------
-    @property
-    def alpha(self) -> torch.Tensor:
-        """Effective spatial decay: shape ``()`` (layer) or ``(C,)`` (channel)."""
-        return get_parametrization(self.parametrization).forward(self.alpha_raw)
+    def effective_params(self) -> Any:
+        """The model's parameters computed from this module's learnable ones."""
+        raise NotImplementedError(f"{type(self).__name__} must define effective_params()")
 
-    @property
-    def beta(self) -> torch.Tensor:
-        """Effective temporal decay: shape ``()`` (layer) or ``(C,)`` (channel)."""
-        return get_parametrization(self.parametrization).forward(self.beta_raw)
+    def params(self) -> Any:
+        """The parameters a call uses: :attr:`fixed_params` if set, else the effective ones."""
+        return self.fixed_params if self.fixed_params is not None else self.effective_params()
 
-    def _broadcast(self, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if d.dim() == 0:
-            return d
-        if x.dim() < 2 or x.shape[1] != d.shape[0]:
-            raise DaLifError(
-                f"per-channel DA-LIF with {d.shape[0]} channels got input of shape "
-                f"{tuple(x.shape)}; expected [B, {d.shape[0]}, ...]"
-            )
-        return d.view(1, -1, *([1] * (x.dim() - 2)))
-
-    # Forward ---------------------------------------------------------------------------------
-    def step(
-        self, x: torch.Tensor, state: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Functional single step: ``(x, state) -> (spikes, state)``."""
-        a = self._broadcast(self.alpha, x)
-        b = self._broadcast(self.beta, x)
-        s, h, _ = dalif_step(x, state, a, b, self.v_th, self.surrogate, self.surrogate_width)
-        return s, h
-
-    def forward(self, x: torch.Tensor, state=_UNSET):
-        if state is not _UNSET:
-            return self.step(x, state)
-        s, self._state = self.step(x, self._state)
+    def forward(self, x: torch.Tensor, state: Any = _UNSET) -> Any:
+        explicit = state is not _UNSET
+        prev = state if explicit else self.state
+        s, new = self.neuron.step(self.neuron.init_state() if prev is None else prev, x,
+                                  self.params())
+        if explicit:
+            return s, new
+        self.state = new
         return s
 
     def forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Multi-step over ``[T, B, ...]``; returns spikes ``[T, B, ...]`` (state starts at 0)."""
-        state = None
-        out = []
+        state, out = None, []
         for x in x_seq:
-            s, state = self.step(x, state)
+            s, state = self.forward(x, state)
             out.append(s)
         return torch.stack(out)
 
     def reset_state(self) -> None:
-        self._state = None
-
-    def extra_repr(self) -> str:
-        return (
-            f"granularity={self.granularity}, channels={self.channels}, v_th={self.v_th}, "
-            f"parametrization={self.parametrization}, surrogate={self.surrogate}"
-            f"({self.surrogate_width})"
-        )
-
-
-def reset_states(model: nn.Module) -> None:
-    """Clear the state of every DA-LIF layer in ``model`` (call before each new sample batch)."""
-    for m in model.modules():
-        if isinstance(m, DALIF):
-            m.reset_state()
+        self.state = None

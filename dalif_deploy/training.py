@@ -84,7 +84,7 @@ def _check_args(epochs: int, timesteps: int, batch_size: int, lr: float) -> None
 def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
     """One float step on a zero sample, so a model that cannot take the data set's input (e.g.
     vgg11's five poolings on 8x8 digits) is bad input, not a traceback mid-training."""
-    from .neuron import reset_states
+    from .neurons import reset_states
 
     model.eval()  # batch-norm statistics untouched, so training stays deterministic
     try:

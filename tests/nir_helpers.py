@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dalif_deploy.models import build_model, default_config
-from dalif_deploy.neuron import DALIF
+from dalif_deploy.neurons.dalif import DALIF
 
 
 def lively_model(name: str, seed: int = 0, **over) -> nn.Module:

@@ -24,7 +24,7 @@ from dalif_deploy.cli import main
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import atomic_write_text
 from dalif_deploy.models import run_model
-from dalif_deploy.neuron import DALIF
+from dalif_deploy.neurons.dalif import DALIF
 from dalif_deploy.program import InputEncoding, Population, Synapse, load_program, save_program
 
 SHIPPED = Path(__file__).resolve().parent.parent / "examples" / "checkpoints" / "digits-cnn.pt"

@@ -6,14 +6,9 @@ import pytest
 import torch
 
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.neuron import (
-    DALIF,
-    PARAMETRIZATIONS,
-    SURROGATES,
-    dalif_step,
-    reset_states,
-    spike,
-)
+from dalif_deploy.neuron import PARAMETRIZATIONS, SURROGATES, spike
+from dalif_deploy.neurons import reset_states
+from dalif_deploy.neurons.dalif import DALIF, dalif_step
 
 # alpha = beta = 0.5, v_th = 1: every value below is exact in binary floating point.
 X_SEQ = [1.0, 1.5, 2.0, 1.0, 1.0, 1.0]
@@ -79,7 +74,7 @@ def test_module_conventions_agree(param):
         ref.append(s)
     assert torch.equal(seq, torch.stack(ref))
     reset_states(lif)
-    assert lif._state is None
+    assert lif.state is None
 
 
 @pytest.mark.parametrize("param", sorted(PARAMETRIZATIONS))

@@ -19,7 +19,7 @@ from dalif_deploy.checkpoint import file_sha256, save_checkpoint
 from dalif_deploy.cli import main
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.models import dalif_layers, default_config, run_model
-from dalif_deploy.neuron import DALIF
+from dalif_deploy.neurons.dalif import DALIF
 
 
 def test_lif_encoding_recovers_decays_exactly():

@@ -318,7 +318,7 @@ def test_export_keeps_training_mode_and_state():
         export_onnx(model, f"{d}/m.onnx", 2, (1, 8, 8))
     assert model.training and model.bn1.training and not model.bn2.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(m._state is None for m in dalif_layers(model).values())
+    assert all(m.state is None for m in dalif_layers(model).values())
 
 
 def test_dalif_deploy_import_does_not_load_onnxruntime():

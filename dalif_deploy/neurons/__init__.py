@@ -1,0 +1,98 @@
+"""The neuron registry, and running networks of neuron layers with explicit state.
+
+Each neuron model is one file here (``dalif.py``: DA-LIF) implementing
+:class:`~dalif_deploy.neuron.NeuronModel`; adding one (e.g. a plain LIF baseline) is that new
+file plus one :func:`register` line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import DaLifError
+from ..neuron import NeuronModel, NeuronModule
+from .dalif import DALIF_NEURON
+
+#: name -> neuron model
+NEURONS: dict[str, NeuronModel] = {}
+
+#: the state of every neuron layer of a network, by module name (None: initial state)
+NetworkState = dict[str, Any]
+
+
+def register(neuron: NeuronModel) -> NeuronModel:
+    """Add ``neuron`` to :data:`NEURONS` under its name."""
+    if neuron.name in NEURONS:
+        raise DaLifError(f"neuron model {neuron.name!r} is registered twice")
+    NEURONS[neuron.name] = neuron
+    return neuron
+
+
+register(DALIF_NEURON)
+
+
+def get_neuron(name: str) -> NeuronModel:
+    """The registered neuron model called ``name``."""
+    try:
+        return NEURONS[name]
+    except KeyError:
+        raise DaLifError(f"unknown neuron model {name!r}; registered: {sorted(NEURONS)}"
+                         ) from None
+
+
+def neuron_layers(model: nn.Module) -> dict[str, NeuronModule]:
+    """Named neuron layers (of any model) of ``model`` in registration order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, NeuronModule)}
+
+
+def reset_states(model: nn.Module) -> None:
+    """Clear the state of every neuron layer in ``model`` (call before each new sample batch)."""
+    for m in neuron_layers(model).values():
+        m.reset_state()
+
+
+def network_step(model: nn.Module
+                 ) -> Callable[[torch.Tensor, NetworkState | None],
+                               tuple[torch.Tensor, NetworkState]]:
+    """``model`` (one time step per ``forward(x)``) as a function with explicit state:
+    ``step(x, states) -> (output, states)``, ``states`` by layer name (None: all initial).
+
+    During the call each layer continues from its entry in ``states``; afterwards every layer's
+    :attr:`~dalif_deploy.neuron.NeuronModule.state` is cleared again, so the model holds no
+    tensors between calls.
+    """
+    layers = neuron_layers(model)
+
+    def step(x: torch.Tensor, states: NetworkState | None) -> tuple[torch.Tensor, NetworkState]:
+        for name, m in layers.items():
+            m.state = (states or {}).get(name)
+        try:
+            out = model(x)
+            return out, {name: m.state for name, m in layers.items()}
+        finally:
+            for m in layers.values():
+                m.reset_state()
+
+    return step
+
+
+@contextmanager
+def fixed_params(model: nn.Module, params: Mapping[str, Any]) -> Iterator[None]:
+    """Within the block, the layers named in ``params`` use those parameters (set as their
+    :attr:`~dalif_deploy.neuron.NeuronModule.fixed_params`) instead of their effective ones."""
+    layers = neuron_layers(model)
+    missing = sorted(set(params) - set(layers))
+    if missing:
+        raise DaLifError(f"fixed_params: {missing} are not neuron layers of the model")
+    try:
+        for name, p in params.items():
+            layers[name].fixed_params = p
+        yield
+    finally:
+        for name in params:
+            layers[name].fixed_params = None
