@@ -44,35 +44,38 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..encoding import Encoding
 from ..errors import DaLifError
 from ..io import atomic_path
 from ..models import dalif_layers
-from ..neuron import DALIF, dalif_step
-from ..targets.onnxruntime import META_PREFIX
+from ..neurons import fixed_params, network_step
+from ..neurons.dalif import DaLifParams
+from ..unroll import unroll
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MIN_OPSET = 17
-ENCODINGS = ("analog", "events")
+META_PREFIX = "dalif_deploy."  # key prefix of the graph's metadata_props
 
 
 class UnrolledDALIF(nn.Module):
     """``net`` (one time step per call) unrolled over ``timesteps`` steps, state passed explicitly.
 
-    ``forward(x)`` computes ``run_model(net, x, timesteps, encoding)`` operation for operation,
-    but each DA-LIF layer runs :func:`dalif_deploy.neuron.dalif_step` (the functional core of
-    ``DALIF.step``) with the state held in a local dict, so tracing sees a pure function of the
-    input (no tensors left in module attributes). The effective decays ``alpha``/``beta`` are
-    computed once here by torch and become graph constants: the graph then holds only effective
-    values (DESIGN.md section 2), and no ``Tanh``/``Sigmoid`` of the raw parameters is left for
-    onnxruntime, whose tanh differs from torch's in the last bit for about half of all inputs.
+    ``forward(x)`` computes ``run_model(net, x, timesteps, encoding)`` operation for operation
+    through the same :func:`~dalif_deploy.unroll.unroll` and the explicit-state network call
+    :func:`~dalif_deploy.neurons.network_step`, so tracing sees a pure function of the input (no
+    tensors left in module attributes). The effective decays ``alpha``/``beta`` are computed
+    once here by torch and given to the layers as their ``fixed_params``; they become graph
+    constants: the graph then holds only effective values (DESIGN.md section 2), and no
+    ``Tanh``/``Sigmoid`` of the raw parameters is left for onnxruntime, whose tanh differs from
+    torch's in the last bit for about half of all inputs.
     """
 
-    def __init__(self, net: nn.Module, timesteps: int, encoding: str) -> None:
+    def __init__(self, net: nn.Module, timesteps: int, encoding: Encoding | str) -> None:
         super().__init__()
         self.net = net
         self.timesteps = timesteps
-        self.encoding = encoding
+        self.encoding = Encoding.from_name(encoding)
         self.lifs = dalif_layers(net)
         with torch.no_grad():
             for i, lif in enumerate(self.lifs.values()):
@@ -80,44 +83,23 @@ class UnrolledDALIF(nn.Module):
                 self.register_buffer(f"beta_{i}", lif.beta.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        states: dict[int, torch.Tensor | None] = {}
-
-        def functional(i: int, lif: DALIF):
-            alpha, beta = getattr(self, f"alpha_{i}"), getattr(self, f"beta_{i}")
-
-            def call(inp: torch.Tensor) -> torch.Tensor:  # = DALIF.step, decays precomputed
-                s, states[i], _ = dalif_step(
-                    inp, states.get(i), lif._broadcast(alpha, inp), lif._broadcast(beta, inp),
-                    lif.v_th, lif.surrogate, lif.surrogate_width)
-                return s
-
-            return call
-
-        layers = list(self.lifs.values())
-        for i, lif in enumerate(layers):  # instance attribute shadows the class forward
-            lif.forward = functional(i, lif)
-        try:
-            total = None
-            for t in range(self.timesteps):
-                out = self.net(x[:, t] if self.encoding == "events" else x)
-                total = out if total is None else total + out
-        finally:
-            for lif in layers:
-                del lif.forward
-        return total / self.timesteps
+        params = {name: DaLifParams(getattr(self, f"alpha_{i}"), getattr(self, f"beta_{i}"),
+                                    lif.v_th, lif.surrogate, lif.surrogate_width)
+                  for i, (name, lif) in enumerate(self.lifs.items())}
+        with fixed_params(self.net, params):
+            return unroll(network_step(self.net), x, self.timesteps, self.encoding)
 
 
-def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int], encoding: str,
-                opset: int) -> tuple[int, ...]:
+def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int],
+                encoding: Encoding | str, opset: int) -> tuple[tuple[int, ...], Encoding]:
     if not isinstance(model, nn.Module):
         raise DaLifError(f"export_onnx needs a torch nn.Module, got {type(model).__name__}")
     if not dalif_layers(model):
         raise DaLifError(f"{type(model).__name__} has no DALIF layer: export_onnx exports "
-                         "DA-LIF networks (dalif_deploy.neuron.DALIF)")
+                         "DA-LIF networks (dalif_deploy.neurons.dalif.DALIF)")
     if not isinstance(timesteps, int) or timesteps < 1:
         raise DaLifError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    if encoding not in ENCODINGS:
-        raise DaLifError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+    enc = Encoding.from_name(encoding)
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise DaLifError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
@@ -129,7 +111,7 @@ def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int], en
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise DaLifError(f"{name} holds NaN or Inf values; fix the model before export")
-    return shape
+    return shape, enc
 
 
 def _trace_to_onnx(wrapper: UnrolledDALIF, example: torch.Tensor, opset: int) -> bytes:
@@ -156,7 +138,7 @@ def export_onnx(
     path: str | Path,
     timesteps: int,
     input_shape: Sequence[int],
-    encoding: str = "analog",
+    encoding: Encoding | str = "analog",
     opset: int = MIN_OPSET,
     model_name: str | None = None,
     dataset: str | None = None,
@@ -172,10 +154,10 @@ def export_onnx(
     """
     import onnx
 
-    shape = _check_args(model, timesteps, input_shape, encoding, opset)
+    shape, enc = _check_args(model, timesteps, input_shape, encoding, opset)
     n_layers = len(dalif_layers(model))
-    wrapper = UnrolledDALIF(model, timesteps, encoding)
-    lead = (2, timesteps) if encoding == "events" else (2,)
+    wrapper = UnrolledDALIF(model, timesteps, enc)
+    lead = enc.lead(2, timesteps)
     gen = torch.Generator().manual_seed(0)
     dtype = next(iter(model.parameters())).dtype
     example = torch.rand(*lead, *shape, generator=gen).to(dtype)
@@ -195,7 +177,7 @@ def export_onnx(
                          "DA-LIF layers in a way the exporter cannot unroll")
     meta = {
         "timesteps": str(timesteps),
-        "encoding": encoding,
+        "encoding": enc.name,
         "version": __version__,
         "model": model_name or type(model).__name__,
         "input_shape": json.dumps(list(shape)),
@@ -210,7 +192,7 @@ def export_onnx(
     proto.producer_name = "dalif-deploy"
     proto.producer_version = __version__
     proto.doc_string = (f"DA-LIF network {meta['model']} unrolled over T={timesteps} steps "
-                        f"({encoding} input); output: readout logits, mean over T")
+                        f"({enc.name} input); output: readout logits, mean over T")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
@@ -250,24 +232,22 @@ LOGIT_TOLERANCE = 1e-5  # identical spikes: logits differ by Gemm/Conv summation
 
 
 def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
-                      encoding: str = "analog") -> tuple[np.ndarray, np.ndarray]:
+                      encoding: Encoding | str = "analog") -> tuple[np.ndarray, np.ndarray]:
     """Torch logits and, per sample, ``min |V - v_th|`` over every DA-LIF layer, neuron, step.
 
-    ``V`` is taken from :func:`dalif_deploy.neuron.dalif_step` on the layer's input and the
-    state it holds before the call, i.e. exactly the potential ``run_model`` thresholds.
+    ``V`` is the potential each layer's step leaves in its state (``DaLifState.v``), i.e.
+    exactly the potential ``run_model`` thresholds.
     """
     from ..models import run_model
 
     best = torch.full((x.shape[0],), float("inf"))
 
-    def pre(m, args):
+    def post(m, _args, _out):
         nonlocal best
-        (inp,) = args
-        _, _, v = dalif_step(inp, m._state, m._broadcast(m.alpha, inp),
-                             m._broadcast(m.beta, inp), m.v_th)
-        best = torch.minimum(best, (v - m.v_th).abs().flatten(1).amin(1))
+        v, v_th = m.state.v, m.params().v_th
+        best = torch.minimum(best, (v - v_th).abs().flatten(1).amin(1))
 
-    hooks = [m.register_forward_pre_hook(pre) for m in dalif_layers(model).values()]
+    hooks = [m.register_forward_hook(post) for m in dalif_layers(model).values()]
     try:
         with torch.no_grad():
             logits = run_model(model, x, timesteps, encoding)
@@ -275,34 +255,3 @@ def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
         for h in hooks:
             h.remove()
     return logits.numpy(), best.numpy()
-
-
-def compare_with_torch(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, timesteps: int,
-                       encoding: str = "analog", batch_size: int = 256) -> dict[str, Any]:
-    """Run ``model`` (torch) and the ONNX graph on ``x``; report logit and prediction agreement.
-
-    ``far`` samples are those whose potentials all stay at least ``NEAR_THRESHOLD`` from the
-    threshold: their spikes cannot flip under float reordering, so their logits must agree
-    within ``LOGIT_TOLERANCE``. ``near`` samples may legitimately differ by flipped spikes.
-    """
-    from ..targets.onnxruntime import run_onnx
-
-    ref, margin = threshold_margins(model, x, timesteps, encoding)
-    got = run_onnx(onnx_path, x.numpy(), batch_size)
-    diff = np.abs(ref - got).max(axis=1)
-    far = margin >= NEAR_THRESHOLD
-    mismatch = diff > LOGIT_TOLERANCE
-    return {
-        "samples": int(len(ref)),
-        "max_abs_diff": float(diff.max()),
-        "max_abs_diff_far": float(diff[far].max()) if far.any() else None,
-        "prediction_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
-        "prediction_agreement_far": (float((ref.argmax(1) == got.argmax(1))[far].mean())
-                                     if far.any() else None),
-        "near_threshold_samples": int((~far).sum()),
-        "mismatched_samples": int(mismatch.sum()),
-        "mismatched_far_samples": int((mismatch & far).sum()),
-        "max_margin_of_mismatched": float(margin[mismatch].max()) if mismatch.any() else None,
-        "tolerance": LOGIT_TOLERANCE,
-        "near_threshold": NEAR_THRESHOLD,
-    }

@@ -51,13 +51,16 @@ class Encoding:
 
         ``what`` names the value in the error, e.g. ``"input encoding"``.
         """
-        if isinstance(name, Encoding):
-            return name
-        for enc in ENCODINGS:
-            if enc.name == name:
-                return enc
+        found = name if isinstance(name, Encoding) else Encoding.find(name)
+        if found is not None:
+            return found
         choices = " or ".join(repr(e.name) for e in ENCODINGS)
         raise DaLifError(f"{what} must be {choices}, not {name!r}")
+
+    @staticmethod
+    def find(name: object) -> Encoding | None:
+        """The encoding called ``name``, or None if there is none."""
+        return next((e for e in ENCODINGS if e.name == name), None)
 
     def lead(self, batch: int, timesteps: int) -> tuple[int, ...]:
         """The dimensions before the frame: ``(B,)`` or ``(B, T)``."""

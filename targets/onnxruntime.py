@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from ..converters.torch_to_onnx import META_PREFIX
+from ..encoding import ANALOG, EVENTS, Encoding
 from ..errors import DaLifError
 from ..io import check_input_file
 
 _ALLOWED_OPTS = ("threads",)
-META_PREFIX = "dalif_deploy."  # key prefix of the graph's metadata_props (written by the exporter)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,7 @@ class OnnxGraphInfo:
     metadata: dict[str, str]
 
     def __post_init__(self) -> None:
-        if self.encoding not in ("analog", "events"):
-            raise DaLifError(f"unknown encoding {self.encoding!r}")
+        Encoding.from_name(self.encoding)
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise DaLifError(f"ONNX graph input must have a static (C, H, W) frame shape, "
                              f"got {self.input_shape}")
@@ -100,9 +100,9 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
     dims = _dims(inp)
     meta = _metadata(proto)
     if len(dims) == 4:
-        encoding, t, frame = "analog", None, dims[1:]
+        enc, t, frame = ANALOG, None, dims[1:]
     elif len(dims) == 5:
-        encoding, t, frame = "events", dims[1], dims[2:]
+        enc, t, frame = EVENTS, dims[1], dims[2:]
         if not isinstance(t, int):
             raise DaLifError(f"{path}: event input {dims} has no static T axis")
     else:
@@ -115,10 +115,10 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
         if t is not None and t != mt:
             raise DaLifError(f"{path}: metadata says T={mt} but the input has T={t}")
         t = mt
-    if meta.get("encoding", encoding) != encoding:
+    if Encoding.find(meta.get("encoding", enc.name)) is not enc:
         raise DaLifError(f"{path}: metadata says {meta['encoding']} input but the input shape "
-                         f"{dims} is {encoding}")
-    return OnnxGraphInfo(inp.name, out.name, encoding, t, tuple(frame), meta)
+                         f"{dims} is {enc.name}")
+    return OnnxGraphInfo(inp.name, out.name, enc.name, t, tuple(frame), meta)
 
 
 class OnnxRunner:
@@ -145,7 +145,7 @@ class OnnxRunner:
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         want = self.info.input_shape
-        if self.info.encoding == "events":
+        if Encoding.from_name(self.info.encoding).time_axis:
             want = (self.info.timesteps, *want)
         if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
             raise DaLifError(f"{self.path}: input of shape {tuple(x.shape)} does not fit the "
@@ -237,3 +237,34 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
     if "input_shape" in meta:
         desc["input_shape"] = json.loads(meta["input_shape"])
     return desc
+
+
+def compare_with_torch(model: Any, onnx_path: str | Path, x: Any, timesteps: int,
+                       encoding: Any = "analog", batch_size: int = 256) -> dict[str, Any]:
+    """Run ``model`` (torch) and the ONNX graph on ``x``; report logit and prediction agreement.
+
+    ``far`` samples are those whose potentials all stay at least ``NEAR_THRESHOLD`` from the
+    threshold: their spikes cannot flip under float reordering, so their logits must agree
+    within ``LOGIT_TOLERANCE``. ``near`` samples may legitimately differ by flipped spikes.
+    """
+    from ..converters.torch_to_onnx import LOGIT_TOLERANCE, NEAR_THRESHOLD, threshold_margins
+
+    ref, margin = threshold_margins(model, x, timesteps, encoding)
+    got = run_onnx(onnx_path, x.numpy(), batch_size)
+    diff = np.abs(ref - got).max(axis=1)
+    far = margin >= NEAR_THRESHOLD
+    mismatch = diff > LOGIT_TOLERANCE
+    return {
+        "samples": int(len(ref)),
+        "max_abs_diff": float(diff.max()),
+        "max_abs_diff_far": float(diff[far].max()) if far.any() else None,
+        "prediction_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "prediction_agreement_far": (float((ref.argmax(1) == got.argmax(1))[far].mean())
+                                     if far.any() else None),
+        "near_threshold_samples": int((~far).sum()),
+        "mismatched_samples": int(mismatch.sum()),
+        "mismatched_far_samples": int((mismatch & far).sum()),
+        "max_margin_of_mismatched": float(margin[mismatch].max()) if mismatch.any() else None,
+        "tolerance": LOGIT_TOLERANCE,
+        "near_threshold": NEAR_THRESHOLD,
+    }

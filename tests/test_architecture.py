@@ -66,7 +66,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("dalif_deploy.converters.nir_to_fixed", "dalif_deploy.backends"),
     ("dalif_deploy.converters.nir_to_fixed", "dalif_deploy.cli"),
     ("dalif_deploy.converters.nir_to_fixed", "dalif_deploy.targets.emulator"),
-    ("dalif_deploy.converters.torch_to_onnx", "dalif_deploy.targets.onnxruntime"),
     ("dalif_deploy.inspect", "dalif_deploy.cli"),
     ("dalif_deploy.targets.emulator", "dalif_deploy.backends"),
     ("dalif_deploy.targets.lava.backend", "dalif_deploy.backends"),

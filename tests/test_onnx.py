@@ -19,11 +19,10 @@ import pytest
 import torch
 from dalif_deploy.converters.torch_to_onnx import (
     LOGIT_TOLERANCE,
-    compare_with_torch,
     export_onnx,
     export_onnx_from_checkpoint,
 )
-from dalif_deploy.targets.onnxruntime import describe_onnx, run_onnx, simulate
+from dalif_deploy.targets.onnxruntime import compare_with_torch, describe_onnx, run_onnx, simulate
 from torch import nn
 
 from dalif_deploy import DALIF, DaLifError, build_model, default_config, run_model
