@@ -38,7 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.neuron import fire, integrate
+from dalif_deploy.unroll import unroll
 
 from .nir_graph import infer_shapes, int_pair, io_nodes, predecessors, topo_order, validate
 
@@ -91,26 +94,9 @@ def describe_conventions(graph: nir.NIRGraph, dt: float | None = None) -> list[s
 
 
 # ---------------------------------------------------------------------------------------------
-# Step functions: (x, state, params) -> (out, state). Params are tensors in the run dtype.
-
-
-def lif_step(x: torch.Tensor, v: torch.Tensor | None, p: dict[str, torch.Tensor],
-             ge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``V = decay*v + gain*x (+ leak)``, ``S = V >= th`` (``ge``) or ``V > th``,
-    ``v' = v_reset where S else V``. Returns ``(spikes, v', V)``. With dt = 1 and our
-    parameters ``decay = beta`` and ``gain = alpha``: the DA-LIF update, same operation order."""
-    V = p["gain"] * x if v is None else p["decay"] * v + p["gain"] * x
-    if p.get("leak") is not None:
-        V = V + p["leak"]
-    s = (V >= p["th"]) if ge else (V > p["th"])
-    return s.to(x.dtype), torch.where(s, p["reset"], V), V
-
-
-def li_step(x: torch.Tensor, v: torch.Tensor | None, p: dict[str, torch.Tensor]
-            ) -> torch.Tensor:
-    """Leaky (or, with ``decay = 1``, pure) integrator: ``v' = decay*v + gain*x (+ leak)``."""
-    V = p["gain"] * x if v is None else p["decay"] * v + p["gain"] * x
-    return V if p.get("leak") is None else V + p["leak"]
+# Step functions: (x, state) -> (out, state). Neurons use the one integrate-and-fire equation
+# of dalif_deploy.neuron (integrate, fire); with dt = 1 and our parameters decay = beta and
+# gain = alpha: the DA-LIF update, same operation order. Params are tensors in the run dtype.
 
 
 @dataclass
@@ -190,14 +176,14 @@ def compile_node(name: str, node: nir.NIRNode, dt: float, dtype: torch.dtype) ->
         p, ge = _neuron_params(node, dt, dtype), _spike_rule(node) == ">="
 
         def neuron(x, v):
-            s, v, _ = lif_step(x, v, p, ge)
-            return s, v
+            return fire(integrate(x, v, p["decay"], p["gain"], p["leak"]), p["th"], p["reset"],
+                        inclusive=ge)
         return CompiledNode(name, kind, neuron, spiking=True)
     if isinstance(node, (nir.LI, nir.I)):
         p = _neuron_params(node, dt, dtype)
 
         def integ(x, v):
-            v = li_step(x, v, p)
+            v = integrate(x, v, p["decay"], p["gain"], p["leak"])
             return v, v
         return CompiledNode(name, kind, integ)
     if isinstance(node, nir.CubaLIF):
@@ -207,8 +193,9 @@ def compile_node(name: str, node: nir.NIRNode, dt: float, dtype: torch.dtype) ->
 
         def cuba(x, state):
             i, v = state if state is not None else (None, None)
-            i = li_step(x, i, syn)
-            s, v, _ = lif_step(i, v, p, ge)
+            i = integrate(x, i, syn["decay"], syn["gain"])
+            s, v = fire(integrate(i, v, p["decay"], p["gain"], p["leak"]), p["th"], p["reset"],
+                        inclusive=ge)
             return s, (i, v)
         return CompiledNode(name, kind, cuba, spiking=True)
     raise DaLifError(f"node {name!r}: unsupported NIR node type {kind}")
@@ -244,30 +231,30 @@ class GraphRunner:
             vals[n], new[n] = self.nodes[n].step(inp, state.get(n))
         return vals, new
 
-    def run(self, x: torch.Tensor, timesteps: int, encoding: str | None = None,
+    def run(self, x: torch.Tensor, timesteps: int, encoding: Encoding | str | None = None,
             record: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run T steps; returns (readout mean over T, spikes ``{node: [T, B, ...]}``)."""
         in_shape = tuple(self.shapes[self.input])
         if encoding is None:
-            encoding = str((self.graph.metadata or {}).get("input_encoding", "")) or (
-                "events" if x.dim() == len(in_shape) + 2 else "analog")
-        want = (x.shape[0], timesteps, *in_shape) if encoding == "events" else (
-            x.shape[0], *in_shape)
+            stored = str((self.graph.metadata or {}).get("input_encoding", ""))
+            encoding = stored or (EVENTS if x.dim() == len(in_shape) + 2 else ANALOG)
+        enc = Encoding.from_name(encoding, "input encoding")
+        want = enc.batch_shape(x.shape[0], timesteps, in_shape)
         if tuple(x.shape) != want:
-            raise DaLifError(f"input has shape {tuple(x.shape)}; this graph ({encoding} "
+            raise DaLifError(f"input has shape {tuple(x.shape)}; this graph ({enc.name} "
                              f"input) expects {want}")
         x = x.to(self.dtype)
-        state: dict[str, State] = {}
         spikes: dict[str, list[torch.Tensor]] = {n: [] for n in self.spiking} if record else {}
-        total = None
+
+        def step(frame: torch.Tensor, state: dict[str, State] | None):
+            vals, state = self.step(frame, state or {})
+            for n in spikes:
+                spikes[n].append(vals[n])
+            return vals[self.output], state
+
         with torch.no_grad():
-            for t in range(timesteps):
-                vals, state = self.step(x[:, t] if encoding == "events" else x, state)
-                out = vals[self.output]
-                total = out if total is None else total + out
-                for n in spikes:
-                    spikes[n].append(vals[n])
-        return total / timesteps, {n: torch.stack(v) for n, v in spikes.items()}
+            logits = unroll(step, x, timesteps, enc)
+        return logits, {n: torch.stack(v) for n, v in spikes.items()}
 
 
 def run_graph(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, record: bool = True,

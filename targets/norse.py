@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 from ..converters.nir_graph import infer_shapes, predecessors, topo_order, validate
+from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
+from ..unroll import unroll
 from .nir_float import simulate_graph
 
 NORSE_NODES = (nir.Input, nir.Output, nir.Affine, nir.Conv2d, nir.Flatten, nir.LIF, nir.IF,
@@ -157,17 +159,20 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
     if fixed:
         notes.append("nirtorch execution order replaced by the topological order of the edges "
                      "(its depth-first order reads stale branch outputs at residual merges)")
-    events = str((graph.metadata or {}).get("input_encoding", "analog")) == "events"
+    enc = Encoding.from_name(str((graph.metadata or {}).get("input_encoding", ANALOG.name)),
+                             "input encoding")
     spiking = [n for n, v in graph.nodes.items() if isinstance(v, (nir.LIF, nir.IF, nir.CubaLIF))]
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in spiking} if record else {}
-    state, total = None, None
+
+    def step(frame: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        out, state = module(frame.float(), state)
+        for n in spikes:
+            spikes[n].append(state.cache[sanitize_name(n)])
+        return out, state
+
     with torch.no_grad():
-        for t in range(timesteps):
-            out, state = module((x[:, t] if events else x).float(), state)
-            total = out if total is None else total + out
-            for n in spikes:
-                spikes[n].append(state.cache[sanitize_name(n)])
-    return total / timesteps, {n: torch.stack(v) for n, v in spikes.items()}, notes
+        logits = unroll(step, x, timesteps, enc)
+    return logits, {n: torch.stack(v) for n, v in spikes.items()}, notes
 
 
 def simulate(model_path: str, *, dataset: str | None, split: str = "test",
