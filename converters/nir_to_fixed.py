@@ -27,6 +27,7 @@ import nir
 import numpy as np
 
 from dalif_deploy.constraints import WEIGHT_EXP_RANGE
+from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import (
     BIAS_EXP_RANGE,
@@ -202,7 +203,7 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     return pop, syns, row
 
 
-def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, str, float]:
+def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, Encoding, float]:
     from .nir_to_torch import resolve_dt
 
     md = graph.metadata if isinstance(graph.metadata, dict) else {}
@@ -211,12 +212,11 @@ def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, str,
     if t is None or enc is None:
         raise DaLifError("the graph has no 'timesteps'/'input_encoding' metadata (not exported "
                          "by dalif-deploy?); pass --timesteps and --encoding explicitly")
-    if enc not in ("analog", "events"):
-        raise DaLifError(f"input encoding must be analog or events, not {enc!r}")
+    enc = Encoding.from_name(str(enc), "input encoding")
     if int(t) < 1:
         raise DaLifError(f"timesteps must be >= 1, got {t}")
     # a foreign graph's dt is unknown (NIR nodes carry none): never assume one silently
-    return int(t), str(enc), resolve_dt(graph, dt)
+    return int(t), enc, resolve_dt(graph, dt)
 
 
 def _build_layers(graph: nir.NIRGraph, dt: float):
@@ -284,9 +284,9 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     bits = 8
     if input_scale is None:
         input_scale = float(2 ** (bits - 1) - 1)
-        if calibration is not None and enc == "analog":
+        if calibration is not None and enc is ANALOG:
             input_scale = calibrated_input_scale(np.asarray(calibration, np.float64), bits)
-    if enc == "events":
+    if enc is EVENTS:
         input_scale = 1.0
     targets = {ly.name: ly.targets(input_scale) for ly in layers}
     caps = {ly.name: (64 * VTH_CAP + 1) / ly.lif["v_th"] if ly.lif else math.inf
@@ -295,13 +295,13 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
         pops, syns, table = [], [], []
         for ly in layers:
             p, s, row = _quantise_layer(ly, targets[ly.name], caps[ly.name], int(weight_bits),
-                                        t, enc == "analog")
+                                        t, enc is ANALOG)
             pops.append(p)
             syns += s
             table.append(row)
         out_scale = pops[-1].scale
         program = FixedProgram(
-            input=InputEncoding(enc, in_shape, input_scale, bits), populations=pops,
+            input=InputEncoding(enc.name, in_shape, input_scale, bits), populations=pops,
             synapses=syns, readout=Readout("readout", out_scale), timesteps=t, quant_table=table,
             metadata={"source": "nir", "weight_bits": int(weight_bits), "dt": dt,
                       "calibrated": calibration is not None, "calibration_rounds": rnd,
@@ -383,14 +383,14 @@ def cli_quantize(args) -> int:
         in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
         ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
                             int(args.calibration_samples),
-                            encoding=args.encoding or md.get("input_encoding", "analog"),
+                            encoding=args.encoding or md.get("input_encoding", ANALOG.name),
                             input_shape=in_shape,
                             timesteps=args.timesteps or md.get("timesteps"), at_most=True)
         cal = ds.x
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal,
                              timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
     save_program(program, args.out)
-    if cal is None and program.input.kind == "analog":
+    if cal is None and program.input.encoding is ANALOG:
         print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
               f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
               "pass --calibrate DATASET for data outside that range", file=sys.stderr)

@@ -34,7 +34,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from dalif_deploy.encoding import Encoding
+from dalif_deploy.encoding import ANALOG, Encoding
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import atomic_path
 from dalif_deploy.neuron import NeuronModule
@@ -224,7 +224,7 @@ class _Builder:
 
 
 def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], timesteps: int,
-               encoding: Encoding | str = "analog", normalization: str = "",
+               encoding: Encoding | str = ANALOG, normalization: str = "",
                metadata: dict[str, Any] | None = None) -> nir.NIRGraph:
     """Export a single-step DA-LIF network to a NIR graph (see the module docstring).
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..encoding import Encoding
+from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
 from ..io import atomic_path
 from ..models import dalif_layers
@@ -138,7 +138,7 @@ def export_onnx(
     path: str | Path,
     timesteps: int,
     input_shape: Sequence[int],
-    encoding: Encoding | str = "analog",
+    encoding: Encoding | str = ANALOG,
     opset: int = MIN_OPSET,
     model_name: str | None = None,
     dataset: str | None = None,
@@ -232,7 +232,7 @@ LOGIT_TOLERANCE = 1e-5  # identical spikes: logits differ by Gemm/Conv summation
 
 
 def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
-                      encoding: Encoding | str = "analog") -> tuple[np.ndarray, np.ndarray]:
+                      encoding: Encoding | str = ANALOG) -> tuple[np.ndarray, np.ndarray]:
     """Torch logits and, per sample, ``min |V - v_th|`` over every DA-LIF layer, neuron, step.
 
     ``V`` is the potential each layer's step leaves in its state (``DaLifState.v``), i.e.

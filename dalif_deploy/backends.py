@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .encoding import ANALOG, Encoding
 from .errors import DaLifError
 from .io import check_input_file
 
@@ -149,9 +150,10 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     made_for = made_for if isinstance(made_for, str) and made_for else None
     dataset = dataset or made_for or "digits"
     ds = load_dataset(dataset, split, data_dir,
-                      timesteps=None if encoding == "analog" else timesteps)
+                      timesteps=None if Encoding.find(encoding) is ANALOG else timesteps)
     want = tuple(int(d) for d in input_shape)
-    if ds.encoding != (encoding or ds.encoding) or tuple(ds.input_shape) != want:
+    fits = not encoding or Encoding.find(encoding) is Encoding.from_name(ds.encoding)
+    if not fits or tuple(ds.input_shape) != want:
         hint = f"; use --dataset {made_for}" if made_for else ""
         raise DaLifError(f"{model_path}: the model takes {encoding or 'any'} input {want}, "
                          f"data set {dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")

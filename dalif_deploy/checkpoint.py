@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .encoding import ANALOG, EVENTS
 from .errors import DaLifError
 from .io import atomic_open, check_input_file
 from .limits import TIMESTEPS_MAX
@@ -105,7 +106,7 @@ class Checkpoint:
             if name not in DATASETS:
                 raise DaLifError(f"{self.path}: checkpoint names an unknown data set {name!r} "
                                  f"and no input encoding; known: {list(DATASETS)}")
-            encoding = "events" if str(name).endswith("-events") else "analog"
+            encoding = (EVENTS if str(name).endswith("-events") else ANALOG).name
         normalization = self.dataset.get("normalization")
         if not normalization:
             try:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .encoding import ANALOG
 from .errors import DaLifError
 from .program import (
     BIAS_EXP_RANGE,
@@ -79,7 +80,7 @@ RULES: dict[str, str] = {
 def source_max(program: FixedProgram, s: Synapse) -> int:
     """Largest |value| a synapse's source sends: 2^(bits-1) for graded analog input, else 1
     (binary spikes)."""
-    if s.source == "input" and s.graded and program.input.kind == "analog":
+    if s.source == "input" and s.graded and program.input.encoding is ANALOG:
         return 2 ** (program.input.bits - 1)
     return 1
 
@@ -143,7 +144,7 @@ def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
         if (w.shape[0], oh, ow) != tuple(s.output_shape) or s.output_shape != tgt:
             yield Violation("shape", s.name, f"conv of {s.input_shape} gives "
                             f"{(w.shape[0], oh, ow)}, target {s.target} is {tgt}")
-    if s.source == "input" and program.input.kind == "analog" and not s.graded:
+    if s.source == "input" and program.input.encoding is ANALOG and not s.graded:
         yield Violation("graded-input", s.name, "analog input would be binarised by a binary "
                         "synapse; mark it graded (num_message_bits > 0)")
     fan = np.count_nonzero(w.reshape(w.shape[0], -1), axis=1).max(initial=0)
@@ -215,7 +216,7 @@ def check_program(program: FixedProgram) -> list[Violation]:
     """All rule violations of ``program`` (empty when it is fine)."""
     out: list[Violation] = []
     enc = program.input
-    if enc.kind == "analog" and not INPUT_BITS_RANGE[0] <= enc.bits <= INPUT_BITS_RANGE[1]:
+    if enc.encoding is ANALOG and not INPUT_BITS_RANGE[0] <= enc.bits <= INPUT_BITS_RANGE[1]:
         out.append(Violation("input-bits", "input", f"bits={enc.bits}; graded input values "
                              f"must be {INPUT_BITS_RANGE[0]}..{INPUT_BITS_RANGE[1]} bits"))
     for s in program.synapses:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
 from .io import check_input_file
 
@@ -47,7 +48,7 @@ class Dataset:
     split: str
     x: np.ndarray  # float32, [N, C, H, W] (analog) or [N, T, C, H, W] (events)
     y: np.ndarray  # int64 [N]
-    encoding: str  # "analog" | "events"
+    encoding: str  # the stored name of an Encoding (dalif_deploy.encoding)
     input_shape: tuple[int, ...]
     normalization: str
     num_classes: int = 10
@@ -161,7 +162,7 @@ def _cifar10(split: str, data_dir: str | None) -> Dataset:
     mean = np.array(CIFAR_MEAN, np.float32)[:, None, None]
     std = np.array(CIFAR_STD, np.float32)[:, None, None]
     x = ((data.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
-    return Dataset("cifar10", split, x, y, "analog", (3, 32, 32),
+    return Dataset("cifar10", split, x, y, ANALOG.name, (3, 32, 32),
                    f"x = (pixel / 255 - mean) / std per channel, mean={CIFAR_MEAN}, "
                    f"std={CIFAR_STD}")
 
@@ -173,13 +174,13 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
         raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
     if name == "digits":
         x, y = _digits_split(split)
-        return Dataset(name, split, x, y, "analog", (1, 8, 8), DIGITS_NORMALIZATION)
+        return Dataset(name, split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
     if name == "digits-events":
         t = DEFAULT_EVENT_TIMESTEPS if timesteps is None else int(timesteps)
         if t < 1:
             raise DaLifError(f"timesteps must be >= 1, got {t}")
         x, y = _digits_split(split)
-        return Dataset(name, split, digits_to_events(x, t), y, "events", (2, 8, 8),
+        return Dataset(name, split, digits_to_events(x, t), y, EVENTS.name, (2, 8, 8),
                        f"{DIGITS_NORMALIZATION}; events: ON/OFF where the intensity changes by "
                        f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
     if name == "cifar10":
@@ -192,7 +193,7 @@ def cli_dataset(args: argparse.Namespace) -> int:
     from .io import atomic_open
 
     ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
-    if args.timesteps is not None and ds.encoding != "events":
+    if args.timesteps is not None and Encoding.from_name(ds.encoding) is not EVENTS:
         raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
                          "model sees the same frame every step)")
     with atomic_open(args.out) as f:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoding import Encoding
+from .encoding import ANALOG, Encoding
 from .errors import DaLifError
 from .neuron import PARAMETRIZATIONS, SURROGATES
 from .neurons import network_step, reset_states
@@ -247,7 +247,7 @@ def run_model(
     model: nn.Module,
     x: torch.Tensor,
     timesteps: int,
-    encoding: Encoding | str = "analog",
+    encoding: Encoding | str = ANALOG,
     record_spikes: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run a single-step DA-LIF network over T steps and return the readout mean over T.

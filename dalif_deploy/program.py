@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .encoding import Encoding
 from .errors import DaLifError
 from .io import atomic_open, check_input_file
 from .resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
@@ -84,18 +85,23 @@ class InputEncoding:
     ``clip(round(x * scale), -128, 127)``. ``kind="events"``: binary spikes, one frame per step.
     """
 
-    kind: str
+    kind: str  # the stored name; compare through :attr:`encoding`
     shape: tuple[int, ...]
     scale: float = 1.0
     bits: int = 8
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
-        if self.kind not in ("analog", "events"):
-            raise DaLifError(f"input encoding must be 'analog' or 'events', not {self.kind!r}")
+        Encoding.from_name(self.kind, "input encoding")
         _check_shape(self.shape, "input")
         self.scale = _check_scale(self.scale, "input")
         self.bits = int(self.bits)
+
+    @property
+    def encoding(self) -> Encoding:
+        """The encoding type of :attr:`kind` (:data:`~dalif_deploy.encoding.ANALOG` or
+        :data:`~dalif_deploy.encoding.EVENTS`)."""
+        return Encoding.from_name(self.kind, "input encoding")
 
 
 @dataclass

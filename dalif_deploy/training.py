@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import Dataset, load_dataset
+from .encoding import Encoding
 from .errors import DaLifError
 from .models import default_config, run_model
 
@@ -89,7 +90,7 @@ def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
     model.eval()  # batch-norm statistics untouched, so training stays deterministic
     try:
         with torch.no_grad():
-            steps = ds.x.shape[1] if ds.encoding == "events" else 1
+            steps = ds.x.shape[1] if Encoding.from_name(ds.encoding).time_axis else 1
             run_model(model, torch.zeros((1, *ds.x.shape[1:])), steps, ds.encoding)
     except (RuntimeError, ValueError) as e:
         raise DaLifError(f"model {config['name']!r} cannot take {ds.name} input "

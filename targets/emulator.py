@@ -65,6 +65,7 @@ from dalif_deploy.targets.fixed_point import (  # noqa: F401  (re-exported publi
 )
 
 from dalif_deploy.constraints import source_max
+from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
 
@@ -94,7 +95,7 @@ def _encode(program: FixedProgram, x_float: Any) -> tuple[np.ndarray, int]:
     """:func:`encode_input` and :func:`input_clip_count` from one rounding of the input."""
     enc, t = program.input, program.timesteps
     x = np.asarray(x_float)
-    if enc.kind == "analog":
+    if enc.encoding is ANALOG:
         if x.shape[1:] != enc.shape:
             raise DaLifError(f"analog input must be [N, {', '.join(map(str, enc.shape))}], got "
                              f"{list(x.shape)}")
@@ -172,7 +173,7 @@ def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
         raise DaLifError(f"synapse {syn.name}: partial sums up to {bound} cannot be emulated "
                          "exactly; the constraint check should have refused this program")
     dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
-    binarize = syn.source == "input" and program.input.kind == "analog" and not syn.graded
+    binarize = syn.source == "input" and program.input.encoding is ANALOG and not syn.graded
     # (a << 6) straight from the kernel: exact when there is no right shift, no conv wrap and
     # every partial sum of the scaled weights is an integer float32 represents exactly
     scaled = bound << (6 + max(e, 0))
@@ -284,7 +285,7 @@ class EmulatorResult:
 def input_clip_count(program: FixedProgram, x_float: Any) -> int:
     """How many analog input values ``round(x * scale)`` fall outside the signed input range
     (``encode_input`` clips them: the fixed-point program then sees a different input)."""
-    if program.input.kind != "analog":
+    if program.input.encoding is not ANALOG:
         return 0
     return _outside(program, _analog_levels(program, x_float))
 
@@ -423,7 +424,7 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
 
 def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
     """Integer frames must lie in the input's range: the exactness bounds assume it."""
-    if program.input.kind == "events":
+    if program.input.encoding is EVENTS:
         if frames.size and not np.all((frames == 0) | (frames == 1)):
             raise DaLifError("event input frames must be binary (0/1)")
         return

@@ -13,18 +13,20 @@ import torch
 from ..backends import backend_result, load_for_model
 from ..converters.nir_graph import read_nir
 from ..converters.nir_to_torch import GraphRunner, describe_conventions, resolve_dt
+from ..encoding import EVENTS, Encoding
 from ..errors import DaLifError
 
 #: (graph, x batch, T) -> logits [B, classes]
 BatchFn = Callable[[Any, torch.Tensor, int], torch.Tensor]
 
 
-def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str = "") -> int:
+def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str | None = None
+                    ) -> int:
     """T from the graph metadata; for a foreign graph on event data, the data's T."""
     meta = graph.metadata or {}
     if "timesteps" in meta:
         return int(np.asarray(meta["timesteps"]))
-    if encoding == "events" and ds_x is not None:
+    if Encoding.find(encoding) is EVENTS and ds_x is not None:
         return int(ds_x.shape[1])
     raise DaLifError("the graph records no number of timesteps (no dalif-deploy metadata) and "
                      "the data set is static; export it with dalif-deploy or use event data")

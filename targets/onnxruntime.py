@@ -40,7 +40,7 @@ class OnnxGraphInfo:
 
     input_name: str
     output_name: str
-    encoding: str  # "analog" | "events"
+    encoding: str  # the stored name of an Encoding
     timesteps: int | None  # None: analog graph without dalif-deploy metadata
     input_shape: tuple[int, ...]  # (C, H, W)
     metadata: dict[str, str]
@@ -240,7 +240,8 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
 
 
 def compare_with_torch(model: Any, onnx_path: str | Path, x: Any, timesteps: int,
-                       encoding: Any = "analog", batch_size: int = 256) -> dict[str, Any]:
+                       encoding: Encoding | str = ANALOG, batch_size: int = 256
+                       ) -> dict[str, Any]:
     """Run ``model`` (torch) and the ONNX graph on ``x``; report logit and prediction agreement.
 
     ``far`` samples are those whose potentials all stay at least ``NEAR_THRESHOLD`` from the

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..backends import backend_result, load_for_model
 from ..checkpoint import load_model
+from ..encoding import ANALOG
 from ..errors import DaLifError
 from ..training import predict
 
@@ -26,7 +27,7 @@ def simulate(model_path: str, *, dataset: str | None, split: str = "test",
     model, ckpt = load_model(model_path)
     T = ckpt.timesteps
     ds = load_for_model(model_path, dataset, split, data_dir, samples,
-                        encoding=ckpt.dataset.get("encoding", "analog"),
+                        encoding=ckpt.dataset.get("encoding", ANALOG.name),
                         input_shape=ckpt.config["input_shape"], timesteps=T,
                         made_for=ckpt.dataset.get("name"))
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..backends import BACKENDS as _REGISTRY
+from ..encoding import ENCODING_NAMES
 from ..errors import DaLifError, VerificationFailed
 
 BACKENDS = tuple(_REGISTRY)  # the registry's names (backends.py imports only the stdlib)
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (required when "
                    "the graph has no dalif-deploy metadata)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
-    p.add_argument("--encoding", choices=("analog", "events"),
+    p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.converters.nir_to_fixed:cli_quantize"))
