@@ -12,6 +12,7 @@ from dalif_deploy.models import (
     default_config,
     run_model,
 )
+from dalif_deploy.neurons import network_step
 
 # (name, config overrides, batch input shape): paper-scale models at a small width
 ZOO_CASES = [
@@ -97,3 +98,20 @@ def test_unknown_models_and_configs_are_refused():
         default_config("alexnet")
     with pytest.raises(DaLifError, match="name"):
         build_model({"width": 3})
+
+
+def test_network_step_threads_explicit_state_and_leaves_the_model_clean():
+    torch.manual_seed(0)
+    model = build_model(default_config("digits-cnn")).eval()
+    x = torch.rand(3, 1, 8, 8) * 3
+    step = network_step(model)
+    with torch.no_grad():
+        out0, st0 = step(x, None)
+        assert set(st0) == set(dalif_layers(model))
+        assert all(m.state is None for m in dalif_layers(model).values())
+        out1, st1 = step(x, st0)
+        again, _ = step(x, st0)  # the same state in gives the same output: nothing hidden
+        assert torch.equal(out1, again)
+        assert not torch.equal(out0, out1)  # the state really carried something
+        ref = run_model(model, x, 2)
+    assert torch.equal(ref, (out0 + out1) / 2)

@@ -1,14 +1,18 @@
 """The DA-LIF neuron: exact float semantics, parametrisations, granularity, gradients."""
 
+import dataclasses
 import math
 
+import nir
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.neuron import PARAMETRIZATIONS, SURROGATES, spike
-from dalif_deploy.neurons import reset_states
-from dalif_deploy.neurons.dalif import DALIF, dalif_step
+from dalif_deploy.neurons import NEURONS, fixed_params, get_neuron, reset_states
+from dalif_deploy.neurons.dalif import DALIF, DALIF_NEURON, dalif_step
 
 # alpha = beta = 0.5, v_th = 1: every value below is exact in binary floating point.
 X_SEQ = [1.0, 1.5, 2.0, 1.0, 1.0, 1.0]
@@ -139,3 +143,120 @@ def test_surrogate_forward_is_heaviside_and_backward_is_named_derivative(name):
     s.sum().backward()
     assert torch.allclose(x.grad, SURROGATES[name](x.detach(), 2.0))
     assert x.grad[1] > 0  # the surrogate is non-zero at the threshold
+
+
+# ---------------------------------------------------------------------------------------------
+# The neuron protocol: one contract over every registered neuron model.
+
+
+def _dalif_channel() -> DALIF:
+    lif = DALIF(channels=3, granularity="channel", v_th=0.75)
+    with torch.no_grad():
+        lif.alpha_raw.copy_(torch.atanh(torch.tensor([0.3, 0.6, 0.9])))
+        lif.beta_raw.copy_(torch.atanh(torch.tensor([0.2, 0.5, 0.8])))
+    return lif
+
+
+#: registered name -> {case id: a layer with non-trivial parameters for input [B, 3, 4, 5]}
+CASES = {
+    "DA-LIF": {"layer": lambda: _layer(0.7, 0.6), "channel": _dalif_channel},
+}
+CONTRACT = [(name, case) for name in sorted(CASES) for case in sorted(CASES[name])]
+
+
+def _input(seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(6, 2, 3, 4, 5, generator=gen) * 2  # [T, B, C, H, W]
+
+
+def test_every_registered_neuron_has_contract_cases():
+    assert set(CASES) == set(NEURONS)
+    assert get_neuron("DA-LIF") is DALIF_NEURON
+    with pytest.raises(DaLifError, match="unknown neuron model 'PLIF'"):
+        get_neuron("PLIF")
+
+
+@pytest.mark.parametrize("name,case", CONTRACT)
+def test_pure_step_equals_the_module(name, case):
+    neuron, layer = NEURONS[name], CASES[name][case]()
+    assert isinstance(layer, neuron.module_type) and layer.neuron is neuron
+    x = _input()
+    state, pure = neuron.init_state(), []
+    for xt in x:
+        s, state = neuron.step(state, xt, layer.params())
+        pure.append(s)
+    pure = torch.stack(pure)
+    assert 0 < pure.mean() < 1  # spikes and silence both occur: the comparison can fail
+    assert torch.equal(pure, layer.forward_sequence(x))
+    layer.reset_state()
+    assert torch.equal(pure, torch.stack([layer(xt) for xt in x]))  # single-step calls
+
+
+@pytest.mark.parametrize("name,case", CONTRACT)
+def test_explicit_state_is_a_value_and_the_step_is_pure(name, case):
+    neuron, layer = NEURONS[name], CASES[name][case]()
+    x = _input(1)
+    s0, st0 = layer(x[0], None)
+    assert layer.state is None  # an explicit call leaves the module as it was
+    assert dataclasses.is_dataclass(st0) and dataclasses.is_dataclass(layer.params())
+    s1, st1 = layer(x[1], st0)
+    again, st1b = neuron.step(st0, x[1], layer.params())  # same state in, same values out
+    assert torch.equal(s1, again)
+    for f in dataclasses.fields(st1):
+        a, b = getattr(st1, f.name), getattr(st1b, f.name)
+        assert (a is None and b is None) or torch.equal(a, b), f.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st0.h = None  # states cannot be changed behind the step's back
+
+
+@pytest.mark.parametrize("name,case", CONTRACT)
+def test_nir_mapping_round_trip(name, case):
+    neuron, layer = NEURONS[name], CASES[name][case]()
+    params = layer.params()
+    node = neuron.to_nir(params, (3, 4, 5), "lif")
+    assert node.metadata["neuron_model"] == name
+    back = neuron.from_nir(node, "lif")
+    assert type(back) is type(params)
+    for f in dataclasses.fields(params):
+        a, b = getattr(params, f.name), getattr(back, f.name)
+        if isinstance(a, torch.Tensor):
+            assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), f.name
+        else:
+            assert a == b, f.name
+
+
+def test_dalif_nir_mapping_follows_the_design_and_refuses_other_lifs():
+    lif = _dalif_channel()
+    node = DALIF_NEURON.to_nir(lif.params(), (3, 2), "lif")
+    beta = lif.beta.detach().double().reshape(3, 1)
+    np.testing.assert_allclose(node.tau, np.broadcast_to(1 / (1 - beta.numpy()), (3, 2)))
+    np.testing.assert_allclose(node.r, np.broadcast_to(
+        (lif.alpha.detach().double().reshape(3, 1) / (1 - beta)).numpy(), (3, 2)))
+    assert (node.v_threshold == 0.75).all() and not node.v_leak.any() and not node.v_reset.any()
+    leaky = nir.LIF(tau=node.tau, r=node.r, v_leak=np.full((3, 2), 0.1), v_reset=node.v_reset,
+                    v_threshold=node.v_threshold)
+    with pytest.raises(DaLifError, match="v_leak != 0"):
+        DALIF_NEURON.from_nir(leaky, "foreign")
+    strict = nir.LIF(tau=node.tau, r=node.r, v_leak=node.v_leak, v_reset=node.v_reset,
+                     v_threshold=node.v_threshold, metadata={"spike_condition": ">"})
+    with pytest.raises(DaLifError, match="fires on >"):
+        DALIF_NEURON.from_nir(strict, "foreign")
+    mixed = nir.LIF(tau=node.tau * np.array([[1.0, 2.0]]), r=node.r, v_leak=node.v_leak,
+                    v_reset=node.v_reset, v_threshold=node.v_threshold,
+                    metadata={"granularity": "channel"})
+    with pytest.raises(DaLifError, match="varies within a channel"):
+        DALIF_NEURON.from_nir(mixed, "foreign")
+
+
+def test_fixed_params_replace_the_effective_ones_and_are_cleared():
+    model = nn.Sequential(_layer(0.5, 0.5))
+    x = torch.full((1, 4), 1.5)
+    assert model(x).eq(0).all()  # V = 0.75 < 1
+    model[0].reset_state()
+    frozen = dataclasses.replace(model[0].params(), alpha=torch.tensor(1.0))
+    with fixed_params(model, {"0": frozen}):
+        assert model(x).eq(1).all()  # V = 1.5
+    assert model[0].fixed_params is None
+    with pytest.raises(DaLifError, match="not neuron layers"):
+        with fixed_params(model, {"1": frozen}):
+            pass
