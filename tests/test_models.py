@@ -103,6 +103,10 @@ def test_unknown_models_and_configs_are_refused():
 def test_network_step_threads_explicit_state_and_leaves_the_model_clean():
     torch.manual_seed(0)
     model = build_model(default_config("digits-cnn")).eval()
+    with torch.no_grad():  # strong weights so that the second layer spikes
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
     x = torch.rand(3, 1, 8, 8) * 3
     step = network_step(model)
     with torch.no_grad():
