@@ -1,7 +1,8 @@
 """Fuse the linear NIR nodes between two neuron layers into one conv or dense map.
 
-A NIR graph alternates neuron nodes (``LIF``) with chains of linear nodes (``Conv2d``,
-``Affine``, ``Linear``, ``AvgPool2d``, ``SumPool2d``, ``Flatten``, ``Scale``, ``Identity``).
+A NIR graph alternates neuron nodes (``LIF``) with chains of linear nodes (the ``linear`` ops
+of :mod:`.nir_ops`: ``Conv2d``, ``Affine``, ``Linear``, ``AvgPool2d``, ``SumPool2d``,
+``Flatten``, ``Scale``).
 Every input of a neuron layer is a sum over *paths* from a source (the graph input or another
 neuron layer) through such a chain. :func:`graph_paths` lists those paths; :func:`fuse_path`
 turns one into a single convolution (pooling-then-conv composes exactly into a larger strided
@@ -21,50 +22,30 @@ import torch.nn.functional as F
 
 from dalif_deploy.errors import DaLifError
 
-from .nir_graph import int_pair, predecessors
+from .nir_graph import predecessors
+from .nir_ops import OPS, op_for
 
-_IDENTITY = tuple(c for c in (getattr(nir, "Identity", None),) if c is not None)
-LINEAR_NODES = (nir.Conv2d, nir.Affine, nir.Linear, nir.AvgPool2d, nir.SumPool2d, nir.Flatten,
-                nir.Scale, *_IDENTITY)
 DENSE_MAX_ELEMENTS = 2**26  # largest dense fallback matrix we build
+
+
+def linear_names() -> list[str]:
+    """The node types fusion composes (the table's ``linear`` ops)."""
+    return [op.name for op in OPS.values() if op.linear]
+
+
+def is_linear(node: nir.NIRNode) -> bool:
+    """Whether fusion may compose ``node`` into a path (its op is ``linear``)."""
+    return op_for(node).linear
 
 
 def apply_node(node: nir.NIRNode, name: str, x: torch.Tensor, bias: bool = True
                ) -> torch.Tensor:
-    """Apply one linear NIR node to a float64 batch ``[B, *shape]``."""
-    if isinstance(node, nir.Conv2d):
-        w = torch.as_tensor(np.asarray(node.weight, np.float64))
-        if x.dim() != 4 or w.dim() != 4:
-            raise DaLifError(f"node {name}: Conv2d needs [C, H, W] input, got {list(x.shape[1:])}")
-        b = (torch.as_tensor(np.asarray(node.bias, np.float64)).reshape(-1)
-             if bias and node.bias is not None and np.size(node.bias) else None)
-        return F.conv2d(x, w, b, *(int_pair(getattr(node, k), k, name)
-                                   for k in ("stride", "padding", "dilation")), int(node.groups))
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = torch.as_tensor(np.asarray(node.weight, np.float64))
-        if w.dim() != 2 or x[0].numel() != w.shape[1]:
-            raise DaLifError(f"node {name}: weight {list(w.shape)} cannot take input of shape "
-                             f"{list(x.shape[1:])}")
-        y = x.reshape(x.shape[0], -1) @ w.T
-        if bias and isinstance(node, nir.Affine):
-            y = y + torch.as_tensor(np.asarray(node.bias, np.float64)).reshape(-1)
-        return y
-    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        if x.dim() != 4:
-            raise DaLifError(f"node {name}: pooling needs [C, H, W] input")
-        k, s, p = (int_pair(getattr(node, a), a, name) for a in ("kernel_size", "stride",
-                                                                  "padding"))
-        div = 1 if isinstance(node, nir.SumPool2d) else None
-        return F.avg_pool2d(x, k, s, p, count_include_pad=True, divisor_override=div)
-    if isinstance(node, nir.Flatten):
-        return x.reshape(x.shape[0], -1)
-    if isinstance(node, nir.Scale):
-        return x * torch.as_tensor(np.asarray(node.scale, np.float64))
-    if isinstance(node, _IDENTITY):
-        return x
-    raise DaLifError(f"node {name}: {type(node).__name__} is not supported between neuron "
-                     "layers (supported: Conv2d, Affine, Linear, AvgPool2d, SumPool2d, "
-                     "Flatten, Scale, Identity)")
+    """Apply one linear NIR node to a float64 batch ``[B, *shape]`` (its op's function)."""
+    op = op_for(node, name)
+    if not op.linear:
+        raise DaLifError(f"node {name}: {type(node).__name__} is not supported between neuron "
+                         f"layers (supported: {', '.join(linear_names())})")
+    return op.function(name, node, torch.float64, bias)(x)
 
 
 @dataclass
@@ -89,12 +70,12 @@ def graph_paths(graph: nir.NIRGraph, target: str, is_source) -> list[Path]:
             elif p in seen:
                 raise DaLifError(f"linear nodes form a cycle through {p}; recurrence needs a "
                                  "neuron layer in the loop")
-            elif isinstance(graph.nodes[p], LINEAR_NODES):
+            elif is_linear(graph.nodes[p]):
                 walk(p, [p, *suffix], seen | {p})
             else:
                 raise DaLifError(f"node {p} ({type(graph.nodes[p]).__name__}) is not "
                                  "supported; supported layers: LIF and linear nodes "
-                                 f"{[c.__name__ for c in LINEAR_NODES]}")
+                                 f"{linear_names()}")
 
     walk(target, [], frozenset({target}))
     return out
@@ -144,19 +125,10 @@ def _conv_geometry(graph: nir.NIRGraph, path: Path) -> tuple[int, int, int, int,
     """(kh, kw, sh, sw, ph, pw) of the composed conv, or None if the chain is not spatial."""
     k, s, p = [1, 1], [1, 1], [0, 0]
     for n in path.nodes:
-        node = graph.nodes[n]
-        if isinstance(node, nir.Conv2d):
-            w = np.asarray(node.weight)
-            d = int_pair(node.dilation, "dilation", n)
-            kk = [(w.shape[2] - 1) * d[0] + 1, (w.shape[3] - 1) * d[1] + 1]
-            ss, pp = int_pair(node.stride, "stride", n), int_pair(node.padding, "padding", n)
-        elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-            kk, ss, pp = (int_pair(getattr(node, a), a, n) for a in ("kernel_size", "stride",
-                                                                      "padding"))
-        elif isinstance(node, _IDENTITY):
-            continue
-        else:
+        window = op_for(graph.nodes[n], n).window(n, graph.nodes[n])
+        if window is None:
             return None
+        kk, ss, pp = window
         for i in range(2):
             k[i] += (kk[i] - 1) * s[i]
             p[i] += pp[i] * s[i]

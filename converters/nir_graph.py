@@ -4,7 +4,8 @@
 surface as raw h5py/assertion errors, and its nodes come back in alphabetical order. Here every
 such problem is a :class:`~dalif_deploy.errors.DaLifError` naming the file and the place, the
 execution order comes from the edges (:func:`topo_order`), and each node's shape is inferred
-from the Input node and checked against what the file declares (:func:`infer_shapes`).
+from the Input node and checked against what the file declares (:func:`infer_shapes`). What a
+node type means (which types exist, their shapes) is the operation table's (:mod:`.nir_ops`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import numpy as np
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import check_input_file
 
+from .nir_ops import op_for, supported_names
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: NIR node types this project can execute (nir_to_torch) and describe.
-SUPPORTED_NODES = ("Input", "Output", "LIF", "CubaLIF", "IF", "LI", "I", "Affine", "Linear",
-                   "Scale", "Conv2d", "Flatten", "SumPool2d", "AvgPool2d", "Threshold")
-NEURON_NODES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Threshold)
 
 
 def _node_types(d: dict[str, Any], where: str = "") -> None:
@@ -34,9 +33,9 @@ def _node_types(d: dict[str, Any], where: str = "") -> None:
         if t == "NIRGraph":
             raise DaLifError(f"node {where}{name!r} is a nested subgraph (typically a "
                              "recurrent layer); nested graphs are not supported")
-        if t not in SUPPORTED_NODES:
+        if t not in supported_names():
             raise DaLifError(f"unknown or unsupported node type {t!r} at node {where}{name!r}; "
-                             f"supported: {', '.join(SUPPORTED_NODES)}")
+                             f"supported: {', '.join(supported_names())}")
 
 
 def read_nir(path: str | Path) -> nir.NIRGraph:
@@ -69,8 +68,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     try:
         graph = nir.dict2NIRNode(data)
         for name, node in graph.nodes.items():
-            if isinstance(node, nir.Conv2d):
-                fix_conv_types(node, name)
+            op_for(node, name).repair(name, node)
     except DaLifError as e:
         raise DaLifError(f"{path}: {e}") from None
     except Exception as e:
@@ -108,10 +106,15 @@ def validate(graph: nir.NIRGraph) -> None:
     infer_shapes(graph)
 
 
+def _ends(graph: nir.NIRGraph) -> tuple[list[str], list[str]]:
+    """Names of the Input nodes and of the Output nodes (graph structure)."""
+    return ([k for k, v in graph.nodes.items() if isinstance(v, nir.Input)],
+            [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)])
+
+
 def io_nodes(graph: nir.NIRGraph) -> tuple[str, str]:
     """The names of the graph's one Input and one Output node (else a DaLifError)."""
-    inputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
-    outputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)]
+    inputs, outputs = _ends(graph)
     if len(inputs) != 1 or len(outputs) != 1:
         raise DaLifError(f"the graph needs exactly one Input and one Output node, has inputs "
                          f"{inputs} and outputs {outputs}")
@@ -135,7 +138,7 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
     for a, b in graph.edges:
         succ[a].append(b)
     indeg = {k: len(v) for k, v in pre.items()}
-    ready = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    ready = _ends(graph)[0]
     order: list[str] = []
     while ready:
         n = ready.pop(0)
@@ -157,99 +160,10 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
     return order
 
 
-def int_pair(v: Any, what: str, node: str) -> tuple[int, int]:
-    """A NIR size parameter (an int or a pair, e.g. a stride) as ``(y, x)``; anything else (None,
-    three entries, fractions) is a DaLifError naming ``node``, never cut or rounded silently."""
-    try:
-        a = np.asarray(v, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        a = np.zeros(0)
-    if a.size == 1:
-        a = np.repeat(a, 2)
-    if a.size != 2 or not np.all(np.isfinite(a)) or np.any(a != np.rint(a)):
-        raise DaLifError(f"node {node}: {what} must be an int or a pair of ints, got {v!r}")
-    return int(a[0]), int(a[1])
-
-
-def _conv_out(n: int, k: int, s: int, p: int, d: int = 1) -> int:
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def _param_shape(node: nir.NIRNode) -> tuple[int, ...] | None:
-    for k in ("v_threshold", "tau", "tau_mem", "r", "scale", "threshold"):
-        v = getattr(node, k, None)
-        if isinstance(v, np.ndarray):
-            return tuple(v.shape)
-    return None
-
-
 def node_output_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Output shape of ``node`` for input ``shape`` (without batch); DaLifError if they do not
-    fit."""
-    def bad(why: str) -> DaLifError:
-        return DaLifError(f"shape mismatch at node {name!r} ({type(node).__name__}): input "
-                          f"{shape}, {why}")
-
-    if isinstance(node, (nir.Input, nir.Output)):
-        return shape
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = node.weight
-        if w.ndim != 2 or shape != (w.shape[1],):
-            raise bad(f"weight {w.shape} expects ({w.shape[1] if w.ndim == 2 else '?'},)")
-        b = getattr(node, "bias", None)
-        if b is not None and np.shape(b) not in ((w.shape[0],), ()):
-            raise bad(f"bias {np.shape(b)} does not match weight {w.shape}")
-        return (w.shape[0],)
-    if isinstance(node, nir.Conv2d):
-        w = node.weight
-        if w.ndim != 4 or len(shape) != 3 or shape[0] != w.shape[1] * int(node.groups):
-            raise bad(f"weight {w.shape} with groups={node.groups} expects "
-                      f"{w.shape[1] * int(node.groups) if w.ndim == 4 else '?'} channels "
-                      "as (C, H, W)")
-        if isinstance(node.padding, str):
-            raise bad("string padding ('same'/'valid') is not supported; use numbers")
-        (sy, sx), (py, px), (dy, dx) = (int_pair(getattr(node, k), k, name)
-                                        for k in ("stride", "padding", "dilation"))
-        return (w.shape[0], _conv_out(shape[1], w.shape[2], sy, py, dy),
-                _conv_out(shape[2], w.shape[3], sx, px, dx))
-    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        if len(shape) != 3:
-            raise bad("pooling expects (C, H, W)")
-        (ky, kx), (sy, sx), (py, px) = (int_pair(getattr(node, k), k, name)
-                                        for k in ("kernel_size", "stride", "padding"))
-        return (shape[0], _conv_out(shape[1], ky, sy, py), _conv_out(shape[2], kx, sx, px))
-    if isinstance(node, nir.Flatten):
-        r = len(shape)
-        s, e = int(node.start_dim), int(node.end_dim)
-        if not (-r <= s < r and -r <= e < r) or s % r > e % r:
-            raise bad(f"start_dim={s}, end_dim={e} are not valid NIR dims (NIR dims exclude "
-                      "the batch; a foreign start_dim=1 meant for torch is start_dim=0 here)")
-        s, e = s % r, e % r
-        return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
-    if isinstance(node, (*NEURON_NODES, nir.Scale)):
-        p = _param_shape(node)
-        if p is not None and p not in ((), (1,)) and p != shape:
-            raise bad(f"its parameters have shape {p}")
-        return shape
-    raise DaLifError(f"node {name!r}: unsupported node type {type(node).__name__}; supported: "
-                     f"{', '.join(SUPPORTED_NODES)}")
-
-
-def fix_conv_types(node: nir.Conv2d, name: str = "") -> None:
-    """Set a ``nir.Conv2d``'s input/output types from its parameters.
-
-    nir (1.0.8) infers C_in as ``weight.shape[1]`` (wrong for groups > 1) and uses the kernel
-    height for both spatial dims (wrong for non-square kernels), then refuses the edges of a
-    correct graph; files store no types, so they are recomputed here on every read."""
-    if node.input_shape is None:
-        return
-    w = np.asarray(node.weight)
-    hw = tuple(int(d) for d in np.atleast_1d(node.input_shape))
-    if w.ndim != 4 or len(hw) != 2:
-        raise DaLifError(f"node {name!r}: Conv2d needs a 4-D weight and a 2-D input_shape")
-    shape = (w.shape[1] * int(node.groups), *hw)
-    node.input_type = {"input": np.array(shape)}
-    node.output_type = {"output": np.array(node_output_shape(name, node, shape))}
+    """Output shape of ``node`` for input ``shape`` (without batch), from its op in the table;
+    DaLifError if they do not fit or the type is unsupported."""
+    return op_for(node, name).output_shape(name, node, shape)
 
 
 def _declared(t: dict | None) -> tuple[int, ...] | None:
@@ -263,10 +177,11 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
     """Output shape (without batch) of every node, propagated from the Input node; checks that
     summed inputs agree and that declared ``input_type``/``output_type`` match."""
     pre = predecessors(graph)
+    inputs = _ends(graph)[0]
     shapes: dict[str, tuple[int, ...]] = {}
     for name in topo_order(graph):
         node = graph.nodes[name]
-        if isinstance(node, nir.Input):
+        if name in inputs:
             shape = _declared(node.input_type)
             if shape is None:
                 raise DaLifError(f"input node {name!r} declares no shape")
@@ -282,7 +197,7 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
                                  f"{declared_in} but receives {shape}")
         out = node_output_shape(name, node, shape)
         declared_out = _declared(getattr(node, "output_type", None))
-        if declared_out is not None and declared_out != out and not isinstance(node, nir.Input):
+        if declared_out is not None and declared_out != out and name not in inputs:
             raise DaLifError(f"shape mismatch at node {name!r}: it declares output "
                              f"{declared_out} but computes {out}")
         shapes[name] = out

@@ -41,57 +41,13 @@ from dalif_deploy.program import (
     Synapse,
 )
 
-from .nir_fuse import LINEAR_NODES, Fused, fuse_path, graph_paths, zero_input_response
+from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
 from .nir_graph import infer_shapes, io_nodes, topo_order
+from .nir_ops import OPS, op_for
 
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
-
-
-def _lif_params(node: nir.LIF, name: str, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
-    def arr(v, what: str) -> np.ndarray:
-        a = np.asarray(v, np.float64)
-        if a.size == 1:
-            a = np.full(shape, float(a.reshape(-1)[0]))
-        if a.size != int(np.prod(shape)):
-            raise DaLifError(f"LIF {name}: {what} has {a.size} values, the layer {shape}")
-        if not np.all(np.isfinite(a)):
-            raise DaLifError(f"LIF {name}: {what} is not finite")
-        return a.reshape(shape)
-
-    tau, r = arr(node.tau, "tau"), arr(node.r, "r")
-    for what, v in (("v_leak", node.v_leak), ("v_reset", node.v_reset)):
-        if v is not None and np.any(arr(v, what) != 0):
-            raise DaLifError(f"LIF {name}: {what} must be 0 for Loihi's CUBA LIF (fold it "
-                             "into the bias before export)")
-    vth = arr(node.v_threshold, "v_threshold")
-    if np.ptp(vth) != 0 or vth.reshape(-1)[0] <= 0:
-        raise DaLifError(f"LIF {name}: v_threshold must be one positive value per layer")
-    if np.any(tau <= 0):
-        raise DaLifError(f"LIF {name}: tau must be positive")
-    beta, alpha = 1.0 - dt / tau, r * dt / tau
-    md = node.metadata or {}
-    for key, val in (("beta", beta), ("alpha", alpha)):
-        if key not in md:
-            continue
-        m = np.asarray(md[key], float).reshape(-1)  # one value, or one per channel
-        if m.size not in (1, shape[0]):
-            raise DaLifError(f"LIF {name}: metadata {key} has {m.size} values, the layer "
-                             f"{shape[0]} channels; the graph is inconsistent")
-        m = m.reshape(-1, *([1] * (len(shape) - 1)))
-        if not np.allclose(np.broadcast_to(m, shape), val, rtol=1e-5, atol=1e-7):
-            raise DaLifError(f"LIF {name}: metadata {key} disagrees with tau/r at dt={dt}; "
-                             "the graph is inconsistent (wrong dt?)")
-    per_chan = beta.reshape(shape[0], -1)
-    if np.any(np.ptp(per_chan, axis=1) > 1e-12):
-        raise DaLifError(f"LIF {name}: beta varies within a channel; Loihi decays are per "
-                         "population (or per channel)")
-    cond = str(md.get("spike_condition", ">=" if "alpha" in md else ">"))
-    if cond not in (">=", ">"):
-        raise DaLifError(f"LIF {name}: unknown spike condition {cond!r}")
-    return {"beta_c": per_chan[:, 0], "alpha": alpha, "v_th": float(vth.reshape(-1)[0]),
-            "cond": cond}
 
 
 def _mant_exp(t: np.ndarray, qmax: int) -> int:
@@ -224,12 +180,13 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
     in_name, out_name = io_nodes(graph)
     shapes = infer_shapes(graph)
     in_shape = shapes[in_name]
-    lifs = [n for n in order if isinstance(graph.nodes[n], nir.LIF)]
+    ops = {n: op_for(graph.nodes[n], n) for n in order}
+    lifs = [n for n in order if ops[n].population]  # neuron layers: the table's populations
     for n in order:
-        node = graph.nodes[n]
-        if not isinstance(node, (nir.LIF, nir.Input, nir.Output, *LINEAR_NODES)):
-            raise DaLifError(f"node {n}: {type(node).__name__} is not supported (neuron "
-                             "layers must be LIF)")
+        if not (ops[n].population or ops[n].linear or n in (in_name, out_name)):
+            kinds = " or ".join(op.name for op in OPS.values() if op.population)
+            raise DaLifError(f"node {n}: {type(graph.nodes[n]).__name__} is not supported "
+                             f"(neuron layers must be {kinds})")
 
     def is_source(name: str) -> bool:
         return name == in_name or name in lifs
@@ -245,7 +202,7 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
                                         else shapes[p.source], tshape, f"{n}")
                               for p in paths]
         bias = zero_input_response(graph, n, shapes, is_source).reshape(tshape)
-        lif = _lif_params(graph.nodes[n], n, tshape, dt) if n != out_name else None
+        lif = ops[n].dalif(n, graph.nodes[n], tshape, dt) if n != out_name else None
         prov = sorted({x for p in paths for x in p.nodes} | {n})
         layers.append(_Layer("readout" if n == out_name else n, tshape, paths, fused,
                              lif["alpha"] * bias if lif else bias, lif, prov))

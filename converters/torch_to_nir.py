@@ -40,7 +40,9 @@ from dalif_deploy.io import atomic_path
 from dalif_deploy.neuron import NeuronModule
 from dalif_deploy.neurons import reset_states
 
-from .nir_graph import fix_conv_types, int_pair, validate
+from .nir_graph import validate
+from .nir_math import int_pair
+from .nir_ops import fix_conv_types
 
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..backends import backend_result, load_for_model
-from ..converters.nir_graph import read_nir
+from ..converters.nir_graph import io_nodes, read_nir
 from ..converters.nir_to_torch import GraphRunner, describe_conventions, resolve_dt
 from ..encoding import EVENTS, Encoding
 from ..errors import DaLifError
@@ -43,8 +43,7 @@ def simulate_graph(backend: str, model_path: str, make_batch_fn: Callable[[Any, 
         for line in lines:
             print(f"[{backend}] {line}", file=sys.stderr)
     meta = graph.metadata or {}
-    in_shape = next(v for v in graph.nodes.values()
-                    if type(v).__name__ == "Input").input_type["input"]
+    in_shape = graph.nodes[io_nodes(graph)[0]].input_type["input"]
     enc = meta.get("input_encoding")  # None: a foreign graph takes either kind of data
     ds = load_for_model(model_path, dataset, split, data_dir, samples,
                         encoding=None if enc is None else str(enc), input_shape=in_shape,

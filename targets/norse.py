@@ -4,7 +4,8 @@ cross-check of our float reference.
 Norse's importer (``norse.torch.from_nir``, built on ``nirtorch.load``) does not run a NIR graph
 as written; :func:`adapt_for_norse` rewrites the graph into an equivalent one it does run, and
 :func:`norse_module` repairs the execution order. What it needed (measured on norse 1.1.0 and
-nirtorch 2.6; each item is listed in the result's ``adaptations``):
+nirtorch 2.6; each item is listed in the result's ``adaptations``; what each node type needs is
+its op's ``to_norse``/``norse_fold_r`` in :mod:`dalif_deploy.converters.nir_ops`):
 
 * ``r`` of ``nir.LIF`` is ignored (only a warning): fold ``r`` into the rows of the preceding
   Affine/Conv2d when that node feeds only this LIF, else insert a per-channel scaling node (a
@@ -34,28 +35,12 @@ import numpy as np
 import torch
 
 from ..converters.nir_graph import infer_shapes, predecessors, topo_order, validate
+from ..converters.nir_math import channelwise_conv
+from ..converters.nir_ops import op_for
 from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
 from ..unroll import unroll
 from .nir_float import simulate_graph
-
-NORSE_NODES = (nir.Input, nir.Output, nir.Affine, nir.Conv2d, nir.Flatten, nir.LIF, nir.IF,
-               nir.CubaLIF)
-
-
-def _channelwise(channels: int, kernel: Any, stride: Any, padding: Any, value: np.ndarray,
-                 in_hw: tuple[int, int]) -> nir.Conv2d:
-    """A per-channel linear map (pooling window or scaling) as a dense Conv2d with a diagonal
-    channel matrix; Norse builds ``Conv2d(in_channels=weight.shape[1], groups=g)``, which
-    fails for depthwise (grouped) weights."""
-    k = np.atleast_1d(np.asarray(kernel)).astype(int)
-    k = (int(k[0]), int(k[0])) if k.size == 1 else (int(k[0]), int(k[1]))
-    w = np.zeros((channels, channels, *k))
-    w[np.arange(channels), np.arange(channels)] = np.asarray(value, dtype=np.float64
-                                                             ).reshape(-1, 1, 1)
-    return nir.Conv2d(input_shape=in_hw, weight=w, stride=tuple(np.broadcast_to(stride, 2)),
-                      padding=tuple(np.broadcast_to(padding, 2)), dilation=(1, 1),
-                      groups=1, bias=np.zeros(channels))
 
 
 def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
@@ -66,34 +51,21 @@ def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
     nodes = {k: copy.deepcopy(v) for k, v in graph.nodes.items()}
     edges = [tuple(e) for e in graph.edges]
     notes: set[str] = set()
-    for name, node in graph.nodes.items():
+    ops = {name: op_for(node, name) for name, node in graph.nodes.items()}
+    for name, node in graph.nodes.items():  # per node: what its op says Norse needs
         in_shape = shapes[pre[name][0]] if pre[name] else shapes[name]
-        if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-            k = np.atleast_1d(np.asarray(node.kernel_size)).astype(int)
-            area = int(k[0] * k[-1])
-            value = np.full(in_shape[0], 1.0 / area if isinstance(node, nir.AvgPool2d) else 1.0)
-            nodes[name] = _channelwise(in_shape[0], node.kernel_size, node.stride, node.padding,
-                                     value, in_shape[1:])
-            notes.add(f"{type(node).__name__} -> channel-diagonal Conv2d (Norse has no "
-                      "AvgPool2d map; SumPool2d would become LPPool2d(|x|) without padding)")
-        elif isinstance(node, nir.Flatten):
-            e = int(node.end_dim)
-            flat = nir.Flatten(input_type={"input": None})  # torch dims: not a NIR-valid node
-            flat.start_dim = int(node.start_dim) % len(in_shape) + 1
-            flat.end_dim = e + 1 if e >= 0 else e
-            nodes[name] = flat
-            notes.add("Flatten dims shifted by one (Norse's torch.nn.Flatten counts the batch)")
-        elif not isinstance(node, NORSE_NODES):
-            raise DaLifError(f"node {name!r}: Norse's NIR importer has no mapping for "
-                             f"{type(node).__name__}; run this graph with --backend nir")
+        replaced = ops[name].to_norse(name, node, in_shape)
+        if replaced is not None:
+            nodes[name], note = replaced
+            notes.add(note)
     for name, node in graph.nodes.items():
-        if not isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF)):
+        if not ops[name].resets:
             continue
         if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
             raise DaLifError(f"node {name!r}: v_reset != 0, which Norse ignores (it resets to "
                              "0); run this graph with --backend nir")
         r = np.asarray(node.r, dtype=np.float64)
-        if not isinstance(node, nir.LIF) or np.all(r == 1):
+        if not ops[name].norse_fold_r or np.all(r == 1):
             continue
         shape = shapes[name]
         for src in pre[name]:
@@ -107,14 +79,12 @@ def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
                 rc = per_ch[:, 0]
             else:
                 rc = r.reshape(-1)
-            if sole and isinstance(s, (nir.Affine, nir.Conv2d)):
-                s.weight = s.weight * rc.reshape((-1,) + (1,) * (s.weight.ndim - 1))
-                s.bias = s.bias * rc
+            if sole and op_for(s, src).scale_rows(s, rc):
                 notes.add("LIF r folded into the rows of the preceding Affine/Conv2d, r := 1 "
                           "(Norse ignores r)")
                 continue
             new = f"{src}__r_to__{name}"
-            nodes[new] = (_channelwise(shape[0], 1, 1, 0, rc, shape[1:]) if len(shape) == 3
+            nodes[new] = (channelwise_conv(shape[0], 1, 1, 0, rc, shape[1:]) if len(shape) == 3
                           else nir.Affine(weight=np.diag(rc), bias=np.zeros(rc.size)))
             edges.remove((src, name))
             edges += [(src, new), (new, name)]
@@ -161,7 +131,7 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
                      "(its depth-first order reads stale branch outputs at residual merges)")
     enc = Encoding.from_name(str((graph.metadata or {}).get("input_encoding", ANALOG.name)),
                              "input encoding")
-    spiking = [n for n, v in graph.nodes.items() if isinstance(v, (nir.LIF, nir.IF, nir.CubaLIF))]
+    spiking = [n for n, v in graph.nodes.items() if op_for(v, n).spiking]
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in spiking} if record else {}
 
     def step(frame: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:

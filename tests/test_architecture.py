@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     # 3: NIR graph utilities and the per-node-type operation table
     "dalif_deploy.converters.nir_graph": 3,
     "dalif_deploy.converters.nir_ops": 3,
+    "dalif_deploy.converters.nir_math": 3,
     # 4: converters
     "dalif_deploy.converters": 4,
     # 5: targets

@@ -1,0 +1,148 @@
+"""Float building blocks of the NIR operation table (:mod:`.nir_ops`): size pairs, parameter
+tensors, the channel-diagonal conv, and the neuron steps.
+
+Neuron steps are pure functions in Norse's style, ``step(state, x, params) -> (out, state)``,
+built on the one integrate-and-fire equation of :mod:`dalif_deploy.neuron` (``integrate``,
+``fire``): parameters are precomputed once (:func:`leaky`, :func:`integrator`, :func:`firing`),
+the state is passed in and returned explicitly, and ``state = None`` is the zero state. They
+compute the
+forward-Euler form ``v' = decay v + gain x + leak`` of ``tau dv/dt = v_leak - v + r x``
+(``decay = 1 - dt/tau``, ``gain = dt r / tau``, ``leak = dt v_leak / tau``, in float64, cast
+once), which with dt = 1 and our export is the DA-LIF ``V = beta H + alpha X`` in the same
+operation order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import nir
+import numpy as np
+import torch
+
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.neuron import fire, integrate
+
+Pair = tuple[int, int]
+
+
+def int_pair(v: Any, what: str, node: str) -> Pair:
+    """A NIR size parameter (an int or a pair, e.g. a stride) as ``(y, x)``; anything else (None,
+    three entries, fractions) is a DaLifError naming ``node``, never cut or rounded silently."""
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        a = np.zeros(0)
+    if a.size == 1:
+        a = np.repeat(a, 2)
+    if a.size != 2 or not np.all(np.isfinite(a)) or np.any(a != np.rint(a)):
+        raise DaLifError(f"node {node}: {what} must be an int or a pair of ints, got {v!r}")
+    return int(a[0]), int(a[1])
+
+
+def spike_rule(node: nir.NIRNode) -> str:
+    """``">="`` when the node's metadata says so (our DA-LIF export), else NIR's ``">"``."""
+    return ">=" if str((node.metadata or {}).get("spike_condition", ">")) == ">=" else ">"
+
+
+def f64(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(f64(a)).to(dtype)
+
+
+def channelwise_conv(channels: int, kernel: Any, stride: Any, padding: Any, value: np.ndarray,
+                     in_hw: tuple[int, ...]) -> nir.Conv2d:
+    """A per-channel linear map (a pooling window or a scaling) as a dense Conv2d with a diagonal
+    channel matrix (Norse builds ``Conv2d(in_channels=weight.shape[1], groups=g)``, which fails
+    for depthwise weights)."""
+    k = np.atleast_1d(np.asarray(kernel)).astype(int)
+    k = (int(k[0]), int(k[0])) if k.size == 1 else (int(k[0]), int(k[1]))
+    w = np.zeros((channels, channels, *k))
+    w[np.arange(channels), np.arange(channels)] = f64(value).reshape(-1, 1, 1)
+    return nir.Conv2d(input_shape=in_hw, weight=w, stride=tuple(np.broadcast_to(stride, 2)),
+                      padding=tuple(np.broadcast_to(padding, 2)), dilation=(1, 1),
+                      groups=1, bias=np.zeros(channels))
+
+
+class Leaky(NamedTuple):
+    """Euler coefficients of ``tau dv/dt = v_leak - v + r x``: ``v' = decay v + gain x +
+    leak`` (``leak`` None when 0)."""
+
+    decay: torch.Tensor
+    gain: torch.Tensor
+    leak: torch.Tensor | None
+
+
+class Fire(NamedTuple):
+    """Spike when ``v > v_threshold`` (``v >= v_threshold`` if ``ge``), then ``v := v_reset``."""
+
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+    ge: bool
+
+
+class SpikingParams(NamedTuple):
+    """A membrane and its firing rule (LIF, IF)."""
+
+    membrane: Leaky
+    fire: Fire
+
+
+class CubaParams(NamedTuple):
+    """CubaLIF: a synaptic current filter before a spiking membrane."""
+
+    synapse: Leaky
+    membrane: Leaky
+    fire: Fire
+
+
+def leaky(tau: Any, r: Any, v_leak: Any, dt: float, dtype: torch.dtype) -> Leaky:
+    """``decay = 1 - dt/tau``, ``gain = dt r / tau``, ``leak = dt v_leak / tau`` (float64)."""
+    k = dt / f64(tau)
+    vl = k * f64(v_leak)
+    return Leaky(tensor(1.0 - k, dtype), tensor(k * f64(r), dtype),
+                 tensor(vl, dtype) if np.any(vl != 0) else None)
+
+
+def integrator(r: Any, dt: float, dtype: torch.dtype) -> Leaky:
+    """``dv/dt = r x``: ``decay = 1``, ``gain = dt r``."""
+    return Leaky(tensor(np.ones_like(f64(r)), dtype), tensor(dt * f64(r), dtype), None)
+
+
+def firing(node: nir.NIRNode, dtype: torch.dtype) -> Fire:
+    """The node's threshold, reset (0 when absent) and spike rule."""
+    reset = getattr(node, "v_reset", None)
+    return Fire(tensor(node.v_threshold, dtype),
+                tensor(np.zeros_like(f64(node.v_threshold)) if reset is None else reset, dtype),
+                spike_rule(node) == ">=")
+
+
+def _fire(v: torch.Tensor, p: Fire) -> tuple[torch.Tensor, torch.Tensor]:
+    return fire(v, p.v_threshold, p.v_reset, inclusive=p.ge)
+
+
+def lif_step(state: torch.Tensor | None, x: torch.Tensor, p: SpikingParams
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """LIF/IF: ``V = decay v + gain x (+ leak)``, ``S = V > th`` (or ``>=``), ``v' = v_reset
+    where S else V``; returns ``(S, v')``."""
+    return _fire(integrate(x, state, *p.membrane), p.fire)
+
+
+def li_step(state: torch.Tensor | None, x: torch.Tensor, p: Leaky
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """LI/I: ``v' = decay v + gain x (+ leak)``; the output is ``v'``."""
+    v = integrate(x, state, *p)
+    return v, v
+
+
+def cuba_lif_step(state: tuple | None, x: torch.Tensor, p: CubaParams
+                  ) -> tuple[torch.Tensor, tuple]:
+    """CubaLIF: the current ``i`` integrates ``x``, the membrane integrates the new ``i``."""
+    i, v = state if state is not None else (None, None)
+    i = integrate(x, i, *p.synapse)
+    s, v = _fire(integrate(i, v, *p.membrane), p.fire)
+    return s, (i, v)
+
