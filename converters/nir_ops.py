@@ -37,6 +37,8 @@ linear map, :class:`NeuronOp` for a neuron), set ``nir_type`` and its flags, imp
 ``output_shape`` and either ``function`` (stateless) or ``parameters`` + ``step`` (neuron), and
 put ``@register`` above it. Nothing else changes: reading, shapes, the interpreter, fusion and
 the adapters pick it up from :data:`OPS` (tests/test_nir_ops.py then asks for its test case).
+Shared float building blocks (neuron steps, size pairs, the channel-diagonal conv) are in
+:mod:`.nir_math`.
 """
 
 from __future__ import annotations
