@@ -146,3 +146,49 @@ def cuba_lif_step(state: tuple | None, x: torch.Tensor, p: CubaParams
     s, v = _fire(integrate(i, v, *p.membrane), p.fire)
     return s, (i, v)
 
+
+def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
+    """``beta = 1 - dt/tau`` (one per channel), ``alpha = r dt/tau``, the one threshold and
+    the spike condition; checked against the node's alpha/beta metadata when present."""
+    def arr(v, what: str) -> np.ndarray:
+        a = f64(v)
+        if a.size == 1:
+            a = np.full(shape, float(a.reshape(-1)[0]))
+        if a.size != int(np.prod(shape)):
+            raise DaLifError(f"LIF {name}: {what} has {a.size} values, the layer {shape}")
+        if not np.all(np.isfinite(a)):
+            raise DaLifError(f"LIF {name}: {what} is not finite")
+        return a.reshape(shape)
+
+    tau, r = arr(node.tau, "tau"), arr(node.r, "r")
+    for what, v in (("v_leak", node.v_leak), ("v_reset", node.v_reset)):
+        if v is not None and np.any(arr(v, what) != 0):
+            raise DaLifError(f"LIF {name}: {what} must be 0 for Loihi's CUBA LIF (fold it "
+                             "into the bias before export)")
+    vth = arr(node.v_threshold, "v_threshold")
+    if np.ptp(vth) != 0 or vth.reshape(-1)[0] <= 0:
+        raise DaLifError(f"LIF {name}: v_threshold must be one positive value per layer")
+    if np.any(tau <= 0):
+        raise DaLifError(f"LIF {name}: tau must be positive")
+    beta, alpha = 1.0 - dt / tau, r * dt / tau
+    md = node.metadata or {}
+    for key, val in (("beta", beta), ("alpha", alpha)):
+        if key not in md:
+            continue
+        m = np.asarray(md[key], float).reshape(-1)  # one value, or one per channel
+        if m.size not in (1, shape[0]):
+            raise DaLifError(f"LIF {name}: metadata {key} has {m.size} values, the layer "
+                             f"{shape[0]} channels; the graph is inconsistent")
+        m = m.reshape(-1, *([1] * (len(shape) - 1)))
+        if not np.allclose(np.broadcast_to(m, shape), val, rtol=1e-5, atol=1e-7):
+            raise DaLifError(f"LIF {name}: metadata {key} disagrees with tau/r at dt={dt}; "
+                             "the graph is inconsistent (wrong dt?)")
+    per_chan = beta.reshape(shape[0], -1)
+    if np.any(np.ptp(per_chan, axis=1) > 1e-12):
+        raise DaLifError(f"LIF {name}: beta varies within a channel; Loihi decays are per "
+                         "population (or per channel)")
+    cond = str(md.get("spike_condition", ">=" if "alpha" in md else ">"))
+    if cond not in (">=", ">"):
+        raise DaLifError(f"LIF {name}: unknown spike condition {cond!r}")
+    return {"beta_c": per_chan[:, 0], "alpha": alpha, "v_th": float(vth.reshape(-1)[0]),
+            "cond": cond}
