@@ -9,29 +9,40 @@ v saturation) or limits of real hardware that the CPU simulation does not enforc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from .encoding import ANALOG
 from .errors import DaLifError
-from .program import (
+from .geometry import conv_output_shape
+from .limits import (
     BIAS_EXP_RANGE,
     BIAS_MANT_MAX,
+    CONV_BITS,
     DECAY_MAX,
+    FAN_IN_MAX,
+    INPUT_BITS_RANGE,
+    INT32_SAFE,
+    LAVA_CONV_PARAM_MAX,
+    SIGN_RANGES,
+    U_LIMIT,
     V_MAX,
     VTH_MAX,
+    WEIGHT_BITS_RANGE,
+    WEIGHT_EXP_RANGE,
+)
+from .program import (
+    PROGRAM_FORMAT,
+    PROGRAM_VERSION,
     FixedProgram,
     Population,
     Synapse,
+    load_program,
 )
-
-WEIGHT_EXP_RANGE = (-8, 7)  # Loihi weight exponent
-FAN_IN_MAX = 4096  # nonzero synapses into one neuron that we accept without a warning
-INT32_SAFE = (2**31 - 2**23) // 64  # |a| above this overflows Lava's int32 (a << 6) + u
-LAVA_CONV_PARAM_MAX = 127  # Lava's Conv stores kernel size, stride, padding, groups as int8
-INPUT_BITS_RANGE = (2, 8)
 
 
 @dataclass(frozen=True)
@@ -91,13 +102,12 @@ def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
     return int(w.sum(1).max(initial=0)) * source_max(program, s)
 
 
-SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
-
-
 def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
     w = s.weights
-    if not 1 <= s.weight_bits <= 8:
-        yield Violation("weight-bits", s.name, f"weight_bits={s.weight_bits}; use 1..8")
+    bits_lo, bits_hi = WEIGHT_BITS_RANGE
+    if not bits_lo <= s.weight_bits <= bits_hi:
+        yield Violation("weight-bits", s.name, f"weight_bits={s.weight_bits}; use "
+                        f"{bits_lo}..{bits_hi}")
         return
     lo, hi = SIGN_RANGES[s.sign_mode]
     if w.size and (w.min() < lo or w.max() > hi):
@@ -105,7 +115,7 @@ def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
                         f"weights span [{w.min()}, {w.max()}] but {s.sign_mode} weights must "
                         f"lie in [{lo}, {hi}] (Lava clips them); raise weight_exp and "
                         "re-quantise the mantissas")
-    k = 8 - s.weight_bits
+    k = bits_hi - s.weight_bits
     mag = -w if s.sign_mode == "inhibitory" else w
     if k > 0 and w.size and np.any(mag & ((1 << k) - 1)):
         yield Violation("weight-lsb", s.name,
@@ -121,7 +131,7 @@ def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
                             f"weight_exp={s.weight_exp}: Lava's Conv ignores it, so this conv "
                             "must be lowered as a sparse matrix; fold the exponent into the "
                             "target's scale to keep a Conv", "warning")
-        elif _syn_max_abs_sum(program, s) >= 2**23:
+        elif _syn_max_abs_sum(program, s) >= 2 ** (CONV_BITS - 1):
             yield Violation("headroom", s.name, "conv sums may exceed 24 bits, where Lava's "
                             "Conv wraps them (a sparse lowering would not); lower the target's "
                             "scale")
@@ -137,10 +147,7 @@ def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
         yield Violation("shape", s.name, f"maps {s.input_shape} -> {s.output_shape} but "
                         f"connects {s.source} {src} -> {s.target} {tgt}")
     elif s.kind == "conv":
-        c, h, wd = s.input_shape
-        kh, kw = w.shape[2:]
-        oh = (h + 2 * s.padding[0] - kh) // s.stride[0] + 1
-        ow = (wd + 2 * s.padding[1] - kw) // s.stride[1] + 1
+        oh, ow = conv_output_shape(s.input_shape[1:], w.shape[2:], s.stride, s.padding)
         if (w.shape[0], oh, ow) != tuple(s.output_shape) or s.output_shape != tgt:
             yield Violation("shape", s.name, f"conv of {s.input_shape} gives "
                             f"{(w.shape[0], oh, ow)}, target {s.target} is {tgt}")
@@ -175,7 +182,7 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
     if a_max > INT32_SAFE:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} overflows "
                         "Lava's int32 arithmetic after << 6; lower the scale")
-    elif a_max * 64 >= 2**23:
+    elif a_max * 64 >= U_LIMIT:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} (x64) can wrap "
                         "the 24-bit current u; the emulator counts u wraps", "warning")
     if p.name != program.readout.population and 64 * p.vth > V_MAX // 2:
@@ -239,3 +246,38 @@ def require_valid(program: FixedProgram, on_warning: Callable[[Violation], None]
         for v in found:
             on_warning(v)
     return found
+
+
+def describe_program(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able summary of a program file for ``dalif-deploy inspect``."""
+    prog = load_program(path)
+    syn_count = {s.name: int(np.count_nonzero(s.weights)) for s in prog.synapses}
+    return {
+        "kind": "fixed-point program",
+        "format": f"{PROGRAM_FORMAT} v{PROGRAM_VERSION}",
+        "timesteps": prog.timesteps,
+        "input": {"kind": prog.input.kind, "shape": list(prog.input.shape),
+                  "scale": prog.input.scale, "bits": prog.input.bits},
+        "readout": {"population": prog.readout.population, "scale": prog.readout.scale},
+        "neurons": int(sum(p.size for p in prog.populations)),
+        "nonzero_weights": int(sum(syn_count.values())),
+        "populations": [
+            {"name": p.name, "shape": list(p.shape), "vth": p.vth, "du": p.du,
+             "dv": sorted({int(d) for d in p.dv}), "bias_exp": p.bias_exp,
+             "bias_mant_range": [int(p.bias_mant.min()), int(p.bias_mant.max())],
+             "scale": p.scale, "provenance": p.provenance}
+            for p in prog.populations],
+        "synapses": [
+            {"name": s.name, "source": s.source, "target": s.target, "kind": s.kind,
+             "weights_shape": list(s.weights.shape), "nonzero": syn_count[s.name],
+             "weight_range": [int(s.weights.min()), int(s.weights.max())]
+             if s.weights.size else [0, 0],
+             "weight_exp": s.weight_exp, "weight_bits": s.weight_bits, "graded": s.graded,
+             **({"stride": list(s.stride), "padding": list(s.padding), "groups": s.groups}
+                if s.kind == "conv" else {}),
+             "provenance": s.provenance}
+            for s in prog.synapses],
+        "quant_table": prog.quant_table,
+        "constraint_violations": [v.to_dict() for v in check_program(prog)],
+        "metadata": prog.metadata,
+    }

@@ -5,7 +5,7 @@ Checkpoints are described here; the other kinds by the module that owns the form
 when such a file is inspected)::
 
     nir      dalif_deploy.converters.nir_graph:describe_nir
-    program  dalif_deploy.program:describe_program
+    program  dalif_deploy.constraints:describe_program
     onnx     dalif_deploy.targets.onnxruntime:describe_onnx
 """
 
@@ -22,7 +22,7 @@ from .errors import DaLifError
 
 DESCRIBERS = {
     "nir": "dalif_deploy.converters.nir_graph:describe_nir",
-    "program": "dalif_deploy.program:describe_program",
+    "program": "dalif_deploy.constraints:describe_program",
     "onnx": "dalif_deploy.targets.onnxruntime:describe_onnx",
 }
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 V_MAX = 2**23 - 1  # v saturates at +-(2^23 - 1)
 U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
 VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned; compared as vth << 6
-DECAY_MAX = 4095  # du, dv are 12-bit
-DECAY_UNIT = 4096  # decays act as (4096 - d) / 4096
+DECAY_BITS = 12  # du, dv are 12-bit unsigned
+DECAY_UNIT = 2**DECAY_BITS  # decays act as (4096 - d) / 4096
+DECAY_MAX = DECAY_UNIT - 1  # 4095: du = 4095 leaves no current memory
 BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
 BIAS_EXP_RANGE = (-8, 7)
 # synapses
 WEIGHT_BITS_RANGE = (1, 8)  # weight mantissa bits
 WEIGHT_EXP_RANGE = (-8, 7)  # Loihi weight exponent
+LAVA_WEIGHT_CLIP = (-256, 255)  # Lava's Dense clips raw weights to this (mixed sign; else 0..255)
 SIGN_RANGES = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
 LAVA_CONV_PARAM_MAX = 127  # Lava's Conv stores kernel size, stride, padding, groups as int8

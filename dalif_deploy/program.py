@@ -34,19 +34,12 @@ import numpy as np
 from .encoding import Encoding
 from .errors import DaLifError
 from .io import atomic_open, check_input_file
+from .limits import DECAY_MAX, TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
 from .schema import Check, integer, mapping, number, shape, text, validate
 
 PROGRAM_FORMAT = "dalif-deploy.fixed-program"
 PROGRAM_VERSION = 1
-
-# Loihi 2 / Lava fixed-point ranges (DESIGN.md section 4).
-V_MAX = 2**23 - 1  # v saturates at +-(2^23 - 1)
-VTH_MAX = 2**17 - 1  # vth is 17-bit unsigned; compared as vth << 6
-DECAY_MAX = 4095  # du, dv are 12-bit
-BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
-BIAS_EXP_RANGE = (-8, 7)
-TIMESTEPS_MAX = 2**16  # steps per sample; DA-LIF networks use tens to hundreds
 
 
 def _check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -485,40 +478,3 @@ def load_program(path: str | os.PathLike) -> FixedProgram:
     header, :mod:`resources`), every header field against :data:`HEADER_SCHEMA`, and only the
     arrays the header names are read."""
     return _load_archive(path)
-
-
-def describe_program(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON-able summary of a program file for ``dalif-deploy inspect``."""
-    from .constraints import check_program
-
-    prog = load_program(path)
-    syn_count = {s.name: int(np.count_nonzero(s.weights)) for s in prog.synapses}
-    return {
-        "kind": "fixed-point program",
-        "format": f"{PROGRAM_FORMAT} v{PROGRAM_VERSION}",
-        "timesteps": prog.timesteps,
-        "input": {"kind": prog.input.kind, "shape": list(prog.input.shape),
-                  "scale": prog.input.scale, "bits": prog.input.bits},
-        "readout": {"population": prog.readout.population, "scale": prog.readout.scale},
-        "neurons": int(sum(p.size for p in prog.populations)),
-        "nonzero_weights": int(sum(syn_count.values())),
-        "populations": [
-            {"name": p.name, "shape": list(p.shape), "vth": p.vth, "du": p.du,
-             "dv": sorted({int(d) for d in p.dv}), "bias_exp": p.bias_exp,
-             "bias_mant_range": [int(p.bias_mant.min()), int(p.bias_mant.max())],
-             "scale": p.scale, "provenance": p.provenance}
-            for p in prog.populations],
-        "synapses": [
-            {"name": s.name, "source": s.source, "target": s.target, "kind": s.kind,
-             "weights_shape": list(s.weights.shape), "nonzero": syn_count[s.name],
-             "weight_range": [int(s.weights.min()), int(s.weights.max())]
-             if s.weights.size else [0, 0],
-             "weight_exp": s.weight_exp, "weight_bits": s.weight_bits, "graded": s.graded,
-             **({"stride": list(s.stride), "padding": list(s.padding), "groups": s.groups}
-                if s.kind == "conv" else {}),
-             "provenance": s.provenance}
-            for s in prog.synapses],
-        "quant_table": prog.quant_table,
-        "constraint_violations": [v.to_dict() for v in check_program(prog)],
-        "metadata": prog.metadata,
-    }

@@ -27,7 +27,7 @@ check already refuses anything that could overflow Lava's int32. Neuron state is
 float32 integers where the bounds keep every intermediate below 2^24 (see
 :func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
-use :func:`~dalif_deploy.targets.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
+use :func:`~dalif_deploy.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
 (shortcuts) are one product per output. Sync mode steps the network in cache-sized blocks of
 steps, each synapse once per block on ``[k*N, ...]`` (once in all for analog input, the same
@@ -37,37 +37,39 @@ every step); pipelined mode steps the whole network one step at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dalif_deploy.targets.fixed_point import (  # noqa: F401  (re-exported public API)
-    CONV_BITS,
-    FLOAT32_EXACT,
-    FLOAT64_EXACT,
-    U_LIMIT,
-    LifF32Params,
-    LifParams,
-    LifState,
-    decay_rtz,
-    effective_bias,
-    effective_weights,
-    floor_shift,
-    lava_dense_weights,
-    lif_state_zeros,
-    lif_step,
-    lif_step_f32,
-    rtz_div4096,
-    wrap_signed,
-)
 
 from dalif_deploy.constraints import source_max
 from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.program import V_MAX, FixedProgram, Population, Synapse
+from dalif_deploy.fixed_point import (
+    LifF32Params,
+    LifParams,
+    LifState,
+    effective_bias,
+    effective_weights,
+    floor_shift,
+    lif_state_zeros,
+    lif_step,
+    lif_step_f32,
+    wrap_signed,
+)
+from dalif_deploy.limits import (
+    CONV_BITS,
+    DECAY_MAX,
+    DECAY_UNIT,
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
+    U_LIMIT,
+    V_MAX,
+)
+from dalif_deploy.program import FixedProgram, Population, Synapse
+from dalif_deploy.timing import synaptic_depths
 
 BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
 
@@ -207,7 +209,7 @@ def _v_bound(step_max: int, f_max: int, steps: int) -> int:
     integers rounding up, from v = 0; stops early once past V_MAX or at the fixed point."""
     b = 0
     for _ in range(steps):
-        nb = -(-b * f_max // 4096) + step_max
+        nb = -(-b * f_max // DECAY_UNIT) + step_max
         if nb == b or nb > V_MAX:
             return nb
         b = nb
@@ -217,13 +219,13 @@ def _v_bound(step_max: int, f_max: int, steps: int) -> int:
 def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
     a_bound = sum(s.a_bound for s in syns)
     bias = effective_bias(pop.bias_mant, pop.bias_exp)
-    wrap_u = pop.du < 4095 or a_bound * 64 >= U_LIMIT
+    wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
     u_bound = U_LIMIT if wrap_u else a_bound * 64
     bias_max = int(np.abs(bias).max(initial=0))
-    v_bound = _v_bound(u_bound + bias_max, 4096 - int(pop.dv.min()), steps)
+    v_bound = _v_bound(u_bound + bias_max, DECAY_UNIT - int(pop.dv.min()), steps)
     # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
-    f32 = pop.du >= 4095 and not wrap_u and u_bound + bias_max < U_LIMIT
+    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype)
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
@@ -232,24 +234,6 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
     fast = LifF32Params.from_lif(params) if f32 else None
     bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
     return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
-
-
-def synaptic_depths(program: FixedProgram,
-                    extra: Callable[[Synapse], int] | None = None) -> dict[str, int]:
-    """Longest synapse path from the input to each population (the input has depth 0).
-
-    Every synapse adds one step; ``extra(synapse)`` adds more where a lowering puts something
-    on that path (the Lava lowering's relays).
-    """
-    depth = {"input": 0}
-    for p in program.populations:  # program order is topological
-        inc = program.incoming(p.name)
-        if any(s.source not in depth for s in inc):
-            raise DaLifError(f"population {p.name} has an input from a later population; "
-                             "programs must list populations in topological order")
-        depth[p.name] = 1 + max((depth[s.source] + (extra(s) if extra else 0) for s in inc),
-                                default=0)
-    return depth
 
 
 # ---------------------------------------------------------------------------------------------

@@ -205,7 +205,6 @@ KNOWN_ARGPARSE: set[str] = {
 #: import cycles that exist today (each listed by its modules, sorted); must end empty
 KNOWN_CYCLES: set[tuple[str, ...]] = {
     ("dalif_deploy.backends", "dalif_deploy.cli"),
-    ("dalif_deploy.constraints", "dalif_deploy.program"),
 }
 
 

@@ -6,29 +6,27 @@ import numpy as np
 import pytest
 import torch
 from dalif_deploy.targets import emulator
-from dalif_deploy.targets.emulator import (
+from dalif_deploy.targets.emulator import emulate, encode_input
+
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.fixed_point import (
     LifParams,
     effective_bias,
     effective_weights,
-    emulate,
-    encode_input,
     lif_state_zeros,
     lif_step,
     rtz_div4096,
-    synaptic_depths,
     wrap_signed,
 )
-
-from dalif_deploy.errors import DaLifError
+from dalif_deploy.limits import V_MAX, VTH_MAX
 from dalif_deploy.program import (
-    V_MAX,
-    VTH_MAX,
     FixedProgram,
     InputEncoding,
     Population,
     Readout,
     Synapse,
 )
+from dalif_deploy.timing import synaptic_depths
 
 
 def _step(v0, u0, a, *, du=4095, dv=0, vth=10, bias=0, dtype=torch.int64):

@@ -9,16 +9,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from dalif_deploy.constraints import RULES, check_program, require_valid
+from dalif_deploy.constraints import RULES, check_program, describe_program, require_valid
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.limits import VTH_MAX
 from dalif_deploy.program import (
-    VTH_MAX,
     FixedProgram,
     InputEncoding,
     Population,
     Readout,
     Synapse,
-    describe_program,
     load_program,
     program_to_arrays,
     save_program,

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from dalif_deploy.targets.emulator import synaptic_depths
-from dalif_deploy.targets.fixed_point import effective_weights
 
 from dalif_deploy.constraints import require_valid
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.fixed_point import effective_weights
+from dalif_deploy.geometry import conv_output_shape
+from dalif_deploy.limits import DECAY_MAX, MAX_DELAY
 from dalif_deploy.program import FixedProgram, Population, Synapse
-
-MAX_DELAY = 63  # DelaySparse delays are 6-bit
-
+from dalif_deploy.timing import synaptic_depths
 
 
 @dataclass
@@ -116,7 +115,7 @@ def conv_matrix(syn: Synapse) -> sp.csr_matrix:
     c_in, h, wd = syn.input_shape
     _, ho, wo = syn.output_shape
     (sh, sw), (ph, pw) = syn.stride, syn.padding
-    if ho != (h + 2 * ph - kh) // sh + 1 or wo != (wd + 2 * pw - kw) // sw + 1:
+    if (ho, wo) != conv_output_shape((h, wd), (kh, kw), syn.stride, syn.padding):
         raise DaLifError(f"synapse {syn.name}: conv output shape {syn.output_shape} does not "
                          f"follow from input {syn.input_shape}, kernel {w.shape}, stride "
                          f"{syn.stride}, padding {syn.padding}")
@@ -231,8 +230,8 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
         # each synapse's sum by weight_exp < 0 separately, so partial sums from separate parts
         # would not add up exactly: such synapses read the whole population from the relay.
         pop = program.population(name)
-        relay = PartPlan(f"{name}@relay", 0, np.arange(pop.size), (pop.size,), du=4095,
-                         dv=4095, vth=0, bias_mant=np.zeros(pop.size, np.int64), bias_exp=0,
+        relay = PartPlan(f"{name}@relay", 0, np.arange(pop.size), (pop.size,), du=DECAY_MAX,
+                         dv=DECAY_MAX, vth=0, bias_mant=np.zeros(pop.size, np.int64), bias_exp=0,
                          depth=depth[name] + 1)
         parts.append(relay)
         for q in targets(name):

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dalif_deploy.program import V_MAX
+from .limits import (
+    DECAY_BITS,
+    DECAY_MAX,
+    DECAY_UNIT,
+    LAVA_WEIGHT_CLIP,
+    U_LIMIT,
+    V_MAX,
+    WEIGHT_BITS_RANGE,
+)
 
-U_LIMIT = 2**23  # u > U_LIMIT wraps down by 2^24; u <= -U_LIMIT wraps up
-CONV_BITS = 24  # Lava's Conv wraps its output to signed 24 bits
-FLOAT32_EXACT = 2**24
-FLOAT64_EXACT = 2**53
+_UNIT_F = float(DECAY_UNIT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -29,8 +34,8 @@ FLOAT64_EXACT = 2**53
 def rtz_div4096(p: torch.Tensor) -> torch.Tensor:
     """``sign(p) * (|p| >> 12)``: the product divided by 4096, rounded toward zero."""
     if p.dtype.is_floating_point:  # exact: power-of-two scaling, |p| < 2^53
-        return torch.floor(p.abs() * (1.0 / 4096)).copysign(p)  # (torch.trunc is 7x slower)
-    return torch.sign(p) * (p.abs() >> 12)
+        return torch.floor(p.abs() * (1.0 / DECAY_UNIT)).copysign(p)  # (torch.trunc is 7x slower)
+    return torch.sign(p) * (p.abs() >> DECAY_BITS)
 
 
 def floor_shift(x: torch.Tensor, exp: int) -> torch.Tensor:
@@ -65,8 +70,8 @@ def lava_dense_weights(weights: np.ndarray, weight_bits: int, sign_mode: str) ->
     mixed = sign_mode == "mixed"
     if sign_mode == "inhibitory":
         w = -w
-    w = np.clip(w, -256 if mixed else 0, 255)
-    k = 8 - int(weight_bits) + int(mixed)
+    w = np.clip(w, LAVA_WEIGHT_CLIP[0] if mixed else 0, LAVA_WEIGHT_CLIP[1])
+    k = WEIGHT_BITS_RANGE[1] - int(weight_bits) + int(mixed)
     w = (w >> k) << k
     return -w if sign_mode == "inhibitory" else w
 
@@ -93,15 +98,15 @@ def decay_rtz(v: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
     for |v| < 2^23): split ``|v| = 4096 hi + lo``; ``hi * f + floor(lo * f / 4096)`` uses exact
     products below 2^24 only.
     """
-    f = 4096 - dv
+    f = DECAY_UNIT - dv
     if not v.dtype.is_floating_point:
         return rtz_div4096(v * f)
     a = v.abs()
     if v.dtype == torch.float64:
-        return torch.floor(a * (f / 4096)).copysign(v)  # (torch.trunc is 7x slower)
-    hi = torch.floor(a * (1.0 / 4096))
-    lo = a - hi * 4096
-    return (hi * f + torch.floor(lo * (f / 4096))).copysign(v)
+        return torch.floor(a * (f / DECAY_UNIT)).copysign(v)  # (torch.trunc is 7x slower)
+    hi = torch.floor(a * (1.0 / DECAY_UNIT))
+    lo = a - hi * DECAY_UNIT
+    return (hi * f + torch.floor(lo * (f / DECAY_UNIT))).copysign(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,10 +166,10 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
     u, v = state.u, state.v
     u_wraps, v_sat = state.u_wraps, state.v_saturations
     a64 = a * 64 if a.dtype.is_floating_point else a << 6
-    if params.du >= 4095:
+    if params.du >= DECAY_MAX:
         u = a64
     else:
-        u = rtz_div4096(u * (4096 - (params.du + 1))) + a64
+        u = rtz_div4096(u * (DECAY_UNIT - (params.du + 1))) + a64
     dims = tuple(range(1, u.dim()))
     if params.wrap_u:
         hi, lo = u > U_LIMIT, u <= -U_LIMIT
@@ -204,12 +209,12 @@ class LifF32Params:
     @staticmethod
     def from_lif(params: LifParams) -> LifF32Params:
         dv = torch.as_tensor(params.dv, dtype=torch.float64).reshape(-1)
-        f = 4096 - dv
+        f = DECAY_UNIT - dv
         divisor, factor = 1.0, None
         if params.decay_v and bool((f == f[0]).all()) and int(f[0]) & (int(f[0]) - 1) == 0:
-            divisor = 4096.0 / float(f[0])
+            divisor = _UNIT_F / float(f[0])
         elif params.decay_v:
-            factor = (4096 - params.dv).to(torch.float32)
+            factor = (DECAY_UNIT - params.dv).to(torch.float32)
         return LifF32Params(float(params.vth << 6), divisor, factor, params.clip_v)
 
 
@@ -225,9 +230,9 @@ def decay_f32(v: torch.Tensor, p: LifF32Params,
     if p.factor is None:
         return v if p.divisor == 1.0 else v.div_(p.divisor, rounding_mode="trunc")
     hi, lo = scratch if scratch is not None else (torch.empty_like(v), torch.empty_like(v))
-    torch.div(v, 4096.0, rounding_mode="trunc", out=hi)
-    torch.sub(v, hi, alpha=4096.0, out=lo)
-    lo.mul_(p.factor).div_(4096.0, rounding_mode="trunc")
+    torch.div(v, _UNIT_F, rounding_mode="trunc", out=hi)
+    torch.sub(v, hi, alpha=_UNIT_F, out=lo)
+    lo.mul_(p.factor).div_(_UNIT_F, rounding_mode="trunc")
     return torch.addcmul(lo, hi, p.factor, out=v)
 
 
