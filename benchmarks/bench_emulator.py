@@ -17,6 +17,7 @@ Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 10
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def _digits_resnet() -> torch.nn.Module:
 
 def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int) -> float:
     print(f"{name}: {_rates(model, x)}")
-    program = quantize_graph(export_nir(model, x.shape[1:], T), calibration=x)
+    program = quantize_graph(export_nir(model, x.shape[1:], T), calibration=x,
+                             run=functools.partial(emulate, check=False))
     xt = torch.from_numpy(x)
 
     def run_float() -> None:

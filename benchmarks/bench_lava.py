@@ -25,9 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_program(checkpoint: Path):
     """Checkpoint -> NIR -> calibrated 8-bit FixedProgram, as `export` + `quantize` do."""
+    import functools
+
     import nir
     from dalif_deploy.converters.nir_to_fixed import quantize_graph
     from dalif_deploy.converters.torch_to_nir import export_checkpoint
+    from dalif_deploy.targets.emulator import emulate
 
     from dalif_deploy.data import load_dataset
 
@@ -36,7 +39,8 @@ def build_program(checkpoint: Path):
         export_checkpoint(checkpoint, path)
         graph = nir.read(str(path))
     calibration = load_dataset("digits", split="train").x[:256]
-    return quantize_graph(graph, weight_bits=8, calibration=calibration)
+    return quantize_graph(graph, weight_bits=8, calibration=calibration,
+                          run=functools.partial(emulate, check=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,25 +20,31 @@ on it are re-quantised at half scale (up to 4 rounds).
 from __future__ import annotations
 
 import math
-import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import nir
 import numpy as np
 
-from dalif_deploy.constraints import WEIGHT_EXP_RANGE
+from dalif_deploy.constraints import require_valid
 from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.program import (
+from dalif_deploy.limits import (
     BIAS_EXP_RANGE,
     BIAS_MANT_MAX,
-    DECAY_MAX,
+    DECAY_UNIT,
+    INPUT_BITS_RANGE,
     VTH_MAX,
+    WEIGHT_BITS_RANGE,
+    WEIGHT_EXP_RANGE,
+)
+from dalif_deploy.program import (
     FixedProgram,
     InputEncoding,
     Population,
     Readout,
     Synapse,
+    WeightErrors,
 )
 
 from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
@@ -48,6 +54,20 @@ from .nir_ops import OPS, op_for
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
+WEIGHT_ERROR_BINS = 40  # histogram bins of each synapse's recorded weight errors
+
+
+class CalibrationCounts(Protocol):
+    """What calibration reads from a run: u wraps and v saturations per population name."""
+
+    u_wraps: dict[str, int]
+    v_saturations: dict[str, int]
+
+
+#: ``run(program, x)``: run ``program`` on float samples ``x`` as it is (no constraint check:
+#: a calibration round may break a rule that a later round's lower scale repairs, and the
+#: quantiser checks the final program itself), e.g. ``functools.partial(emulate, check=False)``
+CalibrationRun = Callable[[FixedProgram, Any], CalibrationCounts]
 
 
 def _mant_exp(t: np.ndarray, qmax: int) -> int:
@@ -100,8 +120,17 @@ def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap:
     return min(bounds)
 
 
+def _weight_errors(deq: np.ndarray, ta: np.ndarray) -> WeightErrors:
+    """The record of ``e = (deq - ta) / max|ta|`` over every weight (0 where ``ta`` is all 0)."""
+    m = float(np.abs(ta).max(initial=0))
+    e = ((deq - ta) / m).ravel() if m else np.zeros(ta.size)
+    counts, edges = np.histogram(e, bins=WEIGHT_ERROR_BINS)
+    return WeightErrors(counts, edges, float(np.abs(e).max(initial=0)))
+
+
 def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, timesteps: int,
-                    graded_input: bool) -> tuple[Population, list[Synapse], dict[str, Any]]:
+                    graded_input: bool
+                    ) -> tuple[Population, list[Synapse], dict[str, Any], dict[str, WeightErrors]]:
     qmax = 2 ** (weight_bits - 1) - 1
     lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap)
     if layer.lif:
@@ -111,15 +140,15 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
             raise DaLifError(f"{layer.name}: weights are too large relative to the threshold "
                              f"to quantise with {weight_bits}-bit weights (vth would be {vth})")
         lam = (64 * vth + ge) / v_th
-        dv = np.rint(DECAY_MAX + 1 - (DECAY_MAX + 1) * layer.lif["beta_c"]).astype(np.int64)
+        dv = np.rint(DECAY_UNIT - DECAY_UNIT * layer.lif["beta_c"]).astype(np.int64)
         if np.all(dv == dv[0]):
             dv = dv[:1]
-        beta_q = 1 - dv / 4096.0
+        beta_q = 1 - dv / float(DECAY_UNIT)
         decay_err = float(np.abs(beta_q - layer.lif["beta_c"]).max())
     else:
         vth, dv, decay_err = VTH_MAX, np.zeros(1, np.int64), 0.0
-    syns, comp, w_err, clipped, exps = [], 0.0, [], 0, []
-    k = 8 - weight_bits  # only the top weight_bits bits of an 8-bit weight count
+    syns, comp, w_err, clipped, exps, records = [], 0.0, [], 0, [], {}
+    k = WEIGHT_BITS_RANGE[1] - weight_bits  # only the top weight_bits bits of 8 bits count
     for path, f, t in zip(layer.paths, layer.fused, targets, strict=True):
         ta = lam * t / 64  # input units (a) per source unit
         if f.kind == "conv":  # weight_exp 0: Lava's Conv ignores the exponent
@@ -137,9 +166,10 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
         w_err.append(float(np.linalg.norm(deq - ta)) / norm if norm else 0.0)
         exps.append(wexp)
         src = "input" if path.source == "__input__" else path.source
+        name = f"{src}->{layer.name}" + (f"#{len(syns)}" if len(layer.paths) > 1 else "")
+        records[name] = _weight_errors(deq, ta)
         syns.append(Synapse(
-            name=f"{src}->{layer.name}" + (f"#{len(syns)}" if len(layer.paths) > 1 else ""),
-            source=src, target=layer.name, kind=f.kind, weights=stored, weight_exp=wexp,
+            name=name, source=src, target=layer.name, kind=f.kind, weights=stored, weight_exp=wexp,
             weight_bits=weight_bits, graded=src == "input" and graded_input, stride=f.stride,
             padding=f.padding, input_shape=f.in_shape, output_shape=f.out_shape,
             provenance=list(path.nodes)))
@@ -156,7 +186,7 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
            "weight_rel_error": max(w_err, default=0.0), "decay_error": decay_err,
            "dv": sorted({int(d) for d in dv}), "bias_exp": bexp, "bias_abs_error": bias_err,
            "bias_max": float(np.abs(layer.bias_f).max(initial=0))}
-    return pop, syns, row
+    return pop, syns, row, records
 
 
 def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, Encoding, float]:
@@ -226,19 +256,26 @@ def calibrated_input_scale(x: np.ndarray, bits: int = 8) -> float:
 
 
 def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any = None, *,
-                   timesteps: int | None = None, encoding: str | None = None,
-                   input_scale: float | None = None, dt: float | None = None) -> FixedProgram:
+                   run: CalibrationRun | None = None, timesteps: int | None = None,
+                   encoding: str | None = None, input_scale: float | None = None,
+                   dt: float | None = None) -> FixedProgram:
     """Quantise a NIR graph (as exported by dalif-deploy) to a :class:`FixedProgram`.
 
     ``calibration``: float samples as ``load_dataset`` gives them; sets the analog input scale
-    to ``127 / max|x|`` and re-quantises populations that wrap or saturate on them. Without it
-    the analog input is assumed to lie in [-1, 1] (scale 127) unless ``input_scale`` is given.
+    to ``127 / max|x|`` and re-quantises populations that wrap or saturate when ``run(program,
+    calibration)`` (see :data:`CalibrationRun`; pass the emulator) runs them. Without it the
+    analog input is assumed to lie in [-1, 1] (scale 127) unless ``input_scale`` is given.
+    Every synapse's weight errors are recorded in ``program.weight_errors``.
     """
-    if not 2 <= int(weight_bits) <= 8:
-        raise DaLifError(f"--weight-bits must be 2..8, got {weight_bits}")
+    if not 2 <= int(weight_bits) <= WEIGHT_BITS_RANGE[1]:
+        raise DaLifError(f"--weight-bits must be 2..{WEIGHT_BITS_RANGE[1]}, got {weight_bits}")
+    if calibration is not None and run is None:
+        raise DaLifError("quantize_graph: calibration data needs run=, a function run(program, "
+                         "x) that runs a program unchecked, e.g. functools.partial("
+                         "dalif_deploy.emulate, check=False)")
     t, enc, dt = _graph_meta(graph, timesteps, encoding, dt)
     in_shape, layers = _build_layers(graph, dt)
-    bits = 8
+    bits = INPUT_BITS_RANGE[1]
     if input_scale is None:
         input_scale = float(2 ** (bits - 1) - 1)
         if calibration is not None and enc is ANALOG:
@@ -249,13 +286,14 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     caps = {ly.name: (64 * VTH_CAP + 1) / ly.lif["v_th"] if ly.lif else math.inf
             for ly in layers}
     for rnd in range(CAL_ROUNDS + 1):
-        pops, syns, table = [], [], []
+        pops, syns, table, errors = [], [], [], {}
         for ly in layers:
-            p, s, row = _quantise_layer(ly, targets[ly.name], caps[ly.name], int(weight_bits),
-                                        t, enc is ANALOG)
+            p, s, row, err = _quantise_layer(ly, targets[ly.name], caps[ly.name],
+                                             int(weight_bits), t, enc is ANALOG)
             pops.append(p)
             syns += s
             table.append(row)
+            errors.update(err)
         out_scale = pops[-1].scale
         program = FixedProgram(
             input=InputEncoding(enc.name, in_shape, input_scale, bits), populations=pops,
@@ -263,10 +301,11 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
             metadata={"source": "nir", "weight_bits": int(weight_bits), "dt": dt,
                       "calibrated": calibration is not None, "calibration_rounds": rnd,
                       **{k: v for k, v in (graph.metadata or {}).items()
-                         if isinstance(v, (str, int, float, bool))}})
-        if calibration is None:
+                         if isinstance(v, (str, int, float, bool))}},
+            weight_errors=errors)
+        if calibration is None or run is None:
             break
-        bad = _calibration_problems(program, calibration)
+        bad = _calibration_problems(program, calibration, run)
         for row in table:
             row.update(bad.get(row["population"], {"u_wraps": 0, "v_saturations": 0}))
         worse = [k for k, v in bad.items() if v["u_wraps"] or v["v_saturations"]]
@@ -274,33 +313,13 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
             break
         for k in worse:
             caps[k] = pops[[p.name for p in pops].index(k)].scale / 2
-    from dalif_deploy.constraints import require_valid
-
     require_valid(program)
     return program
 
 
-def weight_errors(graph: nir.NIRGraph, program: FixedProgram) -> dict[str, np.ndarray]:
-    """Per synapse of ``program`` (quantised from ``graph``): every weight's error
-    ``(dequantised - float) / max|float|``, the float weight being the fused, alpha-folded one
-    in input units (what the integer weight approximates)."""
-    _, layers = _build_layers(graph, float(program.metadata.get("dt", 1.0)))
-    out: dict[str, np.ndarray] = {}
-    for ly in layers:
-        lam = program.population(ly.name).scale
-        syns = program.incoming(ly.name)
-        for syn, t in zip(syns, ly.targets(program.input.scale), strict=True):
-            ta = lam * t / 64
-            deq = syn.weights * 2.0 ** syn.weight_exp
-            m = float(np.abs(ta).max(initial=0))
-            out[syn.name] = ((deq - ta) / m).ravel() if m else np.zeros(ta.size)
-    return out
-
-
-def _calibration_problems(program: FixedProgram, x: Any) -> dict[str, dict[str, int]]:
-    from dalif_deploy.targets.emulator import emulate
-
-    r = emulate(program, x, check=False)
+def _calibration_problems(program: FixedProgram, x: Any, run: CalibrationRun
+                          ) -> dict[str, dict[str, int]]:
+    r = run(program, x)
     return {k: {"u_wraps": r.u_wraps[k], "v_saturations": r.v_saturations[k]}
             for k in r.u_wraps}
 
@@ -318,43 +337,3 @@ def format_table(table: list[dict[str, Any]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
                      for r in rows)
-
-
-def cli_quantize(args) -> int:
-    """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
-    from pathlib import Path
-
-    from dalif_deploy.cli import emit_json
-    from dalif_deploy.program import save_program
-
-    from .nir_graph import read_nir
-
-    graph = read_nir(Path(args.graph))  # validated: NaN parameters, shapes, unknown nodes
-    if args.calibration_samples < 1:
-        raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
-    cal = None
-    if args.calibrate:
-        from dalif_deploy.backends import load_for_model
-
-        md = graph.metadata or {}
-        in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
-        ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
-                            int(args.calibration_samples),
-                            encoding=args.encoding or md.get("input_encoding", ANALOG.name),
-                            input_shape=in_shape,
-                            timesteps=args.timesteps or md.get("timesteps"), at_most=True)
-        cal = ds.x
-    program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal,
-                             timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
-    save_program(program, args.out)
-    if cal is None and program.input.encoding is ANALOG:
-        print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
-              f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
-              "pass --calibrate DATASET for data outside that range", file=sys.stderr)
-    # with --json - stdout carries the JSON alone
-    print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
-    print(f"wrote {args.out}: {len(program.populations)} populations, "
-          f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
-    emit_json({"program": str(args.out), "quant_table": program.quant_table,
-               "timesteps": program.timesteps, "input_scale": program.input.scale}, args.json)
-    return 0

@@ -6,6 +6,7 @@ One small dataclass per concept, with shape and range checks in ``__post_init__`
 * :class:`Population` - a CUBA-LIF population (du, dv, vth, bias mantissa/exponent).
 * :class:`Synapse` - a dense or conv connection between populations (integer weights).
 * :class:`Readout` - the non-spiking integrator read at the end, with its dequantisation scale.
+* :class:`WeightErrors` - the quantiser's record of one synapse's weight rounding errors.
 * :class:`FixedProgram` - all of the above plus the quantisation table and metadata.
 
 Populations and synapses are listed in topological order. Sources of a synapse are ``"input"``
@@ -208,6 +209,39 @@ class Readout:
 
 
 @dataclass
+class WeightErrors:
+    """How far one synapse's integer weights are from the float weights they approximate.
+
+    ``e = (dequantised - float) / max|float|`` per weight, the float weight being the fused,
+    alpha-folded one in input units (``dequantised = weights * 2^weight_exp``): ``counts[i]``
+    weights have ``edges[i] <= e < edges[i+1]`` (the last bin also holds ``e = edges[-1]``), as
+    ``numpy.histogram`` bins them; ``max_abs = max |e|``. Recorded by the quantiser, so a report
+    needs neither the graph nor a second fusion.
+    """
+
+    counts: tuple[int, ...]
+    edges: tuple[float, ...]
+    max_abs: float
+
+    def __post_init__(self) -> None:
+        self.counts = tuple(int(c) for c in self.counts)
+        self.edges = tuple(float(e) for e in self.edges)
+        self.max_abs = float(self.max_abs)
+        if len(self.edges) != len(self.counts) + 1 or min(self.counts, default=0) < 0:
+            raise DaLifError(f"weight errors: {len(self.counts)} non-negative counts need "
+                             f"{len(self.counts) + 1} bin edges, got {len(self.edges)}")
+        if not (np.all(np.isfinite(self.edges)) and np.all(np.diff(self.edges) >= 0)
+                and np.isfinite(self.max_abs) and self.max_abs >= 0):
+            raise DaLifError("weight errors: bin edges must be finite and ascending, max_abs a "
+                             "finite number >= 0")
+
+    @property
+    def size(self) -> int:
+        """How many weights the histogram covers."""
+        return sum(self.counts)
+
+
+@dataclass
 class FixedProgram:
     """A whole fixed-point network. See the module docstring for conventions."""
 
@@ -218,6 +252,7 @@ class FixedProgram:
     timesteps: int
     quant_table: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    weight_errors: dict[str, WeightErrors] = field(default_factory=dict)  # by synapse name
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.populations]
@@ -230,6 +265,9 @@ class FixedProgram:
             if s.source not in known or s.target not in known or s.target == "input":
                 raise DaLifError(f"synapse {s.name}: unknown source/target "
                                  f"{s.source!r} -> {s.target!r}")
+        unknown = sorted(set(self.weight_errors) - {s.name for s in self.synapses})
+        if unknown:
+            raise DaLifError(f"weight errors recorded for unknown synapses {unknown}")
         if not 1 <= self.timesteps <= TIMESTEPS_MAX:
             raise DaLifError(f"timesteps must lie in 1..{TIMESTEPS_MAX}, got {self.timesteps} "
                              "(a larger value is a corrupt or hostile program: running it "
@@ -295,6 +333,8 @@ def program_to_arrays(program: FixedProgram) -> dict[str, np.ndarray]:
                      for s in program.synapses],
         "quant_table": program.quant_table,
         "metadata": program.metadata,
+        "weight_errors": {k: {"counts": w.counts, "edges": w.edges, "max_abs": w.max_abs}
+                          for k, w in program.weight_errors.items()},
     }
     arrays = {_HEADER_KEY: np.frombuffer(json.dumps(_jsonable(header)).encode(), np.uint8)}
     for i, p in enumerate(program.populations):
@@ -464,7 +504,9 @@ def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -
         return FixedProgram(input=InputEncoding(**h["input"]), populations=pops, synapses=syns,
                             readout=Readout(**h["readout"]), timesteps=int(h["timesteps"]),
                             quant_table=list(h.get("quant_table", [])),
-                            metadata=dict(h.get("metadata", {})))
+                            metadata=dict(h.get("metadata", {})),
+                            weight_errors={k: WeightErrors(**d) for k, d in
+                                           dict(h.get("weight_errors", {})).items()})
     except (KeyError, TypeError, ValueError) as e:
         raise DaLifError(f"{where}: malformed program header ({type(e).__name__}: {e})") from None
     except DaLifError as e:  # a dataclass check: say which file

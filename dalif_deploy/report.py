@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .program import WeightErrors
+
 
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -61,13 +63,14 @@ def plot_firing_rates(layers: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def plot_weight_error(errors: dict[str, np.ndarray]) -> str:
-    """Histogram of relative weight quantisation error, one series per synapse."""
+def plot_weight_error(errors: dict[str, WeightErrors]) -> str:
+    """Histogram of relative weight quantisation error, one series per synapse (the quantiser's
+    records in ``program.weight_errors``)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3))
     for name, e in errors.items():
         if e.size:
-            ax.hist(e, bins=40, histtype="step", label=name)
+            ax.hist(e.edges[:-1], bins=e.edges, weights=e.counts, histtype="step", label=name)
     ax.set_xlabel("(dequantised - float) / max|float|")
     ax.set_ylabel("weights")
     ax.set_yscale("log")

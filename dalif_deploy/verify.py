@@ -20,6 +20,7 @@ emulator (when Lava ran).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -212,7 +213,8 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         graph = read_nir(path)
     seconds["export"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    program = quantize_graph(graph, calibration=calibration)
+    program = quantize_graph(graph, calibration=calibration,
+                             run=functools.partial(emulate, check=False))
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
 
     # float, NIR reference and emulator, side by side over the whole test set ---------------
@@ -352,7 +354,6 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
     """Render the self-contained HTML report and write it atomically."""
     from . import report
-    from .converters.nir_to_fixed import weight_errors
     from .io import atomic_write_text
 
     rows = [r for r in result["layers"] if r.get("spike_agreement") is not None]
@@ -363,8 +364,7 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
     ras = artefacts.get("raster")
     if ras:
         images["raster"] = report.plot_raster(ras["float"], ras["fixed"], ras["name"])
-    images["weight_error"] = report.plot_weight_error(
-        weight_errors(artefacts["graph"], artefacts["program"]))
+    images["weight_error"] = report.plot_weight_error(artefacts["program"].weight_errors)
     atomic_write_text(path, report.render_html(result, images))
 
 

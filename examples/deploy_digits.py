@@ -11,6 +11,7 @@ Each step writes its artefact to --out-dir so it can be inspected with `dalif-de
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def main() -> None:
 
     # 3. Quantise to a Loihi 2 fixed-point program, calibrated on training samples.
     calib = load_dataset(ckpt.dataset["name"], "train", timesteps=T).head(512)
-    program = quantize_graph(graph, calibration=calib.x)
+    program = quantize_graph(graph, calibration=calib.x,
+                             run=functools.partial(emulate, check=False))
     save_program(program, out / "model.fxp")
     program = load_program(out / "model.fxp")
     print("3. quantised:\n" + format_table(program.quant_table))

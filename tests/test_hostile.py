@@ -3,6 +3,7 @@ one ``error:`` line with exit code 2 (no traceback, nothing written), or works e
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_grouped_and_non_square_convs_export_exactly(tmp_path):
     assert all(torch.equal(spikes[k], ref_spikes[k]) for k in ("l0", "l1"))
     assert sum(int(s.sum()) for s in spikes.values()) > 0  # the comparison is not vacuous
     assert torch.equal(out.argmax(1), ref.argmax(1))
-    prog = quantize_graph(g, calibration=x.numpy())
+    prog = quantize_graph(g, calibration=x.numpy(), run=functools.partial(emulate, check=False))
     assert [p.shape for p in prog.populations[:2]] == [(4, 8, 4), (4, 8, 4)]
     assert emulate(prog, x.numpy()).predictions.shape == (32,)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import nir
@@ -20,6 +21,7 @@ from dalif_deploy.models import run_model
 from dalif_deploy.program import load_program
 
 CKPTS = Path(__file__).resolve().parents[1] / "examples" / "checkpoints"
+RUN = functools.partial(emulate, check=False)  # calibration's run(program, x)
 
 
 def _lif(shape, beta=0.6, alpha=0.7, v_th=0.5, **kw):
@@ -96,7 +98,7 @@ def test_lively_models_follow_float():
     x = torch.rand(48, 1, 8, 8)
     for name, gran in (("digits-cnn", "channel"), ("digits-resnet", "layer")):
         m = lively_model(name, granularity=gran)
-        prog = quantize_graph(export_nir(m, (1, 8, 8), 4), calibration=x.numpy())
+        prog = quantize_graph(export_nir(m, (1, 8, 8), 4), calibration=x.numpy(), run=RUN)
         if gran == "channel":
             assert prog.populations[0].dv.size == prog.populations[0].shape[0]
         r = emulate(prog, x.numpy())
@@ -113,7 +115,8 @@ def test_shipped_checkpoints_within_one_point(name):
 
     model, ck = load_model(CKPTS / f"{name}.pt")
     ds, tr = load_dataset("digits", "test"), load_dataset("digits", "train")
-    prog = quantize_graph(export_nir(model, (1, 8, 8), ck.timesteps), calibration=tr.x[:256])
+    prog = quantize_graph(export_nir(model, (1, 8, 8), ck.timesteps), calibration=tr.x[:256],
+                          run=RUN)
     r = emulate(prog, ds.x)
     with torch.no_grad():
         fl = run_model(model, torch.from_numpy(ds.x), ck.timesteps).argmax(1).numpy()
@@ -123,19 +126,17 @@ def test_shipped_checkpoints_within_one_point(name):
 
 def test_weight_errors_are_within_half_an_lsb():
     """Unclipped weights round to nearest: every dequantised weight lies within half a step
-    (2^weight_exp / 2) of the float weight it approximates, and the error arrays cover every
-    weight of every synapse (the verify report's histogram)."""
-    from dalif_deploy.converters.nir_to_fixed import weight_errors
-
+    (2^weight_exp / 2) of the float weight it approximates; the quantiser's records cover every
+    weight of every synapse (the verify report's histogram) and survive the file round trip."""
     torch.manual_seed(1)
     m = lively_model("digits-resnet")
     g = export_nir(m, (1, 8, 8), 4)
-    prog = quantize_graph(g, calibration=torch.rand(32, 1, 8, 8).numpy())
-    errs = weight_errors(g, prog)
+    prog = quantize_graph(g, calibration=torch.rand(32, 1, 8, 8).numpy(), run=RUN)
+    errs = prog.weight_errors
     assert set(errs) == {s.name for s in prog.synapses}
     for s in prog.synapses:
         assert errs[s.name].size == s.weights.size
-        assert np.count_nonzero(errs[s.name]) > 0  # 8 bits cannot hold random floats exactly
+        assert errs[s.name].max_abs > 0  # 8 bits cannot hold random floats exactly
     row = {r["population"]: r for r in prog.quant_table}
     for s in prog.synapses:
         if row[s.target]["clipped_weights"] == 0:
@@ -143,7 +144,58 @@ def test_weight_errors_are_within_half_an_lsb():
             # max|dequantised|: so |err| <= (step / 2) / (max|deq| - step / 2)
             step = 2.0 ** s.weight_exp
             bound = 0.5 * step / (np.abs(s.weights).max() * step - 0.5 * step)
-            assert np.abs(errs[s.name]).max() <= bound * (1 + 1e-9), s.name
+            assert errs[s.name].max_abs <= bound * (1 + 1e-9), s.name
+            assert max(abs(errs[s.name].edges[0]), abs(errs[s.name].edges[-1])) \
+                <= bound * (1 + 1e-9), s.name
+
+
+def test_recorded_weight_errors_match_the_fused_graph():
+    """The records equal what re-fusing the graph gives: each weight's error against the fused,
+    alpha-folded float weight in input units, binned as numpy.histogram bins it."""
+    from dalif_deploy.converters.nir_to_fixed import WEIGHT_ERROR_BINS, _build_layers
+
+    g = pool_conv_graph(np.random.default_rng(3), shortcut=True)
+    prog = quantize_graph(g, weight_bits=6)
+    _, layers = _build_layers(g, 1.0)
+    checked = 0
+    for ly in layers:
+        lam = prog.population(ly.name).scale
+        for syn, t in zip(prog.incoming(ly.name), ly.targets(prog.input.scale), strict=True):
+            ta = lam * t / 64
+            e = ((syn.weights * 2.0 ** syn.weight_exp - ta) / np.abs(ta).max()).ravel()
+            counts, edges = np.histogram(e, bins=WEIGHT_ERROR_BINS)
+            rec = prog.weight_errors[syn.name]
+            assert rec.counts == tuple(counts.tolist()) and rec.edges == tuple(edges.tolist())
+            assert rec.max_abs == np.abs(e).max() > 0
+            checked += 1
+    assert checked == len(prog.synapses) == 4
+
+
+def test_calibration_runs_through_the_given_function():
+    """Calibration needs ``run``; what it reports decides the re-quantisation: a population
+    that keeps wrapping is halved in scale every round, up to CAL_ROUNDS rounds."""
+    from types import SimpleNamespace
+
+    from dalif_deploy.converters.nir_to_fixed import CAL_ROUNDS
+
+    g = pool_conv_graph(np.random.default_rng(4))
+    x = np.random.default_rng(5).uniform(-1, 1, (8, 1, 6, 6))
+    with pytest.raises(DaLifError, match="calibration data needs run="):
+        quantize_graph(g, calibration=x)
+    seen = []
+
+    def run(program, xs):
+        assert xs is x
+        seen.append(program.population("lif1").scale)
+        names = [p.name for p in program.populations]
+        return SimpleNamespace(u_wraps={n: int(n == "lif1") for n in names},
+                               v_saturations=dict.fromkeys(names, 0))
+
+    prog = quantize_graph(g, calibration=x, run=run)
+    assert len(seen) == CAL_ROUNDS + 1 and prog.metadata["calibration_rounds"] == CAL_ROUNDS
+    assert all(b <= a / 2 for a, b in zip(seen, seen[1:], strict=False))
+    row = {r["population"]: r for r in prog.quant_table}
+    assert row["lif1"]["u_wraps"] == 1 and row["lif2"]["u_wraps"] == 0
 
 
 def test_input_scale_from_data_grid():
@@ -181,6 +233,8 @@ def test_cli_quantize(tmp_path, capsys):
     assert "population" in capsys.readouterr().out
     prog = load_program(out)
     assert prog.metadata["weight_bits"] == 6 and (tmp_path / "q.json").exists()
+    assert prog.metadata["calibrated"] and set(prog.weight_errors) == {
+        s.name for s in prog.synapses}  # the records travel in the file
     assert all(np.all(s.weights % 4 == 0) for s in prog.synapses)  # 6 of 8 bits used
     assert main(["quantize", str(tmp_path / "none.nir"), "-o", str(out)]) == 2
     (tmp_path / "bad.nir").write_bytes(b"garbage")

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
     _add_json(p)
-    p.set_defaults(handler=_lazy("dalif_deploy.converters.nir_to_fixed:cli_quantize"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.quantize:cli_quantize"))
 
     p = sub.add_parser("dataset", help="write samples as the model receives them",
                        description="Write a data set split to .npz: x (float32, [N, ...] "

@@ -1,0 +1,54 @@
+"""``dalif-deploy quantize``: a NIR graph to a Loihi 2 fixed-point program (.fxp).
+
+Calibration (``--calibrate DATASET``) runs each candidate program on the bit-accurate emulator;
+the quantiser itself (:func:`~dalif_deploy.converters.nir_to_fixed.quantize_graph`) only gets
+that run as a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+from ..backends import load_for_model
+from ..converters.nir_graph import infer_shapes, io_nodes, read_nir
+from ..converters.nir_to_fixed import format_table, quantize_graph
+from ..encoding import ANALOG
+from ..errors import DaLifError
+from ..program import save_program
+from . import emit_json
+
+
+def cli_quantize(args: argparse.Namespace) -> int:
+    """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
+    graph = read_nir(Path(args.graph))  # validated: NaN parameters, shapes, unknown nodes
+    if args.calibration_samples < 1:
+        raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
+    cal, run = None, None
+    if args.calibrate:
+        from ..targets.emulator import emulate
+
+        md = graph.metadata or {}
+        in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
+        ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
+                            int(args.calibration_samples),
+                            encoding=args.encoding or md.get("input_encoding", ANALOG.name),
+                            input_shape=in_shape,
+                            timesteps=args.timesteps or md.get("timesteps"), at_most=True)
+        cal, run = ds.x, functools.partial(emulate, check=False)
+    program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal, run=run,
+                             timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
+    save_program(program, args.out)
+    if cal is None and program.input.encoding is ANALOG:
+        print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
+              f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
+              "pass --calibrate DATASET for data outside that range", file=sys.stderr)
+    # with --json - stdout carries the JSON alone
+    print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
+    print(f"wrote {args.out}: {len(program.populations)} populations, "
+          f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
+    emit_json({"program": str(args.out), "quant_table": program.quant_table,
+               "timesteps": program.timesteps, "input_scale": program.input.scale}, args.json)
+    return 0
