@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from dalif_deploy.constraints import RULES, check_program, describe_program, require_valid
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.geometry import conv_output_shape
 from dalif_deploy.limits import VTH_MAX
 from dalif_deploy.program import (
     FixedProgram,
@@ -18,7 +20,9 @@ from dalif_deploy.program import (
     Population,
     Readout,
     Synapse,
+    WeightErrors,
     load_program,
+    program_from_arrays,
     program_to_arrays,
     save_program,
 )
@@ -50,18 +54,25 @@ def small_program() -> FixedProgram:
                         metadata={"weight_bits": 8, "note": "test"})
 
 
-def _same(a, b) -> None:
-    for x, y in zip(a.__dict__.items(), b.__dict__.items(), strict=True):
-        assert x[0] == y[0]
-        if isinstance(x[1], np.ndarray):
-            assert np.array_equal(x[1], y[1]), x[0]
-        elif isinstance(x[1], list) and x[1] and hasattr(x[1][0], "__dict__"):
-            for p, q in zip(x[1], y[1], strict=True):
-                _same(p, q)
-        elif hasattr(x[1], "__dict__"):
-            _same(x[1], y[1])
-        else:
-            assert x[1] == y[1], x[0]
+def _same(a, b, where: str = "program") -> None:
+    """Exact equality of two objects field by field: same types, arrays of the same dtype,
+    shape and values, containers element by element."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    elif hasattr(a, "__dict__"):
+        _same(vars(a), vars(b), where)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def test_valid_program_has_no_violations():
@@ -75,6 +86,100 @@ def test_round_trip_every_field(tmp_path):
     back = load_program(path)
     _same(prog, back)
     assert [p.dv.dtype for p in back.populations] == [np.int64] * 3
+
+
+IN_SHAPE = (2, 6, 6)
+
+#: every synapse kind the format holds: name -> (Synapse keywords, weight range, encoding)
+SYNAPSE_KINDS = {
+    "dense-binary": ({"kind": "dense"}, (-128, 128), "events"),
+    "dense-graded": ({"kind": "dense", "graded": True}, (-128, 128), "analog"),
+    "dense-excitatory": ({"kind": "dense", "sign_mode": "excitatory"}, (0, 256), "events"),
+    "dense-inhibitory": ({"kind": "dense", "sign_mode": "inhibitory"}, (-255, 1), "events"),
+    "dense-4bit-negative-exp": ({"kind": "dense", "weight_bits": 4, "weight_exp": -3},
+                                (-8, 8), "events"),
+    "conv-graded-padding": ({"kind": "conv", "graded": True, "padding": (1, 1),
+                             "kernel": (3, 3)}, (-128, 128), "analog"),
+    "conv-groups-stride": ({"kind": "conv", "groups": 2, "stride": (2, 1), "padding": (1, 0),
+                            "kernel": (3, 2)}, (-128, 128), "events"),
+    "conv-excitatory-1x1": ({"kind": "conv", "sign_mode": "excitatory", "kernel": (1, 1)},
+                            (0, 256), "events"),
+}
+
+
+def kind_program(kind: str, dv: str) -> FixedProgram:
+    """input -> [the synapse kind] -> p -> dense -> readout, p with a scalar or per-channel
+    dv; quantisation table, metadata and a weight-error record on every synapse."""
+    rng = np.random.default_rng(sorted(SYNAPSE_KINDS).index(kind))
+    kw, (lo, hi), enc = SYNAPSE_KINDS[kind]
+    kw = dict(kw)
+    if kw["kind"] == "conv":
+        kh, kwd = kw.pop("kernel")
+        c_out, groups = 4, kw.get("groups", 1)
+        shape = (c_out, *conv_output_shape(IN_SHAPE[1:], (kh, kwd), kw.get("stride", (1, 1)),
+                                           kw.get("padding", (0, 0))))
+        w = rng.integers(lo, hi, (c_out, IN_SHAPE[0] // groups, kh, kwd))
+    else:
+        shape = (5,)
+        w = rng.integers(lo, hi, (5, int(np.prod(IN_SHAPE))))
+    w = w << (8 - kw.get("weight_bits", 8))  # only the top weight_bits bits count
+    dvs = rng.integers(0, 4096, shape[0]) if dv == "per-channel" else [int(rng.integers(4096))]
+    n = int(np.prod(shape))
+    pops = [Population("p", shape, dv=dvs, vth=int(rng.integers(1, 500)),
+                       bias_mant=rng.integers(-50, 50, shape), bias_exp=-1,
+                       du=int(rng.integers(4096)), scale=float(rng.uniform(1, 999)),
+                       provenance=["conv", "lif"]),
+            Population("out", (3,), dv=[0], vth=VTH_MAX, bias_mant=rng.integers(-9, 9, 3),
+                       scale=0.125)]
+    syns = [Synapse("in->p", "input", "p", weights=w, input_shape=IN_SHAPE, output_shape=shape,
+                    provenance=["conv"], **kw),
+            Synapse("p->out", "p", "out", "dense", rng.integers(-128, 128, (3, n)),
+                    weight_exp=2, input_shape=shape, output_shape=(3,))]
+    errors = {s.name: WeightErrors(rng.integers(0, 9, 4), np.sort(rng.normal(0, 0.01, 5)),
+                                   float(rng.uniform(0, 0.02))) for s in syns}
+    return FixedProgram(InputEncoding(enc, IN_SHAPE, scale=7.5 if enc == "analog" else 1.0),
+                        pops, syns, Readout("out", 3.25), timesteps=int(rng.integers(1, 50)),
+                        quant_table=[{"population": "p", "weight_exp": [0, -1], "x": None}],
+                        metadata={"kind": kind, "calibrated": True, "dt": 0.5},
+                        weight_errors=errors)
+
+
+@pytest.mark.parametrize("dv", ["scalar", "per-channel"])
+@pytest.mark.parametrize("kind", sorted(SYNAPSE_KINDS))
+def test_round_trip_every_synapse_and_population_kind(kind, dv, tmp_path):
+    """Each kind, in a program the constraint check accepts, comes back from the .fxp file
+    equal in every field and array (types and dtypes included)."""
+    prog = kind_program(kind, dv)
+    assert [v for v in check_program(prog) if v.severity == "error"] == []
+    save_program(prog, tmp_path / "k.fxp")
+    back = load_program(tmp_path / "k.fxp")
+    _same(prog, back)
+    assert back.population("p").dv.size == (back.population("p").shape[0]
+                                            if dv == "per-channel" else 1)
+    again = program_to_arrays(back)
+    for k, a in program_to_arrays(prog).items():
+        assert np.array_equal(a, again[k]), k
+
+
+def test_files_without_weight_errors_still_load():
+    """Programs written before weight errors were recorded have no such header key."""
+    arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
+    header = json.loads(arrays["header"].tobytes())
+    del header["weight_errors"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    back = program_from_arrays(arrays)
+    assert back.weight_errors == {} and back.metadata["kind"] == "dense-binary"
+
+
+def test_weight_errors_are_checked():
+    with pytest.raises(DaLifError, match="3 non-negative counts need 4 bin edges"):
+        WeightErrors([1, 2, 3], [0.0, 1.0], 0.5)
+    with pytest.raises(DaLifError, match="ascending"):
+        WeightErrors([1], [1.0, 0.0], 0.5)
+    prog = kind_program("dense-binary", "scalar")
+    with pytest.raises(DaLifError, match="unknown synapses.*nope"):
+        FixedProgram(prog.input, prog.populations, prog.synapses, prog.readout, 2,
+                     weight_errors={"nope": prog.weight_errors["in->p"]})
 
 
 def test_describe_program(tmp_path):
