@@ -14,7 +14,8 @@ within those bounds, ``vth <= VTH_CAP`` (headroom), and the bias range; the floo
 weight exponents is compensated in the bias. Decays: ``du = 4095``, ``dv = round(4096 (1 -
 beta))`` per channel. The readout is a non-spiking integrator (dv = 0, vth max). With
 calibration data the input scale comes from the data, and populations that u-wrap or saturate
-on it are re-quantised at half scale (up to 4 rounds).
+on it (run through the caller's ``run(program, x)``, the emulator) are re-quantised at half
+scale (up to 4 rounds). Each synapse's weight errors are recorded in the program.
 """
 
 from __future__ import annotations
