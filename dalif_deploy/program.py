@@ -439,7 +439,13 @@ HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
             "synapses": (lambda v, w: _list_of(v, w, "synapse"), True),
             "quant_table": (lambda v, w: [mapping(x, f"{w}[{i}]") for i, x in
                                           enumerate(_list(v, w))], False),
-            "metadata": (mapping, False)},
+            "metadata": (mapping, False),
+            "weight_errors": (lambda v, w: {k: validate(x, HEADER_SCHEMA["weight_errors"],
+                                                        f"{w}[{k!r}]")
+                                            for k, x in mapping(v, w).items()}, False)},
+    "weight_errors": {"counts": (lambda v, w: [integer(x, w) for x in _list(v, w)], True),
+                      "edges": (lambda v, w: [number(x, w) for x in _list(v, w)], True),
+                      "max_abs": (number, True)},
     "input": {"kind": (lambda v, w: text(v, w, ("analog", "events")), True),
               "shape": (_shape_field, True), "scale": (number, False),
               "bits": (_int_field, False)},

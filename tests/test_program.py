@@ -171,6 +171,21 @@ def test_files_without_weight_errors_still_load():
     assert back.weight_errors == {} and back.metadata["kind"] == "dense-binary"
 
 
+@pytest.mark.parametrize("record,match", [
+    ({"counts": ["x"], "edges": [0.0, 1.0], "max_abs": 0.1}, r"counts"),
+    ({"counts": [1], "edges": [0.0, 1.0]}, r"missing field.*max_abs"),
+    ({"counts": [-1], "edges": [0.0, 1.0], "max_abs": 0.1}, r"non-negative counts"),
+    ({"counts": [1], "edges": [0.0, 1.0], "max_abs": 0.1, "extra": 1}, r"malformed"),
+])
+def test_malformed_weight_error_records_are_refused(record, match):
+    arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
+    header = json.loads(arrays["header"].tobytes())
+    header["weight_errors"] = {"in->p": record}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with pytest.raises(DaLifError, match=match):
+        program_from_arrays(arrays)
+
+
 def test_weight_errors_are_checked():
     with pytest.raises(DaLifError, match="3 non-negative counts need 4 bin edges"):
         WeightErrors([1, 2, 3], [0.0, 1.0], 0.5)
