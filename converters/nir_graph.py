@@ -16,8 +16,12 @@ from typing import Any
 import nir
 import numpy as np
 
+from dalif_deploy import schema
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.io import check_input_file
+from dalif_deploy.limits import TIMESTEPS_MAX
+from dalif_deploy.resources import INPUT_ELEMENTS_MAX, ZIP_RATIO_MAX, check_memory, format_bytes
+from dalif_deploy.schema import Check, integer, number, optional, real_array, text
 
 from .nir_ops import op_for, supported_names
 
@@ -38,6 +42,48 @@ def _node_types(d: dict[str, Any], where: str = "") -> None:
                              f"supported: {', '.join(supported_names())}")
 
 
+#: graph metadata fields this project reads (others are kept, unchecked)
+METADATA_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "timesteps": (lambda v, w: integer(v, w, 1, TIMESTEPS_MAX), False),
+    "dt": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
+    "input_encoding": (lambda v, w: text(v, w, ("analog", "events")), False),
+    "producer": (text, False),
+    "dataset": (optional(text), False),
+}
+_SMALL_DATASET = 1 << 20  # bytes any dataset may declare regardless of its storage
+
+
+def _check_declared_sizes(f: Any, path: Path) -> None:
+    """Walk the HDF5 tree before reading any data: every dataset's declared size
+    (shape x itemsize) must be backed by its storage (at most ZIP_RATIO_MAX times it, for
+    compressed chunks; a fill-value dataset has none), complex data is refused, and the total
+    must fit in memory."""
+    import h5py
+
+    total = 0
+    problems: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset) or problems:
+            return
+        nbytes = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize
+        storage = obj.id.get_storage_size()
+        if nbytes > max(ZIP_RATIO_MAX * storage, _SMALL_DATASET):
+            problems.append(f"dataset {name!r} declares shape {obj.shape} "
+                            f"({format_bytes(nbytes)}) backed by {format_bytes(storage)} of "
+                            "data (a fill-value or damaged dataset); refusing to read it")
+        elif obj.dtype.kind == "c":
+            problems.append(f"dataset {name!r} is complex ({obj.dtype}); NIR parameters must "
+                            "be real (complex values are not cast silently)")
+        nonlocal total
+        total += nbytes
+
+    f.visititems(visit)
+    if problems:
+        raise DaLifError(f"{path}: {problems[0]}")
+    check_memory(total, f"{path}: reading the NIR graph")
+
+
 def read_nir(path: str | Path) -> nir.NIRGraph:
     """Read and validate a ``.nir`` file; every problem is a DaLifError naming the file."""
     path = check_input_file(path, "a NIR graph (.nir)")
@@ -52,6 +98,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
         with h5py.File(path, "r") as f:
             if "node" not in f:
                 raise DaLifError(f"{path}: not a NIR file (no 'node' group)")
+            _check_declared_sizes(f, path)
             data = hdf2dict(f["node"])
     except DaLifError:
         raise
@@ -82,6 +129,33 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     return graph
 
 
+def _positive(node: nir.NIRNode, name: str, fields: tuple[str, ...], strict: bool) -> None:
+    for k in fields:
+        v = getattr(node, k, None)
+        if v is None:
+            continue
+        a = np.asarray(v)
+        if a.dtype.kind in "biuf" and a.size and (np.any(a <= 0) if strict else np.any(a < 0)):
+            raise DaLifError(f"node {name!r} ({type(node).__name__}): {k} must be "
+                             f"{'> 0' if strict else '>= 0'}, got min {a.min():g}")
+
+
+def check_values(name: str, node: nir.NIRNode) -> None:
+    """The value rules every path shares (nir, norse and emulator backends, quantize, inspect):
+    parameters real and finite, time constants > 0, thresholds >= 0."""
+    for k, v in _arrays(node).items():
+        real_array(v, f"node {name!r}: parameter {k!r}")
+    _positive(node, name, ("tau", "tau_mem", "tau_syn"), strict=True)
+    if isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF)):
+        _positive(node, name, ("v_threshold",), strict=False)
+
+
+def check_metadata(graph: nir.NIRGraph) -> None:
+    """The graph metadata fields we read, checked against :data:`METADATA_SCHEMA`."""
+    meta = graph.metadata if graph.metadata is not None else {}
+    schema.validate(meta, METADATA_SCHEMA, "metadata")
+
+
 def _arrays(node: nir.NIRNode) -> dict[str, np.ndarray]:
     skip = {"input_type", "output_type", "metadata", "nodes", "edges"}
     return {k: v for k, v in vars(node).items()
@@ -98,10 +172,12 @@ def validate(graph: nir.NIRGraph) -> None:
     if len(set(map(tuple, graph.edges))) != len(graph.edges):
         raise DaLifError("duplicate edges")
     io_nodes(graph)
+    check_metadata(graph)
     for name, node in graph.nodes.items():
         for k, v in _arrays(node).items():
             if v.dtype.kind in "fc" and not np.isfinite(v).all():
                 raise DaLifError(f"node {name!r}: parameter {k!r} contains NaN or Inf")
+        check_values(name, node)
     topo_order(graph)
     infer_shapes(graph)
 
@@ -196,6 +272,10 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
                 raise DaLifError(f"shape mismatch at node {name!r}: it declares input "
                                  f"{declared_in} but receives {shape}")
         out = node_output_shape(name, node, shape)
+        if int(np.prod(out, dtype=np.float64)) > INPUT_ELEMENTS_MAX:
+            raise DaLifError(f"node {name!r}: its output {out} has "
+                             f"{int(np.prod(out, dtype=np.float64)):,} elements per sample, "
+                             f"more than the {INPUT_ELEMENTS_MAX:,} allowed")
         declared_out = _declared(getattr(node, "output_type", None))
         if declared_out is not None and declared_out != out and name not in inputs:
             raise DaLifError(f"shape mismatch at node {name!r}: it declares output "

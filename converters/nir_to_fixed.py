@@ -35,6 +35,7 @@ from dalif_deploy.limits import (
     BIAS_MANT_MAX,
     DECAY_UNIT,
     INPUT_BITS_RANGE,
+    TIMESTEPS_MAX,
     VTH_MAX,
     WEIGHT_BITS_RANGE,
     WEIGHT_EXP_RANGE,
@@ -47,6 +48,7 @@ from dalif_deploy.program import (
     Synapse,
     WeightErrors,
 )
+from dalif_deploy.schema import integer
 
 from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
 from .nir_graph import infer_shapes, io_nodes, topo_order
@@ -200,10 +202,10 @@ def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, Enco
         raise DaLifError("the graph has no 'timesteps'/'input_encoding' metadata (not exported "
                          "by dalif-deploy?); pass --timesteps and --encoding explicitly")
     enc = Encoding.from_name(str(enc), "input encoding")
-    if int(t) < 1:
-        raise DaLifError(f"timesteps must be >= 1, got {t}")
+    t = integer(t, "timesteps" if timesteps is not None else "metadata.timesteps", 1,
+                TIMESTEPS_MAX)
     # a foreign graph's dt is unknown (NIR nodes carry none): never assume one silently
-    return int(t), enc, resolve_dt(graph, dt)
+    return t, enc, resolve_dt(graph, dt)
 
 
 def _build_layers(graph: nir.NIRGraph, dt: float):

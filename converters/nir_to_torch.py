@@ -29,6 +29,7 @@ import torch
 
 from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.schema import number
 from dalif_deploy.unroll import unroll
 
 from .nir_graph import infer_shapes, io_nodes, predecessors, topo_order, validate
@@ -45,7 +46,7 @@ def resolve_dt(graph: nir.NIRGraph, dt: float | None) -> float:
     """The time step to run ``graph`` with: from our metadata, or the explicit ``dt``."""
     meta = graph.metadata or {}
     if "dt" in meta and is_ours(graph):
-        mdt = float(np.asarray(meta["dt"]))
+        mdt = number(meta["dt"], "the graph's metadata.dt", 0.0, lo_open=True)
         if dt is not None and float(dt) != mdt:
             raise DaLifError(f"the graph was exported with dt={mdt} (in its metadata) but "
                              f"dt={dt} was given; drop --dt for dalif-deploy graphs")

@@ -143,3 +143,27 @@ def header_npy(header: Any) -> bytes:
 def program_header(src: Path) -> dict[str, Any]:
     with zipfile.ZipFile(src) as z, z.open("header.npy") as f:
         return json.loads(np.load(f).tobytes().decode())
+
+
+# --- NIR graphs (.nir) --------------------------------------------------------------------------
+
+FILL = object()  # marker: a fill-value dataset ("fill", shape, dtype) holding no data
+
+
+def edited_nir(src: Path, path: Path, edits: dict[str, Any]) -> Path:
+    """A copy of NIR file ``src`` with each HDF5 dataset ``edits`` names replaced by the value
+    (``(FILL, shape, dtype)``: a dataset that declares ``shape`` and stores nothing)."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, path)
+    with h5py.File(path, "r+") as f:
+        for name, value in edits.items():
+            if name in f:
+                del f[name]
+            if isinstance(value, tuple) and value and value[0] is FILL:
+                f.create_dataset(name, shape=value[1], dtype=value[2], fillvalue=1)
+            else:
+                f.create_dataset(name, data=value)
+    return path

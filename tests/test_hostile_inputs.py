@@ -97,6 +97,20 @@ def _uint64_weights(m: dict[str, bytes]) -> None:
     m["syn0.weights.npy"] = buf.getvalue()
 
 
+def _nir(argv: list[str], **edits) -> Case:
+    """``argv`` ({nir}: the edited graph, {tmp}: the test folder) on the shipped graph with
+    ``edits`` ({"metadata/dt": value}, relative to node/)."""
+    def make(tmp: Path, files: dict[str, Path]) -> list[str]:
+        path = hf.edited_nir(files["nir"], tmp / "g.nir",
+                             {f"node/{k.replace('__', '/')}": v for k, v in edits.items()})
+        return [a.replace("{nir}", str(path)).replace("{tmp}", str(tmp)) for a in argv]
+    return make
+
+
+SIM_NIR = ["simulate", "{nir}", "--backend", "nir", "--samples", "4"]
+QUANTIZE = ["quantize", "{nir}", "-o", "{tmp}/q.fxp"]
+
+
 # --- Resources: sizes a file declares are checked before anything is read ------------------
 
 GiB = 1 << 30
@@ -117,6 +131,9 @@ DECLARED: dict[str, tuple[Case, str]] = {
                                                                           "header.npy")),
                                  r"declares 4\.0 GiB from"),
     "fxp-unused-256MiB-member": (_inspect(_unused_member), None),  # loads: the member is unread
+    "nir-fill-value-5GiB": (_nir(["inspect", "{nir}"], metadata__huge=(
+        hf.FILL, (5 * GiB // 8,), "f8")), r"dataset 'node/metadata/huge' declares shape "
+                            r"\(671088640,\) \(5\.0 GiB\) backed by 0 B"),
 }
 
 
@@ -167,6 +184,23 @@ VALUES: dict[str, tuple[Case, str]] = {
                         r"input_shape: .* elements, more than the 16,777,216 allowed"),
     "fxp-weights-uint64-max": (_fxp(_uint64_weights),
                                r"weights: holds 18446744073709551615, beyond int64"),
+    "nir-T-1e9": (_nir(SIM_NIR, metadata__timesteps=10**9),
+                  r"metadata\.timesteps: must be an integer in \[1, 65536\], got 1000000000"),
+    "nir-T-0": (_nir(QUANTIZE, metadata__timesteps=0), r"metadata\.timesteps: must be an int"),
+    "nir-dt-nan": (_nir(QUANTIZE, metadata__dt=float("nan")),
+                   r"metadata\.dt: must be a finite number > 0\.0, got nan$"),
+    "nir-dt-0": (_nir(SIM_NIR, metadata__dt=0.0), r"metadata\.dt: must be a finite number > 0"),
+    "nir-tau-0": (_nir(SIM_NIR, nodes__lif1__tau=np.zeros((16, 8, 8))),
+                  r"node 'lif1' \(LIF\): tau must be > 0, got min 0"),
+    "nir-v_th-negative": (_nir(SIM_NIR, nodes__lif2__v_threshold=np.full((32, 4, 4), -1.0)),
+                          r"node 'lif2' \(LIF\): v_threshold must be >= 0, got min -1"),
+    "nir-weights-complex": (_nir(SIM_NIR, nodes__fc__weight=np.zeros((10, 512), np.complex128)),
+                            r"dataset 'node/nodes/fc/weight' is complex"),
+    "nir-input-1e6x1e6": (_nir(QUANTIZE, nodes__input__shape=np.array([1, 10**6, 10**6])),
+                          r"node 'input': its output \(1, 1000000, 1000000\) has "
+                          r"1,000,000,000,000 elements per sample"),
+    "quantize-T-1e9": (_nir([*QUANTIZE, "-T", "1000000000"]),
+                       r"timesteps: must be an integer in \[1, 65536\]"),
     "fxp-vth-fractional": (_fxp_header(lambda h: _set(h["populations"][0], "vth", 100.5)),
                            r"populations\[0\]\.vth: must be an integer, got 100\.5"),
 }
@@ -187,6 +221,12 @@ TYPES: dict[str, tuple[Case, str]] = {
                          r"populations\[0\]\.shape: must be a list of positive integers"),
     "fxp-T-string": (_fxp_header(lambda h: _set(h, "timesteps", "4")),
                      r"header\.timesteps: must be an integer, got str"),
+    "nir-T-string": (_nir(SIM_NIR, metadata__timesteps="four"),
+                     r"metadata\.timesteps: must be an integer .*got str 'four'"),
+    "nir-T-array": (_nir(QUANTIZE, metadata__timesteps=np.array([4, 4])),
+                    r"metadata\.timesteps: must be an integer .*an array of shape \(2,\)"),
+    "nir-dt-string": (_nir(SIM_NIR, metadata__dt="1.0"),
+                      r"metadata\.dt: must be a finite number > 0\.0, got str"),
     "fxp-graded-number": (_fxp_header(lambda h: _set(h["synapses"][0], "graded", 1)),
                           r"synapses\[0\]\.graded: must be true or false"),
 }
