@@ -30,6 +30,9 @@ from ..converters.torch_to_onnx import META_PREFIX
 from ..encoding import ANALOG, EVENTS, Encoding
 from ..errors import DaLifError
 from ..io import check_input_file
+from ..limits import TIMESTEPS_MAX
+from ..resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
+from ..schema import Check, integer, shape, text, validate
 
 _ALLOWED_OPTS = ("threads",)
 
@@ -50,8 +53,12 @@ class OnnxGraphInfo:
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise DaLifError(f"ONNX graph input must have a static (C, H, W) frame shape, "
                              f"got {self.input_shape}")
-        if self.timesteps is not None and self.timesteps < 1:
-            raise DaLifError(f"ONNX graph declares timesteps={self.timesteps}; must be >= 1")
+        if self.timesteps is not None and not 1 <= self.timesteps <= TIMESTEPS_MAX:
+            raise DaLifError(f"ONNX graph declares timesteps={self.timesteps}; must lie in "
+                             f"1..{TIMESTEPS_MAX}")
+        if int(np.prod(self.input_shape, dtype=np.float64)) > INPUT_ELEMENTS_MAX:
+            raise DaLifError(f"ONNX graph input frame {self.input_shape} has more than the "
+                             f"{INPUT_ELEMENTS_MAX:,} elements allowed")
 
 
 def _load_proto(path: str | Path):
@@ -59,6 +66,7 @@ def _load_proto(path: str | Path):
     import onnx
 
     path = check_input_file(path, "an ONNX model (.onnx)")
+    check_memory(3 * path.stat().st_size, f"{path}: reading the ONNX model")
     try:  # never follow external-data references: a hostile file could point anywhere
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -72,6 +80,9 @@ def _load_proto(path: str | Path):
                          "file")
     if not proto.graph.node:
         raise DaLifError(f"{path}: ONNX file holds an empty graph (truncated or not ONNX)")
+    for name, tensor in _tensors(proto):
+        _check_tensor(tensor, f"{path}: tensor {name!r}")
+    _metadata(proto, path)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
@@ -79,10 +90,66 @@ def _load_proto(path: str | Path):
     return proto
 
 
-def _metadata(proto) -> dict[str, str]:
-    """The ``dalif_deploy.*`` metadata of an ONNX ModelProto, without the prefix."""
-    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+def _tensors(proto) -> list[tuple[str, Any]]:
+    """Every constant tensor of the graph: initializers and Constant nodes' values."""
+    out = [(t.name, t) for t in proto.graph.initializer]
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            out += [(node.output[0] if node.output else node.name, a.t)
+                    for a in node.attribute if a.name == "value"]
+    return out
+
+
+def _check_tensor(t, where: str) -> None:
+    """A constant tensor's declared size backed by its data, real, and finite."""
+    from onnx import helper, numpy_helper
+
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except Exception:  # noqa: BLE001 - an unknown element type
+        raise DaLifError(f"{where}: unknown element type {t.data_type}") from None
+    if dtype.kind == "c":
+        raise DaLifError(f"{where}: is complex ({dtype}); weights must be real")
+    nbytes = int(np.prod(list(t.dims), dtype=np.float64)) * dtype.itemsize
+    if t.HasField("raw_data") and nbytes != len(t.raw_data):
+        raise DaLifError(f"{where}: declares shape {list(t.dims)} ({format_bytes(nbytes)}) "
+                         f"but holds {format_bytes(len(t.raw_data))} (damaged or hostile file)")
+    if not t.HasField("raw_data") and nbytes > 64 * max(1, t.ByteSize()):
+        raise DaLifError(f"{where}: declares shape {list(t.dims)} ({format_bytes(nbytes)}) "
+                         f"in a {format_bytes(t.ByteSize())} record (damaged or hostile file)")
+    if dtype.kind == "f":
+        a = numpy_helper.to_array(t)
+        if a.size and not np.isfinite(a).all():
+            raise DaLifError(f"{where}: holds NaN or Inf (e.g. a threshold); re-export from "
+                             "a checkpoint with finite values")
+
+
+def _json(check: Check) -> Check:
+    """A metadata string holding JSON, parsed, then ``check``."""
+    def parse(value: Any, where: str) -> Any:
+        try:
+            return check(json.loads(text(value, where)), where)
+        except (json.JSONDecodeError, RecursionError):
+            raise DaLifError(f"{where}: must be a JSON value, got {value!r:.60}") from None
+    return parse
+
+
+#: the ``dalif_deploy.*`` metadata fields this project reads (all strings in the file)
+METADATA_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "timesteps": (_json(lambda v, w: integer(v, w, 1, TIMESTEPS_MAX)), False),
+    "dalif_layers": (_json(lambda v, w: integer(v, w, 0)), False),
+    "input_shape": (_json(lambda v, w: shape(v, w, 3, INPUT_ELEMENTS_MAX)), False),
+    "encoding": (lambda v, w: text(v, w, ("analog", "events")), False),
+}
+
+
+def _metadata(proto, path: str | Path = "model.onnx") -> dict[str, str]:
+    """The ``dalif_deploy.*`` metadata of an ONNX ModelProto, without the prefix, its fields
+    checked against :data:`METADATA_SCHEMA`."""
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
             if p.key.startswith(META_PREFIX)}
+    validate(meta, METADATA_SCHEMA, f"{path}: metadata")
+    return meta
 
 
 def _dims(value_info) -> list[int | str]:
@@ -98,7 +165,7 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
                          "outputs; this is not a dalif-deploy classifier graph")
     inp, out = proto.graph.input[0], proto.graph.output[0]
     dims = _dims(inp)
-    meta = _metadata(proto)
+    meta = _metadata(proto, path)
     if len(dims) == 4:
         enc, t, frame = ANALOG, None, dims[1:]
     elif len(dims) == 5:
@@ -208,11 +275,9 @@ def simulate(model_path: str, *, dataset: str | None, split: str = "test",
 
 def describe_onnx(path: str | Path) -> dict[str, Any]:
     """Summary of an ONNX file for ``dalif-deploy inspect``: I/O, metadata, ops, parameters."""
-    from onnx import numpy_helper
-
     proto = _load_proto(path)
-    meta = _metadata(proto)
-    params = sum(int(np.prod(numpy_helper.to_array(t).shape)) for t in proto.graph.initializer)
+    meta = _metadata(proto, path)
+    params = sum(int(np.prod(list(t.dims), dtype=np.int64)) for t in proto.graph.initializer)
     ops = Counter(n.op_type for n in proto.graph.node)
     desc: dict[str, Any] = {
         "kind": "onnx",

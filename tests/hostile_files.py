@@ -167,3 +167,29 @@ def edited_nir(src: Path, path: Path, edits: dict[str, Any]) -> Path:
             else:
                 f.create_dataset(name, data=value)
     return path
+
+
+# --- ONNX graphs (.onnx) ------------------------------------------------------------------------
+
+def edited_onnx(src: Path, path: Path, edit: Callable[[Any], None]) -> Path:
+    """A copy of ONNX file ``src`` with ``edit(model_proto)`` applied."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    edit(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def set_onnx_metadata(proto: Any, key: str, value: str) -> None:
+    for p in proto.metadata_props:
+        if p.key == f"dalif_deploy.{key}":
+            p.value = value
+
+
+def set_initializer(proto: Any, name: str, dims: list[int], raw: bytes) -> None:
+    for t in proto.graph.initializer:
+        if t.name == name:
+            del t.dims[:]
+            t.dims.extend(dims)
+            t.raw_data = raw

@@ -107,6 +107,18 @@ def _nir(argv: list[str], **edits) -> Case:
     return make
 
 
+def _onnx(edit: Callable[[object], None], command: str = "inspect") -> Case:
+    def make(tmp: Path, files: dict[str, Path]) -> list[str]:
+        path = hf.edited_onnx(files["onnx"], tmp / "m.onnx", edit)
+        return (["inspect", str(path)] if command == "inspect" else
+                ["simulate", str(path), "--backend", "onnx", "--samples", "4"])
+    return make
+
+
+def _onnx_meta(key: str, value: str, command: str = "inspect") -> Case:
+    return _onnx(lambda p: hf.set_onnx_metadata(p, key, value), command)
+
+
 SIM_NIR = ["simulate", "{nir}", "--backend", "nir", "--samples", "4"]
 QUANTIZE = ["quantize", "{nir}", "-o", "{tmp}/q.fxp"]
 
@@ -131,6 +143,9 @@ DECLARED: dict[str, tuple[Case, str]] = {
                                                                           "header.npy")),
                                  r"declares 4\.0 GiB from"),
     "fxp-unused-256MiB-member": (_inspect(_unused_member), None),  # loads: the member is unread
+    "onnx-initializer-declares-3.6TiB": (_onnx(lambda p: hf.set_initializer(
+        p, "alpha_0", [10**6, 10**6], bytes(4))),
+        r"tensor 'alpha_0': declares shape \[1000000, 1000000\] \(3\.6 TiB\) but holds 4 B"),
     "nir-fill-value-5GiB": (_nir(["inspect", "{nir}"], metadata__huge=(
         hf.FILL, (5 * GiB // 8,), "f8")), r"dataset 'node/metadata/huge' declares shape "
                             r"\(671088640,\) \(5\.0 GiB\) backed by 0 B"),
@@ -199,6 +214,11 @@ VALUES: dict[str, tuple[Case, str]] = {
     "nir-input-1e6x1e6": (_nir(QUANTIZE, nodes__input__shape=np.array([1, 10**6, 10**6])),
                           r"node 'input': its output \(1, 1000000, 1000000\) has "
                           r"1,000,000,000,000 elements per sample"),
+    "onnx-nan-threshold": (_onnx(lambda p: hf.set_initializer(
+        p, "alpha_0", [], np.float32(np.nan).tobytes()), "simulate"),
+        r"tensor 'alpha_0': holds NaN or Inf"),
+    "onnx-T-1e9": (_onnx_meta("timesteps", "1000000000", "simulate"),
+                   r"metadata\.timesteps: must be an integer in \[1, 65536\]"),
     "quantize-T-1e9": (_nir([*QUANTIZE, "-T", "1000000000"]),
                        r"timesteps: must be an integer in \[1, 65536\]"),
     "fxp-vth-fractional": (_fxp_header(lambda h: _set(h["populations"][0], "vth", 100.5)),
@@ -227,6 +247,13 @@ TYPES: dict[str, tuple[Case, str]] = {
                     r"metadata\.timesteps: must be an integer .*an array of shape \(2,\)"),
     "nir-dt-string": (_nir(SIM_NIR, metadata__dt="1.0"),
                       r"metadata\.dt: must be a finite number > 0\.0, got str"),
+    "onnx-T-string": (_onnx_meta("timesteps", "four", "simulate"),
+                      r"metadata\.timesteps: must be a JSON value, got 'four'"),
+    "onnx-T-float": (_onnx_meta("timesteps", "4.5"), r"metadata\.timesteps: must be an integer"),
+    "onnx-input_shape-2d": (_onnx_meta("input_shape", "[8, 8]"),
+                            r"metadata\.input_shape: must have 3 dimensions"),
+    "onnx-layers-list": (_onnx_meta("dalif_layers", "[2]"),
+                         r"metadata\.dalif_layers: must be an integer"),
     "fxp-graded-number": (_fxp_header(lambda h: _set(h["synapses"][0], "graded", 1)),
                           r"synapses\[0\]\.graded: must be true or false"),
 }
