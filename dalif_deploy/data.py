@@ -28,6 +28,9 @@ import numpy as np
 from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
 from .io import check_input_file
+from .limits import TIMESTEPS_MAX
+from .resources import check_memory
+from .schema import integer, real_array
 
 DATASETS = ("digits", "digits-events", "cifar10")
 
@@ -124,26 +127,49 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+def _whole_numbers(value: object, where: str, lo: int, hi: int) -> np.ndarray:
+    """An array of whole numbers in ``lo..hi``: NaN, 300 (which uint8 would wrap to 44) and
+    1.5 (which int64 would truncate to 1) are refused, never cast."""
+    try:
+        a = real_array(np.asarray(value), where)
+    except (ValueError, TypeError) as e:  # ragged lists
+        raise DaLifError(f"{where}: not a numeric array ({e})") from None
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise DaLifError(f"{where}: values must lie in {lo}..{hi}, got {a.min()}..{a.max()}")
+    if a.dtype.kind == "f" and a.size and not np.array_equal(a, np.round(a)):
+        raise DaLifError(f"{where}: values must be whole numbers, got fractions")
+    return a
+
+
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     check_input_file(path, "a batch of the standard cifar-10-batches-py folder (data_batch_1..5, "
                      "test_batch)")
+    # the bytes, the unpickled arrays and their float32 copy (4x)
+    check_memory(6 * path.stat().st_size, f"{path}: reading the CIFAR-10 batch")
     try:
         raw = path.read_bytes()
         d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except FileNotFoundError:
         raise DaLifError(f"{path}: missing; expected the standard cifar-10-batches-py folder "
                          "(data_batch_1..5, test_batch)") from None
+    except DaLifError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is bad input
         raise DaLifError(f"{path}: not a readable CIFAR-10 batch ({e})") from None
     if not isinstance(d, dict):
         raise DaLifError(f"{path}: not a CIFAR-10 batch (expected a dict)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    try:
-        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(d["labels"], dtype=np.int64)
-    except (KeyError, ValueError, TypeError) as e:
-        raise DaLifError(f"{path}: malformed CIFAR-10 batch ({e})") from None
-    if len(data) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+    if "data" not in d or "labels" not in d:
+        missing = "data" if "data" not in d else "labels"
+        raise DaLifError(f"{path}: malformed CIFAR-10 batch (no {missing!r})")
+    data = _whole_numbers(d["data"], f"{path}: pixel data", 0, 255)
+    labels = _whole_numbers(d["labels"], f"{path}: labels", 0, 9)
+    if data.size % 3072 or labels.ndim != 1:
+        raise DaLifError(f"{path}: malformed CIFAR-10 batch (data of {data.size} values is not "
+                         f"N x 3072, or labels of shape {labels.shape} are not a list)")
+    data = data.astype(np.uint8).reshape(-1, 3, 32, 32)
+    labels = labels.astype(np.int64)
+    if len(data) != len(labels):
         raise DaLifError(f"{path}: labels do not match the images")
     return data, labels
 
@@ -176,10 +202,11 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
         x, y = _digits_split(split)
         return Dataset(name, split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
     if name == "digits-events":
-        t = DEFAULT_EVENT_TIMESTEPS if timesteps is None else int(timesteps)
-        if t < 1:
-            raise DaLifError(f"timesteps must be >= 1, got {t}")
+        t = (DEFAULT_EVENT_TIMESTEPS if timesteps is None
+             else integer(timesteps, "timesteps", 1, TIMESTEPS_MAX))
         x, y = _digits_split(split)
+        check_memory(3 * x.size * 2 * t * 4, f"generating {name}/{split} with T={t} "
+                     f"({len(x)} x {t} x 2 x 8 x 8 float32 frames)", "lower -T")
         return Dataset(name, split, digits_to_events(x, t), y, EVENTS.name, (2, 8, 8),
                        f"{DIGITS_NORMALIZATION}; events: ON/OFF where the intensity changes by "
                        f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")

@@ -218,6 +218,40 @@ def model_bytes(config: dict[str, Any]) -> int:
     return sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
 
 
+def step_activation_bytes(config: dict[str, Any]) -> int:
+    """Bytes every module of a zoo model outputs for ONE sample and ONE time step, counted by
+    a forward pass on the meta device (nothing is allocated); 0 when the model cannot take its
+    input at all (training reports that with its own message)."""
+    cfg = default_config(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    total = 0
+
+    def count(_m: nn.Module, _i: Any, out: Any) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    with torch.device("meta"):
+        m = _construct(cfg).eval()
+        hooks = [mod.register_forward_hook(count) for mod in m.modules() if mod is not m]
+        try:
+            with torch.no_grad():
+                m(torch.zeros(1, *cfg["input_shape"]))
+        except (RuntimeError, ValueError):
+            return 0
+        finally:
+            for h in hooks:
+                h.remove()
+    return total
+
+
+def training_bytes(config: dict[str, Any], batch_size: int, timesteps: int) -> int:
+    """Estimated memory of training: parameters four times (weights, gradients, two Adam
+    moments) plus every activation of a batch kept for backpropagation through T steps
+    (twice: outputs and the surrogate's saved inputs)."""
+    return (4 * model_bytes(config)
+            + 2 * batch_size * timesteps * step_activation_bytes(config))
+
+
 def build_model(config: dict[str, Any]) -> nn.Module:
     """Build a zoo model from its config dict (as stored in a checkpoint).
 

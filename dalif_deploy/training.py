@@ -24,7 +24,9 @@ from tqdm import tqdm
 from .data import Dataset, load_dataset
 from .encoding import Encoding
 from .errors import DaLifError
+from .limits import TIMESTEPS_MAX
 from .models import default_config, run_model
+from .resources import BATCH_MAX, check_memory
 
 
 @contextmanager
@@ -75,9 +77,12 @@ def evaluate(model: nn.Module, dataset: Dataset | str, timesteps: int,
 
 
 def _check_args(epochs: int, timesteps: int, batch_size: int, lr: float) -> None:
-    for name, v in (("epochs", epochs), ("timesteps", timesteps), ("batch size", batch_size)):
+    for name, v, hi in (("epochs", epochs, 10**6), ("timesteps", timesteps, TIMESTEPS_MAX),
+                        ("batch size", batch_size, BATCH_MAX)):
         if not isinstance(v, int) or v < 1:
             raise DaLifError(f"{name} must be a positive integer, got {v!r}")
+        if v > hi:
+            raise DaLifError(f"{name} must be at most {hi}, got {v}")
     if not lr > 0:
         raise DaLifError(f"learning rate must be > 0, got {lr}")
 
@@ -118,7 +123,7 @@ def train(
     metrics)`` with ``train_accuracy``/``test_accuracy`` (fractions), ``final_loss``,
     ``epochs``, ``batch_size``, ``lr``, ``seconds``.
     """
-    from .models import build_model
+    from .models import build_model, training_bytes
 
     _check_args(epochs, timesteps, batch_size, lr)
     train_ds = load_dataset(dataset, "train", data_dir, timesteps)
@@ -128,6 +133,10 @@ def train(
                          f"{dataset!r} {list(train_ds.input_shape)}")
     config["input_shape"] = list(train_ds.input_shape)
     config["in_channels"] = train_ds.input_shape[0]
+    batch = min(batch_size, len(train_ds))
+    check_memory(training_bytes(config, batch, timesteps),
+                 f"training {config['name']} with batch {batch} and T={timesteps}",
+                 "lower --batch-size, -T or --width")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     with deterministic(seed):

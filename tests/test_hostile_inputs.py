@@ -119,6 +119,24 @@ def _onnx_meta(key: str, value: str, command: str = "inspect") -> Case:
     return _onnx(lambda p: hf.set_onnx_metadata(p, key, value), command)
 
 
+def _cifar(data, labels) -> Case:
+    """A CIFAR-10 folder whose test batch holds ``data`` and ``labels``; ``simulate`` on it."""
+    import pickle
+
+    def make(tmp: Path, files: dict[str, Path]) -> list[str]:
+        root = tmp / "cifar-10-batches-py"
+        root.mkdir()
+        with open(root / "test_batch", "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels}, f, protocol=2)
+        return ["dataset", "cifar10", "--data-dir", str(tmp), "-o", str(tmp / "d.npz")]
+    return make
+
+
+def _cli(*argv: str) -> Case:
+    return lambda tmp, files: [a.replace("{tmp}", str(tmp)) for a in argv]
+
+
+PIXELS = np.zeros((2, 3072), np.float64)
 SIM_NIR = ["simulate", "{nir}", "--backend", "nir", "--samples", "4"]
 QUANTIZE = ["quantize", "{nir}", "-o", "{tmp}/q.fxp"]
 
@@ -219,6 +237,30 @@ VALUES: dict[str, tuple[Case, str]] = {
         r"tensor 'alpha_0': holds NaN or Inf"),
     "onnx-T-1e9": (_onnx_meta("timesteps", "1000000000", "simulate"),
                    r"metadata\.timesteps: must be an integer in \[1, 65536\]"),
+    "cifar-pixel-nan": (_cifar(np.where(np.arange(2 * 3072).reshape(2, 3072) == 5, np.nan,
+                                        PIXELS), [1, 2]), r"pixel data: contains NaN or Inf"),
+    "cifar-pixel-300": (_cifar(PIXELS + 300, [1, 2]),
+                        r"pixel data: values must lie in 0\.\.255, got 300\.0\.\.300\.0"),
+    "cifar-pixel-fraction": (_cifar(PIXELS + 0.5, [1, 2]), r"pixel data: values must be whole"),
+    "cifar-label-fraction": (_cifar(PIXELS, [1.5, 2.0]), r"labels: values must be whole"),
+    "cifar-label-string": (_cifar(PIXELS, ["cat", "dog"]), r"labels: must hold real numbers"),
+    "dataset-T-1e8": (_cli("dataset", "digits-events", "-T", "100000000", "-o", "{tmp}/d.npz"),
+                      r"timesteps: must be an integer in \[1, 65536\], got 100000000"),
+    "dataset-T-65536-memory": (_cli("dataset", "digits-events", "-T", "65536", "-o",
+                                    "{tmp}/d.npz"),
+                               r"generating digits-events/test with T=65536 .* needs about "
+                               r"[\d.]+ GiB of memory, more than the"),
+    "train-T-1e9": (_cli("train", "--model", "digits-cnn", "-T", "1000000000", "--epochs", "1",
+                         "-o", "{tmp}/m.pt"), r"timesteps must be at most 65536"),
+    "train-width-100000": (_cli("train", "--model", "digits-cnn", "--width", "100000",
+                                "--epochs", "1", "-o", "{tmp}/m.pt"),
+                           r"width: must be an integer in \[1, 4096\], got 100000"),
+    "train-batch-1e9": (_cli("train", "--model", "digits-cnn", "--batch-size", "1000000000",
+                             "--epochs", "1", "-o", "{tmp}/m.pt"),
+                        r"batch size must be at most 1048576"),
+    "train-memory": (_cli("train", "--model", "digits-cnn", "-T", "65536", "--epochs", "1",
+                          "--width", "4096", "-o", "{tmp}/m.pt"),
+                     r"training digits-cnn with batch 64 and T=65536 needs about [\d.]+ TiB"),
     "quantize-T-1e9": (_nir([*QUANTIZE, "-T", "1000000000"]),
                        r"timesteps: must be an integer in \[1, 65536\]"),
     "fxp-vth-fractional": (_fxp_header(lambda h: _set(h["populations"][0], "vth", 100.5)),
