@@ -183,8 +183,10 @@ def simulate(model_path: str, backend: str, *, dataset: str | None = None, split
     check_fits(b, model_path)
     if samples is not None and samples < 1:
         raise DaLifError(f"--samples must be >= 1, got {samples}")
-    if batch_size < 1:
-        raise DaLifError(f"--batch-size must be >= 1, got {batch_size}")
+    from .resources import BATCH_MAX
+
+    if not 1 <= batch_size <= BATCH_MAX:
+        raise DaLifError(f"--batch-size must lie in 1..{BATCH_MAX}, got {batch_size}")
     foreign = sorted(k for k, v in opts.items() if v is not None and k not in b.options)
     if foreign:
         users = [n for n, x in BACKENDS.items() if set(foreign) & set(x.options)]

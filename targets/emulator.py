@@ -69,6 +69,7 @@ from dalif_deploy.limits import (
     V_MAX,
 )
 from dalif_deploy.program import FixedProgram, Population, Synapse
+from dalif_deploy.resources import check_memory
 from dalif_deploy.timing import synaptic_depths
 
 BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
@@ -418,6 +419,17 @@ def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
                          f"({program.input.bits}-bit analog input); use encode_input to clip")
 
 
+def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int) -> None:
+    """Refuse, with the figure, a run whose state cannot fit: about six int64 values per
+    neuron and sample of a batch (u, v, spikes, counts, scratch), plus with ``record`` three
+    per neuron, step and recorded sample (spikes, v, u traces)."""
+    neurons = sum(p.size for p in program.populations)
+    need = 6 * 8 * batch * neurons + 3 * 8 * recorded * program.timesteps * neurons
+    check_memory(need, f"emulating {neurons:,} neurons with batch {batch}"
+                 + (f" and traces of {recorded} samples x T={program.timesteps}" if recorded
+                    else ""), "lower --batch-size or the number of samples")
+
+
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
             batch_size: int = 256, progress: bool = False, check: bool = True
             ) -> EmulatorResult:
@@ -455,6 +467,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     outs, cnts, wraps, sats = [], [], {}, {}
     traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
     n = frames.shape[0]
+    _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0)
     starts = range(0, n, max(1, int(batch_size)))
     # the same frame every step (analog input): the input synapses run once per sample
     static = mode == "sync" and (frames.strides[1] == 0 or bool((frames == frames[:, :1]).all()))

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from dalif_deploy import resources
 from dalif_deploy.cli import main
+from dalif_deploy.errors import DaLifError
 
 Case = Callable[[Path, dict[str, Path]], list[str]]
 
@@ -201,49 +203,20 @@ def test_declared_sizes_allocate_nothing_big(files, tmp_path):
 
 # --- Values: every number checked for dtype, finiteness and range where it enters ----------
 
-VALUES: dict[str, tuple[Case, str]] = {
-    "ckpt-v_th-nan": (_cfg("model.v_th", float("nan")), r"model config\.v_th: must be a finite"),
-    "ckpt-v_th-negative": (_cfg("model.v_th", -1.0), r"v_th: must be a finite number > 0"),
-    "ckpt-init_alpha-1": (_cfg("model.init_alpha", 1.0), r"init_alpha: must lie in \(0, 1\)"),
+SIZES: dict[str, tuple[Case, str]] = {
     "ckpt-width-8000": (_cfg("model.width", 8000), r"width: must be an integer in \[1, 4096\]"),
     "ckpt-T-1e9": (_cfg("timesteps", 10**9), r"timesteps: must be an integer in \[1, 65536\]"),
-    "ckpt-accuracy-2": (_cfg("metrics.test_accuracy", 2.0), r"test_accuracy: must be a finite"),
-    "ckpt-weights-1e300": (_weights(torch.full((10,), 1e300, dtype=torch.float64)),
-                           r"'fc\.bias' holds 1e\+300, beyond float32"),
-    "ckpt-weights-complex": (_weights(torch.zeros(10, dtype=torch.complex64)),
-                             r"'fc\.bias' is complex"),
-    "ckpt-input-2d": (_cfg("model.input_shape", [8, 8]), r"input_shape: must have 3 dim"),
     "ckpt-input-huge": (_cfg("model.input_shape", [1, 10**6, 10**6]),
                         r"input_shape: .* elements, more than the 16,777,216 allowed"),
-    "fxp-weights-uint64-max": (_fxp(_uint64_weights),
-                               r"weights: holds 18446744073709551615, beyond int64"),
     "nir-T-1e9": (_nir(SIM_NIR, metadata__timesteps=10**9),
                   r"metadata\.timesteps: must be an integer in \[1, 65536\], got 1000000000"),
-    "nir-T-0": (_nir(QUANTIZE, metadata__timesteps=0), r"metadata\.timesteps: must be an int"),
-    "nir-dt-nan": (_nir(QUANTIZE, metadata__dt=float("nan")),
-                   r"metadata\.dt: must be a finite number > 0\.0, got nan$"),
-    "nir-dt-0": (_nir(SIM_NIR, metadata__dt=0.0), r"metadata\.dt: must be a finite number > 0"),
-    "nir-tau-0": (_nir(SIM_NIR, nodes__lif1__tau=np.zeros((16, 8, 8))),
-                  r"node 'lif1' \(LIF\): tau must be > 0, got min 0"),
-    "nir-v_th-negative": (_nir(SIM_NIR, nodes__lif2__v_threshold=np.full((32, 4, 4), -1.0)),
-                          r"node 'lif2' \(LIF\): v_threshold must be >= 0, got min -1"),
-    "nir-weights-complex": (_nir(SIM_NIR, nodes__fc__weight=np.zeros((10, 512), np.complex128)),
-                            r"dataset 'node/nodes/fc/weight' is complex"),
     "nir-input-1e6x1e6": (_nir(QUANTIZE, nodes__input__shape=np.array([1, 10**6, 10**6])),
                           r"node 'input': its output \(1, 1000000, 1000000\) has "
                           r"1,000,000,000,000 elements per sample"),
-    "onnx-nan-threshold": (_onnx(lambda p: hf.set_initializer(
-        p, "alpha_0", [], np.float32(np.nan).tobytes()), "simulate"),
-        r"tensor 'alpha_0': holds NaN or Inf"),
+    "quantize-T-1e9": (_nir([*QUANTIZE, "-T", "1000000000"]),
+                       r"timesteps: must be an integer in \[1, 65536\]"),
     "onnx-T-1e9": (_onnx_meta("timesteps", "1000000000", "simulate"),
                    r"metadata\.timesteps: must be an integer in \[1, 65536\]"),
-    "cifar-pixel-nan": (_cifar(np.where(np.arange(2 * 3072).reshape(2, 3072) == 5, np.nan,
-                                        PIXELS), [1, 2]), r"pixel data: contains NaN or Inf"),
-    "cifar-pixel-300": (_cifar(PIXELS + 300, [1, 2]),
-                        r"pixel data: values must lie in 0\.\.255, got 300\.0\.\.300\.0"),
-    "cifar-pixel-fraction": (_cifar(PIXELS + 0.5, [1, 2]), r"pixel data: values must be whole"),
-    "cifar-label-fraction": (_cifar(PIXELS, [1.5, 2.0]), r"labels: values must be whole"),
-    "cifar-label-string": (_cifar(PIXELS, ["cat", "dog"]), r"labels: must hold real numbers"),
     "dataset-T-1e8": (_cli("dataset", "digits-events", "-T", "100000000", "-o", "{tmp}/d.npz"),
                       r"timesteps: must be an integer in \[1, 65536\], got 100000000"),
     "dataset-T-65536-memory": (_cli("dataset", "digits-events", "-T", "65536", "-o",
@@ -261,8 +234,58 @@ VALUES: dict[str, tuple[Case, str]] = {
     "train-memory": (_cli("train", "--model", "digits-cnn", "-T", "65536", "--epochs", "1",
                           "--width", "4096", "-o", "{tmp}/m.pt"),
                      r"training digits-cnn with batch 64 and T=65536 needs about [\d.]+ TiB"),
-    "quantize-T-1e9": (_nir([*QUANTIZE, "-T", "1000000000"]),
-                       r"timesteps: must be an integer in \[1, 65536\]"),
+    "export-onnx-T-65536": (lambda t, f: ["export", str(hf.edited_checkpoint(
+        t / "c.pt", lambda o: _set(o, "timesteps", 65536))), "--onnx", str(t / "m.onnx")],
+        r"exporting to ONNX unrolled over T=65536 \(9 modules per step\) needs about "
+        r"36\.0 GiB"),
+    "simulate-batch-1e9": (lambda t, f: ["simulate", str(f["pt"]), "--backend", "torch",
+                                         "--batch-size", "1000000000"],
+                           r"--batch-size must lie in 1\.\.1048576"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIZES), ids=list(SIZES))
+def test_size_giving_values_are_bounded(case, files, tmp_path, capsys, monkeypatch):
+    """The memory estimates are compared with a fixed 16 GiB machine, so that the figures in
+    the messages do not depend on where the suite runs."""
+    monkeypatch.setattr(resources, "mem_available", lambda: 16 * GiB)
+    make, match = SIZES[case]
+    assert main(make(tmp_path, files)) == 2
+    assert re.search(match, _one_error(capsys))
+
+
+VALUES: dict[str, tuple[Case, str]] = {
+    "ckpt-v_th-nan": (_cfg("model.v_th", float("nan")), r"model config\.v_th: must be a finite"),
+    "ckpt-v_th-negative": (_cfg("model.v_th", -1.0), r"v_th: must be a finite number > 0"),
+    "ckpt-init_alpha-1": (_cfg("model.init_alpha", 1.0), r"init_alpha: must lie in \(0, 1\)"),
+    "ckpt-accuracy-2": (_cfg("metrics.test_accuracy", 2.0), r"test_accuracy: must be a finite"),
+    "ckpt-weights-1e300": (_weights(torch.full((10,), 1e300, dtype=torch.float64)),
+                           r"'fc\.bias' holds 1e\+300, beyond float32"),
+    "ckpt-weights-complex": (_weights(torch.zeros(10, dtype=torch.complex64)),
+                             r"'fc\.bias' is complex"),
+    "ckpt-input-2d": (_cfg("model.input_shape", [8, 8]), r"input_shape: must have 3 dim"),
+    "fxp-weights-uint64-max": (_fxp(_uint64_weights),
+                               r"weights: holds 18446744073709551615, beyond int64"),
+    "nir-T-0": (_nir(QUANTIZE, metadata__timesteps=0), r"metadata\.timesteps: must be an int"),
+    "nir-dt-nan": (_nir(QUANTIZE, metadata__dt=float("nan")),
+                   r"metadata\.dt: must be a finite number > 0\.0, got nan$"),
+    "nir-dt-0": (_nir(SIM_NIR, metadata__dt=0.0), r"metadata\.dt: must be a finite number > 0"),
+    "nir-tau-0": (_nir(SIM_NIR, nodes__lif1__tau=np.zeros((16, 8, 8))),
+                  r"node 'lif1' \(LIF\): tau must be > 0, got min 0"),
+    "nir-v_th-negative": (_nir(SIM_NIR, nodes__lif2__v_threshold=np.full((32, 4, 4), -1.0)),
+                          r"node 'lif2' \(LIF\): v_threshold must be >= 0, got min -1"),
+    "nir-weights-complex": (_nir(SIM_NIR, nodes__fc__weight=np.zeros((10, 512), np.complex128)),
+                            r"dataset 'node/nodes/fc/weight' is complex"),
+    "onnx-nan-threshold": (_onnx(lambda p: hf.set_initializer(
+        p, "alpha_0", [], np.float32(np.nan).tobytes()), "simulate"),
+        r"tensor 'alpha_0': holds NaN or Inf"),
+    "cifar-pixel-nan": (_cifar(np.where(np.arange(2 * 3072).reshape(2, 3072) == 5, np.nan,
+                                        PIXELS), [1, 2]), r"pixel data: contains NaN or Inf"),
+    "cifar-pixel-300": (_cifar(PIXELS + 300, [1, 2]),
+                        r"pixel data: values must lie in 0\.\.255, got 300\.0\.\.300\.0"),
+    "cifar-pixel-fraction": (_cifar(PIXELS + 0.5, [1, 2]), r"pixel data: values must be whole"),
+    "cifar-label-fraction": (_cifar(PIXELS, [1.5, 2.0]), r"labels: values must be whole"),
+    "cifar-label-string": (_cifar(PIXELS, ["cat", "dog"]), r"labels: must hold real numbers"),
     "fxp-vth-fractional": (_fxp_header(lambda h: _set(h["populations"][0], "vth", 100.5)),
                            r"populations\[0\]\.vth: must be an integer, got 100\.5"),
 }
@@ -329,3 +352,13 @@ def test_a_config_with_only_a_name_runs_with_the_zoo_defaults(tmp_path, capsys):
                  "--json", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["samples"] == 8
     assert np.isfinite(json.loads((tmp_path / "r.json").read_text())["accuracy"])
+
+
+def test_memory_check_reads_meminfo_and_names_the_figures(monkeypatch):
+    avail = resources.mem_available()
+    assert avail is None or avail > 0
+    monkeypatch.setattr(resources, "mem_available", lambda: 4 * GiB)
+    resources.check_memory(3 * GiB, "a run")  # within 90 % of what is available
+    with pytest.raises(DaLifError, match=r"^a run needs about 3\.8 GiB of memory, more than "
+                                         r"the 4\.0 GiB this machine has available; try less$"):
+        resources.check_memory(3.8 * GiB, "a run", "try less")
