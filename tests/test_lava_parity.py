@@ -125,7 +125,7 @@ CASES = {
         0, residual=True, channel_dv=True, bias=300),
     "dense-events-plain": lambda: dense_program(3, graded=False, exp=0),
     "conv-graded-residual": lambda: conv_program(2, residual=True),
-    "conv-events-channel-bias": lambda: conv_program(  # split populations: Sparse + relay
+    "conv-events-channel-bias": lambda: conv_program(
         3, graded=False, channel_dv=True, bias=200, vth2=20),
 }
 
@@ -137,9 +137,11 @@ def test_generated_program_parity(case):
 
     program = CASES[case]()
     plan = plan_program(program)
-    if "channel" in case:  # per-decay split and the relay (weight_exp < 0) really exercised
-        assert any(p.part > 0 for p in plan.parts)
-        assert any(p.population.endswith("@relay") for p in plan.parts)
+    # one Lava process per population and per synapse, whatever the decays
+    assert [p.name for p in plan.pops] == [p.name for p in program.populations]
+    assert plan.process_count == len(program.populations) + len(program.synapses) + 1
+    if "channel" in case:  # several distinct decays in one population really exercised
+        assert max(np.unique(p.dv).size for p in plan.pops) > 1
     x = samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     spikes, _, _ = assert_parity(program, x, result)

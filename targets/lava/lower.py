@@ -2,20 +2,18 @@
 
 The plan says which Lava processes to build (:mod:`.run` builds them in the watchdog child):
 
-* every population becomes one or more ``RecordingLIF`` parts (Lava's LIFReset); a population
-  with per-channel decays is split into one part per distinct ``dv`` (Lava's ``du``/``dv`` are
-  per-process scalars: per-neuron arrays simulate but hang on ``get``, DESIGN.md section 4);
-* every synapse becomes, per (source part, target part) pair, a Lava ``Conv`` (conv synapse,
-  ``weight_exp == 0``, no delay, unsplit ends), a ``Dense`` (dense, no delay) or a
-  ``Sparse``/``DelaySparse`` (everything else: any linear map is a sparse matrix);
-* a split population feeding a synapse with ``weight_exp < 0`` goes through a relay LIF that
-  copies its spikes one step later: Lava floor-shifts each synapse process's sum separately, so
-  per-part partial sums would not add up (and Lava 0.10 cannot concatenate ports);
+* every population becomes ONE :class:`~.procs.DaLifPopulation` process whatever its decays
+  (per-neuron ``du``/``dv``/``vth``/bias arrays), so a network has ``populations + synapses +
+  1`` Lava processes (the 1: the input source);
+* every synapse becomes one Lava ``Conv`` (conv synapse, ``weight_exp == 0``, no delay), a
+  ``Dense`` (dense, no delay) or a ``Sparse``/``DelaySparse`` (everything else: any linear map
+  is a sparse matrix); each synapse sees its whole source and target, so its sum is floor-shifted
+  by ``weight_exp`` once, as the emulator does;
 * depth: input 0, a population ``1 + max(depth of its sources)``; a synapse whose source is
   shallower gets a delay ``depth(target) - depth(source) - 1`` so residual branches meet in step;
 * streaming: sample n, step t reaches a population of depth k at Lava step ``n*T + t + 1 + k``
-  (the source sends column j at step j + 1, each synapse adds one step, LIF none), so each part
-  is a ``LIFReset`` with interval T and offset ``(1 + k) % T``: reset when a sample's first input
+  (the source sends column j at step j + 1, each synapse adds one step, LIF none), so each
+  population resets with interval T and offset ``(1 + k) % T``: when a sample's first input
   arrives.
 
 Exact parameter transforms: Lava's Dense/Sparse floor the LSB of mixed-sign 8-bit weights, so
@@ -35,42 +33,38 @@ from dalif_deploy.constraints import require_valid
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.fixed_point import effective_weights
 from dalif_deploy.geometry import conv_output_shape
-from dalif_deploy.limits import DECAY_MAX, MAX_DELAY
+from dalif_deploy.limits import MAX_DELAY
 from dalif_deploy.program import FixedProgram, Population, Synapse
 from dalif_deploy.timing import synaptic_depths
 
 
 @dataclass
-class PartPlan:
-    """One Lava LIF process: a channel subset of a population, in Lava's neuron order.
+class PopPlan:
+    """One Lava population process, its neurons in Lava's order.
 
     ``index[j]`` is the population's C-order flat index of Lava neuron j; ``lava_shape`` is
-    ``(W, H, C)`` for conv layouts and ``(n,)`` otherwise.
+    ``(W, H, C)`` for conv layouts and ``(n,)`` otherwise; ``dv`` and ``bias_mant`` are
+    per-neuron arrays shaped ``lava_shape``.
     """
 
-    population: str
-    part: int
+    name: str
     index: np.ndarray
     lava_shape: tuple[int, ...]
     du: int
-    dv: int
+    dv: np.ndarray
     vth: int
-    bias_mant: np.ndarray  # in Lava order, shaped lava_shape
+    bias_mant: np.ndarray
     bias_exp: int
     depth: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.population}#{self.part}"
 
 
 @dataclass
 class ConnPlan:
-    """One Lava synapse process from a source part (or the input) to a target part."""
+    """One Lava synapse process from a population (or the input) to a population."""
 
     synapse: str
-    source: str  # part key or "input"
-    target: str  # part key
+    source: str  # population name or "input"
+    target: str  # population name
     kind: str  # "conv" | "dense" | "sparse"
     weights: np.ndarray | sp.csr_matrix  # already transformed for Lava
     weight_exp: int
@@ -84,7 +78,7 @@ class ConnPlan:
 @dataclass
 class LavaPlan:
     program: FixedProgram
-    parts: list[PartPlan]
+    pops: list[PopPlan]
     conns: list[ConnPlan]
     depth: dict[str, int]
     input_index: np.ndarray  # input C-order flat index of each Lava source neuron
@@ -94,8 +88,10 @@ class LavaPlan:
     def max_depth(self) -> int:
         return max(self.depth.values())
 
-    def parts_of(self, population: str) -> list[PartPlan]:
-        return [p for p in self.parts if p.population == population]
+    @property
+    def process_count(self) -> int:
+        """Lava processes this plan builds: one per population and synapse, plus the source."""
+        return len(self.pops) + len(self.conns) + 1
 
 
 def whc_index(shape: tuple[int, ...]) -> np.ndarray:
@@ -154,105 +150,62 @@ def lava_weights(syn: Synapse, m: sp.spmatrix) -> tuple[sp.spmatrix, int, int, s
     return m, syn.weight_exp, syn.weight_bits, syn.sign_mode
 
 
-def _via_relay(syn: Synapse, n_parts: dict[str, int]) -> bool:
-    """Does ``syn`` read its split source through the relay (see :func:`plan_program`)?"""
-    return syn.source != "input" and n_parts[syn.source] > 1 and syn.weight_exp < 0
-
-
-def _depths(program: FixedProgram, n_parts: dict[str, int]) -> dict[str, int]:
-    """Synapse depth of each population (input 0); a relay adds one step to its source."""
+def _check_driven(program: FixedProgram) -> None:
     for pop in program.populations:
         if not program.incoming(pop.name):
             raise DaLifError(f"population {pop.name} has no incoming synapse; Lava lowering "
                              f"needs every population driven from the input")
-    return synaptic_depths(program, extra=lambda s: int(_via_relay(s, n_parts)))
 
 
-def _channel_groups(pop: Population) -> list[tuple[int, np.ndarray]]:
-    """(dv, channels) per distinct decay; one group for per-population decays."""
-    if pop.dv.size == 1:
-        return [(int(pop.dv[0]), np.arange(pop.shape[0]))]
-    return [(int(d), np.flatnonzero(pop.dv == d)) for d in np.unique(pop.dv)]
-
-
-def _conv_eligible(syn: Synapse, delay: int, n_src_parts: int, n_tgt_parts: int,
-                   use_conv: bool) -> bool:
-    return (use_conv and syn.kind == "conv" and syn.weight_exp == 0 and delay == 0
-            and n_src_parts == 1 and n_tgt_parts == 1)
+def _neuron_dv(pop: Population) -> np.ndarray:
+    """The population's decay per neuron, C order (``dv`` is per channel or one value)."""
+    return np.repeat(pop.dv, pop.size // pop.dv.size)
 
 
 def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules).
 
     The program must pass the constraint check (:func:`dalif_deploy.constraints.require_valid`).
+    ``use_conv=False`` lowers every conv synapse as a Sparse matrix.
     """
     require_valid(program)
-    groups = {p.name: _channel_groups(p) for p in program.populations}
-    n_parts = {"input": 1, **{k: len(v) for k, v in groups.items()}}
-    depth = _depths(program, n_parts)
+    _check_driven(program)
+    depth = synaptic_depths(program)
     delays, conv_path = {}, {}
     for s in program.synapses:
-        d = depth[s.target] - depth[s.source] - _via_relay(s, n_parts) - 1
+        d = depth[s.target] - depth[s.source] - 1
         if d > MAX_DELAY:
             raise DaLifError(f"synapse {s.name}: needs a delay of {d} steps to balance paths; "
                              f"Lava's DelaySparse allows at most {MAX_DELAY}")
         delays[s.name] = d
-        conv_path[s.name] = _conv_eligible(s, d, n_parts[s.source], n_parts[s.target], use_conv)
+        conv_path[s.name] = use_conv and s.kind == "conv" and s.weight_exp == 0 and d == 0
     whc = {s.source for s in program.synapses if conv_path[s.name]}
     whc |= {s.target for s in program.synapses if conv_path[s.name]}
 
-    parts: list[PartPlan] = []
+    def layout(name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+        if name in whc:
+            return whc_index(shape), tuple(reversed(shape))
+        n = int(np.prod(shape))
+        return np.arange(n), (n,)
+
+    pops: list[PopPlan] = []
+    index: dict[str, np.ndarray] = {}
     for p in program.populations:
-        chan_size = p.size // p.shape[0]
-        for i, (dv, chans) in enumerate(groups[p.name]):
-            if p.name in whc:
-                index, lava_shape = whc_index(p.shape), tuple(reversed(p.shape))
-            else:
-                index = (chans[:, None] * chan_size + np.arange(chan_size)[None, :]).reshape(-1)
-                lava_shape = (index.size,)
-            parts.append(PartPlan(p.name, i, index, lava_shape, du=p.du, dv=dv, vth=p.vth,
-                                  bias_mant=p.bias_mant.reshape(-1)[index].reshape(lava_shape),
-                                  bias_exp=p.bias_exp, depth=depth[p.name]))
-    shape_in = program.input.shape
-    if "input" in whc:
-        input_index, input_lava_shape = whc_index(shape_in), tuple(reversed(shape_in))
-    else:
-        input_index = np.arange(int(np.prod(shape_in)))
-        input_lava_shape = (input_index.size,)
+        idx, lava_shape = layout(p.name, p.shape)
+        index[p.name] = idx
+        pops.append(PopPlan(p.name, idx, lava_shape, du=p.du,
+                            dv=_neuron_dv(p)[idx].reshape(lava_shape), vth=p.vth,
+                            bias_mant=p.bias_mant.reshape(-1)[idx].reshape(lava_shape),
+                            bias_exp=p.bias_exp, depth=depth[p.name]))
+    input_index, input_lava_shape = layout("input", program.input.shape)
+    index["input"] = input_index
 
-    def targets(name: str) -> list[tuple[str, np.ndarray]]:
-        return [(q.key, q.index) for q in parts if q.population == name]
-
-    relays = sorted({s.source for s in program.synapses if _via_relay(s, n_parts)})
     conns: list[ConnPlan] = []
-    for name in relays:
-        # Relay: one LIF copying a split population's spikes, one step later. Lava floors
-        # each synapse's sum by weight_exp < 0 separately, so partial sums from separate parts
-        # would not add up exactly: such synapses read the whole population from the relay.
-        pop = program.population(name)
-        relay = PartPlan(f"{name}@relay", 0, np.arange(pop.size), (pop.size,), du=DECAY_MAX,
-                         dv=DECAY_MAX, vth=0, bias_mant=np.zeros(pop.size, np.int64), bias_exp=0,
-                         depth=depth[name] + 1)
-        parts.append(relay)
-        for q in targets(name):
-            eye = sp.csr_matrix((np.full(q[1].size, 2), (q[1], np.arange(q[1].size))),
-                                shape=(pop.size, q[1].size))  # 2*1 with weight_exp -1
-            conns.append(ConnPlan(f"{name}@relay", q[0], relay.key, "sparse", eye, -1, 8,
-                                  "mixed", 0))
-
-    def source(syn: Synapse) -> list[tuple[str, np.ndarray]]:
-        if syn.source == "input":
-            return [("input", input_index)]
-        if _via_relay(syn, n_parts):
-            return [(f"{syn.source}@relay#0", np.arange(program.population(syn.source).size))]
-        return targets(syn.source)
-
     for s in program.synapses:
         bits = 8 if s.graded else 0
         if conv_path[s.name]:
-            (src, _), (tgt, _) = source(s)[0], targets(s.target)[0]
             conns.append(ConnPlan(
-                s.name, src, tgt, "conv",
+                s.name, s.source, s.target, "conv",
                 torch_to_lava_kernel(effective_weights(s.weights, s.weight_bits, s.sign_mode)),
                 0, 8, "mixed", bits,
                 conv={"input_shape": tuple(reversed(s.input_shape)),
@@ -260,16 +213,11 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
                       "stride": (s.stride[1], s.stride[0]), "groups": s.groups}))
             continue
         full = conv_matrix(s) if s.kind == "conv" else sp.csr_matrix(s.weights)
-        for tgt, tgt_idx in targets(s.target):
-            for j, (src, src_idx) in enumerate(source(s)):
-                block = full[tgt_idx][:, src_idx]
-                if block.nnz == 0 and j > 0:
-                    continue  # nothing between these parts (one kept: every port stays wired)
-                w, exp, nbits, mode = lava_weights(s, block)
-                if s.kind == "dense" and delays[s.name] == 0:
-                    conns.append(ConnPlan(s.name, src, tgt, "dense", w.toarray(), exp, nbits,
-                                          mode, bits))
-                else:
-                    conns.append(ConnPlan(s.name, src, tgt, "sparse", w.tocsr(), exp, nbits,
-                                          mode, bits, delay=delays[s.name]))
-    return LavaPlan(program, parts, conns, depth, input_index, input_lava_shape)
+        w, exp, nbits, mode = lava_weights(s, full[index[s.target]][:, index[s.source]])
+        if s.kind == "dense" and delays[s.name] == 0:
+            conns.append(ConnPlan(s.name, s.source, s.target, "dense", w.toarray(), exp, nbits,
+                                  mode, bits))
+        else:
+            conns.append(ConnPlan(s.name, s.source, s.target, "sparse", w.tocsr(), exp, nbits,
+                                  mode, bits, delay=delays[s.name]))
+    return LavaPlan(program, pops, conns, depth, input_index, input_lava_shape)

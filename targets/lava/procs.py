@@ -1,11 +1,23 @@
-"""A recording LIF population: Lava's own bit-accurate LIFReset dynamics plus a recorder.
+"""One Lava process per neuron population: per-neuron decays, threshold and bias, with a recorder.
 
-``Var.get()`` costs ~20 us per element and every extra process is an OS process, so results
-are not read through Vars or sink processes: :class:`RecordingLIF` is Lava's ``LIFReset``
-process, and its model :class:`PyRecordingLifModel` runs Lava's ``PyLifResetModelBitAcc``
-unchanged (``super().run_spk()``), only noting the spike vector handed to ``reset_voltage`` and
-copying ``v``/``u`` after selected steps. On the last step it writes everything to one ``.npz``
-file which the parent reads once.
+:class:`DaLifPopulation` is our own Lava process (its own Vars and ports), and
+:class:`PyDaLifPopulationModel` its CPU ``fixed_pt`` process model, registered with Lava's
+``@implements``/``@requires``/``@tag`` decorators. The model is Lava's own fixed-point LIF
+arithmetic (``AbstractPyLifModelFixed.subthr_dynamics``, the code ``PyLifResetModelBitAcc``
+runs) applied elementwise to per-neuron ``du``, ``dv``, ``vth``, ``bias_mant`` and ``bias_exp``
+arrays, so a population with any number of distinct (per-channel) decays is ONE process. Per
+step, DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
+
+    u, v = 0, 0                          at steps with t % reset_interval == reset_offset
+    u = rtz(u * (4096 - (du + 1))) + (a << 6),  then one wrap by 2^24 beyond +-2^23
+    v = clip(rtz(v * (4096 - dv)) + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
+    s = v > (vth << 6);   v = 0 where s
+
+Results are not read through Vars (``Var.get()`` costs ~20 us per element) or sink processes
+(each is another OS process): the model notes the spike vector every step and copies ``v``
+(and ``u``) after selected steps, then writes everything to one ``.npz`` file on its last step,
+which the parent reads once. ``progress_path``, when given, gets the step count written every
+``progress_every`` steps (a streamed run's progress bar reads it).
 
 This module imports lava (installing the compatibility hook first).
 """
@@ -23,55 +35,88 @@ from .compat import install
 install()  # before the first lava import (Python 3.11 hook, a no-op where not needed)
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.model.py.ports import PyOutPort  # noqa: E402
+from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
-from lava.proc.lif.models import PyLifResetModelBitAcc  # noqa: E402
-from lava.proc.lif.process import LIFReset  # noqa: E402
+from lava.proc.lif.models import AbstractPyLifModelFixed  # noqa: E402
 
 
-class RecordingLIF(LIFReset):
-    """``LIFReset`` that records spikes every step and v (and u) after chosen steps.
+class DaLifPopulation(AbstractProcess):
+    """A CUBA LIF population with per-neuron parameters, reset every ``reset_interval`` steps.
 
-    ``record_path``: where the model writes ``spikes [num_steps, n]`` (bool), ``v_steps``,
-    ``v [len(v_steps), n]`` and, with ``record_u``, ``u`` likewise, after step ``num_steps``.
+    ``du``, ``dv``, ``vth``, ``bias_mant``, ``bias_exp``: integer arrays shaped ``shape`` (or
+    scalars, broadcast). ``record_path``: where the model writes ``spikes [num_steps, n]``
+    (bool), ``v_steps``, ``v [len(v_steps), n]`` and, with ``record_u``, ``u`` likewise.
     """
 
-    def __init__(self, *, record_path: str, num_steps: int, v_steps: np.ndarray,
-                 record_u: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.proc_params["record_path"] = str(record_path)
-        self.proc_params["num_steps"] = int(num_steps)
-        self.proc_params["v_steps"] = np.asarray(v_steps, dtype=np.int64)
-        self.proc_params["record_u"] = bool(record_u)
+    def __init__(self, *, shape: tuple[int, ...], du: Any, dv: Any, vth: Any, bias_mant: Any,
+                 bias_exp: Any, reset_interval: int, reset_offset: int, record_path: str,
+                 num_steps: int, v_steps: np.ndarray, record_u: bool = False,
+                 progress_path: str | None = None, progress_every: int = 1,
+                 name: str | None = None) -> None:
+        super().__init__(shape=shape, name=name, reset_interval=int(reset_interval),
+                         reset_offset=int(reset_offset), record_path=str(record_path),
+                         num_steps=int(num_steps),
+                         v_steps=np.asarray(v_steps, dtype=np.int64), record_u=bool(record_u),
+                         progress_path=progress_path, progress_every=max(1, int(progress_every)))
+
+        def full(x: Any) -> np.ndarray:
+            return np.broadcast_to(np.asarray(x, dtype=np.int32), shape).copy()
+
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)
+        self.du = Var(shape=shape, init=full(du))
+        self.dv = Var(shape=shape, init=full(dv))
+        self.vth = Var(shape=shape, init=full(vth))
+        self.bias_mant = Var(shape=shape, init=full(bias_mant))
+        self.bias_exp = Var(shape=shape, init=full(bias_exp))
 
 
-@implements(proc=RecordingLIF, protocol=LoihiProtocol)
+@implements(proc=DaLifPopulation, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyRecordingLifModel(PyLifResetModelBitAcc):
-    """Lava's bit-accurate LIFReset model with recording; the dynamics are inherited unchanged."""
+class PyDaLifPopulationModel(AbstractPyLifModelFixed):
+    """Lava's bit-accurate fixed-point LIF step on per-neuron parameter arrays, with recording.
 
-    # The parent model is registered for LIFReset; clear the inherited registration so the
-    # decorator can register this subclass for RecordingLIF (Lava refuses to overwrite it).
-    implements_process = None
+    ``a_in``, ``u``, ``v``, ``bias_mant`` and ``bias_exp`` keep the parent's types; the decays
+    and the threshold become arrays (int32: every product is formed in int64 as in the parent).
+    """
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
 
     def __init__(self, proc_params: dict) -> None:
         super().__init__(proc_params)
+        self._interval = proc_params["reset_interval"]
+        self._offset = proc_params["reset_offset"] % self._interval
         self._path = proc_params["record_path"]
         self._num_steps = proc_params["num_steps"]
         self._v_steps = proc_params["v_steps"]
         self._record_u = proc_params["record_u"]
+        self._progress = proc_params["progress_path"]
+        self._progress_every = proc_params["progress_every"]
         self._v_index = {int(s): i for i, s in enumerate(self._v_steps)}
         self._spikes: np.ndarray | None = None
         self._v: np.ndarray | None = None
         self._u: np.ndarray | None = None
+        self.effective_vth = 0
 
-    def reset_voltage(self, spike_vector: np.ndarray) -> None:
-        if self._spikes is None:
-            self._spikes = np.zeros((self._num_steps, spike_vector.size), dtype=bool)
-        if self.time_step <= self._num_steps:
-            self._spikes[self.time_step - 1] = spike_vector.reshape(-1)
-        super().reset_voltage(spike_vector)
+    def scale_threshold(self) -> None:
+        """``vth << 6`` (Loihi MSB-aligns the threshold), once: parameters never change."""
+        self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+        self.isthrscaled = True
+
+    def spiking_activation(self) -> np.ndarray:
+        """Spike where v exceeds the threshold (strictly)."""
+        return self.v > self.effective_vth
 
     def run_spk(self) -> None:
         try:
@@ -83,8 +128,27 @@ class PyRecordingLifModel(PyLifResetModelBitAcc):
             raise
 
     def _step(self) -> None:
-        super().run_spk()
-        row = self._v_index.get(int(self.time_step))
+        a_in = self.a_in.recv()
+        if self.time_step % self._interval == self._offset:
+            self.u *= 0
+            self.v *= 0
+        if not self.isbiasscaled:  # parameters never change during a run: scale once
+            self.scale_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+        self.subthr_dynamics(activation_in=a_in)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
+        self._record(s_out)
+
+    def _record(self, s_out: np.ndarray) -> None:
+        t = int(self.time_step)
+        if self._spikes is None:
+            self._spikes = np.zeros((self._num_steps, s_out.size), dtype=bool)
+        if t <= self._num_steps:
+            self._spikes[t - 1] = s_out.reshape(-1)
+        row = self._v_index.get(t)
         if row is not None:
             if self._v is None:
                 self._v = np.zeros((len(self._v_steps), self.v.size), dtype=np.int32)
@@ -92,7 +156,9 @@ class PyRecordingLifModel(PyLifResetModelBitAcc):
             self._v[row] = self.v.reshape(-1)
             if self._u is not None:
                 self._u[row] = self.u.reshape(-1)
-        if self.time_step == self._num_steps:
+        if self._progress and (t % self._progress_every == 0 or t == self._num_steps):
+            _write_atomic(self._progress, str(t).encode())
+        if t == self._num_steps:
             self._save()
 
     def _save(self) -> None:
@@ -109,3 +175,10 @@ class PyRecordingLifModel(PyLifResetModelBitAcc):
         tmp = self._path + ".tmp.npz"
         np.savez(tmp, **data)
         os.replace(tmp, self._path)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)

@@ -1,10 +1,11 @@
 """Run a FixedProgram on Lava (CPU, fixed_pt models): many samples through one compiled network.
 
-:func:`run_lava` lowers the program (:mod:`.lower`), then, in a watchdog child
+:func:`run_lava` lowers the program (:mod:`.lower`), checks the Lava process count and a memory
+estimate against limits (:func:`check_lava_budget`), then, in a watchdog child
 (:mod:`.watchdog`), builds the Lava processes, streams all samples back to back through one
 compiled network (each layer reset when a sample's first input reaches it), and reads the
-results once from the recording LIF parts (:mod:`.procs`). Outputs are de-skewed by each
-layer's constant latency, so they compare one to one with the synchronous emulator.
+results once from the population processes' recordings (:mod:`.procs`). Outputs are de-skewed
+by each layer's constant latency, so they compare one to one with the synchronous emulator.
 """
 
 from __future__ import annotations
@@ -12,17 +13,30 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.program import FixedProgram
 
-from .lower import LavaPlan, PartPlan, plan_program
+from .lower import LavaPlan, PopPlan, plan_program
 from .watchdog import run_with_watchdog
+
+#: default refusal limits of :func:`check_lava_budget` (``--max-lava-processes``,
+#: ``--max-lava-memory``): every Lava process is an OS process
+MAX_LAVA_PROCESSES = 256
+MAX_LAVA_MEMORY_GIB = 8.0
+#: memory model, measured with benchmarks/bench_lava.py (docs/MEASURED.md): the run's whole
+#: process group holds about BASE + PER_PROCESS * processes + the arrays it stores
+LAVA_BASE_BYTES = 400 * 2**20
+LAVA_PROCESS_BYTES = 40 * 2**20
+PROGRESS_UPDATES = 200  # progress file writes per run (at most)
 
 
 @dataclass
@@ -33,6 +47,7 @@ class LavaResult:
     [N, n_spiking]``: spikes per sample per spiking population (program order, readout excluded).
     ``final_v``: name -> ``[N, *shape]`` v after each sample's last step, every population.
     ``spikes``: name -> ``[T, N, *shape]`` (bool); with ``record`` also ``v``/``u`` likewise.
+    ``processes``: Lava processes the network had.
     """
 
     outputs: np.ndarray
@@ -45,6 +60,90 @@ class LavaResult:
     u: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the Lava run (build, compile, run, stop)
     steps: int = 0
+    processes: int = 0
+
+
+def lava_steps(plan: LavaPlan, n: int) -> int:
+    """Lava steps of a streamed run of ``n`` samples: ``n * T`` plus the readout's depth."""
+    return n * plan.program.timesteps + plan.max_depth
+
+
+def estimate_memory_bytes(plan: LavaPlan, n: int, *, record: bool = False) -> int:
+    """Estimated peak memory of a streamed Lava run of ``n`` samples, in bytes.
+
+    ``LAVA_BASE_BYTES + LAVA_PROCESS_BYTES * processes`` plus the arrays held: synapse weights
+    (dense int32 matrices; sparse ones at 16 bytes a nonzero; conv kernels), the source's input
+    columns (int32 per input neuron per step) and each population's recordings (a bool spike
+    and, at recorded steps, int32 v and u per neuron per step).
+    """
+    steps = lava_steps(plan, n)
+    t = plan.program.timesteps
+    arrays = int(plan.input_index.size) * steps * 4
+    for c in plan.conns:
+        w = c.weights
+        arrays += w.nnz * 16 if isinstance(w, sp.spmatrix) else int(w.size) * 4
+    for p in plan.pops:
+        rows = n * t if record else n
+        arrays += int(p.index.size) * (steps + rows * 4 * (2 if record else 1))
+    return LAVA_BASE_BYTES + LAVA_PROCESS_BYTES * plan.process_count + arrays
+
+
+def check_lava_budget(plan: LavaPlan, n: int, *, record: bool = False,
+                      max_processes: int = MAX_LAVA_PROCESSES,
+                      max_memory_gib: float = MAX_LAVA_MEMORY_GIB) -> tuple[int, int]:
+    """Refuse (DaLifError) a run over the process or memory limit; return (processes, bytes)."""
+    procs, mem = plan.process_count, estimate_memory_bytes(plan, n, record=record)
+    if procs > max_processes:
+        raise DaLifError(
+            f"Lava run: the network needs {procs} Lava processes ({len(plan.pops)} populations "
+            f"+ {len(plan.conns)} synapses + 1 source), over the limit of {max_processes} "
+            f"(each is an OS process, estimated {mem / 2**30:.1f} GiB in all); raise it with "
+            f"--max-lava-processes {procs} if this machine can take it")
+    if mem > max_memory_gib * 2**30:
+        raise DaLifError(
+            f"Lava run: estimated memory {mem / 2**30:.1f} GiB for {n} samples ({procs} Lava "
+            f"processes) is over the limit of {max_memory_gib:g} GiB; run fewer samples per "
+            f"compiled network (--batch-size / --lava-samples) or raise it with "
+            f"--max-lava-memory {int(np.ceil(mem / 2**30))}")
+    return procs, mem
+
+
+def _progress_path(workdir: str) -> str:
+    return os.path.join(workdir, "progress")
+
+
+class _ProgressWatcher:
+    """Parent-side thread: reports the steps the child's readout has done (a file it writes)."""
+
+    def __init__(self, path: str, callback: Callable[[int], None] | None, total: int) -> None:
+        self._path, self._callback, self._total = path, callback, total
+        self._done, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        if callback is not None:
+            self._thread.start()
+
+    def _poll(self) -> None:
+        try:
+            with open(self._path, encoding="ascii") as fh:
+                now = min(int(fh.read() or 0), self._total)
+        except (OSError, ValueError):
+            return
+        if now > self._done:
+            self._callback(now - self._done)
+            self._done = now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self._poll()
+
+    def close(self, finished: bool) -> None:
+        if self._callback is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+        if finished and self._done < self._total:
+            self._callback(self._total - self._done)
 
 
 def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: bool) -> dict:
@@ -52,7 +151,6 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
     from .compat import import_lava
 
     import_lava()
-    import scipy.sparse as sp
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.conv.process import Conv
@@ -61,30 +159,31 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
     from lava.proc.sparse.process import DelaySparse, Sparse
     from lava.utils.weightutils import SignMode
 
-    from .procs import PyRecordingLifModel, RecordingLIF
+    from .procs import DaLifPopulation, PyDaLifPopulationModel
 
     n, t = frames.shape[:2]
-    steps = n * t + plan.max_depth
+    steps = lava_steps(plan, n)
     # Source columns: sample-major, then time; zero padding for the drain steps.
     flat = frames.reshape(n * t, -1)[:, plan.input_index].T
     data = np.zeros((flat.shape[0], steps), dtype=np.int32)
     data[:, : n * t] = flat
     source = RingBuffer(data=data.reshape(*plan.input_lava_shape, steps))
 
-    def v_steps(part: PartPlan) -> np.ndarray:
+    def v_steps(pop: PopPlan) -> np.ndarray:
         if record:
-            return np.arange(1 + part.depth, n * t + part.depth + 1)
-        return np.arange(1, n + 1) * t + part.depth
+            return np.arange(1 + pop.depth, n * t + pop.depth + 1)
+        return np.arange(1, n + 1) * t + pop.depth
 
+    readout = plan.program.readout.population
     lifs = {}
-    for part in plan.parts:
-        lifs[part.key] = RecordingLIF(
-            shape=part.lava_shape, du=int(part.du), dv=int(part.dv), vth=int(part.vth),
-            bias_mant=part.bias_mant.astype(np.int32),
-            bias_exp=np.full(part.lava_shape, part.bias_exp, dtype=np.int32),
-            reset_interval=t, reset_offset=(1 + part.depth) % t,
-            record_path=os.path.join(workdir, f"part{len(lifs)}.npz"), num_steps=steps,
-            v_steps=v_steps(part), record_u=record, name=part.key)
+    for pop in plan.pops:
+        lifs[pop.name] = DaLifPopulation(
+            shape=pop.lava_shape, du=pop.du, dv=pop.dv, vth=pop.vth, bias_mant=pop.bias_mant,
+            bias_exp=pop.bias_exp, reset_interval=t, reset_offset=(1 + pop.depth) % t,
+            record_path=os.path.join(workdir, f"pop{len(lifs)}.npz"), num_steps=steps,
+            v_steps=v_steps(pop), record_u=record,
+            progress_path=_progress_path(workdir) if pop.name == readout else None,
+            progress_every=max(1, steps // PROGRESS_UPDATES), name=pop.name)
     paths = {k: lif.proc_params["record_path"] for k, lif in lifs.items()}
     modes = {"mixed": SignMode.MIXED, "excitatory": SignMode.EXCITATORY,
              "inhibitory": SignMode.INHIBITORY}
@@ -112,7 +211,7 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
         out.connect(tgt)
 
     cfg = Loihi2SimCfg(select_tag="fixed_pt",
-                       exception_proc_model_map={RecordingLIF: PyRecordingLifModel})
+                       exception_proc_model_map={DaLifPopulation: PyDaLifPopulationModel})
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Lava's compiler also scans this package's other modules for process models and
@@ -135,43 +234,46 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
 
 
 def _assemble(plan: LavaPlan, raw: dict, n: int, t: int, record: bool) -> dict:
-    """De-skew each part's recordings by its depth and put neurons back in program order."""
+    """De-skew each population's recordings by its depth; neurons back in program order."""
     out: dict[str, dict[str, np.ndarray]] = {"spikes": {}, "final_v": {}, "v": {}, "u": {}}
-    for pop in plan.program.populations:
-        size = pop.size
-        spikes = np.zeros((t, n, size), dtype=bool)
-        fin = np.zeros((n, size), dtype=np.int64)
-        vv = np.zeros((t, n, size), dtype=np.int64) if record else None
-        uu = np.zeros((t, n, size), dtype=np.int64) if record else None
-        for part in plan.parts_of(pop.name):
-            r = raw[part.key]
-            k = part.depth
-            # Lava step s = n*T + t + 1 + k  ->  row s - 1 = n*T + t + k
-            sp_ = r["spikes"][k: k + n * t].reshape(n, t, -1).transpose(1, 0, 2)
-            spikes[:, :, part.index] = sp_
-            if record:
-                vv[:, :, part.index] = r["v"].reshape(n, t, -1).transpose(1, 0, 2)
-                uu[:, :, part.index] = r["u"].reshape(n, t, -1).transpose(1, 0, 2)
-                fin[:, part.index] = r["v"].reshape(n, t, -1)[:, -1]
-            else:
-                fin[:, part.index] = r["v"]
-        shape = pop.shape
-        out["spikes"][pop.name] = spikes.reshape(t, n, *shape)
-        out["final_v"][pop.name] = fin.reshape(n, *shape)
+    for pop, plan_pop in zip(plan.program.populations, plan.pops, strict=True):
+        r, k, idx = raw[pop.name], plan_pop.depth, plan_pop.index
+        size, shape = pop.size, pop.shape
+
+        def program_order(a: np.ndarray, idx: np.ndarray = idx) -> np.ndarray:
+            o = np.empty_like(a)
+            o[..., idx] = a  # Lava neuron j is the population's neuron idx[j]
+            return o
+
+        # Lava step s = n*T + t + 1 + k  ->  row s - 1 = n*T + t + k
+        spikes = r["spikes"][k: k + n * t].reshape(n, t, size).transpose(1, 0, 2)
+        out["spikes"][pop.name] = program_order(spikes).reshape(t, n, *shape)
         if record:
-            out["v"][pop.name] = vv.reshape(t, n, *shape)
-            out["u"][pop.name] = uu.reshape(t, n, *shape)
+            vv = program_order(r["v"].astype(np.int64).reshape(n, t, size))
+            out["v"][pop.name] = vv.transpose(1, 0, 2).reshape(t, n, *shape)
+            uu = program_order(r["u"].astype(np.int64).reshape(n, t, size))
+            out["u"][pop.name] = uu.transpose(1, 0, 2).reshape(t, n, *shape)
+            fin = vv[:, -1]
+        else:
+            fin = program_order(r["v"].astype(np.int64))
+        out["final_v"][pop.name] = fin.reshape(n, *shape)
     return out
 
 
 def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
-             record: bool = False, use_conv: bool = True) -> LavaResult:
+             record: bool = False, use_conv: bool = True,
+             max_processes: int = MAX_LAVA_PROCESSES,
+             max_memory_gib: float = MAX_LAVA_MEMORY_GIB,
+             progress: Callable[[int], None] | None = None) -> LavaResult:
     """Run ``program`` on samples ``x`` in Lava, streaming them through one compiled network.
 
     ``x``: analog ``[N, *input_shape]`` floats or binary events ``[N, T, *input_shape]``, encoded
     exactly as the emulator does (:func:`dalif_deploy.targets.emulator.encode_input`). ``timeout``
     bounds the whole Lava run (LavaRunError on expiry or on any failure in Lava). ``use_conv``
     lowers eligible conv synapses to Lava's Conv (else everything linear becomes Sparse/Dense).
+    ``max_processes`` / ``max_memory_gib``: refuse the run beforehand (DaLifError) when the
+    network needs more Lava processes or more estimated memory (:func:`check_lava_budget`).
+    ``progress(k)`` is called (from a thread) as k more of the run's :func:`lava_steps` finish.
     """
     from dalif_deploy.targets.emulator import encode_input  # one input encoding for both
 
@@ -180,11 +282,17 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     n, t = frames.shape[:2]
     if n == 0:
         raise DaLifError("run_lava needs at least one sample")
+    check_lava_budget(plan, n, record=record, max_processes=max_processes,
+                      max_memory_gib=max_memory_gib)
     workdir = tempfile.mkdtemp(prefix="dalif-lava-")
+    watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan, n))
+    finished = False
     try:
         res = run_with_watchdog(_build_and_run, plan, frames, workdir, record,
                                 timeout=timeout, what=f"lava run ({n} samples)")
+        finished = True
     finally:
+        watcher.close(finished)
         shutil.rmtree(workdir, ignore_errors=True)
     traces = _assemble(plan, res["raw"], n, t, record)
     readout = program.readout.population
@@ -196,4 +304,4 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
         outputs=outputs, predictions=outputs.argmax(axis=1), spike_counts=counts.astype(np.int64),
         spiking=spiking, final_v=traces["final_v"],
         spikes=traces["spikes"], v=traces["v"], u=traces["u"],
-        seconds=res["seconds"], steps=res["steps"])
+        seconds=res["seconds"], steps=res["steps"], processes=plan.process_count)
