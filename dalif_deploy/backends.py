@@ -70,7 +70,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("nir", "dalif_deploy.targets.nir_float:simulate", "nir", ("dt",)),
     Backend("norse", "dalif_deploy.targets.norse:simulate", "nir", ("dt",)),
     Backend("emulator", "dalif_deploy.targets.emulator:simulate", "program"),
-    Backend("lava", "dalif_deploy.targets.lava:simulate", "program", ("timeout",)),
+    Backend("lava", "dalif_deploy.targets.lava:simulate", "program",
+            ("timeout", "max_lava_processes", "max_lava_memory")),
     Backend("onnx", "dalif_deploy.targets.onnxruntime:simulate", "onnx"),
 )}
 
@@ -210,7 +211,8 @@ def cli_simulate(args: argparse.Namespace) -> int:
     from .cli import emit_json
 
     b = get_backend(args.backend)
-    opts = {"dt": args.dt}
+    opts = {"dt": args.dt, "max_lava_processes": args.max_lava_processes,
+            "max_lava_memory": args.max_lava_memory}
     if "timeout" in b.options:
         opts["timeout"] = args.timeout
     result = simulate(args.model, args.backend, dataset=args.dataset, split=args.split,

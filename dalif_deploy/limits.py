@@ -32,3 +32,7 @@ TIMESTEPS_MAX = 2**16  # steps per sample; DA-LIF networks use tens to hundreds
 # exact integer ranges of float types (the emulator's exactness proofs)
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
+# Lava simulation on this machine (targets/lava/run.py check_lava_budget; every Lava process is
+# an OS process): default refusal limits, raised with --max-lava-processes / --max-lava-memory
+LAVA_PROCESSES_DEFAULT = 256
+LAVA_MEMORY_GIB_DEFAULT = 8.0

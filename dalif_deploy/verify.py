@@ -132,6 +132,8 @@ class VerifyOptions:
     max_accuracy_drop: float = 1.0  # float -> fixed accuracy drop, percentage points
     onnx: bool = False  # include the ONNX stage
     timeout: float = 600.0  # Lava watchdog, seconds
+    max_lava_processes: int | None = None  # Lava run guard limits (None: the lava target's)
+    max_lava_memory: float | None = None  # GiB
     batch_size: int = 256
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
@@ -261,12 +263,15 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     n_lava = min(opt.lava_samples, len(test))
     lava_acc = lava_exact = divergence = lava_error = None
     if n_lava:
-        from .targets.lava import run_lava
+        from .targets.lava import lava_steps, run_lava
 
-        with tqdm(total=1, desc=f"lava ({n_lava} samples)", unit="run",
-                  disable=not opt.progress) as bar:
+        limits = {k: v for k, v in (("max_processes", opt.max_lava_processes),
+                                     ("max_memory_gib", opt.max_lava_memory)) if v is not None}
+        with tqdm(total=lava_steps(program, n_lava), desc=f"lava ({n_lava} samples)",
+                  unit="step", disable=not opt.progress) as bar:
             try:
-                lava = run_lava(program, test.x[:n_lava], timeout=opt.timeout)
+                lava = run_lava(program, test.x[:n_lava], timeout=opt.timeout,
+                                progress=bar.update, **limits)
             except DaLifError as e:
                 lava_error, lava_exact = str(e), False
             else:
@@ -276,7 +281,6 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
                 divergence = first_divergence(sub, lava, spiking)
                 lava_exact = divergence is None
                 lava_acc = float((lava.predictions == test.y[:n_lava]).mean())
-            bar.update(1)
         seconds["lava"] = round(time.perf_counter() - t0, 3)
 
     # ONNX (optional) -------------------------------------------------------------------------
@@ -373,7 +377,8 @@ def cli_verify(args: argparse.Namespace) -> int:
 
     options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
-                            timeout=args.timeout)
+                            timeout=args.timeout, max_lava_processes=args.max_lava_processes,
+                            max_lava_memory=args.max_lava_memory)
     result, artefacts = verify_checkpoint(args.checkpoint, dataset=args.dataset,
                                           data_dir=args.data_dir, options=options)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone

@@ -82,6 +82,26 @@ def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, 
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
 
 
+def per_channel_program(seed=0, *, graded=True, t=4):
+    """Every channel its own decay (5 and 6 distinct per population), a residual fan-in into c2
+    (conv2 from c1, ``weight_exp`` -2, plus a skip from the input, -1) and negative exponents
+    out of multi-decay populations (conv2, fc3, the readout's -1)."""
+    rng = np.random.default_rng(seed)
+
+    def pop(name, shape, vth):
+        return _pop(name, shape, rng, dv=rng.choice(np.arange(1, 4096), shape[0], replace=False),
+                    vth=vth, bias=150, bias_exp=1)
+
+    pops = [pop("c1", (5, 6, 5), 40), pop("c2", (6, 3, 3), 20), pop("l3", (7,), 30)]
+    syns = [_conv("conv1", "input", "c1", 2, 5, (6, 5), rng, graded=graded),
+            _conv("conv2", "c1", "c2", 5, 6, (6, 5), rng, stride=2, exp=-2),
+            _conv("skip", "input", "c2", 2, 6, (6, 5), rng, stride=2, exp=-1, graded=graded),
+            _dense("fc3", "c2", "l3", (6, 3, 3), 7, rng, exp=-1)]
+    ro, fc = _readout("l3", 7, 4, rng, exp=-1)
+    enc = InputEncoding("analog" if graded else "events", (2, 6, 5), scale=30.0)
+    return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
+
+
 def samples(program, n, seed=1):
     rng = np.random.default_rng(seed)
     shape = program.input.shape
@@ -127,6 +147,8 @@ CASES = {
     "conv-graded-residual": lambda: conv_program(2, residual=True),
     "conv-events-channel-bias": lambda: conv_program(
         3, graded=False, channel_dv=True, bias=200, vth2=20),
+    "per-channel-graded-residual-negexp": lambda: per_channel_program(4),
+    "per-channel-events-residual-negexp": lambda: per_channel_program(5, graded=False),
 }
 
 
@@ -142,6 +164,9 @@ def test_generated_program_parity(case):
     assert plan.process_count == len(program.populations) + len(program.synapses) + 1
     if "channel" in case:  # several distinct decays in one population really exercised
         assert max(np.unique(p.dv).size for p in plan.pops) > 1
+    if case.startswith("per-channel"):  # every channel its own decay, one process each
+        assert [np.unique(p.dv).size for p in plan.pops] == [5, 6, 7, 1]
+        assert {c.synapse: (c.kind, c.delay) for c in plan.conns}["skip"] == ("sparse", 1)
     x = samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     spikes, _, _ = assert_parity(program, x, result)

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, help="time step for foreign NIR graphs (required when "
                    "the graph has no dalif-deploy metadata)")
     p.add_argument("--timeout", type=float, default=600.0, help="lava: watchdog timeout (s)")
+    _lava_limits(p)
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.backends:cli_simulate"))
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    _lava_limits(p)
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.verify:cli_verify"))
 
@@ -190,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         command.formatter_class = _HelpFormatter
     return parser
+
+
+def _lava_limits(p: argparse.ArgumentParser) -> None:
+    """The Lava run guard's limits (targets/lava/run.py check_lava_budget); None: its default."""
+    from ..limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
+
+    p.add_argument("--max-lava-processes", type=int, metavar="N",
+                   help="lava: refuse a network of more than N Lava processes (default "
+                   f"{LAVA_PROCESSES_DEFAULT})")
+    p.add_argument("--max-lava-memory", type=float, metavar="GIB",
+                   help="lava: refuse a run estimated above GIB GiB of memory (default "
+                   f"{LAVA_MEMORY_GIB_DEFAULT:g})")
 
 
 def emit_json(data: dict, dest: str | None) -> None:

@@ -4,7 +4,8 @@ Importing this package does NOT import lava: only running this target does (in a
 child process). Public entry points:
 
 * :func:`run_lava` - ``run_lava(program, x, *, timeout, record=False) -> LavaResult``;
-* :func:`simulate` - the ``simulate --backend lava`` backend (same JSON as the emulator).
+* :func:`simulate` - the ``simulate --backend lava`` backend (same JSON as the emulator);
+* :func:`lava_steps` - ``lava_steps(program, n)``: the Lava steps of a streamed run of n samples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ def run_lava(program, x, *, timeout: float = 600.0, record: bool = False, **opts
     return _run(program, x, timeout=timeout, record=record, **opts)
 
 
+def lava_steps(program, n: int) -> int:
+    """See :func:`dalif_deploy.targets.lava.run.lava_steps`."""
+    from .run import lava_steps as _steps
+
+    return _steps(program, n)
+
+
 def simulate(model_path: str, **kwargs: Any) -> dict:
     """See :func:`dalif_deploy.targets.lava.backend.simulate`."""
     from .backend import simulate as _simulate
@@ -26,4 +34,4 @@ def simulate(model_path: str, **kwargs: Any) -> dict:
     return _simulate(model_path, **kwargs)
 
 
-__all__ = ["run_lava", "simulate"]
+__all__ = ["lava_steps", "run_lava", "simulate"]

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 from dalif_deploy.program import FixedProgram
 
 from .lower import LavaPlan, PopPlan, plan_program
@@ -30,8 +31,8 @@ from .watchdog import run_with_watchdog
 
 #: default refusal limits of :func:`check_lava_budget` (``--max-lava-processes``,
 #: ``--max-lava-memory``): every Lava process is an OS process
-MAX_LAVA_PROCESSES = 256
-MAX_LAVA_MEMORY_GIB = 8.0
+MAX_LAVA_PROCESSES = LAVA_PROCESSES_DEFAULT
+MAX_LAVA_MEMORY_GIB = LAVA_MEMORY_GIB_DEFAULT
 #: memory model, measured with benchmarks/bench_lava.py (docs/MEASURED.md): the run's whole
 #: process group holds about BASE + PER_PROCESS * processes + the arrays it stores
 LAVA_BASE_BYTES = 400 * 2**20
@@ -63,9 +64,12 @@ class LavaResult:
     processes: int = 0
 
 
-def lava_steps(plan: LavaPlan, n: int) -> int:
-    """Lava steps of a streamed run of ``n`` samples: ``n * T`` plus the readout's depth."""
-    return n * plan.program.timesteps + plan.max_depth
+def lava_steps(program: FixedProgram, n: int) -> int:
+    """Lava steps of a streamed run of ``n`` samples: ``n * T`` plus the deepest population's
+    synaptic depth (the drain steps; :func:`.lower.plan_program` uses the same depths)."""
+    from dalif_deploy.targets.emulator import synaptic_depths
+
+    return n * program.timesteps + max(synaptic_depths(program).values())
 
 
 def estimate_memory_bytes(plan: LavaPlan, n: int, *, record: bool = False) -> int:
@@ -76,7 +80,7 @@ def estimate_memory_bytes(plan: LavaPlan, n: int, *, record: bool = False) -> in
     columns (int32 per input neuron per step) and each population's recordings (a bool spike
     and, at recorded steps, int32 v and u per neuron per step).
     """
-    steps = lava_steps(plan, n)
+    steps = lava_steps(plan.program, n)
     t = plan.program.timesteps
     arrays = int(plan.input_index.size) * steps * 4
     for c in plan.conns:
@@ -162,7 +166,7 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
     from .procs import DaLifPopulation, PyDaLifPopulationModel
 
     n, t = frames.shape[:2]
-    steps = lava_steps(plan, n)
+    steps = lava_steps(plan.program, n)
     # Source columns: sample-major, then time; zero padding for the drain steps.
     flat = frames.reshape(n * t, -1)[:, plan.input_index].T
     data = np.zeros((flat.shape[0], steps), dtype=np.int32)
@@ -285,7 +289,7 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     check_lava_budget(plan, n, record=record, max_processes=max_processes,
                       max_memory_gib=max_memory_gib)
     workdir = tempfile.mkdtemp(prefix="dalif-lava-")
-    watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan, n))
+    watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan.program, n))
     finished = False
     try:
         res = run_with_watchdog(_build_and_run, plan, frames, workdir, record,
