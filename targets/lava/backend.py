@@ -15,7 +15,14 @@ from tqdm import tqdm
 
 from dalif_deploy.errors import DaLifError
 
-from .run import MAX_LAVA_MEMORY_GIB, MAX_LAVA_PROCESSES, lava_steps, run_lava
+from .lower import plan_program
+from .run import (
+    MAX_LAVA_MEMORY_GIB,
+    MAX_LAVA_PROCESSES,
+    check_lava_budget,
+    lava_steps,
+    run_lava,
+)
 
 
 def simulate(model_path: str, *, dataset: str | None, split: str = "test",
@@ -48,6 +55,9 @@ def simulate(model_path: str, *, dataset: str | None, split: str = "test",
     outs, counts, names, lava_seconds = [], [], [], 0.0
     t0 = time.perf_counter()
     starts = range(0, len(x), step)
+    if len(x):  # refuse before any progress is shown (run_lava checks each chunk again)
+        check_lava_budget(plan_program(program), min(step, len(x)),
+                          max_processes=max_lava_processes, max_memory_gib=max_lava_memory)
     total = sum(lava_steps(program, len(x[i:i + step])) for i in starts)
     with tqdm(total=total, desc="lava", unit="step", disable=not progress) as bar:
         for i in starts:

@@ -33,10 +33,11 @@ from .watchdog import run_with_watchdog
 #: ``--max-lava-memory``): every Lava process is an OS process
 MAX_LAVA_PROCESSES = LAVA_PROCESSES_DEFAULT
 MAX_LAVA_MEMORY_GIB = LAVA_MEMORY_GIB_DEFAULT
-#: memory model, measured with benchmarks/bench_lava.py (docs/MEASURED.md): the run's whole
-#: process group holds about BASE + PER_PROCESS * processes + the arrays it stores
-LAVA_BASE_BYTES = 400 * 2**20
-LAVA_PROCESS_BYTES = 40 * 2**20
+#: memory model (proportional set size of the run's whole process group), measured with
+#: benchmarks/bench_lava.py --memory (docs/MEASURED.md): about 0.2-0.3 GiB for a network of 7-15
+#: processes, and 17-18 MiB more per process at 356-615 processes, plus the arrays it stores
+LAVA_BASE_BYTES = 256 * 2**20
+LAVA_PROCESS_BYTES = 20 * 2**20
 PROGRESS_UPDATES = 200  # progress file writes per run (at most)
 
 
