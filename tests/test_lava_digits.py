@@ -38,14 +38,33 @@ def digits_program(name: str, tmp_dir: Path):
                           run=functools.partial(emulate, check=False))
 
 
-@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
+def per_channel(program, seed: int = 0):
+    """The program with every channel of every spiking population given its own decay (as
+    `train --granularity channel` learns them; 16 and 32 distinct values on digits-cnn)."""
+    rng = np.random.default_rng(seed)
+    for p in program.populations:
+        if p.name != program.readout.population:
+            base = int(p.dv[0])
+            p.dv = np.clip(base + rng.choice(np.arange(-400, 401), p.shape[0], replace=False),
+                           0, 4095)
+    return program
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-cnn-channel"])
 def test_digits_program_parity(name, tmp_path):
     from dalif_deploy.targets.emulator import emulate
     from dalif_deploy.targets.lava import run_lava
+    from dalif_deploy.targets.lava.lower import plan_program
 
     from dalif_deploy.data import load_dataset
 
-    program = digits_program(name, tmp_path)
+    if name.endswith("-channel"):
+        program = per_channel(digits_program(name.removesuffix("-channel"), tmp_path))
+        assert [np.unique(p.dv).size for p in program.populations] == [16, 32, 1]
+    else:
+        program = digits_program(name, tmp_path)
+    plan = plan_program(program)
+    assert plan.process_count == len(program.populations) + len(program.synapses) + 1
     x = load_dataset("digits", split="test").x[:N_SAMPLES]
     result = run_lava(program, x, timeout=240.0)
     emu = emulate(program, x, mode="sync", record=True)
