@@ -4,19 +4,15 @@ Lava lowering's delays and reset offsets both follow from it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from .errors import DaLifError
-from .program import FixedProgram, Synapse
+from .program import FixedProgram
 
 
-def synaptic_depths(program: FixedProgram,
-                    extra: Callable[[Synapse], int] | None = None) -> dict[str, int]:
+def synaptic_depths(program: FixedProgram) -> dict[str, int]:
     """Longest synapse path from the input to each population (the input has depth 0).
 
-    ``depth(input) = 0``, ``depth(P) = 1 + max over synapses S -> P of (depth(source(S)) +
-    extra(S))``: every synapse adds one step; ``extra(synapse)`` adds more where a lowering puts
-    something on that path (the Lava lowering's relays).
+    ``depth(input) = 0``, ``depth(P) = 1 + max over synapses S -> P of depth(source(S))``:
+    every synapse adds one step.
     """
     depth = {"input": 0}
     for p in program.populations:  # program order is topological
@@ -24,6 +20,5 @@ def synaptic_depths(program: FixedProgram,
         if any(s.source not in depth for s in inc):
             raise DaLifError(f"population {p.name} has an input from a later population; "
                              "programs must list populations in topological order")
-        depth[p.name] = 1 + max((depth[s.source] + (extra(s) if extra else 0) for s in inc),
-                                default=0)
+        depth[p.name] = 1 + max((depth[s.source] for s in inc), default=0)
     return depth

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 from dalif_deploy.program import FixedProgram
+from dalif_deploy.timing import synaptic_depths
 
 from .lower import LavaPlan, PopPlan, plan_program
 from .watchdog import run_with_watchdog
@@ -68,8 +69,6 @@ class LavaResult:
 def lava_steps(program: FixedProgram, n: int) -> int:
     """Lava steps of a streamed run of ``n`` samples: ``n * T`` plus the deepest population's
     synaptic depth (the drain steps; :func:`.lower.plan_program` uses the same depths)."""
-    from dalif_deploy.targets.emulator import synaptic_depths
-
     return n * program.timesteps + max(synaptic_depths(program).values())
 
 
