@@ -242,11 +242,13 @@ def node_output_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> t
     return op_for(node, name).output_shape(name, node, shape)
 
 
-def _declared(t: dict | None) -> tuple[int, ...] | None:
+def _declared(t: dict | None, where: str = "declared shape") -> tuple[int, ...] | None:
+    """A declared input/output type as a shape: positive whole numbers (``8.5`` or ``"a"`` is
+    a DaLifError, never truncated)."""
     if not t:
         return None
     v = next(iter(t.values()))
-    return None if v is None else tuple(int(d) for d in np.atleast_1d(v))
+    return None if v is None else schema.shape(np.atleast_1d(v), where)
 
 
 def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
@@ -258,7 +260,7 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
     for name in topo_order(graph):
         node = graph.nodes[name]
         if name in inputs:
-            shape = _declared(node.input_type)
+            shape = _declared(node.input_type, f"input node {name!r}: shape")
             if shape is None:
                 raise DaLifError(f"input node {name!r} declares no shape")
         else:

@@ -270,6 +270,8 @@ VALUES: dict[str, tuple[Case, str]] = {
     "nir-dt-nan": (_nir(QUANTIZE, metadata__dt=float("nan")),
                    r"metadata\.dt: must be a finite number > 0\.0, got nan$"),
     "nir-dt-0": (_nir(SIM_NIR, metadata__dt=0.0), r"metadata\.dt: must be a finite number > 0"),
+    "nir-input-fractional": (_nir(QUANTIZE, nodes__input__shape=np.array([1.0, 8.5, 8.0])),
+                             r"input node 'input': shape\[1\]: must be an integer >= 1, got 8\.5"),
     "nir-tau-0": (_nir(SIM_NIR, nodes__lif1__tau=np.zeros((16, 8, 8))),
                   r"node 'lif1' \(LIF\): tau must be > 0, got min 0"),
     "nir-v_th-negative": (_nir(SIM_NIR, nodes__lif2__v_threshold=np.full((32, 4, 4), -1.0)),
@@ -310,6 +312,8 @@ TYPES: dict[str, tuple[Case, str]] = {
                      r"metadata\.timesteps: must be an integer .*got str 'four'"),
     "nir-T-array": (_nir(QUANTIZE, metadata__timesteps=np.array([4, 4])),
                     r"metadata\.timesteps: must be an integer .*an array of shape \(2,\)"),
+    "nir-input-strings": (_nir(SIM_NIR, nodes__input__shape=np.array([b"1", b"8", b"8"])),
+                          r"input node 'input': shape\[0\]: must be an integer >= 1, got bytes"),
     "nir-dt-string": (_nir(SIM_NIR, metadata__dt="1.0"),
                       r"metadata\.dt: must be a finite number > 0\.0, got str"),
     "onnx-T-string": (_onnx_meta("timesteps", "four", "simulate"),
@@ -362,3 +366,21 @@ def test_memory_check_reads_meminfo_and_names_the_figures(monkeypatch):
     with pytest.raises(DaLifError, match=r"^a run needs about 3\.8 GiB of memory, more than "
                                          r"the 4\.0 GiB this machine has available; try less$"):
         resources.check_memory(3.8 * GiB, "a run", "try less")
+
+
+def test_emulator_refuses_a_run_whose_state_cannot_fit(files, monkeypatch):
+    """The emulator estimates its state (six int64 per neuron and sample of a batch, three
+    more per step for recorded traces) before allocating it."""
+    from dalif_deploy.targets.emulator import emulate
+
+    from dalif_deploy.program import load_program
+
+    prog = load_program(files["fxp"])
+    x = np.zeros((64, 1, 8, 8), np.float32)
+    monkeypatch.setattr(resources, "mem_available", lambda: 1 << 20)
+    with pytest.raises(DaLifError, match=r"emulating 1,546 neurons with batch 64 and traces of "
+                                         r"64 samples x T=4 needs about 13\.6 MiB of memory, "
+                                         r"more than the 1\.0 MiB"):
+        emulate(prog, x, record=True)
+    monkeypatch.setattr(resources, "mem_available", lambda: 64 << 20)
+    assert emulate(prog, x, record=True).predictions.shape == (64,)
