@@ -1,29 +1,24 @@
 """The backend registry behind ``dalif-deploy simulate`` and the file-kind detection it shares
 with ``inspect``.
 
-Every backend is a function ``"module:function"`` with the signature::
-
-    simulate(model_path: str, *, dataset: str | None, split: str = "test",
-             samples: int | None = None,
-             batch_size: int = 256, data_dir: str | None = None, progress: bool = True,
-             **opts) -> dict
-
-(``dataset=None``: the data set the model file records, via ``load_for_model``) returning
-at least ``backend``, ``dataset``, ``samples``, ``accuracy``, ``predictions`` (ints,
-data set order) and ``seconds``. Backend modules are imported only when used (so lava is never
-imported unless ``--backend lava`` is asked for).
+A backend is a class implementing :class:`dalif_deploy.backend.Backend` (name, file kind,
+options, ``input``, ``run``); it is registered here by one line ``name: "module:Class"`` and
+imported only when used (so lava is never imported unless ``--backend lava`` is asked for, and
+naming the backends costs no import). :func:`run_backend` does what every backend shares, once:
+file-kind and option checks, data loading (:func:`load_for_model`), timing, accuracy and the
+result (:class:`~dalif_deploy.backend.SimulationResult`; :func:`simulate` returns its JSON
+dict).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import time
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backend import Backend, Option, SimulationResult
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
 from .io import check_input_file
@@ -37,43 +32,15 @@ FILE_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Backend:
-    """A simulate backend: where its function lives, which file kind it runs, its options."""
-
-    name: str
-    target: str  # "module:function"
-    kind: str  # a FILE_KINDS key
-    options: tuple[str, ...] = ()  # CLI options it takes (passed as **opts)
-
-    def __post_init__(self) -> None:
-        if self.kind not in FILE_KINDS:
-            raise DaLifError(f"backend {self.name!r}: unknown file kind {self.kind!r}")
-        if self.target.count(":") != 1:
-            raise DaLifError(f"backend {self.name!r}: target must be 'module:function'")
-
-    def load(self) -> Callable[..., dict]:
-        module, func = self.target.split(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and (module == e.name or module.startswith(e.name + ".")):
-                raise DaLifError(f"backend {self.name!r} is not available in this installation "
-                                 f"({module} is missing)") from None
-            raise DaLifError(f"backend {self.name!r} needs the package {e.name!r}, which is "
-                             "not installed; run `make install`") from None
-        return getattr(mod, func)
-
-
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("torch", "dalif_deploy.targets.torch_float:simulate", "checkpoint"),
-    Backend("nir", "dalif_deploy.targets.nir_float:simulate", "nir", ("dt",)),
-    Backend("norse", "dalif_deploy.targets.norse:simulate", "nir", ("dt",)),
-    Backend("emulator", "dalif_deploy.targets.emulator:simulate", "program"),
-    Backend("lava", "dalif_deploy.targets.lava:simulate", "program",
-            ("timeout", "max_lava_processes", "max_lava_memory")),
-    Backend("onnx", "dalif_deploy.targets.onnxruntime:simulate", "onnx"),
-)}
+#: backend name -> "module:Class" (a dalif_deploy.backend.Backend); adding a backend is a line
+BACKENDS: dict[str, str] = {
+    "torch": "dalif_deploy.targets.torch_float:TorchBackend",
+    "nir": "dalif_deploy.targets.nir_float:NirBackend",
+    "norse": "dalif_deploy.targets.norse:NorseBackend",
+    "emulator": "dalif_deploy.targets.emulator:EmulatorBackend",
+    "lava": "dalif_deploy.targets.lava.backend:LavaBackend",
+    "onnx": "dalif_deploy.targets.onnxruntime:OnnxBackend",
+}
 
 
 def _sniff(path: Path) -> str | None:
@@ -114,24 +81,77 @@ def file_kind(path: str | Path) -> str:
     return kind
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str) -> type[Backend]:
+    """The class of backend ``name``, imported now; checked against its registration."""
     try:
-        return BACKENDS[name]
+        target = BACKENDS[name]
     except KeyError:
         raise DaLifError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}") from None
+    module, cls_name = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise DaLifError(f"backend {name!r} is not available in this installation "
+                             f"({module} is missing)") from None
+        raise DaLifError(f"backend {name!r} needs the package {e.name!r}, which is "
+                         "not installed; run `make install`") from None
+    cls = getattr(mod, cls_name)
+    if getattr(cls, "name", None) != name or getattr(cls, "kind", None) not in FILE_KINDS:
+        raise DaLifError(f"{target} is registered as backend {name!r} but declares name "
+                         f"{getattr(cls, 'name', None)!r}, kind {getattr(cls, 'kind', None)!r} "
+                         "(a bug in the registration)")
+    return cls
 
 
-def check_fits(backend: Backend, path: str | Path) -> str:
+def available() -> dict[str, type[Backend]]:
+    """The registered backends this installation can import, by name (registry order)."""
+    found = {}
+    for name in BACKENDS:
+        try:
+            found[name] = get_backend(name)
+        except DaLifError:  # not installed: running it says why
+            pass
+    return found
+
+
+def backend_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every backend option by name, with the backends that take it (registry order); one
+    name means one option (same type, help and default) across backends."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for name, cls in available().items():
+        for opt in cls.options:
+            if opt.name in found and found[opt.name][0] != opt:
+                raise DaLifError(f"backend {name!r} declares option {opt.flag} unlike "
+                                 f"{found[opt.name][1]} do; share one Option")
+            found.setdefault(opt.name, (opt, []))[1].append(name)
+    return found
+
+
+def check_fits(backend: type[Backend], path: str | Path) -> str:
     """Raise a DaLifError unless ``path`` is a file the backend runs; returns its kind."""
     kind = file_kind(path)
     if kind != backend.kind:
-        fitting = [b.name for b in BACKENDS.values() if b.kind == kind]
+        fitting = [n for n, c in available().items() if c.kind == kind]
         raise DaLifError(
             f"{path} is a {FILE_KINDS[kind][1]}; backend {backend.name!r} runs a "
             f"{FILE_KINDS[backend.kind][1]} ({'/'.join(FILE_KINDS[backend.kind][0])}). "
             f"Use --backend {' or '.join(fitting)}, or convert the file first "
             "(export: .pt -> .nir/.onnx; quantize: .nir -> .fxp)")
     return kind
+
+
+def _check_options(backend: type[Backend], opts: dict[str, Any]) -> dict[str, Any]:
+    """The options ``backend`` takes that are set (or have an Option default); options it does
+    not take are an error unless unset (None)."""
+    own = {o.name: o for o in backend.options}
+    foreign = sorted(k for k, v in opts.items() if v is not None and k not in own)
+    if foreign:
+        users = [n for n, c in available().items() if set(foreign) & {o.name for o in c.options}]
+        raise DaLifError(f"option(s) {', '.join('--' + k for k in foreign)} do not apply to "
+                         f"backend {backend.name!r} (only to {', '.join(users) or 'none'})")
+    given = {k: o.default if opts.get(k) is None else opts[k] for k, o in own.items()}
+    return {k: v for k, v in given.items() if v is not None}  # unset: the backend's default
 
 
 def load_for_model(model_path: str | Path, dataset: str | None, split: str,
@@ -164,63 +184,47 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     return ds.head(samples)
 
 
-def backend_result(backend: str, model_path: str | Path, ds: Any, predictions: Any,
-                   seconds: float, **extra: Any) -> dict:
-    """The keys every backend returns, plus backend-specific ``extra`` ones."""
-    import numpy as np
-
-    pred = np.asarray(predictions, dtype=np.int64).reshape(-1)
-    return {"backend": backend, "model": str(model_path), "dataset": ds.name,
-            "split": ds.split, "samples": int(len(ds)),
-            "accuracy": float((pred == ds.y).mean()) if len(ds) else 0.0,
-            "predictions": pred.tolist(), "seconds": float(seconds), **extra}
-
-
-def simulate(model_path: str, backend: str, *, dataset: str | None = None, split: str = "test",
-             samples: int | None = None, batch_size: int = 256, data_dir: str | None = None,
-             progress: bool = True, **opts: Any) -> dict:
-    """Run ``model_path`` on the named backend after checking the file kind fits it."""
-    b = get_backend(backend)
-    check_fits(b, model_path)
+def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = None,
+                split: str = "test", samples: int | None = None, batch_size: int = 256,
+                data_dir: str | None = None, progress: bool = True,
+                **opts: Any) -> SimulationResult:
+    """Run ``model_path`` on the named backend over the first ``samples`` of a data set split
+    (``dataset=None``: the one the model file records, else digits) after checking the file
+    kind and options fit it."""
+    cls = get_backend(backend)
+    check_fits(cls, model_path)
     if samples is not None and samples < 1:
         raise DaLifError(f"--samples must be >= 1, got {samples}")
     from .resources import BATCH_MAX
 
     if not 1 <= batch_size <= BATCH_MAX:
         raise DaLifError(f"--batch-size must lie in 1..{BATCH_MAX}, got {batch_size}")
-    foreign = sorted(k for k, v in opts.items() if v is not None and k not in b.options)
-    if foreign:
-        users = [n for n, x in BACKENDS.items() if set(foreign) & set(x.options)]
-        raise DaLifError(f"option(s) {', '.join('--' + k for k in foreign)} do not apply to "
-                         f"backend {b.name!r} (only to {', '.join(users) or 'none'})")
-    fn = b.load()  # dataset=None: the backend uses the one its model file records
-    result = fn(str(model_path), dataset=dataset, split=split, samples=samples,
-                batch_size=batch_size, data_dir=data_dir, progress=progress,
-                **{k: v for k, v in opts.items() if v is not None})
-    missing = [k for k in ("backend", "dataset", "samples", "accuracy", "predictions",
-                           "seconds") if k not in result]
-    if missing:
-        raise DaLifError(f"backend {b.name!r} returned no {missing} (a bug in {b.target})")
-    return result
+    runner = cls(str(model_path), **_check_options(cls, opts))
+    want = runner.input
+    ds = load_for_model(model_path, dataset, split, data_dir, samples, encoding=want.encoding,
+                        input_shape=want.shape, timesteps=want.timesteps,
+                        made_for=want.dataset)
+    t0 = time.perf_counter()
+    out = runner.run(ds, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - t0
+    import numpy as np
+
+    pred = np.asarray(out.predictions, dtype=np.int64).reshape(-1)
+    if len(pred) != len(ds):
+        raise DaLifError(f"backend {backend!r} returned {len(pred)} predictions for "
+                         f"{len(ds)} samples (a bug in {BACKENDS[backend]})")
+    return SimulationResult(
+        backend=backend, model=str(model_path), dataset=ds.name, split=ds.split,
+        predictions=pred, accuracy=float((pred == ds.y).mean()) if len(ds) else 0.0,
+        seconds=float(seconds), extras=dict(out.extras))
 
 
-def cli_simulate(args: argparse.Namespace) -> int:
-    """``dalif-deploy simulate MODEL --backend B [--dataset D] [--samples N] [--json P]``."""
-    import sys
-
-    from .cli import emit_json
-
-    b = get_backend(args.backend)
-    opts = {"dt": args.dt, "max_lava_processes": args.max_lava_processes,
-            "max_lava_memory": args.max_lava_memory}
-    if "timeout" in b.options:
-        opts["timeout"] = args.timeout
-    result = simulate(args.model, args.backend, dataset=args.dataset, split=args.split,
-                      samples=args.samples, batch_size=args.batch_size,
-                      data_dir=args.data_dir, **opts)
-    line = (f"{result['backend']}: {args.model} on {result['dataset']}/{args.split}, "
-            f"{result['samples']} samples, accuracy {100 * result['accuracy']:.2f} % "
-            f"({result['seconds']:.2f} s)")
-    print(line, file=sys.stderr if args.json == "-" else sys.stdout)
-    emit_json(result, args.json)
-    return 0
+def simulate(model_path: str | Path, backend: str, *, dataset: str | None = None,
+             split: str = "test", samples: int | None = None, batch_size: int = 256,
+             data_dir: str | None = None, progress: bool = True, **opts: Any) -> dict:
+    """:func:`run_backend` as the JSON dict of ``simulate --json``: ``backend``, ``model``,
+    ``dataset``, ``split``, ``samples``, ``accuracy``, ``predictions`` (ints, data set order),
+    ``seconds``, then the backend's own keys."""
+    return run_backend(model_path, backend, dataset=dataset, split=split, samples=samples,
+                       batch_size=batch_size, data_dir=data_dir, progress=progress,
+                       **opts).to_dict()

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import pickle
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoding import ANALOG, EVENTS, Encoding
+from .encoding import ANALOG, EVENTS
 from .errors import DaLifError
 from .io import check_input_file
 from .limits import TIMESTEPS_MAX
@@ -213,19 +212,3 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
     if name == "cifar10":
         return _cifar10(split, data_dir)
     raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
-
-
-def cli_dataset(args: argparse.Namespace) -> int:
-    """``dalif-deploy dataset NAME --split test -o data.npz``."""
-    from .io import atomic_open
-
-    ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
-    if args.timesteps is not None and Encoding.from_name(ds.encoding) is not EVENTS:
-        raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
-                         "model sees the same frame every step)")
-    with atomic_open(args.out) as f:
-        np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
-                 encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
-    print(f"wrote {args.out}: {ds.name}/{ds.split}, x {tuple(ds.x.shape)} float32 "
-          f"({ds.encoding}), y {tuple(ds.y.shape)}")
-    return 0

@@ -11,7 +11,6 @@ when such a file is inspected)::
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 from pathlib import Path
@@ -137,15 +136,3 @@ def render(d: dict[str, Any]) -> str:
     """Human-readable text for a :func:`describe` dict."""
     lines = _render_checkpoint(d) if d.get("kind") == "checkpoint" else _render_generic(d)
     return "\n".join(lines)
-
-
-def cli_inspect(args: argparse.Namespace) -> int:
-    """``dalif-deploy inspect FILE [--json]``."""
-    from .cli import emit_json
-
-    d = describe(args.file)
-    if args.json:
-        emit_json(d, "-")
-    else:
-        print(render(d))
-    return 0

@@ -10,7 +10,6 @@ linear layer). Optimiser: Adam with a cosine learning-rate schedule over all ste
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from .data import Dataset, load_dataset
 from .encoding import Encoding
 from .errors import DaLifError
 from .limits import TIMESTEPS_MAX
-from .models import default_config, run_model
+from .models import run_model
 from .resources import BATCH_MAX, check_memory
 
 
@@ -178,29 +177,3 @@ def train(
             "seconds": round(time.perf_counter() - t0, 2),
         }
     return model, metrics
-
-
-def cli_train(args: argparse.Namespace) -> int:
-    """``dalif-deploy train --model M --dataset D --epochs N --timesteps T --seed S --out P``."""
-    from .checkpoint import save_checkpoint
-
-    if args.width is not None and args.width < 1:
-        raise DaLifError(f"--width must be >= 1, got {args.width}")
-    probe = load_dataset(args.dataset, "test", args.data_dir, args.timesteps)
-    config = default_config(args.model, input_shape=list(probe.input_shape),
-                            granularity=args.granularity,
-                            parametrization=args.parametrization,
-                            **({"width": args.width} if args.width is not None else {}))
-    model, metrics = train(config, args.dataset, args.epochs, args.timesteps, args.batch_size,
-                           args.lr, args.seed, args.data_dir)
-    dataset_info = {"name": probe.name, "encoding": probe.encoding,
-                    "input_shape": list(probe.input_shape),
-                    "normalization": probe.normalization}
-    save_checkpoint(args.out, model, config, args.timesteps, dataset_info, metrics,
-                    seed=args.seed)
-    print(f"{args.model} on {args.dataset} (T={args.timesteps}, {args.epochs} epochs, "
-          f"seed {args.seed}, {metrics['seconds']:.1f} s): "
-          f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
-          f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
-    print(f"wrote {args.out}")
-    return 0

@@ -19,9 +19,7 @@ emulator (when Lava ran).
 
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,7 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import DaLifError, VerificationFailed
+from .backend import FixedPointResult
+from .errors import DaLifError
 from .models import dalif_layers
 
 
@@ -44,14 +43,18 @@ def _population_for(program, layer: str) -> str | None:
     return None
 
 
-def first_divergence(emu, lava, names: list[str]) -> dict[str, Any] | None:
+def first_divergence(emu: FixedPointResult, lava: FixedPointResult,
+                     names: list[str] | None = None) -> dict[str, Any] | None:
     """Where Lava first departs from the emulator, or None when they are bit-identical.
 
-    Spikes are compared first: the divergence is the earliest step at which any layer differs
-    (the shallowest such layer in program order, the first sample and neuron), since later and
-    deeper differences follow from it. Then each layer's final v, then the readout integers.
-    A trace that one side lacks counts as a divergence.
+    Both are recorded runs of one program on the same samples. Spikes are compared first
+    (``names``: the spiking populations, default the emulator's ``spiking``): the divergence is
+    the earliest step at which any layer differs (the shallowest such layer in program order,
+    the first sample and neuron), since later and deeper differences follow from it. Then each
+    layer's ``final_v``, then the readout integers. A trace that one side lacks counts as a
+    divergence.
     """
+    names = emu.spiking if names is None else names
     found = None
     for name in names:
         a, b = emu.spikes.get(name), lava.spikes.get(name)
@@ -70,19 +73,18 @@ def first_divergence(emu, lava, names: list[str]) -> dict[str, Any] | None:
     if found:
         return found
     for name in names:
-        va, vb = emu.v.get(name), lava.final_v.get(name)
+        va, vb = emu.final_v.get(name), lava.final_v.get(name)
         if va is None or vb is None:
             return {"layer": name, "what": "missing final v",
                     "emulator": va is not None, "lava": vb is not None}
-        last = va[-1]
-        if last.shape != vb.shape:
-            return {"layer": name, "what": "final v shape", "emulator": list(last.shape),
+        if va.shape != vb.shape:
+            return {"layer": name, "what": "final v shape", "emulator": list(va.shape),
                     "lava": list(vb.shape)}
-        diff = np.argwhere(last != vb)
+        diff = np.argwhere(va != vb)
         if len(diff):
             n, *idx = (int(i) for i in diff[0])
-            return {"layer": name, "what": "final v", "step": int(va.shape[0] - 1),
-                    "sample": n, "neuron": idx, "emulator": int(last[(n, *idx)]),
+            return {"layer": name, "what": "final v", "step": int(emu.spikes[name].shape[0] - 1),
+                    "sample": n, "neuron": idx, "emulator": int(va[(n, *idx)]),
                     "lava": int(vb[(n, *idx)])}
     if not np.array_equal(emu.outputs, lava.outputs):
         n, k = (int(i) for i in np.argwhere(emu.outputs != lava.outputs)[0])
@@ -276,9 +278,7 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
                 lava_error, lava_exact = str(e), False
             else:
                 sub = emulate(program, test.x[:n_lava], record=True, batch_size=opt.batch_size)
-                spiking = [p.name for p in program.populations
-                           if p.name != program.readout.population]
-                divergence = first_divergence(sub, lava, spiking)
+                divergence = first_divergence(sub, lava)
                 lava_exact = divergence is None
                 lava_acc = float((lava.predictions == test.y[:n_lava]).mean())
         seconds["lava"] = round(time.perf_counter() - t0, 3)
@@ -370,27 +370,6 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
         images["raster"] = report.plot_raster(ras["float"], ras["fixed"], ras["name"])
     images["weight_error"] = report.plot_weight_error(artefacts["program"].weight_errors)
     atomic_write_text(path, report.render_html(result, images))
-
-
-def cli_verify(args: argparse.Namespace) -> int:
-    from .cli import emit_json
-
-    options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
-                            max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
-                            timeout=args.timeout, max_lava_processes=args.max_lava_processes,
-                            max_lava_memory=args.max_lava_memory)
-    result, artefacts = verify_checkpoint(args.checkpoint, dataset=args.dataset,
-                                          data_dir=args.data_dir, options=options)
-    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
-    print(format_summary(result), file=out)
-    if args.report:
-        write_report(result, artefacts, args.report)
-        print(f"report: {args.report}", file=out)
-    emit_json(result, args.json)
-    if not result["passed"]:
-        failed = [c["check"] for c in result["checks"] if not c["ok"]]
-        raise VerificationFailed("; ".join(failed))
-    return 0
 
 
 def _pct(v: float | None) -> str:

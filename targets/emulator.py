@@ -37,13 +37,14 @@ every step); pipelined mode steps the whole network one step at a time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput
 from dalif_deploy.constraints import source_max
 from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
@@ -241,32 +242,6 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
 # Running.
 
 
-@dataclass
-class EmulatorResult:
-    """What :func:`emulate` returns (see the module docstring for the two timings).
-
-    ``outputs`` int64 ``[N, n_out]`` final readout v; ``predictions`` int64 ``[N]`` (argmax);
-    ``spike_counts`` int64 ``[N, n_spiking_populations]`` (program order, readout excluded);
-    ``u_wraps`` / ``v_saturations``: totals per population name (readout included);
-    ``spikes`` (uint8) / ``v`` (after reset) / ``u``: ``{name: [steps, N, *shape]}`` int64,
-    only with ``record=True``; ``input_clipped``: analog input values (per sample, not per
-    step) that fell outside the 8-bit range and were clipped.
-    """
-
-    outputs: np.ndarray
-    predictions: np.ndarray
-    spike_counts: np.ndarray
-    population_names: list[str]
-    u_wraps: dict[str, int]
-    v_saturations: dict[str, int]
-    steps: int
-    mode: str
-    spikes: dict[str, np.ndarray] = field(default_factory=dict)
-    v: dict[str, np.ndarray] = field(default_factory=dict)
-    u: dict[str, np.ndarray] = field(default_factory=dict)
-    input_clipped: int = 0
-
-
 def input_clip_count(program: FixedProgram, x_float: Any) -> int:
     """How many analog input values ``round(x * scale)`` fall outside the signed input range
     (``encode_input`` clips them: the fixed-point program then sees a different input)."""
@@ -432,8 +407,9 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int) -> 
 
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
             batch_size: int = 256, progress: bool = False, check: bool = True
-            ) -> EmulatorResult:
-    """Run ``program`` on samples ``x`` and return an :class:`EmulatorResult`.
+            ) -> FixedPointResult:
+    """Run ``program`` on samples ``x`` and return a :class:`FixedPointResult` (``spikes``
+    uint8; ``spikes``, ``v`` (after reset), ``u`` and ``final_v`` only with ``record=True``).
 
     ``x``: float input exactly as ``load_dataset`` gives it (``[N, C, H, W]`` analog or
     ``[N, T, C, H, W]`` events), or integer frames ``[N, T, *shape]`` from
@@ -444,6 +420,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
 
     from dalif_deploy.constraints import require_valid
 
+    t0 = time.perf_counter()
     if mode not in ("sync", "pipelined"):
         raise DaLifError(f"mode must be 'sync' or 'pipelined', not {mode!r}")
     if check:
@@ -493,36 +470,40 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
                     traces[kind].setdefault(k, []).append(torch.stack(lst).numpy())
     outputs = np.concatenate(outs) if outs else np.zeros((0, 0), np.int64)
     outputs = outputs.reshape(outputs.shape[0], -1)
-    return EmulatorResult(
+    recorded = {kind: {k: np.concatenate(v, 1) for k, v in d.items()}
+                for kind, d in traces.items()}
+    return FixedPointResult(
         outputs=outputs, predictions=outputs.argmax(1).astype(np.int64),
         spike_counts=np.concatenate(cnts) if cnts else np.zeros((0, len(names)), np.int64),
-        population_names=names, u_wraps=wraps, v_saturations=sats, steps=steps, mode=mode,
-        input_clipped=clipped,
-        **{kind: {k: np.concatenate(v, 1) for k, v in d.items()} for kind, d in traces.items()})
+        spiking=names, final_v={k: v[-1] for k, v in recorded["v"].items()}, u_wraps=wraps,
+        v_saturations=sats, steps=steps, mode=mode, input_clipped=clipped,
+        seconds=time.perf_counter() - t0, **recorded)
 
 
-def simulate(model_path: str, *, dataset: str | None, split: str = "test",
-             samples: int | None = None, batch_size: int = 256,
-             data_dir: str | None = None, progress: bool = True,
-             **opts: Any) -> dict:
-    """The ``emulator`` backend of ``dalif-deploy simulate`` (JSON-able result dict).
+class EmulatorBackend:
+    """The ``emulator`` backend of ``dalif-deploy simulate`` (synchronous timing).
 
-    Besides the common keys it returns ``outputs`` (each sample's integer readout),
+    Besides the common keys it reports ``outputs`` (each sample's integer readout),
     ``spike_counts`` (each sample's spike total per population, ``populations`` order),
     ``u_wraps`` and ``v_saturations`` per population.
     """
-    from dalif_deploy.backends import backend_result, load_for_model
-    from dalif_deploy.program import load_program
 
-    mode = opts.pop("mode", "sync")
-    program = load_program(model_path)
-    ds = load_for_model(model_path, dataset, split, data_dir, samples,
-                        encoding=program.input.kind, input_shape=program.input.shape,
-                        timesteps=program.timesteps, made_for=program.metadata.get("dataset"))
-    t0 = time.perf_counter()
-    r = emulate(program, ds.x, mode=mode, batch_size=batch_size, progress=progress)
-    return backend_result(
-        "emulator", model_path, ds, r.predictions, time.perf_counter() - t0, mode=mode,
-        timesteps=program.timesteps, outputs=r.outputs.tolist(),
-        populations=r.population_names, spike_counts=r.spike_counts.tolist(),
-        u_wraps=r.u_wraps, v_saturations=r.v_saturations, input_clipped=r.input_clipped)
+    name = "emulator"
+    kind = "program"
+    options: tuple = ()
+
+    def __init__(self, model_path: str, **options: Any) -> None:
+        from dalif_deploy.program import load_program
+
+        self.program = load_program(model_path)
+        p = self.program
+        self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
+                                p.metadata.get("dataset"))
+
+    def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
+        r = emulate(self.program, data.x, mode="sync", batch_size=batch_size, progress=progress)
+        return BackendRun(r.predictions, {
+            "mode": r.mode, "timesteps": self.program.timesteps, "outputs": r.outputs.tolist(),
+            "populations": r.spiking, "spike_counts": r.spike_counts.tolist(),
+            "u_wraps": r.u_wraps, "v_saturations": r.v_saturations,
+            "input_clipped": r.input_clipped})

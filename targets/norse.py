@@ -40,7 +40,7 @@ from ..converters.nir_ops import op_for
 from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
 from ..unroll import unroll
-from .nir_float import simulate_graph
+from .nir_float import NirBackend
 
 
 def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
@@ -145,32 +145,26 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
     return logits, {n: torch.stack(v) for n, v in spikes.items()}, notes
 
 
-def simulate(model_path: str, *, dataset: str | None, split: str = "test",
-             samples: int | None = None, batch_size: int = 256,
-             data_dir: str | None = None, progress: bool = True,
-             **opts: Any) -> dict:
-    """Accuracy and predictions of NIR graph ``model_path`` run by Norse (see module doc).
+class NorseBackend(NirBackend):
+    """A NIR graph run by Norse (see module doc), batch by batch; reports the ``adaptations``
+    it needed. Option ``dt``: required for graphs without dalif-deploy metadata."""
 
-    Option ``dt``: required for graphs without dalif-deploy metadata.
-    """
-    dt = opts.pop("dt", None)
-    if opts:
-        raise DaLifError(f"the norse backend takes only the option dt, not {sorted(opts)}")
-    try:
-        import norse.torch  # noqa: F401
-    except ImportError as e:
-        raise DaLifError(f"the norse backend needs norse 1.1.0 ({e})") from None
-    notes: list[str] = []
+    name = "norse"
 
-    def make(graph: nir.NIRGraph, run_dt: float):
+    def __init__(self, model_path: str, *, dt: float | None = None) -> None:
+        try:
+            import norse.torch  # noqa: F401
+        except ImportError as e:
+            raise DaLifError(f"the norse backend needs norse 1.1.0 ({e})") from None
+        super().__init__(model_path, dt=dt)
+        self.notes: list[str] = []
+
+    def batch_fn(self):
         def fn(g, x, T):
-            logits, _, n = run_norse(g, x, T, run_dt)
-            notes[:] = n
+            logits, _, n = run_norse(g, x, T, self.dt)
+            self.notes[:] = n
             return logits
         return fn
 
-    result = simulate_graph("norse", model_path, make, dataset=dataset, split=split,
-                            samples=samples, batch_size=batch_size, data_dir=data_dir,
-                            progress=progress, dt=dt)
-    result["adaptations"] = notes
-    return result
+    def extras(self) -> dict[str, Any]:
+        return {"adaptations": self.notes}

@@ -18,7 +18,6 @@ readout weight / T. Tests measure both.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import BackendRun, ModelInput, Option
 from ..converters.torch_to_onnx import META_PREFIX
 from ..encoding import ANALOG, EVENTS, Encoding
 from ..errors import DaLifError
@@ -33,8 +33,6 @@ from ..io import check_input_file
 from ..limits import TIMESTEPS_MAX
 from ..resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
 from ..schema import Check, integer, shape, text, validate
-
-_ALLOWED_OPTS = ("threads",)
 
 
 @dataclass(frozen=True)
@@ -246,31 +244,28 @@ def run_onnx(path: str | Path, x: np.ndarray, batch_size: int = 256,
     return OnnxRunner(path).run(x, batch_size, progress)
 
 
-def simulate(model_path: str, *, dataset: str | None, split: str = "test",
-             samples: int | None = None, batch_size: int = 256,
-             data_dir: str | None = None, progress: bool = True,
-             **opts: Any) -> dict:
+class OnnxBackend:
     """The ``onnx`` backend: accuracy and per-sample predictions of an ONNX graph on a data set.
 
-    Options: ``threads`` (onnxruntime intra-op threads). Options meant for other backends
-    (``dt``, ``timeout``) are accepted only when unset (None). The graph's input shape must fit
-    the data set (event graphs fix T; the data set is generated with that T).
+    The graph's input shape must fit the data set (event graphs fix T; the data set is
+    generated with that T).
     """
-    from ..backends import backend_result, load_for_model
 
-    unknown = {k: v for k, v in opts.items() if k not in _ALLOWED_OPTS and v is not None}
-    if unknown:
-        raise DaLifError(f"the onnx backend takes no option(s) {sorted(unknown)}")
-    runner = OnnxRunner(model_path, threads=opts.get("threads"))
-    info = runner.info
-    ds = load_for_model(model_path, dataset, split, data_dir, samples, encoding=info.encoding,
-                        input_shape=info.input_shape, timesteps=info.timesteps,
-                        made_for=info.metadata.get("dataset"))
-    t0 = time.perf_counter()
-    logits = runner.run(ds.x, batch_size, progress)
-    return backend_result("onnx", model_path, ds, logits.argmax(axis=1),
-                          time.perf_counter() - t0, timesteps=info.timesteps,
-                          encoding=info.encoding)
+    name = "onnx"
+    kind = "onnx"
+    options: tuple[Option, ...] = ()
+
+    def __init__(self, model_path: str, **options: Any) -> None:
+        self.runner = OnnxRunner(model_path)
+        info = self.runner.info
+        self.input = ModelInput(info.encoding, info.input_shape, info.timesteps,
+                                info.metadata.get("dataset"))
+
+    def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
+        logits = self.runner.run(data.x, batch_size, progress)
+        info = self.runner.info
+        return BackendRun(logits.argmax(axis=1), {"timesteps": info.timesteps,
+                                                  "encoding": info.encoding})
 
 
 def describe_onnx(path: str | Path) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def assert_parity(program, x, result):
         np.testing.assert_array_equal(result.final_v[p.name], emu.v[p.name][-1], err_msg=p.name)
     np.testing.assert_array_equal(result.outputs, emu.outputs)
     np.testing.assert_array_equal(result.spike_counts, emu.spike_counts)
-    assert result.spiking == emu.population_names
+    assert result.spiking == emu.spiking
     return spikes, emu.v, emu.u
 
 

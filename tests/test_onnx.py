@@ -22,10 +22,11 @@ from dalif_deploy.converters.torch_to_onnx import (
     export_onnx,
     export_onnx_from_checkpoint,
 )
-from dalif_deploy.targets.onnxruntime import compare_with_torch, describe_onnx, run_onnx, simulate
+from dalif_deploy.targets.onnxruntime import compare_with_torch, describe_onnx, run_onnx
 from torch import nn
 
 from dalif_deploy import DALIF, DaLifError, build_model, default_config, run_model
+from dalif_deploy.backends import simulate
 from dalif_deploy.data import load_dataset
 from dalif_deploy.models import dalif_layers
 
@@ -216,7 +217,7 @@ def test_dynamic_batch_axis(digits, digits_cnn_onnx):
 def test_simulate_backend_json(digits, digits_cnn_onnx):
     model, path = digits_cnn_onnx
     x, y = digits
-    r = simulate(str(path), dataset="digits", samples=100, progress=False)
+    r = simulate(str(path), "onnx", dataset="digits", samples=100, progress=False)
     with torch.no_grad():
         ref = run_model(model, x[:100], T).argmax(1).numpy()
     assert r["backend"] == "onnx" and r["dataset"] == "digits" and r["samples"] == 100
@@ -224,9 +225,9 @@ def test_simulate_backend_json(digits, digits_cnn_onnx):
     assert r["accuracy"] == pytest.approx(float((ref == y[:100]).mean()))
     assert r["seconds"] >= 0
     with pytest.raises(DaLifError, match="events"):  # analog graph, event data set
-        simulate(str(path), dataset="digits-events", progress=False)
+        simulate(str(path), "onnx", dataset="digits-events", progress=False)
     with pytest.raises(DaLifError, match="dt"):
-        simulate(str(path), dataset="digits", dt=1e-3, progress=False)
+        simulate(str(path), "onnx", dataset="digits", dt=1e-3, progress=False)
 
 
 def test_export_from_checkpoint(tmp_path, digits):
@@ -260,7 +261,7 @@ def test_bad_files_are_dalif_errors(tmp_path, digits_cnn_onnx):
         with pytest.raises(DaLifError):
             describe_onnx(p)
         with pytest.raises(DaLifError):
-            simulate(str(p), dataset="digits", progress=False)
+            simulate(str(p), "onnx", dataset="digits", progress=False)
 
 
 def test_external_data_references_are_refused(tmp_path, digits_cnn_onnx):
@@ -356,11 +357,11 @@ def test_simulate_event_graph_uses_its_timesteps(tmp_path):
     with that T and predicts exactly what run_model does on them."""
     model = activated("digits-cnn", input_shape=[2, 8, 8])
     path = export_onnx(model, tmp_path / "ev.onnx", 3, (2, 8, 8), "events", dataset="digits-events")
-    r = simulate(str(path), dataset="digits-events", samples=60, progress=False)
+    r = simulate(str(path), "onnx", dataset="digits-events", samples=60, progress=False)
     ds = load_dataset("digits-events", "test", timesteps=3).head(60)
     with torch.no_grad():
         ref = run_model(model, torch.from_numpy(ds.x), 3, "events").argmax(1)
     assert r["timesteps"] == 3 and r["encoding"] == "events"
     assert r["predictions"] == ref.tolist()
     with pytest.raises(DaLifError, match="analog"):
-        simulate(str(path), dataset="digits", progress=False)
+        simulate(str(path), "onnx", dataset="digits", progress=False)

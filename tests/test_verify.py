@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dalif_deploy.cli import main
@@ -74,17 +75,18 @@ def test_verify_exit_2_on_bad_input(argv, tmp_path, capsys):
 
 
 def _traces(spikes, v, outputs):
-    from types import SimpleNamespace
+    """A recorded fixed-point run (the type both the emulator and Lava return)."""
+    from dalif_deploy.backend import FixedPointResult
 
-    return SimpleNamespace(spikes=spikes, v=v, final_v={k: x[-1] for k, x in v.items()},
-                           outputs=outputs)
+    return FixedPointResult(outputs=outputs, predictions=outputs.argmax(1),
+                            spike_counts=np.zeros((len(outputs), 0), np.int64),
+                            spiking=list(spikes), final_v={k: x[-1] for k, x in v.items()},
+                            spikes=spikes, v=v)
 
 
 def test_first_divergence_names_the_earliest_step_then_the_shallowest_layer():
     """Lava's first departure from the emulator: earliest step over all layers (ties: program
     order), then final v, then readout integers; identical traces give None."""
-    import numpy as np
-
     from dalif_deploy.verify import first_divergence
 
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ from ..backends import BACKENDS as _REGISTRY
 from ..encoding import ENCODING_NAMES
 from ..errors import DaLifError, VerificationFailed
 
-BACKENDS = tuple(_REGISTRY)  # the registry's names (backends.py imports only the stdlib)
+BACKENDS = tuple(_REGISTRY)  # the registry's names (naming them imports no backend)
 
 EPILOG = """\
 pipeline:
@@ -53,6 +53,37 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int | None]:
         return getattr(importlib.import_module(module), func)(args)
 
     return run
+
+
+class _DeferredParser(argparse.ArgumentParser):
+    """A command's parser whose remaining arguments are added on first use (parsing, help or
+    usage), so building the whole command line imports nothing heavy."""
+
+    deferred: str | None = None  # "module:function" adding the arguments
+
+    def _complete(self) -> None:
+        target, self.deferred = self.deferred, None
+        if target:
+            module, func = target.split(":")
+            getattr(importlib.import_module(module), func)(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+
+def _defer(p: argparse.ArgumentParser, target: str) -> None:
+    """Add the rest of ``p``'s arguments with ``target(p)`` only when ``p`` is used."""
+    p.__class__ = _DeferredParser
+    p.deferred = target
 
 
 def _add_json(p: argparse.ArgumentParser) -> None:
@@ -91,36 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
-    p.set_defaults(handler=_lazy("dalif_deploy.training:cli_train"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.train:cli_train"))
 
     p = sub.add_parser("simulate", help="run a model file on a backend",
                        description="Run MODEL (checkpoint .pt, NIR graph .nir, fixed-point "
                        "program .fxp or ONNX .onnx) on a backend over a data set split and "
                        "report accuracy and per-sample predictions.")
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
-    p.add_argument("--backend", choices=BACKENDS, required=True,
-                   help="torch (.pt), nir/norse (.nir), emulator/lava (.fxp), onnx (.onnx)")
-    p.add_argument("--dataset", help="digits, digits-events or cifar10 (default: the one a "
-                   "checkpoint records; digits for other files)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
-    p.add_argument("--split", choices=("train", "test"), default="test",
-                   help="data set split to run")
-    p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="samples per batch (lava: per compiled network)")
-    p.add_argument("--dt", type=float, help="time step for foreign NIR graphs (required when "
-                   "the graph has no dalif-deploy metadata)")
-    p.add_argument("--timeout", type=float, default=600.0, help="lava: watchdog timeout (s)")
-    _lava_limits(p)
-    _add_json(p)
-    p.set_defaults(handler=_lazy("dalif_deploy.backends:cli_simulate"))
+    _defer(p, "dalif_deploy.cli.simulate:add_arguments")  # imports the backends: only if used
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.simulate:cli_simulate"))
 
     p = sub.add_parser("inspect", help="show what a file holds",
                        description="Describe a checkpoint, NIR graph, fixed-point program or "
                        "ONNX file.")
     p.add_argument("file", metavar="FILE", help="a .pt, .nir, .fxp or .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(handler=_lazy("dalif_deploy.inspect:cli_inspect"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))
 
     p = sub.add_parser("export", help="checkpoint -> NIR (or ONNX)",
                        description="Export a checkpoint (or a plain state_dict with --model) "
@@ -130,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
-    p.set_defaults(handler=_lazy("dalif_deploy.converters.export_cli:cli_export"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.export:cli_export"))
 
     p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
                        description="Quantise a NIR graph to a Loihi 2 fixed-point program "
@@ -159,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data")
     p.add_argument("-o", "--out", required=True, help=".npz file to write")
-    p.set_defaults(handler=_lazy("dalif_deploy.data:cli_dataset"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.dataset:cli_dataset"))
 
     p = sub.add_parser("verify", help="float vs NIR vs fixed point vs Lava, one report",
                        description="Export, re-import, quantise, emulate the whole test set "
@@ -177,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
-    _lava_limits(p)
-    _add_json(p)
-    p.set_defaults(handler=_lazy("dalif_deploy.verify:cli_verify"))
+    _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.verify:cli_verify"))
 
     p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",
                        description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
@@ -188,22 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="out", help="where the report goes (default: out)")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
-    p.set_defaults(handler=_lazy("dalif_deploy.demo:cli_demo"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.demo:cli_demo"))
     for command in sub.choices.values():
         command.formatter_class = _HelpFormatter
     return parser
-
-
-def _lava_limits(p: argparse.ArgumentParser) -> None:
-    """The Lava run guard's limits (targets/lava/run.py check_lava_budget); None: its default."""
-    from ..limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
-
-    p.add_argument("--max-lava-processes", type=int, metavar="N",
-                   help="lava: refuse a network of more than N Lava processes (default "
-                   f"{LAVA_PROCESSES_DEFAULT})")
-    p.add_argument("--max-lava-memory", type=float, metavar="GIB",
-                   help="lava: refuse a run estimated above GIB GiB of memory (default "
-                   f"{LAVA_MEMORY_GIB_DEFAULT:g})")
 
 
 def emit_json(data: dict, dest: str | None) -> None:
@@ -275,7 +279,11 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except DaLifError as e:  # e.g. a backend registered wrongly (simulate's options)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

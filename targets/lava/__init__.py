@@ -3,8 +3,9 @@
 Importing this package does NOT import lava: only running this target does (in a watchdog
 child process). Public entry points:
 
-* :func:`run_lava` - ``run_lava(program, x, *, timeout, record=False) -> LavaResult``;
-* :func:`simulate` - the ``simulate --backend lava`` backend (same JSON as the emulator);
+* :func:`run_lava` - ``run_lava(program, x, *, timeout, record=False) -> FixedPointResult``;
+* :class:`.backend.LavaBackend` - the ``simulate --backend lava`` backend (same JSON as the
+  emulator).
 * :func:`lava_steps` - ``lava_steps(program, n)``: the Lava steps of a streamed run of n samples.
 """
 
@@ -27,11 +28,4 @@ def lava_steps(program, n: int) -> int:
     return _steps(program, n)
 
 
-def simulate(model_path: str, **kwargs: Any) -> dict:
-    """See :func:`dalif_deploy.targets.lava.backend.simulate`."""
-    from .backend import simulate as _simulate
-
-    return _simulate(model_path, **kwargs)
-
-
-__all__ = ["lava_steps", "run_lava", "simulate"]
+__all__ = ["lava_steps", "run_lava"]

@@ -17,11 +17,11 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from dalif_deploy.backend import FixedPointResult
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 from dalif_deploy.program import FixedProgram
@@ -40,30 +40,6 @@ MAX_LAVA_MEMORY_GIB = LAVA_MEMORY_GIB_DEFAULT
 LAVA_BASE_BYTES = 256 * 2**20
 LAVA_PROCESS_BYTES = 20 * 2**20
 PROGRESS_UPDATES = 200  # progress file writes per run (at most)
-
-
-@dataclass
-class LavaResult:
-    """What a Lava run returns; arrays are int64/bool, samples in input order.
-
-    ``outputs [N, n_out]``: the readout's final v per sample (raw integers). ``spike_counts
-    [N, n_spiking]``: spikes per sample per spiking population (program order, readout excluded).
-    ``final_v``: name -> ``[N, *shape]`` v after each sample's last step, every population.
-    ``spikes``: name -> ``[T, N, *shape]`` (bool); with ``record`` also ``v``/``u`` likewise.
-    ``processes``: Lava processes the network had.
-    """
-
-    outputs: np.ndarray
-    predictions: np.ndarray
-    spike_counts: np.ndarray
-    spiking: list[str]
-    final_v: dict[str, np.ndarray]
-    spikes: dict[str, np.ndarray] = field(default_factory=dict)
-    v: dict[str, np.ndarray] = field(default_factory=dict)
-    u: dict[str, np.ndarray] = field(default_factory=dict)
-    seconds: float = 0.0  # wall time of the Lava run (build, compile, run, stop)
-    steps: int = 0
-    processes: int = 0
 
 
 def lava_steps(program: FixedProgram, n: int) -> int:
@@ -268,7 +244,7 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
              record: bool = False, use_conv: bool = True,
              max_processes: int = MAX_LAVA_PROCESSES,
              max_memory_gib: float = MAX_LAVA_MEMORY_GIB,
-             progress: Callable[[int], None] | None = None) -> LavaResult:
+             progress: Callable[[int], None] | None = None) -> FixedPointResult:
     """Run ``program`` on samples ``x`` in Lava, streaming them through one compiled network.
 
     ``x``: analog ``[N, *input_shape]`` floats or binary events ``[N, T, *input_shape]``, encoded
@@ -279,7 +255,7 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     network needs more Lava processes or more estimated memory (:func:`check_lava_budget`).
     ``progress(k)`` is called (from a thread) as k more of the run's :func:`lava_steps` finish.
     """
-    from dalif_deploy.targets.emulator import encode_input  # one input encoding for both
+    from dalif_deploy.targets.emulator import encode_input, input_clip_count  # as the emulator
 
     plan = plan_program(program, use_conv=use_conv)
     frames = np.asarray(encode_input(program, x), dtype=np.int32)
@@ -304,8 +280,9 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     counts = np.stack([traces["spikes"][name].reshape(t, n, -1).sum(axis=(0, 2))
                        for name in spiking], axis=1) if spiking else np.zeros((n, 0), np.int64)
     outputs = traces["final_v"][readout].reshape(n, -1)
-    return LavaResult(
+    return FixedPointResult(
         outputs=outputs, predictions=outputs.argmax(axis=1), spike_counts=counts.astype(np.int64),
         spiking=spiking, final_v=traces["final_v"],
         spikes=traces["spikes"], v=traces["v"], u=traces["u"],
-        seconds=res["seconds"], steps=res["steps"], processes=plan.process_count)
+        input_clipped=input_clip_count(program, x), seconds=res["seconds"], steps=res["steps"],
+        processes=plan.process_count)

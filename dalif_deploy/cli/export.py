@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dalif_deploy.errors import DaLifError
+from ..errors import DaLifError
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def cli_export(args: argparse.Namespace) -> int:
     if args.timesteps is not None and args.timesteps < 1:
         raise DaLifError(f"--timesteps must be >= 1, got {args.timesteps}")
     if args.out:
-        from .torch_to_nir import export_checkpoint
+        from ..converters.torch_to_nir import export_checkpoint
 
         s = export_checkpoint(args.checkpoint, args.out, model=args.model,
                               timesteps=args.timesteps)
@@ -22,7 +22,7 @@ def cli_export(args: argparse.Namespace) -> int:
               f"{tuple(s['input_shape'])}, {s['nodes']} nodes, {s['edges']} edges, "
               f"{len(s['lif_layers'])} LIF layers (checkpoint sha256 {s['sha256'][:12]})")
     if getattr(args, "onnx", None):
-        from .torch_to_onnx import export_onnx_from_checkpoint
+        from ..converters.torch_to_onnx import export_onnx_from_checkpoint
 
         o = export_onnx_from_checkpoint(args.checkpoint, args.onnx, model=args.model,
                                         timesteps=args.timesteps)

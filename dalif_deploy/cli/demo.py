@@ -9,17 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import DaLifError
+from ..errors import DaLifError
+from . import emit_json
 
 #: the shipped checkpoints, relative to the repository root
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "checkpoints"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checkpoints"
 DEMO_CHECKPOINT = EXAMPLES / "digits-cnn.pt"
 
 
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
-    from .cli import emit_json
-    from .verify import VerifyOptions, format_summary, verify_checkpoint, write_report
+    from ..verify import VerifyOptions, format_summary, verify_checkpoint, write_report
 
     if not DEMO_CHECKPOINT.is_file():
         raise DaLifError(f"{DEMO_CHECKPOINT}: demo checkpoint not found; run the demo from a "

@@ -1,0 +1,27 @@
+"""``dalif-deploy dataset NAME --split test -o data.npz``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import DaLifError
+
+
+def cli_dataset(args: argparse.Namespace) -> int:
+    """Write a data set split exactly as the model receives it (x float32, y int64)."""
+    import numpy as np
+
+    from ..data import load_dataset
+    from ..encoding import EVENTS, Encoding
+    from ..io import atomic_open
+
+    ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
+    if args.timesteps is not None and Encoding.from_name(ds.encoding) is not EVENTS:
+        raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
+                         "model sees the same frame every step)")
+    with atomic_open(args.out) as f:
+        np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
+                 encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
+    print(f"wrote {args.out}: {ds.name}/{ds.split}, x {tuple(ds.x.shape)} float32 "
+          f"({ds.encoding}), y {tuple(ds.y.shape)}")
+    return 0

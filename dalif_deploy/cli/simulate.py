@@ -1,0 +1,57 @@
+"""``dalif-deploy simulate MODEL --backend B [--dataset D] [--samples N] [--json P]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import emit_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Everything after MODEL: ``--backend`` (help from the file kinds the backends run), the
+    shared options, then each backend option once, as the backends declare it (``--dt`` for
+    nir and norse, ``--timeout`` for lava). This imports the backend classes, so the CLI runs
+    it only when ``simulate`` is parsed or its help shown."""
+    from ..backends import BACKENDS, FILE_KINDS, available, backend_options
+    from . import _add_json
+
+    by_kind: dict[str, list[str]] = {}
+    for name, cls in available().items():
+        by_kind.setdefault(cls.kind, []).append(name)
+    p.add_argument("--backend", choices=tuple(BACKENDS), required=True,
+                   help=", ".join(f"{'/'.join(names)} ({FILE_KINDS[kind][0][0]})"
+                                  for kind, names in by_kind.items()))
+    p.add_argument("--dataset", help="digits, digits-events or cifar10 (default: the one a "
+                   "checkpoint records; digits for other files)")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="data set split to run")
+    p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per batch (lava: per compiled network)")
+    for opt, _ in backend_options().values():
+        p.add_argument(opt.flag, type=opt.type, default=opt.default, help=opt.help,
+                       **({"metavar": opt.metavar} if opt.metavar else {}))
+    _add_json(p)
+
+
+def cli_simulate(args: argparse.Namespace) -> int:
+    """Run the model on the backend, print one line and (``--json``) the result's JSON dict.
+
+    An option with a default (``--timeout``) that the chosen backend does not take is left out;
+    one without a default that is given is an error (``--dt`` on a checkpoint)."""
+    from ..backends import backend_options, get_backend, run_backend
+
+    own = {o.name for o in get_backend(args.backend).options}
+    opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
+            if name in own or opt.default is None}
+    result = run_backend(args.model, args.backend, dataset=args.dataset, split=args.split,
+                         samples=args.samples, batch_size=args.batch_size,
+                         data_dir=args.data_dir, **opts)
+    line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
+            f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
+            f"({result.seconds:.2f} s)")
+    print(line, file=sys.stderr if args.json == "-" else sys.stdout)
+    emit_json(result.to_dict(), args.json)
+    return 0

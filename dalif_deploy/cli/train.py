@@ -1,0 +1,36 @@
+"""``dalif-deploy train --model M --dataset D --epochs N --timesteps T --seed S --out P``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import DaLifError
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """Train a zoo model, write its checkpoint and print train and test accuracy."""
+    from ..checkpoint import save_checkpoint
+    from ..data import load_dataset
+    from ..models import default_config
+    from ..training import train
+
+    if args.width is not None and args.width < 1:
+        raise DaLifError(f"--width must be >= 1, got {args.width}")
+    probe = load_dataset(args.dataset, "test", args.data_dir, args.timesteps)
+    config = default_config(args.model, input_shape=list(probe.input_shape),
+                            granularity=args.granularity,
+                            parametrization=args.parametrization,
+                            **({"width": args.width} if args.width is not None else {}))
+    model, metrics = train(config, args.dataset, args.epochs, args.timesteps, args.batch_size,
+                           args.lr, args.seed, args.data_dir)
+    dataset_info = {"name": probe.name, "encoding": probe.encoding,
+                    "input_shape": list(probe.input_shape),
+                    "normalization": probe.normalization}
+    save_checkpoint(args.out, model, config, args.timesteps, dataset_info, metrics,
+                    seed=args.seed)
+    print(f"{args.model} on {args.dataset} (T={args.timesteps}, {args.epochs} epochs, "
+          f"seed {args.seed}, {metrics['seconds']:.1f} s): "
+          f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
+          f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,42 @@
+"""``dalif-deploy verify CKPT [--lava-samples N] [--report HTML] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import VerificationFailed
+from . import emit_json
+
+
+def add_lava_limits(p: argparse.ArgumentParser) -> None:
+    """The Lava run guard's limits, as the lava backend declares them, then ``--json``."""
+    from ..targets.lava.backend import LAVA_LIMITS
+    from . import _add_json
+
+    for opt in LAVA_LIMITS:
+        p.add_argument(opt.flag, type=opt.type, default=opt.default, metavar=opt.metavar,
+                       help=opt.help)
+    _add_json(p)
+
+
+def cli_verify(args: argparse.Namespace) -> int:
+    """Verify a checkpoint; exit 1 (VerificationFailed) when a threshold does not hold."""
+    from ..verify import VerifyOptions, format_summary, verify_checkpoint, write_report
+
+    options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
+                            max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
+                            timeout=args.timeout, max_lava_processes=args.max_lava_processes,
+                            max_lava_memory=args.max_lava_memory)
+    result, artefacts = verify_checkpoint(args.checkpoint, dataset=args.dataset,
+                                          data_dir=args.data_dir, options=options)
+    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
+    print(format_summary(result), file=out)
+    if args.report:
+        write_report(result, artefacts, args.report)
+        print(f"report: {args.report}", file=out)
+    emit_json(result, args.json)
+    if not result["passed"]:
+        failed = [c["check"] for c in result["checks"] if not c["ok"]]
+        raise VerificationFailed("; ".join(failed))
+    return 0
