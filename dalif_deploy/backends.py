@@ -18,6 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .backend import Backend, Option, SimulationResult
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
@@ -96,7 +98,7 @@ def get_backend(name: str) -> type[Backend]:
                              f"({module} is missing)") from None
         raise DaLifError(f"backend {name!r} needs the package {e.name!r}, which is "
                          "not installed; run `make install`") from None
-    cls = getattr(mod, cls_name)
+    cls = getattr(mod, cls_name, None)
     if getattr(cls, "name", None) != name or getattr(cls, "kind", None) not in FILE_KINDS:
         raise DaLifError(f"{target} is registered as backend {name!r} but declares name "
                          f"{getattr(cls, 'name', None)!r}, kind {getattr(cls, 'kind', None)!r} "
@@ -207,8 +209,6 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
     t0 = time.perf_counter()
     out = runner.run(ds, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
-    import numpy as np
-
     pred = np.asarray(out.predictions, dtype=np.int64).reshape(-1)
     if len(pred) != len(ds):
         raise DaLifError(f"backend {backend!r} returned {len(pred)} predictions for "

@@ -1,5 +1,6 @@
 """Where a model runs: torch (float), nir (float reference), norse, emulator, lava, onnx.
 
-Each backend module exposes ``simulate(model_path, dataset, samples, ...) -> dict`` (see
-``dalif_deploy.backends``). Only ``targets.lava`` imports lava, lazily.
+Each backend is a class implementing ``dalif_deploy.backend.Backend`` (its name, file kind,
+options, the input it expects, ``run``), registered by one line in ``dalif_deploy.backends``.
+Only ``targets.lava`` imports lava, lazily.
 """

@@ -105,6 +105,28 @@ def test_simulate_bad_input_exits_2(argv, words, capsys):
     assert words in _error_line(capsys).lower()
 
 
+def test_the_command_line_imports_no_backend_until_simulate_is_parsed():
+    """Building the parser costs no backend import; simulate's options come from the backends
+    once it is parsed (lava itself is still not imported)."""
+    code = ("import sys\nfrom dalif_deploy.cli import build_parser\n"
+            "p = build_parser(); p.parse_args(['inspect', 'x.fxp'])\n"
+            "print(sorted(m for m in ('torch', 'dalif_deploy.targets.torch_float') "
+            "if m in sys.modules))\n"
+            "a = p.parse_args(['simulate', 'x.fxp', '--backend', 'lava', '--timeout', '5'])\n"
+            "print(a.timeout, a.dt, 'dalif_deploy.targets.torch_float' in sys.modules, "
+            "'lava' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "5.0 None True False"]
+
+
+def test_an_option_with_a_default_is_ignored_by_backends_that_do_not_take_it(capsys):
+    """`--timeout` (lava's, default 600) on torch is left out, as before; `--dt` is refused."""
+    assert main(["simulate", str(SHIPPED / "digits-cnn.pt"), "--backend", "torch",
+                 "--timeout", "5", "--samples", "3", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3
+
+
 def test_registry_matches_the_cli_and_file_kinds(tmp_path):
     assert set(BACKENDS) == set(CLI_BACKENDS)
     copy = tmp_path / "model.bin"
