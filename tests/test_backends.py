@@ -49,13 +49,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     from dalif_deploy.converters.nir_to_fixed import quantize_graph
     from dalif_deploy.converters.torch_to_nir import export_checkpoint
     from dalif_deploy.converters.torch_to_onnx import export_onnx_from_checkpoint
+    from dalif_deploy.targets.emulator import emulate
 
     from dalif_deploy.program import save_program
 
     d = tmp_path_factory.mktemp("models")
     export_checkpoint(CKPT, d / "m.nir")
     calib = load_dataset("digits", "train").head(64).x
-    save_program(quantize_graph(read_nir(d / "m.nir"), calibration=calib), d / "m.fxp")
+    save_program(quantize_graph(read_nir(d / "m.nir"), calibration=calib, run=emulate),
+                 d / "m.fxp")
     export_onnx_from_checkpoint(CKPT, d / "m.onnx")
     return {"pt": CKPT, "nir": d / "m.nir", "fxp": d / "m.fxp", "onnx": d / "m.onnx"}
 
