@@ -35,8 +35,9 @@ from .watchdog import run_with_watchdog
 MAX_LAVA_PROCESSES = LAVA_PROCESSES_DEFAULT
 MAX_LAVA_MEMORY_GIB = LAVA_MEMORY_GIB_DEFAULT
 #: memory model (proportional set size of the run's whole process group), measured with
-#: benchmarks/bench_lava.py --memory (docs/MEASURED.md): about 0.2-0.3 GiB for a network of 7-15
-#: processes, and 17-18 MiB more per process at 356-615 processes, plus the arrays it stores
+#: benchmarks/bench_lava.py and chains of up to 203 processes (docs/MEASURED.md): ~0.25 GiB plus
+#: ~9 MiB a process (17-18 MiB a process in the old split lowering's per-channel runs), plus
+#: the arrays it stores; the estimate errs on the safe side
 LAVA_BASE_BYTES = 256 * 2**20
 LAVA_PROCESS_BYTES = 20 * 2**20
 PROGRESS_UPDATES = 200  # progress file writes per run (at most)
