@@ -46,10 +46,12 @@ class Option:
     help: str
     default: Any = None
     metavar: str | None = None
+    #: its command-line flags when not ``--<name>`` (e.g. ``("--from",)`` for ``exporter``)
+    flags: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,9 @@ def _check_options(backend: type[Backend], opts: dict[str, Any]) -> dict[str, An
     foreign = sorted(k for k, v in opts.items() if v is not None and k not in own)
     if foreign:
         users = [n for n, c in available().items() if set(foreign) & {o.name for o in c.options}]
-        raise DaLifError(f"option(s) {', '.join('--' + k for k in foreign)} do not apply to "
+        flags = {k: o.flag for k, (o, _) in backend_options().items()}
+        raise DaLifError(f"option(s) {', '.join(flags.get(k, '--' + k) for k in foreign)} do "
+                         "not apply to "
                          f"backend {backend.name!r} (only to {', '.join(users) or 'none'})")
     given = {k: o.default if opts.get(k) is None else opts[k] for k, o in own.items()}
     return {k: v for k, v in given.items() if v is not None}  # unset: the backend's default

@@ -13,23 +13,37 @@
   already has. The batches are unpickled with a restricted unpickler that only rebuilds numpy
   arrays and plain containers: any other object in the file is refused, never executed.
   Normalisation: ``(pixel / 255 - mean) / std`` per channel with the usual CIFAR-10 statistics.
+* your own data: the path of an ``.npz`` (anything not a built-in name) in the format the
+  ``dataset`` command writes, read by :func:`load_npz_dataset`. Members (``np.savez`` keys):
+
+  - ``x`` (or ``inputs``): the samples exactly as the model receives them, real and finite:
+    ``[N, *frame]`` for ``analog`` or binary (0/1) ``[N, T, *frame]`` for ``events``;
+  - ``y`` (or ``labels``): integer labels ``[N]`` in ``0 .. num_classes - 1``;
+  - ``encoding``: ``"analog"`` or ``"events"``;
+  - optional: ``T`` (events: must equal ``x.shape[1]``), ``num_classes`` (default 10, or more
+    when the labels need it), ``normalization`` (text, informational).
+
+  Declared sizes are checked before anything is read (zip members, each ``.npy`` header), then
+  shapes, dtypes, values and labels; members not named here are never read. An npz has no
+  splits: ``--split`` does not select anything in it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .encoding import ANALOG, EVENTS
+from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
 from .io import check_input_file
 from .limits import TIMESTEPS_MAX
-from .resources import check_memory
-from .schema import integer, real_array
+from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
+from .schema import integer, real_array, text
 
 DATASETS = ("digits", "digits-events", "cifar10")
 
@@ -192,6 +206,93 @@ def _cifar10(split: str, data_dir: str | None) -> Dataset:
                    f"std={CIFAR_STD}")
 
 
+#: npz member -> its accepted names (the first is what ``dataset`` writes)
+NPZ_KEYS = {"x": ("x", "inputs"), "y": ("y", "labels"), "encoding": ("encoding",),
+            "T": ("T",), "num_classes": ("num_classes",), "normalization": ("normalization",)}
+NUM_CLASSES_MAX = 2**16
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether ``--dataset name`` is a path (not a built-in name): ``.npz`` or an existing
+    file."""
+    return name not in DATASETS and (name.lower().endswith(".npz") or Path(name).exists())
+
+
+def _npz_members(path: Path, where: str) -> dict[str, np.ndarray]:
+    import zipfile
+
+    with open(path, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise DaLifError(f"{where}: a plain .npy array; a data set is an .npz with members "
+                             "x, y and encoding (as `dalif-deploy dataset` writes)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = check_zip(z, path.stat().st_size, where)
+            out = {}
+            for key, names in NPZ_KEYS.items():
+                found = [n for n in names if n + ".npy" in members]
+                if len(found) > 1:
+                    raise DaLifError(f"{where}: holds both {found[0]!r} and {found[1]!r}; "
+                                     "keep one")
+                if found:
+                    out[key] = read_npz_member(z, members[found[0] + ".npy"],
+                                               f"{where}: member {found[0]!r}")
+            return out
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
+        raise DaLifError(f"{where}: not a readable .npz ({type(e).__name__}: {e}); write it "
+                         "with numpy.savez or `dalif-deploy dataset`") from None
+
+
+def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | None = None
+                     ) -> Dataset:
+    """A data set from an ``.npz`` in the ``dataset`` command's format (module docstring),
+    checked on load; ``timesteps`` (the model's T) must match event data's."""
+    path = check_input_file(path, "a data set (.npz with x, y, encoding)")
+    where = str(path)
+    m = _npz_members(path, where)
+    missing = [k for k in ("x", "y", "encoding") if k not in m]
+    if missing:
+        raise DaLifError(f"{where}: missing member(s) {missing}; a data set .npz holds x "
+                         "(inputs), y (labels) and encoding ('analog' or 'events')")
+    enc = Encoding.from_name(text(m["encoding"], f"{where}: encoding"), f"{where}: encoding")
+    x = real_array(m["x"], f"{where}: x", float32=True)
+    lead = 2 if enc.time_axis else 1
+    if x.ndim < lead + 1 or 0 in x.shape:
+        raise DaLifError(f"{where}: x has shape {x.shape}; {enc.name} data are "
+                         f"[N, {'T, ' if enc.time_axis else ''}*frame] with N >= 1")
+    frame = tuple(int(d) for d in x.shape[lead:])
+    if math.prod(frame) > INPUT_ELEMENTS_MAX:
+        raise DaLifError(f"{where}: frames of shape {frame} exceed {INPUT_ELEMENTS_MAX:,} "
+                         "elements")
+    if enc.time_axis:
+        t = int(x.shape[1])
+        if t > TIMESTEPS_MAX:
+            raise DaLifError(f"{where}: T = {t} exceeds {TIMESTEPS_MAX}")
+        if "T" in m and integer(m["T"], f"{where}: T") != t:
+            raise DaLifError(f"{where}: T = {m['T']} but x has {t} steps")
+        if timesteps is not None and int(timesteps) != t:
+            raise DaLifError(f"{where}: the events have T = {t}, the model runs T = "
+                             f"{timesteps}; write the data with T = {timesteps}")
+    elif "T" in m:
+        raise DaLifError(f"{where}: T given for analog data (T comes from the model or -T)")
+    enc.check_values(x, f"{where}: x")
+    y = m["y"]
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise DaLifError(f"{where}: y must be integer labels [N], got {y.dtype} {y.shape}")
+    if len(y) != len(x):
+        raise DaLifError(f"{where}: {len(x)} samples in x but {len(y)} labels in y")
+    classes = (integer(m["num_classes"], f"{where}: num_classes", lo=1, hi=NUM_CLASSES_MAX)
+               if "num_classes" in m else None)
+    hi = int(y.max()) if len(y) else 0
+    if int(y.min()) < 0 or (classes is not None and hi >= classes) or hi >= NUM_CLASSES_MAX:
+        raise DaLifError(f"{where}: labels must lie in 0..{(classes or NUM_CLASSES_MAX) - 1}, "
+                         f"found {int(y.min())}..{hi}")
+    norm = (text(m["normalization"], f"{where}: normalization") if "normalization" in m
+            else "as stored in the file")
+    return Dataset(where, split, np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64),
+                   enc.name, frame, norm, classes or max(10, hi + 1))
+
+
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
                  timesteps: int | None = None) -> Dataset:
     """Load a data set split exactly as the model receives it (see the module docstring)."""
@@ -211,4 +312,8 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
                        f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
     if name == "cifar10":
         return _cifar10(split, data_dir)
-    raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
+    if is_dataset_file(name):
+        return load_npz_dataset(name, split, timesteps)
+    raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} or give the "
+                     "path of an .npz as `dalif-deploy dataset` writes it")
+

@@ -1,4 +1,9 @@
-"""The ``nir`` backend: run a NIR graph with our float reference (converters/nir_to_torch)."""
+"""The ``nir`` backend: run a NIR graph with our float reference (converters/nir_to_torch).
+
+A foreign graph is read with its exporter's conventions (``--from``, see
+:mod:`dalif_deploy.converters.nir_conventions`); the ``norse`` backend subclasses
+:class:`NirBackend`, so both read a graph, find T and feed the data's encoding the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,70 +15,100 @@ import numpy as np
 import torch
 
 from ..backend import BackendRun, ModelInput, Option, in_batches
+from ..converters.nir_conventions import read_conventions
 from ..converters.nir_graph import io_nodes, read_nir
-from ..converters.nir_to_torch import GraphRunner, describe_conventions, resolve_dt
-from ..encoding import EVENTS, Encoding
+from ..converters.nir_to_torch import GraphRunner, describe_conventions
+from ..encoding import Encoding
 from ..errors import DaLifError
+from ..limits import TIMESTEPS_MAX
 
-#: (graph, x batch, T) -> logits [B, classes]
-BatchFn = Callable[[Any, torch.Tensor, int], torch.Tensor]
+#: (graph, x batch, T, encoding) -> logits [B, classes]
+BatchFn = Callable[[Any, torch.Tensor, int, Encoding], torch.Tensor]
 
 
-def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str | None = None
-                    ) -> int:
-    """T from the graph metadata; for a foreign graph on event data, the data's T."""
+def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str | None = None,
+                    timesteps: int | None = None) -> int:
+    """T from the graph metadata; else for event data the data's T, else ``timesteps``
+    (``simulate -T``), which must agree with the others where they exist."""
     meta = graph.metadata or {}
-    if "timesteps" in meta:
-        return int(np.asarray(meta["timesteps"]))
-    if Encoding.find(encoding) is EVENTS and ds_x is not None:
-        return int(ds_x.shape[1])
+    stored = int(np.asarray(meta["timesteps"])) if "timesteps" in meta else None
+    data_t = (Encoding.from_name(encoding).timesteps_of(ds_x)
+              if ds_x is not None and Encoding.find(encoding) is not None else None)
+    if timesteps is not None:
+        t = int(timesteps)
+        if not 1 <= t <= TIMESTEPS_MAX:
+            raise DaLifError(f"-T must lie in 1..{TIMESTEPS_MAX}, got {t}")
+        for known, where in ((stored, "the graph records"), (data_t, "the event data have")):
+            if known is not None and known != t:
+                raise DaLifError(f"-T {t}: {where} T = {known}; drop -T")
+        return t
+    if stored is not None:
+        return stored
+    if data_t is not None:
+        return data_t
     raise DaLifError("the graph records no number of timesteps (no dalif-deploy metadata) and "
-                     "the data set is static; export it with dalif-deploy or use event data")
+                     "the data set is static; give it with -T (or use event data)")
 
 
-#: the option both NIR backends take
-DT_OPTION = Option("dt", float, "time step for foreign NIR graphs (required when the graph has "
-                   "no dalif-deploy metadata)")
+#: the options both NIR backends take (a foreign graph's conventions, nir_conventions)
+DT_OPTION = Option("dt", float, "time step of a foreign NIR graph (overrides --from's; "
+                   "required with plain NIR)")
+EXPORTER_OPTION = Option("exporter", str, "framework that exported a foreign NIR graph: "
+                         "snntorch (dt 1e-4, Euler), sinabs (dt 1, exact decay), norse (dt "
+                         "1e-3, Euler) or nir (give --dt)", metavar="EXPORTER",
+                         flags=("--from",))
+TIMESTEPS_OPTION = Option("timesteps", int, "T for a NIR graph that records none (foreign "
+                          "graphs on static data)", metavar="T", flags=("--timesteps", "-T"))
+NIR_OPTIONS = (DT_OPTION, EXPORTER_OPTION, TIMESTEPS_OPTION)
 
 
 class NirBackend:
     """A NIR graph run by our float reference (converters/nir_to_torch), in batches.
 
-    Option ``dt``: required for graphs without dalif-deploy metadata (foreign graphs). A
-    subclass changes :meth:`batch_fn` (and ``name``) to run the graph with another simulator.
+    Options for graphs without dalif-deploy metadata (foreign graphs): ``exporter``
+    (``--from``: the exporter's dt and decay, read by ``read_conventions``), ``dt``
+    (overrides it; required with plain NIR), ``timesteps`` (``-T``: T for a graph that records
+    none). Both NIR backends feed the data with the data set's encoding (checked against the
+    graph's own by the registry). A subclass changes :meth:`batch_fn` (and ``name``) to run
+    the graph with another simulator.
     """
 
     name = "nir"
     kind = "nir"
-    options = (DT_OPTION,)
+    options = NIR_OPTIONS
 
-    def __init__(self, model_path: str, *, dt: float | None = None) -> None:
-        self.graph = read_nir(model_path)
-        # resolves dt (error when a foreign graph has none)
-        self.conventions = describe_conventions(self.graph, dt)
-        self.dt = resolve_dt(self.graph, dt)
+    def __init__(self, model_path: str, *, dt: float | None = None,
+                 exporter: str | None = None, timesteps: int | None = None) -> None:
+        reading = read_conventions(read_nir(model_path), exporter, dt)
+        self.graph, self.dt, self.exporter = reading.graph, reading.dt, reading.exporter
+        # our own graphs: describe_conventions' lines; foreign: the exporter's notes first
+        self.conventions = (reading.notes
+                            + describe_conventions(self.graph, self.dt)[int(bool(reading.notes)):])
         meta = self.graph.metadata or {}
+        self.timesteps = timesteps
+        if "timesteps" in meta or timesteps is not None:
+            timesteps = graph_timesteps(self.graph, timesteps=timesteps)
         in_shape = self.graph.nodes[io_nodes(self.graph)[0]].input_type["input"]
         enc = meta.get("input_encoding")  # None: a foreign graph takes either kind of data
-        self.input = ModelInput(None if enc is None else str(enc), in_shape,
-                                graph_timesteps(self.graph) if "timesteps" in meta else None,
+        self.input = ModelInput(None if enc is None else str(enc), in_shape, timesteps,
                                 meta.get("dataset"))
 
     def batch_fn(self) -> BatchFn:
         runner = GraphRunner(self.graph, self.dt)
-        return lambda g, x, T: runner.run(x, T, record=False)[0]
+        return lambda g, x, T, enc: runner.run(x, T, enc, record=False)[0]
 
     def extras(self) -> dict[str, Any]:
         """Backend-specific keys added after a run."""
-        return {}
+        return {"exporter": self.exporter} if self.exporter else {}
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
         if progress:
             for line in self.conventions:
                 print(f"[{self.name}] {line}", file=sys.stderr)
-        T = graph_timesteps(self.graph, data.x, data.encoding)
+        T = graph_timesteps(self.graph, data.x, data.encoding, self.timesteps)
+        enc = Encoding.from_name(data.encoding, "input encoding")  # one rule, both backends
         fn = self.batch_fn()
-        preds = [fn(self.graph, torch.from_numpy(data.x[b]), T).argmax(1).cpu().numpy()
+        preds = [fn(self.graph, torch.from_numpy(data.x[b]), T, enc).argmax(1).cpu().numpy()
                  for b in in_batches(len(data), batch_size, desc=self.name, progress=progress)]
         pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
         return BackendRun(pred, {"timesteps": T, "dt": self.dt, "encoding": data.encoding,

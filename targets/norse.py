@@ -18,7 +18,9 @@ its op's ``to_norse``/``norse_fold_r`` in :mod:`dalif_deploy.converters.nir_ops`
   constant weights (1/k^2 or 1) on the channel diagonal (Norse cannot build grouped convs).
 * nirtorch's executor orders nodes depth-first, not topologically: at a residual merge it can
   read a branch's output of the PREVIOUS time step. Its order is replaced by ours from the edges.
-* dt: ``from_nir(dt=...)`` with the graph's dt (1 for ours); Norse integrates
+* dt: ``from_nir(dt=...)`` with the graph's dt (1 for ours; a foreign graph's from its
+  exporter's conventions, ``--from``, read exactly as the nir backend reads it, and fed the
+  data's encoding like there: :class:`NorseBackend` is a :class:`NirBackend`); Norse integrates
   ``v += dt/tau (v_leak - v + i)``, equal to ``beta*v + alpha*x`` up to float rounding.
 * Norse fires on ``v > v_th`` (strict), ours on ``>=``: irrelevant for float data.
 """
@@ -120,8 +122,13 @@ def norse_module(adapted: nir.NIRGraph, dt: float) -> tuple[torch.nn.Module, boo
 
 
 def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
-              record: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
-    """Run ``graph`` in Norse; returns (mean readout over T, spikes per LIF node, adaptations)."""
+              record: bool = False, encoding: Encoding | str | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """Run ``graph`` in Norse; returns (mean readout over T, spikes per LIF node, adaptations).
+
+    ``encoding``: how ``x`` is fed (default: the graph's metadata, else analog); the backend
+    passes the data's, exactly as the nir backend does.
+    """
     from nirtorch.utils import sanitize_name
 
     adapted, notes = adapt_for_norse(graph)
@@ -129,7 +136,8 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
     if fixed:
         notes.append("nirtorch execution order replaced by the topological order of the edges "
                      "(its depth-first order reads stale branch outputs at residual merges)")
-    enc = Encoding.from_name(str((graph.metadata or {}).get("input_encoding", ANALOG.name)),
+    enc = Encoding.from_name(encoding or str((graph.metadata or {}).get("input_encoding",
+                                                                         ANALOG.name)),
                              "input encoding")
     spiking = [n for n, v in graph.nodes.items() if op_for(v, n).spiking]
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in spiking} if record else {}
@@ -147,24 +155,26 @@ def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
 
 class NorseBackend(NirBackend):
     """A NIR graph run by Norse (see module doc), batch by batch; reports the ``adaptations``
-    it needed. Option ``dt``: required for graphs without dalif-deploy metadata."""
+    it needed. Options as :class:`NirBackend`'s (``dt``, ``exporter`` = ``--from``,
+    ``timesteps`` = ``-T``): the graph is read and fed exactly as there."""
 
     name = "norse"
 
-    def __init__(self, model_path: str, *, dt: float | None = None) -> None:
+    def __init__(self, model_path: str, *, dt: float | None = None,
+                 exporter: str | None = None, timesteps: int | None = None) -> None:
         try:
             import norse.torch  # noqa: F401
         except ImportError as e:
             raise DaLifError(f"the norse backend needs norse 1.1.0 ({e})") from None
-        super().__init__(model_path, dt=dt)
+        super().__init__(model_path, dt=dt, exporter=exporter, timesteps=timesteps)
         self.notes: list[str] = []
 
     def batch_fn(self):
-        def fn(g, x, T):
-            logits, _, n = run_norse(g, x, T, self.dt)
+        def fn(g, x, T, enc):
+            logits, _, n = run_norse(g, x, T, self.dt, encoding=enc)
             self.notes[:] = n
             return logits
         return fn
 
     def extras(self) -> dict[str, Any]:
-        return {"adaptations": self.notes}
+        return {**super().extras(), "adaptations": self.notes}

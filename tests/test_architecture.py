@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.converters.nir_math": 3,
     # 4: converters
     "dalif_deploy.converters": 4,
+    "dalif_deploy.converters.nir_conventions": 4,  # the exporters' conventions (--from)
     # 5: targets
     "dalif_deploy.targets": 5,
     # 6: orchestration - backend registry, verify, report, inspect

@@ -154,14 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "(.fxp) and print the per-layer quantisation table.")
     p.add_argument("graph", metavar="MODEL.nir", help="NIR graph to quantise")
     p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
-    p.add_argument("--calibrate", metavar="DATASET", help="refine scales on this data set")
+    p.add_argument("--calibrate", metavar="DATASET", help="refine scales on this data set "
+                   "(a name or an .npz as `dataset` writes it)")
     p.add_argument("--calibration-samples", type=int, default=256,
                    help="training samples used for calibration (at most)")
     p.add_argument("--weight-bits", type=int, default=8,
                    help="weight mantissa bits, 2..8 (Loihi 2: 8)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
-    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (required when "
-                   "the graph has no dalif-deploy metadata)")
+    p.add_argument("--from", dest="exporter", metavar="EXPORTER",
+                   help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
+                   "Euler), sinabs (dt 1, exact decay), norse (dt 1e-3, Euler) or nir (give "
+                   "--dt)")
+    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
+                   "--from's; required with plain NIR)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
@@ -183,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and run Lava on a subset; report where accuracy is lost. Exit 1 if "
                        "the thresholds do not hold.")
     p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.pt) to verify")
-    p.add_argument("--dataset", help="data set (default: the one the checkpoint records)")
+    p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
+                   "(default: the one the checkpoint records)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")

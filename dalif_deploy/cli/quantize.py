@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..backends import load_for_model
+from ..converters.nir_conventions import read_conventions
 from ..converters.nir_graph import infer_shapes, io_nodes, read_nir
 from ..converters.nir_to_fixed import format_table, quantize_graph
 from ..encoding import ANALOG
@@ -23,7 +24,12 @@ from . import emit_json
 
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
-    graph = read_nir(Path(args.graph))  # validated: NaN parameters, shapes, unknown nodes
+    # validated (NaN parameters, shapes, unknown nodes), then read with its exporter's
+    # conventions (--from: dt, exact decay as Euler taus, the dt/tau range)
+    reading = read_conventions(read_nir(Path(args.graph)), args.exporter, args.dt)
+    graph = reading.graph
+    for line in reading.notes:
+        print(line, file=sys.stderr)
     if args.calibration_samples < 1:
         raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     cal, run = None, None
@@ -39,7 +45,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
                             timesteps=args.timesteps or md.get("timesteps"), at_most=True)
         cal, run = ds.x, functools.partial(emulate, check=False)
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal, run=run,
-                             timesteps=args.timesteps, encoding=args.encoding, dt=args.dt)
+                             timesteps=args.timesteps, encoding=args.encoding, dt=reading.dt)
     save_program(program, args.out)
     if cal is None and program.input.encoding is ANALOG:
         print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
@@ -50,5 +56,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(program.populations)} populations, "
           f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
     emit_json({"program": str(args.out), "quant_table": program.quant_table,
-               "timesteps": program.timesteps, "input_scale": program.input.scale}, args.json)
+               "timesteps": program.timesteps, "input_scale": program.input.scale,
+               **({"exporter": reading.exporter, "conventions": reading.notes}
+                  if reading.exporter else {})}, args.json)
     return 0

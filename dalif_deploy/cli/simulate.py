@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=tuple(BACKENDS), required=True,
                    help=", ".join(f"{'/'.join(names)} ({FILE_KINDS[kind][0][0]})"
                                   for kind, names in by_kind.items()))
-    p.add_argument("--dataset", help="digits, digits-events or cifar10 (default: the one a "
-                   "checkpoint records; digits for other files)")
+    p.add_argument("--dataset", help="digits, digits-events, cifar10 or the path of an .npz "
+                   "as `dataset` writes it (default: the one a checkpoint records; digits for "
+                   "other files)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--split", choices=("train", "test"), default="test",
                    help="data set split to run")
@@ -31,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per batch (lava: per compiled network)")
     for opt, _ in backend_options().values():
-        p.add_argument(opt.flag, type=opt.type, default=opt.default, help=opt.help,
+        p.add_argument(*(opt.flags or (opt.flag,)), dest=opt.name, type=opt.type,
+                       default=opt.default, help=opt.help,
                        **({"metavar": opt.metavar} if opt.metavar else {}))
     _add_json(p)
 
