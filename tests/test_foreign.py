@@ -447,3 +447,15 @@ def test_npz_event_T_must_match_the_model(tmp_path, data, capsys):
     ok = load_npz_dataset(_npz(tmp_path / "labels.npz", inputs=_X, labels=_Y,
                                encoding=np.array("analog"), num_classes=3))
     assert ok.num_classes == 3 and len(ok) == 3 and ok.input_shape == (1, 8, 8)
+
+
+def test_verify_on_an_npz(tmp_path):
+    """verify --dataset PATH: the shipped checkpoint on the first 60 test samples, from a file."""
+    ds = load_dataset("digits").head(60)
+    path = _npz(tmp_path / "mine.npz", x=ds.x, y=ds.y, encoding="analog")
+    out = tmp_path / "v.json"
+    shipped = Path(__file__).parent.parent / "examples" / "checkpoints" / "digits-cnn.pt"
+    assert main(["verify", str(shipped), "--dataset", str(path), "--lava-samples", "0",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["dataset"] == str(path) and res["samples"] == 60
