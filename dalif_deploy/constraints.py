@@ -5,6 +5,10 @@ how to fix it); :func:`require_valid` raises :class:`~dalif_deploy.errors.DaLifE
 has severity ``error``. Errors are things Lava or the chip would silently change (clip,
 truncate, ignore, overflow); warnings are risks that the emulator counts at run time (u wraps,
 v saturation) or limits of real hardware that the CPU simulation does not enforce.
+
+These rules are the ONE definition of what a program may be: the Lava lowering
+(``targets/lava/lower.py``) runs :func:`require_valid` and makes no refusals of its own, so a
+program passes the check exactly when it lowers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .limits import (
     INPUT_BITS_RANGE,
     INT32_SAFE,
     LAVA_CONV_PARAM_MAX,
+    MAX_DELAY,
     SIGN_RANGES,
     U_LIMIT,
     V_MAX,
@@ -43,6 +48,7 @@ from .program import (
     Synapse,
     load_program,
 )
+from .timing import synapse_delays, synaptic_depths
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,10 @@ RULES: dict[str, str] = {
     "bias-range": "bias mantissa is 13-bit signed, exponent within range",
     "decay-range": "du and dv are 12-bit unsigned",
     "headroom": "synaptic input and v must fit the 24-bit state and Lava's int32 arithmetic",
+    "u-overflow": "with du < 4095, a << 6 must stay within 2^24 (Lava keeps u in int32)",
+    "delay": f"residual paths must meet with delays of at most {MAX_DELAY} steps",
     "fan-in": "nonzero synapses per neuron",
-    "topology": "populations in topological order, readout last, nothing unconnected",
+    "topology": "populations in topological order, every one driven, the readout feeds none",
     "readout": "the readout is a non-spiking integrator (dv = 0, du = 4095, vth max)",
 }
 
@@ -100,6 +108,14 @@ def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
     """Largest |accumulated input| of one output neuron (before shift / wrap)."""
     w = np.abs(s.weights).reshape(s.weights.shape[0], -1)
     return int(w.sum(1).max(initial=0)) * source_max(program, s)
+
+
+def _input_max(program: FixedProgram, name: str) -> float:
+    """Largest |a| population ``name`` can receive in one step: the sum over its incoming
+    synapses of max |accumulated input| * 2^max(weight_exp, 0) (a right shift only shrinks
+    it; counting it as 0 keeps the bound safe)."""
+    return sum(_syn_max_abs_sum(program, s) * 2.0 ** max(s.weight_exp, 0)
+               for s in program.incoming(name))
 
 
 def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
@@ -177,11 +193,17 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
             yield Violation("decay-range", p.name, f"{name} spans [{d.min()}, {d.max()}], "
                             f"outside [0, {DECAY_MAX}] (decay factors must lie in [0, 1]: "
                             "check beta)")
-    a_max = sum(_syn_max_abs_sum(program, s) * 2.0 ** max(s.weight_exp, 0)
-                for s in program.incoming(p.name))
+    a_max = _input_max(program, p.name)
     if a_max > INT32_SAFE:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} overflows "
                         "Lava's int32 arithmetic after << 6; lower the scale")
+    elif p.du < DECAY_MAX and a_max * 64 > 2 * U_LIMIT:
+        yield Violation("u-overflow", p.name, f"du={p.du} keeps current memory and synaptic "
+                        f"input up to {a_max:.0f} gives a << 6 = {a_max * 64:.0f} > 2^24: "
+                        "Lava keeps u in int32, so one wrap by 2^24 cannot bring u back into "
+                        "24 bits and it later wraps at 2^31 (DESIGN.md section 9); lower the "
+                        f"population's scale (weights or weight_exp) so that |a| <= "
+                        f"{2 * U_LIMIT // 64}, or use du={DECAY_MAX}")
     elif a_max * 64 >= U_LIMIT:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} (x64) can wrap "
                         "the 24-bit current u; the emulator counts u wraps", "warning")
@@ -195,7 +217,9 @@ def _check_topology(program: FixedProgram) -> Iterator[Violation]:
     for p in program.populations:
         inc = program.incoming(p.name)
         if not inc:
-            yield Violation("topology", p.name, "has no incoming synapse", "warning")
+            yield Violation("topology", p.name, "has no incoming synapse; every population "
+                            "must be driven (from the input or an earlier population): connect "
+                            "it or remove it")
         for s in inc:
             if s.source not in seen:
                 yield Violation("topology", s.name, f"source {s.source} comes after target "
@@ -211,12 +235,29 @@ def _check_topology(program: FixedProgram) -> Iterator[Violation]:
         yield Violation("readout", ro, f"readout needs du={DECAY_MAX}, dv=0, vth={VTH_MAX} "
                         f"(got du={r.du}, dv={sorted(set(r.dv.tolist()))}, vth={r.vth})")
     else:
-        a_max = sum(_syn_max_abs_sum(program, s) * 2.0 ** max(s.weight_exp, 0)
-                    for s in program.incoming(ro))
+        a_max = _input_max(program, ro)
         bias = float(np.abs(r.bias_mant).max(initial=0)) * 2.0 ** r.bias_exp
         if program.timesteps * (a_max * 64 + bias) >= 64 * VTH_MAX:
             yield Violation("headroom", ro, "the readout integral may reach 64*vth and fire "
                             "(which resets it); lower the readout scale", "warning")
+
+
+def _check_delays(program: FixedProgram) -> Iterator[Violation]:
+    """Where residual branches of different lengths meet, the shorter one waits
+    ``depth(target) - depth(source) - 1`` steps (:func:`~dalif_deploy.timing.synapse_delays`);
+    Lava's DelaySparse allows at most MAX_DELAY."""
+    try:
+        depth = synaptic_depths(program)
+    except DaLifError:  # not in topological order: the topology rule reports it
+        return
+    delays = synapse_delays(program, depth)
+    for s in program.synapses:
+        d = delays[s.name]
+        if d > MAX_DELAY:
+            yield Violation("delay", s.name, f"{s.source} (depth {depth[s.source]}) -> "
+                            f"{s.target} (depth {depth[s.target]}) needs a delay of {d} steps "
+                            f"to meet the longer path, but Lava's DelaySparse allows at most "
+                            f"{MAX_DELAY}; shorten the longer branch into {s.target}")
 
 
 def check_program(program: FixedProgram) -> list[Violation]:
@@ -231,6 +272,7 @@ def check_program(program: FixedProgram) -> list[Violation]:
     for p in program.populations:
         out.extend(_check_population(program, p))
     out.extend(_check_topology(program))
+    out.extend(_check_delays(program))
     return out
 
 

@@ -22,3 +22,16 @@ def synaptic_depths(program: FixedProgram) -> dict[str, int]:
                              "programs must list populations in topological order")
         depth[p.name] = 1 + max((depth[s.source] for s in inc), default=0)
     return depth
+
+
+def synapse_delays(program: FixedProgram, depth: dict[str, int] | None = None
+                   ) -> dict[str, int]:
+    """Extra latency each synapse needs so that residual branches meet in step.
+
+    ``delay(S) = depth(target(S)) - depth(source(S)) - 1`` (0 on a longest path): a synapse
+    whose source is shallower than the target's deepest source waits that many steps. The
+    constraint check refuses delays above ``limits.MAX_DELAY``; the Lava lowering uses these.
+    ``depth`` defaults to :func:`synaptic_depths`.
+    """
+    depth = synaptic_depths(program) if depth is None else depth
+    return {s.name: depth[s.target] - depth[s.source] - 1 for s in program.synapses}

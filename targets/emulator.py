@@ -278,7 +278,9 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
             name = p.pop.name
             a = None
             for s in p.syns:
-                out = s(cur[s.syn.source]).to(p.dtype)  # |a| bounded: exact in p.dtype
+                # |a| bounded: exact in p.dtype; a dense synapse's flat output takes the
+                # target's shape (C-order), as in sync mode
+                out = s(cur[s.syn.source]).to(p.dtype).reshape(n, *p.pop.shape)
                 a = out if a is None else a + out
             if a is None:
                 a = torch.zeros((n, *p.pop.shape), dtype=p.dtype)

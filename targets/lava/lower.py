@@ -35,7 +35,7 @@ from dalif_deploy.fixed_point import effective_weights
 from dalif_deploy.geometry import conv_output_shape
 from dalif_deploy.limits import MAX_DELAY
 from dalif_deploy.program import FixedProgram, Population, Synapse
-from dalif_deploy.timing import synaptic_depths
+from dalif_deploy.timing import synapse_delays, synaptic_depths
 
 
 @dataclass
@@ -111,7 +111,7 @@ def conv_matrix(syn: Synapse) -> sp.csr_matrix:
     c_in, h, wd = syn.input_shape
     _, ho, wo = syn.output_shape
     (sh, sw), (ph, pw) = syn.stride, syn.padding
-    if (ho, wo) != conv_output_shape((h, wd), (kh, kw), syn.stride, syn.padding):
+    if (ho, wo) != conv_output_shape((h, wd), (kh, kw), syn.stride, syn.padding):  # rule "shape"
         raise DaLifError(f"synapse {syn.name}: conv output shape {syn.output_shape} does not "
                          f"follow from input {syn.input_shape}, kernel {w.shape}, stride "
                          f"{syn.stride}, padding {syn.padding}")
@@ -150,13 +150,6 @@ def lava_weights(syn: Synapse, m: sp.spmatrix) -> tuple[sp.spmatrix, int, int, s
     return m, syn.weight_exp, syn.weight_bits, syn.sign_mode
 
 
-def _check_driven(program: FixedProgram) -> None:
-    for pop in program.populations:
-        if not program.incoming(pop.name):
-            raise DaLifError(f"population {pop.name} has no incoming synapse; Lava lowering "
-                             f"needs every population driven from the input")
-
-
 def _neuron_dv(pop: Population) -> np.ndarray:
     """The population's decay per neuron, C order (``dv`` is per channel or one value)."""
     return np.repeat(pop.dv, pop.size // pop.dv.size)
@@ -165,20 +158,18 @@ def _neuron_dv(pop: Population) -> np.ndarray:
 def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules).
 
-    The program must pass the constraint check (:func:`dalif_deploy.constraints.require_valid`).
-    ``use_conv=False`` lowers every conv synapse as a Sparse matrix.
+    The constraint check (:func:`dalif_deploy.constraints.require_valid`) is the only refusal:
+    what it guarantees (every population driven, topological order, delays <= MAX_DELAY, shapes
+    that match) is asserted here, never re-decided. ``use_conv=False`` lowers every conv
+    synapse as a Sparse matrix.
     """
     require_valid(program)
-    _check_driven(program)
     depth = synaptic_depths(program)
-    delays, conv_path = {}, {}
-    for s in program.synapses:
-        d = depth[s.target] - depth[s.source] - 1
-        if d > MAX_DELAY:
-            raise DaLifError(f"synapse {s.name}: needs a delay of {d} steps to balance paths; "
-                             f"Lava's DelaySparse allows at most {MAX_DELAY}")
-        delays[s.name] = d
-        conv_path[s.name] = use_conv and s.kind == "conv" and s.weight_exp == 0 and d == 0
+    delays = synapse_delays(program, depth)
+    assert all(program.incoming(p.name) for p in program.populations), "rule 'topology'"
+    assert all(0 <= d <= MAX_DELAY for d in delays.values()), "rule 'delay'"
+    conv_path = {s.name: use_conv and s.kind == "conv" and s.weight_exp == 0
+                 and delays[s.name] == 0 for s in program.synapses}
     whc = {s.source for s in program.synapses if conv_path[s.name]}
     whc |= {s.target for s in program.synapses if conv_path[s.name]}
 
