@@ -118,6 +118,16 @@ def _input_max(program: FixedProgram, name: str) -> float:
                for s in program.incoming(name))
 
 
+def _syn_a_max(program: FixedProgram, s: Synapse) -> int:
+    """Largest |a| one synapse delivers after its ``weight_exp`` shift: ``bound << e``, or
+    ``ceil(bound / 2^-e)`` for a floor shift right; a Lava Conv (``weight_exp == 0``) wraps
+    to signed 24 bits, so at most 2^23."""
+    bound, e = _syn_max_abs_sum(program, s), s.weight_exp
+    if s.kind == "conv" and e == 0:
+        return min(bound, 2 ** (CONV_BITS - 1))
+    return bound << e if e >= 0 else -((-bound) >> -e)
+
+
 def _check_synapse(program: FixedProgram, s: Synapse) -> Iterator[Violation]:
     w = s.weights
     bits_lo, bits_hi = WEIGHT_BITS_RANGE
@@ -194,12 +204,13 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
                             f"outside [0, {DECAY_MAX}] (decay factors must lie in [0, 1]: "
                             "check beta)")
     a_max = _input_max(program, p.name)
+    a_u = sum(_syn_a_max(program, s) for s in program.incoming(p.name))  # after the shifts
     if a_max > INT32_SAFE:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} overflows "
                         "Lava's int32 arithmetic after << 6; lower the scale")
-    elif p.du < DECAY_MAX and a_max * 64 > 2 * U_LIMIT:
+    elif p.du < DECAY_MAX and a_u * 64 > 2 * U_LIMIT:
         yield Violation("u-overflow", p.name, f"du={p.du} keeps current memory and synaptic "
-                        f"input up to {a_max:.0f} gives a << 6 = {a_max * 64:.0f} > 2^24: "
+                        f"input up to {a_u} gives a << 6 = {a_u * 64} > 2^24: "
                         "Lava keeps u in int32, so one wrap by 2^24 cannot bring u back into "
                         "24 bits and it later wraps at 2^31 (DESIGN.md section 9); lower the "
                         f"population's scale (weights or weight_exp) so that |a| <= "

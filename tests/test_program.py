@@ -93,7 +93,8 @@ IN_SHAPE = (2, 6, 6)
 #: every synapse kind the format holds: name -> (Synapse keywords, weight range, encoding)
 SYNAPSE_KINDS = {
     "dense-binary": ({"kind": "dense"}, (-128, 128), "events"),
-    "dense-graded": ({"kind": "dense", "graded": True}, (-128, 128), "analog"),
+    "dense-graded": ({"kind": "dense", "graded": True, "weight_exp": -2}, (-128, 128),
+                     "analog"),
     "dense-excitatory": ({"kind": "dense", "sign_mode": "excitatory"}, (0, 256), "events"),
     "dense-inhibitory": ({"kind": "dense", "sign_mode": "inhibitory"}, (-255, 1), "events"),
     "dense-4bit-negative-exp": ({"kind": "dense", "weight_bits": 4, "weight_exp": -3},
@@ -245,8 +246,29 @@ def _syn(p, name):
     return next(s for s in p.synapses if s.name == name)
 
 
+def _long_branch(p, relays=64):
+    """Route a -> b through ``relays`` populations, so in->b must wait relays + 1 steps."""
+    rng = np.random.default_rng(1)
+    names = [f"r{i}" for i in range(relays)]
+    p.populations[1:1] = [Population(n, (6,), dv=[0], vth=1, bias_mant=np.zeros(6, int))
+                          for n in names]
+    ab = _syn(p, "a->b")
+    chain = [Synapse(f"{s}->{t}", s, t, "dense", rng.integers(-8, 8, (6, 6)),
+                     input_shape=(6,), output_shape=(6,)) for s, t in zip(names, names[1:] + ["b"])]
+    ab.target, ab.name = names[0], "a->r0"
+    p.synapses[2:2] = chain
+
+
+def _u_overflow(p):
+    """du < 4095 and a << 6 beyond 2^24 (weight_exp 7 on a->b)."""
+    _pop(p, "b").du = 100
+    _syn(p, "a->b").weight_exp = 7
+
+
 # rule -> a mutation of the valid program that must break exactly that rule
 BREAKERS = {
+    "u-overflow": _u_overflow,
+    "delay": _long_branch,
     "weight-bits": lambda p: setattr(_syn(p, "a->b"), "weight_bits", 9),
     "weight-range": lambda p: _syn(p, "a->b").weights.__setitem__((0, 0), 200),
     "weight-lsb": lambda p: _syn(p, "in->b").weights.__setitem__((0, 0), 17),
