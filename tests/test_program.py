@@ -253,8 +253,9 @@ def _long_branch(p, relays=64):
     p.populations[1:1] = [Population(n, (6,), dv=[0], vth=1, bias_mant=np.zeros(6, int))
                           for n in names]
     ab = _syn(p, "a->b")
+    pairs = zip(names, names[1:] + ["b"], strict=True)
     chain = [Synapse(f"{s}->{t}", s, t, "dense", rng.integers(-8, 8, (6, 6)),
-                     input_shape=(6,), output_shape=(6,)) for s, t in zip(names, names[1:] + ["b"])]
+                     input_shape=(6,), output_shape=(6,)) for s, t in pairs]
     ab.target, ab.name = names[0], "a->r0"
     p.synapses[2:2] = chain
 
