@@ -226,19 +226,29 @@ def test_check_accepts_exactly_what_lowers():
     assert {"topology", "delay", "u-overflow"} <= refused_rules, refused_rules
 
 
-def _accepted_with_u_memory(count, max_neurons=120):
-    """The first ``count`` property-test programs the check accepts that have a population
-    with du < 4095 (and no relay chain, so they stay small)."""
-    out = []
+def _pick(predicate, max_neurons=120):
+    """The first property-test program the check accepts that is small (no relay chain), has a
+    population with du < 4095, and whose sync emulation on ``_samples(program, 2)`` satisfies
+    ``predicate(program, result)``."""
     for seed in PROPERTY_SEEDS:
         p = random_program(seed)
         if (sum(q.size for q in p.populations) <= max_neurons
                 and any(q.du < DECAY_MAX for q in p.populations)
-                and not [v for v in check_program(p) if v.severity == "error"]):
-            out.append(p)
-            if len(out) == count:
-                return out
-    raise AssertionError("too few accepted programs with du < 4095")
+                and not [v for v in check_program(p) if v.severity == "error"]
+                and predicate(p, emulate(p, _samples(p, 2), record=True))):
+            return p
+    raise AssertionError("no accepted random program fits the predicate")
+
+
+def _u_wraps_with_memory(program, r):
+    """u wraps (within the 24-bit spec) in a population with current memory."""
+    return any(r.u_wraps[q.name] for q in program.populations if q.du < DECAY_MAX)
+
+
+def _all_spike_through_conv(program, r):
+    """Every spiking population fires and a conv synapse is on the way."""
+    return (all(r.spikes[q.name].any() for q in program.populations[:-1])
+            and any(s.kind == "conv" for s in program.synapses))
 
 
 def _samples(program, n, seed=1):
@@ -262,15 +272,15 @@ def _assert_lava_equals_emulator(program, x, result):
 
 @pytest.mark.lava
 def test_accepted_random_programs_with_current_memory_match_lava():
-    """Two accepted random programs with du < 4095: Lava's spikes, v and u equal the
-    emulator's, every step, every population (record=True)."""
+    """Two accepted random programs with du < 4095 (one where u wraps within 24 bits, one
+    where every population fires through a conv): Lava's spikes, final v and every step's u
+    equal the emulator's, every population (record=True)."""
     from dalif_deploy.targets.lava.run import run_lava
 
-    for program in _accepted_with_u_memory(2):
+    for program in (_pick(_u_wraps_with_memory), _pick(_all_spike_through_conv)):
         x = _samples(program, 2)
         result = run_lava(program, x, timeout=TIMEOUT, record=True)
-        emu = _assert_lava_equals_emulator(program, x, result)
-        assert any(emu.spikes[p.name].any() for p in program.populations[:-1])
+        _assert_lava_equals_emulator(program, x, result)
 
 
 # ---------------------------------------------------------------- pipelined, dense -> 2-D/3-D
