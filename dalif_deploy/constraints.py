@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .cost import resources
 from .encoding import ANALOG
 from .errors import DaLifError
 from .geometry import conv_output_shape
@@ -333,4 +334,5 @@ def describe_program(path: str | os.PathLike) -> dict[str, Any]:
         "quant_table": prog.quant_table,
         "constraint_violations": [v.to_dict() for v in check_program(prog)],
         "metadata": prog.metadata,
+        "resources": resources(prog),
     }

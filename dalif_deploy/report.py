@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .cost import cost_rows
 from .program import WeightErrors
 
 
@@ -157,6 +158,12 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
                        ("weight_error", "Quantisation error"), ("raster", "Spike raster")):
         if key in images:
             parts.append(f"<h3>{title}</h3><img alt='{key}' src='{images[key]}'>")
+    rows = cost_rows(result)
+    if rows:
+        parts += ["<h2>Loihi 2 resources and cost (estimates)</h2>",
+                  _table(rows, list(rows[-1])),
+                  "<p>Estimates from the model of dalif_deploy.cost; figures and their "
+                  "sources in docs/HARDWARE.md.</p>"]
     parts += ["<h2>Quantisation table</h2>", _table(result.get("quant_table", [])),
               "<h2>Time per stage (s)</h2>",
               _table([{"stage": k, "seconds": v} for k, v in result.get("seconds", {}).items()]),

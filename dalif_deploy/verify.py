@@ -195,8 +195,9 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     from .converters.nir_to_fixed import quantize_graph
     from .converters.nir_to_torch import run_graph
     from .converters.torch_to_nir import export_nir, write_nir
+    from .cost import cost_report, input_spikes
     from .models import run_model
-    from .targets.emulator import emulate
+    from .targets.emulator import emulate, encode_input
 
     opt = options or VerifyOptions()
     T = int(timesteps)
@@ -229,6 +230,8 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     sats: dict[str, int] = {}
     raster: dict[str, np.ndarray] = {}
     input_clipped = 0
+    spike_sums: dict[str, np.ndarray] = {}
+    input_sum: Any = 0.0
     for k in preds:
         seconds[k] = 0.0
     for i in tqdm(range(0, len(test), opt.batch_size), desc="float | NIR | fixed", unit="batch",
@@ -244,6 +247,9 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         t2 = time.perf_counter()
         emu = emulate(program, xb, record=True, batch_size=len(xb))
         preds["fixed"].append(emu.predictions)
+        for k in emu.spiking:  # per-neuron spike totals (exact SynOps)
+            spike_sums[k] = spike_sums.get(k, 0) + emu.spikes[k].sum((0, 1), dtype=np.int64)
+        input_sum = input_sum + input_spikes(program, encode_input(program, xb)) * len(xb)
         input_clipped += emu.input_clipped
         t3 = time.perf_counter()
         for k, dt in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
@@ -349,6 +355,8 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         "checks": checks,
         "seconds": seconds,
         "passed": all(c["ok"] for c in checks),
+        **cost_report(program, {k: v / max(len(test), 1) for k, v in spike_sums.items()},
+                      input_sum / max(len(test), 1)),
     }
     if onnx_pred is not None:
         result["onnx_accuracy"] = acc(onnx_pred)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput
 from dalif_deploy.constraints import source_max
+from dalif_deploy.cost import cost_report, input_spikes, spikes_per_inference
 from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.fixed_point import (
@@ -487,7 +488,8 @@ class EmulatorBackend:
 
     Besides the common keys it reports ``outputs`` (each sample's integer readout),
     ``spike_counts`` (each sample's spike total per population, ``populations`` order),
-    ``u_wraps`` and ``v_saturations`` per population.
+    ``u_wraps`` and ``v_saturations`` per population, and the cost model's estimates
+    (:func:`dalif_deploy.cost.cost_report`): ``resources``, ``activity``, ``energy``.
     """
 
     name = "emulator"
@@ -503,9 +505,12 @@ class EmulatorBackend:
                                 p.metadata.get("dataset"))
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
-        r = emulate(self.program, data.x, mode="sync", batch_size=batch_size, progress=progress)
+        p = self.program
+        r = emulate(p, data.x, mode="sync", batch_size=batch_size, progress=progress)
+        costs = cost_report(p, spikes_per_inference(r.spiking, r.spike_counts),
+                            input_spikes(p, encode_input(p, data.x))) if len(data.x) else {}
         return BackendRun(r.predictions, {
-            "mode": r.mode, "timesteps": self.program.timesteps, "outputs": r.outputs.tolist(),
+            "mode": r.mode, "timesteps": p.timesteps, "outputs": r.outputs.tolist(),
             "populations": r.spiking, "spike_counts": r.spike_counts.tolist(),
             "u_wraps": r.u_wraps, "v_saturations": r.v_saturations,
-            "input_clipped": r.input_clipped})
+            "input_clipped": r.input_clipped, **costs})

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.constraints": 1,
     "dalif_deploy.fixed_point": 1,
     "dalif_deploy.timing": 1,
+    "dalif_deploy.cost": 1,
     # 2: the float model core - neuron protocol, zoo, data, checkpoints, training, backend protocol
     "dalif_deploy.neuron": 2,
     "dalif_deploy.neurons": 2,
