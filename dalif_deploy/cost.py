@@ -188,6 +188,9 @@ def _geometry(s: Synapse, hw: Hardware) -> _SynGeom:
 def _place(program: FixedProgram, hw: Hardware) -> tuple[dict[str, _SynGeom], list[dict]]:
     """Synapse geometry and, per population, the cores each per-core limit needs.
 
+    ``load_by_limit``: cores' worth of each resource (a fraction below one core); the limit of
+    the largest load binds, ``cores = ceil(max load)``. The loads:
+
     ``memory``: ``ceil((n * state_bits + split synapse bits) / (core_bits - shared bits))``;
     ``neurons``: ``ceil(n / neurons_per_core)``; ``axons_in``: a core receives every source
     neuron of a dense/sparse synapse and (spatial tiling, halo ignored) ``1/k`` of a conv
@@ -202,22 +205,23 @@ def _place(program: FixedProgram, hw: Hardware) -> tuple[dict[str, _SynGeom], li
         inc = [geo[s.name] for s in program.incoming(p.name)]
         shared = sum(g.memory_bits for g in inc if g.shared)
         split = sum(g.memory_bits for g in inc if not g.shared)
-        need: dict[str, int | None] = {"neurons": math.ceil(p.size / hw.neurons_per_core)}
+        # load[limit]: how many cores' worth of that resource the population needs
+        load: dict[str, float | None] = {"neurons": p.size / hw.neurons_per_core}
         room = hw.core_memory_bits - shared
-        need["memory"] = (math.ceil((p.size * hw.neuron_state_bits + split) / room)
-                          if room > 0 else None)
+        load["memory"] = (p.size * hw.neuron_state_bits + split) / room if room > 0 else None
         whole = sum(int(np.count_nonzero(g.fan_out)) for g in inc if not g.shared)
         tiled = sum(int(np.prod(g.syn.input_shape)) for g in inc if g.shared)
         free = hw.axons_in_per_core - whole
-        need["axons_in"] = (max(1, math.ceil(tiled / free)) if free > 0 else None)
+        load["axons_in"] = (max(whole / hw.axons_in_per_core, tiled / free) if free > 0
+                            else None)
         edges = sum(cores[s.target] if not geo[s.name].shared else 1
                     for s in program.synapses if s.source == p.name)
-        need["axons_out"] = max(1, math.ceil(p.size * edges / hw.axons_out_per_core))
+        load["axons_out"] = p.size * edges / hw.axons_out_per_core
+        need = {n: None if v is None else max(1, math.ceil(v)) for n, v in load.items()}
         feasible = all(v is not None for v in need.values())
-        k = max(v for v in need.values() if v is not None)
-        k = min(k, p.size)
+        k = min(max(v for v in need.values() if v is not None), p.size)
         cores[p.name] = k
-        binding = max((n for n, v in need.items() if v is not None), key=lambda n: need[n] or 0)
+        binding = max((n for n, v in load.items() if v is not None), key=lambda n: load[n] or 0)
         rows[p.name] = {
             "population": p.name, "neurons": p.size, "shape": list(p.shape),
             "synapses_in": sum(g.connections for g in inc),
@@ -228,6 +232,7 @@ def _place(program: FixedProgram, hw: Hardware) -> tuple[dict[str, _SynGeom], li
                                     if s.source == p.name), np.zeros(p.size, np.int64)).max(
                                         initial=0)),
             "memory_bits": p.size * hw.neuron_state_bits + split + shared * k,
+            "load_by_limit": {n: None if v is None else round(v, 4) for n, v in load.items()},
             "cores_by_limit": need, "cores": k, "binding_limit": binding,
             "feasible": feasible}
         if not feasible:
@@ -312,7 +317,7 @@ def activity(program: FixedProgram, spikes: Mapping[str, float | np.ndarray],
     for r in pops:
         name = r["population"]
         syn = sum(_synops(geo[s.name], src[s.source]) for s in program.incoming(name))
-        n_spk = float(np.sum(spikes.get(name, 0.0)))
+        n_spk = None if name not in spikes else float(np.sum(spikes[name]))
         rows.append({"population": name, "spikes": n_spk, "synops_in": syn,
                      "neuron_updates": r["neurons"] * T, "cores": r["cores"]})
         step_ns = max(step_ns, syn / T / r["cores"] * hw.time_synop_ns
@@ -329,7 +334,7 @@ def activity(program: FixedProgram, spikes: Mapping[str, float | np.ndarray],
     return {
         "estimate": True, "timesteps": T,
         "input_events": float(np.sum(inputs)),
-        "spikes": sum(r["spikes"] for r in rows),
+        "spikes": sum(r["spikes"] or 0.0 for r in rows),
         "synops": sum(r["synops_in"] for r in rows),
         "synops_from_input": first,
         "neuron_updates": sum(r["neuron_updates"] for r in rows),
