@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .encoding import ANALOG
 from .errors import DaLifError
 from .io import check_input_file
 from .program import FixedProgram, Synapse
@@ -376,7 +377,7 @@ def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any]
     msg = act["spike_messages"] * hw.energy_spike_message_pj * pj
     static = hw.static_power_mw_per_core * res["cores"] * act["latency_us"]  # mW * us = nJ
     mac_first, macs = _macs(program, hw)
-    graded = program.input.kind == "analog"
+    graded = program.input.encoding is ANALOG
     rest = act["synops"] - (act["synops_from_input"] if graded else 0.0)
     first_nj = mac_first * program.timesteps * hw.energy_mac_pj * pj if graded else 0.0
     snn = first_nj + rest * hw.energy_ac_pj * pj
