@@ -32,7 +32,7 @@ EXTRA_KEYS = {
     "nir": ["timesteps", "dt", "encoding", "conventions"],
     "norse": ["timesteps", "dt", "encoding", "conventions", "adaptations"],
     "emulator": ["mode", "timesteps", "outputs", "populations", "spike_counts", "u_wraps",
-                 "v_saturations", "input_clipped"],
+                 "v_saturations", "input_clipped", "resources", "activity", "energy"],
     "lava": ["lava_run_seconds", "timesteps", "outputs", "populations", "spike_counts",
              "samples_per_compiled_run", "input_clipped"],
     "onnx": ["timesteps", "encoding"],

@@ -175,8 +175,7 @@ def test_input_spikes_counts_nonzero_values_per_step():
 
 
 def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
-    from dalif_deploy.targets.emulator import simulate
-
+    from dalif_deploy.backends import simulate
     from dalif_deploy.inspect import describe
 
     prog = _conv_program()
@@ -187,7 +186,7 @@ def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
     assert d["nonzero_weights"] == 18 + 64  # kernel entries, kept as before
     path8 = tmp_path / "p8.fxp"
     save_program(_conv_program(n=8), path8)
-    r = simulate(str(path8), dataset="digits", samples=5, progress=False)
+    r = simulate(str(path8), "emulator", dataset="digits", samples=5, progress=False)
     for key in ("resources", "activity", "energy"):
         assert key in r, key
     assert r["activity"]["layers"][0]["spikes"] == pytest.approx(
