@@ -459,3 +459,17 @@ def test_verify_on_an_npz(tmp_path):
                  "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["dataset"] == str(path) and res["samples"] == 60
+
+
+def test_an_output_never_replaces_the_dataset_file(tmp_path, data, capsys):
+    nodes, _ = norse_mlp(np.random.default_rng(3), train("digits"))
+    g = _write(tmp_path / "g.nir", nodes)
+    path = _npz(tmp_path / "d.npz", x=_X, y=_Y, encoding="analog")
+    before = path.read_bytes()
+    assert main(["simulate", str(g), "--backend", "nir", "--from", "norse", "-T", "2",
+                 "--dataset", str(path), "--json", str(path)]) == 2
+    assert "also an input" in _one_error(capsys)
+    assert main(["quantize", str(g), "-o", str(path), "--from", "norse", "-T", "2",
+                 "--encoding", "analog", "--calibrate", str(path)]) == 2
+    assert "also an input" in _one_error(capsys)
+    assert path.read_bytes() == before

@@ -247,10 +247,10 @@ STDOUT_ARGS = ("json",)
 FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train": (("out",), ()),
     "export": (("out", "onnx"), ("checkpoint",)),
-    "quantize": (("out", "json"), ("graph",)),
+    "quantize": (("out", "json"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
-    "simulate": (("json",), ("model",)),
-    "verify": (("report", "json"), ("checkpoint",)),
+    "simulate": (("json",), ("model", "dataset")),
+    "verify": (("report", "json"), ("checkpoint", "dataset")),
 }
 
 
