@@ -497,10 +497,10 @@ def program_from_arrays(arrays: dict[str, np.ndarray], where: str = "program") -
 
     def arr(key: str) -> np.ndarray:
         if key not in arrays:
-            raise DaLifError(f"{where}: array {key!r} is missing (truncated file?)")
+            raise DaLifError(f"array {key!r} is missing (truncated file?)")
         a = arrays[key]
         if a.dtype.kind not in "iu":
-            raise DaLifError(f"{where}: array {key!r} has dtype {a.dtype}, integers expected")
+            raise DaLifError(f"array {key!r} has dtype {a.dtype}, integers expected")
         return a
 
     try:

@@ -198,7 +198,9 @@ def _assert_traces_equal(prog, r, spikes, vs, n):
 @pytest.mark.parametrize("residual", [False, True])
 def test_emulator_matches_python_int_reference(kind, encoding, residual, monkeypatch):
     """Spikes and final readout v equal the reference exactly (random programs incl. wraps)."""
-    rng = np.random.default_rng(hash((kind, encoding, residual)) % 2**32)
+    # a fixed seed per case (hash() of strings is salted per interpreter run: not reproducible)
+    seed = ["dense", "conv"].index(kind) * 4 + ["analog", "events"].index(encoding) * 2 + residual
+    rng = np.random.default_rng(1000 + seed)
     prog = _random_program(rng, kind, encoding, residual)
     n = 3
     if encoding == "analog":

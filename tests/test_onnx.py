@@ -249,19 +249,20 @@ def test_export_from_checkpoint(tmp_path, digits):
                                atol=LOGIT_TOLERANCE)
 
 
-def test_bad_files_are_dalif_errors(tmp_path, digits_cnn_onnx):
+@pytest.mark.parametrize("use", ["run_onnx", "describe_onnx", "simulate"])
+@pytest.mark.parametrize("name,match", [("junk", "not a readable ONNX model"),
+                                        ("cut", "not a readable ONNX model"),
+                                        ("missing", "no such file")])
+def test_bad_files_are_dalif_errors(tmp_path, digits_cnn_onnx, use, name, match):
     _, good = digits_cnn_onnx
-    junk = tmp_path / "junk.onnx"
-    junk.write_bytes(b"\x08\x07not an onnx model at all" * 10)
-    cut = tmp_path / "cut.onnx"
-    cut.write_bytes(good.read_bytes()[:2000])
-    for p in (junk, cut, tmp_path / "missing.onnx"):
-        with pytest.raises(DaLifError):
-            run_onnx(p, np.zeros((1, 1, 8, 8), np.float32))
-        with pytest.raises(DaLifError):
-            describe_onnx(p)
-        with pytest.raises(DaLifError):
-            simulate(str(p), "onnx", dataset="digits", progress=False)
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not an onnx model at all" * 10)
+    (tmp_path / "cut.onnx").write_bytes(good.read_bytes()[:2000])
+    p = tmp_path / f"{name}.onnx"
+    call = {"run_onnx": lambda: run_onnx(p, np.zeros((1, 1, 8, 8), np.float32)),
+            "describe_onnx": lambda: describe_onnx(p),
+            "simulate": lambda: simulate(str(p), "onnx", dataset="digits", progress=False)}[use]
+    with pytest.raises(DaLifError, match=match):
+        call()
 
 
 def test_external_data_references_are_refused(tmp_path, digits_cnn_onnx):
@@ -287,6 +288,20 @@ def test_bad_inputs_are_dalif_errors(digits_cnn_onnx):
         run_onnx(path, np.full((2, 1, 8, 8), np.nan, np.float32))
 
 
+@pytest.mark.parametrize("bad,match", [
+    ({"timesteps": 0}, "timesteps must be an integer >= 1"),
+    ({"encoding": "rate"}, "encoding must be 'analog' or 'events', not 'rate'"),
+    ({"opset": 11}, "opset must lie in"),
+    ({"input_shape": (8, 8)}, r"input_shape must be \(C, H, W\)"),
+])
+def test_export_refuses_bad_arguments_and_writes_nothing(tmp_path, bad, match):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(DaLifError, match=match):
+        export_onnx(activated("digits-cnn"), out, **{"timesteps": T, "input_shape": (1, 8, 8),
+                                                     **bad})
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_export_refuses_bad_models_and_writes_nothing(tmp_path):
     out = tmp_path / "x.onnx"
     with pytest.raises(DaLifError, match="no DALIF"):
@@ -297,11 +312,6 @@ def test_export_refuses_bad_models_and_writes_nothing(tmp_path):
     with pytest.raises(DaLifError, match="conv1.weight"):
         export_onnx(model, out, T, (1, 8, 8))
     model = activated("digits-cnn")
-    for bad in ({"timesteps": 0}, {"encoding": "rate"}, {"opset": 11},
-                {"input_shape": (8, 8)}):
-        kw = {"timesteps": T, "input_shape": (1, 8, 8), **bad}
-        with pytest.raises(DaLifError):
-            export_onnx(model, out, **kw)
     with pytest.raises(DaLifError, match="export failed"):  # wrong frame shape for the model
         export_onnx(model, out, T, (1, 9, 9))
     assert list(tmp_path.iterdir()) == []

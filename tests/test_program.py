@@ -211,7 +211,7 @@ def _write(path, arrays):
         np.savez(f, **arrays)
 
 
-def test_corrupt_truncated_and_pickle_files_fail_cleanly(tmp_path):
+def _damaged_files(tmp_path):
     good = tmp_path / "good.fxp"
     save_program(small_program(), good)
     data = good.read_bytes()
@@ -225,10 +225,26 @@ def test_corrupt_truncated_and_pickle_files_fail_cleanly(tmp_path):
     bad_hdr = np.frombuffer(b'{"format": "dalif-deploy.fixed-program", "version": 99}', np.uint8)
     _write(tmp_path / "version.fxp", {**arrays, "header": bad_hdr})
     _write(tmp_path / "json.fxp", {**arrays, "header": np.frombuffer(b"{oops", np.uint8)})
-    for name in ("trunc", "junk", "pickle", "float", "missing", "nohdr", "version", "json",
-                 "absent"):
-        with pytest.raises(DaLifError):
-            load_program(tmp_path / f"{name}.fxp")
+
+
+@pytest.mark.parametrize("name,match", [
+    ("trunc", "corrupt or truncated program file"),
+    ("junk", "corrupt or truncated program file"),
+    ("pickle", "'syn0.weights': holds Python objects"),
+    ("float", "'pop0.dv' has dtype float64, integers expected"),
+    ("missing", "'syn1.weights' is missing"),
+    ("nohdr", "no program header"),
+    ("version", "version 99 is not supported"),
+    ("json", "unreadable program header"),
+    ("absent", "no such file"),
+])
+def test_corrupt_truncated_and_pickle_files_fail_cleanly(tmp_path, name, match):
+    """Each damaged file is one DaLifError naming the file once and what is wrong."""
+    _damaged_files(tmp_path)
+    path = tmp_path / f"{name}.fxp"
+    with pytest.raises(DaLifError, match=match) as e:
+        load_program(path)
+    assert str(e.value).count(str(path)) == 1, str(e.value)
 
 
 def test_header_is_plain_json(tmp_path):
