@@ -10,8 +10,7 @@ import pytest
 
 from dalif_deploy.backends import BACKENDS, file_kind
 from dalif_deploy.checkpoint import load_checkpoint
-from dalif_deploy.cli import BACKENDS as CLI_BACKENDS
-from dalif_deploy.cli import main
+from dalif_deploy.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "examples" / "checkpoints"
@@ -127,8 +126,20 @@ def test_an_option_with_a_default_is_ignored_by_backends_that_do_not_take_it(cap
     assert json.loads(capsys.readouterr().out)["samples"] == 3
 
 
-def test_registry_matches_the_cli_and_file_kinds(tmp_path):
-    assert set(BACKENDS) == set(CLI_BACKENDS)
+def test_every_registered_backend_is_a_cli_choice_and_nothing_else(capsys):
+    """The parser takes each registry name for --backend and refuses a name not registered
+    (argparse exit 2 naming the choices)."""
+    parser = build_parser()
+    for name in BACKENDS:
+        assert parser.parse_args(["simulate", "m", "--backend", name]).backend == name
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["simulate", "m", "--backend", "loihi"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'loihi'" in err and all(repr(n) in err for n in BACKENDS)
+
+
+def test_file_kinds_are_sniffed_from_the_bytes(tmp_path):
     copy = tmp_path / "model.bin"
     shutil.copy(SHIPPED / "digits-cnn.pt", copy)
     assert file_kind(copy) == "checkpoint"  # sniffed from the bytes
