@@ -161,6 +161,7 @@ def test_inspect_json_and_text(capsys):
     assert "digits-resnet" in text and "alpha=" in text and "test_accuracy" in text
 
 
+@pytest.mark.lava
 def test_demo_verifies_the_shipped_checkpoint_and_writes_the_report(capsys, tmp_path):
     assert main(["demo", "--out-dir", str(tmp_path), "--lava-samples", "2"]) == 0
     out = capsys.readouterr().out

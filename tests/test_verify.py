@@ -23,6 +23,7 @@ def verified(tmp_path_factory):
     return rc, json.loads((d / "r.json").read_text()), (d / "r.html").read_text()
 
 
+@pytest.mark.lava
 def test_verify_passes_on_shipped_checkpoint_with_documented_keys(verified):
     rc, r, _ = verified
     assert rc == 0 and r["passed"] is True
@@ -42,6 +43,7 @@ def test_verify_passes_on_shipped_checkpoint_with_documented_keys(verified):
         assert ly["population"] is not None and ly["u_wraps"] == 0
 
 
+@pytest.mark.lava
 def test_report_is_self_contained_html_with_inline_plots(verified):
     _, _, html = verified
     assert html.startswith("<!DOCTYPE html>")

@@ -89,6 +89,17 @@ def check_lava_budget(plan: LavaPlan, n: int, *, record: bool = False,
     return procs, mem
 
 
+#: when set (to a reason), no Lava run starts: a machine or a test session can switch Lava off
+FORBID_LAVA_ENV = "DALIF_DEPLOY_FORBID_LAVA"
+
+
+def _refuse_when_switched_off() -> None:
+    why = os.environ.get(FORBID_LAVA_ENV)
+    if why:
+        raise DaLifError(f"Lava runs are switched off here ({FORBID_LAVA_ENV}={why!r}); unset "
+                         "it to run Lava")
+
+
 def _progress_path(workdir: str) -> str:
     return os.path.join(workdir, "progress")
 
@@ -265,6 +276,7 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
         raise DaLifError("run_lava needs at least one sample")
     check_lava_budget(plan, n, record=record, max_processes=max_processes,
                       max_memory_gib=max_memory_gib)
+    _refuse_when_switched_off()
     workdir = tempfile.mkdtemp(prefix="dalif-lava-")
     watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan.program, n))
     finished = False
