@@ -57,6 +57,7 @@ _LAZY = {
     "run_onnx": "dalif_deploy.targets.onnxruntime:run_onnx",
     "verify_checkpoint": "dalif_deploy.verify:verify_checkpoint",
     "verify_model": "dalif_deploy.verify:verify_model",
+    "verify_file": "dalif_deploy.verify_files:verify_file",
     "VerifyOptions": "dalif_deploy.verify:VerifyOptions",
     "write_report": "dalif_deploy.verify:write_report",
 }

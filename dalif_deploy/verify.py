@@ -125,6 +125,10 @@ class _LayerTally:
                 "v_saturations": emu_sats.get(pop, 0) if pop else None}
 
 
+#: training samples (at most) the quantiser is calibrated on
+CALIBRATION_SAMPLES = 512
+
+
 @dataclass(frozen=True)
 class VerifyOptions:
     """Thresholds and run settings of a verification (the CLI flags of ``verify``)."""
@@ -171,7 +175,7 @@ def verify_checkpoint(checkpoint: str | Path, *, dataset: str | None = None,
     if tuple(test.input_shape) != want:
         raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
                          f"expects {want}; pick a matching --dataset")
-    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(512)
+    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(CALIBRATION_SAMPLES)
     load_seconds = round(time.perf_counter() - t0, 3)
     result, artefacts = verify_model(
         model, test, calib.x, T, name=ckpt.model_name, source=str(checkpoint),
@@ -191,40 +195,58 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     artefacts)``: ``result`` is the JSON-able report (keys documented in README.md),
     ``artefacts`` what the HTML report plots (sample 0's spikes, the program and the graph).
     """
-    from .converters.nir_graph import read_nir
     from .converters.nir_to_fixed import quantize_graph
-    from .converters.nir_to_torch import run_graph
-    from .converters.torch_to_nir import export_nir, write_nir
-    from .cost import cost_report, input_spikes
-    from .models import run_model
-    from .targets.emulator import emulate, encode_input
+    from .targets.emulator import emulate
 
     opt = options or VerifyOptions()
-    T = int(timesteps)
-    model_name = name  # `name` is reused by the per-layer loops below
-    ds_name = test.name
-    enc = test.encoding
     seconds: dict[str, float] = {}
-
-    # NIR export, through a file and back; quantisation calibrated on training samples --------
     t0 = time.perf_counter()
-    graph = export_nir(model, test.input_shape, T, encoding=enc,
-                       normalization=test.normalization,
-                       metadata={**(metadata or {}), "model_name": model_name,
-                                 "dataset": ds_name})
-    with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
-        path = Path(tmp) / "model.nir"
-        write_nir(graph, path)
-        graph = read_nir(path)
+    graph = export_round_trip(model, test, timesteps, name, metadata, opt)
     seconds["export"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     program = quantize_graph(graph, calibration=calibration,
                              run=functools.partial(emulate, check=False))
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
+    return run_stages(program, test, name=name, source=source, model=model, graph=graph,
+                       options=opt, seconds=seconds)
 
-    # float, NIR reference and emulator, side by side over the whole test set ---------------
-    tallies = {name: _LayerTally(name, _population_for(program, name))
-               for name in dalif_layers(model)}
+
+def export_round_trip(model: torch.nn.Module, test: Any, timesteps: int, name: str,
+                  metadata: dict[str, Any] | None, opt: VerifyOptions) -> Any:
+    """``model`` exported to NIR, through a file and back."""
+    from .converters.nir_graph import read_nir
+    from .converters.torch_to_nir import export_nir, write_nir
+
+    graph = export_nir(model, test.input_shape, int(timesteps), encoding=test.encoding,
+                       normalization=test.normalization,
+                       metadata={**(metadata or {}), "model_name": name,
+                                 "dataset": test.name})
+    with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
+        path = Path(tmp) / "model.nir"
+        write_nir(graph, path)
+        return read_nir(path)
+
+
+def run_stages(program: Any, test: Any, *, name: str, source: str,
+                model: torch.nn.Module | None = None, graph: Any = None,
+                dt: float | None = None, options: VerifyOptions,
+                seconds: dict[str, float], absent: dict[str, str] | None = None,
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Float (``model``), NIR (``graph``) and emulator side by side over ``test``, then Lava
+    and ONNX. The float reference is the torch model, else the NIR graph; a stage whose model
+    is not given reports ``None`` (``absent`` says why)."""
+    from .converters.nir_to_torch import run_graph
+    from .cost import cost_report, input_spikes
+    from .models import run_model
+    from .targets.emulator import emulate, encode_input
+
+    opt = options
+    T = int(program.timesteps)
+    enc = test.encoding
+    ref = "float" if model is not None else "nir" if graph is not None else None
+    tallies: dict[str, _LayerTally] = (
+        {k: _LayerTally(k, _population_for(program, k)) for k in dalif_layers(model)}
+        if model is not None else {})
     preds: dict[str, list[np.ndarray]] = {"float": [], "nir": [], "fixed": []}
     wraps: dict[str, int] = {}
     sats: dict[str, int] = {}
@@ -232,18 +254,25 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     input_clipped = 0
     spike_sums: dict[str, np.ndarray] = {}
     input_sum: Any = 0.0
-    for k in preds:
-        seconds[k] = 0.0
+    for k in ("float", "nir", "fixed"):
+        if k == "fixed" or (k == "float" and model is not None) or (k == "nir" and graph
+                                                                    is not None):
+            seconds[k] = 0.0
     for i in tqdm(range(0, len(test), opt.batch_size), desc="float | NIR | fixed", unit="batch",
                   disable=not opt.progress):
         xb = test.x[i:i + opt.batch_size]
         t0 = time.perf_counter()
-        with torch.no_grad():
-            lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
-        preds["float"].append(lg.argmax(1).numpy())
+        fsp: dict[str, Any] = {}
+        nsp: dict[str, Any] = {}
+        if model is not None:
+            with torch.no_grad():
+                lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
+            preds["float"].append(lg.argmax(1).numpy())
         t1 = time.perf_counter()
-        lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, encoding=enc)
-        preds["nir"].append(lg.argmax(1).numpy())
+        if graph is not None:
+            lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, dt=dt,
+                                encoding=enc)
+            preds["nir"].append(lg.argmax(1).numpy())
         t2 = time.perf_counter()
         emu = emulate(program, xb, record=True, batch_size=len(xb))
         preds["fixed"].append(emu.predictions)
@@ -252,19 +281,27 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         input_sum = input_sum + input_spikes(program, encode_input(program, xb)) * len(xb)
         input_clipped += emu.input_clipped
         t3 = time.perf_counter()
-        for k, dt in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
-            seconds[k] += dt
+        for k, d in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
+            if k in seconds:
+                seconds[k] += d
         for k in emu.u_wraps:
             wraps[k] = wraps.get(k, 0) + emu.u_wraps[k]
             sats[k] = sats.get(k, 0) + emu.v_saturations[k]
-        for name, tally in tallies.items():
-            fs = fsp[name].to(torch.uint8).numpy()
-            ns = nsp[name].to(torch.uint8).numpy() if name in nsp else None
+        refs = fsp if model is not None else nsp  # the reference's spikes per layer
+        if model is None:
+            for k in nsp:
+                tallies.setdefault(k, _LayerTally(k, _population_for(program, k)))
+        for lname, tally in tallies.items():
+            fs = refs[lname].to(torch.uint8).numpy()
+            ns = (nsp[lname].to(torch.uint8).numpy()
+                  if model is not None and lname in nsp else None)
             qs = emu.spikes.get(tally.population) if tally.population else None
             tally.add(fs, ns, qs)
             if i == 0 and qs is not None and not raster:
-                raster = {"name": name, "float": fs[:, 0], "fixed": qs[:, 0]}
-    float_pred, nir_pred, fixed_pred = (np.concatenate(preds[k]) for k in preds)
+                raster = {"name": lname, "float": fs[:, 0], "fixed": qs[:, 0]}
+    got = {k: np.concatenate(v) if v else None for k, v in preds.items()}
+    float_pred, nir_pred, fixed_pred = got["float"], got["nir"], got["fixed"]
+    ref_pred = got[ref] if ref else None
 
     # Lava on a subset, bit-exact against the emulator ---------------------------------------
     t0 = time.perf_counter()
@@ -289,37 +326,44 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
                 lava_acc = float((lava.predictions == test.y[:n_lava]).mean())
         seconds["lava"] = round(time.perf_counter() - t0, 3)
 
-    # ONNX (optional) -------------------------------------------------------------------------
+    # ONNX (optional; it exports the torch model) ---------------------------------------------
     onnx_pred = None
-    if opt.onnx:
+    absent = dict(absent or {})
+    if opt.onnx and model is None:
+        absent["onnx"] = "the ONNX stage exports a torch model: give a checkpoint (.pt)"
+    elif opt.onnx:
         t0 = time.perf_counter()
         from .converters.torch_to_onnx import export_onnx
         from .targets.onnxruntime import run_onnx
 
         with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
             path = Path(tmp) / "model.onnx"
-            export_onnx(model, path, T, test.input_shape, encoding=enc,
-                        model_name=model_name)
+            export_onnx(model, path, T, test.input_shape, encoding=enc, model_name=name)
             onnx_pred = run_onnx(path, test.x, batch_size=opt.batch_size,
                                  progress=opt.progress).argmax(1)
         seconds["onnx"] = round(time.perf_counter() - t0, 3)
     seconds = {k: round(v, 3) for k, v in seconds.items()}
 
     # Figures and checks ----------------------------------------------------------------------
-    def acc(p: np.ndarray) -> float:
-        return float((p == test.y).mean())
+    def acc(p: np.ndarray | None) -> float | None:
+        return None if p is None else float((p == test.y).mean())
 
-    float_acc, fixed_acc = acc(float_pred), acc(fixed_pred)
-    agreement = float((float_pred == fixed_pred).mean())
-    drop = 100 * (float_acc - fixed_acc)
-    checks = [
-        {"check": "accuracy drop float -> fixed (pp)", "value": drop,
-         "limit": opt.max_accuracy_drop, "ok": drop <= opt.max_accuracy_drop},
-        {"check": "prediction agreement float/fixed", "value": agreement,
-         "limit": opt.min_agreement, "ok": agreement >= opt.min_agreement},
-        {"check": "NIR predictions == float", "value": float((nir_pred == float_pred).mean()),
-         "limit": 1.0, "ok": bool(np.array_equal(nir_pred, float_pred))},
-    ]
+    fixed_acc = acc(fixed_pred)
+    agreement = drop = None
+    checks = []
+    if ref_pred is not None:
+        label = "float" if ref == "float" else "NIR"
+        agreement = float((ref_pred == fixed_pred).mean())
+        drop = 100 * (acc(ref_pred) - fixed_acc)
+        checks += [
+            {"check": f"accuracy drop {label} -> fixed (pp)", "value": drop,
+             "limit": opt.max_accuracy_drop, "ok": drop <= opt.max_accuracy_drop},
+            {"check": f"prediction agreement {label}/fixed", "value": agreement,
+             "limit": opt.min_agreement, "ok": agreement >= opt.min_agreement}]
+    if float_pred is not None and nir_pred is not None:
+        checks.append({"check": "NIR predictions == float",
+                       "value": float((nir_pred == float_pred).mean()), "limit": 1.0,
+                       "ok": bool(np.array_equal(nir_pred, float_pred))})
     if n_lava:
         checks.append({"check": "Lava bit-exact with emulator", "value": lava_exact,
                        "limit": True, "ok": bool(lava_exact)})
@@ -331,11 +375,11 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     readout = program.readout.population
     result: dict[str, Any] = {
         "checkpoint": source,
-        "model": model_name,
-        "dataset": ds_name,
+        "model": name,
+        "dataset": test.name,
         "samples": len(test),
         "timesteps": T,
-        "float_accuracy": float_acc,
+        "float_accuracy": acc(float_pred),
         "nir_accuracy": acc(nir_pred),
         "fixed_accuracy": fixed_acc,
         "lava_accuracy": lava_acc,
@@ -346,7 +390,8 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         "prediction_agreement": agreement,
         # float32 on both sides: BN folding may flip a spike sitting exactly at threshold, so
         # differing spikes are counted and reported rather than required to be zero.
-        "nir_spike_mismatches": sum(t.nir_mismatch for t in tallies.values()),
+        "nir_spike_mismatches": (sum(t.nir_mismatch for t in tallies.values())
+                                 if model is not None and graph is not None else None),
         "layers": layers,
         "input_clipped": input_clipped,
         "readout": {"population": readout, "u_wraps": wraps.get(readout, 0),
@@ -358,6 +403,10 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
         **cost_report(program, {k: v / max(len(test), 1) for k, v in spike_sums.items()},
                       input_sum / max(len(test), 1)),
     }
+    if ref is not None and ref != "float":
+        result["reference"] = ref
+    if absent:  # stages that did not run, and why (their figures are null)
+        result["absent"] = absent
     if onnx_pred is not None:
         result["onnx_accuracy"] = acc(onnx_pred)
     return result, {"raster": raster, "program": program, "graph": graph}
@@ -391,11 +440,14 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  float    {_pct(r['float_accuracy'])}",
         f"  NIR      {_pct(r['nir_accuracy'])}   (spikes differing from float: "
         f"{r['nir_spike_mismatches']})",
-        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with float "
+        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with "
+        f"{'NIR' if r.get('reference') == 'nir' else 'float'} "
         f"{_pct(r['prediction_agreement'])})",
         f"  Lava     {_pct(r['lava_accuracy'])}   on {r['lava_samples']} samples, bit-exact "
         f"with emulator: {r['lava_bit_exact']}",
     ]
+    for stage, why in r.get("absent", {}).items():
+        lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:
         lines.append(f"  ONNX     {_pct(r['onnx_accuracy'])}")
     if r.get("input_clipped"):

@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     # 6: orchestration - backend registry, verify, report, inspect
     "dalif_deploy.backends": 6,
     "dalif_deploy.verify": 6,
+    "dalif_deploy.verify_files": 6,
     "dalif_deploy.report": 6,
     "dalif_deploy.inspect": 6,
     # 7: the command line (one module per command in dalif_deploy/cli/)

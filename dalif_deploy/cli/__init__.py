@@ -187,9 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export, re-import, quantise, emulate the whole test set "
                        "and run Lava on a subset; report where accuracy is lost. Exit 1 if "
                        "the thresholds do not hold.")
-    p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.pt) to verify")
+    p.add_argument("model", metavar="MODEL", help="the file to verify: a checkpoint (.pt), a "
+                   "NIR graph (.nir; quantised as `quantize --calibrate` does) or a program "
+                   "(.fxp; run as given)")
+    p.add_argument("--reference", metavar="MODEL", help="float reference (.nir or .pt) for a "
+                   "program (.fxp); without it only the emulator and Lava are compared")
+    p.add_argument("--save-program", metavar="FXP", help="write the program verified (.fxp)")
+    p.add_argument("--from", dest="exporter", metavar="EXPORTER",
+                   help="framework that exported a foreign NIR graph (as `simulate --from`)")
+    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
+                   "--from's)")
+    p.add_argument("--timesteps", "-T", type=int, help="T for a NIR graph that records none")
     p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
-                   "(default: the one the checkpoint records)")
+                   "(default: the one the model file records)")
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
@@ -250,7 +260,7 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "quantize": (("out", "json"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
     "simulate": (("json",), ("model", "dataset")),
-    "verify": (("report", "json"), ("checkpoint", "dataset")),
+    "verify": (("report", "json", "save_program"), ("model", "reference", "dataset")),
 }
 
 
@@ -262,8 +272,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     outs, ins = FILE_ARGS.get(args.command, ((), ()))
     for k in outs:
         if getattr(args, k, None) == "-" and k not in STDOUT_ARGS:
-            raise DaLifError(f"--{k} -: this output cannot go to stdout; give a file path "
-                             "(./- for a file named '-')")
+            raise DaLifError(f"--{k.replace('_', '-')} -: this output cannot go to stdout; "
+                             "give a file path (./- for a file named '-')")
     paths = [(k, getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
     inputs = tuple(str(getattr(args, k)) for k in ins if getattr(args, k, None))
     for _, p in paths:
@@ -272,7 +282,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     for k, p in paths:
         key = os.path.abspath(p)
         if key in seen:
-            raise DaLifError(f"--{seen[key]} and --{k} both write {p}; give them different "
+            raise DaLifError(f"--{seen[key].replace('_', '-')} and --{k.replace('_', '-')} both "
+                             f"write {p}; give them different "
                              "paths")
         seen[key] = k
     if args.command == "demo" and os.path.exists(args.out_dir) and not os.path.isdir(

@@ -1,4 +1,5 @@
-"""``dalif-deploy verify CKPT [--lava-samples N] [--report HTML] [--json PATH]``."""
+"""``dalif-deploy verify MODEL [--reference MODEL] [--save-program FXP] [--lava-samples N]
+[--report HTML] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -21,17 +22,26 @@ def add_lava_limits(p: argparse.ArgumentParser) -> None:
 
 
 def cli_verify(args: argparse.Namespace) -> int:
-    """Verify a checkpoint; exit 1 (VerificationFailed) when a threshold does not hold."""
-    from ..verify import VerifyOptions, format_summary, verify_checkpoint, write_report
+    """Verify a checkpoint, NIR graph or program; exit 1 (VerificationFailed) when a threshold
+    does not hold. ``--save-program`` is written (atomically) even then: it is the program
+    the report describes."""
+    from ..program import save_program
+    from ..verify import VerifyOptions, format_summary, write_report
+    from ..verify_files import verify_file
 
     options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory)
-    result, artefacts = verify_checkpoint(args.checkpoint, dataset=args.dataset,
-                                          data_dir=args.data_dir, options=options)
+    result, artefacts = verify_file(args.model, reference=args.reference,
+                                    dataset=args.dataset, data_dir=args.data_dir,
+                                    exporter=args.exporter, dt=args.dt,
+                                    timesteps=args.timesteps, options=options)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(format_summary(result), file=out)
+    if args.save_program:
+        save_program(artefacts["program"], args.save_program)
+        print(f"program: {args.save_program}", file=out)
     if args.report:
         write_report(result, artefacts, args.report)
         print(f"report: {args.report}", file=out)
