@@ -15,6 +15,10 @@ Stages (each timed, each with a progress bar):
 percentage points, float and fixed-point predictions agree on at least ``min_agreement`` of the
 samples, the NIR reference predicts exactly as the float model, and Lava is bit-exact with the
 emulator (when Lava ran).
+
+:func:`dalif_deploy.verify_files.verify_file` runs the same stages on a NIR graph (the NIR
+interpreter is the float reference) or on a program as given (:func:`run_stages`: a stage
+whose model is absent reports ``None``, and ``result["absent"]`` says why).
 """
 
 from __future__ import annotations

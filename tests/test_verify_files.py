@@ -104,6 +104,8 @@ def test_bad_combinations_with_a_checkpoint_exit_2(files, capsys, extra, match):
     (["{fxp}", "-T", "4", "--reference", "{nir}"], r"apply only to a NIR graph"),
     (["{fxp}", "--reference", "{fxp}"], r"give a NIR graph \(.nir\) or a checkpoint"),
     (["{nir}", "--reference", "{nir}"], r"a NIR graph is its own float reference"),
+    (["{nir}", "--from", "snntorch"], r"written by dalif-deploy .* drop --from"),
+    (["{nir}", "-T", "7"], r"-T 7: the graph records T = 4"),
     (["{nir}", "--save-program", "-"], r"--save-program -: this output cannot go to stdout"),
     (["{nir}", "--save-program", "{nir}"], r"m.nir"),
 ])
