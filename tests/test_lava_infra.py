@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -159,9 +162,247 @@ def _lava_hangs_on_float_vth():
 
 
 @pytest.mark.lava
-def test_watchdog_turns_a_real_lava_hang_into_an_error():
-    """Measured: a float vth makes Lava hang with no traceback; the watchdog ends it."""
+def test_watchdog_reports_a_real_lava_failure_in_seconds_even_without_a_timeout():
+    """Measured: a float vth makes Lava's LIF process raise, after which Lava hangs silently;
+    the watchdog reports the process's own error and its traceback, with no timeout at all."""
     start = time.monotonic()
-    with pytest.raises(LavaRunError, match="timeout"):
-        run_with_watchdog(_lava_hangs_on_float_vth, timeout=6.0)
-    assert time.monotonic() - start < 10
+    with pytest.raises(LavaRunError, match=r"Lava process .* raised TypeError: ufunc "
+                       r"'left_shift'.*traceback in (\S+\.log)") as info:
+        run_with_watchdog(_lava_hangs_on_float_vth, timeout=float("inf"))
+    assert time.monotonic() - start < 15
+    log = Path(re.search(r"traceback in (\S+\.log)", str(info.value)).group(1))
+    assert "left_shift" in log.read_text() and "Traceback" in log.read_text()
+    log.unlink()
+
+
+# ---------------------------------------------------------------- nothing outlives the caller
+def _proc_table() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, parent pid, session id) of every process."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = Path(f"/proc/{d}/stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            table[int(d)] = (fields[0], int(fields[1]), int(fields[3]))
+    return table
+
+
+def _sessions(caller: int) -> set[int]:
+    """The caller's session and those of its children (the watchdog child leads its own)."""
+    table = _proc_table()
+    return {caller} | {sid for _, (_, ppid, sid) in table.items() if ppid == caller}
+
+
+def _live(sessions: set[int]) -> list[int]:
+    """Processes still running in these sessions (a zombie has ended; init reaps it)."""
+    return [pid for pid, (state, _, sid) in _proc_table().items()
+            if sid in sessions and state != "Z"]
+
+
+def _mapped_segments(sessions: set[int]) -> set[str]:
+    names = set()
+    for pid in _live(sessions):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        names |= set(re.findall(r"/dev/shm/(psm_\w+)", maps))
+    return names
+
+
+def _eventually(check, seconds: float = 5.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if not value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _until(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+_WORKERS_SCRIPT = """
+import multiprocessing as mp, os, sys, time
+from multiprocessing import shared_memory
+from dalif_deploy.targets.lava.watchdog import run_with_watchdog
+
+def body(ready):
+    segs = [shared_memory.SharedMemory(create=True, size=4096) for _ in range(5)]
+    procs = [mp.get_context("fork").Process(target=time.sleep, args=(120,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    with open(ready + ".tmp", "w") as fh:
+        fh.write("\\n".join(s.name for s in segs))
+    os.replace(ready + ".tmp", ready)
+    time.sleep(120)
+
+try:
+    run_with_watchdog(body, sys.argv[1], timeout=600)
+except KeyboardInterrupt as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+@needs_proc
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_a_signalled_caller_leaves_no_process_segment_or_file(sig, tmp_path):
+    """The caller (with three worker processes and five shared-memory segments in its watchdog
+    child) is signalled: within seconds nothing of its run is left, SIGKILL included."""
+    ready, scratch = tmp_path / "ready", tmp_path / "tmp"
+    scratch.mkdir()
+    p = subprocess.Popen([PY, "-c", _WORKERS_SCRIPT, str(ready)], start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "TMPDIR": str(scratch)})
+    try:
+        _until(ready.exists, 60, "the workers")
+        segments = ready.read_text().split()
+        sessions = _sessions(p.pid)
+        assert len(_live(sessions)) >= 6  # caller, sentinel, child, 3 workers (+ tracker)
+        assert all(Path("/dev/shm", s).exists() for s in segments)
+        os.kill(p.pid, sig)
+        _, err = p.communicate(timeout=10)
+    finally:
+        p.kill()
+    assert _eventually(lambda: _live(sessions)) == []
+    assert [s for s in segments if Path("/dev/shm", s).exists()] == []
+    assert _eventually(lambda: list(scratch.iterdir())) == []  # no log, no run folder
+    if sig == signal.SIGKILL:
+        assert p.returncode == -signal.SIGKILL
+    else:
+        assert p.returncode == 130
+        assert err.strip() == f"stopped: stopped by {signal.Signals(sig).name}"
+
+
+def _worker_raises():
+    import multiprocessing as mp
+
+    mp.get_context("fork").Process(target=_raise).start()
+    time.sleep(120)
+
+
+@needs_proc
+def test_a_worker_that_fails_is_reported_in_seconds_without_a_timeout():
+    """A process the child starts fails while the child waits for it forever: reported within
+    seconds (with no timeout), its traceback in the named log."""
+    start = time.monotonic()
+    with pytest.raises(LavaRunError, match=r"Process-1 \(pid \d+\) exited with code 1 .*"
+                       r"log in (\S+)") as info:
+        run_with_watchdog(_worker_raises, timeout=float("inf"))
+    assert time.monotonic() - start < 5
+    log = Path(str(info.value).rsplit(" ", 1)[1])
+    assert "ValueError: boom in the child" in log.read_text()
+    log.unlink()
+
+
+# ---------------------------------------------------------------- the CLI running Lava
+def _tiny_program(path: Path, t: int) -> Path:
+    from dalif_deploy.program import (
+        FixedProgram,
+        InputEncoding,
+        Population,
+        Readout,
+        Synapse,
+        save_program,
+    )
+
+    rng = np.random.default_rng(0)
+    zeros = np.zeros((10,), np.int64)
+    pops = [Population(name="l1", shape=(10,), dv=np.array([100]), vth=200, bias_mant=zeros),
+            Population(name="out", shape=(10,), dv=np.array([0]), vth=2**17 - 1,
+                       bias_mant=zeros)]
+    syns = [Synapse(name="fc1", source="input", target="l1", kind="dense",
+                    weights=rng.integers(-128, 128, (10, 64)), graded=True,
+                    input_shape=(1, 8, 8), output_shape=(10,)),
+            Synapse(name="fc2", source="l1", target="out", kind="dense",
+                    weights=rng.integers(-128, 128, (10, 10)), input_shape=(10,),
+                    output_shape=(10,))]
+    save_program(FixedProgram(InputEncoding("analog", (1, 8, 8), scale=20.0), pops, syns,
+                              Readout("out", 64.0), timesteps=t), path)
+    return path
+
+
+def _simulate(program: Path, scratch: Path, *extra: str, env: dict | None = None):
+    """Start ``simulate --backend lava`` in a session of its own, temp files in ``scratch``."""
+    scratch.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [PY, "-m", "dalif_deploy", "simulate", str(program), "--backend", "lava", *extra],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(scratch), **(env or {})})
+
+
+@pytest.mark.lava
+@needs_proc
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_cli_signalled_mid_lava_run_leaves_no_process_segment_or_file(sig, tmp_path):
+    """Measured before: the watchdog child's session (about 11 processes) ran on to the end of
+    the run, its segments with it, and a killed run left its segments for good."""
+    program = _tiny_program(tmp_path / "long.fxp", t=64)  # ~10 s of Lava steps
+    p = _simulate(program, tmp_path / "tmp", "--samples", "100", "--batch-size", "100")
+    try:
+        def running():
+            sessions = _sessions(p.pid)
+            segments = _mapped_segments(sessions - {p.pid})
+            return (sessions, segments) if len(_live(sessions)) >= 8 and segments else None
+
+        sessions, segments = _until(running, 90, "Lava to run")
+        os.kill(p.pid, sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert _eventually(lambda: _live(sessions)) == []
+    assert [s for s in segments if Path("/dev/shm", s).exists()] == []
+    assert _eventually(lambda: list((tmp_path / "tmp").iterdir())) == []
+    if sig == signal.SIGKILL:
+        assert p.returncode == -signal.SIGKILL
+    else:
+        assert p.returncode == 130
+        assert err.replace("\r", "\n").strip().splitlines()[-1] == "interrupted"
+        assert "Traceback" not in err
+
+
+@pytest.mark.lava
+@needs_proc
+@pytest.mark.parametrize(("fault", "timeout", "words"), [
+    ("raise", "600", r"raised RuntimeError: fault injected .*; traceback in (\S+)"),
+    ("kill", "inf", r"was killed by signal 9 .*; log in (\S+)"),
+])
+def test_cli_reports_a_failed_lava_process_in_seconds(fault, timeout, words, tmp_path):
+    """A Lava worker that raises (or dies) as it starts: one error line within seconds of the
+    failure, naming the log, whatever the timeout (inf included); nothing else left."""
+    program = _tiny_program(tmp_path / "tiny.fxp", t=8)
+    p = _simulate(program, tmp_path / "tmp", "--samples", "20", "--timeout", timeout,
+                  env={"DALIF_LAVA_TEST_FAULT": fault})
+    said: list[tuple[float, str]] = []  # (time, character) as the CLI writes them
+    reader = threading.Thread(target=lambda: said.extend(
+        (time.time(), c) for c in iter(lambda: p.stderr.read(1), "")))
+    reader.start()
+    sessions: set[int] = set()
+    while p.poll() is None:  # its processes, while they run
+        sessions |= _sessions(p.pid)
+        time.sleep(0.1)
+    reader.join(timeout=10)
+    err = "".join(c for _, c in said)
+    assert len(sessions) == 2  # the CLI's and the watchdog child's
+    assert p.returncode == 2
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    log = Path(re.search(words, errors[0]).group(1))
+    text = log.read_text()
+    injected = float(re.search(r"DALIF_LAVA_TEST_FAULT=\w+ at ([\d.]+)", text).group(1))
+    reported = said[err.index("error:")][0]
+    assert reported - injected < 3  # measured: 0.8 s (then 2-3 s of torch's own exit)
+    if fault == "raise":
+        assert "Traceback" in text and "RuntimeError: fault injected" in text
+    assert list((tmp_path / "tmp").iterdir()) == [log]  # the log only
+    assert _eventually(lambda: _live(sessions)) == []

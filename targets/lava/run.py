@@ -281,7 +281,7 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan.program, n))
     finished = False
     try:
-        res = run_with_watchdog(_build_and_run, plan, frames, workdir, record,
+        res = run_with_watchdog(_build_and_run, plan, frames, workdir, record, scratch=(workdir,),
                                 timeout=timeout, what=f"lava run ({n} samples)")
         finished = True
     finally:
