@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.limits import DECAY_MAX, DECAY_UNIT
 from dalif_deploy.neuron import fire, integrate
 
 Pair = tuple[int, int]
@@ -147,27 +148,59 @@ def cuba_lif_step(state: tuple | None, x: torch.Tensor, p: CubaParams
     return s, (i, v)
 
 
-def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
-    """``beta = 1 - dt/tau`` (one per channel), ``alpha = r dt/tau``, the one threshold and
-    the spike condition; checked against the node's alpha/beta metadata when present."""
-    def arr(v, what: str) -> np.ndarray:
+def _layer_array(kind: str, name: str, shape: tuple[int, ...]):
+    def arr(v: Any, what: str) -> np.ndarray:
         a = f64(v)
         if a.size == 1:
             a = np.full(shape, float(a.reshape(-1)[0]))
         if a.size != int(np.prod(shape)):
-            raise DaLifError(f"LIF {name}: {what} has {a.size} values, the layer {shape}")
+            raise DaLifError(f"{kind} {name}: {what} has {a.size} values, the layer {shape}")
         if not np.all(np.isfinite(a)):
-            raise DaLifError(f"LIF {name}: {what} is not finite")
+            raise DaLifError(f"{kind} {name}: {what} is not finite")
         return a.reshape(shape)
+    return arr
 
-    tau, r = arr(node.tau, "tau"), arr(node.r, "r")
-    for what, v in (("v_leak", node.v_leak), ("v_reset", node.v_reset)):
+
+def _firing_reading(kind: str, name: str, node: nir.NIRNode, arr) -> float:
+    """The one positive threshold; v_leak and v_reset must be 0 (Loihi's CUBA LIF resets v to
+    0 and has no leak target)."""
+    for what in ("v_leak", "v_reset"):
+        v = getattr(node, what, None)
         if v is not None and np.any(arr(v, what) != 0):
-            raise DaLifError(f"LIF {name}: {what} must be 0 for Loihi's CUBA LIF (fold it "
+            raise DaLifError(f"{kind} {name}: {what} must be 0 for Loihi's CUBA LIF (fold it "
                              "into the bias before export)")
     vth = arr(node.v_threshold, "v_threshold")
     if np.ptp(vth) != 0 or vth.reshape(-1)[0] <= 0:
-        raise DaLifError(f"LIF {name}: v_threshold must be one positive value per layer")
+        raise DaLifError(f"{kind} {name}: v_threshold must be one positive value per layer")
+    return float(vth.reshape(-1)[0])
+
+
+def _per_channel(kind: str, name: str, what: str, a: np.ndarray, shape: tuple[int, ...]
+                 ) -> np.ndarray:
+    per_chan = a.reshape(shape[0], -1)
+    if np.any(np.ptp(per_chan, axis=1) > 1e-12):
+        raise DaLifError(f"{kind} {name}: {what} varies within a channel; Loihi decays are per "
+                         "population (or per channel)")
+    return per_chan[:, 0]
+
+
+def _reading(beta_c: np.ndarray, alpha: np.ndarray, v_th: float, cond: str,
+             du: int = DECAY_MAX, bias_gain: np.ndarray | None = None) -> dict[str, Any]:
+    return {"beta_c": beta_c, "alpha": alpha, "v_th": v_th, "cond": cond, "du": int(du),
+            "bias_gain": alpha if bias_gain is None else bias_gain}
+
+
+def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
+    """``beta = 1 - dt/tau`` (one per channel), ``alpha = r dt/tau``, the one threshold and
+    the spike condition; checked against the node's alpha/beta metadata when present.
+
+    The reading (all neuron readings): ``beta_c`` per channel, ``alpha`` (the gain from the
+    input x into v, folded into the weights), ``v_th``, ``cond`` (``>`` or ``>=``), ``du``
+    (Loihi's current decay; 4095 = no current memory) and ``bias_gain`` (the gain from a
+    constant input into v per step, for the bias)."""
+    arr = _layer_array("LIF", name, shape)
+    tau, r = arr(node.tau, "tau"), arr(node.r, "r")
+    vth = _firing_reading("LIF", name, node, arr)
     if np.any(tau <= 0):
         raise DaLifError(f"LIF {name}: tau must be positive")
     beta, alpha = 1.0 - dt / tau, r * dt / tau
@@ -183,12 +216,47 @@ def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) ->
         if not np.allclose(np.broadcast_to(m, shape), val, rtol=1e-5, atol=1e-7):
             raise DaLifError(f"LIF {name}: metadata {key} disagrees with tau/r at dt={dt}; "
                              "the graph is inconsistent (wrong dt?)")
-    per_chan = beta.reshape(shape[0], -1)
-    if np.any(np.ptp(per_chan, axis=1) > 1e-12):
-        raise DaLifError(f"LIF {name}: beta varies within a channel; Loihi decays are per "
-                         "population (or per channel)")
     cond = str(md.get("spike_condition", ">=" if "alpha" in md else ">"))
     if cond not in (">=", ">"):
         raise DaLifError(f"LIF {name}: unknown spike condition {cond!r}")
-    return {"beta_c": per_chan[:, 0], "alpha": alpha, "v_th": float(vth.reshape(-1)[0]),
-            "cond": cond}
+    return _reading(_per_channel("LIF", name, "beta", beta, shape), alpha, vth, cond)
+
+
+def if_as_dalif(name: str, node: nir.IF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
+    """IF ``v = v + dt r x`` is LIF without leak: ``beta = 1`` (dv = 0, exact), ``alpha = dt
+    r``, du = 4095; spikes on NIR's ``>`` (or the node's ``spike_condition``)."""
+    arr = _layer_array("IF", name, shape)
+    r = arr(node.r, "r")
+    vth = _firing_reading("IF", name, node, arr)
+    return _reading(np.ones(shape[0]), dt * r, vth, spike_rule(node))
+
+
+def cuba_as_dalif(name: str, node: nir.CubaLIF, shape: tuple[int, ...], dt: float
+                  ) -> dict[str, Any]:
+    """CubaLIF onto Loihi's CUBA neuron. NIR (Euler, dt)::
+
+        i' = (1 - ks) i + ks w_in x,   v' = (1 - km) v + km r i',   ks = dt/tau_syn, km = dt/tau_mem
+
+    With ``U = lambda km r i`` (lambda volts -> integer v) this is Loihi's ``u' = u (4096 -
+    (du + 1))/4096 + (a << 6)``, ``v' = v (4096 - dv)/4096 + u'`` for ``du + 1 = 4096 ks``
+    (``du = round(4096 ks) - 1``; one du per layer), ``dv = round(4096 km)`` and ``a << 6 =
+    lambda alpha W x`` with ``alpha = km r ks w_in`` folded into the weights. A constant input
+    b (a bias) reaches the steady current ``i = w_in b``: it becomes Loihi's v bias with
+    ``bias_gain = km r w_in`` (exact when ks = 1, else its ramp-in over ~tau_syn/dt steps is
+    dropped)."""
+    arr = _layer_array("CubaLIF", name, shape)
+    ts, tm = arr(node.tau_syn, "tau_syn"), arr(node.tau_mem, "tau_mem")
+    r, w_in = arr(node.r, "r"), arr(node.w_in, "w_in")
+    vth = _firing_reading("CubaLIF", name, node, arr)
+    if np.any(ts <= 0) or np.any(tm <= 0):
+        raise DaLifError(f"CubaLIF {name}: tau_syn and tau_mem must be positive")
+    ks, km = dt / ts, dt / tm
+    if np.ptp(ks) > 1e-12:
+        raise DaLifError(f"CubaLIF {name}: tau_syn varies within the layer; Loihi's current "
+                         "decay du is one per population (split the layer)")
+    du1 = round(DECAY_UNIT * float(ks.reshape(-1)[0]))
+    if not 1 <= du1 <= DECAY_UNIT:
+        raise DaLifError(f"CubaLIF {name}: dt/tau_syn = {float(ks.reshape(-1)[0]):.3g} gives "
+                         f"du + 1 = {du1}, outside [1, {DECAY_UNIT}]; check dt (--dt/--from)")
+    return _reading(_per_channel("CubaLIF", name, "tau_mem", 1.0 - km, shape),
+                    km * r * ks * w_in, vth, spike_rule(node), du1 - 1, km * r * w_in)

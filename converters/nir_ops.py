@@ -58,8 +58,10 @@ from .nir_math import (
     Pair,
     SpikingParams,
     channelwise_conv,
+    cuba_as_dalif,
     cuba_lif_step,
     firing,
+    if_as_dalif,
     int_pair,
     integrator,
     leaky,
@@ -487,8 +489,11 @@ class CubaLIFOp(NeuronOp):
     nir_type = nir.CubaLIF
     params = ("v_threshold", "tau_mem", "tau_syn", "r", "v_leak", "w_in", "v_reset")
     state = ("i", "v")
-    spiking = resets = norse_native = True
+    spiking = resets = population = norse_native = True
     step = staticmethod(cuba_lif_step)
+
+    def dalif(self, name, node, shape, dt):
+        return cuba_as_dalif(name, node, shape, dt)
 
     def parameters(self, node, dt, dtype):
         return CubaParams(leaky(node.tau_syn, node.w_in, 0.0, dt, dtype),
@@ -501,11 +506,14 @@ class IFOp(NeuronOp):
     nir_type = nir.IF
     params = ("v_threshold", "r", "v_reset")
     state = ("v",)
-    spiking = resets = norse_native = True
+    spiking = resets = population = norse_native = True
     step = staticmethod(lif_step)
 
     def parameters(self, node, dt, dtype):
         return SpikingParams(integrator(node.r, dt, dtype), firing(node, dtype))
+
+    def dalif(self, name, node, shape, dt):
+        return if_as_dalif(name, node, shape, dt)
 
 
 @register

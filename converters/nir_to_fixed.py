@@ -1,7 +1,17 @@
 """NIR graph -> :class:`~dalif_deploy.program.FixedProgram` (Loihi 2 CUBA fixed point).
 
-Per neuron layer (``nir.LIF`` with ``beta = 1 - dt/tau``, ``alpha = r * dt/tau``, v_leak = 0,
-v_reset = 0) we pick a scale lambda (float volts -> integer v, the << 6 included) with
+Neuron layers are read through the op table (:meth:`NodeOp.dalif`, v_leak = v_reset = 0, else
+refused): ``nir.LIF`` (``beta = 1 - dt/tau``, ``alpha = r dt/tau``, du = 4095), ``nir.IF``
+(LIF without leak: ``beta = 1``, dv = 0, ``alpha = r dt``, du = 4095) and ``nir.CubaLIF``
+(``du = round(4096 dt/tau_syn) - 1`` for Loihi's ``du + 1``, ``dv = round(4096 dt/tau_mem)``,
+``alpha = (dt/tau_mem) r (dt/tau_syn) w_in`` folded into the weights, a bias at its steady
+current ``(dt/tau_mem) r w_in b``). Exact: IF's and LIF's integration and firing (``>`` on floats
+is ``v > 64 vth`` on integers), dv = 0, and any decay with ``4096 dt/tau`` an integer (du = 4095
+when tau_syn = dt). Approximate: other decays (rounded to 1/4096, ``decay_error``), weights and
+biases (rounded mantissas, ``weight_errors``), a CubaLIF bias's ramp-in when tau_syn > dt, and
+Loihi's rtz in the decays. With du < 4095, Loihi keeps u in int32, so ``a << 6`` must stay within
+2^24 (constraint ``u-overflow``): the scale is bounded by that and lowered until the program
+passes it. Per layer we pick a scale lambda (float volts -> integer v, the << 6 included) with
 
     lambda * v_th = 64 * vth + 1      (spike condition >=, DA-LIF)   or   64 * vth   (>)
 
@@ -27,15 +37,17 @@ from typing import Any, Protocol
 import nir
 import numpy as np
 
-from dalif_deploy.constraints import require_valid
+from dalif_deploy.constraints import check_program, require_valid
 from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.limits import (
     BIAS_EXP_RANGE,
     BIAS_MANT_MAX,
+    DECAY_MAX,
     DECAY_UNIT,
     INPUT_BITS_RANGE,
     TIMESTEPS_MAX,
+    U_LIMIT,
     VTH_MAX,
     WEIGHT_BITS_RANGE,
     WEIGHT_EXP_RANGE,
@@ -54,6 +66,8 @@ from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
 from .nir_graph import infer_shapes, io_nodes, topo_order
 from .nir_ops import OPS, op_for
 
+U_OVERFLOW_FILL = 0.9  # a du < 4095 layer's worst-case |a| << 6 uses at most 90% of 2^24
+U_OVERFLOW_ROUNDS = 8  # rounding can still break the bound: lower the scale by 10% and retry
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
@@ -102,9 +116,17 @@ class _Layer:
         return out
 
 
-def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap: float) -> float:
+def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap: float,
+                  graded_input: bool) -> float:
     qmax, k = 2 ** (weight_bits - 1) - 1, 8 - weight_bits
     bounds = [cap]
+    if layer.lif and layer.lif["du"] < DECAY_MAX:  # u-overflow: sum |a| <= 2^24 / 64
+        src = [2.0 ** (INPUT_BITS_RANGE[1] - 1) if p.source == "__input__" and graded_input
+               else 1.0 for p in layer.paths]
+        a_u = sum(m * float(np.abs(t).reshape(t.shape[0], -1).sum(1).max(initial=0))
+                  for m, t in zip(src, targets, strict=True)) / 64
+        if a_u:
+            bounds.append(U_OVERFLOW_FILL * 2 * U_LIMIT / 64 / a_u)
     bmax = float(np.abs(layer.bias_f).max(initial=0))
     if bmax:
         bounds.append(BIAS_MANT_MAX * 2.0 ** BIAS_EXP_RANGE[1] / bmax / 1.01)
@@ -135,7 +157,7 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
                     graded_input: bool
                     ) -> tuple[Population, list[Synapse], dict[str, Any], dict[str, WeightErrors]]:
     qmax = 2 ** (weight_bits - 1) - 1
-    lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap)
+    lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap, graded_input)
     if layer.lif:
         v_th, ge = layer.lif["v_th"], layer.lif["cond"] == ">="
         vth = math.floor((lam * v_th - ge) / 64)
@@ -182,7 +204,8 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     mant = np.clip(np.rint(b_v / 2.0**bexp), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64)
     bias_err = float(np.abs(mant * 2.0**bexp - b_v).max(initial=0)) / lam
     pop = Population(name=layer.name, shape=layer.shape, dv=dv, vth=vth, bias_mant=mant,
-                     bias_exp=bexp, scale=lam, provenance=layer.provenance)
+                     bias_exp=bexp, scale=lam, provenance=layer.provenance,
+                     du=layer.lif["du"] if layer.lif else DECAY_MAX)
     row = {"population": layer.name, "nodes": layer.provenance, "scale": lam, "vth": vth,
            "v_threshold": layer.lif["v_th"] if layer.lif else None,
            "weight_exp": exps, "clipped_weights": clipped,
@@ -238,7 +261,7 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
         lif = ops[n].dalif(n, graph.nodes[n], tshape, dt) if n != out_name else None
         prov = sorted({x for p in paths for x in p.nodes} | {n})
         layers.append(_Layer("readout" if n == out_name else n, tshape, paths, fused,
-                             lif["alpha"] * bias if lif else bias, lif, prov))
+                             lif["bias_gain"] * bias if lif else bias, lif, prov))
     return in_shape, layers
 
 
@@ -288,7 +311,8 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     targets = {ly.name: ly.targets(input_scale) for ly in layers}
     caps = {ly.name: (64 * VTH_CAP + 1) / ly.lif["v_th"] if ly.lif else math.inf
             for ly in layers}
-    for rnd in range(CAL_ROUNDS + 1):
+    rnd, repairs = 0, 0
+    while True:
         pops, syns, table, errors = [], [], [], {}
         for ly in layers:
             p, s, row, err = _quantise_layer(ly, targets[ly.name], caps[ly.name],
@@ -306,6 +330,13 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
                       **{k: v for k, v in (graph.metadata or {}).items()
                          if isinstance(v, (str, int, float, bool))}},
             weight_errors=errors)
+        over = {v.where for v in check_program(program) if v.rule == "u-overflow"}
+        if over and repairs < U_OVERFLOW_ROUNDS:  # mantissa rounding broke the bound
+            repairs += 1
+            for p in pops:
+                if p.name in over:
+                    caps[p.name] = p.scale * U_OVERFLOW_FILL
+            continue
         if calibration is None or run is None:
             break
         bad = _calibration_problems(program, calibration, run)
@@ -316,6 +347,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
             break
         for k in worse:
             caps[k] = pops[[p.name for p in pops].index(k)].scale / 2
+        rnd += 1
     require_valid(program)
     return program
 
