@@ -162,8 +162,12 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
         v_th, ge = layer.lif["v_th"], layer.lif["cond"] == ">="
         vth = math.floor((lam * v_th - ge) / 64)
         if vth < 1:
+            why = (f"; du={layer.lif['du']} keeps current memory, so the u-overflow rule "
+                   "(sum |a| << 6 <= 2^24) bounds the scale: lower the fan-in or the input "
+                   "range, or raise tau_syn to dt (du=4095)") if layer.lif["du"] < DECAY_MAX else ""
             raise DaLifError(f"{layer.name}: weights are too large relative to the threshold "
-                             f"to quantise with {weight_bits}-bit weights (vth would be {vth})")
+                             f"to quantise with {weight_bits}-bit weights (vth would be {vth})"
+                             + why)
         lam = (64 * vth + ge) / v_th
         dv = np.rint(DECAY_UNIT - DECAY_UNIT * layer.lif["beta_c"]).astype(np.int64)
         if np.all(dv == dv[0]):
