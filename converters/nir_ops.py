@@ -148,7 +148,9 @@ class NodeOp:
               ) -> dict[str, Any]:
         """The node read as a discrete DA-LIF layer ``V = beta H + alpha X`` (``population``
         ops only): ``{"beta_c": beta per channel, "alpha": alpha of the layer shape, "v_th":
-        float, "cond": ">=" or ">"}``, checked for what a Loihi population can hold."""
+        float, "cond": ">=" or ">", "du": Loihi's current decay (4095 = none), "bias_gain":
+        the per-step gain of a constant input into v}``, checked for what a Loihi population
+        can hold (LIF, IF, CubaLIF; see :mod:`.nir_math`)."""
         raise DaLifError(f"node {name}: {type(node).__name__} has no DA-LIF reading (not a "
                          "population)")
 
