@@ -1,7 +1,7 @@
 """What a foreign NIR graph means: the conventions of the framework that exported it.
 
 A NIR node carries no time step, and the frameworks that write NIR disagree on what its
-parameters mean (DESIGN.md section 9). :data:`EXPORTERS` is the one table of those conventions,
+parameters mean (docs/DESIGN.md section 9). :data:`EXPORTERS` is the one table of those conventions,
 chosen once with ``--from NAME`` wherever a NIR graph is read (``simulate --backend nir|norse``,
 ``quantize``):
 

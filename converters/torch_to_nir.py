@@ -1,6 +1,6 @@
 """PyTorch (single-step DA-LIF network) -> NIR graph.
 
-Encoding (DESIGN.md section 3), the contract every NIR consumer of this project relies on:
+Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this project relies on:
 
 * each neuron layer becomes its model's NIR node (``NeuronModel.to_nir``); a
   :class:`~dalif_deploy.neurons.dalif.DALIF` layer a ``nir.LIF`` (Euler, ``dt = 1``) with

@@ -9,7 +9,7 @@ standard ONNX graph (opset >= 17, default domain only, checked with ``full_check
   (the same order of additions as ``run_model``).
 
 Every DA-LIF layer appears T times as plain ONNX arithmetic with its state threaded from step to
-step (DESIGN.md section 2)::
+step (docs/DESIGN.md section 2)::
 
     V = beta * H + alpha * X      (step 0: V = alpha * X)
     S = Cast(GreaterOrEqual(V - v_th, 0))          the hard threshold, no surrogate
@@ -68,7 +68,7 @@ class UnrolledDALIF(nn.Module):
     :func:`~dalif_deploy.neurons.network_step`, so tracing sees a pure function of the input (no
     tensors left in module attributes). The effective decays ``alpha``/``beta`` are computed
     once here by torch and given to the layers as their ``fixed_params``; they become graph
-    constants: the graph then holds only effective values (DESIGN.md section 2), and no
+    constants: the graph then holds only effective values (docs/DESIGN.md section 2), and no
     ``Tanh``/``Sigmoid`` of the raw parameters is left for onnxruntime, whose tanh differs from
     torch's in the last bit for about half of all inputs.
     """

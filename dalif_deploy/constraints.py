@@ -213,7 +213,7 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
         yield Violation("u-overflow", p.name, f"du={p.du} keeps current memory and synaptic "
                         f"input up to {a_u} gives a << 6 = {a_u * 64} > 2^24: "
                         "Lava keeps u in int32, so one wrap by 2^24 cannot bring u back into "
-                        "24 bits and it later wraps at 2^31 (DESIGN.md section 9); lower the "
+                        "24 bits and it later wraps at 2^31 (docs/DESIGN.md section 9); lower the "
                         f"population's scale (weights or weight_exp) so that |a| <= "
                         f"{2 * U_LIMIT // 64}, or use du={DECAY_MAX}")
     elif a_max * 64 >= U_LIMIT:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,6 @@ from .io import check_input_file
 from .limits import TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
 from .schema import integer, real_array, text
-
-DATASETS = ("digits", "digits-events", "cifar10")
 
 # Saccade-like cycle of (dy, dx) shifts in pixels.
 SACCADE = ((0, 0), (0, 1), (1, 1), (1, 0), (0, 0), (0, -1), (-1, -1), (-1, 0))
@@ -293,25 +292,44 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
                    enc.name, frame, norm, classes or max(10, hi + 1))
 
 
+def _digits(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+    x, y = _digits_split(split)
+    return Dataset("digits", split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
+
+
+def _digits_events(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+    name = "digits-events"
+    t = (DEFAULT_EVENT_TIMESTEPS if timesteps is None
+         else integer(timesteps, "timesteps", 1, TIMESTEPS_MAX))
+    x, y = _digits_split(split)
+    check_memory(3 * x.size * 2 * t * 4, f"generating {name}/{split} with T={t} "
+                 f"({len(x)} x {t} x 2 x 8 x 8 float32 frames)", "lower -T")
+    return Dataset(name, split, digits_to_events(x, t), y, EVENTS.name, (2, 8, 8),
+                   f"{DIGITS_NORMALIZATION}; events: ON/OFF where the intensity changes by "
+                   f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
+
+
+def _cifar10_loader(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+    return _cifar10(split, data_dir)
+
+
+#: data set name -> loader(split, data_dir, timesteps) -> Dataset; a new data set is one loader
+#: function plus one entry here (docs/ARCHITECTURE.md)
+LOADERS: dict[str, Callable[[str, str | None, int | None], Dataset]] = {
+    "digits": _digits,
+    "digits-events": _digits_events,
+    "cifar10": _cifar10_loader,
+}
+DATASETS = tuple(LOADERS)
+
+
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
                  timesteps: int | None = None) -> Dataset:
     """Load a data set split exactly as the model receives it (see the module docstring)."""
     if split not in ("train", "test"):
         raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
-    if name == "digits":
-        x, y = _digits_split(split)
-        return Dataset(name, split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
-    if name == "digits-events":
-        t = (DEFAULT_EVENT_TIMESTEPS if timesteps is None
-             else integer(timesteps, "timesteps", 1, TIMESTEPS_MAX))
-        x, y = _digits_split(split)
-        check_memory(3 * x.size * 2 * t * 4, f"generating {name}/{split} with T={t} "
-                     f"({len(x)} x {t} x 2 x 8 x 8 float32 frames)", "lower -T")
-        return Dataset(name, split, digits_to_events(x, t), y, EVENTS.name, (2, 8, 8),
-                       f"{DIGITS_NORMALIZATION}; events: ON/OFF where the intensity changes by "
-                       f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
-    if name == "cifar10":
-        return _cifar10(split, data_dir)
+    if name in LOADERS:
+        return LOADERS[name](split, data_dir, timesteps)
     if is_dataset_file(name):
         return load_npz_dataset(name, split, timesteps)
     raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} or give the "

@@ -1,6 +1,6 @@
 """The input encoding type: how a sample is fed to a network over its T time steps.
 
-Two encodings exist (DESIGN.md sections 2 and 6):
+Two encodings exist (docs/DESIGN.md sections 2 and 6):
 
 * :data:`ANALOG` - a static frame ``[B, *frame]`` (e.g. an image), fed unchanged at every
   step; on the chip it is sent as graded 8-bit values.

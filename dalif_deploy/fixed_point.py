@@ -1,6 +1,6 @@
 """Lava's bit-accurate fixed-point neuron and synapse arithmetic as batched torch ops.
 
-DESIGN.md section 4 defines the arithmetic; :func:`lif_step` states it and is the reference
+docs/DESIGN.md section 4 defines the arithmetic; :func:`lif_step` states it and is the reference
 step used everywhere. :func:`lif_step_f32` is the same step specialised for the common case the
 emulator proves safe at compile time (no current memory, no u wrap, every value an integer below
 2^24 held in float32) and computed with a few in-place ops; the emulator's tests check it

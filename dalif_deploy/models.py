@@ -18,6 +18,7 @@ from torch import nn
 
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
+from .geometry import conv_output_size
 from .neuron import PARAMETRIZATIONS, SURROGATES
 from .neurons import network_step, reset_states
 from .neurons.dalif import DALIF
@@ -105,7 +106,7 @@ class SpikingResNet(nn.Module):
                 blocks.append(BasicBlock(cfg, c, width, stride if i == 0 else 1))
                 c = width
                 if i == 0:
-                    h = (h - 1) // stride + 1
+                    h = conv_output_size(h, 3, stride, 3 // 2)  # the block's first 3x3 conv
         self.layers = nn.Sequential(*blocks)
         self.pool = nn.AvgPool2d(h)
         self.flatten = nn.Flatten()

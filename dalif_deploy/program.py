@@ -1,4 +1,4 @@
-"""The fixed-point program: what runs on Loihi 2 arithmetic (DESIGN.md sections 4 to 6).
+"""The fixed-point program: what runs on Loihi 2 arithmetic (docs/DESIGN.md sections 4 to 6).
 
 One small dataclass per concept, with shape and range checks in ``__post_init__``:
 

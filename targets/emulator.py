@@ -1,7 +1,7 @@
 """Bit-accurate, batched emulator of a :class:`~dalif_deploy.program.FixedProgram`.
 
 It reproduces Lava's ``fixed_pt`` models (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``,
-``PyConvModelFixed``) integer for integer; DESIGN.md section 4 lists the arithmetic, and
+``PyConvModelFixed``) integer for integer; docs/DESIGN.md section 4 lists the arithmetic, and
 :func:`lif_step` states it. Synapses: ``acc = W_eff (*) s`` over binary spikes (select and
 sum) or graded input values (multiply), ``W_eff`` = :func:`effective_weights`; then
 ``a = acc << weight_exp`` (``>> -weight_exp``, floor, when negative), except that a conv with

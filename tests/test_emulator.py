@@ -78,7 +78,7 @@ def test_bias_weights_and_wrap_quirks():
 
 
 # --------------------------------------------------------------------------------------------
-# Independent reference with Python ints (sync semantics, DESIGN.md section 4).
+# Independent reference with Python ints (sync semantics, docs/DESIGN.md section 4).
 
 
 def _ref_rtz(p: int) -> int:

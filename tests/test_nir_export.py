@@ -1,4 +1,4 @@
-"""NIR export: the encoding of DESIGN.md section 3, every zoo model, unsupported layers, the
+"""NIR export: the encoding of docs/DESIGN.md section 3, every zoo model, unsupported layers, the
 checkpoint/CLI path and ``inspect``."""
 
 from __future__ import annotations

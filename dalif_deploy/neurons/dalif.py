@@ -1,6 +1,6 @@
 """DA-LIF (Dual Adaptive LIF), the first neuron model: equation, parameters, NIR mapping, module.
 
-Float semantics (DESIGN.md section 2, dt = 1)::
+Float semantics (docs/DESIGN.md section 2, dt = 1)::
 
     V[t] = beta * H[t-1] + alpha * X[t]          H[-1] = 0
     S[t] = 1 if V[t] >= v_th else 0               (surrogate gradient when training)
@@ -12,7 +12,7 @@ parametrisation (``tanh`` by default, ``sigmoid`` available); checkpoints store 
 parameters (``alpha_raw``, ``beta_raw``), everything after export uses only the effective values
 (:class:`DaLifParams`).
 
-NIR mapping (DESIGN.md section 3): a ``nir.LIF`` with Euler discretisation and dt = 1,
+NIR mapping (docs/DESIGN.md section 3): a ``nir.LIF`` with Euler discretisation and dt = 1,
 ``tau = 1/(1-beta)``, ``r = alpha/(1-beta)``, ``v_leak = 0``, ``v_reset = 0``,
 ``v_threshold = v_th``, every array of the full neuron shape; with dt = 1 the NIR update
 ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``.

@@ -1,4 +1,4 @@
-"""Python 3.11 compatibility hook for lava-nc 0.10.0 (DESIGN.md section 7).
+"""Python 3.11 compatibility hook for lava-nc 0.10.0 (docs/DESIGN.md section 7).
 
 lava-nc 0.10.0 declares Python < 3.11. Its one known 3.11 breakage: eight dataclass fields in
 ``lava/magma/compiler/var_model.py`` default to ``ByteEncoder()`` instances, which Python 3.11's

@@ -6,7 +6,7 @@
 arithmetic (``AbstractPyLifModelFixed.subthr_dynamics``, the code ``PyLifResetModelBitAcc``
 runs) applied elementwise to per-neuron ``du``, ``dv``, ``vth``, ``bias_mant`` and ``bias_exp``
 arrays, so a population with any number of distinct (per-channel) decays is ONE process. Per
-step, DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
+step, docs/DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
 
     u, v = 0, 0                          at steps with t % reset_interval == reset_offset
     u = rtz(u * (4096 - (du + 1))) + (a << 6),  then one wrap by 2^24 beyond +-2^23

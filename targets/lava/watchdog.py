@@ -1,6 +1,6 @@
 """Run a function in a child process under a watchdog: a Lava run may hang or fail, we never do.
 
-Lava hangs silently when one of its processes raises or dies (DESIGN.md section 4), and it
+Lava hangs silently when one of its processes raises or dies (docs/DESIGN.md section 4), and it
 leaves its processes and its shared-memory segments (``/dev/shm/psm_*``) behind when it is
 killed. :func:`run_with_watchdog` runs ``fn`` (which builds and runs Lava) in a forked child and
 guarantees that every process and segment of the run is gone when it returns, whatever happened:
