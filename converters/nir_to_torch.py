@@ -45,6 +45,8 @@ def is_ours(graph: nir.NIRGraph) -> bool:
 def resolve_dt(graph: nir.NIRGraph, dt: float | None) -> float:
     """The time step to run ``graph`` with: from our metadata, or the explicit ``dt``."""
     meta = graph.metadata or {}
+    if dt is not None and not (float(dt) > 0 and np.isfinite(dt)):
+        raise DaLifError(f"--dt must be a positive finite number, got {dt}")
     if "dt" in meta and is_ours(graph):
         mdt = number(meta["dt"], "the graph's metadata.dt", 0.0, lo_open=True)
         if dt is not None and float(dt) != mdt:
@@ -55,8 +57,6 @@ def resolve_dt(graph: nir.NIRGraph, dt: float | None) -> float:
         raise DaLifError("this NIR graph has no dalif-deploy metadata, so its time step is "
                          "unknown (NIR nodes carry no dt): pass --dt explicitly (snnTorch "
                          "exports assume dt=1e-4, Norse dt=1e-3)")
-    if not (float(dt) > 0 and np.isfinite(dt)):
-        raise DaLifError(f"dt must be a positive number, got {dt}")
     return float(dt)
 
 

@@ -192,6 +192,8 @@ def test_quantize_cli_validates_the_graph(tmp_path, capsys):
     (["export", "{pt}", "-o", "{tmp}/x.nir", "-T", "0"], "timesteps"),
     (["export", "{pt}", "-o", "{tmp}/x.nir", "--model", "digits-resnet"], "digits-cnn"),
     (["verify", "{pt}", "--timeout", "0"], "timeout"),
+    (["simulate", "{nir}", "--backend", "nir", "--dt=nan"], "--dt must be a positive finite"),
+    (["quantize", "{nir}", "-o", "{tmp}/q.fxp", "--dt=-1"], "--dt must be a positive finite"),
     (["train", "--model", "vgg11", "--epochs", "1", "-o", "{tmp}/v.pt"], "input size"),
 ])
 def test_bad_numbers_and_names_exit_2(argv, word, files, tmp_path, capsys):
