@@ -15,6 +15,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install --quiet -r requirements.txt
 	# lava-nc 0.10.0 declares python<3.11; it runs on 3.11 with our compatibility hook.
 	$(PIP) install --quiet --ignore-requires-python --no-deps lava-nc==0.10.0
+	# lava-dl 0.6.0 (netx, for `export --netx` tests) likewise; it runs without its training stack.
+	$(PIP) install --quiet --ignore-requires-python --no-deps lava-dl==0.6.0
 	# norse pulls torchvision (and a CUDA torch) unless installed without deps.
 	$(PIP) install --quiet --no-deps norse==1.1.0
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .

@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     # 4: converters
     "dalif_deploy.converters": 4,
     "dalif_deploy.converters.nir_conventions": 4,  # the exporters' conventions (--from)
+    "dalif_deploy.converters.fxp_to_netx": 4,  # FixedProgram -> lava-dl netx HDF5
     # 5: targets
     "dalif_deploy.targets": 5,
     # 6: orchestration - backend registry, verify, report, inspect

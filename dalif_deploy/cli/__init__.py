@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
+    p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5 "
+                   "(chain programs with per-layer decays and netx-exact biases only)")
     _add_json(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.quantize:cli_quantize"))
 
@@ -257,7 +259,7 @@ STDOUT_ARGS = ("json",)
 FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train": (("out",), ()),
     "export": (("out", "onnx"), ("checkpoint",)),
-    "quantize": (("out", "json"), ("graph", "calibrate")),
+    "quantize": (("out", "json", "netx"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
     "simulate": (("json",), ("model", "dataset")),
     "verify": (("report", "json", "save_program"), ("model", "reference", "dataset")),

@@ -46,7 +46,19 @@ def cli_quantize(args: argparse.Namespace) -> int:
         cal, run = ds.x, functools.partial(emulate, check=False)
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal, run=run,
                              timesteps=args.timesteps, encoding=args.encoding, dt=reading.dt)
+    if args.netx:
+        from ..converters.fxp_to_netx import check_netx
+
+        check_netx(program)  # refuse before writing anything
     save_program(program, args.out)
+    if args.netx:
+        from ..converters.fxp_to_netx import write_netx
+
+        n = write_netx(program, args.netx)
+        print(f"wrote {args.netx}: netx HDF5, {n['layers']} layers (load with "
+              f"input_message_bits={n['input_message_bits']}, reset_interval="
+              f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
+              "steps per sample)", file=sys.stderr)
     if cal is None and program.input.encoding is ANALOG:
         print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
               f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
