@@ -18,9 +18,8 @@ Three rules (README, "What is bounded"):
 from __future__ import annotations
 
 import math
-import os
 import zipfile
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -138,18 +137,10 @@ def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> n
     """One ``.npy`` member of an npz archive, its header checked before its data is read."""
     with zf.open(info) as fp:
         shape, dtype, fortran = npy_header(fp, info.file_size, where)
-        check_memory(math.prod(shape) * dtype.itemsize, f"{where}: reading the array")
-        count = math.prod(shape)
-        data = fp.read(count * dtype.itemsize)
-    if len(data) != count * dtype.itemsize:
+        nbytes = math.prod(shape) * dtype.itemsize
+        check_memory(nbytes, f"{where}: reading the array")
+        data = fp.read(nbytes)
+    if len(data) != nbytes:
         raise DaLifError(f"{where}: truncated array data")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    return os.stat(path).st_size
-
-
-def element_bytes(shape: Any, itemsize: int = 4) -> int:
-    """Bytes of an array of ``shape`` (any iterable of ints) and ``itemsize``."""
-    return math.prod(int(d) for d in shape) * int(itemsize)
