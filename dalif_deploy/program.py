@@ -405,10 +405,6 @@ def _pair(v: Any, where: str) -> list[int]:
     return [integer(x, where) for x in items]
 
 
-def _int_field(v: Any, where: str) -> int:
-    return integer(v, where)
-
-
 def _shape_field(v: Any, where: str) -> list[int]:
     return list(shape(v, where, max_elements=INPUT_ELEMENTS_MAX))
 
@@ -433,7 +429,7 @@ def _boolean(v: Any, where: str) -> bool:
 _NAME = (text, True)
 #: every field of a program header (types and integrality; ranges are constraints.check_program's)
 HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
-    "top": {"timesteps": (_int_field, True),  # its range: FixedProgram's check
+    "top": {"timesteps": (integer, True),  # its range: FixedProgram's check
             "input": (mapping, True), "readout": (mapping, True),
             "populations": (lambda v, w: _list_of(v, w, "population"), True),
             "synapses": (lambda v, w: _list_of(v, w, "synapse"), True),
@@ -448,16 +444,16 @@ HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
                       "max_abs": (number, True)},
     "input": {"kind": (lambda v, w: text(v, w, ("analog", "events")), True),
               "shape": (_shape_field, True), "scale": (number, False),
-              "bits": (_int_field, False)},
+              "bits": (integer, False)},
     "readout": {"population": _NAME, "scale": (number, True)},
-    "population": {"name": _NAME, "shape": (_shape_field, True), "vth": (_int_field, True),
-                   "bias_exp": (_int_field, False), "du": (_int_field, False),
+    "population": {"name": _NAME, "shape": (_shape_field, True), "vth": (integer, True),
+                   "bias_exp": (integer, False), "du": (integer, False),
                    "scale": (number, False), "provenance": (_string_list, False)},
     "synapse": {"name": _NAME, "source": _NAME, "target": _NAME,
                 "kind": (lambda v, w: text(v, w, ("dense", "conv")), True),
-                "weight_exp": (_int_field, False), "weight_bits": (_int_field, False),
+                "weight_exp": (integer, False), "weight_bits": (integer, False),
                 "sign_mode": (text, False), "graded": (_boolean, False),
-                "stride": (_pair, False), "padding": (_pair, False), "groups": (_int_field, False),
+                "stride": (_pair, False), "padding": (_pair, False), "groups": (integer, False),
                 "input_shape": (_shape_field, False), "output_shape": (_shape_field, False),
                 "provenance": (_string_list, False)},
 }
