@@ -357,9 +357,8 @@ class _Members(Mapping[str, np.ndarray]):
     """The arrays of an open program archive, each read (header checked first) when asked for:
     members the header does not name are never read."""
 
-    def __init__(self, z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], where: str
-                 ) -> None:
-        self.z, self.where = z, where
+    def __init__(self, z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> None:
+        self.z = z
         self.members = {n[:-4]: i for n, i in members.items() if n.endswith(".npy")}
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -388,7 +387,7 @@ def _load_archive(path: str | os.PathLike) -> FixedProgram:
     try:
         with zipfile.ZipFile(path) as z:
             members = check_zip(z, os.path.getsize(path), where)
-            return program_from_arrays(_Members(z, members, where), where=where)
+            return program_from_arrays(_Members(z, members), where=where)
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
         raise DaLifError(f"{path}: corrupt or truncated program file ({type(e).__name__}: "
                          f"{e}); re-create it with `dalif-deploy quantize`") from None
