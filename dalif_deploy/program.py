@@ -374,25 +374,6 @@ class _Members(Mapping[str, np.ndarray]):
         return len(self.members)
 
 
-def _load_archive(path: str | os.PathLike) -> FixedProgram:
-    """Open ``path``, check the zip's declared sizes (resources.check_zip), then build the
-    program reading only the members its header names."""
-    where = str(path)
-    check_input_file(path, "a fixed-point program (.fxp)")
-    with open(path, "rb") as f:
-        head = f.read(6)
-    if head == b"\x93NUMPY":
-        raise DaLifError(f"{path}: a plain .npy array, not a program (an .fxp file is an npz "
-                         "archive); re-create it with `dalif-deploy quantize`")
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = check_zip(z, os.path.getsize(path), where)
-            return program_from_arrays(_Members(z, members), where=where)
-    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
-        raise DaLifError(f"{path}: corrupt or truncated program file ({type(e).__name__}: "
-                         f"{e}); re-create it with `dalif-deploy quantize`") from None
-
-
 def _string_list(v: Any, where: str) -> list[str]:
     if not isinstance(v, list):
         raise DaLifError(f"{where}: must be a list of strings, got {type(v).__name__}")
@@ -520,4 +501,17 @@ def load_program(path: str | os.PathLike) -> FixedProgram:
     Declared sizes are checked before anything is read (zip members and each array's .npy
     header, :mod:`resources`), every header field against :data:`HEADER_SCHEMA`, and only the
     arrays the header names are read."""
-    return _load_archive(path)
+    where = str(path)
+    check_input_file(path, "a fixed-point program (.fxp)")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise DaLifError(f"{path}: a plain .npy array, not a program (an .fxp file is an npz "
+                         "archive); re-create it with `dalif-deploy quantize`")
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = check_zip(z, os.path.getsize(path), where)
+            return program_from_arrays(_Members(z, members), where=where)
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
+        raise DaLifError(f"{path}: corrupt or truncated program file ({type(e).__name__}: "
+                         f"{e}); re-create it with `dalif-deploy quantize`") from None
