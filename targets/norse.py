@@ -121,21 +121,29 @@ def norse_module(adapted: nir.NIRGraph, dt: float) -> tuple[torch.nn.Module, boo
     return module, fixed
 
 
-def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
-              record: bool = False, encoding: Encoding | str | None = None
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
-    """Run ``graph`` in Norse; returns (mean readout over T, spikes per LIF node, adaptations).
-
-    ``encoding``: how ``x`` is fed (default: the graph's metadata, else analog); the backend
-    passes the data's, exactly as the nir backend does.
-    """
-    from nirtorch.utils import sanitize_name
-
+def build_norse(graph: nir.NIRGraph, dt: float) -> tuple[torch.nn.Module, list[str]]:
+    """Adapt ``graph`` and build Norse's module for it; returns ``(module, adaptations)``."""
     adapted, notes = adapt_for_norse(graph)
     module, fixed = norse_module(adapted, dt)
     if fixed:
         notes.append("nirtorch execution order replaced by the topological order of the edges "
                      "(its depth-first order reads stale branch outputs at residual merges)")
+    return module, notes
+
+
+def run_norse(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, dt: float,
+              record: bool = False, encoding: Encoding | str | None = None,
+              built: tuple[torch.nn.Module, list[str]] | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """Run ``graph`` in Norse; returns (mean readout over T, spikes per LIF node, adaptations).
+
+    ``encoding``: how ``x`` is fed (default: the graph's metadata, else analog); the backend
+    passes the data's, exactly as the nir backend does. ``built``: :func:`build_norse`'s
+    result for ``graph`` and ``dt``, to reuse across batches (default: built here).
+    """
+    from nirtorch.utils import sanitize_name
+
+    module, notes = built or build_norse(graph, dt)
     enc = Encoding.from_name(encoding or str((graph.metadata or {}).get("input_encoding",
                                                                          ANALOG.name)),
                              "input encoding")
@@ -170,8 +178,12 @@ class NorseBackend(NirBackend):
         self.notes: list[str] = []
 
     def batch_fn(self):
+        built: list[tuple[torch.nn.Module, list[str]]] = []  # adapted and built once, lazily
+
         def fn(g, x, T, enc):
-            logits, _, n = run_norse(g, x, T, self.dt, encoding=enc)
+            if not built:
+                built.append(build_norse(g, self.dt))
+            logits, _, n = run_norse(g, x, T, self.dt, encoding=enc, built=built[0])
             self.notes[:] = n
             return logits
         return fn
