@@ -98,15 +98,17 @@ class Checkpoint:
         ``input_shape`` (C, H, W, from the model config with zoo defaults) and
         ``normalization``. A plain state_dict records only the data set name: the encoding
         then follows from the name, the normalisation from the data set when it loads."""
-        from .data import DATASETS, load_dataset
+        from .data import DATASETS, EVENT_SETS, load_dataset, split_name
 
         name = self.dataset.get("name")
         encoding = self.dataset.get("encoding")
         if not encoding:
-            if name not in DATASETS:
+            base = split_name(str(name))[0]
+            if base not in DATASETS:
                 raise DaLifError(f"{self.path}: checkpoint names an unknown data set {name!r} "
                                  f"and no input encoding; known: {list(DATASETS)}")
-            encoding = (EVENTS if str(name).endswith("-events") else ANALOG).name
+            events = base.endswith("-events") or base in EVENT_SETS
+            encoding = (EVENTS if events else ANALOG).name
         normalization = self.dataset.get("normalization")
         if not normalization:
             try:

@@ -13,6 +13,10 @@
   already has. The batches are unpickled with a restricted unpickler that only rebuilds numpy
   arrays and plain containers: any other object in the file is refused, never executed.
   Normalisation: ``(pixel / 255 - mean) / std`` per channel with the usual CIFAR-10 statistics.
+* ``dvs128-gesture``, ``cifar10-dvs``, ``nmnist``: the paper's event data sets from the folders
+  their publishers distribute (``--data-dir``), binned into T binary ON/OFF frames
+  ``[N, T, 2, H, W]``; options after the name, ``nmnist:bin=count,downsample=2``. Formats,
+  splits and the binning rule: :mod:`dalif_deploy.event_data`.
 * your own data: the path of an ``.npz`` (anything not a built-in name) in the format the
   ``dataset`` command writes, read by :func:`load_npz_dataset`. Members (``np.savez`` keys):
 
@@ -41,6 +45,7 @@ import numpy as np
 
 from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
+from .event_data import EVENT_SETS, EventBinning, load_event_split
 from .io import check_input_file
 from .limits import TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
@@ -214,7 +219,8 @@ NUM_CLASSES_MAX = 2**16
 def is_dataset_file(name: str) -> bool:
     """Whether ``--dataset name`` is a path (not a built-in name): ``.npz`` or an existing
     file."""
-    return name not in DATASETS and (name.lower().endswith(".npz") or Path(name).exists())
+    return split_name(name)[0] not in DATASETS and (name.lower().endswith(".npz")
+                                                     or Path(name).exists())
 
 
 def _npz_members(path: Path, where: str) -> dict[str, np.ndarray]:
@@ -292,13 +298,22 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
                    enc.name, frame, norm, classes or max(10, hi + 1))
 
 
-def _digits(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+def _no_options(name: str, options: str) -> None:
+    if options:
+        raise DaLifError(f"{name} takes no options (found {name}:{options}); options such as "
+                         f"bin= and downsample= are for the event data sets {list(EVENT_SETS)}")
+
+
+def _digits(split: str, data_dir: str | None, timesteps: int | None, options: str) -> Dataset:
+    _no_options("digits", options)
     x, y = _digits_split(split)
     return Dataset("digits", split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
 
 
-def _digits_events(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+def _digits_events(split: str, data_dir: str | None, timesteps: int | None,
+                   options: str) -> Dataset:
     name = "digits-events"
+    _no_options(name, options)
     t = (DEFAULT_EVENT_TIMESTEPS if timesteps is None
          else integer(timesteps, "timesteps", 1, TIMESTEPS_MAX))
     x, y = _digits_split(split)
@@ -309,18 +324,56 @@ def _digits_events(split: str, data_dir: str | None, timesteps: int | None) -> D
                    f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
 
 
-def _cifar10_loader(split: str, data_dir: str | None, timesteps: int | None) -> Dataset:
+def _cifar10_loader(split: str, data_dir: str | None, timesteps: int | None,
+                    options: str) -> Dataset:
+    _no_options("cifar10", options)
     return _cifar10(split, data_dir)
 
 
-#: data set name -> loader(split, data_dir, timesteps) -> Dataset; a new data set is one loader
-#: function plus one entry here (docs/ARCHITECTURE.md)
-LOADERS: dict[str, Callable[[str, str | None, int | None], Dataset]] = {
+def _event_loader(name: str) -> Callable[[str, str | None, int | None, str], Dataset]:
+    """The loader of event data set ``name`` (:mod:`dalif_deploy.event_data`)."""
+
+    def load(split: str, data_dir: str | None, timesteps: int | None, options: str) -> Dataset:
+        x, y, frame, description = load_event_split(name, split, data_dir, timesteps, options)
+        spec = EventBinning.parse(options, f"{name}:{options}").spec()
+        return Dataset(f"{name}:{spec}" if spec else name, split, x, y, EVENTS.name, frame,
+                       description, EVENT_SETS[name].num_classes)
+
+    return load
+
+
+#: data set name -> loader(split, data_dir, timesteps, options) -> Dataset, ``options`` the
+#: text after ``NAME:`` ("" if none); a new data set is one loader function plus one entry
+#: here (docs/ARCHITECTURE.md)
+LOADERS: dict[str, Callable[[str, str | None, int | None, str], Dataset]] = {
     "digits": _digits,
     "digits-events": _digits_events,
     "cifar10": _cifar10_loader,
+    **{name: _event_loader(name) for name in EVENT_SETS},
 }
 DATASETS = tuple(LOADERS)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"nmnist:bin=count"`` -> ``("nmnist", "bin=count")``; a name that is no built-in data
+    set before its first ``:`` (e.g. a path) is returned whole, with no options."""
+    base, colon, options = name.partition(":")
+    return (base, options) if colon and base in LOADERS else (name, "")
+
+
+def dataset_spec(name: str, bins: str | None = None, downsample: int | None = None) -> str:
+    """``name`` with the event binning options ``bins`` (``time``/``count``) and
+    ``downsample`` set (None: as ``name`` has them), e.g. ``dataset_spec("nmnist", "count")``
+    is ``"nmnist:bin=count"``; the form every loader and checkpoint uses."""
+    if bins is None and downsample is None:
+        return name
+    base, options = split_name(name)
+    if base not in EVENT_SETS:
+        raise DaLifError(f"--event-bins and --downsample apply to the event data sets "
+                         f"{list(EVENT_SETS)}, not {name!r}")
+    b = EventBinning.parse(options, name)
+    b = EventBinning(bins or b.mode, b.downsample if downsample is None else downsample)
+    return f"{base}:{b.spec()}" if b.spec() else base
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
@@ -328,10 +381,12 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
     """Load a data set split exactly as the model receives it (see the module docstring)."""
     if split not in ("train", "test"):
         raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
-    if name in LOADERS:
-        return LOADERS[name](split, data_dir, timesteps)
+    base, options = split_name(name)
+    if base in LOADERS:
+        return LOADERS[base](split, data_dir, timesteps, options)
     if is_dataset_file(name):
         return load_npz_dataset(name, split, timesteps)
-    raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} or give the "
-                     "path of an .npz as `dalif-deploy dataset` writes it")
+    raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} (event data "
+                     "sets take options: nmnist:bin=count,downsample=2) or give the path of an "
+                     ".npz as `dalif-deploy dataset` writes it")
 

@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.unroll": 2,
     "dalif_deploy.models": 2,
     "dalif_deploy.data": 2,
+    "dalif_deploy.event_formats": 2,  # AEDAT 3.1 / AEDAT 2.0 (DVS128) / N-MNIST file readers
+    "dalif_deploy.event_data": 2,  # the event data sets' folders and the binning rule
     "dalif_deploy.checkpoint": 2,
     "dalif_deploy.training": 2,
     "dalif_deploy.backend": 2,

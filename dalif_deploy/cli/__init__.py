@@ -86,6 +86,42 @@ def _defer(p: argparse.ArgumentParser, target: str) -> None:
     p.deferred = target
 
 
+#: the built-in data sets, for help texts
+DATASET_NAMES = ("digits, digits-events, cifar10 (--data-dir), or the event data sets "
+                 "dvs128-gesture, cifar10-dvs, nmnist (--data-dir; options NAME:bin=count,"
+                 "downsample=2)")
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and the event data sets' binning options, for every command that loads
+    a data set (see :func:`event_options`)."""
+    p.add_argument("--data-dir", help="folder of a local data set: cifar10's "
+                   "cifar-10-batches-py, the DvsGesture folder, CIFAR10-DVS's class folders, "
+                   "N-MNIST's Train/Test folder")
+    g = p.add_argument_group("event data sets (dvs128-gesture, cifar10-dvs, nmnist)")
+    g.add_argument("--event-bins", choices=("time", "count"),
+                   help="split each sample's events into T bins of equal duration (time, the "
+                   "default) or of equal event count (count)")
+    g.add_argument("--downsample", type=int, metavar="K",
+                   help="merge KxK pixel blocks (frames stay binary: 1 where any event of "
+                   "that polarity fell in the block and bin; default 1)")
+
+
+def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dataset"
+                  ) -> str | None:
+    """The data set ``name`` with ``--event-bins`` / ``--downsample`` written into it
+    (``nmnist`` -> ``nmnist:bin=count``), the form loaders and checkpoints use."""
+    bins, k = getattr(args, "event_bins", None), getattr(args, "downsample", None)
+    if bins is None and k is None:
+        return name
+    if name is None:
+        raise DaLifError(f"--event-bins and --downsample modify the data set: give {flag} too "
+                         f"(e.g. {flag} nmnist --event-bins count)")
+    from ..data import dataset_spec
+
+    return dataset_spec(name, bins, k)
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
@@ -106,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a DA-LIF zoo model; deterministic for a given seed.")
     p.add_argument("--model", required=True, help="zoo model: digits-cnn, digits-resnet, "
                    "resnet19, vgg11")
-    p.add_argument("--dataset", default="digits", help="digits, digits-events or cifar10")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--dataset", default="digits", help=f"{DATASET_NAMES}, or an .npz as "
+                   "`dataset` writes it")
+    add_data_options(p)
     p.add_argument("--epochs", type=int, default=30, help="passes over the training split")
     p.add_argument("--timesteps", "-T", type=int, default=4,
                    help="time steps per sample (the static image is fed every step)")
@@ -160,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training samples used for calibration (at most)")
     p.add_argument("--weight-bits", type=int, default=8,
                    help="weight mantissa bits, 2..8 (Loihi 2: 8)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    add_data_options(p)
     p.add_argument("--from", dest="exporter", metavar="EXPORTER",
                    help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
                    "Euler), sinabs (dt 1, exact decay), norse (dt 1e-3, Euler) or nir (give "
@@ -178,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="write samples as the model receives them",
                        description="Write a data set split to .npz: x (float32, [N, ...] "
                        "static or [N, T, ...] events) and y (labels), in simulate's order.")
-    p.add_argument("name", metavar="NAME", help="digits, digits-events or cifar10")
+    p.add_argument("name", metavar="NAME", help=f"{DATASET_NAMES}")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    add_data_options(p)
     p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data")
     p.add_argument("-o", "--out", required=True, help=".npz file to write")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.dataset:cli_dataset"))
@@ -202,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", "-T", type=int, help="T for a NIR graph that records none")
     p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
                    "(default: the one the model file records)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    add_data_options(p)
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")

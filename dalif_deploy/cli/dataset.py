@@ -14,8 +14,9 @@ def cli_dataset(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..encoding import EVENTS, Encoding
     from ..io import atomic_open
+    from . import event_options
 
-    ds = load_dataset(args.name, args.split, args.data_dir, args.timesteps)
+    ds = load_dataset(event_options(args.name, args), args.split, args.data_dir, args.timesteps)
     if args.timesteps is not None and Encoding.from_name(ds.encoding) is not EVENTS:
         raise DaLifError(f"--timesteps applies to event data only; {ds.name} is static (the "
                          "model sees the same frame every step)")

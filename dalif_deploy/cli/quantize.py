@@ -19,7 +19,7 @@ from ..converters.nir_to_fixed import format_table, quantize_graph
 from ..encoding import ANALOG
 from ..errors import DaLifError
 from ..program import save_program
-from . import emit_json
+from . import emit_json, event_options
 
 
 def cli_quantize(args: argparse.Namespace) -> int:
@@ -33,12 +33,13 @@ def cli_quantize(args: argparse.Namespace) -> int:
     if args.calibration_samples < 1:
         raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     cal, run = None, None
-    if args.calibrate:
+    calibrate = event_options(args.calibrate, args, "--calibrate")
+    if calibrate:
         from ..targets.emulator import emulate
 
         md = graph.metadata or {}
         in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
-        ds = load_for_model(args.graph, args.calibrate, "train", args.data_dir,
+        ds = load_for_model(args.graph, calibrate, "train", args.data_dir,
                             int(args.calibration_samples),
                             encoding=args.encoding or md.get("input_encoding", ANALOG.name),
                             input_shape=in_shape,

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     nir and norse, ``--timeout`` for lava). This imports the backend classes, so the CLI runs
     it only when ``simulate`` is parsed or its help shown."""
     from ..backends import BACKENDS, FILE_KINDS, available, backend_options
-    from . import _add_json
+    from . import DATASET_NAMES, _add_json, add_data_options
 
     by_kind: dict[str, list[str]] = {}
     for name, cls in available().items():
@@ -22,10 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=tuple(BACKENDS), required=True,
                    help=", ".join(f"{'/'.join(names)} ({FILE_KINDS[kind][0][0]})"
                                   for kind, names in by_kind.items()))
-    p.add_argument("--dataset", help="digits, digits-events, cifar10 or the path of an .npz "
-                   "as `dataset` writes it (default: the one a checkpoint records; digits for "
-                   "other files)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--dataset", help=f"{DATASET_NAMES}, or the path of an .npz as `dataset` "
+                   "writes it (default: the one a checkpoint records; digits for other files)")
+    add_data_options(p)
     p.add_argument("--split", choices=("train", "test"), default="test",
                    help="data set split to run")
     p.add_argument("--samples", type=int, help="first N samples of the split (default: all)")
@@ -48,7 +47,10 @@ def cli_simulate(args: argparse.Namespace) -> int:
     own = {o.name for o in get_backend(args.backend).options}
     opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
             if name in own or opt.default is None}
-    result = run_backend(args.model, args.backend, dataset=args.dataset, split=args.split,
+    from . import event_options
+
+    result = run_backend(args.model, args.backend, dataset=event_options(args.dataset, args),
+                         split=args.split,
                          samples=args.samples, batch_size=args.batch_size,
                          data_dir=args.data_dir, **opts)
     line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "

@@ -16,19 +16,23 @@ def cli_train(args: argparse.Namespace) -> int:
 
     if args.width is not None and args.width < 1:
         raise DaLifError(f"--width must be >= 1, got {args.width}")
-    probe = load_dataset(args.dataset, "test", args.data_dir, args.timesteps)
+    from . import event_options
+
+    dataset = event_options(args.dataset, args)
+    probe = load_dataset(dataset, "test", args.data_dir, args.timesteps)
     config = default_config(args.model, input_shape=list(probe.input_shape),
+                            num_classes=probe.num_classes,
                             granularity=args.granularity,
                             parametrization=args.parametrization,
                             **({"width": args.width} if args.width is not None else {}))
-    model, metrics = train(config, args.dataset, args.epochs, args.timesteps, args.batch_size,
+    model, metrics = train(config, dataset, args.epochs, args.timesteps, args.batch_size,
                            args.lr, args.seed, args.data_dir)
     dataset_info = {"name": probe.name, "encoding": probe.encoding,
                     "input_shape": list(probe.input_shape),
                     "normalization": probe.normalization}
     save_checkpoint(args.out, model, config, args.timesteps, dataset_info, metrics,
                     seed=args.seed)
-    print(f"{args.model} on {args.dataset} (T={args.timesteps}, {args.epochs} epochs, "
+    print(f"{args.model} on {probe.name} (T={args.timesteps}, {args.epochs} epochs, "
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
           f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
           f"test accuracy {100 * metrics['test_accuracy']:.2f} %")

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import VerificationFailed
-from . import emit_json
+from . import emit_json, event_options
 
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,8 @@ def cli_verify(args: argparse.Namespace) -> int:
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory)
     result, artefacts = verify_file(args.model, reference=args.reference,
-                                    dataset=args.dataset, data_dir=args.data_dir,
+                                    dataset=event_options(args.dataset, args),
+                                    data_dir=args.data_dir,
                                     exporter=args.exporter, dt=args.dt,
                                     timesteps=args.timesteps, options=options)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
