@@ -132,6 +132,10 @@ def train(
                          f"{dataset!r} {list(train_ds.input_shape)}")
     config["input_shape"] = list(train_ds.input_shape)
     config["in_channels"] = train_ds.input_shape[0]
+    classes = int(config.get("num_classes", 10))
+    if max(train_ds.num_classes, int(train_ds.y.max(initial=0)) + 1) > classes:
+        raise DaLifError(f"data set {dataset!r} has {train_ds.num_classes} classes, the model "
+                         f"config {classes}; set num_classes={train_ds.num_classes}")
     batch = min(batch_size, len(train_ds))
     check_memory(training_bytes(config, batch, timesteps),
                  f"training {config['name']} with batch {batch} and T={timesteps}",

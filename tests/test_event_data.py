@@ -21,7 +21,7 @@ from event_files import (
 
 from dalif_deploy.data import dataset_spec, load_dataset
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.event_data import EventBinning, bin_events
+from dalif_deploy.event_data import EVENT_SETS, EventBinning, bin_events
 from dalif_deploy.event_formats import (
     Events,
     read_aedat2_dvs128,
@@ -330,6 +330,11 @@ def test_cli_dataset_train_and_simulate_on_nmnist(tmp_path, capsys):
 
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "nmnist:bin=count,downsample=2" and result["samples"] == 10
+    # verify rebuilds the recorded frames too (float, NIR and fixed point on the test split)
+    assert main(["verify", str(ckpt), "--data-dir", str(root), "--lava-samples", "0",
+                 "--min-agreement", "0", "--max-accuracy-drop", "100", "--json", "-"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "nmnist:bin=count,downsample=2" and result["samples"] == 10
     # options without a data set, and options on a static data set, are one error line
     assert main(["simulate", str(ckpt), "--backend", "torch", "--event-bins", "time"]) == 2
     assert "give --dataset too" in capsys.readouterr().err
@@ -348,3 +353,34 @@ def test_cli_damaged_recording_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "user02_led.aedat" in err[0]
     assert "truncated" in err[0]
+
+
+def test_training_refuses_a_readout_smaller_than_the_classes(tmp_path):
+    from dalif_deploy.models import default_config
+    from dalif_deploy.training import train
+
+    _gesture_dir(tmp_path)
+    cfg = default_config("digits-cnn", input_shape=[2, 16, 16], num_classes=10, width=2)
+    with pytest.raises(DaLifError, match="11 classes, the model config 10"):
+        train(cfg, "dvs128-gesture:downsample=8", epochs=1, timesteps=2,
+              data_dir=str(tmp_path), progress=False)
+
+
+#: a tiny folder in each event data set's layout; a new EVENT_SETS entry needs one here
+FOLDERS = {"dvs128-gesture": lambda p: _gesture_dir(p), "cifar10-dvs": _cifar_dir,
+           "nmnist": _nmnist_dir}
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_SETS))
+def test_every_event_set_gives_binary_frames_of_its_sensor(tmp_path, name):
+    assert name in FOLDERS, f"add a tiny {name} folder to FOLDERS"
+    s = EVENT_SETS[name]
+    root = FOLDERS[name](tmp_path)
+    for split in ("train", "test"):
+        ds = load_dataset(f"{name}:downsample=2", split, str(root), 3)
+        assert ds.encoding == "events" and ds.x.dtype == np.float32
+        assert ds.x.shape[1:] == (3, 2, -(-s.sensor[0] // 2), -(-s.sensor[1] // 2))
+        assert set(np.unique(ds.x)) <= {0.0, 1.0} and ds.x.any()
+        assert 0 <= ds.y.min() and ds.y.max() < s.num_classes == ds.num_classes
+    with pytest.raises(DaLifError, match=f"{name} needs --data-dir"):
+        load_dataset(name, "test", None, 3)
