@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 install: $(STAMP)
 
@@ -25,8 +25,22 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(VENV)/bin/dalif-deploy demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q tests
+
+# The report's browser test (tests/test_report.py) needs Debian's chromium; DALIF_SKIP_BROWSER=1
+# skips both the install and the test.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ "$$DALIF_SKIP_BROWSER" = 1 ] || [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: chromium is missing at $(CHROMIUM) and apt-get is unavailable: install" \
+	       "Debian's chromium package by hand, or run DALIF_SKIP_BROWSER=1 make test" >&2; \
+	  exit 1; fi; \
+	echo "installing chromium (apt-get) for the report's browser test"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; } || { echo "make: apt-get install chromium failed (not root?): install it," \
+	  "or run DALIF_SKIP_BROWSER=1 make test" >&2; exit 1; }
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -243,6 +243,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     from .cost import cost_report, input_spikes
     from .models import run_model
     from .targets.emulator import emulate, encode_input
+    from .verdict import chance_level, decay_table, prediction_flips, verdict
 
     opt = options
     T = int(program.timesteps)
@@ -360,21 +361,23 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         agreement = float((ref_pred == fixed_pred).mean())
         drop = 100 * (acc(ref_pred) - fixed_acc)
         checks += [
-            {"check": f"accuracy drop {label} -> fixed (pp)", "value": drop,
-             "limit": opt.max_accuracy_drop, "ok": drop <= opt.max_accuracy_drop},
-            {"check": f"prediction agreement {label}/fixed", "value": agreement,
-             "limit": opt.min_agreement, "ok": agreement >= opt.min_agreement}]
+            {"check": f"accuracy drop {label} -> fixed (pp)", "id": "accuracy_drop",
+             "unit": "pp", "value": drop, "limit": opt.max_accuracy_drop,
+             "ok": drop <= opt.max_accuracy_drop},
+            {"check": f"prediction agreement {label}/fixed", "id": "agreement",
+             "unit": "fraction", "value": agreement, "limit": opt.min_agreement,
+             "ok": agreement >= opt.min_agreement}]
     if float_pred is not None and nir_pred is not None:
-        checks.append({"check": "NIR predictions == float",
+        checks.append({"check": "NIR predictions == float", "id": "nir", "unit": "fraction",
                        "value": float((nir_pred == float_pred).mean()), "limit": 1.0,
                        "ok": bool(np.array_equal(nir_pred, float_pred))})
     if n_lava:
-        checks.append({"check": "Lava bit-exact with emulator", "value": lava_exact,
-                       "limit": True, "ok": bool(lava_exact)})
+        checks.append({"check": "Lava bit-exact with emulator", "id": "lava",
+                       "value": lava_exact, "limit": True, "ok": bool(lava_exact)})
     if onnx_pred is not None:
         same = float((onnx_pred == float_pred).mean())
-        checks.append({"check": "ONNX predictions == float", "value": same, "limit": 1.0,
-                       "ok": same == 1.0})
+        checks.append({"check": "ONNX predictions == float", "id": "onnx", "unit": "fraction",
+                       "value": same, "limit": 1.0, "ok": same == 1.0})
     layers = [t.row(wraps, sats) for t in tallies.values()]
     readout = program.readout.population
     result: dict[str, Any] = {
@@ -413,24 +416,24 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         result["absent"] = absent
     if onnx_pred is not None:
         result["onnx_accuracy"] = acc(onnx_pred)
-    return result, {"raster": raster, "program": program, "graph": graph}
+    classes = next(p.size for p in program.populations if p.name == readout)
+    result["chance_accuracy"] = chance_level(test.y)
+    if ref_pred is not None:
+        result["flips"] = prediction_flips(ref_pred, fixed_pred, test.y, classes)
+    result["decay"] = decay_table(program, graph)
+    result["verdict"] = verdict(result, program)
+    predictions = {"label": np.asarray(test.y), **{k: v for k, v in got.items()
+                                                   if v is not None}}
+    return result, {"raster": raster, "program": program, "graph": graph,
+                    "predictions": predictions}
 
 
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
     """Render the self-contained HTML report and write it atomically."""
-    from . import report
     from .io import atomic_write_text
+    from .report import render_report
 
-    rows = [r for r in result["layers"] if r.get("spike_agreement") is not None]
-    images = {}
-    if rows:
-        images["agreement"] = report.plot_agreement(rows)
-        images["rates"] = report.plot_firing_rates(rows)
-    ras = artefacts.get("raster")
-    if ras:
-        images["raster"] = report.plot_raster(ras["float"], ras["fixed"], ras["name"])
-    images["weight_error"] = report.plot_weight_error(artefacts["program"].weight_errors)
-    atomic_write_text(path, report.render_html(result, images))
+    atomic_write_text(path, render_report(result, artefacts))
 
 
 def _pct(v: float | None) -> str:
@@ -438,7 +441,9 @@ def _pct(v: float | None) -> str:
 
 
 def format_summary(r: dict[str, Any]) -> str:
-    """Headline figures as a few lines of text."""
+    """Headline figures as a few lines of text, then the verdict and its reasons."""
+    from .verdict import accuracy_text
+
     lines = [
         f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']})",
         f"  float    {_pct(r['float_accuracy'])}",
@@ -447,8 +452,9 @@ def format_summary(r: dict[str, Any]) -> str:
         f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with "
         f"{'NIR' if r.get('reference') == 'nir' else 'float'} "
         f"{_pct(r['prediction_agreement'])})",
-        f"  Lava     {_pct(r['lava_accuracy'])}   on {r['lava_samples']} samples, bit-exact "
-        f"with emulator: {r['lava_bit_exact']}",
+        (f"  Lava     {accuracy_text(r['lava_accuracy'], r['lava_samples'])}, bit-exact "
+         f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
+         else "  Lava     not run (--lava-samples 0)"),
     ]
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
@@ -468,4 +474,7 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
     lines.append(f"  time: {', '.join(f'{k} {v:.2f}s' for k, v in r['seconds'].items())}")
     lines.append("PASSED" if r["passed"] else "FAILED")
+    for v in r.get("verdict", []):
+        lines.append(f"  {'why' if v['severity'] == 'fail' else 'warning'}: {v['text']}")
+        lines += [f"    try: {t}" for t in v["try"]]
     return "\n".join(lines)

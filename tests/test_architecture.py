@@ -59,6 +59,8 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.verify": 6,
     "dalif_deploy.verify_files": 6,
     "dalif_deploy.report": 6,
+    "dalif_deploy.report_plots": 6,  # the report's matplotlib figures
+    "dalif_deploy.verdict": 6,  # the verdict in words, flips, decays, Wilson intervals
     "dalif_deploy.inspect": 6,
     # 7: the command line (one module per command in dalif_deploy/cli/)
     "dalif_deploy.cli": 7,

@@ -63,6 +63,9 @@ def test_verify_exit_1_when_a_threshold_fails(tmp_path):
     assert rc == 1 and r["passed"] is False
     failed = [c["check"] for c in r["checks"] if not c["ok"]]
     assert failed == ["prediction agreement float/fixed"]
+    # the verdict says it in words: which check, the value, the threshold
+    (why,) = [v for v in r["verdict"] if v["severity"] == "fail"]
+    assert why["check"] == failed[0] and "below the required 100.00 %" in why["text"]
 
 
 @pytest.mark.parametrize("argv", [
