@@ -8,7 +8,8 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
   ``v_threshold = v_th``, every array of the full neuron shape ((C,H,W) after a conv, (N,)
   after a linear); node metadata records the neuron model, dt, discretisation, spike
   condition ``>=``, reset and the effective alpha/beta. With ``dt = 1`` the NIR Euler update
-  ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``.
+  ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``. PLIF and LIF
+  layers are ``nir.LIF`` nodes too, with ``r = 1`` (``tau = 1/k``; ``tau``): see their modules.
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
   ``AvgPool2d`` -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten`` (dims without the batch);
@@ -47,7 +48,7 @@ from .nir_ops import fix_conv_types
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
 SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
-             "Identity", "DALIF", "+ (residual fan-in)", "torch.flatten")
+             "Identity", "DALIF", "PLIF", "LIF", "+ (residual fan-in)", "torch.flatten")
 
 
 class _Tracer(fx.Tracer):

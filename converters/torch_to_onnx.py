@@ -8,8 +8,9 @@ standard ONNX graph (opset >= 17, default domain only, checked with ``full_check
 * output ``logits``: ``[B, classes]``, the readout summed over the T steps and divided by T
   (the same order of additions as ``run_model``).
 
-Every DA-LIF layer appears T times as plain ONNX arithmetic with its state threaded from step to
-step (docs/DESIGN.md section 2)::
+Every neuron layer appears T times as plain ONNX arithmetic with its state threaded from step to
+step (docs/DESIGN.md section 2; PLIF and LIF alike with ``alpha = k``/``1/tau`` and ``beta = 1 -
+alpha``)::
 
     V = beta * H + alpha * X      (step 0: V = alpha * X)
     S = Cast(GreaterOrEqual(V - v_th, 0))          the hard threshold, no surrogate
@@ -26,12 +27,14 @@ We use the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter n
 
 Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.encoding``,
 ``dalif_deploy.version``, ``dalif_deploy.model``, ``dalif_deploy.input_shape`` (JSON),
-``dalif_deploy.readout`` (``mean over T``), ``dalif_deploy.dalif_layers`` and, when known,
+``dalif_deploy.readout`` (``mean over T``), ``dalif_deploy.dalif_layers`` (the number of neuron
+layers, of any model) and, when known,
 ``dalif_deploy.dataset``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import warnings
@@ -47,9 +50,7 @@ from .. import __version__
 from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
 from ..io import atomic_path
-from ..models import dalif_layers
-from ..neurons import fixed_params, network_step
-from ..neurons.dalif import DaLifParams
+from ..neurons import fixed_params, network_step, neuron_layers
 from ..resources import check_memory
 from ..unroll import unroll
 
@@ -66,11 +67,13 @@ class UnrolledDALIF(nn.Module):
     ``forward(x)`` computes ``run_model(net, x, timesteps, encoding)`` operation for operation
     through the same :func:`~dalif_deploy.unroll.unroll` and the explicit-state network call
     :func:`~dalif_deploy.neurons.network_step`, so tracing sees a pure function of the input (no
-    tensors left in module attributes). The effective decays ``alpha``/``beta`` are computed
-    once here by torch and given to the layers as their ``fixed_params``; they become graph
-    constants: the graph then holds only effective values (docs/DESIGN.md section 2), and no
-    ``Tanh``/``Sigmoid`` of the raw parameters is left for onnxruntime, whose tanh differs from
-    torch's in the last bit for about half of all inputs.
+    tensors left in module attributes). Each neuron layer's effective parameters (DA-LIF's
+    ``alpha``/``beta``, PLIF's ``k``; LIF's are fixed numbers already) are computed once here by
+    torch and given to the layers as their ``fixed_params``; their tensors (buffers named
+    ``<field>_<layer index>``, e.g. ``alpha_0``) become graph constants: the graph then holds
+    only effective values (docs/DESIGN.md section 2), and no ``Tanh``/``Sigmoid`` of the raw
+    parameters is left for onnxruntime, whose tanh differs from torch's in the last bit for
+    about half of all inputs.
     """
 
     def __init__(self, net: nn.Module, timesteps: int, encoding: Encoding | str) -> None:
@@ -78,16 +81,21 @@ class UnrolledDALIF(nn.Module):
         self.net = net
         self.timesteps = timesteps
         self.encoding = Encoding.from_name(encoding)
-        self.lifs = dalif_layers(net)
+        self.templates: dict[str, Any] = {}  # layer -> its params (tensors replaced on call)
+        self.tensors: dict[str, dict[str, str]] = {}  # layer -> {field: buffer name}
         with torch.no_grad():
-            for i, lif in enumerate(self.lifs.values()):
-                self.register_buffer(f"alpha_{i}", lif.alpha.detach().clone())
-                self.register_buffer(f"beta_{i}", lif.beta.detach().clone())
+            for i, (name, lif) in enumerate(neuron_layers(net).items()):
+                p = lif.params()
+                self.templates[name], self.tensors[name] = p, {}
+                for f in dataclasses.fields(p):
+                    if isinstance(getattr(p, f.name), torch.Tensor):
+                        self.register_buffer(f"{f.name}_{i}", getattr(p, f.name).detach().clone())
+                        self.tensors[name][f.name] = f"{f.name}_{i}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = {name: DaLifParams(getattr(self, f"alpha_{i}"), getattr(self, f"beta_{i}"),
-                                    lif.v_th, lif.surrogate, lif.surrogate_width)
-                  for i, (name, lif) in enumerate(self.lifs.items())}
+        params = {name: dataclasses.replace(p, **{f: getattr(self, b)
+                                                  for f, b in self.tensors[name].items()})
+                  for name, p in self.templates.items()}
         with fixed_params(self.net, params):
             return unroll(network_step(self.net), x, self.timesteps, self.encoding)
 
@@ -96,9 +104,9 @@ def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int],
                 encoding: Encoding | str, opset: int) -> tuple[tuple[int, ...], Encoding]:
     if not isinstance(model, nn.Module):
         raise DaLifError(f"export_onnx needs a torch nn.Module, got {type(model).__name__}")
-    if not dalif_layers(model):
-        raise DaLifError(f"{type(model).__name__} has no DALIF layer: export_onnx exports "
-                         "DA-LIF networks (dalif_deploy.neurons.dalif.DALIF)")
+    if not neuron_layers(model):
+        raise DaLifError(f"{type(model).__name__} has no neuron layer: export_onnx exports "
+                         "spiking networks (DALIF, PLIF or LIF layers of dalif_deploy.neurons)")
     if not isinstance(timesteps, int) or timesteps < 1:
         raise DaLifError(f"timesteps must be an integer >= 1, got {timesteps!r}")
     enc = Encoding.from_name(encoding)
@@ -160,7 +168,7 @@ def export_onnx(
     import onnx
 
     shape, enc = _check_args(model, timesteps, input_shape, encoding, opset)
-    n_layers = len(dalif_layers(model))
+    n_layers = len(neuron_layers(model))
     n_modules = sum(1 for _ in model.modules())
     # measured: tracing digits-cnn (9 modules) costs about 0.6 MiB per unrolled step
     check_memory(timesteps * n_modules * ONNX_BYTES_PER_MODULE_STEP,
@@ -183,8 +191,8 @@ def export_onnx(
     n_threshold = sum(n.op_type == "GreaterOrEqual" for n in proto.graph.node)
     if n_threshold != n_layers * timesteps:
         raise DaLifError(f"exported graph has {n_threshold} threshold comparisons, expected "
-                         f"{n_layers} DA-LIF layers x {timesteps} steps; the model calls its "
-                         "DA-LIF layers in a way the exporter cannot unroll")
+                         f"{n_layers} neuron layers x {timesteps} steps; the model calls its "
+                         "neuron layers in a way the exporter cannot unroll")
     meta = {
         "timesteps": str(timesteps),
         "encoding": enc.name,
@@ -230,7 +238,7 @@ def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
     return {"onnx": str(path), "model": ckpt.model_name, "timesteps": ckpt.timesteps,
             "dataset": ckpt.dataset.get("name"), "encoding": encoding,
             "input_shape": list(shape), "opset": opset,
-            "dalif_layers": len(dalif_layers(net)), "bytes": path.stat().st_size}
+            "dalif_layers": len(neuron_layers(net)), "bytes": path.stat().st_size}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +265,7 @@ def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
         v, v_th = m.state.v, m.params().v_th
         best = torch.minimum(best, (v - v_th).abs().flatten(1).amin(1))
 
-    hooks = [m.register_forward_hook(post) for m in dalif_layers(model).values()]
+    hooks = [m.register_forward_hook(post) for m in neuron_layers(model).values()]
     try:
         with torch.no_grad():
             logits = run_model(model, x, timesteps, encoding)

@@ -32,21 +32,42 @@ def _values(t) -> float | list[float]:
     return round(float(v), 6) if v.dim() == 0 else [round(float(x), 6) for x in v]
 
 
+#: neuron parameter fields ``inspect`` leaves out (training-only settings)
+_TRAINING_ONLY = ("surrogate", "surrogate_width")
+
+
+def _neuron_params(m: Any) -> dict[str, Any]:
+    """A neuron layer's effective parameters (tensors rounded for display), its granularity
+    and, where it has one, its parametrisation."""
+    import dataclasses
+
+    import torch
+
+    p = m.params()
+    out: dict[str, Any] = {"granularity": m.granularity}
+    if hasattr(m, "parametrization"):
+        out["parametrization"] = m.parametrization
+    for f in dataclasses.fields(p):
+        if f.name not in _TRAINING_ONLY:
+            v = getattr(p, f.name)
+            out[f.name] = _values(v) if isinstance(v, torch.Tensor) else v
+    return out
+
+
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """Summary of a checkpoint: model config, layers, effective DA-LIF parameters, metrics."""
     from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
-    from .models import dalif_layers
+    from .neurons import neuron_layers
 
     model, ckpt = load_model(path)
-    lifs = dalif_layers(model)
+    lifs = neuron_layers(model)
     layers = []
     for name, m in model.named_modules():
         if name and not list(m.children()):  # leaves only
             entry: dict[str, Any] = {"name": name, "type": type(m).__name__,
                                      "parameters": sum(p.numel() for p in m.parameters())}
             if name in lifs:
-                entry.update(granularity=m.granularity, parametrization=m.parametrization,
-                             alpha=_values(m.alpha), beta=_values(m.beta), v_th=m.v_th)
+                entry.update(neuron=m.neuron.name, **_neuron_params(m))
             elif hasattr(m, "weight") and m.weight is not None:
                 entry["shape"] = list(m.weight.shape)
             layers.append(entry)
@@ -105,10 +126,11 @@ def _render_checkpoint(d: dict[str, Any]) -> list[str]:
         "layers:",
     ]
     for layer in d["layers"]:
-        if "alpha" in layer:
-            extra = (f"alpha={_fmt(layer['alpha'])} beta={_fmt(layer['beta'])} "
-                     f"v_th={_fmt(layer['v_th'])} ({layer['granularity']}, "
-                     f"{layer['parametrization']})")
+        if "neuron" in layer:
+            shown = [k for k in layer if k not in ("name", "type", "parameters", "neuron",
+                                                    "granularity", "parametrization")]
+            extra = " ".join(f"{k}={_fmt(layer[k])}" for k in shown) + " (" + ", ".join(
+                str(layer[k]) for k in ("granularity", "parametrization") if k in layer) + ")"
         else:
             extra = f"shape={layer['shape']}" if "shape" in layer else ""
         lines.append(f"  {layer['name']:<22} {layer['type']:<12} "

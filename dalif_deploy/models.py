@@ -1,11 +1,15 @@
 """Model zoo and the time-stepping runner.
 
-A DA-LIF network here is any ``nn.Module`` whose ``forward(x)`` computes ONE time step, built from
+A network here is any ``nn.Module`` whose ``forward(x)`` computes ONE time step, built from
 supported layers (Conv2d, BatchNorm2d/1d, Linear, AvgPool2d, Flatten, ``+`` for residual fan-in)
-and :class:`~dalif_deploy.neurons.dalif.DALIF` layers called statefully (``s = self.lif(x)``).
-The last layer is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
+and neuron layers called statefully (``s = self.lif(x)``): DA-LIF
+(:class:`~dalif_deploy.neurons.dalif.DALIF`) or any registered model (PLIF, LIF). The last layer
+is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
 
 Zoo models are built from a plain config dict (stored in checkpoints), see :func:`build_model`.
+Its ``neuron`` key names the neuron model of every spiking layer (``dalif``, the default, also
+for configs written before the key existed; ``plif``; ``lif``); each model takes its own keys
+(``NeuronModel.config_keys``) and a key of another model is refused, never ignored.
 """
 
 from __future__ import annotations
@@ -19,27 +23,19 @@ from torch import nn
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
 from .geometry import conv_output_size
-from .neuron import PARAMETRIZATIONS, SURROGATES
-from .neurons import network_step, reset_states
+from .neuron import PARAMETRIZATIONS, SURROGATES, NeuronModule
+from .neurons import NEURONS, network_step, neuron_for_key, neuron_keys, neuron_layers, reset_states
 from .neurons.dalif import DALIF
 from .resources import INPUT_ELEMENTS_MAX, WIDTH_MAX, check_memory, format_bytes
 from .schema import Check, integer, number, shape, text, validate
 from .unroll import unroll
 
-NEURON_KEYS = (
-    "granularity",
-    "v_th",
-    "init_alpha",
-    "init_beta",
-    "parametrization",
-    "surrogate",
-    "surrogate_width",
-)
 
-
-def _neuron(cfg: dict[str, Any], channels: int) -> DALIF:
-    kw = {k: cfg[k] for k in NEURON_KEYS if k in cfg}
-    return DALIF(channels=channels, **kw)
+def _neuron(cfg: dict[str, Any], channels: int) -> NeuronModule:
+    """The config's neuron layer (``cfg["neuron"]``) with its own config keys."""
+    neuron = neuron_for_key(cfg.get("neuron", "dalif"))
+    kw = {k: cfg[k] for k in neuron.config_keys if k in cfg}
+    return neuron.module_type(channels=channels, **kw)
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -162,6 +158,9 @@ def _decay(v: Any, where: str) -> float:
 #: every field of a zoo model config (checkpoints store it; ``train`` builds it)
 CONFIG_SCHEMA: dict[str, tuple[Check, bool]] = {
     "name": (lambda v, w: text(v, w, tuple(sorted(ZOO_DEFAULTS))), True),
+    "neuron": (lambda v, w: text(v, w, neuron_keys()), False),
+    "tau": (lambda v, w: number(v, w, 1.0, 1e6), False),  # LIF's fixed time constant
+    "init_tau": (lambda v, w: number(v, w, 1.0, 1e6, lo_open=True), False),  # PLIF's first
     "width": (lambda v, w: integer(v, w, 1, WIDTH_MAX), False),
     "v_th": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
     "init_alpha": (_decay, False),
@@ -186,12 +185,21 @@ def default_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The full config dict of zoo model ``name`` with ``overrides`` applied."""
     if name not in ZOO_DEFAULTS:
         raise DaLifError(f"unknown model {name!r:.80}; the zoo has {sorted(ZOO_DEFAULTS)}")
-    cfg: dict[str, Any] = {"name": name, "granularity": "layer", "v_th": 1.0,
-                           "parametrization": "tanh", "surrogate": "atan",
-                           "surrogate_width": 2.0}
+    where = f"model {name!r} config"
+    key = validate_config({"name": name, "neuron": overrides.get("neuron", "dalif")},
+                          where)["neuron"]
+    neuron = neuron_for_key(key)
+    cfg: dict[str, Any] = {"name": name, "neuron": key, "v_th": 1.0, "surrogate": "atan",
+                           "surrogate_width": 2.0, **neuron.config_defaults}
     cfg.update(copy.deepcopy(ZOO_DEFAULTS[name]))
     cfg.update(overrides)
-    cfg = validate_config(cfg, f"model {name!r} config")
+    cfg = validate_config(cfg, where)
+    foreign = sorted({k for n in NEURONS.values() for k in n.config_keys}
+                     - set(neuron.config_keys) & set(cfg))
+    if foreign:
+        raise DaLifError(f"{where}: {', '.join(foreign)} not a setting of neuron {key!r} (its "
+                         f"settings: {', '.join(neuron.config_keys)}); drop it or choose "
+                         "another --neuron")
     cfg["input_shape"] = list(cfg["input_shape"])
     cfg["in_channels"] = cfg["input_shape"][0]
     return cfg
@@ -274,7 +282,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
 
 
 def dalif_layers(model: nn.Module) -> dict[str, DALIF]:
-    """Named DA-LIF layers of ``model`` in registration order."""
+    """Named DA-LIF layers of ``model`` in registration order (the layers of every neuron
+    model: :func:`dalif_deploy.neurons.neuron_layers`)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, DALIF)}
 
 
@@ -285,11 +294,11 @@ def run_model(
     encoding: Encoding | str = ANALOG,
     record_spikes: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run a single-step DA-LIF network over T steps and return the readout mean over T.
+    """Run a single-step spiking network over T steps and return the readout mean over T.
 
     ``x`` is ``[B, C, H, W]`` for ``encoding="analog"`` (the same frame each step) or
     ``[B, T, C, H, W]`` for ``encoding="events"``. With ``record_spikes`` also returns each
-    DA-LIF layer's spikes as ``{name: [T, B, ...]}``.
+    neuron layer's spikes as ``{name: [T, B, ...]}``.
     """
     enc = Encoding.from_name(encoding)
     enc.check(x, timesteps)
@@ -297,7 +306,7 @@ def run_model(
     spikes: dict[str, list[torch.Tensor]] = {}
     hooks = []
     if record_spikes:
-        for name, m in dalif_layers(model).items():
+        for name, m in neuron_layers(model).items():
             spikes[name] = []
             hooks.append(m.register_forward_hook(
                 lambda _m, _i, out, name=name: spikes[name].append(out.detach())))

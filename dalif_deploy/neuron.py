@@ -12,7 +12,9 @@ a :class:`NeuronModel`:
 
 Shared here: the integrate-and-fire equation every neuron model is built from
 (:func:`integrate`, :func:`fire`; also used for NIR's LIF/LI/CubaLIF nodes by the float NIR
-interpreter), the Heaviside spike with surrogate gradients, and the decay parametrisations.
+interpreter), the Heaviside spike with surrogate gradients, the decay parametrisations, the
+membrane state every model here carries (:class:`MembraneState`) and the NIR ``LIF`` helpers
+the models' mappings are written with (:func:`lif_node`, :func:`read_lif_node`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,6 +143,108 @@ def per_channel(d: torch.Tensor, x: torch.Tensor, what: str = "neuron") -> torch
     return d.view(1, -1, *([1] * (x.dim() - 2)))
 
 
+@dataclass(frozen=True)
+class MembraneState:
+    """The state of a one-membrane neuron (DA-LIF, PLIF, LIF). ``h``: the membrane after reset,
+    carried to the next step (None before the first step, meaning 0). ``v``: the potential
+    ``V`` of the last step, before threshold and reset (read only, e.g. to measure how close a
+    layer came to its threshold)."""
+
+    h: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# NIR LIF helpers: every model here is a nir.LIF at dt = 1 with v_leak = v_reset = 0.
+
+
+def f64(t: torch.Tensor | float) -> np.ndarray:
+    """A tensor or number as a float64 numpy array (a copy)."""
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().to(torch.float64).numpy().copy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def meta_value(a: np.ndarray) -> float | np.ndarray:
+    """Metadata value: a float for a scalar (HDF5 cannot compress 0-d arrays), else float64."""
+    return float(a) if a.ndim == 0 else a
+
+
+def full_shape(values: np.ndarray, shape: Sequence[int], model: str, name: str) -> np.ndarray:
+    """A per-layer (``()``) or per-channel (``(C,)``, channel = dimension 0 of the neuron
+    ``shape``) parameter broadcast to the full neuron shape."""
+    shape = tuple(int(d) for d in shape)
+    if values.ndim == 1:
+        if not shape or shape[0] != values.shape[0]:
+            raise DaLifError(f"{model} layer {name!r} has {values.shape[0]} channels but its "
+                             f"input has shape {shape}")
+        values = values.reshape((-1,) + (1,) * (len(shape) - 1))
+    return values * np.ones(shape, dtype=np.float64)
+
+
+def reduce_granularity(a: np.ndarray, per_channel: bool, what: str, name: str,
+                       model: str) -> np.ndarray:
+    """A full-shape array as one value (``()``) or one per channel (``(C,)``, dimension 0);
+    DaLifError when it varies within a layer (or channel)."""
+    flat = a.reshape(a.shape[0], -1) if per_channel and a.ndim else a.reshape(1, -1)
+    if flat.size == 0 or not np.all(flat == flat[:, :1]):
+        raise DaLifError(f"LIF node {name!r}: {what} varies within a "
+                         f"{'channel' if per_channel else 'layer'}; {model} has one value per "
+                         "layer" + (" or per channel" if per_channel or model != "LIF" else ""))
+    return flat[:, 0] if per_channel else flat[0, 0]
+
+
+def lif_node(tau: np.ndarray, r: np.ndarray, v_th: float, shape: Sequence[int],
+             meta: dict[str, Any]) -> Any:
+    """The ``nir.LIF`` (Euler, dt = 1, ``v_leak = v_reset = 0``, fires on ``>=``, hard reset)
+    with full-shape ``tau`` and ``r``; ``meta`` adds the model's own entries."""
+    import nir
+
+    shape = tuple(int(d) for d in shape)
+    md = {"dt": 1.0, "discretisation": "euler", "spike_condition": ">=",
+          "reset": "hard reset to v_reset = 0 (H = V * (1 - S))", **meta}
+    return nir.LIF(tau=tau, r=r, v_leak=np.zeros(shape), v_reset=np.zeros(shape),
+                   v_threshold=np.full(shape, float(v_th)), metadata=md)
+
+
+@dataclass(frozen=True)
+class LifReading:
+    """A ``nir.LIF`` read at dt = 1: ``k = 1/tau`` and ``r`` (full shape, float64), the one
+    threshold, and whether its parameters are per channel."""
+
+    k: np.ndarray
+    r: np.ndarray
+    v_th: float
+    per_channel: bool
+
+
+def read_lif_node(node: Any, name: str, model: str) -> LifReading:
+    """Check that ``node`` is a ``nir.LIF`` a one-membrane model can be (fires on ``>=``,
+    ``v_leak = v_reset = 0``) and read it; per channel when its metadata says so (else when
+    ``tau`` or ``r`` differ between channels)."""
+    import nir
+
+    if not isinstance(node, nir.LIF):
+        raise DaLifError(f"node {name!r}: a {model} layer is a nir.LIF, not "
+                         f"{type(node).__name__}")
+    meta = node.metadata or {}
+    if str(meta.get("spike_condition", ">=")) != ">=":
+        raise DaLifError(f"LIF node {name!r} fires on {meta['spike_condition']}; {model} "
+                         "fires on V >= v_th")
+    for field in ("v_leak", "v_reset"):
+        value = getattr(node, field, None)
+        if value is not None and np.any(np.asarray(value) != 0):
+            raise DaLifError(f"LIF node {name!r}: {field} != 0 has no {model} equivalent")
+    k = 1.0 / np.asarray(node.tau, dtype=np.float64)
+    r = np.asarray(node.r, dtype=np.float64) * np.ones_like(k)
+    granularity = meta.get("granularity")
+    if granularity is None:
+        granularity = "layer" if np.all(k == k.flat[0]) and np.all(r == r.flat[0]) else "channel"
+    th = reduce_granularity(np.asarray(node.v_threshold, dtype=np.float64), False,
+                            "v_threshold", name, model)
+    return LifReading(k, r, float(th), str(granularity) == "channel")
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocol.
 
@@ -152,8 +257,15 @@ class NeuronModel(ABC):
     """
 
     name: ClassVar[str]
+    #: the name a zoo config and ``train --neuron`` use (``"dalif"``, ``"plif"``, ``"lif"``)
+    key: ClassVar[str]
     #: the nn.Module of this model (a :class:`NeuronModule` subclass)
     module_type: ClassVar[type[NeuronModule]]
+    #: zoo config keys passed to :attr:`module_type` (besides ``channels``); a config setting
+    #: a key of another model and not of this one is refused
+    config_keys: ClassVar[tuple[str, ...]]
+    #: zoo config defaults of this model's own keys (written into every config)
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def init_state(self) -> Any:
@@ -199,6 +311,24 @@ class NeuronModule(nn.Module):
         super().__init__()
         self.state: Any = None
         self.fixed_params: Any = None
+
+    def init_layer(self, channels: int | None, granularity: str, v_th: float, surrogate: str,
+                   surrogate_width: float) -> tuple[int, ...]:
+        """Check and set the settings every neuron layer has (``channels``, ``granularity``,
+        ``v_th``, ``surrogate``, ``surrogate_width``); returns the shape of a learnable
+        parameter: ``()`` per layer, ``(channels,)`` per channel."""
+        if granularity not in ("layer", "channel"):
+            raise DaLifError(f"granularity must be 'layer' or 'channel', not {granularity!r}")
+        if granularity == "channel" and not channels:
+            raise DaLifError("granularity='channel' needs the number of channels")
+        if surrogate not in SURROGATES:
+            raise DaLifError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
+        self.channels = channels
+        self.granularity = granularity
+        self.v_th = float(v_th)
+        self.surrogate = surrogate
+        self.surrogate_width = float(surrogate_width)
+        return (channels,) if granularity == "channel" and channels else ()
 
     def effective_params(self) -> Any:
         """The model's parameters computed from this module's learnable ones."""

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .backend import FixedPointResult
 from .errors import DaLifError
-from .models import dalif_layers
+from .neurons import neuron_layers
 
 
 def _population_for(program, layer: str) -> str | None:
@@ -250,7 +250,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     enc = test.encoding
     ref = "float" if model is not None else "nir" if graph is not None else None
     tallies: dict[str, _LayerTally] = (
-        {k: _LayerTally(k, _population_for(program, k)) for k in dalif_layers(model)}
+        {k: _LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
         if model is not None else {})
     preds: dict[str, list[np.ndarray]] = {"float": [], "nir": [], "fixed": []}
     wraps: dict[str, int] = {}

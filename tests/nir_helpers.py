@@ -7,6 +7,7 @@ from torch import nn
 
 from dalif_deploy.models import build_model, default_config
 from dalif_deploy.neurons.dalif import DALIF
+from dalif_deploy.neurons.plif import PLIF
 
 
 def lively_model(name: str, seed: int = 0, **over) -> nn.Module:
@@ -25,6 +26,8 @@ def lively_model(name: str, seed: int = 0, **over) -> nn.Module:
             if isinstance(mod, DALIF):
                 mod.alpha_raw.uniform_(0.3, 1.5)
                 mod.beta_raw.uniform_(0.1, 1.2)
+            if isinstance(mod, PLIF):
+                mod.k_raw.uniform_(-1.5, 1.5)
     return m
 
 

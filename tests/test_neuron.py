@@ -1,4 +1,5 @@
-"""The DA-LIF neuron: exact float semantics, parametrisations, granularity, gradients."""
+"""The DA-LIF neuron: exact float semantics, parametrisations, granularity, gradients; and the
+neuron protocol's contract over every registered model (DA-LIF, PLIF, LIF)."""
 
 import dataclasses
 import math
@@ -13,6 +14,8 @@ from dalif_deploy.errors import DaLifError
 from dalif_deploy.neuron import PARAMETRIZATIONS, SURROGATES, spike
 from dalif_deploy.neurons import NEURONS, fixed_params, get_neuron, reset_states
 from dalif_deploy.neurons.dalif import DALIF, DALIF_NEURON, dalif_step
+from dalif_deploy.neurons.lif import LIF
+from dalif_deploy.neurons.plif import PLIF
 
 # alpha = beta = 0.5, v_th = 1: every value below is exact in binary floating point.
 X_SEQ = [1.0, 1.5, 2.0, 1.0, 1.0, 1.0]
@@ -157,9 +160,20 @@ def _dalif_channel() -> DALIF:
     return lif
 
 
+def _plif(k, **kw) -> PLIF:
+    lif = PLIF(**kw)
+    with torch.no_grad():
+        lif.k_raw.copy_(torch.logit(torch.tensor(k)))
+    return lif
+
+
 #: registered name -> {case id: a layer with non-trivial parameters for input [B, 3, 4, 5]}
 CASES = {
     "DA-LIF": {"layer": lambda: _layer(0.7, 0.6), "channel": _dalif_channel},
+    "PLIF": {"layer": lambda: _plif(0.6),
+             "channel": lambda: _plif([0.3, 0.6, 0.9], channels=3, granularity="channel",
+                                      v_th=0.75)},
+    "LIF": {"tau2": lambda: LIF(), "tau3": lambda: LIF(tau=3.0, v_th=0.75)},
 }
 CONTRACT = [(name, case) for name in sorted(CASES) for case in sorted(CASES[name])]
 
@@ -172,8 +186,8 @@ def _input(seed: int = 0) -> torch.Tensor:
 def test_every_registered_neuron_has_contract_cases():
     assert set(CASES) == set(NEURONS)
     assert get_neuron("DA-LIF") is DALIF_NEURON
-    with pytest.raises(DaLifError, match="unknown neuron model 'PLIF'"):
-        get_neuron("PLIF")
+    with pytest.raises(DaLifError, match="unknown neuron model 'Izhikevich'"):
+        get_neuron("Izhikevich")
 
 
 @pytest.mark.parametrize("name,case", CONTRACT)

@@ -304,7 +304,7 @@ def test_export_refuses_bad_arguments_and_writes_nothing(tmp_path, bad, match):
 
 def test_export_refuses_bad_models_and_writes_nothing(tmp_path):
     out = tmp_path / "x.onnx"
-    with pytest.raises(DaLifError, match="no DALIF"):
+    with pytest.raises(DaLifError, match="no neuron layer"):
         export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), out, T, (1, 8, 8))
     model = activated("digits-cnn")
     with torch.no_grad():

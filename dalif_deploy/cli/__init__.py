@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a zoo model on bundled data",
-                       description="Train a DA-LIF zoo model; deterministic for a given seed.")
+                       description="Train a zoo model (DA-LIF neurons, or the PLIF/LIF "
+                       "baselines with --neuron); deterministic for a given seed.")
     p.add_argument("--model", required=True, help="zoo model: digits-cnn, digits-resnet, "
                    "resnet19, vgg11")
     p.add_argument("--dataset", default="digits", help=f"{DATASET_NAMES}, or an .npz as "
@@ -152,10 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine "
                    "schedule)")
     p.add_argument("--seed", type=int, default=0, help="training is deterministic for a seed")
-    p.add_argument("--granularity", choices=("layer", "channel"), default="layer",
-                   help="one alpha/beta pair per DA-LIF layer (the paper's) or per channel")
-    p.add_argument("--parametrization", choices=("tanh", "sigmoid"), default="tanh",
-                   help="raw parameter -> decay map for alpha and beta")
+    p.add_argument("--neuron", choices=("dalif", "plif", "lif"), default="dalif",
+                   help="neuron model of every spiking layer: dalif (learnable spatial alpha "
+                   "and temporal beta), plif (one learnable decay k = 1/tau for both terms, "
+                   "Fang et al. 2021) or lif (a fixed decay 1 - 1/tau, --tau)")
+    p.add_argument("--granularity", choices=("layer", "channel"),
+                   help="dalif/plif: one learnable decay set per layer (the papers', the "
+                   "default) or per channel")
+    p.add_argument("--parametrization", choices=("tanh", "sigmoid"),
+                   help="dalif: raw parameter -> decay map for alpha and beta (default tanh)")
+    p.add_argument("--tau", type=float, help="lif: the fixed time constant, >= 1 (default 2: "
+                   "decay 0.5, input gain 0.5)")
+    p.add_argument("--init-tau", type=float, help="plif: the initial time constant, > 1 "
+                   "(default 2)")
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")

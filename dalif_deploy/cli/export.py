@@ -28,5 +28,5 @@ def cli_export(args: argparse.Namespace) -> int:
                                         timesteps=args.timesteps)
         print(f"wrote {o['onnx']}: {o['model']} unrolled over T={o['timesteps']}, "
               f"{o['encoding']} input {tuple(o['input_shape'])}, opset {o['opset']}, "
-              f"{o['dalif_layers']} DA-LIF layers")
+              f"{o['dalif_layers']} neuron layers")
     return 0

@@ -6,6 +6,9 @@ import argparse
 
 from ..errors import DaLifError
 
+#: the train options that are neuron config keys, set only when given (each model takes its own)
+NEURON_OPTIONS = ("granularity", "parametrization", "tau", "init_tau")
+
 
 def cli_train(args: argparse.Namespace) -> int:
     """Train a zoo model, write its checkpoint and print train and test accuracy."""
@@ -20,10 +23,9 @@ def cli_train(args: argparse.Namespace) -> int:
 
     dataset = event_options(args.dataset, args)
     probe = load_dataset(dataset, "test", args.data_dir, args.timesteps)
+    options = {k: getattr(args, k) for k in NEURON_OPTIONS if getattr(args, k) is not None}
     config = default_config(args.model, input_shape=list(probe.input_shape),
-                            num_classes=probe.num_classes,
-                            granularity=args.granularity,
-                            parametrization=args.parametrization,
+                            num_classes=probe.num_classes, neuron=args.neuron, **options,
                             **({"width": args.width} if args.width is not None else {}))
     model, metrics = train(config, dataset, args.epochs, args.timesteps, args.batch_size,
                            args.lr, args.seed, args.data_dir)
@@ -32,7 +34,8 @@ def cli_train(args: argparse.Namespace) -> int:
                     "normalization": probe.normalization}
     save_checkpoint(args.out, model, config, args.timesteps, dataset_info, metrics,
                     seed=args.seed)
-    print(f"{args.model} on {probe.name} (T={args.timesteps}, {args.epochs} epochs, "
+    print(f"{args.model} ({args.neuron}) on {probe.name} (T={args.timesteps}, "
+          f"{args.epochs} epochs, "
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
           f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
           f"test accuracy {100 * metrics['test_accuracy']:.2f} %")

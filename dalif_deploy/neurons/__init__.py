@@ -1,8 +1,9 @@
 """The neuron registry, and running networks of neuron layers with explicit state.
 
-Each neuron model is one file here (``dalif.py``: DA-LIF) implementing
-:class:`~dalif_deploy.neuron.NeuronModel`; adding one (e.g. a plain LIF baseline) is that new
-file plus one :func:`register` line below.
+Each neuron model is one file here implementing :class:`~dalif_deploy.neuron.NeuronModel`:
+``dalif.py`` (DA-LIF, the project's subject), ``plif.py`` (PLIF, one learnable decay) and
+``lif.py`` (LIF with a fixed decay), the two baselines the DA-LIF paper compares against.
+Adding one is a new file plus one :func:`register` line below.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from torch import nn
 from ..errors import DaLifError
 from ..neuron import NeuronModel, NeuronModule
 from .dalif import DALIF_NEURON
+from .lif import LIF_NEURON
+from .plif import PLIF_NEURON
 
 #: name -> neuron model
 NEURONS: dict[str, NeuronModel] = {}
@@ -25,15 +28,31 @@ NEURONS: dict[str, NeuronModel] = {}
 NetworkState = dict[str, Any]
 
 
+def neuron_keys() -> tuple[str, ...]:
+    """The config names (``neuron`` in a zoo config, ``train --neuron``) of every registered
+    model, in registration order."""
+    return tuple(n.key for n in NEURONS.values())
+
+
+def neuron_for_key(key: str) -> NeuronModel:
+    """The registered neuron model whose config name is ``key`` (``"dalif"``, ...)."""
+    for n in NEURONS.values():
+        if n.key == key:
+            return n
+    raise DaLifError(f"unknown neuron {key!r:.40}; choose one of {list(neuron_keys())}")
+
+
 def register(neuron: NeuronModel) -> NeuronModel:
     """Add ``neuron`` to :data:`NEURONS` under its name."""
-    if neuron.name in NEURONS:
+    if neuron.name in NEURONS or neuron.key in neuron_keys():
         raise DaLifError(f"neuron model {neuron.name!r} is registered twice")
     NEURONS[neuron.name] = neuron
     return neuron
 
 
 register(DALIF_NEURON)
+register(PLIF_NEURON)
+register(LIF_NEURON)
 
 
 def get_neuron(name: str) -> NeuronModel:
