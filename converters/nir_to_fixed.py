@@ -71,6 +71,9 @@ U_OVERFLOW_ROUNDS = 8  # rounding can still break the bound: lower the scale by 
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
+#: weight mantissa bits the quantiser builds programs for: Lava takes 1..8 (WEIGHT_BITS_RANGE),
+#: but with 1 bit the only signed mantissas are -1 and 0, so every positive weight would vanish
+QUANT_WEIGHT_BITS = (2, WEIGHT_BITS_RANGE[1])
 WEIGHT_ERROR_BINS = 40  # histogram bins of each synapse's recorded weight errors
 
 
@@ -85,6 +88,17 @@ class CalibrationCounts(Protocol):
 #: a calibration round may break a rule that a later round's lower scale repairs, and the
 #: quantiser checks the final program itself), e.g. ``functools.partial(emulate, check=False)``
 CalibrationRun = Callable[[FixedProgram, Any], CalibrationCounts]
+
+
+def check_weight_bits(value: Any, where: str = "--weight-bits") -> int:
+    """``value`` as an integer in :data:`QUANT_WEIGHT_BITS` (2..8), else a DaLifError naming
+    ``where``."""
+    lo, hi = QUANT_WEIGHT_BITS
+    try:
+        return integer(value, where, lo, hi)
+    except DaLifError:
+        raise DaLifError(f"{where} must be an integer {lo}..{hi} (weight mantissa bits; "
+                         f"Loihi 2: 8), got {value!r:.40}") from None
 
 
 def _mant_exp(t: np.ndarray, qmax: int) -> int:
@@ -297,8 +311,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     analog input is assumed to lie in [-1, 1] (scale 127) unless ``input_scale`` is given.
     Every synapse's weight errors are recorded in ``program.weight_errors``.
     """
-    if not 2 <= int(weight_bits) <= WEIGHT_BITS_RANGE[1]:
-        raise DaLifError(f"--weight-bits must be 2..{WEIGHT_BITS_RANGE[1]}, got {weight_bits}")
+    weight_bits = check_weight_bits(weight_bits)
     if calibration is not None and run is None:
         raise DaLifError("quantize_graph: calibration data needs run=, a function run(program, "
                          "x) that runs a program unchecked, e.g. functools.partial("

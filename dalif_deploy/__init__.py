@@ -64,6 +64,11 @@ _LAZY = {
     "verify_file": "dalif_deploy.verify_files:verify_file",
     "VerifyOptions": "dalif_deploy.verify:VerifyOptions",
     "write_report": "dalif_deploy.verify:write_report",
+    "sweep_precision": "dalif_deploy.sweep:sweep_precision",
+    "SweepOptions": "dalif_deploy.sweep:SweepOptions",
+    "finetune": "dalif_deploy.finetune:finetune",
+    "finetune_checkpoint": "dalif_deploy.finetune:finetune_checkpoint",
+    "FinetuneOptions": "dalif_deploy.finetune:FinetuneOptions",
 }
 
 

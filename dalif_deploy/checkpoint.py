@@ -11,6 +11,10 @@ dicts, so ``torch.load(weights_only=True)`` reads it and no code is ever execute
     dataset      {"name", "encoding", "input_shape", "normalization"}
     metrics      {"test_accuracy", "train_accuracy", ...} (fractions in [0, 1])
     created      {"time", "dalif_deploy", "torch", "command", "seed"}
+    finetune     optional (absent in older files, which still load): how ``finetune`` made this
+                 checkpoint, {"method", "weight_bits", "epochs", "lr", "batch_size", "seed",
+                 "source_checkpoint", "source_sha256", "calibration_samples", ...} (see
+                 FINETUNE_SCHEMA; fields beyond it are kept as they are)
     content_sha256  sha256 over all of the above (see content_digest); verified on load when
                  present, because torch.load checks no CRC and a flipped bit in a tensor (or in
                  the zip directory) would otherwise load silently as a different weight
@@ -65,6 +69,18 @@ DATASET_SCHEMA: dict[str, tuple[Check, bool]] = {
     "input_shape": (optional(lambda v, w: list(shape(v, w, 3, INPUT_ELEMENTS_MAX))), False),
     "normalization": (optional(text), False),
 }
+#: the ``finetune`` record of a fine-tuned checkpoint (dalif_deploy.finetune writes it)
+FINETUNE_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "method": (text, True),
+    "weight_bits": (lambda v, w: integer(v, w, 1, 8), True),
+    "epochs": (lambda v, w: integer(v, w, 1), True),
+    "lr": (lambda v, w: number(v, w, 0.0, lo_open=True), True),
+    "batch_size": (lambda v, w: integer(v, w, 1), False),
+    "seed": (integer, False),
+    "source_checkpoint": (text, False),
+    "source_sha256": (text, False),
+    "calibration_samples": (lambda v, w: integer(v, w, 0), False),
+}
 #: the fields of a checkpoint dict besides ``model`` (models.CONFIG_SCHEMA) and ``state_dict``
 CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
     "timesteps": (lambda v, w: integer(v, w, 1, TIMESTEPS_MAX), True),
@@ -72,6 +88,7 @@ CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
     "dataset": (lambda v, w: validate(v, DATASET_SCHEMA, w), True),
     "metrics": (_metrics, True),
     "created": (optional(mapping), False),
+    "finetune": (optional(lambda v, w: validate(v, FINETUNE_SCHEMA, w)), False),
     "content_sha256": (text, False),
 }
 
@@ -88,6 +105,7 @@ class Checkpoint:
     created: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     path: str = ""
+    finetune: dict[str, Any] | None = None  # how `finetune` made it (None: not fine-tuned)
 
     @property
     def model_name(self) -> str:
@@ -377,7 +395,7 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
                          "recorded content_sha256; restore the file from its source or retrain")
     ckpt = Checkpoint(_full_config(cfg, f"{path}: model config"), obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
-                      str(path))
+                      str(path), fields.get("finetune"))
     return ckpt, None
 
 
@@ -413,8 +431,9 @@ def load_model(path: str | Path, model: str | None = None,
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
                     timesteps: int, dataset: dict[str, Any], metrics: dict[str, Any],
-                    seed: int | None = None) -> None:
-    """Write a versioned checkpoint atomically (temporary file, then rename)."""
+                    seed: int | None = None, finetune: dict[str, Any] | None = None) -> None:
+    """Write a versioned checkpoint atomically (temporary file, then rename); ``finetune``
+    (checked against :data:`FINETUNE_SCHEMA`) records how a fine-tuned one was made."""
     for k, v in metrics.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise DaLifError(f"metric {k!r} is not finite")
@@ -434,6 +453,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
             "seed": seed,
         },
     }
+    if finetune is not None:
+        obj["finetune"] = validate(finetune, FINETUNE_SCHEMA, "finetune record")
     obj["content_sha256"] = content_digest(obj)
     with atomic_open(path) as f:
         torch.save(obj, f)  # a file object: the archive's root is "archive", not the tmp name

@@ -84,6 +84,7 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
         "sha256": ckpt.sha256,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "layers": layers,
+        **({"finetune": ckpt.finetune} if ckpt.finetune else {}),
     }
 
 
@@ -123,6 +124,7 @@ def _render_checkpoint(d: dict[str, Any]) -> list[str]:
         f"metrics     {acc or _fmt(m)}",
         f"created     {_fmt(d['created'])}",
         f"sha256      {d['sha256']}",
+        *([f"finetune    {_fmt(d['finetune'])}"] if d.get("finetune") else []),
         "layers:",
     ]
     for layer in d["layers"]:

@@ -3,7 +3,8 @@
 Stages (each timed, each with a progress bar):
 
 1. **export**: the checkpoint's torch model to NIR, written to a file and read back;
-2. **quantize**: NIR -> 8-bit FixedProgram, calibrated on (up to 512) training samples;
+2. **quantize**: NIR -> FixedProgram (``weight_bits``-bit weights, default 8), calibrated on
+   (up to 512) training samples;
 3. **float | NIR | fixed**: the torch model, our NIR float reference and the bit-accurate
    emulator side by side over the whole test split, batch by batch (per-layer spike agreement
    and firing rates are tallied on the fly, so large test sets need no whole-set recordings);
@@ -147,8 +148,12 @@ class VerifyOptions:
     batch_size: int = 256
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
+    weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
 
     def __post_init__(self) -> None:
+        from .converters.nir_to_fixed import check_weight_bits
+
+        object.__setattr__(self, "weight_bits", check_weight_bits(self.weight_bits))
         if not 0 <= self.min_agreement <= 1:
             raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
         if self.max_accuracy_drop < 0:
@@ -162,15 +167,14 @@ class VerifyOptions:
             raise DaLifError(f"batch size must be >= 1, got {self.batch_size}")
 
 
-def verify_checkpoint(checkpoint: str | Path, *, dataset: str | None = None,
-                      data_dir: str | None = None, options: VerifyOptions | None = None
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run every stage on ``checkpoint`` (its test split, calibration on up to 512 training
-    samples); returns ``(result, artefacts)`` as :func:`verify_model` does."""
+def load_checkpoint_data(checkpoint: str | Path, dataset: str | None = None,
+                         data_dir: str | None = None) -> tuple[torch.nn.Module, Any, Any, Any]:
+    """``(model, checkpoint, test split, calibration set)`` as verify uses them: the data set
+    the checkpoint records (or ``dataset``), its calibration set the first
+    :data:`CALIBRATION_SAMPLES` training samples."""
     from .checkpoint import load_model
     from .data import load_dataset
 
-    t0 = time.perf_counter()
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")
     T = ckpt.timesteps
@@ -180,6 +184,17 @@ def verify_checkpoint(checkpoint: str | Path, *, dataset: str | None = None,
         raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
                          f"expects {want}; pick a matching --dataset")
     calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(CALIBRATION_SAMPLES)
+    return model, ckpt, test, calib
+
+
+def verify_checkpoint(checkpoint: str | Path, *, dataset: str | None = None,
+                      data_dir: str | None = None, options: VerifyOptions | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run every stage on ``checkpoint`` (its test split, calibration on up to 512 training
+    samples); returns ``(result, artefacts)`` as :func:`verify_model` does."""
+    t0 = time.perf_counter()
+    model, ckpt, test, calib = load_checkpoint_data(checkpoint, dataset, data_dir)
+    T = ckpt.timesteps
     load_seconds = round(time.perf_counter() - t0, 3)
     result, artefacts = verify_model(
         model, test, calib.x, T, name=ckpt.model_name, source=str(checkpoint),
@@ -208,7 +223,7 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     graph = export_round_trip(model, test, timesteps, name, metadata, opt)
     seconds["export"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    program = quantize_graph(graph, calibration=calibration,
+    program = quantize_graph(graph, opt.weight_bits, calibration=calibration,
                              run=functools.partial(emulate, check=False))
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
     return run_stages(program, test, name=name, source=source, model=model, graph=graph,
@@ -386,6 +401,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "dataset": test.name,
         "samples": len(test),
         "timesteps": T,
+        "weight_bits": _program_weight_bits(program),
         "float_accuracy": acc(float_pred),
         "nir_accuracy": acc(nir_pred),
         "fixed_accuracy": fixed_acc,
@@ -428,6 +444,12 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
                     "predictions": predictions}
 
 
+def _program_weight_bits(program: Any) -> int | None:
+    """The weight bits of ``program``'s synapses (None when they differ or there are none)."""
+    bits = {int(s.weight_bits) for s in program.synapses}
+    return bits.pop() if len(bits) == 1 else None
+
+
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
     """Render the self-contained HTML report and write it atomically."""
     from .io import atomic_write_text
@@ -445,7 +467,8 @@ def format_summary(r: dict[str, Any]) -> str:
     from .verdict import accuracy_text
 
     lines = [
-        f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']})",
+        f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']}"
+        + (f", {r['weight_bits']}-bit weights)" if r.get("weight_bits") else ")"),
         f"  float    {_pct(r['float_accuracy'])}",
         f"  NIR      {_pct(r['nir_accuracy'])}   (spikes differing from float: "
         f"{r['nir_spike_mismatches']})",

@@ -99,7 +99,7 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
     T = graph_timesteps(graph, test.x, test.encoding, timesteps)
     seconds = {"load": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
-    program = quantize_graph(graph, calibration=calib.x,
+    program = quantize_graph(graph, opt.weight_bits, calibration=calib.x,
                              run=functools.partial(emulate, check=False), timesteps=timesteps,
                              encoding=None if enc else test.encoding, dt=reading.dt)
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
@@ -122,6 +122,11 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
     t0 = time.perf_counter()
     program = load_program(path)
     md = program.metadata
+    bits = {int(s.weight_bits) for s in program.synapses}
+    if opt.weight_bits != 8 and bits != {opt.weight_bits}:
+        raise DaLifError(f"{path}: --weight-bits {opt.weight_bits}: a program is verified as "
+                         f"given (its weights have {sorted(bits)} bits); quantize the graph "
+                         "again with --weight-bits, or verify the .nir/.pt with it")
     test = load_for_model(path, dataset, "test", data_dir, None, encoding=program.input.kind,
                           input_shape=program.input.shape, timesteps=program.timesteps,
                           made_for=md.get("dataset"))

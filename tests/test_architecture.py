@@ -62,6 +62,8 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.report_plots": 6,  # the report's matplotlib figures
     "dalif_deploy.verdict": 6,  # the verdict in words, flips, decays, Wilson intervals
     "dalif_deploy.inspect": 6,
+    "dalif_deploy.sweep": 6,  # verify at several weight precisions
+    "dalif_deploy.finetune": 6,  # quantisation-aware fine-tuning through the emulator
     # 7: the command line (one module per command in dalif_deploy/cli/)
     "dalif_deploy.cli": 7,
     "dalif_deploy.__main__": 7,

@@ -27,6 +27,8 @@ pipeline:
   quantize   NIR graph -> Loihi 2 fixed-point program (.fxp)
   simulate   run a checkpoint / graph / program on a backend, report accuracy (JSON)
   verify     float vs NIR vs fixed point vs Lava, one report
+  sweep      verify a checkpoint at several weight precisions: one table, one plot
+  finetune   quantisation-aware fine-tuning through the N-bit program -> checkpoint (.pt)
   inspect    show what is inside any of these files
   dataset    write the samples exactly as the model receives them (.npz)
 
@@ -125,6 +127,17 @@ def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dat
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
+
+
+def weight_bits_arg(text: str) -> int:
+    """``--weight-bits N``: an integer 2..8, else one ``error:`` line (DaLifError, exit 2)."""
+    from ..converters.nir_to_fixed import check_weight_bits
+
+    try:
+        value: object = int(text)
+    except ValueError:
+        value = text
+    return check_weight_bits(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,8 +272,54 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    p.add_argument("--weight-bits", type=weight_bits_arg, default=8,
+                   help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
+                   "(Loihi 2: 8); every stage and the report are at that precision")
     _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
     p.set_defaults(handler=_lazy("dalif_deploy.cli.verify:cli_verify"))
+
+    p = sub.add_parser("sweep", help="verify a checkpoint at several weight precisions",
+                       description="Quantise CKPT at each precision (as `verify --weight-bits` "
+                       "does) and report, per precision, float and fixed-point accuracy, "
+                       "float/fixed prediction agreement, synaptic memory and cores (resource "
+                       "model estimates); emulator only unless --lava-samples is given.")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
+    p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
+                   help="comma-separated weight mantissa bits, each 2..8")
+    p.add_argument("--dataset", help="data set name or .npz (default: the checkpoint's)")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("--lava-samples", type=int, default=0,
+                   help="also run the first N test samples on Lava at each precision and "
+                   "check them bit for bit against the emulator (0: emulator only)")
+    p.add_argument("--lava-bits", metavar="LIST", help="run Lava only at these precisions "
+                   "(a subset of --weight-bits; needs --lava-samples)")
+    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
+                   "or .svg)")
+    _add_json(p)
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.sweep:cli_sweep"))
+
+    p = sub.add_parser("finetune", help="quantisation-aware fine-tuning for N-bit weights",
+                       description="Fine-tune CKPT so that its N-bit program wins back the "
+                       "accuracy quantisation loses: every step quantises the current weights "
+                       "exactly as `verify --weight-bits N` does and runs the batch on the "
+                       "bit-accurate emulator (the forward values are the program's integers), "
+                       "with straight-through gradients into the float weights. Writes an "
+                       "ordinary checkpoint recording how it was fine-tuned.")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
+    p.add_argument("--weight-bits", type=weight_bits_arg, required=True,
+                   help="weight mantissa bits of the target program, 2..8")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training split")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine "
+                   "schedule)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning is deterministic for a "
+                   "seed")
+    p.add_argument("--dataset", help="data set name (default: the checkpoint's)")
+    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
+    _add_json(p)
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.finetune:cli_finetune"))
 
     p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",
                        description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
@@ -310,6 +369,8 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dataset": (("out",), ()),
     "simulate": (("json",), ("model", "dataset")),
     "verify": (("report", "json", "save_program"), ("model", "reference", "dataset")),
+    "sweep": (("plot", "json"), ("checkpoint", "dataset")),
+    "finetune": (("out", "json"), ("checkpoint",)),
 }
 
 

@@ -1,5 +1,5 @@
 """``dalif-deploy verify MODEL [--reference MODEL] [--save-program FXP] [--lava-samples N]
-[--report HTML] [--json PATH]``."""
+[--report HTML] [--weight-bits N] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def cli_verify(args: argparse.Namespace) -> int:
     options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
-                            max_lava_memory=args.max_lava_memory)
+                            max_lava_memory=args.max_lava_memory,
+                            weight_bits=args.weight_bits)
     result, artefacts = verify_file(args.model, reference=args.reference,
                                     dataset=event_options(args.dataset, args),
                                     data_dir=args.data_dir,

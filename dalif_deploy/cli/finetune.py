@@ -1,0 +1,29 @@
+"""``dalif-deploy finetune CKPT --weight-bits N [--epochs E] [--lr LR] [--seed S] -o OUT.pt``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import emit_json
+
+
+def cli_finetune(args: argparse.Namespace) -> int:
+    """Quantisation-aware fine-tuning through the N-bit program; write the checkpoint and
+    print float and fixed-point test accuracy before and after."""
+    from ..finetune import FinetuneOptions, finetune_checkpoint
+
+    options = FinetuneOptions(weight_bits=args.weight_bits, epochs=args.epochs, lr=args.lr,
+                              batch_size=args.batch_size, seed=args.seed)
+    r = finetune_checkpoint(args.checkpoint, args.out, options, dataset=args.dataset,
+                            data_dir=args.data_dir)
+    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
+    print(f"{r['model']} on {r['dataset']} ({r['samples']} test samples), "
+          f"{r['weight_bits']}-bit weights, {r['epochs']} epochs, lr {r['lr']:g}, seed "
+          f"{r['seed']} ({r['seconds']:.1f} s)", file=out)
+    for when in ("before", "after"):
+        print(f"  {when:<6}  float {100 * r[f'float_accuracy_{when}']:.2f} %   fixed "
+              f"{100 * r[f'fixed_accuracy_{when}']:.2f} %", file=out)
+    print(f"wrote {args.out}", file=out)
+    emit_json(r, args.json)
+    return 0

@@ -1,0 +1,36 @@
+"""``dalif-deploy sweep CKPT [--weight-bits 8,6,4,3,2] [--lava-samples N] [--lava-bits LIST]
+[--plot PNG] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import emit_json
+
+
+def cli_sweep(args: argparse.Namespace) -> int:
+    """Verify a checkpoint at several weight precisions; print one table, write the plot and
+    the JSON."""
+    from ..sweep import SweepOptions, format_sweep, parse_weight_bits, plot_sweep, sweep_precision
+
+    options = SweepOptions(
+        weight_bits=parse_weight_bits(args.weight_bits), lava_samples=args.lava_samples,
+        lava_bits=parse_weight_bits(args.lava_bits, "--lava-bits") if args.lava_bits else None,
+        timeout=args.timeout)
+    if args.plot:
+        from pathlib import Path
+
+        if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):  # before the work
+            from ..errors import DaLifError
+
+            raise DaLifError(f"--plot {args.plot}: give a .png, .pdf or .svg file")
+    result = sweep_precision(args.checkpoint, options, dataset=args.dataset,
+                             data_dir=args.data_dir)
+    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
+    print(format_sweep(result), file=out)
+    if args.plot:
+        plot_sweep(result, args.plot)
+        print(f"plot: {args.plot}", file=out)
+    emit_json(result, args.json)
+    return 0
