@@ -16,14 +16,15 @@ import numpy as np
 
 from . import report_plots
 from .cost import cost_rows
-from .verdict import wilson
+from .verdict import flip_text, wilson
 
 #: readable column headers for the result's keys (others: the key with spaces)
 HEADERS = {
     "name": "layer", "nodes": "NIR nodes", "scale": "scale (int v per volt)",
     "vth": "vth (int)", "v_threshold": "threshold (float)", "weight_exp": "weight exponent",
-    "clipped_weights": "clipped weights", "weight_rel_error": "max weight error (%)",
-    "decay_error": "max |\u0394beta|", "dv": "dv (int)", "bias_exp": "bias exponent",
+    "clipped_weights": "clipped weights",
+    "weight_rel_error": "weight error \u2016\u0394w\u2016/\u2016w\u2016 (%)",
+    "decay_error": "max\u00a0|\u0394beta|", "dv": "dv (int)", "bias_exp": "bias exponent",
     "bias_abs_error": "max bias error (float units)", "bias_max": "max |bias| (float units)",
     "u_wraps": "u wraps", "v_saturations": "v saturations", "float_rate": "float rate (%)",
     "fixed_rate": "fixed rate (%)", "spike_agreement": "spike agreement (%)",
@@ -32,6 +33,7 @@ HEADERS = {
 }
 #: keys holding a fraction, shown in percent
 PERCENT = {"weight_rel_error", "float_rate", "fixed_rate", "spike_agreement"}
+ARROW = "\u2192"
 #: a list longer than this is summarised (min, median, max) with the values in <details>
 LIST_INLINE = 4
 
@@ -43,7 +45,8 @@ def _num(v: Any, pct: bool = False) -> str:
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
-        return (f"{100 * v:.2f}" if pct else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}")
+        return (f"{100 * v:.2f}" if pct else f"{v:,.0f}" if abs(v) >= 1000 else
+                f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.4g}")
     return "\u2013" if v is None else html.escape(str(v))
 
 
@@ -51,7 +54,8 @@ def _cell(v: Any, pct: bool = False) -> str:
     """A table cell's content: numbers formatted, lists joined (long ones summarised)."""
     if isinstance(v, (list, tuple)):
         if len(v) <= LIST_INLINE or not all(isinstance(x, (int, float)) for x in v):
-            return ", ".join(_num(x, pct) for x in v) or "\u2013"
+            joined = ", ".join(_num(x, pct) for x in v) or "\u2013"
+            return f"<span class='wrap'>{joined}</span>"
         a = np.asarray(v, np.float64)
         stat = lambda x: _num(type(v[0])(x) if isinstance(v[0], int) else float(x), pct)  # noqa: E731
         full = ", ".join(_num(x, pct) for x in v)
@@ -129,17 +133,25 @@ def _glance(result: dict[str, Any]) -> str:
     ref = result.get("reference", "float")
     agree = result.get("prediction_agreement")
     failed = [c["check"] for c in result.get("checks", []) if not c["ok"]]
-    survive = ("Yes, every check passes: " if result.get("passed") else
+    checks = result.get("checks", [])
+    survive = ("No check ran (no float reference, no Lava run). " if not checks else
+               "Yes, every check passes: " if result.get("passed") else
                f"No, failed: {'; '.join(failed)}. ")
     survive += (f"{ref} {_pct(result.get(f'{ref}_accuracy'))} \u2192 fixed point "
-               f"{_pct(result.get('fixed_accuracy'))}; predictions agree on {_pct(agree)}")
+                f"{_pct(result.get('fixed_accuracy'))}; predictions agree on {_pct(agree)}"
+                if agree is not None else
+                f"Fixed point alone: {_pct(result.get('fixed_accuracy'))} (give --reference "
+                "MODEL.nir|MODEL.pt to compare)")
+    warn = [v for v in result.get("verdict", []) if v["severity"] == "warning"]
+    if warn:
+        survive = f"Warning: {warn[0]['text'].split(':')[0]}. " + survive
     if result.get("lava_samples"):
         survive += (f"; Lava bit-exact with the emulator on {result['lava_samples']} samples: "
                     f"{'yes' if result.get('lava_bit_exact') else 'NO'}")
     layers = [ly for ly in result.get("layers", []) if ly.get("spike_agreement") is not None]
     fl = result.get("flips")
-    lose = (f"{fl['flipped']} of {result['samples']} predictions flip ({fl['lost']} right "
-            f"\u2192 wrong, {fl['gained']} wrong \u2192 right)" if fl else "no float reference")
+    lose = (flip_text(fl, result["samples"], ARROW) if fl
+            else "no float reference")
     if layers:
         w = min(layers, key=lambda ly: ly["spike_agreement"])
         lose += f"; lowest spike agreement: layer {w['name']} ({_pct(w['spike_agreement'])})"
@@ -185,9 +197,8 @@ def _flips_html(result: dict[str, Any]) -> str:
              else "wrong \u2192 right" if s["fixed"] == s["label"] else "wrong \u2192 wrong"}
             for s in fl["samples"]]
     shown = (f" (the first {len(rows)})" if len(rows) < fl["flipped"] else "")
-    return (f"<p>{fl['flipped']:,} of {result['samples']:,} predictions differ between {ref} "
-            f"and fixed point: {fl['lost']:,} right \u2192 wrong, {fl['gained']:,} wrong "
-            "\u2192 right. Rows: the " + ref + " prediction; columns: fixed point's; "
+    return (f"<p>{flip_text(fl, result['samples'], ARROW)}. "
+            "Rows: the " + ref + " prediction; columns: fixed point's; "
             "off-diagonal cells are the flips.</p>" + matrix +
             (f"<details{' open' if len(rows) <= 10 else ''}><summary>Flipped samples{shown}"
              f"</summary>{_table(rows)}</details>" if rows else ""))
@@ -213,6 +224,8 @@ def _cost_html(result: dict[str, Any]) -> str:
         return "<p>(no cost model)</p>"
     en, act = result.get("energy"), result.get("activity")
     cols = list(rows[0])
+    for r in rows:
+        r["binding limit"] = r["binding limit"] and r["binding limit"].replace("_", " ")
     if en and act and act.get("synops"):  # synaptic energy is linear in SynOps
         share = en["loihi"]["synaptic"] / act["synops"]
         for r in rows:
@@ -222,14 +235,16 @@ def _cost_html(result: dict[str, Any]) -> str:
     out = _table(rows, cols)
     if en:
         lo, pa = en["loihi"], en["paper_45nm"]
-        erows = [{"estimate": "Loihi 2 (per-operation figures)", "synaptic": lo["synaptic"],
-                  "neuron": lo["neuron"], "messages": lo["messages"], "static": lo["static"],
-                  "total (nJ)": lo["total"]},
-                 {"estimate": "45 nm SNN (E_AC per SynOp, E_MAC first layer)",
-                  "synaptic": pa["snn"] - pa["snn_first_layer_mac"],
-                  "neuron": None, "messages": None, "static": None, "total (nJ)": pa["snn"]},
-                 {"estimate": f"45 nm ANN ({pa['ann_macs']:,} MACs)", "synaptic": None,
-                  "neuron": None, "messages": None, "static": None, "total (nJ)": pa["ann"]}]
+        blank = dict.fromkeys(("accumulate (AC)", "multiply-accumulate (MAC)", "neuron",
+                               "messages", "static"))
+        erows = [{"estimate": "Loihi 2 (per-operation figures)", **blank,
+                  "accumulate (AC)": lo["synaptic"], "neuron": lo["neuron"],
+                  "messages": lo["messages"], "static": lo["static"], "total": lo["total"]},
+                 {"estimate": "45 nm SNN (AC per SynOp, MAC for the analog first layer)",
+                  **blank, "accumulate (AC)": pa["snn"] - pa["snn_first_layer_mac"],
+                  "multiply-accumulate (MAC)": pa["snn_first_layer_mac"], "total": pa["snn"]},
+                 {"estimate": f"45 nm ANN ({pa['ann_macs']:,} MACs)", **blank,
+                  "multiply-accumulate (MAC)": pa["ann"], "total": pa["ann"]}]
         out += ("<h3>Energy per inference (nJ, estimates)</h3>" + _table(erows) +
                 f"<p class='note'>{html.escape(lo['figures'])}. {html.escape(pa['figures'])}."
                 f" SNN / ANN: {_num(pa['snn_vs_ann'])}.</p>")
@@ -246,6 +261,7 @@ STYLE = """
 body{font-family:sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:top}
+td{white-space:nowrap}.wrap{white-space:normal}
 th{background:#eee;font-weight:600}td:first-child,th:first-child{text-align:left}
 .wide{overflow-x:auto;max-width:100%}.pass{color:#070}.fail{color:#b00}.warn{color:#a60}
 img{max-width:100%}td details{font-size:.9em;max-width:24em;white-space:normal}
@@ -271,7 +287,8 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
                      for k, v in result.get("absent", {}).items())
     layer_cols = ["name", "population", "neurons", "float_rate", "fixed_rate",
                   "spike_agreement", "nir_spike_mismatches", "u_wraps", "v_saturations"]
-    decay_cols = ["population", "channels", "alpha", "beta", "dv", "beta_fixed", "scale", "vth"]
+    decay_cols = ["population", "granularity", "channels", "alpha", "beta", "dv", "beta_fixed",
+                  "scale", "vth"]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         "<title>dalif-deploy verification</title>",
@@ -286,7 +303,8 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         "<h2>Accuracy</h2>", _table(accuracy_rows(result)),
         "<h2>Checks</h2>", _table(_check_rows(result.get("checks", []))),
         "<h2>Where it loses</h2>",
-        _table(result.get("layers", []), layer_cols),
+        _table(result.get("layers", []), layer_cols) if result.get("layers") else
+        "<p>No per-layer comparison: there is no float reference.</p>",
         img("agreement", "Spike agreement per layer"), img("rates", "Firing rates"),
         "<h3>Predictions that flip between float and fixed point</h3>", _flips_html(result),
         img("raster", "Spike raster"),
@@ -312,9 +330,14 @@ def render_report(result: dict[str, Any], artefacts: dict[str, Any]) -> str:
     if rows:
         images["agreement"] = report_plots.plot_agreement(rows)
         images["rates"] = report_plots.plot_firing_rates(rows)
-    ras = artefacts.get("raster")
+    rasters = artefacts.get("rasters") or {}
+    worst = min((r for r in rows if r["name"] in rasters), default=None,
+                key=lambda r: r["spike_agreement"])
+    ras = rasters[worst["name"]] if worst else artefacts.get("raster")
     if ras:
-        images["raster"] = report_plots.plot_raster(ras["float"], ras["fixed"], ras["name"])
+        images["raster"] = report_plots.plot_raster(
+            ras["float"], ras["fixed"], ras["name"] + (" (lowest spike agreement)" if worst
+                                                       and len(rows) > 1 else ""))
     if artefacts.get("program") is not None:
         images["weight_error"] = report_plots.plot_weight_error(
             artefacts["program"].weight_errors)

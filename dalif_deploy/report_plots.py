@@ -45,7 +45,9 @@ def plot_agreement(layers: list[dict[str, Any]]) -> str:
     plt = _plt()
     names = [ly["name"] for ly in layers]
     agree = np.array([100 * ly["spike_agreement"] for ly in layers])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(7, 0.6 * len(names) + 4), 3))
+    many = len(names) > 6  # side by side for a few layers, one above the other for many
+    fig, (a, b) = plt.subplots(2 if many else 1, 1 if many else 2,
+                               figsize=(max(7, 0.45 * len(names) + 2), 6 if many else 3))
     a.bar(range(len(names)), agree, color=FLOAT)
     a.set_ylim(0, 105)
     a.set_ylabel("spike agreement (%)")
@@ -98,8 +100,8 @@ def plot_weight_error(errors: dict[str, WeightErrors]) -> str:
     stats = np.array([weight_error_summary(errors[k]) for k in names]).reshape(-1, 2)
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * max(len(names), 1)))
     y = np.arange(len(names))
-    ax.barh(y + 0.2, 100 * stats[:, 1], 0.4, color=FIXED, label="max |error|")
     ax.barh(y - 0.2, 100 * stats[:, 0], 0.4, color=FLOAT, label="mean |error|")
+    ax.barh(y + 0.2, 100 * stats[:, 1], 0.4, color=FIXED, label="max |error|")
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(left=0)

@@ -89,9 +89,9 @@ def _per_channel(values: np.ndarray, channels: int) -> list[float]:
 
 def decay_table(program: Any, graph: Any = None) -> list[dict[str, Any]]:
     """Per spiking population: the float decays ``alpha``/``beta`` (from the NIR graph, when
-    there is one: one value per layer, or per channel) beside the fixed-point ``dv`` and the
-    beta it encodes, ``1 - dv/4096`` (alpha is folded into the integer weights; ``scale`` is the
-    float-volt to integer-v factor)."""
+    there is one: one value per layer, or per channel: ``granularity``) beside the fixed-point
+    ``dv`` and the beta it encodes, ``1 - dv/4096`` (alpha is folded into the integer weights;
+    ``scale`` is the float-volt to integer-v factor)."""
     from .limits import DECAY_UNIT
 
     nodes, shapes = {}, {}
@@ -118,8 +118,19 @@ def decay_table(program: Any, graph: Any = None) -> list[dict[str, Any]]:
                 lif = op.dalif(p.name, node, tuple(shapes[p.name]), dt)
                 row["alpha"] = _per_channel(lif["alpha"], p.shape[0])
                 row["beta"] = _per_channel(lif["beta_c"], p.shape[0])
+        per_channel = len(dv) > 1 or len(row["alpha"] or []) > 1 or len(row["beta"] or []) > 1
+        row["granularity"] = "channel" if per_channel else "layer"
         rows.append(row)
     return rows
+
+
+def flip_text(flips: dict[str, Any], samples: int, arrow: str = "->") -> str:
+    """``"7 of 450 predictions change (4 right -> wrong, 2 wrong -> right, 1 wrong -> other
+    wrong)"``."""
+    other = flips["flipped"] - flips["lost"] - flips["gained"]
+    return (f"{flips['flipped']:,} of {samples:,} predictions change ({flips['lost']:,} right "
+            f"{arrow} wrong, {flips['gained']:,} wrong {arrow} right, {other:,} wrong {arrow} "
+            "other wrong)")
 
 
 def _pct(v: float) -> str:
@@ -179,8 +190,7 @@ def _check_reason(c: dict[str, Any], result: dict[str, Any], program: Any) -> di
     if kind in ("accuracy_drop", "agreement"):
         fl = result.get("flips") or {}
         if fl:
-            text += (f"; {fl['flipped']} of {result['samples']} predictions change "
-                     f"({fl['lost']} right -> wrong, {fl['gained']} wrong -> right)")
+            text += f"; {flip_text(fl, result['samples'])}"
         hints = _quantisation_hints(result, program)
         hints.append("or accept the loss: relax --min-agreement / --max-accuracy-drop")
     elif kind == "nir":

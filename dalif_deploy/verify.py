@@ -270,7 +270,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     preds: dict[str, list[np.ndarray]] = {"float": [], "nir": [], "fixed": []}
     wraps: dict[str, int] = {}
     sats: dict[str, int] = {}
-    raster: dict[str, np.ndarray] = {}
+    rasters: dict[str, dict[str, Any]] = {}  # sample 0's spikes, float and fixed, per layer
     input_clipped = 0
     spike_sums: dict[str, np.ndarray] = {}
     input_sum: Any = 0.0
@@ -317,8 +317,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
                   if model is not None and lname in nsp else None)
             qs = emu.spikes.get(tally.population) if tally.population else None
             tally.add(fs, ns, qs)
-            if i == 0 and qs is not None and not raster:
-                raster = {"name": lname, "float": fs[:, 0], "fixed": qs[:, 0]}
+            if i == 0 and qs is not None:
+                rasters[lname] = {"name": lname, "float": fs[:, 0], "fixed": qs[:, 0]}
     got = {k: np.concatenate(v) if v else None for k, v in preds.items()}
     float_pred, nir_pred, fixed_pred = got["float"], got["nir"], got["fixed"]
     ref_pred = got[ref] if ref else None
@@ -440,7 +440,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     result["verdict"] = verdict(result, program)
     predictions = {"label": np.asarray(test.y), **{k: v for k, v in got.items()
                                                    if v is not None}}
-    return result, {"raster": raster, "program": program, "graph": graph,
+    return result, {"raster": next(iter(rasters.values()), {}), "rasters": rasters,
+                    "program": program, "graph": graph,
                     "predictions": predictions}
 
 
