@@ -369,6 +369,30 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     return program
 
 
+def calibration_effect(program: FixedProgram, samples: int) -> tuple[bool, str]:
+    """What ``--calibrate`` changed in ``program`` (quantised with ``samples`` calibration
+    samples): ``(changed anything, one line saying what or why not)``.
+
+    Calibration does two things: it sets the analog input scale from the data, and it
+    re-quantises populations that u-wrap or v-saturate on the data at half scale. Event input
+    is binary (scale 1: a spike is one unit), so only the second applies; when no population
+    wraps or saturates, the program equals the uncalibrated one."""
+    rounds = int(program.metadata.get("calibration_rounds", 0))
+    rescaled = (f"{rounds} re-quantisation round(s) at lower scale for populations that "
+                f"u-wrapped or v-saturated on the {samples} calibration samples")
+    if program.input.encoding is EVENTS:
+        if rounds:
+            return True, (f"event input: calibration sets no input scale (events are binary, "
+                          f"scale 1); it made {rescaled}")
+        return False, ("--calibrate changed nothing: event input is binary (scale 1: no input "
+                       "scale to calibrate) and no population u-wrapped or v-saturated on the "
+                       f"{samples} calibration samples (the only other thing calibration "
+                       "adjusts); the program equals the uncalibrated one")
+    return True, (f"calibrated: analog input scale {program.input.scale:g} from the "
+                  f"{samples} samples" + (f"; {rescaled}" if rounds else
+                                          "; no population wrapped or saturated"))
+
+
 def _calibration_problems(program: FixedProgram, x: Any, run: CalibrationRun
                           ) -> dict[str, dict[str, int]]:
     r = run(program, x)

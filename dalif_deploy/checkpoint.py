@@ -429,6 +429,23 @@ def load_model(path: str | Path, model: str | None = None,
     return (net if net is not None else build_checked(ckpt)), ckpt
 
 
+#: the checkpoints shipped in a source checkout (examples/checkpoints/, README "Shipped")
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "examples" / "checkpoints"
+
+
+def shipped_checkpoint(name: str = "digits-cnn") -> Path:
+    """The path of a shipped checkpoint (``digits-cnn`` or ``digits-resnet``), wherever the
+    caller's working directory is; an error when this installation has none (they live in the
+    source checkout, which ``make install`` installs in editable mode)."""
+    path = SHIPPED_DIR / f"{name}.pt"
+    if not path.is_file():
+        have = sorted(p.stem for p in SHIPPED_DIR.glob("*.pt")) if SHIPPED_DIR.is_dir() else []
+        raise DaLifError(f"{path}: no shipped checkpoint {name!r} here"
+                         + (f"; shipped: {have}" if have else
+                            "; run from a source checkout (examples/checkpoints/)"))
+    return path
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
                     timesteps: int, dataset: dict[str, Any], metrics: dict[str, Any],
                     seed: int | None = None, finetune: dict[str, Any] | None = None) -> None:

@@ -1,9 +1,9 @@
 """The deployment pipeline through the Python API, step by step (what `dalif-deploy verify` does).
 
-Run from the repository root after `make install`:
+Run after `make install` (from any directory; --out-dir is relative to it):
 
-    .venv/bin/python examples/deploy_digits.py [--checkpoint examples/checkpoints/digits-cnn.pt]
-        [--out-dir out/example] [--lava-samples 8]
+    .venv/bin/python examples/deploy_digits.py [--checkpoint CKPT (default: the shipped
+        digits-cnn)] [--out-dir out/example] [--lava-samples 8]
 
 Each step writes its artefact to --out-dir so it can be inspected with `dalif-deploy inspect`.
 """
@@ -23,7 +23,7 @@ from dalif_deploy.converters.torch_to_nir import export_nir, write_nir
 from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.targets.lava import run_lava
 
-from dalif_deploy.checkpoint import load_model
+from dalif_deploy.checkpoint import load_model, shipped_checkpoint
 from dalif_deploy.data import load_dataset
 from dalif_deploy.models import run_model
 from dalif_deploy.program import load_program, save_program
@@ -31,7 +31,7 @@ from dalif_deploy.program import load_program, save_program
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="examples/checkpoints/digits-cnn.pt")
+    ap.add_argument("--checkpoint", default=str(shipped_checkpoint("digits-cnn")))
     ap.add_argument("--out-dir", default="out/example")
     ap.add_argument("--lava-samples", type=int, default=8)
     args = ap.parse_args()

@@ -7,7 +7,6 @@ A foreign graph is read with its exporter's conventions (``--from``, see
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -102,9 +101,6 @@ class NirBackend:
         return {"exporter": self.exporter} if self.exporter else {}
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
-        if progress:
-            for line in self.conventions:
-                print(f"[{self.name}] {line}", file=sys.stderr)
         T = graph_timesteps(self.graph, data.x, data.encoding, self.timesteps)
         enc = Encoding.from_name(data.encoding, "input encoding")  # one rule, both backends
         fn = self.batch_fn()

@@ -41,7 +41,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+        # by identity: a default of 0 (``--seed``) equals False but is a real default
+        if (action.option_strings and not any(action.default is v for v in
+                                               (None, False, True, argparse.SUPPRESS))
                 and "%(default)" not in text):
             text += " (default: %(default)s)"
         return text
@@ -124,6 +126,30 @@ def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dat
     return dataset_spec(name, bins, k)
 
 
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bars and no notes on stderr (warnings and errors are "
+                   "still printed; results still go to stdout). Progress bars are also off "
+                   "when stderr is not a terminal")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on stderr: on when stderr is a terminal, off with ``--quiet`` or when it
+    is redirected (a log file then holds no carriage-return-redrawn bars)."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def note(args: argparse.Namespace, text: str) -> None:
+    """An informational line on stderr, dropped by ``--quiet`` (warnings use :func:`warn`)."""
+    if not getattr(args, "quiet", False):
+        print(text, file=sys.stderr)
+
+
+def warn(text: str) -> None:
+    """A ``warning:`` line on stderr, printed even with ``--quiet``."""
+    print(f"warning: {text}", file=sys.stderr)
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
@@ -182,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.train:cli_train"))
 
     p = sub.add_parser("simulate", help="run a model file on a backend",
@@ -190,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "report accuracy and per-sample predictions.")
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
     _defer(p, "dalif_deploy.cli.simulate:add_arguments")  # imports the backends: only if used
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.simulate:cli_simulate"))
 
     p = sub.add_parser("inspect", help="show what a file holds",
@@ -233,15 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5 "
                    "(chain programs with per-layer decays and netx-exact biases only)")
     _add_json(p)
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.quantize:cli_quantize"))
 
     p = sub.add_parser("dataset", help="write samples as the model receives them",
                        description="Write a data set split to .npz: x (float32, [N, ...] "
                        "static or [N, T, ...] events) and y (labels), in simulate's order.")
     p.add_argument("name", metavar="NAME", help=f"{DATASET_NAMES}")
-    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="which split to write")
     add_data_options(p)
-    p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data")
+    p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data (default: "
+                   "8 for digits-events; refused for static data)")
     p.add_argument("-o", "--out", required=True, help=".npz file to write")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.dataset:cli_dataset"))
 
@@ -276,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
                    "(Loihi 2: 8); every stage and the report are at that precision")
     _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.verify:cli_verify"))
 
     p = sub.add_parser("sweep", help="verify a checkpoint at several weight precisions",
@@ -325,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
                        "NIR, fixed point on the whole test set, Lava on a subset; print the "
                        "headline figures and write the HTML/JSON report.")
-    p.add_argument("--out-dir", default="out", help="where the report goes (default: out)")
+    p.add_argument("--out-dir", default="out", help="where the report (demo-report.html and "
+                   "demo-report.json) goes")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.demo:cli_demo"))
     for command in sub.choices.values():
         command.formatter_class = _HelpFormatter

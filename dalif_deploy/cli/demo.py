@@ -9,24 +9,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import DaLifError
-from . import emit_json
-
-#: the shipped checkpoints, relative to the repository root
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checkpoints"
-DEMO_CHECKPOINT = EXAMPLES / "digits-cnn.pt"
+from . import emit_json, show_progress
 
 
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
+    from ..checkpoint import shipped_checkpoint
     from ..verify import VerifyOptions, format_summary, verify_checkpoint, write_report
 
-    if not DEMO_CHECKPOINT.is_file():
-        raise DaLifError(f"{DEMO_CHECKPOINT}: demo checkpoint not found; run the demo from a "
-                         "source checkout (examples/checkpoints/)")
     out = Path(args.out_dir)
     result, artefacts = verify_checkpoint(
-        DEMO_CHECKPOINT, options=VerifyOptions(lava_samples=args.lava_samples))
+        shipped_checkpoint("digits-cnn"), options=VerifyOptions(lava_samples=args.lava_samples,
+                                              progress=show_progress(args)))
     out.mkdir(parents=True, exist_ok=True)
     write_report(result, artefacts, out / "demo-report.html")
     emit_json(result, str(out / "demo-report.json"))

@@ -15,11 +15,11 @@ from pathlib import Path
 from ..backends import load_for_model
 from ..converters.nir_conventions import read_conventions
 from ..converters.nir_graph import infer_shapes, io_nodes, read_nir
-from ..converters.nir_to_fixed import format_table, quantize_graph
+from ..converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
 from ..encoding import ANALOG
 from ..errors import DaLifError
 from ..program import save_program
-from . import emit_json, event_options
+from . import emit_json, event_options, note, warn
 
 
 def cli_quantize(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
     reading = read_conventions(read_nir(Path(args.graph)), args.exporter, args.dt)
     graph = reading.graph
     for line in reading.notes:
-        print(line, file=sys.stderr)
+        note(args, line)
     if args.calibration_samples < 1:
         raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     cal, run = None, None
@@ -56,20 +56,30 @@ def cli_quantize(args: argparse.Namespace) -> int:
         from ..converters.fxp_to_netx import write_netx
 
         n = write_netx(program, args.netx)
-        print(f"wrote {args.netx}: netx HDF5, {n['layers']} layers (load with "
-              f"input_message_bits={n['input_message_bits']}, reset_interval="
-              f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
-              "steps per sample)", file=sys.stderr)
+        note(args, f"wrote {args.netx}: netx HDF5, {n['layers']} layers (load with "
+             f"input_message_bits={n['input_message_bits']}, reset_interval="
+             f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
+             "steps per sample)")
+    calibration = None
     if cal is None and program.input.encoding is ANALOG:
-        print(f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
-              f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
-              "pass --calibrate DATASET for data outside that range", file=sys.stderr)
+        note(args, f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
+             f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
+             "pass --calibrate DATASET for data outside that range")
+    elif cal is not None:
+        changed, text = calibration_effect(program, len(cal))
+        calibration = {"samples": len(cal), "rounds": program.metadata["calibration_rounds"],
+                       "changed": changed, "effect": text}
+        if changed:
+            note(args, f"note: {text}")
+        else:
+            warn(text)
     # with --json - stdout carries the JSON alone
     print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
-    print(f"wrote {args.out}: {len(program.populations)} populations, "
-          f"{len(program.synapses)} synapses, T={program.timesteps}", file=sys.stderr)
+    note(args, f"wrote {args.out}: {len(program.populations)} populations, "
+         f"{len(program.synapses)} synapses, T={program.timesteps}")
     emit_json({"program": str(args.out), "quant_table": program.quant_table,
                "timesteps": program.timesteps, "input_scale": program.input.scale,
+               "calibration": calibration,
                **({"exporter": reading.exporter, "conventions": reading.notes}
                   if reading.exporter else {})}, args.json)
     return 0

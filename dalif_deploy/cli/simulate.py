@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit_json
+from . import emit_json, note, show_progress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +52,9 @@ def cli_simulate(args: argparse.Namespace) -> int:
     result = run_backend(args.model, args.backend, dataset=event_options(args.dataset, args),
                          split=args.split,
                          samples=args.samples, batch_size=args.batch_size,
-                         data_dir=args.data_dir, **opts)
+                         data_dir=args.data_dir, progress=show_progress(args), **opts)
+    for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
+        note(args, f"[{result.backend}] {text}")
     line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
             f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s)")

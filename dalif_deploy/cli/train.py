@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DaLifError
+from . import show_progress
 
 #: the train options that are neuron config keys, set only when given (each model takes its own)
 NEURON_OPTIONS = ("granularity", "parametrization", "tau", "init_tau")
@@ -28,7 +29,8 @@ def cli_train(args: argparse.Namespace) -> int:
                             num_classes=probe.num_classes, neuron=args.neuron, **options,
                             **({"width": args.width} if args.width is not None else {}))
     model, metrics = train(config, dataset, args.epochs, args.timesteps, args.batch_size,
-                           args.lr, args.seed, args.data_dir)
+                           args.lr, args.seed, args.data_dir,
+                           progress=show_progress(args))
     dataset_info = {"name": probe.name, "encoding": probe.encoding,
                     "input_shape": list(probe.input_shape),
                     "normalization": probe.normalization}

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import VerificationFailed
-from . import emit_json, event_options
+from . import emit_json, event_options, show_progress
 
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,8 @@ def cli_verify(args: argparse.Namespace) -> int:
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory,
-                            weight_bits=args.weight_bits)
+                            weight_bits=args.weight_bits,
+                            progress=show_progress(args))
     result, artefacts = verify_file(args.model, reference=args.reference,
                                     dataset=event_options(args.dataset, args),
                                     data_dir=args.data_dir,
@@ -48,6 +49,8 @@ def cli_verify(args: argparse.Namespace) -> int:
         write_report(result, artefacts, args.report)
         print(f"report: {args.report}", file=out)
     emit_json(result, args.json)
+    if args.json and args.json != "-":
+        print(f"JSON: {args.json}", file=out)
     if not result["passed"]:
         failed = [c["check"] for c in result["checks"] if not c["ok"]]
         raise VerificationFailed("; ".join(failed))
