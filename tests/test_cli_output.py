@@ -75,12 +75,15 @@ def test_verify_quiet_prints_the_summary_and_every_path_it_wrote(tmp_path, monke
     assert json.loads(paths["json"].read_text())["passed"] is True
 
 
-@pytest.mark.parametrize("command", ["train", "quantize", "simulate", "verify", "demo"])
+@pytest.mark.parametrize("command", ["train", "quantize", "simulate", "verify", "demo", "sweep",
+                                     "finetune"])
 def test_long_commands_take_quiet(command):
     assert build_parser().parse_args(
         {"train": ["train", "--model", "m", "-o", "x.pt"], "quantize": ["quantize", "g", "-o", "p"],
          "simulate": ["simulate", "m", "--backend", "emulator"], "verify": ["verify", "m"],
-         "demo": ["demo"]}[command] + ["--quiet"]).quiet is True
+         "demo": ["demo"], "sweep": ["sweep", "c.pt"],
+         "finetune": ["finetune", "c.pt", "--weight-bits", "4", "-o", "o.pt"]}[command]
+        + ["--quiet"]).quiet is True
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

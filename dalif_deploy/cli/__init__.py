@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
                    "or .svg)")
     _add_json(p)
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.sweep:cli_sweep"))
 
     p = sub.add_parser("finetune", help="quantisation-aware fine-tuning for N-bit weights",
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
     p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
     _add_json(p)
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.finetune:cli_finetune"))
 
     p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit_json
+from . import emit_json, show_progress
 
 
 def cli_finetune(args: argparse.Namespace) -> int:
@@ -14,7 +14,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
     from ..finetune import FinetuneOptions, finetune_checkpoint
 
     options = FinetuneOptions(weight_bits=args.weight_bits, epochs=args.epochs, lr=args.lr,
-                              batch_size=args.batch_size, seed=args.seed)
+                              batch_size=args.batch_size, seed=args.seed,
+                              progress=show_progress(args))
     r = finetune_checkpoint(args.checkpoint, args.out, options, dataset=args.dataset,
                             data_dir=args.data_dir)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone

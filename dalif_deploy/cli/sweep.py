@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit_json
+from . import emit_json, show_progress
 
 
 def cli_sweep(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cli_sweep(args: argparse.Namespace) -> int:
     options = SweepOptions(
         weight_bits=parse_weight_bits(args.weight_bits), lava_samples=args.lava_samples,
         lava_bits=parse_weight_bits(args.lava_bits, "--lava-bits") if args.lava_bits else None,
-        timeout=args.timeout)
+        timeout=args.timeout, progress=show_progress(args))
     if args.plot:
         from pathlib import Path
 
