@@ -12,8 +12,9 @@ bit-accurate emulator. At every optimiser step:
    bias mantissas, and Lava's effective weights (``weight_bits``/sign-mode flooring, ``<< 6``);
 2. the batch runs on :func:`~dalif_deploy.targets.emulator.emulate` with every population's
    spikes, v and u recorded: those integers are the forward values;
-3. straight-through gradients come from the float DA-LIF expression evaluated in the
-   program's integer units on the program's own spikes (docs/DESIGN.md sections 2 and 4). For
+3. straight-through gradients come from the float neuron expression ``V = beta H + alpha X``
+   (DA-LIF's; PLIF and LIF are its special cases, :func:`_gains`) evaluated in the program's
+   integer units on the program's own spikes (docs/DESIGN.md sections 2 and 4). For
    population k with scale ``lam`` (float volts -> integer v), at step t::
 
        g[t]   = beta * h[t-1] + lam * alpha * X[t]      X: the model's own conv/BN/pool/+ on the
@@ -109,21 +110,40 @@ class QatRun:
     spikes: dict[str, torch.Tensor]
 
 
+def _gains(params: Any) -> tuple[Any, Any]:
+    """``(alpha, beta)`` of ``V = beta * H + alpha * X`` for a neuron layer's effective
+    parameters (DA-LIF: its own; PLIF: ``k, 1 - k``; LIF: ``1/tau, 1 - 1/tau``), as the
+    quantiser reads their NIR LIF nodes; differentiable where the neuron learns them."""
+    from .neurons.dalif import DaLifParams
+    from .neurons.lif import LifParams as FixedDecayParams
+    from .neurons.plif import PlifParams
+
+    if isinstance(params, DaLifParams):
+        return params.alpha, params.beta
+    if isinstance(params, PlifParams):
+        return params.k, 1 - params.k
+    if isinstance(params, FixedDecayParams):
+        return 1.0 / params.tau, 1.0 - 1.0 / params.tau
+    raise DaLifError(f"finetune: neuron parameters {type(params).__name__} are not a LIF "
+                     "form it knows (DA-LIF, PLIF, LIF); add the model's (alpha, beta) to "
+                     "dalif_deploy.finetune._gains")
+
+
 def _layer_populations(model: nn.Module, program: FixedProgram) -> dict[str, Any]:
-    """DA-LIF layer name -> its population; every spiking population must have one."""
-    from .models import dalif_layers
+    """Neuron layer name -> its population; every spiking population must have one."""
+    from .neurons import neuron_layers
 
     found = {}
-    for name in dalif_layers(model):
+    for name in neuron_layers(model):
         pops = [p for p in program.populations if p.name == name or name in p.provenance]
         if len(pops) != 1:
-            raise DaLifError(f"finetune: DA-LIF layer {name!r} maps to {len(pops)} populations "
+            raise DaLifError(f"finetune: neuron layer {name!r} maps to {len(pops)} populations "
                              "of the program; fine-tuning needs one population per layer")
         found[name] = pops[0]
     spiking = {p.name for p in program.populations} - {program.readout.population}
     missing = spiking - {p.name for p in found.values()}
     if missing:
-        raise DaLifError(f"finetune: populations {sorted(missing)} come from no DA-LIF layer")
+        raise DaLifError(f"finetune: populations {sorted(missing)} come from no neuron layer")
     return found
 
 
@@ -137,7 +157,7 @@ def _integer_trace(rec: Any, pop: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
     if pop.du < DECAY_MAX:
         raise DaLifError(f"finetune: population {pop.name} keeps current memory (du={pop.du}); "
-                         "DA-LIF layers have du = 4095")
+                         "LIF layers have du = 4095")
     v = torch.from_numpy(rec.v[pop.name]).double()
     u = torch.from_numpy(rec.u[pop.name]).double()
     s = torch.from_numpy(rec.spikes[pop.name]).double()
@@ -155,10 +175,10 @@ def _integer_trace(rec: Any, pop: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 @contextmanager
 def _neuron_forwards(model: nn.Module, forwards: dict[str, Callable]) -> Iterator[None]:
-    """Within the block, each named DA-LIF layer's single-step call runs ``forwards[name]``."""
-    from .models import dalif_layers
+    """Within the block, each named neuron layer's single-step call runs ``forwards[name]``."""
+    from .neurons import neuron_layers
 
-    layers = dalif_layers(model)
+    layers = neuron_layers(model)
     try:
         for name, fn in forwards.items():
             layers[name].forward = fn  # an instance attribute shadows the class's forward
@@ -191,17 +211,23 @@ def qat_forward(model: nn.Module, program: FixedProgram, x: np.ndarray, encoding
     step = [0]
 
     def neuron(name: str, m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        lam, v_th = float(layers[name].scale), float(m.v_th)
+        lam = float(layers[name].scale)
         pre_int, s_int = traces[name]
+
+        def gain(d: Any, xf: torch.Tensor) -> torch.Tensor:
+            d = torch.as_tensor(d, dtype=torch.float64)
+            return per_channel(d, xf, name).double()
 
         def forward(xf: torch.Tensor) -> torch.Tensor:
             t, h = step[0], state[name]
-            alpha = per_channel(m.alpha, xf, "DA-LIF").double()
-            g = lam * alpha * xf.double()
+            params = m.params()
+            alpha, beta = _gains(params)
+            g = lam * gain(alpha, xf) * xf.double()
             if h is not None:
-                g = g + per_channel(m.beta, xf, "DA-LIF").double() * h
+                g = g + gain(beta, xf) * h
             pre = pre_int[t] + (g - g.detach())
-            sg = spike(pre / lam - v_th, m.surrogate, m.surrogate_width)
+            sg = spike(pre / lam - float(params.v_th), params.surrogate,
+                       params.surrogate_width)
             s = s_int[t] + (sg - sg.detach())
             state[name] = pre * (1 - s)
             spikes[name].append(s)
@@ -209,9 +235,9 @@ def qat_forward(model: nn.Module, program: FixedProgram, x: np.ndarray, encoding
 
         return forward
 
-    from .models import dalif_layers
+    from .neurons import neuron_layers
 
-    mods = dalif_layers(model)
+    mods = neuron_layers(model)
     total = None
     with _neuron_forwards(model, {n: neuron(n, mods[n]) for n in layers}):
         for t in range(T):

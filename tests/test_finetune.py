@@ -24,7 +24,6 @@ from dalif_deploy.finetune import (
 )
 from dalif_deploy.inspect import describe
 from dalif_deploy.models import build_model, default_config
-from dalif_deploy.neurons.dalif import DALIF
 from dalif_deploy.verify import VerifyOptions, export_round_trip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +48,9 @@ def _tiny(seed: int = 3, **cfg):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.05, 0.3)
                 m.weight.uniform_(0.5, 1.5)
-            if isinstance(m, DALIF):
-                m.alpha_raw.add_(torch.empty_like(m.alpha_raw).uniform_(-0.3, 0.3))
-                m.beta_raw.add_(torch.empty_like(m.beta_raw).uniform_(-0.3, 0.3))
+            for raw in ("alpha_raw", "beta_raw", "k_raw"):  # DA-LIF's and PLIF's decays
+                if isinstance(getattr(m, raw, None), torch.nn.Parameter):
+                    getattr(m, raw).add_(torch.empty_like(getattr(m, raw)).uniform_(-0.3, 0.3))
     return model.eval()
 
 
@@ -74,11 +73,14 @@ def _assert_forward_is_emulator(model, program, x, encoding):
     return run
 
 
-def test_forward_equals_emulator_on_a_tiny_residual_model(digits, tmp_path):
-    """Per-channel decays, residual fan-in, a 1x1 shortcut, a pooled readout (the shipped
-    digits-cnn below has per-layer decays)."""
+@pytest.mark.parametrize("neuron", [{"neuron": "dalif", "granularity": "channel"},
+                                    {"neuron": "plif", "granularity": "channel"},
+                                    {"neuron": "lif"}], ids=lambda c: c["neuron"])
+def test_forward_equals_emulator_on_a_tiny_residual_model(digits, tmp_path, neuron):
+    """Per-channel decays, residual fan-in, a 1x1 shortcut, a pooled readout, each neuron
+    model (the shipped digits-cnn below has per-layer DA-LIF decays)."""
     train, test = digits
-    model = _tiny(granularity="channel")
+    model = _tiny(**neuron)
     cal = train.x[:128]
     program = quantize_model(model, test, cal, 4, 3)
     twin = _program_via_file(model, test, cal, 3, tmp_path)
