@@ -24,7 +24,7 @@ from dalif_deploy.sweep import SweepOptions, format_sweep, sweep_precision
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "examples" / "checkpoints" / "digits-cnn.pt"
 #: weight bits -> (epochs, lr, target: the largest float -> fixed gap allowed, points; None: any)
-PLAN = {4: (5, 1e-4, 0.5), 3: (10, 5e-4, 1.0), 2: (10, 1e-3, None)}
+PLAN = {4: (5, 1e-4, 0.5), 3: (20, 3e-4, 1.0), 2: (20, 2e-3, None)}
 SEED = 0
 
 

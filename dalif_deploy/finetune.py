@@ -188,13 +188,39 @@ def _neuron_forwards(model: nn.Module, forwards: dict[str, Callable]) -> Iterato
             layers[name].__dict__.pop("forward", None)
 
 
+def ste_step(h: torch.Tensor | None, x: torch.Tensor, pre_int: torch.Tensor,
+             s_int: torch.Tensor, lam: float, params: Any
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One straight-through neuron step in integer v units: ``(h, x) -> (s, h')``::
+
+        g   = beta * h + lam * alpha * x          (h = None: g = lam * alpha * x)
+        pre = pre_int + (g - detach(g))           forward value: pre_int, gradient: g's
+        s   = s_int + (sg - detach(sg))           sg = surrogate spike of pre / lam - v_th
+        h'  = pre * (1 - s)                       forward value: Lava's v after the reset
+
+    ``pre_int``/``s_int``: Lava's v before the threshold and its spikes at this step (float64);
+    ``alpha``, ``beta``, ``v_th`` and the surrogate come from the layer's ``params``."""
+    from .neuron import per_channel, spike
+
+    def gain(d: Any) -> torch.Tensor:
+        return per_channel(torch.as_tensor(d, dtype=torch.float64), x, "neuron").double()
+
+    alpha, beta = _gains(params)
+    g = lam * gain(alpha) * x.double()
+    if h is not None:
+        g = g + gain(beta) * h
+    pre = pre_int + (g - g.detach())
+    sg = spike(pre / lam - float(params.v_th), params.surrogate, params.surrogate_width)
+    s = s_int + (sg - sg.detach())
+    return s, pre * (1 - s)
+
+
 def qat_forward(model: nn.Module, program: FixedProgram, x: np.ndarray, encoding: str
                 ) -> QatRun:
     """The fine-tuning forward pass of ``model`` on samples ``x`` (module docstring): forward
     values are ``program``'s integers as the emulator computes them; gradients reach the
     model's parameters straight through. ``program`` is :func:`quantize_model` of ``model``."""
     from .encoding import ANALOG, Encoding
-    from .neuron import per_channel, spike
     from .targets.emulator import emulate, encode_input
 
     enc = Encoding.from_name(encoding)
@@ -214,22 +240,9 @@ def qat_forward(model: nn.Module, program: FixedProgram, x: np.ndarray, encoding
         lam = float(layers[name].scale)
         pre_int, s_int = traces[name]
 
-        def gain(d: Any, xf: torch.Tensor) -> torch.Tensor:
-            d = torch.as_tensor(d, dtype=torch.float64)
-            return per_channel(d, xf, name).double()
-
         def forward(xf: torch.Tensor) -> torch.Tensor:
-            t, h = step[0], state[name]
-            params = m.params()
-            alpha, beta = _gains(params)
-            g = lam * gain(alpha, xf) * xf.double()
-            if h is not None:
-                g = g + gain(beta, xf) * h
-            pre = pre_int[t] + (g - g.detach())
-            sg = spike(pre / lam - float(params.v_th), params.surrogate,
-                       params.surrogate_width)
-            s = s_int[t] + (sg - sg.detach())
-            state[name] = pre * (1 - s)
+            t = step[0]
+            s, state[name] = ste_step(state[name], xf, pre_int[t], s_int[t], lam, m.params())
             spikes[name].append(s)
             return s.to(xf.dtype)
 
@@ -332,11 +345,13 @@ def finetune_checkpoint(checkpoint: str | Path, out: str | Path, options: Finetu
               "lr": options.lr, "batch_size": options.batch_size, "seed": options.seed,
               "source_checkpoint": Path(checkpoint).name, "source_sha256": ckpt.sha256,
               "calibration_samples": len(cal), "dataset": test.name,
+              "float_test_accuracy_before": before["float"],
               "fixed_test_accuracy_before": before["fixed"],
               "fixed_test_accuracy_after": after["fixed"]}
-    metrics = {**{k: v for k, v in ckpt.metrics.items() if not k.startswith("fixed")},
-               "test_accuracy": after["float"], "fixed_test_accuracy": after["fixed"],
-               "fixed_weight_bits": bits}
+    metrics = {"train_accuracy": evaluate(model, train, T), "test_accuracy": after["float"],
+               "fixed_test_accuracy": after["fixed"], "fixed_weight_bits": bits,
+               "final_loss": history[-1]["loss"], "epochs": options.epochs,
+               "batch_size": options.batch_size, "lr": options.lr}
     save_checkpoint(out, model, ckpt.config, T, ckpt.dataset, metrics, seed=options.seed,
                     finetune=record)
     return {"checkpoint": str(checkpoint), "out": str(out), "model": ckpt.model_name,

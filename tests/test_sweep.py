@@ -106,3 +106,15 @@ def test_sweep_cli_prints_one_table_writes_plot_and_json(tmp_path, capsys):
     assert rows[3]["synaptic_memory_bits"] * 8 == rows[8]["synaptic_memory_bits"] * 3
     assert rows[8]["float_accuracy"] == rows[3]["float_accuracy"]
     assert rows[3]["lava_bit_exact"] is None and rows[3]["cores"] >= 1
+
+
+@pytest.mark.lava
+def test_sweep_lava_stays_bit_exact_at_low_precision():
+    """Lava against the emulator at 2 bits (the sparsest, most floored weights; every
+    precision is checked by benchmarks/bench_finetune.py)."""
+    from dalif_deploy.sweep import sweep_precision
+
+    r = sweep_precision(SHIPPED, SweepOptions((2,), lava_samples=2, progress=False))
+    for row in r["rows"]:
+        assert row["lava_bit_exact"] is True, row["lava_first_divergence"] or row["lava_error"]
+        assert row["lava_samples"] == 2
