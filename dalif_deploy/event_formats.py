@@ -27,10 +27,12 @@ Formats:
   event. DVS128 addresses (jAER's DVS128 extractor, iniLabs' ``loadaerdat``): bit 0 the event
   type (1 = OFF), bits 1..7 the column, bits 8..14 the row; bit 15 marks jAER's special
   (synchronisation) events, which are not pixel events and are skipped; an address with any of
-  bits 16..31 set is not this layout and refused. CIFAR10-DVS was recorded with the sensor
-  turned; the field's readers (tonic, spikingjelly) present it as ``x = 127 - row,
-  y = 127 - column, ON = 1 - type``, and so does this reader (``orientation="cifar10-dvs"``),
-  so frames match the ones models in the literature were trained on.
+  bits 16..31 set is not this layout and refused. For CIFAR10-DVS the field's usual reader
+  (spikingjelly's, and tonic's before CIFAR10-DVS was re-released as AEDAT 4) presents the
+  events as ``x = 127 - row, y = 127 - column, ON = 1 - type``, and so does this reader
+  (``orientation="cifar10-dvs"``), so frames match the ones most published models were trained
+  on; ``orientation="sensor"`` keeps the address fields (``x = column, y = row``; jAER's
+  display also mirrors x).
 * **N-MNIST binary** (:func:`read_nmnist_bin`; Orchard et al. 2015, ``Read_Ndataset.m``): 5
   bytes per event: ``x`` (byte 0), ``y`` (byte 1), polarity bit 7 of byte 2 (1 = ON), and a
   23-bit timestamp (bits 6..0 of byte 2, bytes 3 and 4, big endian) in microseconds. An event
@@ -221,8 +223,8 @@ def read_aedat2_dvs128(path: str | Path, orientation: str = "cifar10-dvs") -> Ev
     """The pixel events of an AEDAT 2.0 file with DVS128 addresses (module docstring).
 
     ``orientation="cifar10-dvs"`` presents them as the field's CIFAR10-DVS readers do
-    (``x = 127 - row, y = 127 - column``, ON = type 0); ``"sensor"`` keeps jAER's fields
-    (``x = column, y = row``, ON = type 0)."""
+    (``x = 127 - row, y = 127 - column``, ON = type 0); ``"sensor"`` keeps the address
+    fields (``x = column, y = row``, ON = type 0)."""
     if orientation not in ("cifar10-dvs", "sensor"):
         raise DaLifError(f"orientation must be 'cifar10-dvs' or 'sensor', not {orientation!r}")
     path, data = read_bounded(path, "an AEDAT 2.0 recording (.aedat)")
