@@ -284,6 +284,14 @@ def test_split_lists_name_only_recordings_in_the_folder(tmp_path):
         load_dataset("dvs128-gesture", "test", str(d), 2)
 
 
+def test_oversized_label_files_are_refused_unread(tmp_path):
+    d = _gesture_dir(tmp_path)
+    with open(d / "user02_led_labels.csv", "wb") as f:
+        f.truncate(2 << 20)  # sparse: 2 MiB of zeros
+    with pytest.raises(DaLifError, match="far more than"):
+        load_dataset("dvs128-gesture", "test", str(d), 2)
+
+
 def test_frames_beyond_memory_are_refused_before_allocating(tmp_path, monkeypatch):
     import dalif_deploy.resources as resources
 
@@ -335,6 +343,15 @@ def test_cli_dataset_train_and_simulate_on_nmnist(tmp_path, capsys):
                  "--min-agreement", "0", "--max-accuracy-drop", "100", "--json", "-"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "nmnist:bin=count,downsample=2" and result["samples"] == 10
+    # quantize --calibrate takes the options too; a mismatching binning's shape is refused
+    nir, fxp = tmp_path / "m.nir", tmp_path / "m.fxp"
+    assert main(["export", str(ckpt), "-o", str(nir)]) == 0
+    assert main(["quantize", str(nir), "-o", str(fxp), "--calibrate", "nmnist", "--data-dir",
+                 str(root), "--event-bins", "count", "--downsample", "2"]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(nir), "-o", str(fxp), "--calibrate", "nmnist", "--data-dir",
+                 str(root)]) == 2
+    assert "gives events (2, 34, 34)" in capsys.readouterr().err
     # options without a data set, and options on a static data set, are one error line
     assert main(["simulate", str(ckpt), "--backend", "torch", "--event-bins", "time"]) == 2
     assert "give --dataset too" in capsys.readouterr().err
