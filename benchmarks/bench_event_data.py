@@ -3,7 +3,8 @@
 Writes, in a temporary folder, an N-MNIST-like folder (``--files`` .bin files per split of
 ``--events`` random events each, 34x34) and one DVS128-Gesture-like AEDAT 3.1 recording
 (``--gesture-events`` events in packets of 4096, ``--rows`` label rows), then times, each the
-best of ``--repeats`` runs (the timed runs take turns, so both sides see the same load):
+best of ``--repeats`` runs after one warm-up (the timed runs take turns, so both sides see the
+same load):
 
 * ``raw``: reading every file's bytes (``Path.read_bytes``), the I/O floor;
 * ``load``: ``load_dataset`` (parse, checks, binning into T frames).
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_emulator import _best_times  # one warm-up each, then the sides take turns
 
 from dalif_deploy.data import load_dataset
 
@@ -65,16 +66,6 @@ def _gesture(root: Path, events: int, rows: int, rng: np.random.Generator) -> li
     return [root / "user01_test.aedat"]
 
 
-def _best(fns: list, repeats: int) -> list[float]:
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=200, help="N-MNIST files per split")
@@ -94,7 +85,7 @@ def main() -> None:
                                                          rng), a.gesture_events)]
         for name, folder, files, n_events in cases:
             test = [f for f in files if "Train" not in f.parts]
-            raw, load = _best([lambda test=test: [f.read_bytes() for f in test],
+            raw, load = _best_times([lambda test=test: [f.read_bytes() for f in test],
                                lambda name=name, folder=folder: load_dataset(
                                    name, "test", str(folder), a.timesteps)], a.repeats)
             print(f"{name}: {len(test)} file(s), {n_events:,} events, T={a.timesteps}: "

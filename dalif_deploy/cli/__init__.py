@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
                    help="comma-separated weight mantissa bits, each 2..8")
     p.add_argument("--dataset", help="data set name or .npz (default: the checkpoint's)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    add_data_options(p)
     p.add_argument("--lava-samples", type=int, default=0,
                    help="also run the first N test samples on Lava at each precision and "
                    "check them bit for bit against the emulator (0: emulator only)")
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fine-tuning is deterministic for a "
                    "seed")
     p.add_argument("--dataset", help="data set name (default: the checkpoint's)")
-    p.add_argument("--data-dir", help="folder of a local data set (cifar10)")
+    add_data_options(p)
     p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
     _add_json(p)
     _add_quiet(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit_json, show_progress
+from . import emit_json, event_options, show_progress
 
 
 def cli_finetune(args: argparse.Namespace) -> int:
@@ -16,8 +16,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
     options = FinetuneOptions(weight_bits=args.weight_bits, epochs=args.epochs, lr=args.lr,
                               batch_size=args.batch_size, seed=args.seed,
                               progress=show_progress(args))
-    r = finetune_checkpoint(args.checkpoint, args.out, options, dataset=args.dataset,
-                            data_dir=args.data_dir)
+    r = finetune_checkpoint(args.checkpoint, args.out, options,
+                            dataset=event_options(args.dataset, args), data_dir=args.data_dir)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(f"{r['model']} on {r['dataset']} ({r['samples']} test samples), "
           f"{r['weight_bits']}-bit weights, {r['epochs']} epochs, lr {r['lr']:g}, seed "

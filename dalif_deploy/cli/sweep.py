@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import emit_json, show_progress
+from . import emit_json, event_options, show_progress
 
 
 def cli_sweep(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cli_sweep(args: argparse.Namespace) -> int:
             from ..errors import DaLifError
 
             raise DaLifError(f"--plot {args.plot}: give a .png, .pdf or .svg file")
-    result = sweep_precision(args.checkpoint, options, dataset=args.dataset,
+    result = sweep_precision(args.checkpoint, options, dataset=event_options(args.dataset, args),
                              data_dir=args.data_dir)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(format_sweep(result), file=out)
