@@ -118,3 +118,15 @@ def test_sweep_lava_stays_bit_exact_at_low_precision():
     for row in r["rows"]:
         assert row["lava_bit_exact"] is True, row["lava_first_divergence"] or row["lava_error"]
         assert row["lava_samples"] == 2
+
+
+def test_verify_a_nir_graph_at_the_precision_asked(tmp_path):
+    from dalif_deploy.converters.torch_to_nir import export_checkpoint
+    from dalif_deploy.verify_files import verify_file
+
+    nir_path = tmp_path / "m.nir"
+    export_checkpoint(SHIPPED, nir_path)
+    result, art = verify_file(nir_path, options=VerifyOptions(weight_bits=4, lava_samples=0,
+                                                              progress=False))
+    assert result["weight_bits"] == 4 and {s.weight_bits for s in art["program"].synapses} == {4}
+    assert result["fixed_accuracy"] == pytest.approx(0.9778, abs=1e-4)  # as the checkpoint's
