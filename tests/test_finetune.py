@@ -174,3 +174,20 @@ def test_finetune_cli_bad_weight_bits_is_one_error_line(bits, tmp_path, capsys):
                  str(tmp_path / "o.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--weight-bits" in err, err
+
+
+@pytest.mark.parametrize("record,field", [({"method": "x", "weight_bits": 99, "epochs": 1,
+                                            "lr": 0.1}, "weight_bits"),
+                                           ({"method": "x", "weight_bits": 3, "epochs": 1,
+                                             "lr": float("nan")}, "lr"),
+                                           ("3 bits", "finetune")])
+def test_a_bad_finetune_record_is_refused_naming_the_field(tmp_path, record, field):
+    from dalif_deploy.checkpoint import content_digest
+
+    obj = torch.load(SHIPPED, weights_only=True)
+    obj["finetune"] = record
+    obj["content_sha256"] = content_digest(obj)
+    bad = tmp_path / "bad.pt"
+    torch.save(obj, bad)
+    with pytest.raises(DaLifError, match=f"checkpoint.*{field}"):
+        load_checkpoint(bad)

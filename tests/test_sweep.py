@@ -122,6 +122,7 @@ def test_sweep_lava_stays_bit_exact_at_low_precision():
 
 def test_verify_a_nir_graph_at_the_precision_asked(tmp_path):
     from dalif_deploy.converters.torch_to_nir import export_checkpoint
+
     from dalif_deploy.verify_files import verify_file
 
     nir_path = tmp_path / "m.nir"
