@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
-    p.add_argument("--weight-bits", type=weight_bits_arg, default=8,
+    p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
                    "(Loihi 2: 8); every stage and the report are at that precision")
     _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "with straight-through gradients into the float weights. Writes an "
                        "ordinary checkpoint recording how it was fine-tuned.")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
-    p.add_argument("--weight-bits", type=weight_bits_arg, required=True,
+    p.add_argument("--weight-bits", type=weight_bits_arg, required=True, metavar="N",
                    help="weight mantissa bits of the target program, 2..8")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training split")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine "
