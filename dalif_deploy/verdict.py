@@ -156,9 +156,13 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
         worst = min(layers, key=lambda ly: ly["spike_agreement"])
         hints.append(f"it loses most in layer {worst['name']} (spike agreement "
                      f"{_pct(worst['spike_agreement'])}): start there")
-    bits = int(program.metadata.get("weight_bits", 8)) if program is not None else 8
+    bits = result.get("weight_bits") or (int(program.metadata.get("weight_bits", 8))
+                                         if program is not None else 8)
     if bits < 8:
-        hints.append(f"use more weight bits (now {bits}; Loihi 2 takes up to 8)")
+        hints.append(f"use more weight bits (now {bits}; Loihi 2 takes up to 8: verify "
+                     "--weight-bits), see accuracy per precision with `dalif-deploy sweep`, or, "
+                     f"to keep {bits} bits, fine-tune for them (`dalif-deploy finetune "
+                     f"--weight-bits {bits}`)")
     rows = result.get("quant_table", [])
     if rows:
         w = max(rows, key=lambda r: r.get("weight_rel_error") or 0)

@@ -8,7 +8,6 @@ screenshots there (default: pytest's tmp dir).
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -19,26 +18,16 @@ import torch
 
 import dalif_deploy as dd
 from dalif_deploy.verdict import decay_table, prediction_flips, verdict, wilson
-from dalif_deploy.verify import VerifyOptions, export_round_trip, format_summary, run_stages
+from dalif_deploy.verify import VerifyOptions, export_round_trip, format_summary
 
 CKPT = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "digits-cnn.pt"
 CHROMIUM = os.environ.get("DALIF_CHROMIUM", "/usr/bin/chromium")
 
 
-def _verify(weight_bits: int = 8, samples: int | None = None):
+def _verify(weight_bits: int = 8):
     """digits-cnn verified without Lava, quantised to ``weight_bits``."""
-    from dalif_deploy.converters.nir_to_fixed import quantize_graph
-
-    model, ck = dd.load_model(CKPT)
-    test = dd.load_dataset("digits", "test", timesteps=ck.timesteps)
-    test = test.head(samples) if samples else test
-    calib = dd.load_dataset("digits", "train", timesteps=ck.timesteps).head(256)
-    opt = VerifyOptions(lava_samples=0, progress=False)
-    graph = export_round_trip(model, test, ck.timesteps, "digits-cnn", {}, opt)
-    prog = quantize_graph(graph, weight_bits, calib.x, run=functools.partial(dd.emulate,
-                                                                             check=False))
-    return run_stages(prog, test, name="digits-cnn", source=str(CKPT), model=model,
-                      graph=graph, options=opt, seconds={})
+    return dd.verify_checkpoint(CKPT, options=VerifyOptions(lava_samples=0, progress=False,
+                                                            weight_bits=weight_bits))
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +245,64 @@ def test_report_renders_in_a_browser_self_contained(case, browser, shots, reques
     assert ("PASSED" if case == "passing" else "FAILED") in text
     if case == "failing":
         assert "below the required 99.00 %" in text and "What to try" in text
+
+
+def test_lava_failures_are_explained_with_the_first_divergence_or_the_error():
+    check = {"check": "Lava bit-exact with emulator", "id": "lava", "value": False,
+             "limit": True, "ok": False}
+    div = {"layer": "lif2", "what": "spike", "step": 3, "sample": 1, "neuron": [4, 0, 2],
+           "emulator": 1, "lava": 0}
+    (v,) = verdict({"checks": [check], "lava_first_divergence": div})
+    assert "first at layer lif2 (spike, step 3, sample 1, neuron [4, 0, 2]" in v["text"]
+    assert "toolchain bug" in v["try"][0] and "--save-program" in v["try"][0]
+    (v,) = verdict({"checks": [check], "lava_error": "Lava run timed out after 5 s"})
+    assert v["text"] == "Lava did not complete: Lava run timed out after 5 s"
+    assert "--timeout" in v["try"][0]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The plot functions return their matplotlib figure instead of a PNG."""
+    from dalif_deploy import report_plots
+
+    monkeypatch.setattr(report_plots, "_png", lambda fig: fig)
+    return report_plots
+
+
+def test_value_axes_start_at_zero_in_percent(figures):
+    layers = [{"name": f"l{i}", "spike_agreement": 0.95 + i / 100, "float_rate": 0.1,
+               "fixed_rate": 0.12} for i in range(3)]
+    a, b = figures.plot_agreement(layers).axes
+    assert a.get_ylim()[0] == 0 and a.get_ylim()[1] >= 100 and "%" in a.get_ylabel()
+    assert b.get_ylim()[0] == 0 and b.patches[0].get_height() == pytest.approx(5.0)
+    (ax,) = figures.plot_firing_rates(layers).axes
+    assert ax.get_ylim()[0] == 0 and "%" in ax.get_ylabel()
+    assert [p.get_height() for p in ax.patches][:3] == pytest.approx([10.0] * 3)
+
+
+def test_weight_error_plot_scales_to_25_synapses_without_covering_the_axes(figures):
+    from dalif_deploy.program import WeightErrors
+
+    errs = {f"s{i}": WeightErrors((1, 2, 1), (-0.01, -0.001, 0.001, 0.01 * (1 + i / 10)),
+                                  0.01 * (1 + i / 10)) for i in range(25)}
+    fig = figures.plot_weight_error(errs)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(errs)
+    assert len({tuple(p.get_facecolor()) for p in ax.patches}) == 2  # mean and max, not 25
+    fig.canvas.draw()
+    box, leg = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert leg.y0 >= box.y1 - 1  # the legend sits above the axes, not on the bars
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths[-1] == pytest.approx(100 * 0.01 * 3.4)  # max |e| of s24, in percent
+
+
+def test_raster_marks_where_float_and_fixed_point_disagree(figures):
+    f = np.zeros((3, 1, 4), np.uint8)
+    q = f.copy()
+    f[0, 0, 1] = q[0, 0, 1] = 1  # both
+    f[1, 0, 2] = 1  # float only
+    q[2, 0, 3] = q[2, 0, 0] = 1  # fixed only
+    (ax,) = figures.plot_raster(f, q, "h").axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["both (1)", "float only (1)", "fixed only (2)"]
+    assert ax.get_title().endswith("3 mismatches")
