@@ -297,7 +297,9 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         f"<p>{html.escape(str(result.get('model')))} from <code>"
         f"{html.escape(str(result.get('checkpoint')))}</code>, data set "
         f"{html.escape(str(result.get('dataset')))} ({result.get('samples'):,} test samples, "
-        f"T = {result.get('timesteps')})</p>",
+        f"T = {result.get('timesteps')}"
+        + (f", {result['weight_bits']}-bit weights" if result.get("weight_bits") else "")
+        + ")</p>",
         _glance(result), _verdict_html(result),
         f"<ul>{absent}</ul>" if absent else "",
         "<h2>Accuracy</h2>", _table(accuracy_rows(result)),
