@@ -7,13 +7,17 @@ Three data sets, read from the folders their publishers distribute (nothing is d
   ``class,startTime_usec,endTime_usec``, then one row per gesture: class 1..11 and the window
   ``[start, end)`` in the recording's microseconds) and the split files ``trials_to_train.txt``
   / ``trials_to_test.txt`` (one recording name per line). One sample per label row, label
-  ``class - 1`` (11 classes, the 11th "other gestures"); 128x128 sensor.
+  ``class - 1`` (11 classes, the 11th "other gestures"); 128x128 sensor. Samples in the split
+  list's order, then the label file's (each recording holds every gesture).
 * ``cifar10-dvs`` (Li et al. 2017): ``DIR/<class>/*.aedat`` (AEDAT 2.0, DVS128) for the ten
   CIFAR-10 classes in CIFAR-10's order (airplane .. truck), 1000 recordings each, 128x128. It
   has no official split; the common 9:1 rule is used: within each class, recordings sorted by
   the number in their name, the last ``n // 10`` are the test split and the rest train.
+  Samples are ordered round-robin over the classes (the first recording of each class, then
+  the second, ...), so the first N samples of a split cover every class.
 * ``nmnist`` (Orchard et al. 2015): ``DIR/Train/<digit>/*.bin`` and ``DIR/Test/<digit>/*.bin``,
-  34x34, one sample per file, label the digit folder.
+  34x34, one sample per file, label the digit folder, files in name order within a digit,
+  ordered round-robin over the digits as CIFAR10-DVS is.
 
 The file formats are parsed in :mod:`dalif_deploy.event_formats` (specifications cited there).
 
@@ -236,6 +240,19 @@ def _gesture(split: str, root: Path) -> list[Recording]:
     return recs
 
 
+def _round_robin(recs: list[Recording]) -> list[Recording]:
+    """One-sample recordings reordered round-robin over their classes: the first of each class
+    (in class order), then the second of each, ...; so any first N samples (``--samples``,
+    calibration) cover every class, as the class-by-class folders would not."""
+    seen: dict[int, int] = {}
+    keys = []
+    for i, r in enumerate(recs):
+        label = r.samples[0][0]
+        seen[label] = seen.get(label, 0) + 1
+        keys.append((seen[label], label, i))
+    return [recs[i] for _, _, i in sorted(keys)]
+
+
 def _cifar10_dvs(split: str, root: Path) -> list[Recording]:
     recs = []
     for label, cls in enumerate(CIFAR10_CLASSES):
@@ -246,7 +263,7 @@ def _cifar10_dvs(split: str, root: Path) -> list[Recording]:
                              "needs at least 10 per class")
         part = files[len(files) - n_test:] if split == "test" else files[:len(files) - n_test]
         recs += [Recording(f, ((label, None),)) for f in part]
-    return recs
+    return _round_robin(recs)
 
 
 def _nmnist(split: str, root: Path) -> list[Recording]:
@@ -255,7 +272,7 @@ def _nmnist(split: str, root: Path) -> list[Recording]:
     for digit in range(10):
         recs += [Recording(f, ((digit, None),)) for f in
                  _files(folder / str(digit), ".bin", f"N-MNIST's digit {digit} (.bin files)")]
-    return recs
+    return _round_robin(recs)
 
 
 @dataclass(frozen=True)

@@ -177,9 +177,11 @@ def test_nmnist_train_and_test_folders(tmp_path):
     root = _nmnist_dir(tmp_path)
     tr = load_dataset("nmnist", "train", str(root), timesteps=2)
     assert tr.x.shape == (11, 2, 2, 34, 34) and tr.num_classes == 10
-    assert tr.y.tolist() == [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9]
+    assert tr.y.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3]  # round-robin over the digits
+    # Train/3/00002.bin: one ON event at (1, 1); its span [5, 6) puts it in bin 0
+    assert np.array_equal(tr.x[10], frames(2, (34, 34), {0: [(1, 1)]}, {}))
     # digit 7: ON (x=7, y=14) at t=10, OFF (33, 33) at 30; span [10, 31): bins split at 20.5
-    assert np.array_equal(tr.x[8], frames(2, (34, 34), {0: [(14, 7)]}, {1: [(33, 33)]}))
+    assert np.array_equal(tr.x[7], frames(2, (34, 34), {0: [(14, 7)]}, {1: [(33, 33)]}))
     ds = load_dataset("nmnist:downsample=4", "test", str(root / "N-MNIST"), timesteps=1)
     assert ds.input_shape == (2, 9, 9)  # ceil(34 / 4): the last block is partial
     assert np.array_equal(ds.x[7], frames(1, (9, 9), {0: [(3, 1)]}, {0: [(8, 8)]}))
@@ -191,6 +193,7 @@ def test_cifar10_dvs_classes_and_the_9_to_1_split(tmp_path):
     tr = load_dataset("cifar10-dvs", "train", str(root), timesteps=1)
     assert len(te) == 10 and len(tr) == 100  # 11 // 10 = 1 per class tested
     assert te.y.tolist() == list(range(10)) and np.bincount(tr.y).tolist() == [10] * 10
+    assert tr.y[:20].tolist() == list(range(10)) * 2  # round-robin: any prefix has every class
     # the test file of each class is number 10 (sorted by number, not as text: 10 > 9)
     c = 4
     assert np.array_equal(te.x[c, 0], frames(1, (128, 128), {0: [(127 - c, 127 - 10)]},
