@@ -175,7 +175,8 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     made_for = made_for if isinstance(made_for, str) and made_for else None
     dataset = dataset or made_for or "digits"
     ds = load_dataset(dataset, split, data_dir,
-                      timesteps=None if Encoding.find(encoding) is ANALOG else timesteps)
+                      timesteps=None if Encoding.find(encoding) is ANALOG else timesteps,
+                      samples=samples)
     want = tuple(int(d) for d in input_shape)
     fits = not encoding or Encoding.find(encoding) is Encoding.from_name(ds.encoding)
     if not fits or tuple(ds.input_shape) != want:

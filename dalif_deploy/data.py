@@ -298,20 +298,24 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
                    enc.name, frame, norm, classes or max(10, hi + 1))
 
 
+Loader = Callable[[str, str | None, int | None, str, int | None], Dataset]
+
+
 def _no_options(name: str, options: str) -> None:
     if options:
         raise DaLifError(f"{name} takes no options (found {name}:{options}); options such as "
                          f"bin= and downsample= are for the event data sets {list(EVENT_SETS)}")
 
 
-def _digits(split: str, data_dir: str | None, timesteps: int | None, options: str) -> Dataset:
+def _digits(split: str, data_dir: str | None, timesteps: int | None, options: str,
+            samples: int | None) -> Dataset:
     _no_options("digits", options)
     x, y = _digits_split(split)
     return Dataset("digits", split, x, y, ANALOG.name, (1, 8, 8), DIGITS_NORMALIZATION)
 
 
 def _digits_events(split: str, data_dir: str | None, timesteps: int | None,
-                   options: str) -> Dataset:
+                   options: str, samples: int | None) -> Dataset:
     name = "digits-events"
     _no_options(name, options)
     t = (DEFAULT_EVENT_TIMESTEPS if timesteps is None
@@ -325,16 +329,19 @@ def _digits_events(split: str, data_dir: str | None, timesteps: int | None,
 
 
 def _cifar10_loader(split: str, data_dir: str | None, timesteps: int | None,
-                    options: str) -> Dataset:
+                    options: str, samples: int | None) -> Dataset:
     _no_options("cifar10", options)
     return _cifar10(split, data_dir)
 
 
-def _event_loader(name: str) -> Callable[[str, str | None, int | None, str], Dataset]:
-    """The loader of event data set ``name`` (:mod:`dalif_deploy.event_data`)."""
+def _event_loader(name: str) -> Loader:
+    """The loader of event data set ``name`` (:mod:`dalif_deploy.event_data`); it reads only
+    the files the first ``samples`` samples need."""
 
-    def load(split: str, data_dir: str | None, timesteps: int | None, options: str) -> Dataset:
-        x, y, frame, description = load_event_split(name, split, data_dir, timesteps, options)
+    def load(split: str, data_dir: str | None, timesteps: int | None, options: str,
+             samples: int | None) -> Dataset:
+        x, y, frame, description = load_event_split(name, split, data_dir, timesteps, options,
+                                                     samples)
         spec = EventBinning.parse(options, f"{name}:{options}").spec()
         return Dataset(f"{name}:{spec}" if spec else name, split, x, y, EVENTS.name, frame,
                        description, EVENT_SETS[name].num_classes)
@@ -342,10 +349,11 @@ def _event_loader(name: str) -> Callable[[str, str | None, int | None, str], Dat
     return load
 
 
-#: data set name -> loader(split, data_dir, timesteps, options) -> Dataset, ``options`` the
-#: text after ``NAME:`` ("" if none); a new data set is one loader function plus one entry
-#: here (docs/ARCHITECTURE.md)
-LOADERS: dict[str, Callable[[str, str | None, int | None, str], Dataset]] = {
+#: data set name -> loader(split, data_dir, timesteps, options, samples) -> Dataset,
+#: ``options`` the text after ``NAME:`` ("" if none), ``samples`` how many samples the caller
+#: keeps (None: all; a loader may return more, :func:`load_dataset` keeps the first ones); a
+#: new data set is one loader function plus one entry here (docs/ARCHITECTURE.md)
+LOADERS: dict[str, Loader] = {
     "digits": _digits,
     "digits-events": _digits_events,
     "cifar10": _cifar10_loader,
@@ -377,15 +385,19 @@ def dataset_spec(name: str, bins: str | None = None, downsample: int | None = No
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
-                 timesteps: int | None = None) -> Dataset:
-    """Load a data set split exactly as the model receives it (see the module docstring)."""
+                 timesteps: int | None = None, samples: int | None = None) -> Dataset:
+    """Load a data set split exactly as the model receives it (see the module docstring);
+    with ``samples``, at most its first ``samples`` samples (event data sets then read only
+    the files those need)."""
     if split not in ("train", "test"):
         raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
+    if samples is not None and samples < 1:
+        raise DaLifError(f"--samples must be >= 1, got {samples}")
     base, options = split_name(name)
     if base in LOADERS:
-        return LOADERS[base](split, data_dir, timesteps, options)
+        return LOADERS[base](split, data_dir, timesteps, options, samples).head(samples)
     if is_dataset_file(name):
-        return load_npz_dataset(name, split, timesteps)
+        return load_npz_dataset(name, split, timesteps).head(samples)
     raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} (event data "
                      "sets take options: nmnist:bin=count,downsample=2) or give the path of an "
                      ".npz as `dalif-deploy dataset` writes it")

@@ -319,9 +319,12 @@ def _windows(ev: Events, rec: Recording) -> list[tuple[Events, tuple[int, int] |
 
 
 def load_event_split(name: str, split: str, data_dir: str | None, timesteps: int | None,
-                     options: str = "") -> tuple[np.ndarray, np.ndarray, tuple[int, ...], str]:
+                     options: str = "", samples: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], str]:
     """``(x [N, T, 2, H', W'] float32 binary, y [N] int64, frame shape, description)`` of one
-    split of event data set ``name`` with the binning ``options`` (module docstring)."""
+    split of event data set ``name`` with the binning ``options`` (module docstring). With
+    ``samples``, only the recordings the first ``samples`` samples need are read (N may
+    exceed ``samples`` by the rest of the last recording's label rows)."""
     s = EVENT_SETS[name]
     binning = EventBinning.parse(options, f"{name}:{options}")
     t_steps = (DEFAULT_TIMESTEPS if timesteps is None
@@ -331,6 +334,9 @@ def load_event_split(name: str, split: str, data_dir: str | None, timesteps: int
         raise DaLifError(f"downsample={binning.downsample} exceeds the {s.sensor[1]}x"
                          f"{s.sensor[0]} sensor of {name}")
     recs = s.recordings(split, _root(data_dir, name, s.layout, s.subfolder))
+    if samples is not None:
+        counts = np.cumsum([len(r.samples) for r in recs])
+        recs = recs[:int(np.searchsorted(counts, samples)) + 1]
     n = sum(len(r.samples) for r in recs)
     nbytes = 2 * n * t_steps * math.prod(frame) * 4
     check_memory(nbytes, f"{name}/{split}: {n} samples x T={t_steps} x {frame} float32 frames",

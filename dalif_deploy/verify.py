@@ -183,7 +183,7 @@ def load_checkpoint_data(checkpoint: str | Path, dataset: str | None = None,
     if tuple(test.input_shape) != want:
         raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
                          f"expects {want}; pick a matching --dataset")
-    calib = load_dataset(ds_name, "train", data_dir, timesteps=T).head(CALIBRATION_SAMPLES)
+    calib = load_dataset(ds_name, "train", data_dir, timesteps=T, samples=CALIBRATION_SAMPLES)
     return model, ckpt, test, calib
 
 

@@ -404,3 +404,16 @@ def test_every_event_set_gives_binary_frames_of_its_sensor(tmp_path, name):
         assert 0 <= ds.y.min() and ds.y.max() < s.num_classes == ds.num_classes
     with pytest.raises(DaLifError, match=f"{name} needs --data-dir"):
         load_dataset(name, "test", None, 3)
+
+
+def test_a_sample_limit_reads_only_the_files_it_needs(tmp_path):
+    root = _nmnist_dir(tmp_path)
+    (root / "N-MNIST" / "Train" / "3" / "00001.bin").write_bytes(b"\0" * 7)  # damaged
+    ds = load_dataset("nmnist", "train", str(root), 2, samples=3)  # digits 0, 1, 2: unread
+    assert ds.y.tolist() == [0, 1, 2]
+    assert np.array_equal(ds.x, load_dataset("nmnist", "test", str(root), 2).x[:3])
+    with pytest.raises(DaLifError, match="00001.bin: 7 bytes"):
+        load_dataset("nmnist", "train", str(root), 2, samples=4)
+    # a recording gives several gesture samples: the limit keeps the first of them
+    g = load_dataset("dvs128-gesture", "train", str(_gesture_dir(tmp_path)), 2, samples=1)
+    assert g.y.tolist() == [2]
