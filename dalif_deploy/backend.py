@@ -48,6 +48,8 @@ class Option:
     metavar: str | None = None
     #: its command-line flags when not ``--<name>`` (e.g. ``("--from",)`` for ``exporter``)
     flags: tuple[str, ...] = ()
+    #: given any number of times on the command line; the backend then gets a list
+    repeat: bool = False
 
     @property
     def flag(self) -> str:

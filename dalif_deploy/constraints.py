@@ -302,8 +302,10 @@ def require_valid(program: FixedProgram, on_warning: Callable[[Violation], None]
     return found
 
 
-def describe_program(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON-able summary of a program file for ``dalif-deploy inspect``."""
+def describe_program(path: str | os.PathLike, hardware: Any = None) -> dict[str, Any]:
+    """A JSON-able summary of a program file for ``dalif-deploy inspect``; ``resources`` with
+    the hardware figures ``hardware`` (a :class:`~dalif_deploy.hardware.Hardware`; None: the
+    defaults)."""
     prog = load_program(path)
     syn_count = {s.name: int(np.count_nonzero(s.weights)) for s in prog.synapses}
     return {
@@ -334,5 +336,5 @@ def describe_program(path: str | os.PathLike) -> dict[str, Any]:
         "quant_table": prog.quant_table,
         "constraint_violations": [v.to_dict() for v in check_program(prog)],
         "metadata": prog.metadata,
-        "resources": resources(prog),
+        "resources": resources(prog, hardware),
     }

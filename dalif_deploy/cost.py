@@ -1,7 +1,7 @@
 """Resource and cost model of a :class:`~dalif_deploy.program.FixedProgram` on Loihi 2.
 
-Three questions, each answered as a JSON-able dict (every number an ESTIMATE; the figures and
-their sources are in :class:`Hardware` and docs/HARDWARE.md):
+Three questions, each answered as a JSON-able dict (every number an ESTIMATE; the figures are
+:class:`~dalif_deploy.hardware.Hardware`'s, sourced in docs/HARDWARE.md and overridable):
 
 * :func:`resources` - the mapping: neurons, synapses (kernel entries and hardware synapses,
   named apart), fan-in/fan-out, synaptic memory in the weight format used, the cores each
@@ -22,10 +22,7 @@ conv; the nonzeros for sparse).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,80 +31,12 @@ import numpy as np
 
 from .encoding import ANALOG
 from .errors import DaLifError
-from .io import check_input_file
+from .hardware import Hardware, hardware
 from .program import FixedProgram, Synapse
 from .timing import synaptic_depths
 
-
-@dataclass(frozen=True)
-class Hardware:
-    """Every hardware figure of the model, named once (sources: docs/HARDWARE.md).
-
-    ``L1`` marks a Loihi 1 figure used for Loihi 2 for want of a published Loihi 2 one, ``L2`` a
-    Loihi 2 figure, ``A`` an assumption of this model, ``H`` Horowitz (ISSCC 2014, 45 nm).
-    """
-
-    name: str = "Loihi 2"
-    cores_per_chip: int = 128  # L2: 128 neuromorphic cores per chip
-    neurons_per_chip: int = 1_048_576  # L2: "up to 1 million neurons" per chip
-    synapses_per_chip: int = 120_000_000  # L2: up to 120 million synapses per chip
-    neurons_per_core: int = 8192  # L2: up to 8192 neurons per core (1M / 128)
-    core_memory_bits: int = 192 * 1024 * 8  # L2: 192 KB per core, shared synapses/neuron state
-    neuron_state_bits: int = 64  # A: u and v (24 bit each) and bias, one 64-bit word per neuron
-    axons_in_per_core: int = 4096  # L1: input axons (distribution lists) per core
-    axons_out_per_core: int = 4096  # L1: core-to-core fan-out edges per core
-    energy_synop_pj: float = 23.6  # L1: energy per synaptic spike op (min), pre-silicon
-    energy_neuron_update_pj: float = 52.0  # L1: energy per neuron update, inactive
-    energy_neuron_spike_pj: float = 81.0  # L1: energy per neuron update, active (A: = firing)
-    energy_spike_message_pj: float = 1.7  # L1: within-tile spike energy, per destination core
-    time_synop_ns: float = 3.5  # L1: time per synaptic spike op (max)
-    time_neuron_update_ns: float = 5.3  # L1: time per neuron update, inactive
-    time_barrier_ns: float = 465.0  # L1: mesh-wide barrier sync per step (32 tiles)
-    static_power_mw_per_core: float = 0.815  # L1: static (leakage) power per core, derived
-    energy_ac_pj: float = 0.9  # H: 32-bit float add, 45 nm
-    energy_mac_pj: float = 4.6  # H: 32-bit float multiply (3.7) + add (0.9), 45 nm
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name != "name" and not (isinstance(v, int | float) and v >= 0
-                                         and math.isfinite(v)):
-                raise DaLifError(f"hardware figure {f.name} must be a finite number >= 0, "
-                                 f"got {v!r}")
-        for n in ("cores_per_chip", "neurons_per_core", "core_memory_bits",
-                  "axons_in_per_core", "axons_out_per_core"):
-            if getattr(self, n) < 1:
-                raise DaLifError(f"hardware figure {n} must be >= 1")
-
-    @property
-    def index_bits(self) -> int:
-        """Bits of a target index in a sparse synapse entry: ``ceil(log2(neurons_per_core))``."""
-        return max(1, math.ceil(math.log2(self.neurons_per_core)))
-
-
-def hardware(overrides: Mapping[str, Any] | str | os.PathLike | None = None,
-             **kw: Any) -> Hardware:
-    """:class:`Hardware` with figures replaced from a mapping or a JSON file (an object of
-    field names), then from keyword arguments; an unknown name is refused."""
-    values: dict[str, Any] = {}
-    if isinstance(overrides, str | os.PathLike):
-        check_input_file(overrides, "a hardware figures file (.json)")
-        try:
-            with open(overrides) as f:
-                loaded = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DaLifError(f"{overrides}: unreadable hardware figures ({e})") from None
-        if not isinstance(loaded, dict):
-            raise DaLifError(f"{overrides}: hardware figures must be a JSON object")
-        values.update(loaded)
-    elif overrides is not None:
-        values.update(overrides)
-    values.update(kw)
-    known = {f.name for f in dataclasses.fields(Hardware)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DaLifError(f"unknown hardware figure(s) {unknown}; known: {sorted(known)}")
-    return Hardware(**values)
+__all__ = ["Hardware", "activity", "cost_report", "cost_rows", "energy", "hardware",
+           "input_spikes", "resources", "spikes_per_inference"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +183,7 @@ def resources(program: FixedProgram, hw: Hardware | None = None) -> dict[str, An
                 math.ceil(neurons / max(hw.neurons_per_chip, 1)),
                 math.ceil(syn_nz / max(hw.synapses_per_chip, 1)), 1)
     return {
-        "estimate": True, "hardware": hw.name,
+        "estimate": True, "hardware": hw.name, "hardware_overrides": hw.overrides(),
         "neurons": neurons,
         "synapses": sum(g.connections for g in geo.values()),
         "synapses_nonzero": syn_nz,

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .backends import file_kind
+from .backends import FILE_KINDS, file_kind
 from .errors import DaLifError
 
 DESCRIBERS = {
@@ -88,9 +88,19 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     }
 
 
-def describe(path: str | Path) -> dict[str, Any]:
-    """Describe any model file, dispatching on its kind (see :func:`backends.file_kind`)."""
+def describe(path: str | Path, hardware: Any = None) -> dict[str, Any]:
+    """Describe any model file, dispatching on its kind (see :func:`backends.file_kind`);
+    ``hardware``: the cost model's figures for a program's ``resources`` (a
+    :class:`~dalif_deploy.hardware.Hardware`, a mapping or a JSON file)."""
     kind = file_kind(path)
+    extra: dict[str, Any] = {}
+    if hardware is not None:
+        if kind != "program":
+            raise DaLifError(f"{path}: --hardware/--hw set the cost model of a fixed-point "
+                             f"program (.fxp); this is a {FILE_KINDS[kind][1]}")
+        from .hardware import hardware as figures
+
+        extra["hardware"] = figures(hardware)
     if kind == "checkpoint":
         return describe_checkpoint(path)
     module, func = DESCRIBERS[kind].split(":")
@@ -99,7 +109,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     except (ImportError, AttributeError) as e:
         raise DaLifError(f"{path}: cannot describe a {kind} file in this installation "
                          f"({module}.{func} is not available: {e})") from None
-    return fn(path)
+    return fn(path, **extra)
 
 
 def _fmt(v: Any) -> str:

@@ -149,11 +149,15 @@ class VerifyOptions:
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
     weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
+    #: the cost model's hardware figures: a Hardware, a mapping or a JSON file (None: defaults)
+    hardware: Any = None
 
     def __post_init__(self) -> None:
         from .converters.nir_to_fixed import check_weight_bits
+        from .hardware import hardware
 
         object.__setattr__(self, "weight_bits", check_weight_bits(self.weight_bits))
+        object.__setattr__(self, "hardware", hardware(self.hardware))
         if not 0 <= self.min_agreement <= 1:
             raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
         if self.max_accuracy_drop < 0:
@@ -424,7 +428,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "seconds": seconds,
         "passed": all(c["ok"] for c in checks),
         **cost_report(program, {k: v / max(len(test), 1) for k, v in spike_sums.items()},
-                      input_sum / max(len(test), 1)),
+                      input_sum / max(len(test), 1), opt.hardware),
     }
     if ref is not None and ref != "float":
         result["reference"] = ref

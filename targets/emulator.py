@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput
+from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput, Option
 from dalif_deploy.constraints import source_max
 from dalif_deploy.cost import cost_report, input_spikes, spikes_per_inference
 from dalif_deploy.encoding import ANALOG, EVENTS
@@ -61,6 +61,8 @@ from dalif_deploy.fixed_point import (
     lif_step_f32,
     wrap_signed,
 )
+from dalif_deploy.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
+from dalif_deploy.hardware import hardware as hardware_figures
 from dalif_deploy.limits import (
     CONV_BITS,
     DECAY_MAX,
@@ -489,16 +491,20 @@ class EmulatorBackend:
     Besides the common keys it reports ``outputs`` (each sample's integer readout),
     ``spike_counts`` (each sample's spike total per population, ``populations`` order),
     ``u_wraps`` and ``v_saturations`` per population, and the cost model's estimates
-    (:func:`dalif_deploy.cost.cost_report`): ``resources``, ``activity``, ``energy``.
+    (:func:`dalif_deploy.cost.cost_report`): ``resources``, ``activity``, ``energy``, with the
+    hardware figures of ``hardware`` (a JSON file, a mapping or a
+    :class:`~dalif_deploy.hardware.Hardware`) and then ``hw`` (``NAME=VALUE`` strings).
     """
 
     name = "emulator"
     kind = "program"
-    options: tuple = ()
+    options = (Option("hardware", str, HARDWARE_FILE_HELP, metavar="FILE.json"),
+               Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True))
 
-    def __init__(self, model_path: str, **options: Any) -> None:
+    def __init__(self, model_path: str, hardware: Any = None, hw: Any = ()) -> None:
         from dalif_deploy.program import load_program
 
+        self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)
         p = self.program
         self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
@@ -508,7 +514,8 @@ class EmulatorBackend:
         p = self.program
         r = emulate(p, data.x, mode="sync", batch_size=batch_size, progress=progress)
         costs = cost_report(p, spikes_per_inference(r.spiking, r.spike_counts),
-                            input_spikes(p, encode_input(p, data.x))) if len(data.x) else {}
+                            input_spikes(p, encode_input(p, data.x)),
+                            self.hardware) if len(data.x) else {}
         return BackendRun(r.predictions, {
             "mode": r.mode, "timesteps": p.timesteps, "outputs": r.outputs.tolist(),
             "populations": r.spiking, "spike_counts": r.spike_counts.tolist(),

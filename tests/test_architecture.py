@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.encoding": 0,
     "dalif_deploy.schema": 0,
     "dalif_deploy.resources": 0,
+    "dalif_deploy.hardware": 0,  # the cost model's hardware figures and their overrides
     # 1: the fixed-point core - program dataclasses, constraint rules, integer arithmetic
     "dalif_deploy": 1,  # the package itself re-exports the program (lazy strings for the rest)
     "dalif_deploy.program": 1,

@@ -136,7 +136,7 @@ def test_overrides_change_the_binding_limit(tmp_path):
     assert h["binding_limit"] == "axons_out" and h["cores"] == 3
     with pytest.raises(DaLifError, match="unknown hardware figure"):
         cost.hardware(neurons_per_cores=2)
-    with pytest.raises(DaLifError, match="must be >= 1"):
+    with pytest.raises(DaLifError, match=r"cores_per_chip: must be an integer in \[1, "):
         cost.hardware({"cores_per_chip": 0})
     with pytest.raises(DaLifError, match="finite number"):
         cost.hardware(energy_synop_pj=float("nan"))

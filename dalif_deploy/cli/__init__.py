@@ -150,6 +150,25 @@ def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
 
+def _add_hardware(p: argparse.ArgumentParser) -> None:
+    """``--hardware FILE.json`` and ``--hw NAME=VALUE`` (the cost model's figures), worded as
+    ``simulate --backend emulator`` words them (the emulator backend declares the same)."""
+    from ..hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
+
+    p.add_argument("--hardware", metavar="FILE.json", help=HARDWARE_FILE_HELP)
+    p.add_argument("--hw", metavar="NAME=VALUE", action="append", help=HARDWARE_SET_HELP)
+
+
+def hardware_from_args(args: argparse.Namespace):  # -> Hardware | None
+    """The :class:`~dalif_deploy.hardware.Hardware` that ``--hardware``/``--hw`` ask for, or
+    None when neither is given (the defaults)."""
+    if args.hardware is None and not args.hw:
+        return None
+    from ..hardware import hardware
+
+    return hardware(args.hardware, assignments=args.hw or ())
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
@@ -225,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "ONNX file.")
     p.add_argument("file", metavar="FILE", help="a .pt, .nir, .fxp or .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_hardware(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))
 
     p = sub.add_parser("export", help="checkpoint -> NIR (or ONNX)",
@@ -302,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
+    _add_hardware(p)
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
@@ -403,8 +424,9 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "export": (("out", "onnx"), ("checkpoint",)),
     "quantize": (("out", "json", "netx"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
-    "simulate": (("json",), ("model", "dataset")),
-    "verify": (("report", "json", "save_program"), ("model", "reference", "dataset")),
+    "simulate": (("json",), ("model", "dataset", "hardware")),
+    "verify": (("report", "json", "save_program"),
+               ("model", "reference", "dataset", "hardware")),
     "sweep": (("plot", "json"), ("checkpoint", "dataset")),
     "finetune": (("out", "json"), ("checkpoint",)),
 }

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from . import emit_json
+from . import emit_json, hardware_from_args
 
 
 def cli_inspect(args: argparse.Namespace) -> int:
     """Describe any model file, as text or (``--json``) JSON on stdout."""
     from ..inspect import describe, render
 
-    d = describe(args.file)
+    d = describe(args.file, hardware_from_args(args))
     if args.json:
         emit_json(d, "-")
     else:

@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for opt, _ in backend_options().values():
         p.add_argument(*(opt.flags or (opt.flag,)), dest=opt.name, type=opt.type,
                        default=opt.default, help=opt.help,
+                       action="append" if opt.repeat else "store",
                        **({"metavar": opt.metavar} if opt.metavar else {}))
     _add_json(p)
 

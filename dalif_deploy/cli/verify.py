@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import VerificationFailed
-from . import emit_json, event_options, show_progress
+from . import emit_json, event_options, hardware_from_args, show_progress
 
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,8 @@ def cli_verify(args: argparse.Namespace) -> int:
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory,
                             weight_bits=args.weight_bits,
-                            progress=show_progress(args))
+                            progress=show_progress(args),
+                            hardware=hardware_from_args(args))
     result, artefacts = verify_file(args.model, reference=args.reference,
                                     dataset=event_options(args.dataset, args),
                                     data_dir=args.data_dir,
