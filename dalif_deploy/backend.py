@@ -162,7 +162,8 @@ class FixedPointResult:
     emulator per sample: T, or T + depth pipelined; Lava: all samples streamed back to back
     through one network), ``mode``: the timing (``sync``: step t of every population sees input
     step t; Lava's results are de-skewed to it), ``seconds``: the engine's wall time, where it
-    measures it.
+    measures it. ``spike_totals``: name -> ``[*shape]`` each neuron's spikes summed over every
+    sample and step, per spiking population (the emulator; what makes SynOps exact).
     """
 
     outputs: np.ndarray
@@ -180,3 +181,4 @@ class FixedPointResult:
     mode: str = "sync"
     seconds: float = 0.0
     processes: int = 0  # Lava processes the network had (Lava only)
+    spike_totals: dict[str, np.ndarray] = field(default_factory=dict)

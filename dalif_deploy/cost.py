@@ -36,7 +36,7 @@ from .program import FixedProgram, Synapse
 from .timing import synaptic_depths
 
 __all__ = ["Hardware", "activity", "cost_report", "cost_rows", "energy", "hardware",
-           "input_spikes", "resources", "spikes_per_inference"]
+           "input_spikes", "resources"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,13 +337,6 @@ def cost_report(program: FixedProgram, spikes: Mapping[str, float | np.ndarray] 
         return {"resources": res}
     act = activity(program, spikes, inputs, hw)
     return {"resources": res, "activity": act, "energy": energy(program, act, res, hw)}
-
-
-def spikes_per_inference(names: list[str], counts: np.ndarray) -> dict[str, float]:
-    """Per-population spikes per inference from an emulator's ``spike_counts [N, P]``."""
-    c = np.asarray(counts, dtype=np.float64).reshape(-1, len(names))
-    mean = c.mean(0) if c.shape[0] else np.zeros(len(names))
-    return {n: float(m) for n, m in zip(names, mean, strict=True)}
 
 
 def cost_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -300,8 +300,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         t2 = time.perf_counter()
         emu = emulate(program, xb, record=True, batch_size=len(xb))
         preds["fixed"].append(emu.predictions)
-        for k in emu.spiking:  # per-neuron spike totals (exact SynOps)
-            spike_sums[k] = spike_sums.get(k, 0) + emu.spikes[k].sum((0, 1), dtype=np.int64)
+        for k, tot in emu.spike_totals.items():  # per-neuron spike totals (exact SynOps)
+            spike_sums[k] = spike_sums.get(k, 0) + tot
         input_sum = input_sum + input_spikes(program, encode_input(program, xb)) * len(xb)
         input_clipped += emu.input_clipped
         t3 = time.perf_counter()

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput, Option
 from dalif_deploy.constraints import source_max
-from dalif_deploy.cost import cost_report, input_spikes, spikes_per_inference
+from dalif_deploy.cost import cost_report, input_spikes
 from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.fixed_point import (
@@ -296,8 +296,9 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
                 _record(traces, name, spk, states[name])
         if pipelined:
             prev = new
+    totals = {k: c.sum(0, dtype=torch.float64) for k, c in counts.items()}
     counts = {k: c.flatten(1).sum(1, dtype=torch.float64) for k, c in counts.items()}
-    return {"states": states, "counts": counts, "traces": traces}
+    return {"states": states, "counts": counts, "totals": totals, "traces": traces}
 
 
 @dataclass
@@ -307,6 +308,7 @@ class _SyncRun:
     state: LifState
     spikes: torch.Tensor  # [k, N, *shape] float 0/1 of the current block, reused every block
     counts: torch.Tensor  # [N] spikes so far (float64)
+    totals: torch.Tensor  # [*shape] each neuron's spikes so far, summed over the batch (float64)
     scratch: tuple[torch.Tensor, torch.Tensor] | None  # for lif_step_f32's decay
     x_static: torch.Tensor | None = None  # input-synapse sum of a same-every-step input
 
@@ -345,10 +347,10 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
                                if sat is None else r.state.v_saturations + sat)
         if record:
             _record(traces, p.pop.name, r.spikes[j], r.state)
-    if not p.readout:  # float32 sums per step are exact below 2^24 neurons
-        per_step = r.spikes[:k].flatten(2).sum(
-            2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
-        r.counts += per_step.sum(0, dtype=torch.float64)
+    if not p.readout:  # per neuron over the block's k steps: float32 is exact (k < 2^24)
+        per_neuron = r.spikes[:k].sum(0, dtype=torch.float32)  # [N, *shape]
+        r.counts += per_neuron.flatten(1).sum(1, dtype=torch.float64)
+        r.totals += per_neuron.sum(0, dtype=torch.float64)
 
 
 def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
@@ -369,7 +371,8 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
         scratch = None if p.fast is None or p.fast.factor is None else (
             torch.empty((n, *p.pop.shape)), torch.empty((n, *p.pop.shape)))
         runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, n, *p.pop.shape)),
-                                        torch.zeros(n, dtype=torch.float64), scratch)
+                                        torch.zeros(n, dtype=torch.float64),
+                                        torch.zeros(p.pop.shape, dtype=torch.float64), scratch)
         if static:
             xs = [s(frames[0], times64=p.fast is not None).to(p.dtype).view(1, n, *p.pop.shape)
                   for s in p.syns if s.syn.source == "input"]
@@ -384,6 +387,7 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
             cur[p.pop.name] = r.spikes
     return {"states": {k_: r.state for k_, r in runs.items()},
             "counts": {p.pop.name: runs[p.pop.name].counts for p in pops if not p.readout},
+            "totals": {p.pop.name: runs[p.pop.name].totals for p in pops if not p.readout},
             "traces": traces}
 
 
@@ -447,6 +451,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
             for p in program.populations]
     names = [p.pop.name for p in pops if not p.readout]
     outs, cnts, wraps, sats = [], [], {}, {}
+    totals = {p.pop.name: np.zeros(p.pop.shape, np.int64) for p in pops if not p.readout}
     traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
     n = frames.shape[0]
     _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0)
@@ -467,6 +472,8 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
             outs.append(st[program.readout.population].v.to(torch.int64).numpy())
             cnts.append(np.stack([r["counts"][k].to(torch.int64).numpy() for k in names], 1)
                         if names else np.zeros((len(chunk), 0), np.int64))
+            for k, tot in r["totals"].items():
+                totals[k] += tot.to(torch.int64).numpy()
             for k, s in st.items():
                 wraps[k] = wraps.get(k, 0) + int(s.u_wraps.sum())
                 sats[k] = sats.get(k, 0) + int(s.v_saturations.sum())
@@ -481,7 +488,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         outputs=outputs, predictions=outputs.argmax(1).astype(np.int64),
         spike_counts=np.concatenate(cnts) if cnts else np.zeros((0, len(names)), np.int64),
         spiking=names, final_v={k: v[-1] for k, v in recorded["v"].items()}, u_wraps=wraps,
-        v_saturations=sats, steps=steps, mode=mode, input_clipped=clipped,
+        v_saturations=sats, steps=steps, mode=mode, input_clipped=clipped, spike_totals=totals,
         seconds=time.perf_counter() - t0, **recorded)
 
 
@@ -513,7 +520,8 @@ class EmulatorBackend:
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
         p = self.program
         r = emulate(p, data.x, mode="sync", batch_size=batch_size, progress=progress)
-        costs = cost_report(p, spikes_per_inference(r.spiking, r.spike_counts),
+        n = max(len(data.x), 1)  # per-neuron spikes per inference: exact SynOps
+        costs = cost_report(p, {k: t / n for k, t in r.spike_totals.items()},
                             input_spikes(p, encode_input(p, data.x)),
                             self.hardware) if len(data.x) else {}
         return BackendRun(r.predictions, {

@@ -193,6 +193,35 @@ def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
         np.asarray(r["spike_counts"]).mean(0)[0])
 
 
+
+def test_simulate_synops_count_each_neurons_spikes_exactly(tmp_path):
+    """A spiking conv layer feeding a conv: border neurons reach fewer synapses, so SynOps
+    need per-neuron spike counts (the population's mean fan-out would be off)."""
+    from dalif_deploy.backends import simulate
+    from dalif_deploy.data import load_dataset
+    from dalif_deploy.targets.emulator import emulate, encode_input
+
+    base = _conv_program(n=8)
+    c2 = Synapse("conv2", "c", "d", "conv", np.ones((2, 2, 3, 3), np.int64), padding=(1, 1),
+                 input_shape=(2, 8, 8), output_shape=(2, 8, 8))
+    fc = Synapse("fc", "d", "ro", "dense", np.ones((2, 128), np.int64), input_shape=(2, 8, 8),
+                 output_shape=(2,))
+    prog = FixedProgram(base.input, [base.populations[0], _pop("d", (2, 8, 8)),
+                                     base.populations[1]], [base.synapses[0], c2, fc],
+                        base.readout, timesteps=2)
+    path = tmp_path / "p.fxp"
+    save_program(prog, path)
+    r = simulate(str(path), "emulator", dataset="digits", samples=5, progress=False)
+    x = load_dataset("digits", "test").x[:5]
+    rec = emulate(prog, x, record=True)
+    per_neuron = {k: rec.spikes[k].sum((0, 1)) / 5 for k in ("c", "d")}
+    inputs = cost.input_spikes(prog, encode_input(prog, x))
+    exact = cost.activity(prog, per_neuron, inputs)
+    mean = cost.activity(prog, {k: float(v.sum()) for k, v in per_neuron.items()}, inputs)
+    assert exact["synops"] != pytest.approx(mean["synops"], rel=1e-3)  # the test can tell
+    assert r["activity"]["synops"] == pytest.approx(exact["synops"], rel=1e-12)
+
+
 def test_verify_json_and_report_carry_the_cost_table(tmp_path):
     from dalif_deploy.verify import VerifyOptions, verify_checkpoint, write_report
 
@@ -204,3 +233,18 @@ def test_verify_json_and_report_carry_the_cost_table(tmp_path):
     write_report(r, art, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "Loihi 2 resources and cost (estimates)" in html and "binding limit" in html
+
+
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_emulator_spike_totals_are_the_recorded_spikes_per_neuron(mode):
+    """The per-neuron totals behind exact SynOps equal the recorded spikes summed over samples
+    and steps, across batches (5 samples in batches of 2)."""
+    from dalif_deploy.targets.emulator import emulate
+
+    prog = _conv_program(n=8)
+    x = np.random.default_rng(0).uniform(0, 1, (5, 1, 8, 8)).astype(np.float32)
+    r = emulate(prog, x, record=True, batch_size=2, mode=mode)
+    assert set(r.spike_totals) == set(r.spiking) == {"c"}
+    assert r.spike_totals["c"].sum() > 0
+    assert np.array_equal(r.spike_totals["c"], r.spikes["c"].sum((0, 1), dtype=np.int64))
+    assert r.spike_totals["c"].sum() == r.spike_counts.sum()
