@@ -347,10 +347,14 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
                                if sat is None else r.state.v_saturations + sat)
         if record:
             _record(traces, p.pop.name, r.spikes[j], r.state)
-    if not p.readout:  # per neuron over the block's k steps: float32 is exact (k < 2^24)
-        per_neuron = r.spikes[:k].sum(0, dtype=torch.float32)  # [N, *shape]
-        r.counts += per_neuron.flatten(1).sum(1, dtype=torch.float64)
-        r.totals += per_neuron.sum(0, dtype=torch.float64)
+    if not p.readout:  # float32 sums per step are exact below 2^24 neurons
+        per_step = r.spikes[:k].flatten(2).sum(
+            2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
+        r.counts += per_step.sum(0, dtype=torch.float64)
+        # each neuron's spikes over the block's k * N (<= BLOCK_ELEMENTS < 2^24: exact in
+        # float32) sample-steps, as a matrix-vector product: a strided sum is 4x slower
+        flat = r.spikes[:k].view(k * n, -1)
+        r.totals += (flat.new_ones(k * n) @ flat).view(shape)
 
 
 def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool

@@ -197,9 +197,10 @@ def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
 def test_simulate_synops_count_each_neurons_spikes_exactly(tmp_path):
     """A spiking conv layer feeding a conv: border neurons reach fewer synapses, so SynOps
     need per-neuron spike counts (the population's mean fan-out would be off)."""
+    from dalif_deploy.targets.emulator import emulate, encode_input
+
     from dalif_deploy.backends import simulate
     from dalif_deploy.data import load_dataset
-    from dalif_deploy.targets.emulator import emulate, encode_input
 
     base = _conv_program(n=8)
     c2 = Synapse("conv2", "c", "d", "conv", np.ones((2, 2, 3, 3), np.int64), padding=(1, 1),
