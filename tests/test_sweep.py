@@ -131,3 +131,14 @@ def test_verify_a_nir_graph_at_the_precision_asked(tmp_path):
                                                               progress=False))
     assert result["weight_bits"] == 4 and {s.weight_bits for s in art["program"].synapses} == {4}
     assert result["fixed_accuracy"] == pytest.approx(0.9778, abs=1e-4)  # as the checkpoint's
+
+
+def test_the_html_report_names_the_precision(tmp_path):
+    from dalif_deploy.report import render_html
+
+    model, _ = load_model(SHIPPED)
+    test = load_dataset("digits", "test", timesteps=4).head(32)
+    cal = load_dataset("digits", "train", timesteps=4).x[:128]
+    result, _ = verify_model(model, test, cal, 4, options=VerifyOptions(
+        weight_bits=3, lava_samples=0, progress=False))
+    assert "3-bit weights" in render_html(result, {})
