@@ -303,6 +303,8 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         _glance(result), _verdict_html(result),
         f"<ul>{absent}</ul>" if absent else "",
         "<h2>Accuracy</h2>", _table(accuracy_rows(result)),
+        "<p class='note'>95 % CI: the Wilson score interval for the samples a stage ran on; "
+        "a stage measured on few samples (Lava) has a wide one.</p>",
         "<h2>Checks</h2>", _table(_check_rows(result.get("checks", []))),
         "<h2>Where it loses</h2>",
         _table(result.get("layers", []), layer_cols) if result.get("layers") else
@@ -313,7 +315,8 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         "<h2>Lava parity</h2>", _lava_html(result),
         "<h2>DA-LIF decays per layer</h2>",
         "<p>V[t] = beta\u00b7H[t\u22121] + alpha\u00b7X[t]. Fixed point: alpha is folded into "
-        "the integer weights, beta becomes dv with v \u2190 v\u00b7(4096 \u2212 dv)/4096.</p>",
+        "the integer weights, beta becomes dv with v \u2190 v\u00b7(4096 \u2212 dv)/4096 "
+        "(PLIF and LIF layers are read in the same form).</p>",
         _table(result.get("decay", []), decay_cols),
         "<h2>Loihi 2 resources and cost (estimates)</h2>", _cost_html(result),
         "<h2>Quantisation table</h2>", _table(result.get("quant_table", [])),
