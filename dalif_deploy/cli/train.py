@@ -23,7 +23,8 @@ def cli_train(args: argparse.Namespace) -> int:
     from . import event_options
 
     dataset = event_options(args.dataset, args)
-    probe = load_dataset(dataset, "test", args.data_dir, args.timesteps)
+    # one sample tells the input shape and classes; train() loads the splits itself
+    probe = load_dataset(dataset, "test", args.data_dir, args.timesteps, samples=1)
     options = {k: getattr(args, k) for k in NEURON_OPTIONS if getattr(args, k) is not None}
     config = default_config(args.model, input_shape=list(probe.input_shape),
                             num_classes=probe.num_classes, neuron=args.neuron, **options,
