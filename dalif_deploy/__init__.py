@@ -80,6 +80,8 @@ _LAZY = {
     "finetune": "dalif_deploy.finetune:finetune",
     "finetune_checkpoint": "dalif_deploy.finetune:finetune_checkpoint",
     "FinetuneOptions": "dalif_deploy.finetune:FinetuneOptions",
+    "compare_neurons": "dalif_deploy.compare:compare_neurons",
+    "CompareOptions": "dalif_deploy.compare:CompareOptions",
 }
 
 

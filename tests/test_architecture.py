@@ -65,6 +65,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.inspect": 6,
     "dalif_deploy.sweep": 6,  # verify at several weight precisions
     "dalif_deploy.finetune": 6,  # quantisation-aware fine-tuning through the emulator
+    "dalif_deploy.compare": 6,  # neuron models trained and deployed side by side
     # 7: the command line (one module per command in dalif_deploy/cli/)
     "dalif_deploy.cli": 7,
     "dalif_deploy.__main__": 7,

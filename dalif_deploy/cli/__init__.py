@@ -31,6 +31,8 @@ pipeline:
   finetune   quantisation-aware fine-tuning through the N-bit program -> checkpoint (.pt)
   inspect    show what is inside any of these files
   dataset    write the samples exactly as the model receives them (.npz)
+  compare    DA-LIF vs PLIF vs LIF at several T: float and fixed-point accuracy, parameters,
+             SynOps per inference (table, plot, JSON)
 
 exit codes: 0 ok, 1 verification failed, 2 bad input
 """
@@ -376,6 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.finetune:cli_finetune"))
 
+    p = sub.add_parser("compare", help="neuron models compared after deployment",
+                       description="Train the same zoo model with each neuron (DA-LIF, PLIF, "
+                       "LIF) at each number of time steps T for each seed, deploy every model "
+                       "(NIR -> 8-bit program calibrated on training samples -> bit-accurate "
+                       "emulator) and print, per neuron and T (mean and std over the seeds): "
+                       "float and fixed-point test accuracy, parameters (the neurons' own "
+                       "among them) and synaptic operations per inference from the cost "
+                       "model on the emulator's spikes.")
+    _defer(p, "dalif_deploy.cli.compare:add_arguments")
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.compare:cli_compare"))
+
     p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",
                        description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
                        "NIR, fixed point on the whole test set, Lava on a subset; print the "
@@ -424,6 +437,7 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "export": (("out", "onnx"), ("checkpoint",)),
     "quantize": (("out", "json", "netx"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
+    "compare": (("json", "plot"), ("dataset", "test_dataset")),
     "simulate": (("json",), ("model", "dataset", "hardware")),
     "verify": (("report", "json", "save_program"),
                ("model", "reference", "dataset", "hardware")),
