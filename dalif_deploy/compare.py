@@ -242,6 +242,7 @@ def plot_comparison(result: dict[str, Any], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{s['model']} on {s['dataset']} ({s['epochs']} epochs, seeds {s['seeds']})")
+    fig.tight_layout()
     try:
         atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100,
                                                  bbox_inches="tight"))
