@@ -23,7 +23,7 @@ def name_list(text: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``compare`` (the fields of :class:`~dalif_deploy.compare.CompareOptions`)."""
-    from . import _add_json, add_data_options
+    from . import _add_json, _add_quiet, add_data_options
 
     p.add_argument("--model", default="digits-cnn", help="zoo model trained with every neuron")
     p.add_argument("--neurons", type=name_list, default="dalif,plif,lif",
@@ -45,12 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="evaluate the first N test samples only")
     p.add_argument("--plot", metavar="PNG", help="write accuracy and SynOps against T (PNG)")
     _add_json(p)
+    _add_quiet(p)
 
 
 def cli_compare(args: argparse.Namespace) -> int:
     """Train and deploy every neuron at every T, print the table, write plot and JSON."""
     from ..compare import CompareOptions, compare_neurons, format_table, plot_comparison
-    from . import emit_json, event_options
+    from . import emit_json, event_options, show_progress
 
     if args.width is not None and args.width < 1:
         raise DaLifError(f"--width must be >= 1, got {args.width}")
@@ -61,7 +62,7 @@ def cli_compare(args: argparse.Namespace) -> int:
                                        event_options(args.test_dataset, args)),
                          data_dir=args.data_dir, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, width=args.width,
-                         samples=args.samples)
+                         samples=args.samples, progress=show_progress(args))
     result = compare_neurons(opt)
     print(format_table(result))
     if args.plot:
