@@ -154,6 +154,10 @@ def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
     opt = options or CompareOptions()
     runs: list[dict[str, Any]] = []
     total = len(opt.neurons) * len(opt.timesteps) * len(opt.seeds)
+    from .models import default_config
+
+    for neuron in opt.neurons:  # a config no neuron can take fails before any training
+        default_config(opt.model, neuron=neuron, **opt.config)
     first = _test_set(opt, opt.timesteps[0])  # bad data set names fail before the bar
     with tqdm(total=total, desc="compare", unit="run", disable=not opt.progress) as bar:
         for t in opt.timesteps:

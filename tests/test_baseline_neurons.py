@@ -36,11 +36,12 @@ S_EXPECTED = [0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
 @pytest.mark.parametrize("layer", [PLIF(init_tau=2.0), LIF(tau=2.0)], ids=["plif", "lif"])
 def test_k_one_half_follows_the_hand_computed_sequence_exactly(layer):
     state, vs, ss = None, [], []
-    for x in X_SEQ:
-        s, state = layer(torch.tensor([x]), state)
-        vs.append(float(state.v.detach()))
-        ss.append(float(s.detach()))
-        assert float(state.h) == (0.0 if float(s) else float(state.v))  # hard reset to 0
+    with torch.no_grad():
+        for x in X_SEQ:
+            s, state = layer(torch.tensor([x]), state)
+            vs.append(float(state.v))
+            ss.append(float(s))
+            assert float(state.h) == (0.0 if float(s) else float(state.v))  # hard reset to 0
     assert vs == V_EXPECTED and ss == S_EXPECTED
 
 

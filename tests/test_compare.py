@@ -89,6 +89,11 @@ def test_cli_bad_input_is_one_error_line(argv, match, capsys, tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_a_setting_one_neuron_cannot_take_fails_before_training():
+    with pytest.raises(DaLifError, match="tau not a setting of neuron 'dalif'"):
+        compare_neurons(CompareOptions(neurons=("lif", "dalif"), config={"tau": 3.0}, **TINY))
+
+
 def test_a_user_npz_needs_its_test_samples(tmp_path):
     with pytest.raises(DaLifError, match="give the test samples with --test-dataset"):
         compare_neurons(CompareOptions(dataset=str(tmp_path / "train.npz"), **TINY))
