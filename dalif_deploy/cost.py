@@ -35,7 +35,7 @@ from .hardware import Hardware, hardware
 from .program import FixedProgram, Synapse
 from .timing import synaptic_depths
 
-__all__ = ["Hardware", "activity", "cost_report", "cost_rows", "energy", "hardware",
+__all__ = ["Hardware", "activity", "cost_line", "cost_report", "cost_rows", "energy", "hardware",
            "input_spikes", "resources"]
 
 
@@ -162,6 +162,11 @@ def _place(program: FixedProgram, hw: Hardware) -> tuple[dict[str, _SynGeom], li
                                     if s.source == p.name), np.zeros(p.size, np.int64)).max(
                                         initial=0)),
             "memory_bits": p.size * hw.neuron_state_bits + split + shared * k,
+            # on each of its k cores: its share of the neurons and split synapses, every
+            # shared (conv) kernel whole; the memory limit bounds this by core_memory_bits
+            "synaptic_memory_bits_per_core": math.ceil(split / k) + shared,
+            "memory_bits_per_core": math.ceil((p.size * hw.neuron_state_bits + split) / k)
+            + shared,
             "load_by_limit": {n: None if v is None else round(v, 4) for n, v in load.items()},
             "cores_by_limit": need, "cores": k, "binding_limit": binding,
             "feasible": feasible}
@@ -179,6 +184,7 @@ def resources(program: FixedProgram, hw: Hardware | None = None) -> dict[str, An
     n_cores = sum(r["cores"] for r in pops)
     neurons = sum(r["neurons"] for r in pops)
     syn_nz = sum(g.nonzero for g in geo.values())
+    cores = {r["population"]: r["cores"] for r in pops}
     chips = max(math.ceil(n_cores / hw.cores_per_chip),
                 math.ceil(neurons / max(hw.neurons_per_chip, 1)),
                 math.ceil(syn_nz / max(hw.synapses_per_chip, 1)), 1)
@@ -192,7 +198,9 @@ def resources(program: FixedProgram, hw: Hardware | None = None) -> dict[str, An
         "cores": n_cores, "chips": chips,
         "feasible": all(r["feasible"] for r in pops),
         "populations": pops,
-        "per_synapse": [g.to_dict() for g in geo.values()],
+        "per_synapse": [{**g.to_dict(), "memory_bits_per_core": g.memory_bits if g.shared
+                         else math.ceil(g.memory_bits / cores[g.syn.target])}
+                        for g in geo.values()],
         "assumptions": [
             "one population per core group (no two populations share a core)",
             "conv kernels stored once on every core of their target; dense synapses as dense "
@@ -288,15 +296,27 @@ def _macs(program: FixedProgram, hw: Hardware) -> tuple[int, int]:
     return first, sum(g.connections for g in geo.values())
 
 
+def _paper_snn(program: FixedProgram, act: Mapping[str, Any], hw: Hardware,
+               mac_first: int) -> tuple[float, float]:
+    """``(E_SNN, its first-layer MAC part)`` in nJ, 45 nm, from one activity's SynOps."""
+    graded = program.input.encoding is ANALOG
+    rest = act["synops"] - (act["synops_from_input"] if graded else 0.0)
+    first_nj = mac_first * program.timesteps * hw.energy_mac_pj * 1e-3 if graded else 0.0
+    return first_nj + rest * hw.energy_ac_pj * 1e-3, first_nj
+
+
 def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any],
-           hw: Hardware | None = None) -> dict[str, Any]:
+           hw: Hardware | None = None, float_act: Mapping[str, Any] | None = None
+           ) -> dict[str, Any]:
     """Energy per inference (ESTIMATES), in nJ.
 
     Loihi: ``E = SynOps * E_syn + updates * E_update + spikes * (E_active - E_update) +
     messages * E_msg + P_static * cores * latency``. Paper-style (45 nm, Horowitz 2014):
     ``E_SNN = E_MAC * MAC_first * T + E_AC * SynOps_rest`` for analog input (the first layer
     multiplies the analog frame every step; event input is accumulated: ``E_AC * SynOps``) and
-    ``E_ANN = E_MAC * MACs`` (the same architecture run once).
+    ``E_ANN = E_MAC * MACs`` (the same architecture run once). Papers quote the float SNN:
+    with ``float_act`` (the float model's spikes on the program's synapses) ``snn`` is its
+    figure and ``snn_fixed_point`` the emulator's beside it; without, ``snn`` is the emulator's.
     """
     hw = hw or Hardware()
     pj = 1e-3  # pJ -> nJ
@@ -306,10 +326,8 @@ def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any]
     msg = act["spike_messages"] * hw.energy_spike_message_pj * pj
     static = hw.static_power_mw_per_core * res["cores"] * act["latency_us"]  # mW * us = nJ
     mac_first, macs = _macs(program, hw)
-    graded = program.input.encoding is ANALOG
-    rest = act["synops"] - (act["synops_from_input"] if graded else 0.0)
-    first_nj = mac_first * program.timesteps * hw.energy_mac_pj * pj if graded else 0.0
-    snn = first_nj + rest * hw.energy_ac_pj * pj
+    snn_fixed, first_nj = _paper_snn(program, act, hw, mac_first)
+    snn = _paper_snn(program, float_act, hw, mac_first)[0] if float_act else snn_fixed
     ann = macs * hw.energy_mac_pj * pj
     return {
         "estimate": True, "unit": "nJ per inference",
@@ -320,23 +338,41 @@ def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any]
         "paper_45nm": {"snn": snn, "snn_first_layer_mac": first_nj, "ann": ann,
                        "ann_macs": macs, "first_layer_macs": mac_first,
                        "snn_vs_ann": snn / ann if ann else None,
+                       "snn_fixed_point": snn_fixed,
+                       "snn_synops": (float_act or act)["synops"],
+                       "spikes_from": "float model" if float_act else "fixed-point emulator",
                        "figures": f"E_AC = {hw.energy_ac_pj} pJ, E_MAC = {hw.energy_mac_pj} pJ "
-                                  "(Horowitz 2014, 45 nm); SNN spike counts from the "
-                                  "fixed-point emulator"},
+                                  "(Horowitz 2014, 45 nm)"},
     }
 
 
 def cost_report(program: FixedProgram, spikes: Mapping[str, float | np.ndarray] | None = None,
-                inputs: float | np.ndarray | None = None, hw: Hardware | None = None
+                inputs: float | np.ndarray | None = None, hw: Hardware | None = None,
+                float_spikes: Mapping[str, float | np.ndarray] | None = None
                 ) -> dict[str, Any]:
     """``{"resources": ..., "activity": ..., "energy": ...}``; without spike counts only the
-    resources."""
+    resources. ``float_spikes``: the float model's spikes per inference for every spiking
+    population (as ``spikes``), for the 45 nm estimate papers quote (:func:`energy`)."""
     hw = hw or Hardware()
     res = resources(program, hw)
     if spikes is None or inputs is None:
         return {"resources": res}
     act = activity(program, spikes, inputs, hw)
-    return {"resources": res, "activity": act, "energy": energy(program, act, res, hw)}
+    float_act = activity(program, float_spikes, inputs, hw) if float_spikes else None
+    return {"resources": res, "activity": act,
+            "energy": energy(program, act, res, hw, float_act)}
+
+
+def cost_line(report: Mapping[str, Any]) -> str | None:
+    """A :func:`cost_report`'s headline as one line of text (None without activity)."""
+    res, act, en = report.get("resources"), report.get("activity"), report.get("energy")
+    if not (res and act and en):
+        return None
+    paper = en["paper_45nm"]
+    return (f"{res['hardware']} (estimates): {res['cores']} cores, {res['chips']} chip(s); per "
+            f"inference {act['synops']:,.0f} SynOps, {act['latency_steps']} steps, "
+            f"{en['loihi']['total'] / 1000:.3g} uJ (45 nm: SNN {paper['snn'] / 1000:.3g} uJ, "
+            f"ANN {paper['ann'] / 1000:.3g} uJ)")
 
 
 def cost_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:

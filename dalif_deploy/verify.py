@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from .backend import FixedPointResult
+from .cost import cost_line
 from .errors import DaLifError
 from .neurons import neuron_layers
 
@@ -105,11 +106,13 @@ class _LayerTally:
         self.name, self.population = name, population
         self.elements = self.neurons = 0
         self.float_spikes = self.fixed_spikes = self.agree = self.nir_mismatch = 0
+        self.float_totals: Any = 0  # the reference's spikes per neuron, summed ([*shape])
 
     def add(self, fs: np.ndarray, ns: np.ndarray | None, qs: np.ndarray | None) -> None:
         self.neurons = int(np.prod(fs.shape[2:]))
         self.elements += fs.size
         self.float_spikes += int(fs.sum())
+        self.float_totals = self.float_totals + fs.sum((0, 1), dtype=np.int64)
         if ns is not None:
             self.nir_mismatch += int((fs != ns).sum())
         if qs is not None:
@@ -428,7 +431,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "seconds": seconds,
         "passed": all(c["ok"] for c in checks),
         **cost_report(program, {k: v / max(len(test), 1) for k, v in spike_sums.items()},
-                      input_sum / max(len(test), 1), opt.hardware),
+                      input_sum / max(len(test), 1), opt.hardware,
+                      _float_spikes(program, tallies, len(test))),
     }
     if ref is not None and ref != "float":
         result["reference"] = ref
@@ -453,6 +457,15 @@ def _program_weight_bits(program: Any) -> int | None:
     """The weight bits of ``program``'s synapses (None when they differ or there are none)."""
     bits = {int(s.weight_bits) for s in program.synapses}
     return bits.pop() if len(bits) == 1 else None
+
+
+def _float_spikes(program: Any, tallies: dict[str, _LayerTally], n: int
+                  ) -> dict[str, np.ndarray] | None:
+    """The float reference's spikes per neuron per inference by population, for the cost
+    model's 45 nm estimate of the float SNN; None unless every spiking population has them."""
+    got = {t.population: t.float_totals / max(n, 1) for t in tallies.values() if t.population}
+    spiking = {p.name for p in program.populations} - {program.readout.population}
+    return got if spiking and spiking <= set(got) else None
 
 
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:
@@ -500,6 +513,7 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"rate float {ly['float_rate']:.3f} fixed "
                      f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
+    lines += [f"  {c}" for c in (cost_line(r),) if c]
     lines.append(f"  time: {', '.join(f'{k} {v:.2f}s' for k, v in r['seconds'].items())}")
     lines.append("PASSED" if r["passed"] else "FAILED")
     for v in r.get("verdict", []):

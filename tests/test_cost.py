@@ -164,6 +164,16 @@ def test_energy_is_the_stated_sums():
     p = e["paper_45nm"]
     # analog input: the first layer's 12 MACs every step, the 6 spike-driven SynOps accumulate
     assert p["snn"] == pytest.approx((12 * 4 * 4.6 + 6 * 0.9) * 1e-3)
+    assert p["spikes_from"] == "fixed-point emulator" and p["snn_fixed_point"] == p["snn"]
+    # with the float model's spikes (h: 3 and 1 spikes instead of 2, 0, 1): 4 * 2 SynOps
+    rep = cost.cost_report(prog, {"h": np.array([2.0, 0.0, 1.0])},
+                           np.array([4.0, 4.0, 0.0, 4.0]), hw,
+                           float_spikes={"h": np.array([3.0, 0.0, 1.0])})
+    p = rep["energy"]["paper_45nm"]
+    assert p["spikes_from"] == "float model" and p["snn_synops"] == 36 + 8
+    assert p["snn"] == pytest.approx((12 * 4 * 4.6 + 8 * 0.9) * 1e-3)
+    assert p["snn_fixed_point"] == pytest.approx((12 * 4 * 4.6 + 6 * 0.9) * 1e-3)
+    assert rep["energy"]["loihi"] == e["loihi"]  # Loihi runs the program: fixed-point spikes
     assert p["ann"] == pytest.approx(18 * 4.6e-3) and e["estimate"] is True
 
 
@@ -231,6 +241,15 @@ def test_verify_json_and_report_carry_the_cost_table(tmp_path):
         assert key in r, key
     assert r["resources"]["neurons"] == 1546 and r["activity"]["latency_steps"] == 4 + 3
     assert r["energy"]["loihi"]["total"] > 0 and r["energy"]["paper_45nm"]["ann_macs"] == 74816
+    # the 45 nm SNN figure papers quote is the float model's; the emulator's is beside it
+    paper = r["energy"]["paper_45nm"]
+    assert paper["spikes_from"] == "float model"
+    float_synops = paper["snn_synops"]
+    assert float_synops != r["activity"]["synops"]  # the float and fixed spikes differ a little
+    assert paper["snn"] == pytest.approx(paper["snn_first_layer_mac"] + 0.9e-3 * (
+        float_synops - r["activity"]["synops_from_input"]))
+    assert paper["snn_fixed_point"] == pytest.approx(paper["snn_first_layer_mac"] + 0.9e-3 * (
+        r["activity"]["synops"] - r["activity"]["synops_from_input"]))
     write_report(r, art, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "Loihi 2 resources and cost (estimates)" in html and "binding limit" in html
@@ -249,3 +268,23 @@ def test_emulator_spike_totals_are_the_recorded_spikes_per_neuron(mode):
     assert r.spike_totals["c"].sum() > 0
     assert np.array_equal(r.spike_totals["c"], r.spikes["c"].sum((0, 1), dtype=np.int64))
     assert r.spike_totals["c"].sum() == r.spike_counts.sum()
+
+
+def test_memory_per_core_by_hand():
+    """Split synapses and neuron state divide over a population's cores; a conv kernel is
+    held whole on each of them."""
+    small = cost.hardware(core_memory_bits=200)
+    res = cost.resources(_dense_program(), small)
+    h = _pops(res)["h"]
+    # h: 3 * 64 + 96 = 288 bits over 200-bit cores -> 2 cores; its dense input synapse,
+    # 12 * 8 = 96 bits, split between them
+    assert h["cores"] == 2 and h["binding_limit"] == "memory"
+    assert h["synaptic_memory_bits_per_core"] == 48
+    assert h["memory_bits_per_core"] == (3 * 64 + 96) // 2
+    syn = {s["name"]: s for s in res["per_synapse"]}
+    assert syn["in"]["memory_bits_per_core"] == 48 and syn["out"]["memory_bits_per_core"] == 48
+    res = cost.resources(_conv_program(), cost.hardware(neurons_per_core=16))
+    c = _pops(res)["c"]  # 32 neurons on 2 cores, the 18-entry kernel (144 bits) on both
+    assert c["cores"] == 2 and c["synaptic_memory_bits_per_core"] == 144
+    assert c["memory_bits_per_core"] == 16 * 64 + 144 and c["memory_bits"] == 32 * 64 + 2 * 144
+    assert {s["name"]: s for s in res["per_synapse"]}["conv"]["memory_bits_per_core"] == 144

@@ -59,6 +59,10 @@ def cli_simulate(args: argparse.Namespace) -> int:
     line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
             f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s)")
-    print(line, file=sys.stderr if args.json == "-" else sys.stdout)
+    from ..cost import cost_line
+
+    for text in (line, cost_line(result.extras)):  # the cost model's: emulator runs only
+        if text:
+            print(text, file=sys.stderr if args.json == "-" else sys.stdout)
     emit_json(result.to_dict(), args.json)
     return 0
