@@ -12,10 +12,14 @@ weights count exactly as written), conv ``stride``/``padding``/``dilation``/``gr
 so the program's arithmetic (docs/DESIGN.md section 4) maps one to one, except what netx cannot
 say, which :func:`check_netx` refuses:
 
-* topology: netx is a chain (each layer feeds the next); residual fan-in is refused;
-* decays: one ``du``/``dv`` per layer (per-channel DA-LIF decays are refused);
+* topology: netx is a chain (each layer feeds the next; 0.6.0's ``concat``, ``average`` and
+  ``pool`` layers raise NotImplementedError); a residual join or skip is refused, named;
+* decays: one ``du`` per layer; per-channel DA-LIF ``dv`` is written per neuron (netx passes
+  a ``vDecay`` array to Lava's LIF unchanged);
 * bias: netx fixes ``bias_exp = 6``, so only biases that are multiples of 64 (in v units)
-  are exact; the quantiser's finer biases (digits-cnn: ``bias_exp`` 1 and 0) are refused;
+  are exact; the quantiser's finer biases (digits-cnn: ``bias_exp`` 1 and 0) are refused,
+  and ``quantize_graph(..., netx=True)`` (``export --netx``, ``quantize --netx``) quantises
+  onto that grid in the first place;
 * synapses: a Dense weight ``w * 2^weight_exp`` must be an integer in [-256, 254] (then netx
   applies it exactly); a conv must have ``weight_exp = 0`` (netx's Conv has no exponent);
 * input: analog input reaches the first layer as 8-bit graded spikes only when the loader
@@ -44,11 +48,8 @@ from dalif_deploy.encoding import ANALOG
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.fixed_point import effective_bias, effective_weights
 from dalif_deploy.io import atomic_path
-from dalif_deploy.limits import BIAS_MANT_MAX, DECAY_MAX
+from dalif_deploy.limits import BIAS_MANT_MAX, DECAY_MAX, NETX_BIAS_EXP, NETX_DENSE_RANGE
 from dalif_deploy.program import FixedProgram, Population, Synapse
-
-NETX_BIAS_SHIFT = 6  # netx's CUBA neuron fixes bias_exp = 6
-NETX_DENSE_RANGE = (-256, 254)  # what netx's optimize_weight_bits keeps without clipping
 
 
 def _chain(program: FixedProgram) -> list[tuple[Synapse, Population]]:
@@ -58,9 +59,13 @@ def _chain(program: FixedProgram) -> list[tuple[Synapse, Population]]:
         incoming = program.incoming(pop.name)
         if len(incoming) != 1 or incoming[0].source != source:
             srcs = [s.source for s in incoming]
-            raise DaLifError(f"netx export: population {pop.name} is fed by {srcs}; netx "
-                             f"expresses a chain only (each layer fed by the one before, here "
-                             f"{source!r}), not residual fan-in or skips: export a chain model")
+            what = (f"a residual join: it adds {srcs}" if len(srcs) > 1
+                    else f"fed by {srcs}, not by the layer before ({source!r})")
+            raise DaLifError(f"netx export: population {pop.name} is {what}; lava-dl netx "
+                             "0.6.0 builds a chain only (each block has one input; its "
+                             "'concat', 'average' and 'pool' layers raise NotImplementedError), "
+                             "so skips and residual joins cannot be written: export a chain "
+                             "model, or run this one on the lava backend")
         layers.append((incoming[0], pop))
         source = pop.name
     if source != program.readout.population or len(program.synapses) != len(layers):
@@ -91,11 +96,11 @@ def _netx_weights(syn: Synapse) -> np.ndarray:
 
 def _netx_bias(pop: Population) -> np.ndarray:
     b = effective_bias(pop.bias_mant, pop.bias_exp)
-    if np.any(b % (1 << NETX_BIAS_SHIFT)):
+    if np.any(b % (1 << NETX_BIAS_EXP)):
         raise DaLifError(f"netx export: population {pop.name}: bias (mantissa << {pop.bias_exp})"
                          f" is not a multiple of 64; netx's CUBA neuron fixes bias_exp = 6 and "
                          "cannot express it exactly")
-    m = b >> NETX_BIAS_SHIFT
+    m = b >> NETX_BIAS_EXP
     if m.size and np.abs(m).max() > BIAS_MANT_MAX:
         raise DaLifError(f"netx export: population {pop.name}: bias / 64 reaches "
                          f"{int(np.abs(m).max())}; with netx's fixed bias_exp = 6 the 13-bit "
@@ -104,13 +109,17 @@ def _netx_bias(pop: Population) -> np.ndarray:
 
 
 def _neuron(pop: Population) -> dict[str, Any]:
-    if np.unique(pop.dv).size != 1:
-        raise DaLifError(f"netx export: population {pop.name} has {np.unique(pop.dv).size} "
-                         "per-channel decays; netx's CUBA neuron takes one vDecay per layer: "
-                         "train with per-layer decays")
+    """The CUBA neuron group. One decay per layer is written as a scalar; per-channel decays
+    as a per-neuron ``vDecay`` array in netx's order (dense: (N,); conv: (W, H, C)), which
+    netx passes to Lava's LIF as its per-neuron ``dv`` (measured exact, tests/test_netx.py)."""
     if not 0 <= pop.du <= DECAY_MAX:
         raise DaLifError(f"netx export: population {pop.name}: du {pop.du} outside 0..4095")
-    return {"type": "CUBA", "iDecay": int(pop.du) + 1, "vDecay": int(pop.dv[0]),
+    if pop.dv.size == 1:
+        dv: Any = int(pop.dv[0])
+    else:
+        full = np.broadcast_to(pop.dv.reshape(-1, *([1] * (len(pop.shape) - 1))), pop.shape)
+        dv = np.ascontiguousarray(full.transpose(*range(len(pop.shape))[::-1]), np.int64)
+    return {"type": "CUBA", "iDecay": int(pop.du) + 1, "vDecay": dv,
             "vThMant": int(pop.vth), "refDelay": 1, "gradedSpike": False}
 
 
@@ -175,3 +184,33 @@ def write_netx(program: FixedProgram, path: str | os.PathLike) -> dict[str, Any]
     return {"path": str(path), "layers": len(records) - 1 - sum(r["type"] == "flatten"
                                                                 for r in records),
             **netx_load_args(program)}
+
+
+def export_netx(ckpt_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                model: str | None = None, timesteps: int | None = None, weight_bits: int = 8,
+                calibration: Any = None, run: Any = None,
+                program_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``export --netx``: checkpoint -> NIR -> a netx-exact program -> netx HDF5 at
+    ``out_path`` (and the same program as ``.fxp`` at ``program_path``).
+
+    The program is quantised with ``quantize_graph(..., netx=True)`` (biases on netx's fixed
+    64-unit grid, integer dense weights), so what netx loads is exactly the program the
+    emulator and the lava backend run; ``calibration``/``run``/``weight_bits`` are
+    :func:`~dalif_deploy.converters.nir_to_fixed.quantize_graph`'s. Refused (nothing
+    written): what :func:`check_netx` refuses.
+    """
+    from dalif_deploy.program import save_program
+
+    from .nir_to_fixed import quantize_graph
+    from .torch_to_nir import checkpoint_graph
+
+    graph, summary = checkpoint_graph(ckpt_path, model, timesteps)
+    program = quantize_graph(graph, weight_bits=weight_bits, calibration=calibration, run=run,
+                             netx=True)
+    check_netx(program)
+    if program_path is not None:
+        save_program(program, program_path)
+    written = write_netx(program, out_path)
+    return {**summary, **written, "netx": str(out_path),
+            "program": None if program_path is None else str(program_path),
+            "quant_table": program.quant_table, "input_scale": program.input.scale}

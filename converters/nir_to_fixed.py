@@ -46,6 +46,7 @@ from dalif_deploy.limits import (
     DECAY_MAX,
     DECAY_UNIT,
     INPUT_BITS_RANGE,
+    NETX_BIAS_EXP,
     TIMESTEPS_MAX,
     U_LIMIT,
     VTH_MAX,
@@ -130,9 +131,20 @@ class _Layer:
         return out
 
 
+def _dense_exp_range(weight_bits: int, netx: bool) -> tuple[int, int]:
+    """The mantissa exponents ``e`` a dense synapse may take (weights ``m * 2^e``, stored as
+    ``m << k`` with ``weight_exp = e - k``). netx applies integer weights in [-256, 254] with
+    no exponent, so there ``e`` is 0 .. 9 - weight_bits (``(qmax + 1) 2^e <= 256``)."""
+    k = WEIGHT_BITS_RANGE[1] - weight_bits
+    if netx:
+        return 0, 1 + k
+    return WEIGHT_EXP_RANGE[0] + k, WEIGHT_EXP_RANGE[1] + k
+
+
 def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap: float,
-                  graded_input: bool) -> float:
+                  graded_input: bool, netx: bool = False) -> float:
     qmax, k = 2 ** (weight_bits - 1) - 1, 8 - weight_bits
+    e_top = _dense_exp_range(weight_bits, netx)[1]
     bounds = [cap]
     if layer.lif and layer.lif["du"] < DECAY_MAX:  # u-overflow: sum |a| <= 2^24 / 64
         src = [2.0 ** (INPUT_BITS_RANGE[1] - 1) if p.source == "__input__" and graded_input
@@ -143,12 +155,13 @@ def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap:
             bounds.append(U_OVERFLOW_FILL * 2 * U_LIMIT / 64 / a_u)
     bmax = float(np.abs(layer.bias_f).max(initial=0))
     if bmax:
-        bounds.append(BIAS_MANT_MAX * 2.0 ** BIAS_EXP_RANGE[1] / bmax / 1.01)
+        top = NETX_BIAS_EXP if netx else BIAS_EXP_RANGE[1]
+        bounds.append(BIAS_MANT_MAX * 2.0 ** top / bmax / 1.01)
     for f, t in zip(layer.fused, targets, strict=True):
         tm = float(np.abs(t).max(initial=0))
         if tm:
             bounds.append(64 * (qmax + 0.49) * 2.0**k / tm if f.kind == "conv"
-                          else 64 * qmax * 2.0 ** (WEIGHT_EXP_RANGE[1] + k) / tm)
+                          else 64 * qmax * 2.0 ** e_top / tm)
     if layer.lif is None:  # readout: worst case of T steps within READOUT_FILL * 64 * VTH_MAX
         worst = sum(float(np.abs(t).reshape(t.shape[0], -1).sum(1).max(initial=0))
                     for t in targets) + bmax
@@ -168,10 +181,10 @@ def _weight_errors(deq: np.ndarray, ta: np.ndarray) -> WeightErrors:
 
 
 def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, timesteps: int,
-                    graded_input: bool
+                    graded_input: bool, netx: bool = False
                     ) -> tuple[Population, list[Synapse], dict[str, Any], dict[str, WeightErrors]]:
     qmax = 2 ** (weight_bits - 1) - 1
-    lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap, graded_input)
+    lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap, graded_input, netx)
     if layer.lif:
         v_th, ge = layer.lif["v_th"], layer.lif["cond"] == ">="
         vth = math.floor((lam * v_th - ge) / 64)
@@ -197,7 +210,7 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
         if f.kind == "conv":  # weight_exp 0: Lava's Conv ignores the exponent
             e, m = 0, np.rint(ta / 2.0**k)
         else:
-            e = max(_mant_exp(ta, qmax), WEIGHT_EXP_RANGE[0] + k)
+            e = max(_mant_exp(ta, qmax), _dense_exp_range(weight_bits, netx)[0])
             m = np.rint(ta / 2.0**e)
             if e < 0:  # floor((m.s) * 2^e) loses (1 - 2^e)/2 on average: add it back as bias
                 comp += 32.0 * (1 - 2.0**e)
@@ -219,6 +232,8 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     b_v = lam * layer.bias_f + comp
     bmax = float(np.abs(b_v).max(initial=0))
     bexp = max(0, math.ceil(math.log2(bmax / BIAS_MANT_MAX))) if bmax > BIAS_MANT_MAX else 0
+    if netx:  # netx's CUBA neuron fixes the exponent; the scale bound keeps the mantissa in range
+        bexp = NETX_BIAS_EXP
     mant = np.clip(np.rint(b_v / 2.0**bexp), -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64)
     bias_err = float(np.abs(mant * 2.0**bexp - b_v).max(initial=0)) / lam
     pop = Population(name=layer.name, shape=layer.shape, dv=dv, vth=vth, bias_mant=mant,
@@ -302,7 +317,7 @@ def calibrated_input_scale(x: np.ndarray, bits: int = 8) -> float:
 def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any = None, *,
                    run: CalibrationRun | None = None, timesteps: int | None = None,
                    encoding: str | None = None, input_scale: float | None = None,
-                   dt: float | None = None) -> FixedProgram:
+                   dt: float | None = None, netx: bool = False) -> FixedProgram:
     """Quantise a NIR graph (as exported by dalif-deploy) to a :class:`FixedProgram`.
 
     ``calibration``: float samples as ``load_dataset`` gives them; sets the analog input scale
@@ -310,6 +325,12 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     calibration)`` (see :data:`CalibrationRun`; pass the emulator) runs them. Without it the
     analog input is assumed to lie in [-1, 1] (scale 127) unless ``input_scale`` is given.
     Every synapse's weight errors are recorded in ``program.weight_errors``.
+
+    ``netx=True`` quantises onto what lava-dl netx's CUBA layers can hold exactly (for
+    :func:`~dalif_deploy.converters.fxp_to_netx.write_netx`): every bias on netx's fixed
+    ``bias_exp = 6`` grid (multiples of 64 in v units; the scale is bounded so the 13-bit
+    mantissa holds it) and dense weights as plain integers in [-256, 254] (mantissa exponent 0
+    .. 9 - weight_bits, so no floor of a negative weight exponent and no bias compensation).
     """
     weight_bits = check_weight_bits(weight_bits)
     if calibration is not None and run is None:
@@ -333,7 +354,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
         pops, syns, table, errors = [], [], [], {}
         for ly in layers:
             p, s, row, err = _quantise_layer(ly, targets[ly.name], caps[ly.name],
-                                             int(weight_bits), t, enc is ANALOG)
+                                             int(weight_bits), t, enc is ANALOG, netx)
             pops.append(p)
             syns += s
             table.append(row)
@@ -344,6 +365,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
             synapses=syns, readout=Readout("readout", out_scale), timesteps=t, quant_table=table,
             metadata={"source": "nir", "weight_bits": int(weight_bits), "dt": dt,
                       "calibrated": calibration is not None, "calibration_rounds": rnd,
+                      **({"netx": True} if netx else {}),
                       **{k: v for k, v in (graph.metadata or {}).items()
                          if isinstance(v, (str, int, float, bool))}},
             weight_errors=errors)

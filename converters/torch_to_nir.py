@@ -295,10 +295,10 @@ def write_nir(graph: nir.NIRGraph, out_path: str | Path) -> None:
         nir.write(tmp, graph)
 
 
-def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | None = None,
-                      timesteps: int | None = None) -> dict[str, Any]:
-    """Export checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model`` name) to a
-    ``.nir`` file written atomically; returns a summary dict."""
+def checkpoint_graph(ckpt_path: str | Path, model: str | None = None,
+                     timesteps: int | None = None) -> tuple[nir.NIRGraph, dict[str, Any]]:
+    """The NIR graph of checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model``
+    name) and a summary dict (what :func:`export_checkpoint` reports, less the file)."""
     from dalif_deploy.checkpoint import load_model
 
     net, ckpt = load_model(ckpt_path, model, timesteps)
@@ -310,8 +310,18 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | 
              "dataset": spec["dataset"]}
     graph = export_nir(net, shape, ckpt.timesteps, encoding=spec["encoding"],
                        normalization=spec["normalization"], metadata=extra)
-    write_nir(graph, out_path)
     lifs = [k for k, v in graph.nodes.items() if isinstance(v, nir.LIF)]
-    return {"nir": str(out_path), "checkpoint": str(ckpt_path), "model": ckpt.model_name,
-            "timesteps": ckpt.timesteps, "input_shape": list(shape), "nodes": len(graph.nodes),
-            "edges": len(graph.edges), "lif_layers": lifs, "sha256": ckpt.sha256}
+    return graph, {"checkpoint": str(ckpt_path), "model": ckpt.model_name,
+                   "timesteps": ckpt.timesteps, "input_shape": list(shape),
+                   "nodes": len(graph.nodes), "edges": len(graph.edges), "lif_layers": lifs,
+                   "sha256": ckpt.sha256, "dataset": spec["dataset"],
+                   "encoding": spec["encoding"]}
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, model: str | None = None,
+                      timesteps: int | None = None) -> dict[str, Any]:
+    """Export checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model`` name) to a
+    ``.nir`` file written atomically; returns a summary dict."""
+    graph, summary = checkpoint_graph(ckpt_path, model, timesteps)
+    write_nir(graph, out_path)
+    return {"nir": str(out_path), **summary}

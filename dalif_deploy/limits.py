@@ -25,6 +25,10 @@ LAVA_CONV_PARAM_MAX = 127  # Lava's Conv stores kernel size, stride, padding, gr
 MAX_DELAY = 63  # DelaySparse delays are 6-bit
 INT32_SAFE = (2**31 - 2**23) // 64  # |a| above this overflows Lava's int32 (a << 6) + u
 FAN_IN_MAX = 4096  # nonzero synapses into one neuron that we accept without a warning
+# lava-dl netx 0.6.0 (converters/fxp_to_netx.py): its CUBA neuron fixes bias_exp = 6, and its
+# Dense keeps integer weights in this range exactly (optimize_weight_bits)
+NETX_BIAS_EXP = 6
+NETX_DENSE_RANGE = (-256, 254)
 # input
 INPUT_BITS_RANGE = (2, 8)  # graded (analog) input spikes
 # run length

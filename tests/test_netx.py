@@ -115,20 +115,67 @@ def assert_netx_exact(program: FixedProgram, frames: np.ndarray, tmp: Path) -> d
 
 @pytest.mark.lava
 def test_dense_chain_netx_exact(tmp_path):
+    """Per-layer decays and a current decay, and lif0 with one decay per neuron (netx writes
+    them as a vDecay array; they change every output here, so a dropped array would show)."""
     program = dense_chain()
-    assert_netx_exact(program, event_frames(program, 3), tmp_path)
+    frames = event_frames(program, 3)
+    assert_netx_exact(program, frames, tmp_path)
+    from dalif_deploy.targets.emulator import emulate
+
+    before = emulate(program, frames, mode="sync").outputs
+    program.populations[0].dv = np.arange(24) * 100 + 100
+    assert np.all(emulate(program, frames, mode="sync").outputs != before)
+    assert_netx_exact(program, frames, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_netx(tmp_path_factory):
+    """``export --netx`` of the shipped digits-cnn (calibrated on 64 training images): the
+    netx file and the program it holds."""
+    from test_lava_digits import CHECKPOINTS
+
+    from dalif_deploy.cli import main
+    from dalif_deploy.program import load_program
+
+    d = tmp_path_factory.mktemp("netx")
+    assert main(["export", str(CHECKPOINTS / "digits-cnn.pt"), "--netx", str(d / "cnn.h5"),
+                 "--program", str(d / "cnn.fxp"), "--calibrate", "digits",
+                 "--calibration-samples", "64"]) == 0
+    return d / "cnn.h5", load_program(d / "cnn.fxp")
+
+
+def test_export_netx_digits_cnn_on_grid(digits_cnn_netx):
+    """Every bias on netx's exponent 6, every conv weight_exp 0: the program is netx's as is."""
+    _, program = digits_cnn_netx
+    assert {p.bias_exp for p in program.populations} == {6}
+    assert program.metadata["netx"] is True
+    check_netx(program)
 
 
 @pytest.mark.lava
-def test_digits_cnn_on_netx_grid_exact(tmp_path):
-    """digits-cnn (conv, conv, dense; graded 8-bit input) with its biases rounded to netx's
-    64-unit grid: netx and the emulator agree exactly."""
-    from dalif_deploy.targets.emulator import encode_input
-    from test_lava_digits import digits_program
+@pytest.mark.parametrize("decays", ["per-layer", "per-channel"])
+def test_digits_cnn_netx_exact(decays, digits_cnn_netx, tmp_path):
+    """The exported digits-cnn (conv, conv, dense; graded 8-bit input), as exported and with
+    one decay per channel: netx's network, our lava backend and the emulator agree exactly."""
+    from dalif_deploy.targets.emulator import emulate, encode_input
+    from dalif_deploy.targets.lava import run_lava
+    from test_lava_digits import per_channel
 
     from dalif_deploy.data import load_dataset
-    from dalif_deploy.fixed_point import effective_bias
-    from dalif_deploy.limits import BIAS_MANT_MAX
+
+    _, program = digits_cnn_netx
+    if decays == "per-channel":
+        program = per_channel(program)
+        assert all(p.dv.size == p.shape[0] for p in program.populations[:-1])
+    x = load_dataset("digits", split="test").x[:3]
+    assert_netx_exact(program, encode_input(program, x), tmp_path)
+    np.testing.assert_array_equal(run_lava(program, x, timeout=240.0).outputs,
+                                  emulate(program, x).outputs)
+
+
+def test_plain_quantiser_digits_cnn_is_off_netx_grid(tmp_path):
+    """Without netx mode the quantiser's finer biases are refused, naming the population."""
+    from test_lava_digits import digits_program
 
     program = digits_program("digits-cnn", tmp_path)
     # as quantised, lif1's bias (bias_exp 7) overflows netx's 13-bit mantissa at bias_exp 6
@@ -138,18 +185,6 @@ def test_digits_cnn_on_netx_grid_exact(tmp_path):
     program.populations[0].bias_exp = 6
     with pytest.raises(DaLifError, match="lif2: bias .* not a multiple of 64"):
         check_netx(program)
-    program.populations[0].bias_exp = 7
-    for p in program.populations:
-        b = np.round(effective_bias(p.bias_mant, p.bias_exp) / 64).astype(np.int64)
-        p.bias_mant = np.clip(b, -BIAS_MANT_MAX, BIAS_MANT_MAX)
-        p.bias_exp = 6
-    x = load_dataset("digits", split="test").x[:3]
-    assert_netx_exact(program, encode_input(program, x), tmp_path)
-    from dalif_deploy.targets.emulator import emulate
-    from dalif_deploy.targets.lava import run_lava
-
-    np.testing.assert_array_equal(run_lava(program, x, timeout=240.0).outputs,
-                                  emulate(program, x).outputs)
 
 
 def test_refuses_fine_bias():
@@ -157,11 +192,21 @@ def test_refuses_fine_bias():
         check_netx(dense_chain(bias_step=1))
 
 
-def test_refuses_per_channel_decay():
+def test_per_channel_conv_decay_layout(tmp_path):
+    """A conv population's per-channel decays are written per neuron in netx's (W, H, C)."""
+    import h5py
+    from dalif_deploy.converters.fxp_to_netx import _neuron
+
+    pop = Population("c", (3, 2, 4), dv=np.array([10, 20, 30]), vth=5, du=4095,
+                     bias_mant=np.zeros((3, 2, 4), np.int64), bias_exp=0)
+    dv = _neuron(pop)["vDecay"]
+    assert dv.shape == (4, 2, 3)
+    np.testing.assert_array_equal(dv[1, 0], [10, 20, 30])
     program = dense_chain()
     program.populations[0].dv = np.arange(24) + 100
-    with pytest.raises(DaLifError, match="lif0 has 24 per-channel decays"):
-        check_netx(program)
+    write_netx(program, tmp_path / "n.h5")
+    with h5py.File(tmp_path / "n.h5", "r") as f:
+        np.testing.assert_array_equal(f["layer/2/neuron/vDecay"][()], np.arange(24) + 100)
 
 
 def test_refuses_residual_fan_in():
@@ -169,7 +214,7 @@ def test_refuses_residual_fan_in():
     w = np.zeros((6, 24), np.int64)
     program.synapses.append(Synapse("lif0->readout", "lif0", "readout", "dense", w,
                                     input_shape=(24,), output_shape=(6,)))
-    with pytest.raises(DaLifError, match="readout is fed by .*chain only"):
+    with pytest.raises(DaLifError, match=r"readout is a residual join: it adds \[.lif1"):
         check_netx(program)
 
 
@@ -184,25 +229,40 @@ def test_refuses_inexact_dense_exponent():
 def test_refuses_digits_resnet(tmp_path):
     from test_lava_digits import digits_program
 
-    with pytest.raises(DaLifError, match="chain only"):
+    with pytest.raises(DaLifError, match="layers.0.lif2 is a residual join: it adds"):
         check_netx(digits_program("digits-resnet", tmp_path))
 
 
-def test_cli_quantize_netx_refuses_digits_cnn(tmp_path, capsys):
-    """The shipped digits-cnn, as quantised, has biases netx cannot hold: one error line, exit
-    2, and neither file written."""
-    from dalif_deploy.converters.torch_to_nir import export_checkpoint
+def test_cli_export_netx_refuses_digits_resnet(tmp_path, capsys):
+    """The shipped digits-resnet has residual joins netx cannot build: one error line naming
+    the join, exit 2, no file written."""
     from test_lava_digits import CHECKPOINTS
 
     from dalif_deploy.cli import main
 
-    export_checkpoint(CHECKPOINTS / "digits-cnn.pt", tmp_path / "m.nir")
-    rc = main(["quantize", str(tmp_path / "m.nir"), "-o", str(tmp_path / "m.fxp"),
-               "--calibrate", "digits", "--calibration-samples", "64",
-               "--netx", str(tmp_path / "m.h5")])
+    rc = main(["export", str(CHECKPOINTS / "digits-resnet.pt"), "--netx", str(tmp_path / "r.h5"),
+               "--program", str(tmp_path / "r.fxp")])
     assert rc == 2
-    assert "error: netx export: population lif1: bias / 64" in capsys.readouterr().err
-    assert not (tmp_path / "m.h5").exists() and not (tmp_path / "m.fxp").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: netx export: population layers.0.lif2 is a residual "
+                              "join: it adds ['layers.0.lif1', 'lif1']"), err
+    assert not (tmp_path / "r.h5").exists() and not (tmp_path / "r.fxp").exists()
+
+
+def test_quantize_netx_mode_puts_biases_on_grid():
+    """netx=True on a graph whose plain program netx refuses (fine biases): every bias on
+    exponent 6, dense weights integers (weight_exp >= 0), and check_netx passes."""
+    from dalif_deploy.converters.nir_to_fixed import quantize_graph
+    from dalif_deploy.converters.torch_to_nir import export_nir
+    from nir_helpers import lively_model
+
+    graph = export_nir(lively_model("digits-cnn", width=4), (1, 8, 8), 4, encoding="analog")
+    with pytest.raises(DaLifError, match="netx export"):
+        check_netx(quantize_graph(graph))
+    program = quantize_graph(graph, netx=True)
+    assert {p.bias_exp for p in program.populations} == {6}
+    check_netx(program)
+    assert all(s.weight_exp >= 0 for s in program.synapses if s.kind == "dense")
 
 
 def test_written_file_layout(tmp_path):

@@ -23,7 +23,7 @@ BACKENDS = tuple(_REGISTRY)  # the registry's names (naming them imports no back
 EPILOG = """\
 pipeline:
   train      train a zoo model on bundled data           -> checkpoint (.pt)
-  export     checkpoint -> NIR graph (.nir) or ONNX (.onnx)
+  export     checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)
   quantize   NIR graph -> Loihi 2 fixed-point program (.fxp)
   simulate   run a checkpoint / graph / program on a backend, report accuracy (JSON)
   verify     float vs NIR vs fixed point vs Lava, one report
@@ -171,6 +171,16 @@ def hardware_from_args(args: argparse.Namespace):  # -> Hardware | None
     return hardware(args.hardware, assignments=args.hw or ())
 
 
+def _add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
+    """The quantiser's options (quantize, and export --netx which quantises too)."""
+    p.add_argument("--calibrate", metavar="DATASET", help=f"{when}refine scales on this data "
+                   "set (a name or an .npz as `dataset` writes it)")
+    p.add_argument("--calibration-samples", type=int, default=256,
+                   help=f"{when}training samples used for calibration (at most)")
+    p.add_argument("--weight-bits", type=int, default=8,
+                   help=f"{when}weight mantissa bits, 2..8 (Loihi 2: 8)")
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
@@ -249,14 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hardware(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))
 
-    p = sub.add_parser("export", help="checkpoint -> NIR (or ONNX)",
+    p = sub.add_parser("export", help="checkpoint -> NIR, ONNX or lava-dl netx",
                        description="Export a checkpoint (or a plain state_dict with --model) "
-                       "to a NIR graph (-o model.nir) and/or ONNX (--onnx model.onnx).")
+                       "to a NIR graph (-o model.nir), ONNX (--onnx model.onnx) and/or lava-dl "
+                       "netx HDF5 (--netx model.h5: NIR -> the quantiser in netx mode -> the "
+                       "file `netx.hdf5.Network` loads, bit-exact with the emulator; chain "
+                       "models with per-layer decays only).")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) or plain state_dict")
     p.add_argument("-o", "--out", help="NIR file to write")
     p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
+    p.add_argument("--netx", metavar="H5", help="lava-dl netx HDF5 file to write (biases "
+                   "quantised onto netx's fixed bias_exp 6, integer dense weights)")
+    p.add_argument("--program", metavar="FXP", help="with --netx: also write the exported "
+                   "program (.fxp) for simulate/verify")
+    _add_quantiser_options(p, "with --netx: ")
+    add_data_options(p)
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
+    _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.export:cli_export"))
 
     p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
@@ -264,12 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(.fxp) and print the per-layer quantisation table.")
     p.add_argument("graph", metavar="MODEL.nir", help="NIR graph to quantise")
     p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
-    p.add_argument("--calibrate", metavar="DATASET", help="refine scales on this data set "
-                   "(a name or an .npz as `dataset` writes it)")
-    p.add_argument("--calibration-samples", type=int, default=256,
-                   help="training samples used for calibration (at most)")
-    p.add_argument("--weight-bits", type=int, default=8,
-                   help="weight mantissa bits, 2..8 (Loihi 2: 8)")
+    _add_quantiser_options(p)
     add_data_options(p)
     p.add_argument("--from", dest="exporter", metavar="EXPORTER",
                    help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
@@ -280,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
-    p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5 "
-                   "(chain programs with per-layer decays and netx-exact biases only)")
+    p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "
+                   "quantises onto netx's grid (biases in multiples of 64, integer dense "
+                   "weights; chain graphs with per-layer decays only)")
     _add_json(p)
     _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.quantize:cli_quantize"))
@@ -434,7 +450,7 @@ STDOUT_ARGS = ("json",)
 #: per command: (argument names holding output files, argument names holding input files)
 FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train": (("out",), ()),
-    "export": (("out", "onnx"), ("checkpoint",)),
+    "export": (("out", "onnx", "netx", "program"), ("checkpoint", "calibrate")),
     "quantize": (("out", "json", "netx"), ("graph", "calibrate")),
     "dataset": (("out",), ()),
     "compare": (("json", "plot"), ("dataset", "test_dataset")),

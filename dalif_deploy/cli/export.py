@@ -1,18 +1,23 @@
-"""``dalif-deploy export CKPT -o model.nir [--onnx model.onnx]``."""
+"""``dalif-deploy export CKPT -o model.nir [--onnx model.onnx] [--netx model.h5]``."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
 
 
 def cli_export(args: argparse.Namespace) -> int:
     """Export a checkpoint (or a plain state_dict with ``--model``/``--timesteps``)."""
-    if not args.out and not getattr(args, "onnx", None):
-        raise DaLifError("nothing to write: pass -o model.nir and/or --onnx model.onnx")
+    if not args.out and not args.onnx and not args.netx:
+        raise DaLifError("nothing to write: pass -o model.nir, --onnx model.onnx and/or "
+                         "--netx model.h5")
     if args.timesteps is not None and args.timesteps < 1:
         raise DaLifError(f"--timesteps must be >= 1, got {args.timesteps}")
+    if args.program and not args.netx:
+        raise DaLifError("--program writes the program of the netx export: pass --netx too "
+                         "(or use `quantize` on the NIR graph)")
     if args.out:
         from ..converters.torch_to_nir import export_checkpoint
 
@@ -21,7 +26,7 @@ def cli_export(args: argparse.Namespace) -> int:
         print(f"wrote {s['nir']}: {s['model']}, T={s['timesteps']}, input "
               f"{tuple(s['input_shape'])}, {s['nodes']} nodes, {s['edges']} edges, "
               f"{len(s['lif_layers'])} LIF layers (checkpoint sha256 {s['sha256'][:12]})")
-    if getattr(args, "onnx", None):
+    if args.onnx:
         from ..converters.torch_to_onnx import export_onnx_from_checkpoint
 
         o = export_onnx_from_checkpoint(args.checkpoint, args.onnx, model=args.model,
@@ -29,4 +34,31 @@ def cli_export(args: argparse.Namespace) -> int:
         print(f"wrote {o['onnx']}: {o['model']} unrolled over T={o['timesteps']}, "
               f"{o['encoding']} input {tuple(o['input_shape'])}, opset {o['opset']}, "
               f"{o['dalif_layers']} neuron layers")
+    if args.netx:
+        _export_netx(args)
     return 0
+
+
+def _export_netx(args: argparse.Namespace) -> None:
+    from ..checkpoint import load_checkpoint
+    from ..converters.fxp_to_netx import export_netx
+    from ..converters.nir_to_fixed import format_table
+    from . import note
+    from .quantize import calibration_data, input_range_note
+
+    ckpt = load_checkpoint(args.checkpoint, args.model, args.timesteps)
+    spec = ckpt.model_input()
+    cal, run = calibration_data(args.checkpoint, args, encoding=spec["encoding"],
+                           input_shape=spec["input_shape"],
+                           timesteps=args.timesteps or ckpt.timesteps, made_for=spec["dataset"])
+    n = export_netx(args.checkpoint, args.netx, model=args.model, timesteps=args.timesteps,
+                    weight_bits=args.weight_bits, calibration=cal, run=run,
+                    program_path=args.program)
+    note(args, format_table(n["quant_table"]))
+    if cal is None and Encoding.find(spec["encoding"]) is ANALOG:
+        input_range_note(args, n["input_scale"])
+    print(f"wrote {args.netx}: netx HDF5 of {n['model']}, {n['layers']} layers, biases on "
+          f"netx's 64-unit grid (load with input_message_bits={n['input_message_bits']}, "
+          f"reset_interval={n['reset_interval']}, reset_offset={n['reset_offset']}; run "
+          f"{n['steps']} steps per sample)" + (f"; its program: {args.program}"
+                                               if args.program else ""))

@@ -11,6 +11,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..backends import load_for_model
 from ..converters.nir_conventions import read_conventions
@@ -22,6 +23,33 @@ from ..program import save_program
 from . import emit_json, event_options, note, warn
 
 
+def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str,
+                input_shape: Any, timesteps: int | None, made_for: str | None = None
+                ) -> tuple[Any, Any]:
+    """``(samples, run)`` for ``quantize_graph`` from ``--calibrate`` and
+    ``--calibration-samples`` (the training split, checked against the model's input; ``(None,
+    None)`` without ``--calibrate``)."""
+    if args.calibration_samples < 1:
+        raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
+    calibrate = event_options(args.calibrate, args, "--calibrate")
+    if not calibrate:
+        return None, None
+    from ..targets.emulator import emulate
+
+    ds = load_for_model(model_path, calibrate, "train", args.data_dir,
+                        int(args.calibration_samples), encoding=encoding,
+                        input_shape=input_shape, timesteps=timesteps, made_for=made_for,
+                        at_most=True)
+    return ds.x, functools.partial(emulate, check=False)
+
+
+def input_range_note(args: argparse.Namespace, scale: float) -> None:
+    """Say on stderr what an uncalibrated analog input scale assumes (unless ``--quiet``)."""
+    note(args, f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
+         f"(scale {scale:g}); larger inputs are clipped to 8 bits, so pass --calibrate "
+         "DATASET for data outside that range")
+
+
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
     # validated (NaN parameters, shapes, unknown nodes), then read with its exporter's
@@ -30,23 +58,17 @@ def cli_quantize(args: argparse.Namespace) -> int:
     graph = reading.graph
     for line in reading.notes:
         note(args, line)
-    if args.calibration_samples < 1:
-        raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
-    cal, run = None, None
-    calibrate = event_options(args.calibrate, args, "--calibrate")
-    if calibrate:
-        from ..targets.emulator import emulate
-
-        md = graph.metadata or {}
-        in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
-        ds = load_for_model(args.graph, calibrate, "train", args.data_dir,
-                            int(args.calibration_samples),
-                            encoding=args.encoding or md.get("input_encoding", ANALOG.name),
-                            input_shape=in_shape,
-                            timesteps=args.timesteps or md.get("timesteps"), at_most=True)
-        cal, run = ds.x, functools.partial(emulate, check=False)
+    md = graph.metadata or {}
+    cal, run = calibration_data(args.graph, args,
+                                encoding=args.encoding or md.get("input_encoding", ANALOG.name),
+                                input_shape=infer_shapes(graph)[io_nodes(graph)[0]],
+                                timesteps=args.timesteps or md.get("timesteps"))
+    if args.netx:  # netx fixes bias_exp = 6 and takes integer dense weights: quantise for it
+        note(args, "note: --netx quantises onto netx's grid (biases in multiples of 64, "
+             "integer dense weights), so the .fxp written is the program netx loads")
     program = quantize_graph(graph, weight_bits=args.weight_bits, calibration=cal, run=run,
-                             timesteps=args.timesteps, encoding=args.encoding, dt=reading.dt)
+                             timesteps=args.timesteps, encoding=args.encoding, dt=reading.dt,
+                             netx=bool(args.netx))
     if args.netx:
         from ..converters.fxp_to_netx import check_netx
 
@@ -62,9 +84,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
              "steps per sample)")
     calibration = None
     if cal is None and program.input.encoding is ANALOG:
-        note(args, f"note: without --calibrate the analog input is assumed to lie in [-1, 1] "
-             f"(scale {program.input.scale:g}); larger inputs are clipped to 8 bits, so "
-             "pass --calibrate DATASET for data outside that range")
+        input_range_note(args, program.input.scale)
     elif cal is not None:
         changed, text = calibration_effect(program, len(cal))
         calibration = {"samples": len(cal), "rounds": program.metadata["calibration_rounds"],
