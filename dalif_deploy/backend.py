@@ -182,3 +182,28 @@ class FixedPointResult:
     seconds: float = 0.0
     processes: int = 0  # Lava processes the network had (Lava only)
     spike_totals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @staticmethod
+    def join(parts: list[FixedPointResult]) -> FixedPointResult:
+        """The run of consecutive sample ranges (``parts`` in order, at least one) as one run:
+        per-sample arrays concatenated (traces along their sample axis 1), counters added."""
+        if not parts:
+            raise DaLifError("FixedPointResult.join needs at least one run")
+        a = parts[0]
+
+        def cat(get: Any, axis: int = 0) -> dict[str, np.ndarray]:
+            return {k: np.concatenate([get(p)[k] for p in parts], axis) for k in get(a)}
+
+        def add(get: Any) -> dict[str, int]:
+            return {k: sum(get(p).get(k, 0) for p in parts) for k in get(a)}
+
+        return FixedPointResult(
+            outputs=np.concatenate([p.outputs for p in parts]),
+            predictions=np.concatenate([p.predictions for p in parts]),
+            spike_counts=np.concatenate([p.spike_counts for p in parts]), spiking=a.spiking,
+            final_v=cat(lambda p: p.final_v), spikes=cat(lambda p: p.spikes, 1),
+            v=cat(lambda p: p.v, 1), u=cat(lambda p: p.u, 1),
+            u_wraps=add(lambda p: p.u_wraps), v_saturations=add(lambda p: p.v_saturations),
+            input_clipped=sum(p.input_clipped for p in parts), steps=a.steps, mode=a.mode,
+            seconds=max(p.seconds for p in parts), processes=max(p.processes for p in parts),
+            spike_totals={k: sum(p.spike_totals[k] for p in parts) for k in a.spike_totals})

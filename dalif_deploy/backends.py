@@ -12,6 +12,7 @@ dict).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 import zipfile
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, Option, SimulationResult
+from .backend import Backend, BackendRun, Option, SimulationResult
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
 from .io import check_input_file
@@ -209,8 +210,14 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
     ds = load_for_model(model_path, dataset, split, data_dir, samples, encoding=want.encoding,
                         input_shape=want.shape, timesteps=want.timesteps,
                         made_for=want.dataset)
+    from .parallel import current
+
+    world = current()
     t0 = time.perf_counter()
-    out = runner.run(ds, batch_size=batch_size, progress=progress)
+    if world.size > 1:
+        out = _run_sharded(runner, ds, batch_size, progress, world)
+    else:
+        out = runner.run(ds, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     pred = np.asarray(out.predictions, dtype=np.int64).reshape(-1)
     if len(pred) != len(ds):
@@ -220,6 +227,41 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
         backend=backend, model=str(model_path), dataset=ds.name, split=ds.split,
         predictions=pred, accuracy=float((pred == ds.y).mean()) if len(ds) else 0.0,
         seconds=float(seconds), extras=dict(out.extras))
+
+
+def _run_sharded(runner: Backend, ds: Any, batch_size: int, progress: bool, world: Any
+                 ) -> BackendRun:
+    """``runner.run(ds)`` with the data split over the processes of ``world``: each runs its
+    shard (whole batches, :meth:`~dalif_deploy.parallel.World.shard`) with the backend's
+    ``run_shard`` if it has one (what its ``merge`` needs: the emulator's integer run), else
+    ``run``; every rank gets all the shards' runs and joins them in data set order with the
+    backend's ``merge(data, runs)``, else :func:`merge_runs`. Every rank returns the same run."""
+    sl = world.shard(len(ds), batch_size)
+
+    def part() -> BackendRun | None:
+        if sl.stop == sl.start:  # fewer batches than processes
+            return None
+        shard = dataclasses.replace(ds, x=ds.x[sl], y=ds.y[sl])
+        run = getattr(runner, "run_shard", runner.run)
+        return run(shard, batch_size=batch_size, progress=progress and world.main)
+
+    runs = [r for r in world.gather_call(part) if r is not None]
+    merge = getattr(runner, "merge", None)
+    return merge(ds, runs) if merge is not None else merge_runs(runner.name, runs)
+
+
+def merge_runs(backend: str, runs: list[BackendRun]) -> BackendRun:
+    """Consecutive shards' runs joined: predictions in order; the extras must be the same in
+    every shard (a backend whose extras depend on the samples defines ``merge``)."""
+    first = runs[0].extras
+    for r in runs[1:]:
+        differ = sorted(k for k in set(first) | set(r.extras) if first.get(k) != r.extras.get(k))
+        if differ:
+            raise DaLifError(f"backend {backend!r}: shards of the data report different "
+                             f"{differ}; it needs a merge(data, runs) method to be sharded "
+                             "(run it without torchrun)")
+    return BackendRun(np.concatenate([np.asarray(r.predictions).reshape(-1) for r in runs]),
+                      dict(first))
 
 
 def simulate(model_path: str | Path, backend: str, *, dataset: str | None = None,

@@ -217,12 +217,18 @@ def resources(program: FixedProgram, hw: Hardware | None = None) -> dict[str, An
 def input_spikes(program: FixedProgram, frames: np.ndarray) -> np.ndarray:
     """Mean input events per element per inference from integer frames ``[N, T, *shape]``:
     a nonzero graded (analog) value or a binary event is one message into the first layer."""
+    return input_events(program, frames) / np.asarray(frames).shape[0]
+
+
+def input_events(program: FixedProgram, frames: np.ndarray) -> np.ndarray:
+    """Input events per element summed over the samples and steps of integer frames ``[N, T,
+    *shape]`` (int64: totals of several batches add up exactly, in any order)."""
     f = np.asarray(frames)
     if f.ndim != 2 + len(program.input.shape) or f.shape[0] == 0:
         raise DaLifError(f"input frames must be [N, T, {program.input.shape}] with N >= 1")
     if f.strides[1] == 0:  # the same frame every step (a broadcast view)
-        return np.count_nonzero(f[:, 0], axis=0) * f.shape[1] / f.shape[0]
-    return np.count_nonzero(f, axis=(0, 1)) / f.shape[0]
+        return np.count_nonzero(f[:, 0], axis=0).astype(np.int64) * f.shape[1]
+    return np.count_nonzero(f, axis=(0, 1)).astype(np.int64)
 
 
 def _synops(g: _SynGeom, spikes: float | np.ndarray) -> float:

@@ -140,10 +140,10 @@ class LifState:
     v_saturations: torch.Tensor
 
 
-def lif_state_zeros(n: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float64
-                    ) -> LifState:
-    z = torch.zeros((n, *shape), dtype=dtype)
-    c = torch.zeros(n, dtype=dtype)
+def lif_state_zeros(n: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
+                    device: torch.device | str = "cpu") -> LifState:
+    z = torch.zeros((n, *shape), dtype=dtype, device=device)
+    c = torch.zeros(n, dtype=dtype, device=device)
     return LifState(z, z.clone(), c, c.clone())
 
 

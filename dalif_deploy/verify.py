@@ -24,113 +24,23 @@ whose model is absent reports ``None``, and ``result["absent"]`` says why).
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .backend import FixedPointResult
 from .cost import cost_line
 from .errors import DaLifError
-from .neurons import neuron_layers
+from .verify_stages import _lava_and_onnx, _LayerTally, _test_loop, _Totals, first_divergence
 
-
-def _population_for(program, layer: str) -> str | None:
-    """The population a float DA-LIF layer became (by name or NIR provenance)."""
-    for p in program.populations:
-        if p.name == layer or layer in p.provenance:
-            return p.name
-    return None
-
-
-def first_divergence(emu: FixedPointResult, lava: FixedPointResult,
-                     names: list[str] | None = None) -> dict[str, Any] | None:
-    """Where Lava first departs from the emulator, or None when they are bit-identical.
-
-    Both are recorded runs of one program on the same samples. Spikes are compared first
-    (``names``: the spiking populations, default the emulator's ``spiking``): the divergence is
-    the earliest step at which any layer differs (the shallowest such layer in program order,
-    the first sample and neuron), since later and deeper differences follow from it. Then each
-    layer's ``final_v``, then the readout integers. A trace that one side lacks counts as a
-    divergence.
-    """
-    names = emu.spiking if names is None else names
-    found = None
-    for name in names:
-        a, b = emu.spikes.get(name), lava.spikes.get(name)
-        if a is None or b is None:
-            return {"layer": name, "what": "missing spike trace",
-                    "emulator": a is not None, "lava": b is not None}
-        a, b = a.astype(np.int64), b.astype(np.int64)
-        if a.shape != b.shape:
-            return {"layer": name, "what": "spike trace shape",
-                    "emulator": list(a.shape), "lava": list(b.shape)}
-        diff = np.argwhere(a != b)
-        if len(diff) and (found is None or int(diff[0][0]) < found["step"]):
-            t, n, *idx = (int(i) for i in diff[0])
-            found = {"layer": name, "what": "spike", "step": t, "sample": n, "neuron": idx,
-                     "emulator": int(a[(t, n, *idx)]), "lava": int(b[(t, n, *idx)])}
-    if found:
-        return found
-    for name in names:
-        va, vb = emu.final_v.get(name), lava.final_v.get(name)
-        if va is None or vb is None:
-            return {"layer": name, "what": "missing final v",
-                    "emulator": va is not None, "lava": vb is not None}
-        if va.shape != vb.shape:
-            return {"layer": name, "what": "final v shape", "emulator": list(va.shape),
-                    "lava": list(vb.shape)}
-        diff = np.argwhere(va != vb)
-        if len(diff):
-            n, *idx = (int(i) for i in diff[0])
-            return {"layer": name, "what": "final v", "step": int(emu.spikes[name].shape[0] - 1),
-                    "sample": n, "neuron": idx, "emulator": int(va[(n, *idx)]),
-                    "lava": int(vb[(n, *idx)])}
-    if not np.array_equal(emu.outputs, lava.outputs):
-        n, k = (int(i) for i in np.argwhere(emu.outputs != lava.outputs)[0])
-        return {"layer": "readout", "what": "output", "sample": n, "neuron": [k],
-                "emulator": int(emu.outputs[n, k]), "lava": int(lava.outputs[n, k])}
-    return None
-
-
-class _LayerTally:
-    """Running per-layer figures over test batches (no whole-set spike arrays kept)."""
-
-    def __init__(self, name: str, population: str | None) -> None:
-        self.name, self.population = name, population
-        self.elements = self.neurons = 0
-        self.float_spikes = self.fixed_spikes = self.agree = self.nir_mismatch = 0
-        self.float_totals: Any = 0  # the reference's spikes per neuron, summed ([*shape])
-
-    def add(self, fs: np.ndarray, ns: np.ndarray | None, qs: np.ndarray | None) -> None:
-        self.neurons = int(np.prod(fs.shape[2:]))
-        self.elements += fs.size
-        self.float_spikes += int(fs.sum())
-        self.float_totals = self.float_totals + fs.sum((0, 1), dtype=np.int64)
-        if ns is not None:
-            self.nir_mismatch += int((fs != ns).sum())
-        if qs is not None:
-            if qs.shape != fs.shape:
-                raise DaLifError(f"layer {self.name}: fixed-point spikes {qs.shape} do not "
-                                 f"match float spikes {fs.shape}")
-            self.fixed_spikes += int(qs.sum())
-            self.agree += int((qs == fs).sum())
-
-    def row(self, emu_wraps: dict[str, int], emu_sats: dict[str, int]) -> dict[str, Any]:
-        pop, n = self.population, max(self.elements, 1)
-        return {"name": self.name, "population": pop, "neurons": self.neurons,
-                "float_rate": self.float_spikes / n,
-                "fixed_rate": self.fixed_spikes / n if pop else None,
-                "spike_agreement": self.agree / n if pop else None,
-                "nir_spike_mismatches": self.nir_mismatch,
-                "u_wraps": emu_wraps.get(pop, 0) if pop else None,
-                "v_saturations": emu_sats.get(pop, 0) if pop else None}
+__all__ = ["VerifyOptions", "first_divergence", "run_stages", "verify_checkpoint",
+           "verify_model", "write_report"]
 
 
 #: training samples (at most) the quantiser is calibrated on
@@ -152,15 +62,18 @@ class VerifyOptions:
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
     weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
+    device: str = "cpu"  # the emulator's torch device (cpu, cuda, cuda:N)
     #: the cost model's hardware figures: a Hardware, a mapping or a JSON file (None: defaults)
     hardware: Any = None
 
     def __post_init__(self) -> None:
         from .converters.nir_to_fixed import check_weight_bits
         from .hardware import hardware
+        from .parallel import resolve_device
 
         object.__setattr__(self, "weight_bits", check_weight_bits(self.weight_bits))
         object.__setattr__(self, "hardware", hardware(self.hardware))
+        resolve_device(self.device)  # refuses a device this machine lacks, before any work
         if not 0 <= self.min_agreement <= 1:
             raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
         if self.max_accuracy_drop < 0:
@@ -222,7 +135,6 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     ``artefacts`` what the HTML report plots (sample 0's spikes, the program and the graph).
     """
     from .converters.nir_to_fixed import quantize_graph
-    from .targets.emulator import emulate
 
     opt = options or VerifyOptions()
     seconds: dict[str, float] = {}
@@ -231,10 +143,29 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     seconds["export"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     program = quantize_graph(graph, opt.weight_bits, calibration=calibration,
-                             run=functools.partial(emulate, check=False))
+                             run=calibration_run(opt))
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
     return run_stages(program, test, name=name, source=source, model=model, graph=graph,
                        options=opt, seconds=seconds)
+
+
+def calibration_run(opt: VerifyOptions) -> Callable[[Any, Any], FixedPointResult]:
+    """The quantiser's ``run(program, x)``: the emulator, unchecked, on ``opt.device``, its
+    samples split over the processes of a sharded run (exact, so the joined run is the one a
+    single process computes, and every process quantises to the same program)."""
+    from .parallel import current
+    from .targets.emulator import emulate
+
+    world = current()
+
+    def run(program: Any, x: Any) -> FixedPointResult:
+        sl = world.shard(len(x), opt.batch_size)
+        parts = world.gather_call(lambda: emulate(
+            program, x[sl], check=False, batch_size=opt.batch_size, device=opt.device)
+            if sl.stop > sl.start else None)
+        return FixedPointResult.join([p for p in parts if p is not None])
+
+    return run
 
 
 def export_round_trip(model: torch.nn.Module, test: Any, timesteps: int, name: str,
@@ -261,114 +192,35 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     """Float (``model``), NIR (``graph``) and emulator side by side over ``test``, then Lava
     and ONNX. The float reference is the torch model, else the NIR graph; a stage whose model
     is not given reports ``None`` (``absent`` says why)."""
-    from .converters.nir_to_torch import run_graph
-    from .cost import cost_report, input_spikes
-    from .models import run_model
-    from .targets.emulator import emulate, encode_input
+    from .cost import cost_report
+    from .parallel import current
     from .verdict import chance_level, decay_table, prediction_flips, verdict
 
-    opt = options
+    opt, world = options, current()
     T = int(program.timesteps)
-    enc = test.encoding
     ref = "float" if model is not None else "nir" if graph is not None else None
-    tallies: dict[str, _LayerTally] = (
-        {k: _LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
-        if model is not None else {})
-    preds: dict[str, list[np.ndarray]] = {"float": [], "nir": [], "fixed": []}
-    wraps: dict[str, int] = {}
-    sats: dict[str, int] = {}
-    rasters: dict[str, dict[str, Any]] = {}  # sample 0's spikes, float and fixed, per layer
-    input_clipped = 0
-    spike_sums: dict[str, np.ndarray] = {}
-    input_sum: Any = 0.0
-    for k in ("float", "nir", "fixed"):
-        if k == "fixed" or (k == "float" and model is not None) or (k == "nir" and graph
-                                                                    is not None):
-            seconds[k] = 0.0
-    for i in tqdm(range(0, len(test), opt.batch_size), desc="float | NIR | fixed", unit="batch",
-                  disable=not opt.progress):
-        xb = test.x[i:i + opt.batch_size]
-        t0 = time.perf_counter()
-        fsp: dict[str, Any] = {}
-        nsp: dict[str, Any] = {}
-        if model is not None:
-            with torch.no_grad():
-                lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
-            preds["float"].append(lg.argmax(1).numpy())
-        t1 = time.perf_counter()
-        if graph is not None:
-            lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, dt=dt,
-                                encoding=enc)
-            preds["nir"].append(lg.argmax(1).numpy())
-        t2 = time.perf_counter()
-        emu = emulate(program, xb, record=True, batch_size=len(xb))
-        preds["fixed"].append(emu.predictions)
-        for k, tot in emu.spike_totals.items():  # per-neuron spike totals (exact SynOps)
-            spike_sums[k] = spike_sums.get(k, 0) + tot
-        input_sum = input_sum + input_spikes(program, encode_input(program, xb)) * len(xb)
-        input_clipped += emu.input_clipped
-        t3 = time.perf_counter()
-        for k, d in (("float", t1 - t0), ("nir", t2 - t1), ("fixed", t3 - t2)):
-            if k in seconds:
-                seconds[k] += d
-        for k in emu.u_wraps:
-            wraps[k] = wraps.get(k, 0) + emu.u_wraps[k]
-            sats[k] = sats.get(k, 0) + emu.v_saturations[k]
-        refs = fsp if model is not None else nsp  # the reference's spikes per layer
-        if model is None:
-            for k in nsp:
-                tallies.setdefault(k, _LayerTally(k, _population_for(program, k)))
-        for lname, tally in tallies.items():
-            fs = refs[lname].to(torch.uint8).numpy()
-            ns = (nsp[lname].to(torch.uint8).numpy()
-                  if model is not None and lname in nsp else None)
-            qs = emu.spikes.get(tally.population) if tally.population else None
-            tally.add(fs, ns, qs)
-            if i == 0 and qs is not None:
-                rasters[lname] = {"name": lname, "float": fs[:, 0], "fixed": qs[:, 0]}
-    got = {k: np.concatenate(v) if v else None for k, v in preds.items()}
+    sl = world.shard(len(test), opt.batch_size)
+    totals = _Totals.merge(world.gather_call(lambda: _test_loop(
+        program, test, model, graph, dt, opt, range(sl.start, sl.stop, opt.batch_size),
+        opt.progress and world.main)))
+    tallies = totals.tallies
+    for k, v in totals.seconds.items():  # the slowest shard's time (all of it in one process)
+        seconds[k] = v
+    got = {k: np.concatenate(v) if v else None for k, v in totals.preds.items()}
     float_pred, nir_pred, fixed_pred = got["float"], got["nir"], got["fixed"]
     ref_pred = got[ref] if ref else None
-
-    # Lava on a subset, bit-exact against the emulator ---------------------------------------
-    t0 = time.perf_counter()
+    wraps, sats = totals.wraps, totals.sats
     n_lava = min(opt.lava_samples, len(test))
-    lava_acc = lava_exact = divergence = lava_error = None
-    if n_lava:
-        from .targets.lava import lava_steps, run_lava
-
-        limits = {k: v for k, v in (("max_processes", opt.max_lava_processes),
-                                     ("max_memory_gib", opt.max_lava_memory)) if v is not None}
-        with tqdm(total=lava_steps(program, n_lava), desc=f"lava ({n_lava} samples)",
-                  unit="step", disable=not opt.progress) as bar:
-            try:
-                lava = run_lava(program, test.x[:n_lava], timeout=opt.timeout,
-                                progress=bar.update, **limits)
-            except DaLifError as e:
-                lava_error, lava_exact = str(e), False
-            else:
-                sub = emulate(program, test.x[:n_lava], record=True, batch_size=opt.batch_size)
-                divergence = first_divergence(sub, lava)
-                lava_exact = divergence is None
-                lava_acc = float((lava.predictions == test.y[:n_lava]).mean())
-        seconds["lava"] = round(time.perf_counter() - t0, 3)
-
-    # ONNX (optional; it exports the torch model) ---------------------------------------------
-    onnx_pred = None
     absent = dict(absent or {})
     if opt.onnx and model is None:
         absent["onnx"] = "the ONNX stage exports a torch model: give a checkpoint (.pt)"
-    elif opt.onnx:
-        t0 = time.perf_counter()
-        from .converters.torch_to_onnx import export_onnx
-        from .targets.onnxruntime import run_onnx
-
-        with tempfile.TemporaryDirectory(dir=opt.workdir) as tmp:
-            path = Path(tmp) / "model.onnx"
-            export_onnx(model, path, T, test.input_shape, encoding=enc, model_name=name)
-            onnx_pred = run_onnx(path, test.x, batch_size=opt.batch_size,
-                                 progress=opt.progress).argmax(1)
-        seconds["onnx"] = round(time.perf_counter() - t0, 3)
+    # Lava and ONNX run in rank 0 alone; every rank gets their figures
+    tail = world.on_main(lambda: _lava_and_onnx(program, test, model, name, n_lava, opt,
+                                                opt.progress and world.main))
+    lava_acc, lava_exact, divergence, lava_error, onnx_pred = (
+        tail[k] for k in ("lava_accuracy", "lava_bit_exact", "divergence", "lava_error",
+                          "onnx_pred"))
+    seconds.update(tail["seconds"])
     seconds = {k: round(v, 3) for k, v in seconds.items()}
 
     # Figures and checks ----------------------------------------------------------------------
@@ -423,15 +275,15 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "nir_spike_mismatches": (sum(t.nir_mismatch for t in tallies.values())
                                  if model is not None and graph is not None else None),
         "layers": layers,
-        "input_clipped": input_clipped,
+        "input_clipped": totals.input_clipped,
         "readout": {"population": readout, "u_wraps": wraps.get(readout, 0),
                     "v_saturations": sats.get(readout, 0)},
         "quant_table": program.quant_table,
         "checks": checks,
         "seconds": seconds,
         "passed": all(c["ok"] for c in checks),
-        **cost_report(program, {k: v / max(len(test), 1) for k, v in spike_sums.items()},
-                      input_sum / max(len(test), 1), opt.hardware,
+        **cost_report(program, {k: v / max(len(test), 1) for k, v in totals.spike_sums.items()},
+                      totals.input_events / max(len(test), 1), opt.hardware,
                       _float_spikes(program, tallies, len(test))),
     }
     if ref is not None and ref != "float":
@@ -448,8 +300,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     result["verdict"] = verdict(result, program)
     predictions = {"label": np.asarray(test.y), **{k: v for k, v in got.items()
                                                    if v is not None}}
-    return result, {"raster": next(iter(rasters.values()), {}), "rasters": rasters,
-                    "program": program, "graph": graph,
+    return result, {"raster": next(iter(totals.rasters.values()), {}),
+                    "rasters": totals.rasters, "program": program, "graph": graph,
                     "predictions": predictions}
 
 

@@ -8,7 +8,6 @@ given (``--reference MODEL.nir|MODEL.pt``). The stages themselves are
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from .errors import DaLifError
 from .verify import (
     CALIBRATION_SAMPLES,
     VerifyOptions,
+    calibration_run,
     export_round_trip,
     run_stages,
     verify_checkpoint,
@@ -78,7 +78,6 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
     from .backends import load_for_model
     from .converters.nir_graph import infer_shapes, io_nodes
     from .converters.nir_to_fixed import quantize_graph
-    from .targets.emulator import emulate
     from .targets.nir_float import graph_timesteps
 
     t0 = time.perf_counter()
@@ -100,7 +99,7 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
     seconds = {"load": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
     program = quantize_graph(graph, opt.weight_bits, calibration=calib.x,
-                             run=functools.partial(emulate, check=False), timesteps=timesteps,
+                             run=calibration_run(opt), timesteps=timesteps,
                              encoding=None if enc else test.encoding, dt=reading.dt)
     seconds["quantize"] = round(time.perf_counter() - t0, 3)
     if program.timesteps != T:

@@ -42,41 +42,31 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput, Option
-from dalif_deploy.constraints import source_max
 from dalif_deploy.cost import cost_report, input_spikes
 from dalif_deploy.encoding import ANALOG, EVENTS
 from dalif_deploy.errors import DaLifError
-from dalif_deploy.fixed_point import (
-    LifF32Params,
-    LifParams,
-    LifState,
-    effective_bias,
-    effective_weights,
-    floor_shift,
-    lif_state_zeros,
-    lif_step,
-    lif_step_f32,
-    wrap_signed,
-)
+from dalif_deploy.fixed_point import LifState, lif_state_zeros, lif_step, lif_step_f32
 from dalif_deploy.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
 from dalif_deploy.hardware import hardware as hardware_figures
-from dalif_deploy.limits import (
-    CONV_BITS,
-    DECAY_MAX,
-    DECAY_UNIT,
-    FLOAT32_EXACT,
-    FLOAT64_EXACT,
-    U_LIMIT,
-    V_MAX,
-)
-from dalif_deploy.program import FixedProgram, Population, Synapse
-from dalif_deploy.resources import check_memory
+from dalif_deploy.limits import FLOAT32_EXACT
+from dalif_deploy.parallel import resolve_device
+from dalif_deploy.program import FixedProgram
+from dalif_deploy.resources import check_memory, format_bytes
 from dalif_deploy.timing import synaptic_depths
 
+from .emulator_kernels import (  # noqa: F401  (_v_bound, _Syn: the tests' handles)
+    _compile_population,
+    _compile_synapse,
+    _Pop,
+    _Syn,
+    _v_bound,
+    exact_kernels,
+)
+
 BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
+CUDA_BLOCK_ELEMENTS = 2**24  # the same on a GPU: few large kernels beat cache-sized ones
 
 # ---------------------------------------------------------------------------------------------
 # Input encoding.
@@ -131,117 +121,6 @@ def _outside(program: FixedProgram, levels: np.ndarray) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Compiled program: synapse kernels with their exactness guards, neuron parameters.
-
-
-@dataclass
-class _Syn:
-    syn: Synapse
-    weight: torch.Tensor  # float32/float64 kernel or [n_out, n_in] matrix
-    bound: int  # max |accumulated sum| before shift/wrap
-    a_bound: int  # max |output|
-    binarize: bool  # graded values arriving at a binary synapse (Lava: astype(bool))
-    weight64: torch.Tensor | None = None  # float32 weights * 2^(6 + weight_exp), where exact
-    diagonal: bool = False  # a 1x1 conv that maps channel c to c only: weights [C, 1, 1]
-
-    def __call__(self, src: torch.Tensor, times64: bool = False) -> torch.Tensor:
-        """``a`` (``a << 6`` with ``times64``) for a batch of source frames ``[B, *shape]``."""
-        s = self.syn
-        x = (src != 0) if self.binarize else src
-        if times64 and self.weight64 is not None:  # shift and << 6 folded into the weights
-            return self._apply(x.to(torch.float32), self.weight64)
-        out = self._apply(x.to(self.weight.dtype), self.weight)
-        if s.kind == "conv" and s.weight_exp == 0:  # a Lava Conv: wraps to signed 24 bits
-            if self.bound >= 2 ** (CONV_BITS - 1):
-                out = wrap_signed(out.double(), CONV_BITS)
-        else:
-            out = floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
-        return out * 64 if times64 else out
-
-    def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        s = self.syn
-        if self.diagonal:  # (a residual shortcut) one exact product per output
-            return x[:, :, ::s.stride[0], ::s.stride[1]] * w
-        if s.kind == "conv":
-            return F.conv2d(x, w, None, s.stride, s.padding, 1, s.groups)
-        return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
-
-
-def _compile_synapse(program: FixedProgram, syn: Synapse) -> _Syn:
-    in_max = source_max(program, syn)
-    w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
-    bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
-    e = syn.weight_exp
-    if syn.kind == "conv" and e == 0:
-        a_bound = min(bound, 2 ** (CONV_BITS - 1))
-    else:
-        a_bound = bound << e if e >= 0 else -((-bound) >> -e)
-    if bound >= FLOAT64_EXACT:
-        raise DaLifError(f"synapse {syn.name}: partial sums up to {bound} cannot be emulated "
-                         "exactly; the constraint check should have refused this program")
-    dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
-    binarize = syn.source == "input" and program.input.encoding is ANALOG and not syn.graded
-    # (a << 6) straight from the kernel: exact when there is no right shift, no conv wrap and
-    # every partial sum of the scaled weights is an integer float32 represents exactly
-    scaled = bound << (6 + max(e, 0))
-    fold = e >= 0 and not (syn.kind == "conv" and e == 0 and bound >= 2 ** (CONV_BITS - 1))
-    w64 = w << (6 + e) if fold and scaled <= FLOAT32_EXACT else None
-    c_out = w.shape[0]
-    diagonal = (syn.kind == "conv" and w.shape[1:] == (c_out, 1, 1) and syn.groups == 1
-                and syn.padding == (0, 0) and np.count_nonzero(w) == np.count_nonzero(
-                    w[np.arange(c_out), np.arange(c_out)]))
-    if diagonal:  # keep the diagonal only, shaped to broadcast over [B, C, H, W]
-        w = w[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
-        w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
-    return _Syn(syn, torch.as_tensor(w, dtype=dtype), bound, a_bound, binarize,
-                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32), diagonal)
-
-
-@dataclass
-class _Pop:
-    pop: Population
-    syns: list[_Syn]
-    params: LifParams
-    readout: bool
-    dtype: torch.dtype = torch.float64
-    fast: LifF32Params | None = None  # lif_step_f32 applies (float32 state, du = 4095, no wrap)
-    bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
-
-
-def _v_bound(step_max: int, f_max: int, steps: int) -> int:
-    """Upper bound of |v| over ``steps`` steps without clipping: ``|v_t| <= |v_(t-1)| * f / 4096
-    + step_max`` (rtz only shrinks the decayed value; a reset only sets v to 0), iterated in
-    integers rounding up, from v = 0; stops early once past V_MAX or at the fixed point."""
-    b = 0
-    for _ in range(steps):
-        nb = -(-b * f_max // DECAY_UNIT) + step_max
-        if nb == b or nb > V_MAX:
-            return nb
-        b = nb
-    return b
-
-
-def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool) -> _Pop:
-    a_bound = sum(s.a_bound for s in syns)
-    bias = effective_bias(pop.bias_mant, pop.bias_exp)
-    wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
-    u_bound = U_LIMIT if wrap_u else a_bound * 64
-    bias_max = int(np.abs(bias).max(initial=0))
-    v_bound = _v_bound(u_bound + bias_max, DECAY_UNIT - int(pop.dv.min()), steps)
-    # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
-    # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
-    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
-    dtype = torch.float32 if f32 else torch.float64
-    dv = torch.as_tensor(pop.dv, dtype=dtype)
-    dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
-    params = LifParams(du=pop.du, dv=dv, vth=pop.vth, bias=torch.as_tensor(bias).to(dtype),
-                       wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
-    fast = LifF32Params.from_lif(params) if f32 else None
-    bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
-    return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
-
-
-# ---------------------------------------------------------------------------------------------
 # Running.
 
 
@@ -264,11 +143,12 @@ def _record(traces: dict[str, dict[str, list[torch.Tensor]]], name: str, spikes:
 def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
                record: bool) -> dict[str, Any]:
     """frames: [N, T, *shape] integer-valued float32. Returns per-batch results."""
-    n, t_in = frames.shape[0], frames.shape[1]
-    states = {p.pop.name: lif_state_zeros(n, p.pop.shape, p.dtype) for p in pops}
-    counts = {p.pop.name: torch.zeros((n, *p.pop.shape)) for p in pops if not p.readout}
+    n, t_in, dev = frames.shape[0], frames.shape[1], frames.device
+    states = {p.pop.name: lif_state_zeros(n, p.pop.shape, p.dtype, dev) for p in pops}
+    counts = {p.pop.name: torch.zeros((n, *p.pop.shape), device=dev) for p in pops
+              if not p.readout}
     zero_frame = torch.zeros_like(frames[:, 0])
-    prev: dict[str, torch.Tensor] = {p.pop.name: torch.zeros((n, *p.pop.shape), dtype=torch.float32)
+    prev: dict[str, torch.Tensor] = {p.pop.name: torch.zeros((n, *p.pop.shape), device=dev)
                                      for p in pops}
     traces: dict[str, dict[str, list[torch.Tensor]]] = {"spikes": {}, "v": {}, "u": {}}
     for step in range(steps):
@@ -286,7 +166,7 @@ def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bo
                 out = s(cur[s.syn.source]).to(p.dtype).reshape(n, *p.pop.shape)
                 a = out if a is None else a + out
             if a is None:
-                a = torch.zeros((n, *p.pop.shape), dtype=p.dtype)
+                a = torch.zeros((n, *p.pop.shape), dtype=p.dtype, device=dev)
             spk, states[name] = lif_step(states[name], a, p.params)
             spk = spk.to(torch.float32)
             (new if pipelined else cur)[name] = spk
@@ -333,7 +213,7 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
     if r.x_static is not None:
         x = r.x_static if x is None else x.add_(r.x_static)
     if x is None:
-        x = torch.zeros((1, n, *shape), dtype=p.dtype)
+        x = torch.zeros((1, n, *shape), dtype=p.dtype, device=r.spikes.device)
     u = x if fast is None or p.bias is None else x + p.bias  # fast: u = (a << 6) + bias
     z = r.state.u_wraps
     for j in range(k):
@@ -351,8 +231,9 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
         per_step = r.spikes[:k].flatten(2).sum(
             2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
         r.counts += per_step.sum(0, dtype=torch.float64)
-        # each neuron's spikes over the block's k * N (<= BLOCK_ELEMENTS < 2^24: exact in
-        # float32) sample-steps, as a matrix-vector product: a strided sum is 4x slower
+        # each neuron's spikes over the block's k * N (<= BLOCK_ELEMENTS, or on CUDA
+        # CUDA_BLOCK_ELEMENTS = 2^24: exact in float32, IEEE on CUDA too) sample-steps, as a
+        # matrix-vector product: a strided sum is 4x slower
         flat = r.spikes[:k].view(k * n, -1)
         r.totals += (flat.new_ones(k * n) @ flat).view(shape)
 
@@ -361,22 +242,27 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
               ) -> dict[str, Any]:
     """Sync mode (population k at step t depends only on its sources at step t and its own
     past) in blocks of steps: each population in turn steps through the whole block. Blocks
-    hold about ``BLOCK_ELEMENTS`` values per tensor, so that they stay in cache. frames:
+    hold about ``BLOCK_ELEMENTS`` values per tensor, so that they stay in cache (on CUDA
+    ``CUDA_BLOCK_ELEMENTS``: fewer, larger kernels). frames:
     ``[T, N, *shape]``, or ``[1, N, *shape]`` for the same frame every step (then the input
     synapses run once), integer-valued float."""
-    n, static = frames.shape[1], frames.shape[0] == 1
+    n, static, dev = frames.shape[1], frames.shape[0] == 1, frames.device
     widest = max([frames[0, 0].numel()] + [p.pop.size for p in pops])
-    k = min(steps, max(1, BLOCK_ELEMENTS // (n * widest)))
+    block = CUDA_BLOCK_ELEMENTS if dev.type == "cuda" else BLOCK_ELEMENTS
+    k = min(steps, max(1, block // (n * widest)))
     runs = {}
     for p in pops:
-        z = torch.zeros(n, dtype=torch.int64)
-        state = lif_state_zeros(n, p.pop.shape, p.dtype) if p.fast is None else LifState(
-            torch.zeros(()).expand(n, *p.pop.shape), torch.zeros((n, *p.pop.shape)), z, z.clone())
+        shape = (n, *p.pop.shape)
+        z = torch.zeros(n, dtype=torch.int64, device=dev)
+        state = lif_state_zeros(n, p.pop.shape, p.dtype, dev) if p.fast is None else LifState(
+            torch.zeros((), device=dev).expand(shape), torch.zeros(shape, device=dev), z,
+            z.clone())
         scratch = None if p.fast is None or p.fast.factor is None else (
-            torch.empty((n, *p.pop.shape)), torch.empty((n, *p.pop.shape)))
-        runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, n, *p.pop.shape)),
-                                        torch.zeros(n, dtype=torch.float64),
-                                        torch.zeros(p.pop.shape, dtype=torch.float64), scratch)
+            torch.empty(shape, device=dev), torch.empty(shape, device=dev))
+        runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, *shape), device=dev),
+                                        torch.zeros(n, dtype=torch.float64, device=dev),
+                                        torch.zeros(p.pop.shape, dtype=torch.float64,
+                                                    device=dev), scratch)
         if static:
             xs = [s(frames[0], times64=p.fast is not None).to(p.dtype).view(1, n, *p.pop.shape)
                   for s in p.syns if s.syn.source == "input"]
@@ -407,33 +293,48 @@ def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
                          f"({program.input.bits}-bit analog input); use encode_input to clip")
 
 
-def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int) -> None:
+def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
+                           device: torch.device) -> None:
     """Refuse, with the figure, a run whose state cannot fit: about six int64 values per
     neuron and sample of a batch (u, v, spikes, counts, scratch), plus with ``record`` three
-    per neuron, step and recorded sample (spikes, v, u traces)."""
+    per neuron, step and recorded sample (spikes, v, u traces; they end in host memory).
+    On CUDA the batch state must also fit the device's free memory (with the block of
+    ``CUDA_BLOCK_ELEMENTS`` values per population and the traces of one batch)."""
     neurons = sum(p.size for p in program.populations)
+    what = f"emulating {neurons:,} neurons with batch {batch}"
+    fix = "lower --batch-size or the number of samples"
     need = 6 * 8 * batch * neurons + 3 * 8 * recorded * program.timesteps * neurons
-    check_memory(need, f"emulating {neurons:,} neurons with batch {batch}"
-                 + (f" and traces of {recorded} samples x T={program.timesteps}" if recorded
-                    else ""), "lower --batch-size or the number of samples")
+    check_memory(need, what + (f" and traces of {recorded} samples x T={program.timesteps}"
+                               if recorded else ""), fix)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        steps = program.timesteps
+        gpu = 6 * 8 * batch * neurons + 4 * CUDA_BLOCK_ELEMENTS * len(program.populations) \
+            + 3 * 8 * min(recorded, batch) * steps * neurons
+        if gpu > 0.9 * free:
+            raise DaLifError(f"{what} on {device} needs about {format_bytes(gpu)} of device "
+                             f"memory, more than the {format_bytes(free)} free there; {fix}")
 
 
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
-            batch_size: int = 256, progress: bool = False, check: bool = True
-            ) -> FixedPointResult:
+            batch_size: int = 256, progress: bool = False, check: bool = True,
+            device: str | torch.device = "cpu") -> FixedPointResult:
     """Run ``program`` on samples ``x`` and return a :class:`FixedPointResult` (``spikes``
     uint8; ``spikes``, ``v`` (after reset), ``u`` and ``final_v`` only with ``record=True``).
 
     ``x``: float input exactly as ``load_dataset`` gives it (``[N, C, H, W]`` analog or
     ``[N, T, C, H, W]`` events), or integer frames ``[N, T, *shape]`` from
     :func:`encode_input`. ``check`` runs the constraint check first and refuses programs with
-    errors (Lava would silently alter them).
+    errors (Lava would silently alter them). ``device``: where the arithmetic runs (``cpu``,
+    ``cuda``, ``cuda:N``); the integers are the same on every device (why: see
+    :mod:`dalif_deploy.targets.emulator_kernels`), the results come back as numpy arrays.
     """
     from tqdm import tqdm
 
     from dalif_deploy.constraints import require_valid
 
     t0 = time.perf_counter()
+    dev = resolve_device(device)
     if mode not in ("sync", "pipelined"):
         raise DaLifError(f"mode must be 'sync' or 'pipelined', not {mode!r}")
     if check:
@@ -449,41 +350,41 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     fdt = np.float32 if -_input_range(program)[0] <= FLOAT32_EXACT else np.float64
     depth = synaptic_depths(program)
     steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
-    compiled = {s.name: _compile_synapse(program, s) for s in program.synapses}
+    compiled = {s.name: _compile_synapse(program, s, dev) for s in program.synapses}
     pops = [_compile_population(p, [compiled[s.name] for s in program.incoming(p.name)], steps,
-                                p.name == program.readout.population)
+                                p.name == program.readout.population, dev)
             for p in program.populations]
     names = [p.pop.name for p in pops if not p.readout]
     outs, cnts, wraps, sats = [], [], {}, {}
     totals = {p.pop.name: np.zeros(p.pop.shape, np.int64) for p in pops if not p.readout}
     traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
     n = frames.shape[0]
-    _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0)
+    _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0, dev)
     starts = range(0, n, max(1, int(batch_size)))
     # the same frame every step (analog input): the input synapses run once per sample
     static = mode == "sync" and (frames.strides[1] == 0 or bool((frames == frames[:, :1]).all()))
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_kernels(dev):
         for i in tqdm(starts, desc="emulator", unit="batch", disable=not progress):
             chunk = frames[i:i + batch_size]
             if mode == "pipelined":
-                fb = torch.from_numpy(np.ascontiguousarray(chunk, fdt))
+                fb = torch.from_numpy(np.ascontiguousarray(chunk, fdt)).to(dev)
                 r = _run_batch(pops, fb, steps, True, record)
             else:
                 chunk = chunk[:, :1] if static else chunk
-                fb = torch.from_numpy(np.ascontiguousarray(chunk.swapaxes(0, 1), fdt))
+                fb = torch.from_numpy(np.ascontiguousarray(chunk.swapaxes(0, 1), fdt)).to(dev)
                 r = _run_sync(pops, fb, steps, record)
             st = r["states"]
-            outs.append(st[program.readout.population].v.to(torch.int64).numpy())
-            cnts.append(np.stack([r["counts"][k].to(torch.int64).numpy() for k in names], 1)
-                        if names else np.zeros((len(chunk), 0), np.int64))
+            outs.append(st[program.readout.population].v.to(torch.int64).cpu().numpy())
+            cnts.append(np.stack([r["counts"][k].to(torch.int64).cpu().numpy() for k in names],
+                                 1) if names else np.zeros((len(chunk), 0), np.int64))
             for k, tot in r["totals"].items():
-                totals[k] += tot.to(torch.int64).numpy()
+                totals[k] += tot.to(torch.int64).cpu().numpy()
             for k, s in st.items():
                 wraps[k] = wraps.get(k, 0) + int(s.u_wraps.sum())
                 sats[k] = sats.get(k, 0) + int(s.v_saturations.sum())
             for kind, d in r["traces"].items():
                 for k, lst in d.items():
-                    traces[kind].setdefault(k, []).append(torch.stack(lst).numpy())
+                    traces[kind].setdefault(k, []).append(torch.stack(lst).cpu().numpy())
     outputs = np.concatenate(outs) if outs else np.zeros((0, 0), np.int64)
     outputs = outputs.reshape(outputs.shape[0], -1)
     recorded = {kind: {k: np.concatenate(v, 1) for k, v in d.items()}
@@ -496,6 +397,11 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         seconds=time.perf_counter() - t0, **recorded)
 
 
+#: ``--device`` of the emulator backend (and of ``verify``)
+DEVICE = Option("device", str, "torch device of the emulator: cpu, cuda or cuda:N; the same "
+                "integers on every device (default: cpu)", metavar="DEV")
+
+
 class EmulatorBackend:
     """The ``emulator`` backend of ``dalif-deploy simulate`` (synchronous timing).
 
@@ -505,25 +411,43 @@ class EmulatorBackend:
     (:func:`dalif_deploy.cost.cost_report`): ``resources``, ``activity``, ``energy``, with the
     hardware figures of ``hardware`` (a JSON file, a mapping or a
     :class:`~dalif_deploy.hardware.Hardware`) and then ``hw`` (``NAME=VALUE`` strings).
+    ``--device`` runs it on a GPU. Sharded (``torchrun``), each process emulates its shard
+    (:meth:`run_shard`) and :meth:`merge` joins the shards' runs into the whole data set's.
     """
 
     name = "emulator"
     kind = "program"
     options = (Option("hardware", str, HARDWARE_FILE_HELP, metavar="FILE.json"),
-               Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True))
+               Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True), DEVICE)
 
-    def __init__(self, model_path: str, hardware: Any = None, hw: Any = ()) -> None:
+    def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
+                 device: str | None = None) -> None:
         from dalif_deploy.program import load_program
 
         self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)
+        self.device = resolve_device(device)
         p = self.program
         self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
                                 p.metadata.get("dataset"))
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
+        return self._finish(data, self.run_shard(data, batch_size=batch_size,
+                                                 progress=progress))
+
+    def run_shard(self, data: Any, *, batch_size: int, progress: bool) -> FixedPointResult:
+        """The emulator's run of ``data`` (one shard of a sharded run)."""
+        return emulate(self.program, data.x, mode="sync", batch_size=batch_size,
+                       progress=progress, device=self.device)
+
+    def merge(self, data: Any, parts: list[FixedPointResult]) -> BackendRun:
+        """The run of ``data`` from the runs of its consecutive shards (in order): joined
+        (:meth:`FixedPointResult.join`: per-sample arrays in order, counters and per-neuron
+        spike totals added), the cost model evaluated on the whole."""
+        return self._finish(data, FixedPointResult.join(parts))
+
+    def _finish(self, data: Any, r: FixedPointResult) -> BackendRun:
         p = self.program
-        r = emulate(p, data.x, mode="sync", batch_size=batch_size, progress=progress)
         n = max(len(data.x), 1)  # per-neuron spikes per inference: exact SynOps
         costs = cost_report(p, {k: t / n for k, t in r.spike_totals.items()},
                             input_spikes(p, encode_input(p, data.x)),

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.schema": 0,
     "dalif_deploy.resources": 0,
     "dalif_deploy.hardware": 0,  # the cost model's hardware figures and their overrides
+    "dalif_deploy.parallel": 0,  # the torch device and torch.distributed sharding
     # 1: the fixed-point core - program dataclasses, constraint rules, integer arithmetic
     "dalif_deploy": 1,  # the package itself re-exports the program (lazy strings for the rest)
     "dalif_deploy.program": 1,
@@ -59,6 +60,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.backends": 6,
     "dalif_deploy.verify": 6,
     "dalif_deploy.verify_files": 6,
+    "dalif_deploy.verify_stages": 6,
     "dalif_deploy.report": 6,
     "dalif_deploy.report_plots": 6,  # the report's matplotlib figures
     "dalif_deploy.verdict": 6,  # the verdict in words, flips, decays, Wilson intervals

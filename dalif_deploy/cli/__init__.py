@@ -345,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
                    "(Loihi 2: 8); every stage and the report are at that precision")
+    p.add_argument("--batch-size", type=int, default=256, help="test samples per batch (the "
+                   "unit a run under torchrun shards by)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device of the "
+                   "emulator (the fixed-point stage and calibration): cpu, cuda or cuda:N; the "
+                   "same integers on every device. Under `torchrun --nproc-per-node N -m "
+                   "dalif_deploy verify ...` the test split is sharded over the N processes "
+                   "and the results equal a single process's")
     _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
     _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.verify:cli_verify"))

@@ -44,21 +44,30 @@ def cli_simulate(args: argparse.Namespace) -> int:
     An option with a default (``--timeout``) that the chosen backend does not take is left out;
     one without a default that is given is an error (``--dt`` on a checkpoint)."""
     from ..backends import backend_options, get_backend, run_backend
+    from ..parallel import shard_device, start, stop
 
     own = {o.name for o in get_backend(args.backend).options}
     opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
             if name in own or opt.default is None}
     from . import event_options
 
-    result = run_backend(args.model, args.backend, dataset=event_options(args.dataset, args),
-                         split=args.split,
-                         samples=args.samples, batch_size=args.batch_size,
-                         data_dir=args.data_dir, progress=show_progress(args), **opts)
+    world = start(opts.get("device"))  # torchrun: join the group, shard the data
+    if opts.get("device") is not None:
+        opts["device"] = str(shard_device(opts["device"], world))
+    try:
+        result = run_backend(args.model, args.backend, dataset=event_options(args.dataset, args),
+                             split=args.split, samples=args.samples, batch_size=args.batch_size,
+                             data_dir=args.data_dir, progress=show_progress(args) and world.main,
+                             **opts)
+    finally:
+        stop()
+    if not world.main:  # rank 0 prints and writes
+        return 0
     for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
         note(args, f"[{result.backend}] {text}")
     line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
             f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
-            f"({result.seconds:.2f} s)")
+            f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from ..cost import cost_line
 
     for text in (line, cost_line(result.extras)):  # the cost model's: emulator runs only

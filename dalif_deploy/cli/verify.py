@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ..errors import VerificationFailed
@@ -25,6 +26,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     """Verify a checkpoint, NIR graph or program; exit 1 (VerificationFailed) when a threshold
     does not hold. ``--save-program`` is written (atomically) even then: it is the program
     the report describes."""
+    from ..parallel import shard_device, start, stop
     from ..program import save_program
     from ..verify import VerifyOptions, format_summary, write_report
     from ..verify_files import verify_file
@@ -33,16 +35,25 @@ def cli_verify(args: argparse.Namespace) -> int:
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory,
-                            weight_bits=args.weight_bits,
-                            progress=show_progress(args),
-                            hardware=hardware_from_args(args))
-    result, artefacts = verify_file(args.model, reference=args.reference,
-                                    dataset=event_options(args.dataset, args),
-                                    data_dir=args.data_dir,
-                                    exporter=args.exporter, dt=args.dt,
-                                    timesteps=args.timesteps, options=options)
+                            weight_bits=args.weight_bits, batch_size=args.batch_size,
+                            device=args.device, hardware=hardware_from_args(args))
+    world = start(args.device)  # torchrun: join the group, shard the test split
+    try:
+        options = dataclasses.replace(options, progress=show_progress(args) and world.main,
+                                      device=str(shard_device(args.device, world)))
+        result, artefacts = verify_file(args.model, reference=args.reference,
+                                        dataset=event_options(args.dataset, args),
+                                        data_dir=args.data_dir,
+                                        exporter=args.exporter, dt=args.dt,
+                                        timesteps=args.timesteps, options=options)
+    finally:
+        stop()
+    if not world.main:  # every rank has the result; rank 0 prints, writes and fails
+        return 0
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(format_summary(result), file=out)
+    if world.size > 1:
+        print(f"  (sharded over {world.size} processes)", file=out)
     if args.save_program:
         save_program(artefacts["program"], args.save_program)
         print(f"program: {args.save_program}", file=out)

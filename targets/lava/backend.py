@@ -83,3 +83,14 @@ class LavaBackend:
             "outputs": outputs.tolist(), "populations": names,
             "spike_counts": (np.concatenate(counts) if counts else np.zeros((0, 0))).tolist(),
             "samples_per_compiled_run": step, "input_clipped": clipped})
+
+    def merge(self, data: Any, runs: list[BackendRun]) -> BackendRun:
+        """Consecutive shards' runs (``torchrun``) joined in order: per-sample lists
+        concatenated, clipped values and Lava run seconds (of all shards) added. Each shard
+        runs its own Lava networks: the run guard's limits apply per process."""
+        ex = [r.extras for r in runs]
+        return BackendRun(np.concatenate([np.asarray(r.predictions) for r in runs]), {
+            **ex[0], "lava_run_seconds": sum(e["lava_run_seconds"] for e in ex),
+            "outputs": [o for e in ex for o in e["outputs"]],
+            "spike_counts": [c for e in ex for c in e["spike_counts"]],
+            "input_clipped": sum(e["input_clipped"] for e in ex)})

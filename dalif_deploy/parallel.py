@@ -1,0 +1,222 @@
+"""Where the work runs: the torch device, and sharding over processes with torch.distributed.
+
+``verify`` and ``simulate`` started by ``torchrun`` (which sets ``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` and the rendezvous variables) split the data into
+contiguous runs of whole batches, one run per rank (:meth:`World.shard`); each rank computes
+its batches exactly as a single process would (the same samples in the same batches), and the
+per-batch results are gathered (:meth:`World.gather`) and folded in data set order, so the
+results equal a single-process run's. :func:`start` joins the process group (gloo on CPU, nccl
+when the device is CUDA) and gives each local process ``cores // local processes`` torch
+threads; without a launcher it is a single process and nothing is initialised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import DaLifError
+
+#: device names the emulator takes (``cuda:N`` too)
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a :class:`torch.device`, refusing a device this
+    machine lacks (``None``: cpu)."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = "cpu" if name is None else str(name).strip().lower()
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise DaLifError(f"--device {name}: choose cpu, cuda or cuda:N")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DaLifError(f"--device {name}: no CUDA device is available to torch "
+                             f"{torch.__version__} here; use --device cpu")
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise DaLifError(f"--device {name}: this machine has {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among ``size`` processes (``local_size`` of them on this
+    machine); ``World()`` is a single process."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.rank < self.size and 0 <= self.local_rank < self.local_size
+                and self.local_size <= self.size):
+            raise DaLifError(f"rank {self.rank} of {self.size} (local {self.local_rank} of "
+                             f"{self.local_size}) is not a valid place in a process group")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that prints and writes files."""
+        return self.rank == 0
+
+    def shard(self, n: int, batch_size: int) -> slice:
+        """This rank's samples of ``n``: a contiguous run of whole batches of ``batch_size``
+        (so every batch holds the samples a single process would batch together); the
+        batches ``ceil(n / batch_size)`` are split as evenly as possible, earlier ranks taking
+        the extra ones (rank 0 always holds batch 0 when there is one)."""
+        bs = max(1, int(batch_size))
+        batches = -(-int(n) // bs)
+        lo = -(-self.rank * batches // self.size)
+        hi = -(-(self.rank + 1) * batches // self.size)
+        return slice(min(lo * bs, n), min(hi * bs, n))
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (picklable objects)."""
+        if self.size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gather_call(self, fn: Callable[[], Any]) -> list[Any]:
+        """Every rank's ``fn()``, in rank order, on every rank; an exception raised on any rank
+        (the first in rank order) is raised on every rank, so no rank waits forever for a
+        failed one."""
+        if self.size == 1:
+            return [fn()]
+        out: Any = None
+        err: BaseException | None = None
+        try:
+            out = fn()
+        except Exception as e:
+            err = e
+        got = self.gather((out, err))
+        for _, e in got:
+            if e is not None:
+                raise e
+        return [o for o, _ in got]
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run by rank 0 alone, its result (or the exception it raised) on every
+        rank."""
+        if self.size == 1:
+            return fn()
+        out: Any = None
+        err: BaseException | None = None
+        if self.main:
+            try:
+                out = fn()
+            except Exception as e:  # re-raised on every rank, so none waits forever
+                err = e
+        out, err = self.broadcast((out, err))
+        if err is not None:
+            raise err
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.size == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def current() -> World:
+    """The world of the initialised default process group, else a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    size, rank = dist.get_world_size(), dist.get_rank()
+    local_size = _env_int("LOCAL_WORLD_SIZE", size)
+    local_rank = _env_int("LOCAL_RANK", rank % local_size)
+    return World(rank, size, local_rank, local_size)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise DaLifError(f"environment variable {name}={value!r} is not an integer "
+                         "(set by the launcher, e.g. torchrun)") from None
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as one of several."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def local_threads(local_size: int) -> int:
+    """Torch threads per process when ``local_size`` processes share this machine's cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_size))
+
+
+def start(device: str | torch.device | None = "cpu", *, rank: int | None = None,
+          size: int | None = None, init_method: str | None = None,
+          set_threads: bool = True) -> World:
+    """Join the process group a launcher set up (``WORLD_SIZE`` > 1 in the environment) or
+    the one given (``rank``, ``size``, ``init_method``, e.g. ``file:///tmp/x``); a single
+    process otherwise. Backend: nccl when ``device`` is CUDA (each process then uses
+    ``cuda:LOCAL_RANK``), else gloo. ``set_threads``: give each process ``cores // local
+    processes`` torch threads. Returns the :class:`World` (:func:`stop` leaves it)."""
+    import torch.distributed as dist
+
+    if size is None and not launched():
+        return World()
+    if dist.is_initialized():
+        return current()
+    dev = resolve_device(device)
+    size = _env_int("WORLD_SIZE", 1) if size is None else int(size)
+    rank = _env_int("RANK", 0) if rank is None else int(rank)
+    local_size = _env_int("LOCAL_WORLD_SIZE", size if init_method else 1)
+    local_rank = _env_int("LOCAL_RANK", rank % max(1, local_size))
+    world = World(rank, size, local_rank, local_size)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev if dev.index is not None
+                              else local_rank % torch.cuda.device_count())
+    try:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                init_method=init_method or "env://", rank=rank,
+                                world_size=size)
+    except (RuntimeError, ValueError) as e:
+        raise DaLifError(f"cannot join the process group of {size} processes as rank {rank}: "
+                         f"{e}; launch with torchrun --nproc-per-node N") from None
+    if set_threads:
+        torch.set_num_threads(local_threads(world.local_size))
+    return world
+
+
+def stop() -> None:
+    """Leave the process group (if one was joined)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_device(device: str | torch.device | None, world: World) -> torch.device:
+    """The device of this rank: ``cuda`` without an index means ``cuda:LOCAL_RANK`` (one GPU
+    per local process, modulo the GPUs present) when sharded."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and world.size > 1:
+        return torch.device("cuda", world.local_rank % torch.cuda.device_count())
+    return dev

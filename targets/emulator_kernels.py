@@ -1,0 +1,237 @@
+"""The emulator's compiled program: synapse kernels with their exactness guards, neuron
+parameters, on a torch device, and the device settings that keep every operation exact.
+
+Why the integers are the same bit for bit on every device. Every value the emulator holds is an
+integer; a float type represents an integer exactly when its magnitude is at most 2^24
+(float32) or 2^53 (float64). Before a program runs, each synapse's worst case is bounded
+(``bound = max_o sum_i |W[o, i]| * max|input|``) and its kernel runs in float32 only when
+``bound <= 2^24``, else float64 (``bound < 2^53``, which the constraint check guarantees);
+neuron state is float32 only where :func:`_compile_population`'s bounds keep every
+intermediate below 2^24, else float64. Consequences, on any device:
+
+* **Sums in any order.** Every partial sum of a synapse's products, over any subset of its terms
+  in any order or grouping (blocked GEMM, split-K, parallel reductions, atomics), is an integer
+  of magnitude <= ``bound``: representable, so each addition is exact and the result does not
+  depend on the order. Nondeterministic reduction orders therefore still give identical bits;
+  ``torch.use_deterministic_algorithms`` is not needed (and is not set: it would make cuBLAS
+  demand ``CUBLAS_WORKSPACE_CONFIG``).
+* **Fused multiply-add.** A product of two such integers is an exact integer below the bound, so
+  ``fma(a, b, c)`` (one rounding) and ``a * b + c`` (two roundings) both round nothing: equal.
+* **Divisions.** Every division is by a power of two (4096, ``4096 / f`` for power-of-two
+  ``f``), which CUDA's ``a * (1 / b)`` rewrite of a division by a scalar also computes exactly;
+  ``floor``/``trunc``/``copysign``/``fmod`` are exact IEEE operations.
+* **No reduced precision.** TF32 (10-bit mantissa) on Ampere and later would round products of
+  values above 2^11: :func:`exact_kernels` sets cuBLAS float32 GEMMs to full IEEE precision
+  (``torch.backends.cuda.matmul.fp32_precision = "ieee"``) for the run and restores the setting
+  after. Half/bfloat16 are never used.
+* **No transform-based convolutions.** cuDNN may pick Winograd or FFT convolution algorithms,
+  which multiply by non-integer transform constants and round; on CUDA a convolution is
+  therefore never handed to cuDNN: :func:`conv_gemm` does it as im2col (``F.unfold``: copies
+  only) and a batched GEMM (cuBLAS, IEEE float32 or float64), exact by the points above. On CPU
+  ``F.conv2d`` (oneDNN's direct convolution, the path every exactness test has covered) stays:
+  it is faster there, and :func:`conv_gemm` is tested against it on CPU.
+
+Spike counts are summed as float32 only below 2^24 neurons (else float64), u-wrap and v-clip
+counters are integer (``bool.sum``). So the emulator gives the same integers on cpu and cuda.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dalif_deploy.constraints import source_max
+from dalif_deploy.encoding import ANALOG
+from dalif_deploy.errors import DaLifError
+from dalif_deploy.fixed_point import (
+    LifF32Params,
+    LifParams,
+    effective_bias,
+    effective_weights,
+    floor_shift,
+    wrap_signed,
+)
+from dalif_deploy.geometry import conv_output_shape
+from dalif_deploy.limits import (
+    CONV_BITS,
+    DECAY_MAX,
+    DECAY_UNIT,
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
+    U_LIMIT,
+    V_MAX,
+)
+from dalif_deploy.program import FixedProgram, Population, Synapse
+
+CPU = torch.device("cpu")
+#: values of one im2col block in :func:`conv_gemm` (memory only: 256 MiB of float32)
+CONV_GEMM_ELEMENTS = 2**26
+
+
+@contextmanager
+def exact_kernels(device: torch.device) -> Iterator[None]:
+    """Full-precision (IEEE) float32 GEMMs on CUDA while the emulator runs (TF32 would round);
+    restores the previous setting. Nothing to do on CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 (mixing with allow_tf32 is refused)
+        old = matmul.fp32_precision
+        matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = old
+        return
+    old_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # also sets allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old_precision)
+
+
+def conv_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
+              padding: tuple[int, int], groups: int) -> torch.Tensor:
+    """``F.conv2d(x, w, None, stride, padding, 1, groups)`` as im2col and one batched GEMM.
+
+    ``F.unfold`` gathers every output's receptive field (pure copies, zero padding), then
+    ``W[g] @ cols[b, g]`` per group: a GEMM, exact for integer values within the float type's
+    exact range whatever the library's summation order (see the module docstring). Samples
+    are taken ``CONV_GEMM_ELEMENTS // (values per sample)`` at a time to bound the memory.
+    """
+    b, c, h, wd = x.shape
+    co, cig, kh, kw = w.shape
+    oh, ow = conv_output_shape((h, wd), (kh, kw), stride, padding)
+    k = cig * kh * kw
+    wm = w.reshape(groups, co // groups, k)
+    step = max(1, CONV_GEMM_ELEMENTS // max(1, c * kh * kw * oh * ow))
+    outs = []
+    for i in range(0, b, step):
+        cols = F.unfold(x[i:i + step], (kh, kw), padding=padding, stride=stride)
+        outs.append(torch.matmul(wm, cols.view(cols.shape[0], groups, k, oh * ow))
+                    .view(-1, co, oh, ow))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+@dataclass
+class _Syn:
+    syn: Synapse
+    weight: torch.Tensor  # float32/float64 kernel or [n_out, n_in] matrix
+    bound: int  # max |accumulated sum| before shift/wrap
+    a_bound: int  # max |output|
+    binarize: bool  # graded values arriving at a binary synapse (Lava: astype(bool))
+    weight64: torch.Tensor | None = None  # float32 weights * 2^(6 + weight_exp), where exact
+    diagonal: bool = False  # a 1x1 conv that maps channel c to c only: weights [C, 1, 1]
+    gemm: bool = field(default=False)  # convolutions by conv_gemm (CUDA: never cuDNN)
+
+    def __call__(self, src: torch.Tensor, times64: bool = False) -> torch.Tensor:
+        """``a`` (``a << 6`` with ``times64``) for a batch of source frames ``[B, *shape]``."""
+        s = self.syn
+        x = (src != 0) if self.binarize else src
+        if times64 and self.weight64 is not None:  # shift and << 6 folded into the weights
+            return self._apply(x.to(torch.float32), self.weight64)
+        out = self._apply(x.to(self.weight.dtype), self.weight)
+        if s.kind == "conv" and s.weight_exp == 0:  # a Lava Conv: wraps to signed 24 bits
+            if self.bound >= 2 ** (CONV_BITS - 1):
+                out = wrap_signed(out.double(), CONV_BITS)
+        else:
+            out = floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
+        return out * 64 if times64 else out
+
+    def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.syn
+        if self.diagonal:  # (a residual shortcut) one exact product per output
+            return x[:, :, ::s.stride[0], ::s.stride[1]] * w
+        if s.kind == "conv" and self.gemm:
+            return conv_gemm(x, w, s.stride, s.padding, s.groups)
+        if s.kind == "conv":
+            return F.conv2d(x, w, None, s.stride, s.padding, 1, s.groups)
+        return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
+
+
+def _compile_synapse(program: FixedProgram, syn: Synapse,
+                     device: torch.device = CPU) -> _Syn:
+    in_max = source_max(program, syn)
+    w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
+    bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
+    e = syn.weight_exp
+    if syn.kind == "conv" and e == 0:
+        a_bound = min(bound, 2 ** (CONV_BITS - 1))
+    else:
+        a_bound = bound << e if e >= 0 else -((-bound) >> -e)
+    if bound >= FLOAT64_EXACT:
+        raise DaLifError(f"synapse {syn.name}: partial sums up to {bound} cannot be emulated "
+                         "exactly; the constraint check should have refused this program")
+    dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
+    binarize = syn.source == "input" and program.input.encoding is ANALOG and not syn.graded
+    # (a << 6) straight from the kernel: exact when there is no right shift, no conv wrap and
+    # every partial sum of the scaled weights is an integer float32 represents exactly
+    scaled = bound << (6 + max(e, 0))
+    fold = e >= 0 and not (syn.kind == "conv" and e == 0 and bound >= 2 ** (CONV_BITS - 1))
+    w64 = w << (6 + e) if fold and scaled <= FLOAT32_EXACT else None
+    c_out = w.shape[0]
+    diagonal = (syn.kind == "conv" and w.shape[1:] == (c_out, 1, 1) and syn.groups == 1
+                and syn.padding == (0, 0) and np.count_nonzero(w) == np.count_nonzero(
+                    w[np.arange(c_out), np.arange(c_out)]))
+    if diagonal:  # keep the diagonal only, shaped to broadcast over [B, C, H, W]
+        w = w[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
+        w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
+    return _Syn(syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound, binarize,
+                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
+                                                         device=device),
+                diagonal, device.type == "cuda")
+
+
+@dataclass
+class _Pop:
+    pop: Population
+    syns: list[_Syn]
+    params: LifParams
+    readout: bool
+    dtype: torch.dtype = torch.float64
+    fast: LifF32Params | None = None  # lif_step_f32 applies (float32 state, du = 4095, no wrap)
+    bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
+
+
+def _v_bound(step_max: int, f_max: int, steps: int) -> int:
+    """Upper bound of |v| over ``steps`` steps without clipping: ``|v_t| <= |v_(t-1)| * f / 4096
+    + step_max`` (rtz only shrinks the decayed value; a reset only sets v to 0), iterated in
+    integers rounding up, from v = 0; stops early once past V_MAX or at the fixed point."""
+    b = 0
+    for _ in range(steps):
+        nb = -(-b * f_max // DECAY_UNIT) + step_max
+        if nb == b or nb > V_MAX:
+            return nb
+        b = nb
+    return b
+
+
+def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool,
+                        device: torch.device = CPU) -> _Pop:
+    a_bound = sum(s.a_bound for s in syns)
+    bias = effective_bias(pop.bias_mant, pop.bias_exp)
+    wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
+    u_bound = U_LIMIT if wrap_u else a_bound * 64
+    bias_max = int(np.abs(bias).max(initial=0))
+    v_bound = _v_bound(u_bound + bias_max, DECAY_UNIT - int(pop.dv.min()), steps)
+    # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
+    # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
+    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
+    dtype = torch.float32 if f32 else torch.float64
+    dv = torch.as_tensor(pop.dv, dtype=dtype, device=device)
+    dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
+    params = LifParams(du=pop.du, dv=dv, vth=pop.vth,
+                       bias=torch.as_tensor(bias).to(device, dtype),
+                       wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
+    fast = LifF32Params.from_lif(params) if f32 else None
+    bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
+    return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
+
+
