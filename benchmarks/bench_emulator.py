@@ -1,23 +1,42 @@
-"""Time the bit-accurate emulator against the float torch model on the same batch.
+"""Time the bit-accurate emulator against the float torch model, per device, and sharded verify.
 
 Models: digits-resnet (the shipped trained checkpoint when present, else random weights;
-digits test images) and a random-weight resnet19 (width 8, random 32x32 images, batch-norm set
-so that every layer spikes), both at T=4.
+digits test images) and a random-weight resnet19 (width 8 unless ``--width``, random 32x32
+images, batch-norm set so that every layer spikes), both at T=4.
 Both sides run in the same process on the same batch under the same torch thread count
 (``--threads``, default torch's own), each warmed up first; the timed runs alternate emulator
 and float model so that both see the same machine load, and each side's figure is its best run
 (the least disturbed one: on a shared machine other processes only ever add time). The
 emulator's time includes everything ``emulate`` does (constraint check, compilation, input
-encoding); the float model runs under ``torch.inference_mode`` as plain evaluation would. Ends
-with one line per model: ``<model>: emulator/float time ratio <R>``.
+encoding, and on a GPU the copies to and from it); the float model runs under
+``torch.inference_mode`` as plain evaluation would. Each further device (``--devices``;
+default cpu and cuda when torch sees a GPU) runs the emulator on the same batch (``--gpu-batch``
+samples there when given), checked to give the CPU's integers, and reports its samples/s and
+its speed-up over the CPU.
+
+Then ``verify`` of digits-resnet (``--verify-samples``: the digits test split tiled to that
+many samples, as an .npz; no Lava) as a command, once in one process and once under
+``torchrun --nproc-per-node 2``, alternating, best of ``--verify-repeats``: the wall time of
+the whole command each (start-up included), and whether the two JSON results agree (times
+aside).
+
+Ends with one line per model, ``<model>: emulator/float time ratio <R>``, per extra device
+``<model>: <device>/cpu emulator speed-up <S>x``, and ``2-process/1-process verify time ratio
+<Q>``.
 
 Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 10] [--threads N]
+       [--devices cpu,cuda] [--width 8] [--gpu-batch N] [--verify-samples 1800]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +49,8 @@ from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.models import build_model, default_config, run_model
 
 T = 4
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_RESNET = ROOT / "examples" / "checkpoints" / "digits-resnet.pt"
 
 
 def _best_times(fns: list, repeats: int) -> list[float]:
@@ -73,19 +94,20 @@ def _rates(model: torch.nn.Module, x: np.ndarray) -> str:
 
 def _digits_resnet() -> torch.nn.Module:
     """The shipped trained checkpoint (realistic spiking activity), else random weights."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "checkpoints" / "digits-resnet.pt"
-    if path.is_file():
+    if DIGITS_RESNET.is_file():
         from dalif_deploy.checkpoint import load_model
 
-        model, ck = load_model(path)
+        model, ck = load_model(DIGITS_RESNET)
         if ck.timesteps == T:
-            print(f"digits-resnet: trained weights from {path.name}")
+            print(f"digits-resnet: trained weights from {DIGITS_RESNET.name}")
             return model
     print("digits-resnet: random weights (no T=4 checkpoint found)")
     return _random("digits-resnet")
 
 
-def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int) -> float:
+def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int,
+          devices: list[str], gpu_batch: int | None) -> tuple[float, dict[str, float]]:
+    """The emulator/float time ratio on CPU, and each further device's speed-up over CPU."""
     print(f"{name}: {_rates(model, x)}")
     program = quantize_graph(export_nir(model, x.shape[1:], T), calibration=x,
                              run=functools.partial(emulate, check=False))
@@ -100,7 +122,59 @@ def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int) -> flo
     n = len(x)
     print(f"{name}: batch {n}, T={T}: emulator {n / t_emu:9.1f} samples/s ({t_emu * 1e3:.1f} ms)"
           f" | float torch {n / t_flt:9.1f} samples/s ({t_flt * 1e3:.1f} ms)")
-    return t_emu / t_flt
+    print(f"{name}: device cpu: emulator {n / t_emu:.1f} samples/s")
+    speedups = {}
+    for dev in devices:
+        if dev == "cpu":
+            continue
+        xd = x if not gpu_batch else np.resize(x, (gpu_batch, *x.shape[1:]))
+        ref = emulate(program, xd, batch_size=len(xd))
+        got = emulate(program, xd, batch_size=len(xd), device=dev)
+        same = (np.array_equal(ref.outputs, got.outputs)
+                and np.array_equal(ref.spike_counts, got.spike_counts))
+        (t_dev,) = _best_times([functools.partial(emulate, program, xd, batch_size=len(xd),
+                                                  device=dev)], repeats)
+        cpu_rate = n / t_emu
+        speedups[dev] = len(xd) / t_dev / cpu_rate
+        print(f"{name}: device {dev}: emulator {len(xd) / t_dev:.1f} samples/s (batch "
+              f"{len(xd)}), the CPU's integers: {same}")
+    return t_emu / t_flt, speedups
+
+
+def _verify_commands(tmp: Path, samples: int, batch: int) -> tuple[list[str], list[str]]:
+    from dalif_deploy.data import load_dataset
+
+    test = load_dataset("digits", "test")
+    idx = np.resize(np.arange(len(test)), samples)
+    data = tmp / f"digits-x{samples}.npz"
+    np.savez(data, x=test.x[idx], y=test.y[idx], encoding="analog")
+    args = ["verify", str(DIGITS_RESNET), "--dataset", str(data), "--lava-samples", "0",
+            "--batch-size", str(batch)]
+    one = [sys.executable, "-m", "dalif_deploy", *args, "--json", str(tmp / "one.json")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "dalif_deploy", *args, "--json", str(tmp / "two.json")]
+    return one, two
+
+
+def verify_ratio(samples: int, batch: int, repeats: int) -> float:
+    """Wall time of ``verify`` under torchrun with 2 processes over 1 process (best runs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        one, two = _verify_commands(tmp, samples, batch)
+        best = {"one": float("inf"), "two": float("inf")}
+        for _ in range(repeats):
+            for key, cmd in (("one", one), ("two", two)):
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                best[key] = min(best[key], time.perf_counter() - t0)
+        a, b = (json.loads((tmp / f"{k}.json").read_text()) for k in ("one", "two"))
+        stages = {k: sum(r.pop("seconds").values()) for k, r in (("one", a), ("two", b))}
+    print(f"verify digits-resnet, {samples} samples, batch {batch}: 1 process {best['one']:.2f} s"
+          f" (stages {stages['one']:.2f} s) | 2 processes {best['two']:.2f} s (stages "
+          f"{stages['two']:.2f} s); JSON identical (times aside): {a == b}")
+    return best["two"] / best["one"]
 
 
 def main() -> None:
@@ -109,22 +183,41 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for both sides (default: torch's own choice)")
+    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
+                    help="emulator devices to time, comma-separated")
+    ap.add_argument("--width", type=int, default=8, help="resnet19 base width (paper: 128)")
+    ap.add_argument("--gpu-batch", type=int, default=None,
+                    help="samples per emulator batch on the non-CPU devices (default: --batch)")
+    ap.add_argument("--verify-samples", type=int, default=1800,
+                    help="samples of the sharded verify timing (0: skip it)")
+    ap.add_argument("--verify-batch", type=int, default=128)
+    ap.add_argument("--verify-repeats", type=int, default=2)
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) for both sides")
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) for both sides; "
+          f"devices {devices}")
     from dalif_deploy.data import load_dataset
 
     digits = load_dataset("digits", "test").x[: args.batch]
     rng = np.random.default_rng(0)
     cifar_like = rng.random((min(args.batch, 64), 3, 32, 32), dtype=np.float32)
-    ratios = {
-        "digits-resnet": bench("digits-resnet", _digits_resnet(), digits, args.repeats),
-        "resnet19": bench("resnet19", _lively(_random("resnet19", width=8), cifar_like),
-                          cifar_like, args.repeats),
+    results = {
+        "digits-resnet": bench("digits-resnet", _digits_resnet(), digits, args.repeats,
+                               devices, args.gpu_batch),
+        "resnet19": bench("resnet19", _lively(_random("resnet19", width=args.width),
+                                              cifar_like),
+                          cifar_like, args.repeats, devices, args.gpu_batch),
     }
-    for name, r in ratios.items():
+    ratio = (verify_ratio(args.verify_samples, args.verify_batch, args.verify_repeats)
+             if args.verify_samples else None)
+    for name, (r, speedups) in results.items():
         print(f"{name}: emulator/float time ratio {r:.2f}")
+        for dev, s in speedups.items():
+            print(f"{name}: {dev}/cpu emulator speed-up {s:.1f}x")
+    if ratio is not None:
+        print(f"2-process/1-process verify time ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":

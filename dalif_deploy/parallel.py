@@ -5,13 +5,15 @@
 contiguous runs of whole batches, one run per rank (:meth:`World.shard`); each rank computes
 its batches exactly as a single process would (the same samples in the same batches), and the
 per-batch results are gathered (:meth:`World.gather`) and folded in data set order, so the
-results equal a single-process run's. :func:`start` joins the process group (gloo on CPU, nccl
-when the device is CUDA) and gives each local process ``cores // local processes`` torch
-threads; without a launcher it is a single process and nothing is initialised.
+results equal a single-process run's. :func:`start` joins the process group (gloo on CPU or
+when processes share a GPU, nccl when each has its own) and gives each local process ``cores //
+local processes`` torch threads; without a launcher it is a single process and nothing is
+initialised.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ from .errors import DaLifError
 
 #: device names the emulator takes (``cuda:N`` too)
 DEVICES = ("cpu", "cuda")
+#: how long a rank waits in a collective for the others (rank 0 runs Lava and ONNX alone
+#: while the others wait; a rank that fails ends the run at once, see World.gather_call)
+GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -175,9 +180,13 @@ def start(device: str | torch.device | None = "cpu", *, rank: int | None = None,
           set_threads: bool = True) -> World:
     """Join the process group a launcher set up (``WORLD_SIZE`` > 1 in the environment) or
     the one given (``rank``, ``size``, ``init_method``, e.g. ``file:///tmp/x``); a single
-    process otherwise. Backend: nccl when ``device`` is CUDA (each process then uses
-    ``cuda:LOCAL_RANK``), else gloo. ``set_threads``: give each process ``cores // local
-    processes`` torch threads. Returns the :class:`World` (:func:`stop` leaves it)."""
+    process otherwise. ``set_threads``: give each process ``cores // local
+    processes`` torch threads. Returns the :class:`World` (:func:`stop` leaves it).
+
+    Backend: nccl when ``device`` is ``cuda`` and every local process has a GPU of its own
+    (process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK``), else gloo: on CPU, and when processes
+    share a GPU (NCCL refuses two ranks on one device). Only small pickled results travel
+    between the processes, so either is fast enough."""
     import torch.distributed as dist
 
     if size is None and not launched():
@@ -190,13 +199,15 @@ def start(device: str | torch.device | None = "cpu", *, rank: int | None = None,
     local_size = _env_int("LOCAL_WORLD_SIZE", size if init_method else 1)
     local_rank = _env_int("LOCAL_RANK", rank % max(1, local_size))
     world = World(rank, size, local_rank, local_size)
+    backend = "gloo"
     if dev.type == "cuda":
-        torch.cuda.set_device(dev if dev.index is not None
-                              else local_rank % torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+        torch.cuda.set_device(dev if dev.index is not None else local_rank % gpus)
+        if dev.index is None and local_size <= gpus:  # NCCL refuses two ranks on one GPU
+            backend = "nccl"
     try:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                init_method=init_method or "env://", rank=rank,
-                                world_size=size)
+        dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
+                                world_size=size, timeout=GROUP_TIMEOUT)
     except (RuntimeError, ValueError) as e:
         raise DaLifError(f"cannot join the process group of {size} processes as rank {rank}: "
                          f"{e}; launch with torchrun --nproc-per-node N") from None

@@ -140,3 +140,13 @@ def test_verify_under_torchrun_writes_the_single_process_json_and_report(tmp_pat
     result["seconds"] = sharded["seconds"]
     write_report(result, artefacts, tmp_path / "single.html")
     assert (tmp_path / "single.html").read_text() == (tmp_path / "sharded.html").read_text()
+
+
+def test_commands_that_do_not_shard_refuse_to_run_under_torchrun(monkeypatch, capsys, tmp_path):
+    """train/export/... started N times by torchrun would each do all the work: exit 2."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["export", str(CKPT), "-o", str(tmp_path / "m.nir")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: export runs in one process; under torchrun only simulate and verify "
+                   "shard their data: run it without torchrun"]
+    assert not (tmp_path / "m.nir").exists()

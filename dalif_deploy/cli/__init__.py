@@ -499,6 +499,18 @@ def check_outputs(args: argparse.Namespace) -> None:
             check_output_path(os.path.join(args.out_dir, name))
 
 
+#: the commands that shard their data when torchrun starts several processes
+SHARDED = ("simulate", "verify")
+
+
+def check_launch(command: str) -> None:
+    """Refuse a command torchrun started several times that does not shard (each process would
+    do all the work and write the same files)."""
+    if command not in SHARDED and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        raise DaLifError(f"{command} runs in one process; under torchrun only "
+                         f"{' and '.join(SHARDED)} shard their data: run it without torchrun")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -513,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with signals_raise():  # SIGTERM, SIGHUP, ... unwind like Ctrl-C: no temporary file left
+            check_launch(args.command)
             check_outputs(args)
             rc = args.handler(args)
     except VerificationFailed as e:
