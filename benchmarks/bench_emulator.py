@@ -25,7 +25,7 @@ Ends with one line per model, ``<model>: emulator/float time ratio <R>``, per ex
 <Q>``.
 
 Usage: .venv/bin/python benchmarks/bench_emulator.py [--batch 256] [--repeats 10] [--threads N]
-       [--devices cpu,cuda] [--width 8] [--gpu-batch N] [--verify-samples 1800]
+       [--devices cpu,cuda] [--width 8] [--gpu-batch N] [--verify-samples 4500]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def verify_ratio(samples: int, batch: int, repeats: int) -> float:
         for _ in range(repeats):
             for key, cmd in (("one", one), ("two", two)):
                 t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                subprocess.run(cmd, check=True, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
                 best[key] = min(best[key], time.perf_counter() - t0)
         a, b = (json.loads((tmp / f"{k}.json").read_text()) for k in ("one", "two"))
@@ -174,6 +174,8 @@ def verify_ratio(samples: int, batch: int, repeats: int) -> float:
     print(f"verify digits-resnet, {samples} samples, batch {batch}: 1 process {best['one']:.2f} s"
           f" (stages {stages['one']:.2f} s) | 2 processes {best['two']:.2f} s (stages "
           f"{stages['two']:.2f} s); JSON identical (times aside): {a == b}")
+    print(f"verify stages (the command less start-up, last run): 2-process/1-process "
+          f"{stages['two'] / stages['one']:.2f}")
     return best["two"] / best["one"]
 
 
@@ -188,7 +190,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=8, help="resnet19 base width (paper: 128)")
     ap.add_argument("--gpu-batch", type=int, default=None,
                     help="samples per emulator batch on the non-CPU devices (default: --batch)")
-    ap.add_argument("--verify-samples", type=int, default=1800,
+    ap.add_argument("--verify-samples", type=int, default=4500,
                     help="samples of the sharded verify timing (0: skip it)")
     ap.add_argument("--verify-batch", type=int, default=128)
     ap.add_argument("--verify-repeats", type=int, default=2)
