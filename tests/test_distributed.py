@@ -150,3 +150,24 @@ def test_commands_that_do_not_shard_refuse_to_run_under_torchrun(monkeypatch, ca
     assert err == ["error: export runs in one process; under torchrun only simulate and verify "
                    "shard their data: run it without torchrun"]
     assert not (tmp_path / "m.nir").exists()
+
+
+def test_joined_runs_of_consecutive_shards_equal_one_run():
+    """FixedPointResult.join (the calibration's sharded emulator runs): traces, counts, final
+    v and counters of two shards joined equal one run over all the samples."""
+    from dalif_deploy.targets.emulator import emulate
+    from test_device import _assert_same_run, _program_and_input
+
+    from dalif_deploy.backend import FixedPointResult
+
+    prog, x = _program_and_input("conv", "events", 3)
+    whole = emulate(prog, x, record=True, check=False)
+    parts = [emulate(prog, x[:2], record=True, check=False),
+             emulate(prog, x[2:], record=True, check=False)]
+    joined = FixedPointResult.join(parts)
+    _assert_same_run(whole, joined)
+    assert whole.spike_totals.keys() == joined.spike_totals.keys()
+    for k, tot in whole.spike_totals.items():
+        assert np.array_equal(tot, joined.spike_totals[k]), k
+    assert whole.u_wraps and sum(whole.u_wraps.values()) == sum(
+        sum(p.u_wraps.values()) for p in parts)
