@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch.multiprocessing as mp
 
 from dalif_deploy.cli import main
 from dalif_deploy.errors import DaLifError
@@ -66,12 +65,14 @@ def _simulations(files: dict[str, str]) -> list[dict]:
             for backend, key, n, bs in SIMULATIONS]
 
 
-def _worker(rank: int, size: int, init: str, files: dict[str, str], out: str) -> None:
+def _worker(files: dict[str, str], out: str) -> None:
+    """One rank of a torchrun launch (this file run as a script): simulate, then an error on
+    rank 1 only; each rank pickles what it got."""
     from dalif_deploy.parallel import current, start, stop
 
-    world = start("cpu", rank=rank, size=size, init_method=init)
+    world = start("cpu")  # WORLD_SIZE, RANK, ... from torchrun
     try:
-        assert current() == world and world.size == size
+        assert current() == world and world.size == 2
         results = _simulations(files)
 
         def fails_on_rank_1() -> int:
@@ -85,7 +86,7 @@ def _worker(rank: int, size: int, init: str, files: dict[str, str], out: str) ->
             results.append(str(e))
     finally:
         stop()
-    with open(f"{out}.{rank}", "wb") as f:
+    with open(f"{out}.{world.rank}", "wb") as f:
         pickle.dump(results, f)
 
 
@@ -97,7 +98,10 @@ def test_simulate_on_2_processes_equals_one_process(tmp_path):
     files = {"fxp": str(_program(tmp_path)), "pt": str(CKPT)}
     single = _simulations(files)
     out = str(tmp_path / "result")
-    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", files, out), nprocs=2)
+    # a launch of its own (not multiprocessing in this process: later tests count on
+    # multiprocessing's process numbering)
+    run = _torchrun(__file__, json.dumps(files), out, cwd=tmp_path, module=False)
+    assert run.returncode == 0, run.stderr[-3000:]
     for rank in (0, 1):  # every rank returns the whole result
         with open(f"{out}.{rank}", "rb") as f:
             sharded = pickle.load(f)
@@ -107,11 +111,16 @@ def test_simulate_on_2_processes_equals_one_process(tmp_path):
     assert len(single[0]["predictions"]) == 50 and "activity" in single[0]
 
 
-def _torchrun(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+def _torchrun(*argv: str, cwd: Path, module: bool = True) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m dalif_deploy ARGV`` (``module=False``: a script)."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    if not module:  # the script imports test helpers beside it
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent),
+                                             *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "dalif_deploy", *argv], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+                           "--nproc-per-node", "2", *(["-m", "dalif_deploy"] if module else []),
+                           *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_verify_under_torchrun_writes_the_single_process_json_and_report(tmp_path):
@@ -171,3 +180,7 @@ def test_joined_runs_of_consecutive_shards_equal_one_run():
         assert np.array_equal(tot, joined.spike_totals[k]), k
     assert whole.u_wraps and sum(whole.u_wraps.values()) == sum(
         sum(p.u_wraps.values()) for p in parts)
+
+
+if __name__ == "__main__":  # a rank of test_simulate_on_2_processes_equals_one_process
+    _worker(json.loads(sys.argv[1]), sys.argv[2])
