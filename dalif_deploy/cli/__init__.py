@@ -361,21 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "does) and report, per precision, float and fixed-point accuracy, "
                        "float/fixed prediction agreement, synaptic memory and cores (resource "
                        "model estimates); emulator only unless --lava-samples is given.")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
-    p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
-                   help="comma-separated weight mantissa bits, each 2..8")
-    p.add_argument("--dataset", help="data set name or .npz (default: the checkpoint's)")
-    add_data_options(p)
-    p.add_argument("--lava-samples", type=int, default=0,
-                   help="also run the first N test samples on Lava at each precision and "
-                   "check them bit for bit against the emulator (0: emulator only)")
-    p.add_argument("--lava-bits", metavar="LIST", help="run Lava only at these precisions "
-                   "(a subset of --weight-bits; needs --lava-samples)")
-    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
-    p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
-                   "or .svg)")
-    _add_json(p)
-    _add_quiet(p)
+    _defer(p, "dalif_deploy.cli.sweep:add_arguments")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.sweep:cli_sweep"))
 
     p = sub.add_parser("finetune", help="quantisation-aware fine-tuning for N-bit weights",
@@ -385,20 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "bit-accurate emulator (the forward values are the program's integers), "
                        "with straight-through gradients into the float weights. Writes an "
                        "ordinary checkpoint recording how it was fine-tuned.")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
-    p.add_argument("--weight-bits", type=weight_bits_arg, required=True, metavar="N",
-                   help="weight mantissa bits of the target program, 2..8")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training split")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine "
-                   "schedule)")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    p.add_argument("--seed", type=int, default=0, help="fine-tuning is deterministic for a "
-                   "seed")
-    p.add_argument("--dataset", help="data set name (default: the checkpoint's)")
-    add_data_options(p)
-    p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
-    _add_json(p)
-    _add_quiet(p)
+    _defer(p, "dalif_deploy.cli.finetune:add_arguments")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.finetune:cli_finetune"))
 
     p = sub.add_parser("compare", help="neuron models compared after deployment",

@@ -9,6 +9,27 @@ import sys
 from . import emit_json, event_options, show_progress
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``sweep`` (added when the command is used, as for compare)."""
+    from . import _add_json, _add_quiet, add_data_options
+
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
+    p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
+                   help="comma-separated weight mantissa bits, each 2..8")
+    p.add_argument("--dataset", help="data set name or .npz (default: the checkpoint's)")
+    add_data_options(p)
+    p.add_argument("--lava-samples", type=int, default=0,
+                   help="also run the first N test samples on Lava at each precision and "
+                   "check them bit for bit against the emulator (0: emulator only)")
+    p.add_argument("--lava-bits", metavar="LIST", help="run Lava only at these precisions "
+                   "(a subset of --weight-bits; needs --lava-samples)")
+    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
+                   "or .svg)")
+    _add_json(p)
+    _add_quiet(p)
+
+
 def cli_sweep(args: argparse.Namespace) -> int:
     """Verify a checkpoint at several weight precisions; print one table, write the plot and
     the JSON."""
