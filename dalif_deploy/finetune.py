@@ -13,8 +13,9 @@ bit-accurate emulator. At every optimiser step:
 2. the batch runs on :func:`~dalif_deploy.targets.emulator.emulate` with every population's
    spikes, v and u recorded: those integers are the forward values;
 3. straight-through gradients come from the float neuron expression ``V = beta H + alpha X``
-   (DA-LIF's; PLIF and LIF are its special cases, :func:`_gains`) evaluated in the program's
-   integer units on the program's own spikes (docs/DESIGN.md sections 2 and 4). For
+   (DA-LIF's; PLIF and LIF are its special cases, through their parameters' ``gains``)
+   evaluated in the program's integer units on the program's own spikes (docs/DESIGN.md
+   sections 2 and 4). For
    population k with scale ``lam`` (float volts -> integer v), at step t::
 
        g[t]   = beta * h[t-1] + lam * alpha * X[t]      X: the model's own conv/BN/pool/+ on the
@@ -112,21 +113,14 @@ class QatRun:
 
 def _gains(params: Any) -> tuple[Any, Any]:
     """``(alpha, beta)`` of ``V = beta * H + alpha * X`` for a neuron layer's effective
-    parameters (DA-LIF: its own; PLIF: ``k, 1 - k``; LIF: ``1/tau, 1 - 1/tau``), as the
-    quantiser reads their NIR LIF nodes; differentiable where the neuron learns them."""
-    from .neurons.dalif import DaLifParams
-    from .neurons.lif import LifParams as FixedDecayParams
-    from .neurons.plif import PlifParams
-
-    if isinstance(params, DaLifParams):
-        return params.alpha, params.beta
-    if isinstance(params, PlifParams):
-        return params.k, 1 - params.k
-    if isinstance(params, FixedDecayParams):
-        return 1.0 / params.tau, 1.0 - 1.0 / params.tau
-    raise DaLifError(f"finetune: neuron parameters {type(params).__name__} are not a LIF "
-                     "form it knows (DA-LIF, PLIF, LIF); add the model's (alpha, beta) to "
-                     "dalif_deploy.finetune._gains")
+    parameters, as each neuron's parameters state them (``gains``; the quantiser reads the
+    same from their NIR LIF nodes); differentiable where the neuron learns them."""
+    gains = getattr(params, "gains", None)
+    if gains is None:
+        raise DaLifError(f"finetune: neuron parameters {type(params).__name__} are not a LIF "
+                         "form (V = beta*H + alpha*X): give them a `gains` property returning "
+                         "(alpha, beta)")
+    return gains
 
 
 def _layer_populations(model: nn.Module, program: FixedProgram) -> dict[str, Any]:
@@ -270,11 +264,11 @@ def finetune(model: nn.Module, train: Any, calibration: np.ndarray, timesteps: i
     """Fine-tune ``model`` in place on ``train`` (a Dataset) through its ``weight_bits``-bit
     program (module docstring); returns ``(model in eval mode, history)`` with one row per
     epoch: mean loss and the fixed-point training accuracy of the batches as trained."""
-    from .training import _batches, deterministic
+    from .training import batch_indices, deterministic
 
     opt = options
     rng = np.random.default_rng(opt.seed)
-    n_batches = len(_batches(len(train), opt.batch_size))
+    n_batches = len(batch_indices(len(train), opt.batch_size))
     history = []
     model.eval()  # batch-norm on its running statistics, as the export folds them
     with deterministic(opt.seed):
@@ -286,7 +280,7 @@ def finetune(model: nn.Module, train: Any, calibration: np.ndarray, timesteps: i
                    unit="batch", disable=not opt.progress)
         for epoch in range(opt.epochs):
             losses, correct = [], 0
-            for b in _batches(len(train), opt.batch_size, rng.permutation(len(train))):
+            for b in batch_indices(len(train), opt.batch_size, rng.permutation(len(train))):
                 program = quantize_model(model, train, calibration, timesteps, opt.weight_bits)
                 run = qat_forward(model, program, train.x[b], train.encoding)
                 loss = loss_fn(run.logits, torch.from_numpy(train.y[b]))

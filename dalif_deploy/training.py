@@ -43,7 +43,8 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(was_det)
 
 
-def _batches(n: int, batch_size: int, order: np.ndarray | None = None) -> list[np.ndarray]:
+def batch_indices(n: int, batch_size: int, order: np.ndarray | None = None) -> list[np.ndarray]:
+    """The sample indices of each batch: ``order`` (default ``0..n-1``) cut every ``batch_size``."""
     idx = np.arange(n) if order is None else order
     return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
 
@@ -58,7 +59,7 @@ def predict(model: nn.Module, ds: Dataset, timesteps: int, batch_size: int = 256
     preds = []
     try:
         with torch.no_grad():
-            for b in tqdm(_batches(len(ds), batch_size), desc="evaluate", unit="batch",
+            for b in tqdm(batch_indices(len(ds), batch_size), desc="evaluate", unit="batch",
                           disable=not progress, leave=False):
                 x = torch.from_numpy(ds.x[b])
                 preds.append(run_model(model, x, timesteps, ds.encoding).argmax(1).numpy())
@@ -146,7 +147,7 @@ def train(
         model = build_model(config)
         _check_fits(model, config, train_ds)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        steps = epochs * len(_batches(len(train_ds), batch_size))
+        steps = epochs * len(batch_indices(len(train_ds), batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         loss_fn = nn.CrossEntropyLoss()
         bar = tqdm(total=steps, desc=f"train {config['name']}", unit="batch",
@@ -154,7 +155,7 @@ def train(
         loss_value = float("nan")
         for epoch in range(epochs):
             model.train()
-            for b in _batches(len(train_ds), batch_size, rng.permutation(len(train_ds))):
+            for b in batch_indices(len(train_ds), batch_size, rng.permutation(len(train_ds))):
                 x = torch.from_numpy(train_ds.x[b])
                 y = torch.from_numpy(train_ds.y[b])
                 loss = loss_fn(run_model(model, x, timesteps, train_ds.encoding), y)

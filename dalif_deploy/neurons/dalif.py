@@ -63,6 +63,11 @@ class DaLifParams:
     def granularity(self) -> str:
         return "channel" if self.alpha.dim() == 1 else "layer"
 
+    @property
+    def gains(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, beta)`` of ``V = beta * H + alpha * X``."""
+        return self.alpha, self.beta
+
 
 #: DA-LIF's state: the membrane after reset ``h`` and the last potential ``v``
 DaLifState = MembraneState

@@ -58,6 +58,11 @@ class LifParams:
                 and self.tau >= 1.0):
             raise DaLifError(f"LIF tau must be a finite number >= 1, got {self.tau!r}")
 
+    @property
+    def gains(self) -> tuple[float, float]:
+        """``(alpha, beta) = (1/tau, 1 - 1/tau)`` of ``V = beta * H + alpha * X``."""
+        return 1.0 / self.tau, 1.0 - 1.0 / self.tau
+
 
 class Lif(NeuronModel):
     """LIF with a fixed decay as a :class:`~dalif_deploy.neuron.NeuronModel`."""

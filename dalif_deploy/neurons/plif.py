@@ -68,6 +68,11 @@ class PlifParams:
     def granularity(self) -> str:
         return "channel" if self.k.dim() == 1 else "layer"
 
+    @property
+    def gains(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, beta) = (k, 1 - k)`` of ``V = beta * H + alpha * X``."""
+        return self.k, 1 - self.k
+
 
 class Plif(NeuronModel):
     """PLIF as a :class:`~dalif_deploy.neuron.NeuronModel` (see the module docstring)."""
