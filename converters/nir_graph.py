@@ -10,6 +10,7 @@ node type means (which types exist, their shapes) is the operation table's (:mod
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,11 @@ def _declared(t: dict | None, where: str = "declared shape") -> tuple[int, ...] 
         return None
     v = next(iter(t.values()))
     return None if v is None else schema.shape(np.atleast_1d(v), where)
+
+
+def output_classes(graph: nir.NIRGraph) -> int:
+    """The number of classes a graph tells apart: the size of its Output node."""
+    return math.prod(infer_shapes(graph)[io_nodes(graph)[1]])
 
 
 def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:

@@ -60,13 +60,15 @@ class Option:
 class ModelInput:
     """What an opened model file takes: ``encoding`` ("analog", "events", or None for a model
     that does not say, e.g. a foreign NIR graph: either), the per-frame ``shape``, ``timesteps``
-    (None: not recorded; event data then use the data set's default T) and the data set the
-    file records (``dataset``, None if none)."""
+    (None: not recorded; event data then use the data set's default T), the data set the
+    file records (``dataset``, None if none) and its number of classes (``classes``, the
+    output size; None: not known), which every label must lie below."""
 
     encoding: str | None
     shape: tuple[int, ...]
     timesteps: int | None
     dataset: str | None = None
+    classes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -114,7 +116,7 @@ class SimulationResult:
     backend: str
     model: str
     dataset: str
-    split: str
+    split: str | None  # None: a user's file, which has no splits
     predictions: np.ndarray  # int64 [samples]
     accuracy: float
     seconds: float

@@ -163,13 +163,17 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
                    data_dir: str | None,
                    samples: int | None, *, encoding: str | None, input_shape: Any,
                    timesteps: int | None, made_for: str | None = None,
-                   at_most: bool = False):
+                   at_most: bool = False, classes: int | None = None,
+                   warn_values: bool = True):
     """The first ``samples`` of a data set split, checked to give the input a model expects
     (event data are generated with the model's T; ``encoding=None``: a model that does not say,
-    e.g. a foreign NIR graph, takes either). Asking for more samples than the split has is an
-    error unless ``at_most`` (then the whole split is used). ``dataset=None`` means the one the
-    model file records (``made_for``), else ``digits``."""
-    from .data import load_dataset
+    e.g. a foreign NIR graph, takes either) and labels below its ``classes`` (None: unknown).
+    Asking for more samples than the split has is an error unless ``at_most`` (then the whole
+    split is used). ``dataset=None`` means the one the model file records (``made_for``), else
+    ``digits``; values clearly outside that data set's range get a ``warning:``
+    (:func:`~dalif_deploy.data.range_warning`) unless ``warn_values`` is False (a second split
+    of the same data)."""
+    from .data import load_dataset, warn_range
 
     if isinstance(made_for, bytes):
         made_for = made_for.decode("utf8", "replace")
@@ -177,7 +181,7 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     dataset = dataset or made_for or "digits"
     ds = load_dataset(dataset, split, data_dir,
                       timesteps=None if Encoding.find(encoding) is ANALOG else timesteps,
-                      samples=samples)
+                      samples=samples, classes=classes)
     want = tuple(int(d) for d in input_shape)
     fits = not encoding or Encoding.find(encoding) is Encoding.from_name(ds.encoding)
     if not fits or tuple(ds.input_shape) != want:
@@ -187,7 +191,10 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     if samples is not None and samples > len(ds) and not at_most:
         raise DaLifError(f"--samples {samples}: the {split} split of {dataset} has only "
                          f"{len(ds)} samples")
-    return ds.head(samples)
+    ds = ds.head(samples)
+    if warn_values:
+        warn_range(ds, made_for)
+    return ds
 
 
 def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = None,
@@ -209,7 +216,7 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
     want = runner.input
     ds = load_for_model(model_path, dataset, split, data_dir, samples, encoding=want.encoding,
                         input_shape=want.shape, timesteps=want.timesteps,
-                        made_for=want.dataset)
+                        made_for=want.dataset, classes=want.classes)
     from .parallel import current
 
     world = current()

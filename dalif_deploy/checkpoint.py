@@ -111,6 +111,15 @@ class Checkpoint:
     def model_name(self) -> str:
         return str(self.config.get("name"))
 
+    @property
+    def num_classes(self) -> int:
+        """The model's number of classes (its config, with the zoo default)."""
+        return int(self._full_config()["num_classes"])
+
+    def _full_config(self) -> dict[str, Any]:
+        return default_config(self.model_name,
+                              **{k: v for k, v in self.config.items() if k != "name"})
+
     def model_input(self) -> dict[str, Any]:
         """What the model takes, for exporters: ``dataset`` (name), ``encoding``,
         ``input_shape`` (C, H, W, from the model config with zoo defaults) and
@@ -133,8 +142,7 @@ class Checkpoint:
                 normalization = load_dataset(str(name), timesteps=self.timesteps).normalization
             except DaLifError:  # e.g. cifar10 without --data-dir
                 normalization = "unspecified"
-        cfg = default_config(self.model_name,
-                             **{k: v for k, v in self.config.items() if k != "name"})
+        cfg = self._full_config()
         return {"dataset": "" if name is None else str(name), "encoding": str(encoding),
                 "input_shape": [int(d) for d in cfg["input_shape"]],
                 "normalization": str(normalization)}

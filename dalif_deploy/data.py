@@ -65,7 +65,7 @@ class Dataset:
     """Samples exactly as the model receives them."""
 
     name: str
-    split: str
+    split: str | None  # None: a user's file, which has no splits
     x: np.ndarray  # float32, [N, C, H, W] (analog) or [N, T, C, H, W] (events)
     y: np.ndarray  # int64 [N]
     encoding: str  # the stored name of an Encoding (dalif_deploy.encoding)
@@ -79,6 +79,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def label(self) -> str:
+        """How outputs name it: ``digits/test``, or the path alone for a file (no splits)."""
+        return self.name if self.split is None else f"{self.name}/{self.split}"
 
     def head(self, n: int | None) -> Dataset:
         """The first ``n`` samples (all when ``n`` is None)."""
@@ -248,10 +253,12 @@ def _npz_members(path: Path, where: str) -> dict[str, np.ndarray]:
                          "with numpy.savez or `dalif-deploy dataset`") from None
 
 
-def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | None = None
-                     ) -> Dataset:
+def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | None = None,
+                     classes: int | None = None) -> Dataset:
     """A data set from an ``.npz`` in the ``dataset`` command's format (module docstring),
-    checked on load; ``timesteps`` (the model's T) must match event data's."""
+    checked on load; ``timesteps`` (the model's T) must match event data's; ``classes`` (the
+    model's class count, None: no model) bounds the labels as :func:`check_labels` says. A
+    file has no splits: ``split`` is ignored and the data set's is None."""
     path = check_input_file(path, "a data set (.npz with x, y, encoding)")
     where = str(path)
     m = _npz_members(path, where)
@@ -286,16 +293,33 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
         raise DaLifError(f"{where}: y must be integer labels [N], got {y.dtype} {y.shape}")
     if len(y) != len(x):
         raise DaLifError(f"{where}: {len(x)} samples in x but {len(y)} labels in y")
-    classes = (integer(m["num_classes"], f"{where}: num_classes", lo=1, hi=NUM_CLASSES_MAX)
-               if "num_classes" in m else None)
+    declared = (integer(m["num_classes"], f"{where}: num_classes", lo=1, hi=NUM_CLASSES_MAX)
+                if "num_classes" in m else None)
+    y = y.astype(np.int64)
+    check_labels(y, where, model_classes=classes, file_classes=declared)
     hi = int(y.max()) if len(y) else 0
-    if int(y.min()) < 0 or (classes is not None and hi >= classes) or hi >= NUM_CLASSES_MAX:
-        raise DaLifError(f"{where}: labels must lie in 0..{(classes or NUM_CLASSES_MAX) - 1}, "
-                         f"found {int(y.min())}..{hi}")
     norm = (text(m["normalization"], f"{where}: normalization") if "normalization" in m
             else "as stored in the file")
-    return Dataset(where, split, np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64),
-                   enc.name, frame, norm, classes or max(10, hi + 1))
+    return Dataset(where, None, np.ascontiguousarray(x, dtype=np.float32), y, enc.name, frame,
+                   norm, declared or max(10, hi + 1))
+
+
+def check_labels(y: np.ndarray, where: str, *, model_classes: int | None = None,
+                 file_classes: int | None = None) -> None:
+    """Refuse labels outside ``0 .. classes - 1``, ``classes`` the model's when a model reads
+    the data (a label 10 on a 10-class model would count as a plain miss), else the file's
+    ``num_classes``, else only the :data:`NUM_CLASSES_MAX` bound and negatives; one
+    ``error:`` line naming the class count the labels broke."""
+    if not len(y):
+        return
+    lo, hi = int(y.min()), int(y.max())
+    for classes, whose in ((model_classes, "the model has"), (file_classes, "the file declares")):
+        if classes is not None and (lo < 0 or hi >= classes):
+            raise DaLifError(f"{where}: labels must lie in 0..{classes - 1} ({whose} "
+                             f"{classes} classes), found {lo}..{hi}")
+    if lo < 0 or hi >= NUM_CLASSES_MAX:
+        raise DaLifError(f"{where}: labels are class numbers 0, 1, ... (below "
+                         f"{NUM_CLASSES_MAX}), found {lo}..{hi}")
 
 
 Loader = Callable[[str, str | None, int | None, str, int | None], Dataset]
@@ -384,20 +408,64 @@ def dataset_spec(name: str, bins: str | None = None, downsample: int | None = No
     return f"{base}:{b.spec()}" if b.spec() else base
 
 
+#: the value range of each built-in analog data set as loaded, i.e. what a model trained on
+#: it saw (event data sets are binary, which loading enforces)
+TRAINED_RANGES: dict[str, tuple[float, float, str]] = {
+    "digits": (0.0, 1.0, "x = pixel / 16"),
+    "cifar10": (min(-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD, strict=True)),
+                max((1 - m) / s for m, s in zip(CIFAR_MEAN, CIFAR_STD, strict=True)),
+                "x = (pixel / 255 - mean) / std per channel"),
+}
+#: "clearly outside": beyond the trained range widened by this fraction of its width each side
+RANGE_SLACK = 0.5
+
+
+def range_warning(ds: Dataset, trained_on: str | None) -> str | None:
+    """A ``warning:`` text when ``ds``'s values lie clearly outside the range of the data set
+    the model records (``trained_on``): below ``lo - RANGE_SLACK * (hi - lo)`` or above
+    ``hi + RANGE_SLACK * (hi - lo)`` (digits, 0..1: outside -0.5..1.5). None when they do not,
+    or when the model records no built-in analog data set (nothing known to compare with)."""
+    base = split_name(trained_on)[0] if trained_on else None
+    if base not in TRAINED_RANGES or Encoding.from_name(ds.encoding) is not ANALOG or not ds.x.size:
+        return None
+    lo, hi, norm = TRAINED_RANGES[base]
+    seen_lo, seen_hi = float(ds.x.min()), float(ds.x.max())
+    slack = RANGE_SLACK * (hi - lo)
+    if lo - slack <= seen_lo and seen_hi <= hi + slack:
+        return None
+    fix = (f"divide by {seen_hi / hi:.3g}" if lo == 0 and seen_lo >= 0 and hi > 0
+           else "normalise the data the same way")
+    return (f"{ds.name}: values {seen_lo:.3g}..{seen_hi:.3g} seen, the model was trained on "
+            f"{lo:.3g}..{hi:.3g} ({base}: {norm}): {fix}")
+
+
+def warn_range(ds: Dataset, trained_on: str | None) -> None:
+    """Print :func:`range_warning`'s ``warning:`` line on stderr, if any."""
+    import sys
+
+    text = range_warning(ds, trained_on)
+    if text:
+        print(f"warning: {text}", file=sys.stderr)
+
+
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
-                 timesteps: int | None = None, samples: int | None = None) -> Dataset:
+                 timesteps: int | None = None, samples: int | None = None,
+                 classes: int | None = None) -> Dataset:
     """Load a data set split exactly as the model receives it (see the module docstring);
     with ``samples``, at most its first ``samples`` samples (event data sets then read only
-    the files those need)."""
+    the files those need); ``classes``: the class count of the model that will read it, which
+    the labels must fit (:func:`check_labels`)."""
     if split not in ("train", "test"):
         raise DaLifError(f"split must be 'train' or 'test', not {split!r}")
     if samples is not None and samples < 1:
         raise DaLifError(f"--samples must be >= 1, got {samples}")
     base, options = split_name(name)
     if base in LOADERS:
-        return LOADERS[base](split, data_dir, timesteps, options, samples).head(samples)
+        ds = LOADERS[base](split, data_dir, timesteps, options, samples).head(samples)
+        check_labels(ds.y, f"{ds.name}/{split}", model_classes=classes)
+        return ds
     if is_dataset_file(name):
-        return load_npz_dataset(name, split, timesteps).head(samples)
+        return load_npz_dataset(name, split, timesteps, classes).head(samples)
     raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} (event data "
                      "sets take options: nmnist:bin=count,downsample=2) or give the path of an "
                      ".npz as `dalif-deploy dataset` writes it")

@@ -327,7 +327,7 @@ def finetune_checkpoint(checkpoint: str | Path, out: str | Path, options: Finetu
     model, ckpt, test, calib = load_checkpoint_data(checkpoint, dataset, data_dir)
     T = ckpt.timesteps
     train = load_dataset(dataset or ckpt.dataset.get("name", "digits"), "train", data_dir,
-                         timesteps=T)
+                         timesteps=T, classes=ckpt.num_classes)
     cal = calib.x  # verify's calibration set: the program trained is the program verified
     bits = options.weight_bits
     before = {"float": evaluate(model, test, T),

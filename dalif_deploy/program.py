@@ -24,6 +24,7 @@ or pickle.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -272,6 +273,11 @@ class FixedProgram:
             raise DaLifError(f"timesteps must lie in 1..{TIMESTEPS_MAX}, got {self.timesteps} "
                              "(a larger value is a corrupt or hostile program: running it "
                              "would not end in reasonable time)")
+
+    @property
+    def classes(self) -> int:
+        """The number of classes: the size of the population the readout integrates."""
+        return math.prod(self.population(self.readout.population).shape)
 
     def population(self, name: str) -> Population:
         for p in self.populations:

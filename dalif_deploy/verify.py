@@ -91,19 +91,22 @@ def load_checkpoint_data(checkpoint: str | Path, dataset: str | None = None,
                          data_dir: str | None = None) -> tuple[torch.nn.Module, Any, Any, Any]:
     """``(model, checkpoint, test split, calibration set)`` as verify uses them: the data set
     the checkpoint records (or ``dataset``), its calibration set the first
-    :data:`CALIBRATION_SAMPLES` training samples."""
+    :data:`CALIBRATION_SAMPLES` training samples; labels must fit the model's classes, values
+    outside its data set's range get a warning (:func:`~dalif_deploy.data.range_warning`)."""
     from .checkpoint import load_model
-    from .data import load_dataset
+    from .data import load_dataset, warn_range
 
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")
     T = ckpt.timesteps
-    test = load_dataset(ds_name, "test", data_dir, timesteps=T)
+    test = load_dataset(ds_name, "test", data_dir, timesteps=T, classes=ckpt.num_classes)
     want = tuple(ckpt.config.get("input_shape", test.input_shape))
     if tuple(test.input_shape) != want:
         raise DaLifError(f"data set {ds_name} has input shape {test.input_shape}, the model "
                          f"expects {want}; pick a matching --dataset")
-    calib = load_dataset(ds_name, "train", data_dir, timesteps=T, samples=CALIBRATION_SAMPLES)
+    warn_range(test, ckpt.dataset.get("name"))
+    calib = load_dataset(ds_name, "train", data_dir, timesteps=T, samples=CALIBRATION_SAMPLES,
+                         classes=ckpt.num_classes)
     return model, ckpt, test, calib
 
 

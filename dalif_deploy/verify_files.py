@@ -76,7 +76,7 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
                   exporter: str | None, dt: float | None, timesteps: int | None,
                   opt: VerifyOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     from .backends import load_for_model
-    from .converters.nir_graph import infer_shapes, io_nodes
+    from .converters.nir_graph import infer_shapes, io_nodes, output_classes
     from .converters.nir_to_fixed import quantize_graph
     from .targets.nir_float import graph_timesteps
 
@@ -92,7 +92,8 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
     def split(name: str, n: int | None) -> Any:
         return load_for_model(path, dataset, name, data_dir, n, encoding=enc,
                               input_shape=in_shape, timesteps=t_given, made_for=md.get(
-                                  "dataset"), at_most=True)
+                                  "dataset"), at_most=True, classes=output_classes(graph),
+                              warn_values=name == "test")
 
     test, calib = split("test", None), split("train", CALIBRATION_SAMPLES)
     T = graph_timesteps(graph, test.x, test.encoding, timesteps)
@@ -128,7 +129,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
                          "again with --weight-bits, or verify the .nir/.pt with it")
     test = load_for_model(path, dataset, "test", data_dir, None, encoding=program.input.kind,
                           input_shape=program.input.shape, timesteps=program.timesteps,
-                          made_for=md.get("dataset"))
+                          made_for=md.get("dataset"), classes=program.classes)
     model = graph = None
     read_dt = None
     absent = {}

@@ -429,7 +429,7 @@ class EmulatorBackend:
         self.device = resolve_device(device)
         p = self.program
         self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
-                                p.metadata.get("dataset"))
+                                p.metadata.get("dataset"), p.classes)
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
         return self._finish(data, self.run_shard(data, batch_size=batch_size,

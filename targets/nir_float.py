@@ -15,7 +15,7 @@ import torch
 
 from ..backend import BackendRun, ModelInput, Option, in_batches
 from ..converters.nir_conventions import read_conventions
-from ..converters.nir_graph import io_nodes, read_nir
+from ..converters.nir_graph import io_nodes, output_classes, read_nir
 from ..converters.nir_to_torch import GraphRunner, describe_conventions
 from ..encoding import Encoding
 from ..errors import DaLifError
@@ -90,7 +90,7 @@ class NirBackend:
         in_shape = self.graph.nodes[io_nodes(self.graph)[0]].input_type["input"]
         enc = meta.get("input_encoding")  # None: a foreign graph takes either kind of data
         self.input = ModelInput(None if enc is None else str(enc), in_shape, timesteps,
-                                meta.get("dataset"))
+                                meta.get("dataset"), output_classes(self.graph))
 
     def batch_fn(self) -> BatchFn:
         runner = GraphRunner(self.graph, self.dt)

@@ -45,6 +45,7 @@ class OnnxGraphInfo:
     timesteps: int | None  # None: analog graph without dalif-deploy metadata
     input_shape: tuple[int, ...]  # (C, H, W)
     metadata: dict[str, str]
+    classes: int | None = None  # the logits' size (None: not static)
 
     def __post_init__(self) -> None:
         Encoding.from_name(self.encoding)
@@ -183,7 +184,9 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
     if Encoding.find(meta.get("encoding", enc.name)) is not enc:
         raise DaLifError(f"{path}: metadata says {meta['encoding']} input but the input shape "
                          f"{dims} is {enc.name}")
-    return OnnxGraphInfo(inp.name, out.name, enc.name, t, tuple(frame), meta)
+    logits = _dims(out)
+    classes = logits[-1] if len(logits) == 2 and isinstance(logits[-1], int) else None
+    return OnnxGraphInfo(inp.name, out.name, enc.name, t, tuple(frame), meta, classes or None)
 
 
 class OnnxRunner:
@@ -259,7 +262,7 @@ class OnnxBackend:
         self.runner = OnnxRunner(model_path)
         info = self.runner.info
         self.input = ModelInput(info.encoding, info.input_shape, info.timesteps,
-                                info.metadata.get("dataset"))
+                                info.metadata.get("dataset"), info.classes)
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
         logits = self.runner.run(data.x, batch_size, progress)

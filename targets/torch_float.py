@@ -27,7 +27,7 @@ class TorchBackend:
         self.model, self.ckpt = load_model(model_path)
         self.input = ModelInput(self.ckpt.dataset.get("encoding", ANALOG.name),
                                 self.ckpt.config["input_shape"], self.ckpt.timesteps,
-                                self.ckpt.dataset.get("name"))
+                                self.ckpt.dataset.get("name"), self.ckpt.num_classes)
 
     def run(self, data: Dataset, *, batch_size: int, progress: bool) -> BackendRun:
         T = self.ckpt.timesteps

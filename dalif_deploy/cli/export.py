@@ -50,7 +50,8 @@ def _export_netx(args: argparse.Namespace) -> None:
     spec = ckpt.model_input()
     cal, run = calibration_data(args.checkpoint, args, encoding=spec["encoding"],
                            input_shape=spec["input_shape"],
-                           timesteps=args.timesteps or ckpt.timesteps, made_for=spec["dataset"])
+                           timesteps=args.timesteps or ckpt.timesteps, made_for=spec["dataset"],
+                           classes=ckpt.num_classes)
     n = export_netx(args.checkpoint, args.netx, model=args.model, timesteps=args.timesteps,
                     weight_bits=args.weight_bits, calibration=cal, run=run,
                     program_path=args.program)

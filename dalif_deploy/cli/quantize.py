@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backends import load_for_model
 from ..converters.nir_conventions import read_conventions
-from ..converters.nir_graph import infer_shapes, io_nodes, read_nir
+from ..converters.nir_graph import infer_shapes, io_nodes, output_classes, read_nir
 from ..converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
 from ..encoding import ANALOG
 from ..errors import DaLifError
@@ -24,11 +24,11 @@ from . import emit_json, event_options, note, warn
 
 
 def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str,
-                input_shape: Any, timesteps: int | None, made_for: str | None = None
-                ) -> tuple[Any, Any]:
+                input_shape: Any, timesteps: int | None, made_for: str | None = None,
+                classes: int | None = None) -> tuple[Any, Any]:
     """``(samples, run)`` for ``quantize_graph`` from ``--calibrate`` and
-    ``--calibration-samples`` (the training split, checked against the model's input; ``(None,
-    None)`` without ``--calibrate``)."""
+    ``--calibration-samples`` (the training split, checked against the model's input and
+    ``classes``; ``(None, None)`` without ``--calibrate``)."""
     if args.calibration_samples < 1:
         raise DaLifError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     calibrate = event_options(args.calibrate, args, "--calibrate")
@@ -39,7 +39,7 @@ def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str
     ds = load_for_model(model_path, calibrate, "train", args.data_dir,
                         int(args.calibration_samples), encoding=encoding,
                         input_shape=input_shape, timesteps=timesteps, made_for=made_for,
-                        at_most=True)
+                        at_most=True, classes=classes)
     return ds.x, functools.partial(emulate, check=False)
 
 
@@ -62,7 +62,8 @@ def cli_quantize(args: argparse.Namespace) -> int:
     cal, run = calibration_data(args.graph, args,
                                 encoding=args.encoding or md.get("input_encoding", ANALOG.name),
                                 input_shape=infer_shapes(graph)[io_nodes(graph)[0]],
-                                timesteps=args.timesteps or md.get("timesteps"))
+                                timesteps=args.timesteps or md.get("timesteps"),
+                                made_for=md.get("dataset"), classes=output_classes(graph))
     if args.netx:  # netx fixes bias_exp = 6 and takes integer dense weights: quantise for it
         note(args, "note: --netx quantises onto netx's grid (biases in multiples of 64, "
              "integer dense weights), so the .fxp written is the program netx loads")

@@ -65,7 +65,8 @@ def cli_simulate(args: argparse.Namespace) -> int:
         return 0
     for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
         note(args, f"[{result.backend}] {text}")
-    line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
+    shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
+    line = (f"{result.backend}: {args.model} on {shown}, "
             f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from ..cost import cost_line

@@ -58,7 +58,7 @@ class LavaBackend:
         self.limits = {"max_processes": max_lava_processes, "max_memory_gib": max_lava_memory}
         p = self.program
         self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
-                                p.metadata.get("dataset"))
+                                p.metadata.get("dataset"), p.classes)
 
     def run(self, data: Any, *, batch_size: int, progress: bool) -> BackendRun:
         program, x = self.program, data.x
