@@ -384,7 +384,7 @@ HOSTILE = {
               "N >= 1"),
     "float-labels": (dict(x=_X, y=_Y.astype(np.float32), encoding="analog"), "integer labels"),
     "2d-labels": (dict(x=_X, y=_Y[:, None], encoding="analog"), "integer labels"),
-    "negative-label": (dict(x=_X, y=np.array([0, -1, 2]), encoding="analog"), "labels must be class numbers"),
+    "negative-label": (dict(x=_X, y=np.array([0, -1, 2]), encoding="analog"), "class numbers"),
     "label-out-of-range": (dict(x=_X, y=np.array([0, 1, 12]), num_classes=10,
                                 encoding="analog"), r"labels must lie in 0\.\.9"),
     "label-count": (dict(x=_X, y=_Y[:2], encoding="analog"), "3 samples in x but 2 labels"),
