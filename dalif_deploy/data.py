@@ -29,7 +29,11 @@
 
   Declared sizes are checked before anything is read (zip members, each ``.npy`` header), then
   shapes, dtypes, values and labels; members not named here are never read. An npz has no
-  splits: ``--split`` does not select anything in it.
+  splits: ``--split`` does not select anything in it, and its data set's ``split`` is None.
+
+Where a data set meets a model, its labels must lie below the model's class count
+(:func:`check_labels`), and values clearly outside the range of the built-in data set the model
+records get a warning (:func:`range_warning`, rule: :data:`RANGE_SLACK`).
 """
 
 from __future__ import annotations
