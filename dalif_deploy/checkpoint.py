@@ -112,9 +112,12 @@ class Checkpoint:
         return str(self.config.get("name"))
 
     @property
-    def num_classes(self) -> int:
-        """The model's number of classes (its config, with the zoo default)."""
-        return int(self._full_config()["num_classes"])
+    def num_classes(self) -> int | None:
+        """The model's number of classes: its config's, else its zoo model's default (None: a
+        model outside the zoo that does not say)."""
+        n = self.config.get("num_classes", ZOO_DEFAULTS.get(self.model_name, {}).get(
+            "num_classes"))
+        return None if n is None else int(n)
 
     def _full_config(self) -> dict[str, Any]:
         return default_config(self.model_name,
