@@ -46,6 +46,7 @@ import numpy as np
 from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
 from .event_data import EVENT_SETS, EventBinning, load_event_split
+from .filekind import expect
 from .io import check_input_file
 from .limits import TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
@@ -253,6 +254,7 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
     """A data set from an ``.npz`` in the ``dataset`` command's format (module docstring),
     checked on load; ``timesteps`` (the model's T) must match event data's."""
     path = check_input_file(path, "a data set (.npz with x, y, encoding)")
+    expect(path, "dataset", "a data set (.npz with x, y, encoding)")
     where = str(path)
     m = _npz_members(path, where)
     missing = [k for k in ("x", "y", "encoding") if k not in m]
