@@ -254,8 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what a file holds",
                        description="Describe any file dalif-deploy writes (the kind is "
                        "read from its content).")
-    p.add_argument("file", metavar="FILE", help="a .pt, .nir, .fxp, .onnx, netx .h5, dataset "
-                   ".npz, or verify/sweep/compare .json")
+    p.add_argument("file", metavar="FILE", help=".pt .nir .fxp .onnx .h5 (netx) .npz .json")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_hardware(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))
