@@ -19,14 +19,13 @@ import numpy as np
 
 from dalif_deploy import schema
 from dalif_deploy.errors import DaLifError
+from dalif_deploy.filekind import HDF5_SIGNATURE, expect
 from dalif_deploy.io import check_input_file
 from dalif_deploy.limits import TIMESTEPS_MAX
 from dalif_deploy.resources import INPUT_ELEMENTS_MAX, ZIP_RATIO_MAX, check_memory, format_bytes
 from dalif_deploy.schema import Check, integer, number, optional, real_array, text
 
 from .nir_ops import op_for, supported_names
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def _node_types(d: dict[str, Any], where: str = "") -> None:
@@ -88,6 +87,7 @@ def _check_declared_sizes(f: Any, path: Path) -> None:
 def read_nir(path: str | Path) -> nir.NIRGraph:
     """Read and validate a ``.nir`` file; every problem is a DaLifError naming the file."""
     path = check_input_file(path, "a NIR graph (.nir)")
+    expect(path, "nir", "a NIR graph (.nir)")
     with open(path, "rb") as f:
         head = f.read(8)
     if head != HDF5_SIGNATURE:

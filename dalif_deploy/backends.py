@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,12 @@ import numpy as np
 from .backend import Backend, BackendRun, Option, SimulationResult
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
+from .filekind import KINDS, sniff, wrong_kind
 from .io import check_input_file
 
-#: file kind -> (suffixes, what it is)
+#: model file kind -> (suffixes, what it is): the kinds a backend runs (filekind.KINDS has all)
 FILE_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "checkpoint": ((".pt", ".pth"), "PyTorch checkpoint"),
-    "nir": ((".nir",), "NIR graph"),
-    "program": ((".fxp",), "fixed-point program"),
-    "onnx": ((".onnx",), "ONNX graph"),
-}
+    k: (KINDS[k].suffixes, KINDS[k].what) for k in ("checkpoint", "nir", "program", "onnx")}
 
 
 #: backend name -> "module:Class" (a dalif_deploy.backend.Backend); adding a backend is a line
@@ -46,31 +42,16 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def _sniff(path: Path) -> str | None:
-    """Guess a file's kind from its bytes when its suffix says nothing."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head == b"\x89HDF\r\n\x1a\n":
-        return "nir"
-    if head[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except zipfile.BadZipFile:
-            return None
-        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-            return "checkpoint"
-        if names and all(n.endswith(".npy") for n in names):
-            return "program"
-    return None
-
-
 def file_kind(path: str | Path) -> str:
-    """The kind of a model file (a FILE_KINDS key): by suffix, else by its first bytes."""
-    path = check_input_file(path, "a model file: "
-                            + ", ".join(s[0] for s, _ in FILE_KINDS.values()))
+    """The kind of a model file (a FILE_KINDS key): by its content (:func:`filekind.sniff`),
+    else by its suffix; another file the tool writes (a data set, a netx network, a result) is
+    refused, saying what it is."""
+    models = ", ".join(s[0] for s, _ in FILE_KINDS.values())
+    path = check_input_file(path, "a model file: " + models)
     suffix = path.suffix.lower()
-    kind = _sniff(path)
+    kind = sniff(path)
+    if kind is not None and kind not in FILE_KINDS:
+        raise wrong_kind(path, kind, f"a model: {models}")
     for named, (suffixes, what) in FILE_KINDS.items():
         if suffix in suffixes:
             if kind is not None and kind != named:  # e.g. a checkpoint renamed to .nir

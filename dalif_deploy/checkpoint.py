@@ -39,6 +39,7 @@ from torch import nn
 
 from .encoding import ANALOG, EVENTS
 from .errors import DaLifError
+from .filekind import expect
 from .io import atomic_open, check_input_file
 from .limits import TIMESTEPS_MAX
 from .models import ZOO_DEFAULTS, build_model, default_config, validate_config
@@ -296,6 +297,7 @@ def _torch_load(path: Path) -> tuple[Any, str]:
     The file is read once: the CRC check, the hash and the load all see the same bytes.
     """
     check_input_file(path, "a checkpoint (.pt)")
+    expect(path, "checkpoint", "a checkpoint (.pt)")
     check_memory(2 * path.stat().st_size, f"{path}: reading the checkpoint")  # bytes + tensors
     data = path.read_bytes()
     head = data[:4]

@@ -50,6 +50,7 @@ import numpy as np
 from .encoding import ANALOG, EVENTS, Encoding
 from .errors import DaLifError
 from .event_data import EVENT_SETS, EventBinning, load_event_split
+from .filekind import expect
 from .io import check_input_file
 from .limits import TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
@@ -264,6 +265,7 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
     model's class count, None: no model) bounds the labels as :func:`check_labels` says. A
     file has no splits: ``split`` is ignored and the data set's is None."""
     path = check_input_file(path, "a data set (.npz with x, y, encoding)")
+    expect(path, "dataset", "a data set (.npz with x, y, encoding)")
     where = str(path)
     m = _npz_members(path, where)
     missing = [k for k in ("x", "y", "encoding") if k not in m]

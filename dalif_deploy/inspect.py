@@ -1,5 +1,7 @@
-"""``dalif-deploy inspect FILE``: what a checkpoint, NIR graph, fixed-point program or ONNX file
-holds, as text or JSON.
+"""``dalif-deploy inspect FILE``: what any file the tool writes holds (a checkpoint, NIR graph,
+fixed-point program, ONNX file, netx network, data set, or a verify/sweep/compare result), as
+text or JSON. The kind comes from the content (:mod:`.filekind`), the suffix only when the
+content shows none.
 
 Checkpoints are described here; the other kinds by the module that owns the format (imported only
 when such a file is inspected)::
@@ -7,6 +9,7 @@ when such a file is inspected)::
     nir      dalif_deploy.converters.nir_graph:describe_nir
     program  dalif_deploy.constraints:describe_program
     onnx     dalif_deploy.targets.onnxruntime:describe_onnx
+    netx, dataset, *-result: dalif_deploy.inspect_kinds
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .backends import FILE_KINDS, file_kind
 from .errors import DaLifError
+from .filekind import KINDS, sniff
 
 DESCRIBERS = {
     "nir": "dalif_deploy.converters.nir_graph:describe_nir",
     "program": "dalif_deploy.constraints:describe_program",
     "onnx": "dalif_deploy.targets.onnxruntime:describe_onnx",
+    "netx": "dalif_deploy.inspect_kinds:describe_netx",
+    "dataset": "dalif_deploy.inspect_kinds:describe_dataset",
+    **{k: "dalif_deploy.inspect_kinds:describe_result"
+       for k in ("verify-result", "sweep-result", "compare-result")},
 }
 
 
@@ -89,15 +96,26 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def describe(path: str | Path, hardware: Any = None) -> dict[str, Any]:
-    """Describe any model file, dispatching on its kind (see :func:`backends.file_kind`);
+    """Describe any file the tool writes, dispatching on the kind its content shows
+    (:func:`filekind.sniff`; else its suffix, as :func:`backends.file_kind` reads a model);
     ``hardware``: the cost model's figures for a program's ``resources`` (a
     :class:`~dalif_deploy.hardware.Hardware`, a mapping or a JSON file)."""
-    kind = file_kind(path)
+    from .io import check_input_file
+
+    check_input_file(path, "a file dalif-deploy writes: "
+                     + ", ".join(dict.fromkeys(s for k in KINDS.values() for s in k.suffixes)))
+    kind = sniff(path)
+    if kind is None:  # the suffix decides; the reader of that kind says what is wrong
+        from .backends import file_kind
+
+        kind = file_kind(path)
     extra: dict[str, Any] = {}
+    if kind.endswith("-result"):
+        extra["kind"] = kind
     if hardware is not None:
         if kind != "program":
             raise DaLifError(f"{path}: --hardware/--hw set the cost model of a fixed-point "
-                             f"program (.fxp); this is a {FILE_KINDS[kind][1]}")
+                             f"program (.fxp); this is a {KINDS[kind].what}")
         from .hardware import hardware as figures
 
         extra["hardware"] = figures(hardware)
@@ -166,7 +184,61 @@ def _render_generic(d: dict[str, Any], indent: str = "") -> list[str]:
     return lines
 
 
+def _param(name: str, v: Any) -> str:
+    """One NIR node parameter as ``name=...``: an array by its shape and range."""
+    if isinstance(v, dict) and "shape" in v:
+        dims = "x".join(str(d) for d in v["shape"]) or "scalar"
+        if "value" in v:
+            return f"{name}[{dims}]={_fmt(v['value'])}"
+        if "min" in v:
+            return f"{name}[{dims}] {_fmt(v['min'])}..{_fmt(v['max'])}"
+        return f"{name}[{dims}]"
+    return f"{name}={_fmt(v)}"
+
+
+def _topology(nodes: list[dict[str, Any]]) -> str:
+    """The graph's shape in words: a chain, or where it forks and joins."""
+    joins = [f"{n['name']} <- {', '.join(n['inputs'])}" for n in nodes if len(n["inputs"]) > 1]
+    users: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n["inputs"]:
+            users.setdefault(i, []).append(n["name"])
+    forks = [f"{a} -> {', '.join(b)}" for a, b in users.items() if len(b) > 1]
+    if not joins and not forks:
+        return "a chain: " + " -> ".join(n["name"] for n in nodes)
+    return "; ".join([f"{len(forks)} fork(s): " + " | ".join(forks)] * bool(forks)
+                     + [f"{len(joins)} join(s): " + " | ".join(joins)] * bool(joins))
+
+
+def _render_nir(d: dict[str, Any]) -> list[str]:
+    nodes = d["nodes"]
+    types: dict[str, int] = {}
+    for n in nodes:
+        types[n["type"]] = types.get(n["type"], 0) + 1
+    md = dict(d["metadata"])
+    head = [f"{k}={md.pop(k)}" for k in ("timesteps", "input_encoding", "dt", "producer",
+                                          "dataset") if k in md]
+    lines = [
+        f"{d['path']}: NIR graph" + (f" (NIR {d['nir_version']})" if d.get("nir_version")
+                                     else ""),
+        f"size        {len(nodes)} nodes, {len(d['edges'])} edges, "
+        f"{d['num_parameters']} parameters",
+        f"metadata    {' '.join(head) or '-'}",
+        *(f"  {k:<24} {_fmt(v)}" for k, v in md.items()),
+        f"node types  {', '.join(f'{t} {c}' for t, c in sorted(types.items()))}",
+        f"topology    {_topology(nodes)}",
+        "nodes (execution order):",
+    ]
+    for n in nodes:
+        shapes = f"{n['input_shape']} -> {n['output_shape']}"
+        params = " ".join(_param(k, v) for k, v in n["parameters"].items())
+        lines.append(f"  {n['name']:<16} {n['type']:<10} {shapes:<28} {params}".rstrip())
+    return lines
+
+
 def render(d: dict[str, Any]) -> str:
     """Human-readable text for a :func:`describe` dict."""
-    lines = _render_checkpoint(d) if d.get("kind") == "checkpoint" else _render_generic(d)
+    kind = d.get("kind")
+    lines = (_render_checkpoint(d) if kind == "checkpoint" else _render_nir(d) if kind == "nir"
+             else _render_generic(d))
     return "\n".join(lines)

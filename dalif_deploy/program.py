@@ -35,6 +35,7 @@ import numpy as np
 
 from .encoding import Encoding
 from .errors import DaLifError
+from .filekind import expect
 from .io import atomic_open, check_input_file
 from .limits import DECAY_MAX, TIMESTEPS_MAX
 from .resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
@@ -509,6 +510,7 @@ def load_program(path: str | os.PathLike) -> FixedProgram:
     arrays the header names are read."""
     where = str(path)
     check_input_file(path, "a fixed-point program (.fxp)")
+    expect(path, "program", "a fixed-point program (.fxp)")
     with open(path, "rb") as f:
         head = f.read(6)
     if head == b"\x93NUMPY":

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.resources": 0,
     "dalif_deploy.hardware": 0,  # the cost model's hardware figures and their overrides
     "dalif_deploy.parallel": 0,  # the torch device and torch.distributed sharding
+    "dalif_deploy.filekind": 0,  # what a file is, from its content (inspect, every reader)
     # 1: the fixed-point core - program dataclasses, constraint rules, integer arithmetic
     "dalif_deploy": 1,  # the package itself re-exports the program (lazy strings for the rest)
     "dalif_deploy.program": 1,
@@ -65,6 +66,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.report_plots": 6,  # the report's matplotlib figures
     "dalif_deploy.verdict": 6,  # the verdict in words, flips, decays, Wilson intervals
     "dalif_deploy.inspect": 6,
+    "dalif_deploy.inspect_kinds": 6,  # inspect of netx, data set and result files
     "dalif_deploy.sweep": 6,  # verify at several weight precisions
     "dalif_deploy.finetune": 6,  # quantisation-aware fine-tuning through the emulator
     "dalif_deploy.compare": 6,  # neuron models trained and deployed side by side

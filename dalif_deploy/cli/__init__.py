@@ -252,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("dalif_deploy.cli.simulate:cli_simulate"))
 
     p = sub.add_parser("inspect", help="show what a file holds",
-                       description="Describe a checkpoint, NIR graph, fixed-point program or "
-                       "ONNX file.")
-    p.add_argument("file", metavar="FILE", help="a .pt, .nir, .fxp or .onnx file")
+                       description="Describe any file dalif-deploy writes (the kind is "
+                       "read from its content).")
+    p.add_argument("file", metavar="FILE", help=".pt .nir .fxp .onnx .h5 (netx) .npz .json")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_hardware(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))

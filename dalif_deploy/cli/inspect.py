@@ -8,7 +8,7 @@ from . import emit_json, hardware_from_args
 
 
 def cli_inspect(args: argparse.Namespace) -> int:
-    """Describe any model file, as text or (``--json``) JSON on stdout."""
+    """Describe any file the tool writes, as text or (``--json``) JSON on stdout."""
     from ..inspect import describe, render
 
     d = describe(args.file, hardware_from_args(args))
