@@ -1,9 +1,9 @@
 """dalif-deploy: DA-LIF spiking networks from PyTorch to NIR, Loihi 2 fixed point and Lava.
 
 The public API is re-exported here (the CLI mirrors it one to one); modules not listed are
-private. Everything but the errors and the fixed-point program is imported on first use, so
-``import dalif_deploy`` needs only numpy: a program file loads without torch, Lava or pickle,
-and lava is imported only by the Lava target.
+private. Everything but the errors is imported on first use, so ``import dalif_deploy`` imports
+nothing heavy (the CLI's ``--help`` needs not even numpy): a program file loads with numpy alone,
+without torch, Lava or pickle, and lava is imported only by the Lava target.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 from .errors import DaLifError, LavaRunError, VerificationFailed
-from .program import (
-    FixedProgram,
-    InputEncoding,
-    Population,
-    Readout,
-    Synapse,
-    load_program,
-    save_program,
-)
 
 # name -> "module:attribute", imported on first access
 _LAZY = {
+    "FixedProgram": "dalif_deploy.program:FixedProgram",
+    "InputEncoding": "dalif_deploy.program:InputEncoding",
+    "Population": "dalif_deploy.program:Population",
+    "Readout": "dalif_deploy.program:Readout",
+    "Synapse": "dalif_deploy.program:Synapse",
+    "load_program": "dalif_deploy.program:load_program",
+    "save_program": "dalif_deploy.program:save_program",
     "Checkpoint": "dalif_deploy.checkpoint:Checkpoint",
     "load_checkpoint": "dalif_deploy.checkpoint:load_checkpoint",
     "load_model": "dalif_deploy.checkpoint:load_model",
@@ -101,14 +99,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "__version__",
     "DaLifError",
-    "FixedProgram",
-    "InputEncoding",
     "LavaRunError",
-    "Population",
-    "Readout",
-    "Synapse",
     "VerificationFailed",
-    "load_program",
-    "save_program",
     *_LAZY,
 ]

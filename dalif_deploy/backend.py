@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import numpy as np
-
 from .errors import DaLifError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .data import Dataset
 
 
@@ -192,6 +192,7 @@ class FixedPointResult:
         if not parts:
             raise DaLifError("FixedPointResult.join needs at least one run")
         a = parts[0]
+        import numpy as np  # here: the registry imports this module for the CLI's --help
 
         def cat(get: Any, axis: int = 0) -> dict[str, np.ndarray]:
             return {k: np.concatenate([get(p)[k] for p in parts], axis) for k in get(a)}

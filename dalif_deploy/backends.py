@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .backend import Backend, BackendRun, Option, SimulationResult
 from .encoding import ANALOG, Encoding
 from .errors import DaLifError
@@ -207,6 +205,8 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
     else:
         out = runner.run(ds, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
+    import numpy as np  # here, not at the top: the CLI's --help names the backends only
+
     pred = np.asarray(out.predictions, dtype=np.int64).reshape(-1)
     if len(pred) != len(ds):
         raise DaLifError(f"backend {backend!r} returned {len(pred)} predictions for "
@@ -248,6 +248,8 @@ def merge_runs(backend: str, runs: list[BackendRun]) -> BackendRun:
             raise DaLifError(f"backend {backend!r}: shards of the data report different "
                              f"{differ}; it needs a merge(data, runs) method to be sharded "
                              "(run it without torchrun)")
+    import numpy as np
+
     return BackendRun(np.concatenate([np.asarray(r.predictions).reshape(-1) for r in runs]),
                       dict(first))
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from .errors import DaLifError
 from .io import check_input_file
-from .schema import integer, number, text
 
 #: the help texts of the two options (one wording for every command that takes them)
 HARDWARE_FILE_HELP = ("cost model: a JSON object of hardware figures replacing the defaults "
@@ -61,6 +60,8 @@ class Hardware:
     energy_mac_pj: float = 4.6  # H: 32-bit float multiply (3.7) + add (0.9), 45 nm
 
     def __post_init__(self) -> None:
+        from .schema import integer, number, text  # here: the CLI's help texts need no numpy
+
         for f in dataclasses.fields(self):
             where = f"hardware figure {f.name}"
             v, default = getattr(self, f.name), f.default

@@ -14,11 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..backends import BACKENDS as _REGISTRY
 from ..encoding import ENCODING_NAMES
 from ..errors import DaLifError, VerificationFailed
-
-BACKENDS = tuple(_REGISTRY)  # the registry's names (naming them imports no backend)
 
 EPILOG = """\
 pipeline:
@@ -485,6 +482,23 @@ def check_launch(command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Signals are handled from the first line on (see :mod:`.signals`): a
+    Ctrl-C while the parser is built or torch/lava are imported is one ``interrupted`` line
+    and exit 130, as it is during the work."""
+    try:
+        from .signals import signals_raise
+
+        with signals_raise():  # SIGTERM, SIGHUP, ... unwind like Ctrl-C: no temporary file left
+            return _run(argv)
+    except KeyboardInterrupt as e:  # also one raised before signals_raise took over
+        from .signals import exit_code
+
+        print(f"interrupted ({str(e) or 'SIGINT'})", file=sys.stderr)
+        return exit_code(e)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its command; the exit code (a KeyboardInterrupt propagates)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -494,22 +508,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    from .signals import exit_code, signals_raise
-
     try:
-        with signals_raise():  # SIGTERM, SIGHUP, ... unwind like Ctrl-C: no temporary file left
-            check_launch(args.command)
-            check_outputs(args)
-            rc = args.handler(args)
+        check_launch(args.command)
+        check_outputs(args)
+        rc = args.handler(args)
     except VerificationFailed as e:
         print(f"verification failed: {e}", file=sys.stderr)
         return 1
     except DaLifError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        print(f"interrupted ({str(e) or 'SIGINT'})", file=sys.stderr)
-        return exit_code(e)
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         sys.stderr.close()
         return 0

@@ -13,7 +13,7 @@ from . import emit_json, event_options, hardware_from_args, show_progress
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
     """The Lava run guard's limits, as the lava backend declares them, then ``--json``."""
-    from ..targets.lava.backend import LAVA_LIMITS
+    from ..targets.lava import LAVA_LIMITS
     from . import _add_json
 
     for opt in LAVA_LIMITS:

@@ -13,8 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dalif_deploy.backend import BackendRun, ModelInput, Option
-from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 
+from . import LAVA_LIMITS
 from .lower import plan_program
 from .run import (
     MAX_LAVA_MEMORY_GIB,
@@ -22,14 +22,6 @@ from .run import (
     check_lava_budget,
     lava_steps,
     run_lava,
-)
-
-#: the Lava run guard's limits (:func:`.run.check_lava_budget`); unset: its defaults
-LAVA_LIMITS = (
-    Option("max_lava_processes", int, "lava: refuse a network of more than N Lava processes "
-           f"(default {LAVA_PROCESSES_DEFAULT})", metavar="N"),
-    Option("max_lava_memory", float, "lava: refuse a run estimated above GIB GiB of memory "
-           f"(default {LAVA_MEMORY_GIB_DEFAULT:g})", metavar="GIB"),
 )
 
 
