@@ -52,6 +52,10 @@ def input_range_note(args: argparse.Namespace, scale: float) -> None:
 
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
+    from .foreign import check_foreign_graph
+
+    check_foreign_graph(args, args.graph, ["quantize", args.graph, "-o", args.out],
+                        needs_encoding=True)
     # validated (NaN parameters, shapes, unknown nodes), then read with its exporter's
     # conventions (--from: dt, exact decay as Euler taus, the dt/tau range)
     reading = read_conventions(read_nir(Path(args.graph)), args.exporter, args.dt)
