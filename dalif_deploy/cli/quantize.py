@@ -20,6 +20,7 @@ from ..converters.nir_to_fixed import calibration_effect, format_table, quantize
 from ..encoding import ANALOG
 from ..errors import DaLifError
 from ..program import save_program
+from ..wording import counted
 from . import emit_json, event_options, note, warn
 
 
@@ -99,8 +100,8 @@ def cli_quantize(args: argparse.Namespace) -> int:
             warn(text)
     # with --json - stdout carries the JSON alone
     print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
-    note(args, f"wrote {args.out}: {len(program.populations)} populations, "
-         f"{len(program.synapses)} synapses, T={program.timesteps}")
+    note(args, f"wrote {args.out}: {counted(len(program.populations), 'population')}, "
+         f"{counted(len(program.synapses), 'synapse')}, T={program.timesteps}")
     emit_json({"program": str(args.out), "quant_table": program.quant_table,
                "timesteps": program.timesteps, "input_scale": program.input.scale,
                "calibration": calibration,

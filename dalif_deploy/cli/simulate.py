@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..wording import counted
 from . import emit_json, note, show_progress
 
 
@@ -69,7 +70,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
     for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
         note(args, f"[{result.backend}] {text}")
     line = (f"{result.backend}: {args.model} on {result.dataset}/{args.split}, "
-            f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
+            f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from ..cost import cost_line
 
