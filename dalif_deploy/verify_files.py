@@ -143,8 +143,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
     elif ref_kind == "nir":
         reading = _graph_reading(reference, exporter, dt)
         graph, read_dt = reading.graph, reading.dt
-        absent["float"] = ("the reference is a NIR graph: the reference is the NIR "
-                           "interpreter")
+        absent["float"] = "the reference is a NIR graph, run by the NIR interpreter"
     else:
         why = "a program alone has no float reference: give --reference MODEL.nir|MODEL.pt"
         absent = {"float": why, "nir": why}
