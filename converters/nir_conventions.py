@@ -182,8 +182,8 @@ def check_foreign_options(graph: nir.NIRGraph, command_line: str, *, exporter: s
                           ) -> None:
     """Refuse a foreign graph (no dalif-deploy metadata) with one error that names every option
     it still needs, with ``command_line`` (the command as given) completed as an example:
-    its time step (``--from`` or ``--dt``), its T (``-T``; not for event data, which give
-    theirs; ``data_events=None``: not known before the data are read) and, where
+    its time step (``--from`` or ``--dt``), its T (``-T``; only for static data: event data
+    give theirs, ``data_events=None`` (not known) leaves it to the data's loader) and, where
     ``needs_encoding`` (``quantize``), its input encoding. An unknown ``--from`` is left to
     :func:`read_conventions`."""
     md = graph.metadata if isinstance(graph.metadata, dict) else {}
@@ -198,9 +198,8 @@ def check_foreign_options(graph: nir.NIRGraph, command_line: str, *, exporter: s
                        + "|".join(n for n in EXPORTER_NAMES if EXPORTERS[n].dt)
                        + ", or --dt)")
         example.append("--from snntorch")
-    if timesteps is None and "timesteps" not in md and data_events is not True:
-        missing.append("its number of timesteps (-T" + (
-            "; event data give their own)" if data_events is None else ")"))
+    if timesteps is None and "timesteps" not in md and data_events is False:
+        missing.append("its number of timesteps (-T)")
         example.append("-T 8")
     if needs_encoding and encoding is None and "input_encoding" not in md:
         missing.append("its input encoding (--encoding analog|events)")

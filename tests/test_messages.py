@@ -60,8 +60,17 @@ def _example(line: str) -> list[str]:
     return shlex.split(m.group(1))
 
 
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> dict[str, str]:
+    """digits and digits-events written by `dataset` (an .npz says its encoding)."""
+    d = tmp_path_factory.mktemp("npz")
+    for name in ("digits", "digits-events"):
+        assert main(["dataset", name, "-o", str(d / f"{name}.npz")]) == 0
+    return {name: str(d / f"{name}.npz") for name in ("digits", "digits-events")}
+
+
 @pytest.mark.parametrize("command", ["simulate", "quantize", "verify"])
-def test_a_foreign_graph_names_every_missing_option_at_once(tmp_path, capsys, command):
+def test_a_foreign_graph_names_every_missing_option_at_once(tmp_path, capsys, command, npz):
     g = foreign_graph(tmp_path / "f.nir")
     head = {"simulate": ["simulate", str(g), "--backend", "nir"],
             "quantize": ["quantize", str(g), "-o", str(tmp_path / "q.fxp")],
@@ -83,9 +92,11 @@ def test_a_foreign_graph_names_every_missing_option_at_once(tmp_path, capsys, co
     ex = _example(line)
     assert "-T" in line and "--from" not in line and ex[ex.index("--dt") + 1] == "0.001"
     if command != "quantize":
-        assert main([*head, "--dataset", "digits-events"]) == 2
-        line = _one_error(capsys)
-        assert "--from" in line and "-T" not in line
+        for data, static in (("digits-events", False), (npz["digits-events"], False),
+                             (npz["digits"], True)):
+            assert main([*head, "--dataset", data]) == 2
+            line = _one_error(capsys)
+            assert "--from" in line and ("-T" in line) == static, line
 
 
 def test_a_foreign_graph_without_fitting_data_says_how_to_make_them(tmp_path, capsys):

@@ -8,7 +8,8 @@ import shlex
 
 def data_are_events(dataset: str | None) -> bool | None:
     """Whether ``--dataset`` gives event data: a built-in set by its name (none given: digits,
-    a foreign graph's default), an .npz not before it is read (None)."""
+    a foreign graph's default), an .npz by its ``encoding`` member alone; None where that
+    cannot be read (the loader then says why)."""
     from ..data import DATASETS, split_name
     from ..event_data import EVENT_SETS
 
@@ -17,7 +18,26 @@ def data_are_events(dataset: str | None) -> bool | None:
     base = split_name(dataset)[0]
     if base in DATASETS:
         return base.endswith("-events") or base in EVENT_SETS
-    return None
+    encoding = _npz_encoding(dataset)
+    return None if encoding is None else encoding == "events"
+
+
+def _npz_encoding(path: str) -> str | None:
+    """The ``encoding`` member of an .npz data set, read alone (sizes checked first), or
+    None."""
+    import zipfile
+    from pathlib import Path
+
+    from ..errors import DaLifError
+    from ..resources import check_zip, read_npz_member
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            info = check_zip(z, Path(path).stat().st_size, path).get("encoding.npy")
+            return None if info is None else str(read_npz_member(z, info, path))
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            DaLifError):
+        return None
 
 
 def check_foreign_graph(args: argparse.Namespace, path: str, words: list[str], *,
