@@ -17,6 +17,7 @@ import numpy as np
 from . import report_plots
 from .cost import cost_rows
 from .verdict import flip_text, reference_name, wilson
+from .wording import counted
 
 #: readable column headers for the result's keys (others: the key with spaces)
 HEADERS = {
@@ -147,7 +148,8 @@ def _glance(result: dict[str, Any]) -> str:
     if warn:
         survive = f"Warning: {warn[0]['text'].split(':')[0]}. " + survive
     if result.get("lava_samples"):
-        survive += (f"; Lava bit-exact with the emulator on {result['lava_samples']} samples: "
+        survive += (f"; Lava bit-exact with the emulator on "
+                    f"{counted(result['lava_samples'], 'sample')}: "
                     f"{'yes' if result.get('lava_bit_exact') else 'NO'}")
     layers = [ly for ly in result.get("layers", []) if ly.get("spike_agreement") is not None]
     fl = result.get("flips")
@@ -161,7 +163,8 @@ def _glance(result: dict[str, Any]) -> str:
     res, act, en = result.get("resources"), result.get("activity"), result.get("energy")
     cost = "not estimated"
     if res:
-        cost = (f"{res['cores']} cores on {res['chips']} chip(s), {res['neurons']:,} neurons, "
+        cost = (f"{counted(res['cores'], 'core')} on {res['chips']} chip(s), "
+                f"{res['neurons']:,} neurons, "
                 f"{res['synapses']:,} synapses")
         if act and en:
             cost += (f"; per inference {act['synops']:,.0f} SynOps, about "

@@ -335,6 +335,7 @@ def _pct(v: float | None) -> str:
 def format_summary(r: dict[str, Any]) -> str:
     """Headline figures as a few lines of text, then the verdict and its reasons."""
     from .verdict import accuracy_text, reference_name
+    from .wording import counted
 
     ref = reference_name(r)
     short = "NIR" if r.get("reference") == "nir" else "float"  # the layer lines' reference
@@ -343,7 +344,8 @@ def format_summary(r: dict[str, Any]) -> str:
                 f"spikes differing from float: {mismatches}" if mismatches is not None else
                 "spikes differing from float: not measured (no float reference)")
     lines = [
-        f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']}"
+        f"{r['model']} on {r['dataset']} ({counted(r['samples'], 'test sample')}, "
+        f"T={r['timesteps']}"
         + (f", {r['weight_bits']}-bit weights)" if r.get("weight_bits") else ")"),
         f"  float    {_pct(r['float_accuracy'])}",
         f"  NIR      {_pct(r['nir_accuracy'])}   ({nir_note})",

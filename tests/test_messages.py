@@ -19,6 +19,7 @@ import pytest
 from dalif_deploy import report_plots
 from dalif_deploy.cli import main
 from dalif_deploy.verdict import verdict
+from dalif_deploy.wording import counted
 
 
 def _one_error(capsys) -> str:
@@ -165,3 +166,8 @@ def test_plot_labels_name_the_reference(monkeypatch):
     f[0, 0, 0] = 1
     (ax,) = report_plots.plot_raster(f, np.zeros_like(f), "h", ref).axes
     assert f"{ref} only (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_counts_are_singular_for_one():
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert counted(1, "test sample") == "1 test sample" and counted(3, "core") == "3 cores"

@@ -83,7 +83,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
         from ..converters.fxp_to_netx import write_netx
 
         n = write_netx(program, args.netx)
-        note(args, f"wrote {args.netx}: netx HDF5, {n['layers']} layers (load with "
+        note(args, f"wrote {args.netx}: netx HDF5, {counted(n['layers'], 'layer')} (load with "
              f"input_message_bits={n['input_message_bits']}, reset_interval="
              f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
              "steps per sample)")
