@@ -174,3 +174,36 @@ def read_conventions(graph: nir.NIRGraph, source: str | None = None, dt: float |
         if kind in kinds:
             notes.append(f"note: {text} (node(s) {', '.join(kinds[kind])})")
     return Reading(graph, run_dt, ex.name, notes)
+
+
+def check_foreign_options(graph: nir.NIRGraph, command_line: str, *, exporter: str | None,
+                          dt: float | None, timesteps: int | None, encoding: str | None = None,
+                          needs_encoding: bool = False, data_events: bool | None = False
+                          ) -> None:
+    """Refuse a foreign graph (no dalif-deploy metadata) with one error that names every option
+    it still needs, with ``command_line`` (the command as given) completed as an example:
+    its time step (``--from`` or ``--dt``), its T (``-T``; only for static data: event data
+    give theirs, ``data_events=None`` (not known) leaves it to the data's loader) and, where
+    ``needs_encoding`` (``quantize``), its input encoding. An unknown ``--from`` is left to
+    :func:`read_conventions`."""
+    md = graph.metadata if isinstance(graph.metadata, dict) else {}
+    if is_ours(graph) or (exporter is not None and exporter not in EXPORTERS):
+        return
+    missing: list[str] = []
+    example = [command_line] + [f"{flag} {v}" for flag, v in (
+        ("--from", exporter), ("--dt", dt), ("-T", timesteps), ("--encoding", encoding))
+        if v is not None]
+    if dt is None and EXPORTERS[exporter or "nir"].dt is None:
+        missing.append("its exporter or time step (--from "
+                       + "|".join(n for n in EXPORTER_NAMES if EXPORTERS[n].dt)
+                       + ", or --dt)")
+        example.append("--from snntorch")
+    if timesteps is None and "timesteps" not in md and data_events is False:
+        missing.append("its number of timesteps (-T)")
+        example.append("-T 8")
+    if needs_encoding and encoding is None and "input_encoding" not in md:
+        missing.append("its input encoding (--encoding analog|events)")
+        example.append("--encoding analog")
+    if missing:
+        raise DaLifError("this NIR graph has no dalif-deploy metadata (a foreign graph): give "
+                         + "; ".join(missing) + f"; e.g. `{' '.join(example)}`")

@@ -164,7 +164,7 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     want = tuple(int(d) for d in input_shape)
     fits = not encoding or Encoding.find(encoding) is Encoding.from_name(ds.encoding)
     if not fits or tuple(ds.input_shape) != want:
-        hint = f"; use --dataset {made_for}" if made_for else ""
+        hint = f"; use --dataset {made_for}" if made_for else _data_hint(want)
         raise DaLifError(f"{model_path}: the model takes {encoding or 'any'} input {want}, "
                          f"data set {dataset!r} gives {ds.encoding} {tuple(ds.input_shape)}{hint}")
     if samples is not None and samples > len(ds) and not at_most:
@@ -174,6 +174,15 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     if warn_values:
         warn_range(ds, made_for)
     return ds
+
+
+def _data_hint(shape: tuple[int, ...]) -> str:
+    """How to make data for a model that names none (a foreign NIR graph)."""
+    frame = ", ".join(map(str, shape))
+    return (f"; make data that fit: `dalif-deploy dataset NAME -o data.npz` writes one of its "
+            f"own sets (NAME: digits, digits-events, ...), or write an .npz with numpy.savez "
+            f"(x: float32 [N, T, {frame}] of 0/1 events or [N, {frame}] analog; y: int labels "
+            f"[N]; encoding: 'events' or 'analog'), then pass --dataset data.npz")
 
 
 def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = None,

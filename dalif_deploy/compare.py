@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .errors import DaLifError
 from .limits import TIMESTEPS_MAX
 from .verify import CALIBRATION_SAMPLES, VerifyOptions
+from .wording import counted
 
 #: the figures of a run that :func:`summarise` averages over seeds
 FIGURES = ("float_accuracy", "fixed_accuracy", "synops", "spikes")
@@ -177,8 +178,9 @@ def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (neuron, T), in run order: the mean and the sample standard deviation
-    (``*_std``; 0 for one seed) of :data:`FIGURES` over the seeds, the accuracy drop float ->
-    fixed in percentage points, and the parameter counts (equal for every seed)."""
+    (``*_std``; None for one seed, where it is undefined) of :data:`FIGURES` over the seeds,
+    the accuracy drop float -> fixed in percentage points, and the parameter counts (equal for
+    every seed)."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["neuron"], r["timesteps"]), []).append(r)
@@ -188,7 +190,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in FIGURES:
             vals = [float(r[k]) for r in rs]
             row[k] = statistics.fmean(vals)
-            row[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            row[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         row["accuracy_drop_pp"] = 100 * (row["float_accuracy"] - row["fixed_accuracy"])
         for k in ("parameters", "neuron_parameters", "neuron_layers"):
             row[k] = rs[0][k]
@@ -196,19 +198,27 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _accuracy_cell(row: dict[str, Any], key: str) -> str:
+    """Mean accuracy in % and its std over the seeds, or ``n=1`` where one seed leaves the std
+    undefined."""
+    std = row[f"{key}_std"]
+    spread = f"±{100 * std:4.1f}" if std is not None else "  n=1"
+    return f"{100 * row[key]:>8.2f} {spread}"
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The summary table as text: accuracies in % (mean +- std over seeds), drop in pp,
     parameters, SynOps and spikes per inference."""
     s = result["settings"]
-    head = (f"{s['model']} on {s['dataset']}: {s['epochs']} epochs, seeds {s['seeds']}, "
-            f"{s['test_samples']} test samples; fixed point = 8-bit program in the emulator")
+    head = (f"{s['model']} on {s['dataset']}: {counted(s['epochs'], 'epoch')}, seeds "
+            f"{s['seeds']}, {counted(s['test_samples'], 'test sample')}; fixed point = 8-bit "
+            "program in the emulator")
     cols = ("neuron", "T", "float acc %", "fixed acc %", "drop pp", "params", "neuron params",
             "SynOps/inf", "spikes/inf")
     lines = [head, "  ".join(f"{c:>14}" if i else f"{c:<6}" for i, c in enumerate(cols))]
     for r in result["table"]:
         cells = [f"{r['neuron']:<6}", f"{r['timesteps']:>14}",
-                 f"{100 * r['float_accuracy']:>8.2f} ±{100 * r['float_accuracy_std']:4.1f}",
-                 f"{100 * r['fixed_accuracy']:>8.2f} ±{100 * r['fixed_accuracy_std']:4.1f}",
+                 _accuracy_cell(r, "float_accuracy"), _accuracy_cell(r, "fixed_accuracy"),
                  f"{r['accuracy_drop_pp']:>14.2f}", f"{r['parameters']:>14,}",
                  f"{r['neuron_parameters']:>14,}", f"{r['synops']:>14,.0f}",
                  f"{r['spikes']:>14,.1f}"]
@@ -233,10 +243,10 @@ def plot_comparison(result: dict[str, Any], path: str | Path) -> None:
         ts = [r["timesteps"] for r in rs]
         colour = f"C{i}"
         for k, style in (("float_accuracy", "-"), ("fixed_accuracy", "--")):
-            acc.errorbar(ts, [100 * r[k] for r in rs], [100 * r[f"{k}_std"] for r in rs],
+            acc.errorbar(ts, [100 * r[k] for r in rs], [100 * (r[f"{k}_std"] or 0) for r in rs],
                          fmt=style + "o", color=colour, capsize=3,
                          label=f"{neuron} {'float' if k.startswith('float') else 'fixed'}")
-        ops.errorbar(ts, [r["synops"] for r in rs], [r["synops_std"] for r in rs], fmt="-o",
+        ops.errorbar(ts, [r["synops"] for r in rs], [r["synops_std"] or 0 for r in rs], fmt="-o",
                      color=colour, capsize=3, label=neuron)
     s = result["settings"]
     for ax, label in ((acc, "test accuracy (%)"), (ops, "SynOps per inference")):
@@ -245,7 +255,8 @@ def plot_comparison(result: dict[str, Any], path: str | Path) -> None:
         ax.set_xticks(sorted({r["timesteps"] for r in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{s['model']} on {s['dataset']} ({s['epochs']} epochs, seeds {s['seeds']})")
+    fig.suptitle(f"{s['model']} on {s['dataset']} ({counted(s['epochs'], 'epoch')}, seeds "
+                 f"{s['seeds']})")
     fig.tight_layout()
     try:
         atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100,

@@ -34,6 +34,7 @@ from .errors import DaLifError
 from .hardware import Hardware, hardware
 from .program import FixedProgram, Synapse
 from .timing import synaptic_depths
+from .wording import counted
 
 __all__ = ["Hardware", "activity", "cost_line", "cost_report", "cost_rows", "energy", "hardware",
            "input_spikes", "resources"]
@@ -375,7 +376,8 @@ def cost_line(report: Mapping[str, Any]) -> str | None:
     if not (res and act and en):
         return None
     paper = en["paper_45nm"]
-    return (f"{res['hardware']} (estimates): {res['cores']} cores, {res['chips']} chip(s); per "
+    return (f"{res['hardware']} (estimates): {counted(res['cores'], 'core')}, "
+            f"{res['chips']} chip(s); per "
             f"inference {act['synops']:,.0f} SynOps, {act['latency_steps']} steps, "
             f"{en['loihi']['total'] / 1000:.3g} uJ (45 nm: SNN {paper['snn'] / 1000:.3g} uJ, "
             f"ANN {paper['ann'] / 1000:.3g} uJ)")

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import report_plots
 from .cost import cost_rows
-from .verdict import flip_text, wilson
+from .verdict import flip_text, reference_name, wilson
+from .wording import counted
 
 #: readable column headers for the result's keys (others: the key with spaces)
 HEADERS = {
@@ -137,7 +138,8 @@ def _glance(result: dict[str, Any]) -> str:
     survive = ("No check ran (no float reference, no Lava run). " if not checks else
                "Yes, every check passes: " if result.get("passed") else
                f"No, failed: {'; '.join(failed)}. ")
-    survive += (f"{ref} {_pct(result.get(f'{ref}_accuracy'))} \u2192 fixed point "
+    survive += (f"{reference_name(result)} {_pct(result.get(f'{ref}_accuracy'))} \u2192 "
+                "fixed point "
                 f"{_pct(result.get('fixed_accuracy'))}; predictions agree on {_pct(agree)}"
                 if agree is not None else
                 f"Fixed point alone: {_pct(result.get('fixed_accuracy'))} (give --reference "
@@ -146,7 +148,8 @@ def _glance(result: dict[str, Any]) -> str:
     if warn:
         survive = f"Warning: {warn[0]['text'].split(':')[0]}. " + survive
     if result.get("lava_samples"):
-        survive += (f"; Lava bit-exact with the emulator on {result['lava_samples']} samples: "
+        survive += (f"; Lava bit-exact with the emulator on "
+                    f"{counted(result['lava_samples'], 'sample')}: "
                     f"{'yes' if result.get('lava_bit_exact') else 'NO'}")
     layers = [ly for ly in result.get("layers", []) if ly.get("spike_agreement") is not None]
     fl = result.get("flips")
@@ -160,7 +163,8 @@ def _glance(result: dict[str, Any]) -> str:
     res, act, en = result.get("resources"), result.get("activity"), result.get("energy")
     cost = "not estimated"
     if res:
-        cost = (f"{res['cores']} cores on {res['chips']} chip(s), {res['neurons']:,} neurons, "
+        cost = (f"{counted(res['cores'], 'core')} on {res['chips']} chip(s), "
+                f"{res['neurons']:,} neurons, "
                 f"{res['synapses']:,} synapses")
         if act and en:
             cost += (f"; per inference {act['synops']:,.0f} SynOps, about "
@@ -176,7 +180,7 @@ def _flips_html(result: dict[str, Any]) -> str:
     fl = result.get("flips")
     if not fl:
         return "<p>No float reference: nothing to compare predictions with.</p>"
-    ref = result.get("reference", "float")
+    ref = reference_name(result)
     conf = np.asarray(fl["confusion"])
     classes = [c for c in range(fl["classes"])
                if fl["classes"] <= 20 or (conf[c].sum() - conf[c, c]) or
@@ -285,8 +289,13 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
 
     absent = "".join(f"<li>{html.escape(k)}: not run ({html.escape(v)})</li>"
                      for k, v in result.get("absent", {}).items())
+    ref = reference_name(result)
     layer_cols = ["name", "population", "neurons", "float_rate", "fixed_rate",
                   "spike_agreement", "nir_spike_mismatches", "u_wraps", "v_saturations"]
+    if result.get("nir_spike_mismatches") is None:  # not measured: no torch model beside NIR
+        layer_cols.remove("nir_spike_mismatches")
+    # the reference's rate column is keyed float_rate whatever the reference (JSON keys stay)
+    layer_headers = {"float_rate": f"{ref} rate (%)"}
     decay_cols = ["population", "granularity", "channels", "alpha", "beta", "dv", "beta_fixed",
                   "scale", "vth"]
     parts = [
@@ -307,10 +316,11 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         "a stage measured on few samples (Lava) has a wide one.</p>",
         "<h2>Checks</h2>", _table(_check_rows(result.get("checks", []))),
         "<h2>Where it loses</h2>",
-        _table(result.get("layers", []), layer_cols) if result.get("layers") else
+        _table(result.get("layers", []), layer_cols, layer_headers) if result.get("layers") else
         "<p>No per-layer comparison: there is no float reference.</p>",
         img("agreement", "Spike agreement per layer"), img("rates", "Firing rates"),
-        "<h3>Predictions that flip between float and fixed point</h3>", _flips_html(result),
+        f"<h3>Predictions that flip between {html.escape(ref)} and fixed point</h3>",
+        _flips_html(result),
         img("raster", "Spike raster"),
         "<h2>Lava parity</h2>", _lava_html(result),
         "<h2>DA-LIF decays per layer</h2>",
@@ -332,9 +342,10 @@ def render_report(result: dict[str, Any], artefacts: dict[str, Any]) -> str:
     """The page for a verify ``(result, artefacts)`` pair, plots included."""
     rows = [r for r in result.get("layers", []) if r.get("spike_agreement") is not None]
     images = {}
+    ref = reference_name(result)
     if rows:
-        images["agreement"] = report_plots.plot_agreement(rows)
-        images["rates"] = report_plots.plot_firing_rates(rows)
+        images["agreement"] = report_plots.plot_agreement(rows, ref)
+        images["rates"] = report_plots.plot_firing_rates(rows, ref)
     rasters = artefacts.get("rasters") or {}
     worst = min((r for r in rows if r["name"] in rasters), default=None,
                 key=lambda r: r["spike_agreement"])
@@ -342,7 +353,7 @@ def render_report(result: dict[str, Any], artefacts: dict[str, Any]) -> str:
     if ras:
         images["raster"] = report_plots.plot_raster(
             ras["float"], ras["fixed"], ras["name"] + (" (lowest spike agreement)" if worst
-                                                       and len(rows) > 1 else ""))
+                                                       and len(rows) > 1 else ""), ref)
     if artefacts.get("program") is not None:
         images["weight_error"] = report_plots.plot_weight_error(
             artefacts["program"].weight_errors)

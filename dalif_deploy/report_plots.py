@@ -38,8 +38,9 @@ def _layer_axis(ax, names: list[str]) -> None:
                   ha="right" if len(names) > 6 else "center", fontsize=8)
 
 
-def plot_agreement(layers: list[dict[str, Any]]) -> str:
-    """Per-layer spike agreement between the float model and fixed point (0-100 %, each bar
+def plot_agreement(layers: list[dict[str, Any]], reference: str = "float") -> str:
+    """Per-layer spike agreement between the reference (``reference``: its name, the float
+    model or the NIR interpreter) and fixed point (0-100 %, each bar
     labelled), beside the share of spikes that differ on an axis of its own (also from 0), so a
     small difference is neither hidden nor exaggerated."""
     plt = _plt()
@@ -51,7 +52,7 @@ def plot_agreement(layers: list[dict[str, Any]]) -> str:
     a.bar(range(len(names)), agree, color=FLOAT)
     a.set_ylim(0, 105)
     a.set_ylabel("spike agreement (%)")
-    a.set_title("float vs fixed point: spikes that agree")
+    a.set_title(f"{reference} vs fixed point: spikes that agree")
     for i, v in enumerate(agree):
         a.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=7)
     _layer_axis(a, names)
@@ -64,14 +65,14 @@ def plot_agreement(layers: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def plot_firing_rates(layers: list[dict[str, Any]]) -> str:
-    """Grouped bars: float and fixed-point firing rates per layer (% of neuron-steps with a
-    spike)."""
+def plot_firing_rates(layers: list[dict[str, Any]], reference: str = "float") -> str:
+    """Grouped bars: the reference's (named ``reference``) and fixed-point firing rates per
+    layer (% of neuron-steps with a spike)."""
     plt = _plt()
     names = [ly["name"] for ly in layers]
     fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(names) + 3), 3))
     idx = np.arange(len(layers))
-    ax.bar(idx - 0.2, [100 * ly["float_rate"] for ly in layers], 0.4, label="float",
+    ax.bar(idx - 0.2, [100 * ly["float_rate"] for ly in layers], 0.4, label=reference,
            color=FLOAT)
     ax.bar(idx + 0.2, [100 * (ly["fixed_rate"] or 0) for ly in layers], 0.4, label="fixed",
            color=FIXED)
@@ -110,15 +111,17 @@ def plot_weight_error(errors: dict[str, WeightErrors]) -> str:
     return _png(fig)
 
 
-def plot_raster(float_spikes: np.ndarray, fixed_spikes: np.ndarray, name: str) -> str:
-    """Spike raster of one layer for one sample: where float and fixed point both spike (grey),
-    only float (blue, below) and only fixed point (red, above): the mismatches stand out."""
+def plot_raster(float_spikes: np.ndarray, fixed_spikes: np.ndarray, name: str,
+                reference: str = "float") -> str:
+    """Spike raster of one layer for one sample: where the reference (``float_spikes``, named
+    ``reference``) and fixed point both spike (grey), only the reference (blue, below) and only
+    fixed point (red, above): the mismatches stand out."""
     plt = _plt()
     f = float_spikes.reshape(float_spikes.shape[0], -1).astype(bool)
     q = fixed_spikes.reshape(fixed_spikes.shape[0], -1).astype(bool)
     fig, ax = plt.subplots(figsize=(7, 1.4 + 0.35 * f.shape[0]))
     for mask, colour, off, size, label in (
-            (f & q, BOTH, 0.0, 4, "both"), (f & ~q, FLOAT, -0.2, 25, "float only"),
+            (f & q, BOTH, 0.0, 4, "both"), (f & ~q, FLOAT, -0.2, 25, f"{reference} only"),
             (~f & q, FIXED, 0.2, 25, "fixed only")):
         t, n = np.nonzero(mask)
         ax.scatter(n, t + off, s=size, marker="|" if label == "both" else "x", color=colour,

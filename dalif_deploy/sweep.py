@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import DaLifError
+from .wording import counted
 
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 
@@ -151,7 +152,8 @@ def format_sweep(result: dict[str, Any]) -> str:
                      f"{r['memory_bits'] / 8192:.1f}", str(r["cores"]), str(r["u_wraps"]),
                      str(r["v_saturations"]), lava))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [f"{result['model']} on {result['dataset']} ({result['samples']} test samples, "
+    lines = [f"{result['model']} on {result['dataset']} "
+             f"({counted(result['samples'], 'test sample')}, "
              f"T={result['timesteps']}); memory and cores are resource-model estimates"]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)

@@ -133,6 +133,30 @@ def flip_text(flips: dict[str, Any], samples: int, arrow: str = "->") -> str:
             "other wrong)")
 
 
+def reference_name(result: dict[str, Any]) -> str:
+    """What the fixed point was compared with, in words: the torch model of a checkpoint
+    ("float") or, for a NIR graph (verified, or a program's ``--reference``), our NIR
+    interpreter."""
+    return "NIR reference (interpreter)" if result.get("reference") == "nir" else "float"
+
+
+def _reference_model(result: dict[str, Any]) -> str:
+    """The reference model in a sentence ("the float model is at chance")."""
+    return "NIR graph" if result.get("reference") == "nir" else "float model"
+
+
+def _retrain_hint(result: dict[str, Any]) -> str:
+    """How to get a better reference model, for the file the user gave: a checkpoint is ours
+    to train; a NIR graph was trained elsewhere (or exported by us from a checkpoint)."""
+    if result.get("reference") == "nir":
+        return ("train the model longer in the framework that made the graph (a graph exported "
+                "by dalif-deploy: `dalif-deploy train --epochs` on its checkpoint, then export "
+                "again); check that --from/--dt/-T read it as it was exported and that the data "
+                "set is the one it was trained on (shape, normalisation), then verify again")
+    return ("train longer or wider (`dalif-deploy train --epochs`), check the data set and its "
+            "normalisation, then verify again")
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.2f} %"
 
@@ -158,7 +182,11 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
                      f"{_pct(worst['spike_agreement'])}): start there")
     bits = result.get("weight_bits") or (int(program.metadata.get("weight_bits", 8))
                                          if program is not None else 8)
-    if bits < 8:
+    if bits < 8 and result.get("reference") == "nir":  # finetune takes a checkpoint only
+        hints.append(f"use more weight bits (now {bits}; Loihi 2 takes up to 8: verify "
+                     f"--weight-bits), or, to keep {bits} bits, train for them "
+                     "(quantisation-aware) in the framework that made the graph")
+    elif bits < 8:
         hints.append(f"use more weight bits (now {bits}; Loihi 2 takes up to 8: verify "
                      "--weight-bits), see accuracy per precision with `dalif-deploy sweep`, or, "
                      f"to keep {bits} bits, fine-tune for them (`dalif-deploy finetune "
@@ -181,7 +209,8 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
         hints.append("the program was quantised without calibration: quantize --calibrate")
     ref = result.get("reference", "float")
     if (result.get(f"{ref}_accuracy") or 1.0) < WEAK_FLOAT:
-        hints.append(f"check the {ref} accuracy ({_pct(result[f'{ref}_accuracy'])}) first: "
+        hints.append(f"check the {_reference_model(result)}'s accuracy "
+                     f"({_pct(result[f'{ref}_accuracy'])}) first: "
                      "a weak model has many samples near a decision boundary, where any "
                      "rounding flips the prediction")
     return hints
@@ -232,13 +261,13 @@ def verdict(result: dict[str, Any], program: Any = None) -> list[dict[str, Any]]
     if acc is not None and chance is not None and n:
         lo, _ = wilson(int(round(acc * n)), n)
         if lo <= chance or acc < chance + NEAR_CHANCE * (1 - chance):
+            name = _reference_model(result)
             out.append({"severity": "warning", "check": f"{ref} accuracy above chance",
-                        "text": f"the {ref} model itself is at chance: accuracy "
+                        "text": f"the {name} itself is at chance: accuracy "
                                 f"{accuracy_text(acc, n)} against {_pct(chance)} for always "
                                 "predicting the most frequent class; fixed-point agreement "
-                                "means little until the float model learns",
-                        "try": ["train longer or wider (`dalif-deploy train --epochs`), check "
-                                "the data set and its normalisation, then verify again"]})
+                                f"means little until the {name} learns",
+                        "try": [_retrain_hint(result)]})
     failed = [_check_reason(c, result, program) for c in result.get("checks", []) if not c["ok"]]
     seen: set[str] = set()
     for f in failed:  # the drop and the agreement share their hints: say them once

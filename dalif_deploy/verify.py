@@ -337,16 +337,22 @@ def _pct(v: float | None) -> str:
 
 def format_summary(r: dict[str, Any]) -> str:
     """Headline figures as a few lines of text, then the verdict and its reasons."""
-    from .verdict import accuracy_text
+    from .verdict import accuracy_text, reference_name
+    from .wording import counted
 
+    ref = reference_name(r)
+    short = "NIR" if r.get("reference") == "nir" else "float"  # the layer lines' reference
+    mismatches = r["nir_spike_mismatches"]
+    nir_note = ("the reference" if r.get("reference") == "nir" else
+                f"spikes differing from float: {mismatches}" if mismatches is not None else
+                "spikes differing from float: not measured (no float reference)")
     lines = [
-        f"{r['model']} on {r['dataset']} ({r['samples']} test samples, T={r['timesteps']}"
+        f"{r['model']} on {r['dataset']} ({counted(r['samples'], 'test sample')}, "
+        f"T={r['timesteps']}"
         + (f", {r['weight_bits']}-bit weights)" if r.get("weight_bits") else ")"),
         f"  float    {_pct(r['float_accuracy'])}",
-        f"  NIR      {_pct(r['nir_accuracy'])}   (spikes differing from float: "
-        f"{r['nir_spike_mismatches']})",
-        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with "
-        f"{'NIR' if r.get('reference') == 'nir' else 'float'} "
+        f"  NIR      {_pct(r['nir_accuracy'])}   ({nir_note})",
+        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with {ref} "
         f"{_pct(r['prediction_agreement'])})",
         (f"  Lava     {accuracy_text(r['lava_accuracy'], r['lava_samples'])}, bit-exact "
          f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
@@ -365,7 +371,7 @@ def format_summary(r: dict[str, Any]) -> str:
         lines.append(f"  Lava error: {r['lava_error']}")
     for ly in r["layers"]:
         lines.append(f"  layer {ly['name']:<16} agreement {_pct(ly['spike_agreement'])}  "
-                     f"rate float {ly['float_rate']:.3f} fixed "
+                     f"rate {short} {ly['float_rate']:.3f} fixed "
                      f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
     lines += [f"  {c}" for c in (cost_line(r),) if c]

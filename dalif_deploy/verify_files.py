@@ -109,7 +109,7 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
     return run_stages(program, test, name=str(md.get("model_name", Path(path).stem)),
                        source=str(path), graph=graph, dt=reading.dt, options=opt,
                        seconds=seconds, absent={"float": "a NIR graph has no torch model: the "
-                                                "float reference is the NIR interpreter"})
+                                                "reference is the NIR interpreter"})
 
 
 def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: str | None,
@@ -144,8 +144,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
     elif ref_kind == "nir":
         reading = _graph_reading(reference, exporter, dt)
         graph, read_dt = reading.graph, reading.dt
-        absent["float"] = ("the reference is a NIR graph: the float reference is the NIR "
-                           "interpreter")
+        absent["float"] = "the reference is a NIR graph, run by the NIR interpreter"
     else:
         why = "a program alone has no float reference: give --reference MODEL.nir|MODEL.pt"
         absent = {"float": why, "nir": why}

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "dalif_deploy.geometry": 0,
     "dalif_deploy.encoding": 0,
     "dalif_deploy.schema": 0,
+    "dalif_deploy.wording": 0,  # counts in printed text ("1 epoch")
     "dalif_deploy.resources": 0,
     "dalif_deploy.hardware": 0,  # the cost model's hardware figures and their overrides
     "dalif_deploy.parallel": 0,  # the torch device and torch.distributed sharding

@@ -9,7 +9,13 @@ import re
 import pytest
 
 from dalif_deploy.cli import main
-from dalif_deploy.compare import CompareOptions, compare_neurons, format_table, summarise
+from dalif_deploy.compare import (
+    FIGURES,
+    CompareOptions,
+    compare_neurons,
+    format_table,
+    summarise,
+)
 from dalif_deploy.errors import DaLifError
 from dalif_deploy.neurons import neuron_keys
 
@@ -42,7 +48,7 @@ def test_one_run_per_neuron_and_T_with_consistent_figures(compared):
             assert r["synops"] > 0 and r["spikes"] > 0
             assert r["accuracy_drop_pp"] == pytest.approx(
                 100 * (r["float_accuracy"] - r["fixed_accuracy"]))
-            assert r["float_accuracy_std"] == 0.0  # one seed
+            assert r["float_accuracy_std"] is None  # one seed: undefined
     text = format_table(compared)
     for n in neuron_keys():
         assert f"\n{n:<6}" in text
@@ -66,7 +72,10 @@ def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
                "--samples", "16", "--json", str(js), "--plot", str(png)])
     out = capsys.readouterr().out
     assert rc == 0 and "lif" in out and "plif" in out and "SynOps/inf" in out
+    # one seed: its std is undefined, said as n=1 (not a "± 0.0" that reads as measured)
+    assert "n=1" in out and "±" not in out and ": 1 epoch, " in out
     data = json.loads(js.read_text())
+    assert all(r[f"{k}_std"] is None for r in data["table"] for k in FIGURES)
     assert [r["neuron"] for r in data["table"]] == ["lif", "plif"]
     assert data["settings"]["timesteps"] == [1] and data["settings"]["epochs"] == 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -156,6 +156,7 @@ def test_finetune_cli_writes_an_ordinary_checkpoint_that_records_how(tmp_path, c
                  "1e-4", "--seed", "5", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "before" in text and "after" in text and "fixed" in text
+    assert ", 1 epoch, " in text and "epochs" not in text  # a count of one is singular
     ckpt = load_checkpoint(out)
     rec = ckpt.finetune
     assert rec["weight_bits"] == 3 and rec["epochs"] == 1 and rec["lr"] == 1e-4

@@ -313,7 +313,7 @@ def test_foreign_graph_refusals(tmp_path, data, capsys):
         read_conventions(graph, "spikingjelly")
     with pytest.raises(DaLifError, match="--from.*--dt"):
         read_conventions(graph, "nir")
-    cases = [(["--from", "snntorch"], "records no number of timesteps.*-T"),
+    cases = [(["--from", "snntorch"], r"no dalif-deploy metadata.*number of timesteps \(-T\)"),
              (["--from", "torch2"], "unknown exporter"),
              (["--from", "snntorch", "-T", "0"], "-T must lie in"),
              (["--from", "snntorch", "-T", "8", "--dataset", str(data["digits-events"][1])],

@@ -6,6 +6,7 @@ import argparse
 
 from ..encoding import ANALOG, Encoding
 from ..errors import DaLifError
+from ..wording import counted
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -58,7 +59,8 @@ def _export_netx(args: argparse.Namespace) -> None:
     note(args, format_table(n["quant_table"]))
     if cal is None and Encoding.find(spec["encoding"]) is ANALOG:
         input_range_note(args, n["input_scale"])
-    print(f"wrote {args.netx}: netx HDF5 of {n['model']}, {n['layers']} layers, biases on "
+    print(f"wrote {args.netx}: netx HDF5 of {n['model']}, {counted(n['layers'], 'layer')}, "
+          "biases on "
           f"netx's 64-unit grid (load with input_message_bits={n['input_message_bits']}, "
           f"reset_interval={n['reset_interval']}, reset_offset={n['reset_offset']}; run "
           f"{n['steps']} steps per sample)" + (f"; its program: {args.program}"

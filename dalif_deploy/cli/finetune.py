@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..wording import counted
 from . import emit_json, event_options, show_progress
 
 
@@ -39,8 +40,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
     r = finetune_checkpoint(args.checkpoint, args.out, options,
                             dataset=event_options(args.dataset, args), data_dir=args.data_dir)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
-    print(f"{r['model']} on {r['dataset']} ({r['samples']} test samples), "
-          f"{r['weight_bits']}-bit weights, {r['epochs']} epochs, lr {r['lr']:g}, seed "
+    print(f"{r['model']} on {r['dataset']} ({counted(r['samples'], 'test sample')}), "
+          f"{r['weight_bits']}-bit weights, {counted(r['epochs'], 'epoch')}, lr {r['lr']:g}, seed "
           f"{r['seed']} ({r['seconds']:.1f} s)", file=out)
     for when in ("before", "after"):
         print(f"  {when:<6}  float {100 * r[f'float_accuracy_{when}']:.2f} %   fixed "

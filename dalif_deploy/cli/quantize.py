@@ -20,6 +20,7 @@ from ..converters.nir_to_fixed import calibration_effect, format_table, quantize
 from ..encoding import ANALOG
 from ..errors import DaLifError
 from ..program import save_program
+from ..wording import counted
 from . import emit_json, event_options, note, warn
 
 
@@ -52,6 +53,10 @@ def input_range_note(args: argparse.Namespace, scale: float) -> None:
 
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
+    from .foreign import check_foreign_graph
+
+    check_foreign_graph(args, args.graph, ["quantize", args.graph, "-o", args.out],
+                        needs_encoding=True)
     # validated (NaN parameters, shapes, unknown nodes), then read with its exporter's
     # conventions (--from: dt, exact decay as Euler taus, the dt/tau range)
     reading = read_conventions(read_nir(Path(args.graph)), args.exporter, args.dt)
@@ -79,7 +84,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
         from ..converters.fxp_to_netx import write_netx
 
         n = write_netx(program, args.netx)
-        note(args, f"wrote {args.netx}: netx HDF5, {n['layers']} layers (load with "
+        note(args, f"wrote {args.netx}: netx HDF5, {counted(n['layers'], 'layer')} (load with "
              f"input_message_bits={n['input_message_bits']}, reset_interval="
              f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
              "steps per sample)")
@@ -96,8 +101,8 @@ def cli_quantize(args: argparse.Namespace) -> int:
             warn(text)
     # with --json - stdout carries the JSON alone
     print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
-    note(args, f"wrote {args.out}: {len(program.populations)} populations, "
-         f"{len(program.synapses)} synapses, T={program.timesteps}")
+    note(args, f"wrote {args.out}: {counted(len(program.populations), 'population')}, "
+         f"{counted(len(program.synapses), 'synapse')}, T={program.timesteps}")
     emit_json({"program": str(args.out), "quant_table": program.quant_table,
                "timesteps": program.timesteps, "input_scale": program.input.scale,
                "calibration": calibration,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..wording import counted
 from . import emit_json, note, show_progress
 
 
@@ -43,9 +44,12 @@ def cli_simulate(args: argparse.Namespace) -> int:
 
     An option with a default (``--timeout``) that the chosen backend does not take is left out;
     one without a default that is given is an error (``--dt`` on a checkpoint)."""
-    from ..backends import backend_options, get_backend, run_backend
+    from ..backends import backend_options, check_fits, get_backend, run_backend
     from ..parallel import shard_device, start, stop
+    from .foreign import check_foreign_graph
 
+    if check_fits(get_backend(args.backend), args.model) == "nir":  # all it lacks, at once
+        check_foreign_graph(args, args.model, ["simulate", args.model, "--backend", args.backend])
     own = {o.name for o in get_backend(args.backend).options}
     opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
             if name in own or opt.default is None}
@@ -67,7 +71,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
         note(args, f"[{result.backend}] {text}")
     shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
     line = (f"{result.backend}: {args.model} on {shown}, "
-            f"{result.samples} samples, accuracy {100 * result.accuracy:.2f} % "
+            f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from ..cost import cost_line
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DaLifError
+from ..wording import counted
 from . import show_progress
 
 #: the train options that are neuron config keys, set only when given (each model takes its own)
@@ -38,7 +39,7 @@ def cli_train(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model, config, args.timesteps, dataset_info, metrics,
                     seed=args.seed)
     print(f"{args.model} ({args.neuron}) on {probe.name} (T={args.timesteps}, "
-          f"{args.epochs} epochs, "
+          f"{counted(args.epochs, 'epoch')}, "
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
           f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
           f"test accuracy {100 * metrics['test_accuracy']:.2f} %")

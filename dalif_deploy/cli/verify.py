@@ -26,10 +26,15 @@ def cli_verify(args: argparse.Namespace) -> int:
     """Verify a checkpoint, NIR graph or program; exit 1 (VerificationFailed) when a threshold
     does not hold. ``--save-program`` is written (atomically) even then: it is the program
     the report describes."""
+    from ..backends import file_kind
     from ..parallel import shard_device, start, stop
     from ..program import save_program
     from ..verify import VerifyOptions, format_summary, write_report
     from ..verify_files import verify_file
+    from .foreign import check_foreign_graph
+
+    if file_kind(args.model) == "nir":  # a foreign graph: all it lacks, at once
+        check_foreign_graph(args, args.model, ["verify", args.model])
 
     options = VerifyOptions(lava_samples=args.lava_samples, min_agreement=args.min_agreement,
                             max_accuracy_drop=args.max_accuracy_drop, onnx=args.onnx,
