@@ -50,7 +50,8 @@ def away_from_ties(model: nn.Module, x: torch.Tensor, timesteps: int,
     v_th may fire in one and not the other, so such a sample is a tie whose prediction may
     differ. A decisive sample has no such potential and its top-2 logits differ by more than
     2 * LOGIT_TOLERANCE: its prediction must agree. Two accuracies over the same samples may
-    differ by at most the near count (each tie moves one prediction).
+    differ by at most the near count (each tie moves one prediction). Callers that compare
+    predictions assert that decisive samples are the majority, so the check is not vacuous.
     """
     from dalif_deploy.converters.torch_to_onnx import (
         LOGIT_TOLERANCE,
@@ -62,7 +63,6 @@ def away_from_ties(model: nn.Module, x: torch.Tensor, timesteps: int,
     logits, margin = threshold_margins(model, x.float(), timesteps, encoding)
     far = margin >= NEAR_THRESHOLD
     decisive = far & (top2_margin(logits) > 2 * LOGIT_TOLERANCE)
-    assert decisive.mean() >= 0.5, decisive.mean()  # the comparison is not vacuous
     return decisive, int((~far).sum())
 
 

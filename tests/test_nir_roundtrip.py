@@ -75,6 +75,7 @@ def test_roundtrip_shipped_checkpoints(ckpt, digits, tmp_path):
     graph = read_nir(out)
     T = meta.timesteps
     decisive, near = away_from_ties(model, x, T)
+    assert decisive.mean() >= 0.9, decisive.mean()  # measured 0.98 and 0.94
     for dtype in (torch.float64, torch.float32):
         with torch.no_grad():
             ref_logits, ref_spikes = run_model(copy.deepcopy(model).to(dtype), x.to(dtype), T,
