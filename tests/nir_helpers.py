@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,3 +39,33 @@ def spike_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[
     total = sum(a[k].numel() for k in a)
     rate = sum(float(a[k].sum()) for k in a) / total
     return diff, total, rate
+
+
+def away_from_ties(model: nn.Module, x: torch.Tensor, timesteps: int,
+                   encoding: str = "analog") -> tuple[np.ndarray, int]:
+    """(decisive samples, count of near-threshold samples) of a torch float32 model.
+
+    Two float runtimes (torch, the NIR interpreter, Norse, ORT) round differently, and which
+    way depends on the CPU, the BLAS and the thread count: a potential within NEAR_THRESHOLD of
+    v_th may fire in one and not the other, so such a sample is a tie whose prediction may
+    differ. A decisive sample has no such potential and its top-2 logits differ by more than
+    2 * LOGIT_TOLERANCE: its prediction must agree. Two accuracies over the same samples may
+    differ by at most the near count (each tie moves one prediction). Callers that compare
+    predictions assert that decisive samples are the majority, so the check is not vacuous.
+    """
+    from dalif_deploy.converters.torch_to_onnx import (
+        LOGIT_TOLERANCE,
+        NEAR_THRESHOLD,
+        threshold_margins,
+    )
+    from dalif_deploy.targets.onnxruntime import top2_margin
+
+    logits, margin = threshold_margins(model, x.float(), timesteps, encoding)
+    far = margin >= NEAR_THRESHOLD
+    decisive = far & (top2_margin(logits) > 2 * LOGIT_TOLERANCE)
+    return decisive, int((~far).sum())
+
+
+def assert_accuracies_agree_up_to_ties(a: float, b: float, samples: int, near: int) -> None:
+    """Accuracies over the same ``samples`` differ by at most ``near`` predictions."""
+    assert abs(a - b) * samples <= near + 1e-6, (a, b, samples, near)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from dalif_deploy.converters.nir_math import lif_as_dalif
+from nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ties
 
 from dalif_deploy.checkpoint import load_model, save_checkpoint
 from dalif_deploy.cli import build_parser, main
@@ -209,8 +210,10 @@ def test_each_neuron_end_to_end_float_nir_fixed(trained, key, tmp_path):
             assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, (name, f.name)
     result, _ = verify_model(model, test, calib.x, 2, options=opt)
     # float32 on both sides: only spikes sitting exactly at threshold after batch-norm folding
-    # may differ (docs/MEASURED.md); the predictions must agree
-    assert result["nir_accuracy"] == result["float_accuracy"]
+    # may differ (docs/MEASURED.md), so predictions may differ only on those samples
+    near = away_from_ties(model, torch.from_numpy(test.x), 2, "events")[1]
+    assert_accuracies_agree_up_to_ties(result["nir_accuracy"], result["float_accuracy"],
+                                       len(test.y), near)
     assert result["fixed_accuracy"] is not None
     assert result["prediction_agreement"] >= 0.85  # 8-bit weights on a one-epoch model
     assert all(row["spike_agreement"] >= 0.97 for row in result["layers"])
@@ -221,6 +224,7 @@ def test_each_neuron_end_to_end_float_nir_fixed(trained, key, tmp_path):
 @pytest.mark.parametrize("key", ["plif", "lif"])
 def test_baseline_neurons_on_lava_are_bit_exact_with_the_emulator(trained, key, tmp_path):
     models, test, calib = trained
-    opt = VerifyOptions(lava_samples=2, progress=False, workdir=tmp_path, timeout=120)
+    # the timeout is a safety net only (a loaded machine must not reach it)
+    opt = VerifyOptions(lava_samples=2, progress=False, workdir=tmp_path, timeout=600)
     result, _ = verify_model(models[key], test.head(2), calib.x, 2, options=opt)
     assert result["lava_error"] is None and result["lava_bit_exact"] is True

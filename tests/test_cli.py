@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ties
 
 from dalif_deploy.backends import BACKENDS, file_kind
-from dalif_deploy.checkpoint import load_checkpoint
+from dalif_deploy.checkpoint import load_checkpoint, load_model
 from dalif_deploy.cli import build_parser, main
+from dalif_deploy.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "examples" / "checkpoints"
@@ -74,8 +77,11 @@ def test_simulate_torch_json(tmp_path, capsys):
     assert SIM_KEYS <= set(r) and r["backend"] == "torch" and r["dataset"] == "digits"
     assert r["samples"] == len(r["predictions"]) == 450
     assert all(isinstance(p, int) and 0 <= p <= 9 for p in r["predictions"])
-    # the float accuracy is exactly what training measured and stored
-    assert r["accuracy"] == load_checkpoint(ckpt).metrics["test_accuracy"]
+    # the float accuracy is what training measured and stored, up to threshold ties (training
+    # ran on another CPU, whose float rounding may flip a tie's spike)
+    model, meta = load_model(ckpt)
+    near = away_from_ties(model, torch.from_numpy(load_dataset("digits").x), meta.timesteps)[1]
+    assert_accuracies_agree_up_to_ties(r["accuracy"], meta.metrics["test_accuracy"], 450, near)
     head = tmp_path / "h.json"
     assert main(["simulate", str(ckpt), "--backend", "torch", "--samples", "7",
                  "--json", str(head)]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ties
 from torch import nn
 
 import dalif_deploy as dd
@@ -58,8 +59,12 @@ def test_custom_module_verifies_end_to_end(tmp_path):
     assert [ly["name"] for ly in result["layers"]] == ["lif1", "lif2", "lif3"]
     for ly in result["layers"]:
         assert ly["float_rate"] > 0.01 and ly["population"] is not None, ly
-    assert result["nir_accuracy"] == result["float_accuracy"]
-    assert result["onnx_accuracy"] == result["float_accuracy"]
+    # three float runtimes (torch, NIR interpreter, ORT) round differently on each CPU: their
+    # accuracies agree up to the samples with a potential at a threshold tie
+    near = away_from_ties(model, torch.from_numpy(test.x), 3)[1]
+    assert_accuracies_agree_up_to_ties(result["nir_accuracy"], result["float_accuracy"], 40, near)
+    assert_accuracies_agree_up_to_ties(result["onnx_accuracy"], result["float_accuracy"], 40,
+                                       near)
     # per-channel decays survive into the program: one dv per channel of lif1
     assert artefacts["program"].population("lif1").dv.size == 6
     dd.write_report(result, artefacts, tmp_path / "r.html")

@@ -2,10 +2,14 @@
 
 Tolerances: with identical spikes the torch and ORT logits differ only by the summation order
 of Conv/Gemm kernels and by batch-norm folded into the conv weights at export (measured
-<= 3e-7); we bound them by 1e-5. A membrane potential within a few ulps of the threshold may
-fire in one runtime and not the other (measured: every such flip had |V - v_th| <= 1.2e-7);
-for deep random networks we therefore assert exact agreement on every sample whose potentials
-all stay >= 1e-5 from the threshold and require those to be the large majority.
+<= 3e-7); we bound them by LOGIT_TOLERANCE = 1e-5. A membrane potential within a few ulps of
+the threshold may fire in one runtime and not the other (measured: every such flip had
+|V - v_th| <= 1.2e-7), and which side it lands on depends on the CPU's instruction set and the
+kernels' thread split. So every float-vs-float assert here treats threshold ties as ties:
+samples with a potential within NEAR_THRESHOLD = 1e-5 of v_th ("near") may differ in logits and
+prediction; every other ("far") sample must agree within the bound, and its prediction must be
+equal wherever its top-2 torch logits differ by more than 2 * LOGIT_TOLERANCE ("decisive").
+Far and decisive samples are required to be the large majority, so the checks are not vacuous.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ import pytest
 import torch
 from dalif_deploy.converters.torch_to_onnx import (
     LOGIT_TOLERANCE,
+    NEAR_THRESHOLD,
     export_onnx,
     export_onnx_from_checkpoint,
+    threshold_margins,
 )
-from dalif_deploy.targets.onnxruntime import compare_with_torch, describe_onnx, run_onnx
+from dalif_deploy.targets.onnxruntime import (
+    compare_with_torch,
+    describe_onnx,
+    run_onnx,
+    top2_margin,
+)
 from torch import nn
 
 from dalif_deploy import DALIF, DaLifError, build_model, default_config, run_model
@@ -59,6 +70,24 @@ def spike_rates(model: nn.Module, x: torch.Tensor, encoding: str) -> list[float]
     return [float(s.mean()) for s in spikes.values()]
 
 
+def tie_aware_reference(model: nn.Module, x: torch.Tensor, timesteps: int,
+                        encoding: str = "analog") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Torch logits, the far samples (no potential within NEAR_THRESHOLD of v_th) and the
+    decisive ones (far, top-2 margin > 2 * LOGIT_TOLERANCE); both must be the large majority."""
+    ref, margin = threshold_margins(model, x, timesteps, encoding)
+    far = margin >= NEAR_THRESHOLD
+    decisive = far & (top2_margin(ref) > 2 * LOGIT_TOLERANCE)
+    assert decisive.mean() >= 0.5, (far.mean(), decisive.mean())  # the checks are not vacuous
+    return ref, far, decisive
+
+
+def assert_agrees_away_from_ties(ref: np.ndarray, got: np.ndarray, far: np.ndarray,
+                                 decisive: np.ndarray) -> None:
+    """Far samples: logits within LOGIT_TOLERANCE; decisive samples: the same prediction."""
+    assert np.abs(ref - got)[far].max() <= LOGIT_TOLERANCE
+    np.testing.assert_array_equal(got.argmax(1)[decisive], ref.argmax(1)[decisive])
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, np.ndarray]:
     ds = load_dataset("digits", "test")
@@ -74,18 +103,16 @@ def digits_cnn_onnx(tmp_path_factory):
 
 
 def test_digits_contract_predictions_equal_and_logits_within_tolerance(digits, digits_cnn_onnx):
-    """Whole digits test set: same predictions as run_model, logits within 1e-5, no exception."""
+    """Whole digits test set, away from ties: run_model's predictions, logits within 1e-5."""
     model, path = digits_cnn_onnx
     x, _ = digits
     rates = spike_rates(model, x, "analog")
     assert all(0.05 < r < 0.95 for r in rates), rates  # the comparison is not trivial
-    with torch.no_grad():
-        ref = run_model(model, x, T).numpy()
+    ref, far, decisive = tie_aware_reference(model, x, T)
     got = run_onnx(path, x.numpy())
     assert got.shape == ref.shape == (450, 10)
     assert len(set(ref.argmax(1))) > 2  # predictions vary
-    assert np.abs(ref - got).max() <= LOGIT_TOLERANCE
-    assert (ref.argmax(1) == got.argmax(1)).all()
+    assert_agrees_away_from_ties(ref, got, far, decisive)
 
 
 SHIPPED = "examples/checkpoints/{}.pt"
@@ -93,12 +120,13 @@ SHIPPED = "examples/checkpoints/{}.pt"
 
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet"])
 def test_shipped_checkpoints_on_digits_test_set(tmp_path, name):
-    """Trained checkpoints, whole digits test set: predictions equal run_model's everywhere.
+    """Trained checkpoints, whole digits test set: logits within 1e-5 and equal predictions
+    wherever no potential lies within 1e-5 of the threshold.
 
-    Logits agree within 1e-5 wherever no potential lies within 1e-5 of the threshold. Measured:
-    digits-cnn has no flipped spike at all (max |diff| 1.9e-6 over all 450 samples, asserted);
-    digits-resnet has one sample with a potential exactly at v_th in torch (fires on >=) that
-    ORT computes one ulp lower: its logits differ by 0.011, its prediction does not.
+    Near-threshold samples are ties and are not asserted: measured on one CPU, digits-cnn (10
+    near samples) had no flipped spike, while on an AMD EPYC one near sample flipped (logits off
+    by 0.063); digits-resnet (27 near) has one sample with a potential exactly at v_th in torch
+    (fires on >=) that ORT computes one ulp lower: its logits differ by 0.011.
     """
     from pathlib import Path
 
@@ -110,11 +138,9 @@ def test_shipped_checkpoints_on_digits_test_set(tmp_path, name):
     assert summary["model"] == name and summary["timesteps"] == c.timesteps
     x = torch.from_numpy(load_dataset("digits", "test").x)
     r = compare_with_torch(model, tmp_path / "m.onnx", x, c.timesteps, "analog")
-    assert r["samples"] == 450 and r["prediction_agreement"] == 1.0, r
+    assert r["samples"] == 450 and r["decisive_samples"] >= 400, r  # measured 440 and 423
     assert r["mismatched_far_samples"] == 0 and r["max_abs_diff_far"] <= LOGIT_TOLERANCE, r
-    assert r["mismatched_samples"] <= 2, r
-    if name == "digits-cnn":
-        assert r["max_abs_diff"] <= LOGIT_TOLERANCE, r
+    assert r["prediction_agreement_decisive"] == 1.0, r
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +169,7 @@ def test_zoo_models_agree_with_torch(tmp_path, name, dataset, shape, up):
     assert r["near_threshold_samples"] < 0.5 * r["samples"], r
     assert r["mismatched_far_samples"] == 0, r
     assert r["max_abs_diff_far"] <= LOGIT_TOLERANCE, r
-    assert r["prediction_agreement_far"] == 1.0, r
+    assert r["prediction_agreement_decisive"] == 1.0, r
 
 
 class TinyNet(nn.Module):
@@ -205,24 +231,26 @@ def test_graph_is_standard_onnx_with_metadata(digits_cnn_onnx):
 
 
 def test_dynamic_batch_axis(digits, digits_cnn_onnx):
-    """Batch sizes 1, 7 and 450 give the same per-sample logits (to float reordering)."""
-    _, path = digits_cnn_onnx
-    x = digits[0].numpy()
-    full = run_onnx(path, x)
-    np.testing.assert_allclose(run_onnx(path, x[:1]), full[:1], rtol=0, atol=LOGIT_TOLERANCE)
-    np.testing.assert_allclose(run_onnx(path, x, batch_size=7), full, rtol=0,
-                               atol=LOGIT_TOLERANCE)
+    """Batch sizes 1, 7 and 450 give the same per-sample logits (to float reordering: ORT may
+    pick other kernels per batch size, so near-threshold samples are ties here too)."""
+    model, path = digits_cnn_onnx
+    x = digits[0]
+    _, far, _ = tie_aware_reference(model, x, T)
+    full = run_onnx(path, x.numpy())
+    one = run_onnx(path, x[:20].numpy(), batch_size=1)
+    assert np.abs(one - full[:20])[far[:20]].max() <= LOGIT_TOLERANCE
+    assert np.abs(run_onnx(path, x.numpy(), batch_size=7) - full)[far].max() <= LOGIT_TOLERANCE
 
 
 def test_simulate_backend_json(digits, digits_cnn_onnx):
     model, path = digits_cnn_onnx
     x, y = digits
     r = simulate(str(path), "onnx", dataset="digits", samples=100, progress=False)
-    with torch.no_grad():
-        ref = run_model(model, x[:100], T).argmax(1).numpy()
+    ref, _, decisive = tie_aware_reference(model, x[:100], T)
     assert r["backend"] == "onnx" and r["dataset"] == "digits" and r["samples"] == 100
-    assert r["predictions"] == ref.tolist()
-    assert r["accuracy"] == pytest.approx(float((ref == y[:100]).mean()))
+    got = np.array(r["predictions"])
+    np.testing.assert_array_equal(got[decisive], ref.argmax(1)[decisive])
+    assert r["accuracy"] == float((got == y[:100]).mean())  # exact: a count over 100
     assert r["seconds"] >= 0
     with pytest.raises(DaLifError, match="events"):  # analog graph, event data set
         simulate(str(path), "onnx", dataset="digits-events", progress=False)
@@ -243,10 +271,8 @@ def test_export_from_checkpoint(tmp_path, digits):
     assert summary["encoding"] == "analog" and summary["input_shape"] == [1, 8, 8]
     assert describe_onnx(tmp_path / "m.onnx")["dataset"] == "digits"
     x = digits[0][:50]
-    with torch.no_grad():
-        ref = run_model(model, x, T).numpy()
-    np.testing.assert_allclose(run_onnx(tmp_path / "m.onnx", x.numpy()), ref, rtol=0,
-                               atol=LOGIT_TOLERANCE)
+    ref, far, decisive = tie_aware_reference(model, x, T)
+    assert_agrees_away_from_ties(ref, run_onnx(tmp_path / "m.onnx", x.numpy()), far, decisive)
 
 
 @pytest.mark.parametrize("use", ["run_onnx", "describe_onnx", "simulate"])
@@ -369,9 +395,8 @@ def test_simulate_event_graph_uses_its_timesteps(tmp_path):
     path = export_onnx(model, tmp_path / "ev.onnx", 3, (2, 8, 8), "events", dataset="digits-events")
     r = simulate(str(path), "onnx", dataset="digits-events", samples=60, progress=False)
     ds = load_dataset("digits-events", "test", timesteps=3).head(60)
-    with torch.no_grad():
-        ref = run_model(model, torch.from_numpy(ds.x), 3, "events").argmax(1)
+    ref, _, decisive = tie_aware_reference(model, torch.from_numpy(ds.x), 3, "events")
     assert r["timesteps"] == 3 and r["encoding"] == "events"
-    assert r["predictions"] == ref.tolist()
+    np.testing.assert_array_equal(np.array(r["predictions"])[decisive], ref.argmax(1)[decisive])
     with pytest.raises(DaLifError, match="analog"):
         simulate(str(path), "onnx", dataset="digits", progress=False)

@@ -15,6 +15,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ties
 
 from dalif_deploy.checkpoint import save_checkpoint
 from dalif_deploy.cli import main
@@ -80,6 +81,10 @@ def test_resnet19_on_cifar_folder_verifies_bit_exact(tmp_path):
     for ly in r["layers"]:
         assert ly["float_rate"] > 0.05 and ly["fixed_rate"] > 0.05, ly
         assert abs(ly["float_rate"] - ly["fixed_rate"]) < 0.02, ly
-    assert r["nir_accuracy"] == r["float_accuracy"]
+    # float32 torch and the NIR interpreter round differently (CPU-dependent): accuracies agree
+    # up to the samples with a potential at a threshold tie
+    x = torch.from_numpy(load_dataset("cifar10", "test", str(root)).x)
+    near = away_from_ties(model, x, T)[1]
+    assert_accuracies_agree_up_to_ties(r["nir_accuracy"], r["float_accuracy"], 6, near)
     # CIFAR-normalised input exceeds [-1, 1]; calibration picked a scale that fits it
     assert r["input_clipped"] == 0
