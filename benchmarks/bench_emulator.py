@@ -46,11 +46,11 @@ from dalif_deploy.converters.nir_to_fixed import quantize_graph
 from dalif_deploy.converters.torch_to_nir import export_nir
 from dalif_deploy.targets.emulator import emulate
 
-from dalif_deploy.models import build_model, default_config, run_model
+from dalif_deploy.float_model.zoo import build_model, default_config, run_model
 
 T = 4
 ROOT = Path(__file__).resolve().parents[1]
-DIGITS_RESNET = ROOT / "examples" / "checkpoints" / "digits-resnet.pt"
+DIGITS_RESNET = ROOT / "dalif_deploy" / "checkpoints" / "digits-resnet.pt"
 
 
 def _best_times(fns: list, repeats: int) -> list[float]:
@@ -95,7 +95,7 @@ def _rates(model: torch.nn.Module, x: np.ndarray) -> str:
 def _digits_resnet() -> torch.nn.Module:
     """The shipped trained checkpoint (realistic spiking activity), else random weights."""
     if DIGITS_RESNET.is_file():
-        from dalif_deploy.checkpoint import load_model
+        from dalif_deploy.float_model.checkpoint import load_model
 
         model, ck = load_model(DIGITS_RESNET)
         if ck.timesteps == T:
@@ -142,7 +142,7 @@ def bench(name: str, model: torch.nn.Module, x: np.ndarray, repeats: int,
 
 
 def _verify_commands(tmp: Path, samples: int, batch: int) -> tuple[list[str], list[str]]:
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.datasets.loaders import load_dataset
 
     test = load_dataset("digits", "test")
     idx = np.resize(np.arange(len(test)), samples)
@@ -200,7 +200,7 @@ def main() -> None:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) for both sides; "
           f"devices {devices}")
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.datasets.loaders import load_dataset
 
     digits = load_dataset("digits", "test").x[: args.batch]
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from bench_emulator import _best_times  # one warm-up each, then the sides take turns
 
-from dalif_deploy.data import load_dataset
+from dalif_deploy.datasets.loaders import load_dataset
 
 
 def _nmnist(root: Path, files: int, events: int, rng: np.random.Generator) -> list[Path]:

@@ -18,11 +18,11 @@ import argparse
 import time
 from pathlib import Path
 
-from dalif_deploy.finetune import FinetuneOptions, finetune_checkpoint
-from dalif_deploy.sweep import SweepOptions, format_sweep, sweep_precision
+from dalif_deploy.studies.finetune import FinetuneOptions, finetune_checkpoint
+from dalif_deploy.studies.sweep import SweepOptions, format_sweep, sweep_precision
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "examples" / "checkpoints" / "digits-cnn.pt"
+SHIPPED = ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"
 #: weight bits -> (epochs, lr, target: the largest float -> fixed gap allowed, points; None: any)
 PLAN = {4: (5, 1e-4, 0.5), 3: (20, 3e-4, 1.0), 2: (20, 2e-3, None)}
 SEED = 0

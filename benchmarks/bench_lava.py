@@ -41,7 +41,7 @@ def build_program(checkpoint: Path):
     from dalif_deploy.converters.torch_to_nir import export_checkpoint
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.datasets.loaders import load_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.nir"
@@ -150,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     from dalif_deploy.targets.lava.run import estimate_memory_bytes
     from tqdm import tqdm
 
-    from dalif_deploy.data import load_dataset
+    from dalif_deploy.datasets.loaders import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=str(ROOT / "examples/checkpoints/digits-cnn.pt"))
+    ap.add_argument("--checkpoint", default=str(ROOT / "dalif_deploy/checkpoints/digits-cnn.pt"))
     ap.add_argument("--channel-checkpoint", help="a per-channel digits-cnn checkpoint "
                     "(default: train one for 2 epochs into a temporary folder)")
     ap.add_argument("--samples", type=int, default=64)

@@ -55,7 +55,7 @@ trap 'rm -rf "$tmp"' EXIT
 root=$(pwd)
 case $PY in /*) ;; */*) PY="$root/$PY" ;; *) PY=$(command -v "$PY") ;; esac
 cd "$tmp"  # not the checkout: its source tree would shadow the installed package
-args=(verify "$root/examples/checkpoints/digits-resnet.pt" --lava-samples 0 --batch-size 128)
+args=(verify "$root/dalif_deploy/checkpoints/digits-resnet.pt" --lava-samples 0 --batch-size 128)
 "$PY" -m dalif_deploy "${args[@]}" --json "$tmp/cpu.json" > /dev/null
 "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m dalif_deploy "${args[@]}" \
     --device cuda --json "$tmp/cuda.json" > /dev/null

@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from dalif_deploy.encoding import ANALOG
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.fixed_point import effective_bias, effective_weights
-from dalif_deploy.io import atomic_path
-from dalif_deploy.limits import BIAS_MANT_MAX, DECAY_MAX, NETX_BIAS_EXP, NETX_DENSE_RANGE
-from dalif_deploy.program import FixedProgram, Population, Synapse
+from dalif_deploy.base.encoding import ANALOG
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.files import atomic_path
+from dalif_deploy.fixedpoint.arithmetic import effective_bias, effective_weights
+from dalif_deploy.fixedpoint.limits import BIAS_MANT_MAX, DECAY_MAX, NETX_BIAS_EXP, NETX_DENSE_RANGE
+from dalif_deploy.fixedpoint.program import FixedProgram, Population, Synapse
 
 
 def _chain(program: FixedProgram) -> list[tuple[Synapse, Population]]:
@@ -199,7 +199,7 @@ def export_netx(ckpt_path: str | os.PathLike, out_path: str | os.PathLike, *,
     :func:`~dalif_deploy.converters.nir_to_fixed.quantize_graph`'s. Refused (nothing
     written): what :func:`check_netx` refuses.
     """
-    from dalif_deploy.program import save_program
+    from dalif_deploy.fixedpoint.program import save_program
 
     from .nir_to_fixed import quantize_graph
     from .torch_to_nir import checkpoint_graph

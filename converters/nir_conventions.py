@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 import nir
 import numpy as np
+from dalif_deploy.converters.ir.ops import op_for
 
-from dalif_deploy.errors import DaLifError
+from dalif_deploy.base.errors import DaLifError
 
-from .nir_ops import op_for
 from .nir_to_torch import is_ours, resolve_dt
 
 

@@ -19,11 +19,10 @@ import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dalif_deploy.converters.ir.graph import predecessors
+from dalif_deploy.converters.ir.ops import OPS, op_for
 
-from dalif_deploy.errors import DaLifError
-
-from .nir_graph import predecessors
-from .nir_ops import OPS, op_for
+from dalif_deploy.base.errors import DaLifError
 
 DENSE_MAX_ELEMENTS = 2**26  # largest dense fallback matrix we build
 

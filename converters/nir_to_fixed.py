@@ -1,4 +1,4 @@
-"""NIR graph -> :class:`~dalif_deploy.program.FixedProgram` (Loihi 2 CUBA fixed point).
+"""NIR graph -> :class:`~dalif_deploy.fixedpoint.program.FixedProgram` (Loihi 2 CUBA fixed point).
 
 Neuron layers are read through the op table (:meth:`NodeOp.dalif`, v_leak = v_reset = 0, else
 refused): ``nir.LIF`` (``beta = 1 - dt/tau``, ``alpha = r dt/tau``, du = 4095), ``nir.IF``
@@ -36,11 +36,14 @@ from typing import Any, Protocol
 
 import nir
 import numpy as np
+from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, topo_order
+from dalif_deploy.converters.ir.ops import OPS, op_for
 
-from dalif_deploy.constraints import check_program, require_valid
-from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.limits import (
+from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.schema import integer
+from dalif_deploy.fixedpoint.constraints import check_program, require_valid
+from dalif_deploy.fixedpoint.limits import (
     BIAS_EXP_RANGE,
     BIAS_MANT_MAX,
     DECAY_MAX,
@@ -53,7 +56,7 @@ from dalif_deploy.limits import (
     WEIGHT_BITS_RANGE,
     WEIGHT_EXP_RANGE,
 )
-from dalif_deploy.program import (
+from dalif_deploy.fixedpoint.program import (
     FixedProgram,
     InputEncoding,
     Population,
@@ -61,11 +64,8 @@ from dalif_deploy.program import (
     Synapse,
     WeightErrors,
 )
-from dalif_deploy.schema import integer
 
 from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
-from .nir_graph import infer_shapes, io_nodes, topo_order
-from .nir_ops import OPS, op_for
 
 U_OVERFLOW_FILL = 0.9  # a du < 4095 layer's worst-case |a| << 6 uses at most 90% of 2^24
 U_OVERFLOW_ROUNDS = 8  # rounding can still break the bound: lower the scale by 10% and retry

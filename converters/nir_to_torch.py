@@ -26,15 +26,20 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 import torch
+from dalif_deploy.converters.ir.graph import (
+    infer_shapes,
+    io_nodes,
+    predecessors,
+    topo_order,
+    validate,
+)
+from dalif_deploy.converters.ir.neuron_math import spike_rule
+from dalif_deploy.converters.ir.ops import State, Step, op_for
 
-from dalif_deploy.encoding import ANALOG, EVENTS, Encoding
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.schema import number
-from dalif_deploy.unroll import unroll
-
-from .nir_graph import infer_shapes, io_nodes, predecessors, topo_order, validate
-from .nir_math import spike_rule
-from .nir_ops import State, Step, op_for
+from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.schema import number
+from dalif_deploy.float_model.unroll import unroll
 
 
 def is_ours(graph: nir.NIRGraph) -> bool:

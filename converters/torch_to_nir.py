@@ -20,7 +20,7 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
   to the float32 decays).
 
 Anything else (an unsupported module or function, a BN that cannot be folded, a DA-LIF called
-twice) stops the export with a :class:`~dalif_deploy.errors.DaLifError` naming it.
+twice) stops the export with a :class:`~dalif_deploy.base.errors.DaLifError` naming it.
 """
 
 from __future__ import annotations
@@ -32,18 +32,17 @@ from typing import Any
 import nir
 import numpy as np
 import torch
+from dalif_deploy.converters.ir.graph import validate
+from dalif_deploy.converters.ir.neuron_math import int_pair
+from dalif_deploy.converters.ir.ops import fix_conv_types
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from dalif_deploy.encoding import ANALOG, Encoding
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.io import atomic_path
-from dalif_deploy.neuron import NeuronModule
+from dalif_deploy.base.encoding import ANALOG, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.files import atomic_path
 from dalif_deploy.neurons import reset_states
-
-from .nir_graph import validate
-from .nir_math import int_pair
-from .nir_ops import fix_conv_types
+from dalif_deploy.neurons.protocol import NeuronModule
 
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
@@ -299,7 +298,7 @@ def checkpoint_graph(ckpt_path: str | Path, model: str | None = None,
                      timesteps: int | None = None) -> tuple[nir.NIRGraph, dict[str, Any]]:
     """The NIR graph of checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model``
     name) and a summary dict (what :func:`export_checkpoint` reports, less the file)."""
-    from dalif_deploy.checkpoint import load_model
+    from dalif_deploy.float_model.checkpoint import load_model
 
     net, ckpt = load_model(ckpt_path, model, timesteps)
     spec = ckpt.model_input()

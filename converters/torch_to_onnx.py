@@ -1,6 +1,7 @@
 """Export a float DA-LIF network to ONNX, unrolled over T time steps.
 
-The exported graph is the whole float inference of :func:`dalif_deploy.models.run_model` as one
+The exported graph is the whole float inference of :func:`dalif_deploy.float_model.zoo.run_model`
+as one
 standard ONNX graph (opset >= 17, default domain only, checked with ``full_check=True``):
 
 * input ``input``: ``[B, C, H, W]`` (analog: the same frame every step) or ``[B, T, C, H, W]``
@@ -25,7 +26,7 @@ onnxruntime.py`` for the measured agreement).
 We use the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter needs
 ``onnxscript``, which is not a dependency.
 
-Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.encoding``,
+Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.base.encoding``,
 ``dalif_deploy.version``, ``dalif_deploy.model``, ``dalif_deploy.input_shape`` (JSON),
 ``dalif_deploy.readout`` (``mean over T``), ``dalif_deploy.dalif_layers`` (the number of neuron
 layers, of any model) and, when known,
@@ -46,13 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..encoding import ANALOG, Encoding
-from ..errors import DaLifError
-from ..io import atomic_path
-from ..neurons import fixed_params, network_step, neuron_layers
-from ..resources import check_memory
-from ..unroll import unroll
+from dalif_deploy import __version__
+from dalif_deploy.base.encoding import ANALOG, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.files import atomic_path
+from dalif_deploy.base.resources import check_memory
+from dalif_deploy.float_model.unroll import unroll
+from dalif_deploy.neurons import fixed_params, network_step, neuron_layers
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -65,7 +66,8 @@ class UnrolledDALIF(nn.Module):
     """``net`` (one time step per call) unrolled over ``timesteps`` steps, state passed explicitly.
 
     ``forward(x)`` computes ``run_model(net, x, timesteps, encoding)`` operation for operation
-    through the same :func:`~dalif_deploy.unroll.unroll` and the explicit-state network call
+    through the same :func:`~dalif_deploy.float_model.unroll.unroll` and the explicit-state network
+    call
     :func:`~dalif_deploy.neurons.network_step`, so tracing sees a pure function of the input (no
     tensors left in module attributes). Each neuron layer's effective parameters (DA-LIF's
     ``alpha``/``beta``, PLIF's ``k``; LIF's are fixed numbers already) are computed once here by
@@ -228,7 +230,7 @@ def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
 
     T comes from the checkpoint, the input encoding from its data set. Returns a summary dict.
     """
-    from ..checkpoint import load_model
+    from dalif_deploy.float_model.checkpoint import load_model
 
     net, ckpt = load_model(str(ckpt_path), model, timesteps)
     spec = ckpt.model_input()
@@ -256,7 +258,7 @@ def threshold_margins(model: nn.Module, x: torch.Tensor, timesteps: int,
     ``V`` is the potential each layer's step leaves in its state (``DaLifState.v``), i.e.
     exactly the potential ``run_model`` thresholds.
     """
-    from ..models import run_model
+    from dalif_deploy.float_model.zoo import run_model
 
     best = torch.full((x.shape[0],), float("inf"))
 

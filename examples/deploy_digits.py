@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dalif_deploy.converters.nir_graph import read_nir
+from dalif_deploy.converters.ir.graph import read_nir
 from dalif_deploy.converters.nir_to_fixed import format_table, quantize_graph
 from dalif_deploy.converters.nir_to_torch import run_graph
 from dalif_deploy.converters.torch_to_nir import export_nir, write_nir
 from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.targets.lava import run_lava
 
-from dalif_deploy.checkpoint import load_model, shipped_checkpoint
-from dalif_deploy.data import load_dataset
-from dalif_deploy.models import run_model
-from dalif_deploy.program import load_program, save_program
+from dalif_deploy.datasets.loaders import load_dataset
+from dalif_deploy.fixedpoint.program import load_program, save_program
+from dalif_deploy.float_model.checkpoint import load_model, shipped_checkpoint
+from dalif_deploy.float_model.zoo import run_model
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import torch
 
 import dalif_deploy as dd
 
-model, ckpt = dd.load_model(dd.shipped_checkpoint("digits-cnn"))  # examples/checkpoints/
+model, ckpt = dd.load_model(dd.shipped_checkpoint("digits-cnn"))  # dalif_deploy/checkpoints/
 T = ckpt.timesteps
 test = dd.load_dataset("digits", "test").head(64)  # samples exactly as the model gets them
 train = dd.load_dataset("digits", "train").head(256)

@@ -1,4 +1,4 @@
-"""Bit-accurate, batched emulator of a :class:`~dalif_deploy.program.FixedProgram`.
+"""Bit-accurate, batched emulator of a :class:`~dalif_deploy.fixedpoint.program.FixedProgram`.
 
 It reproduces Lava's ``fixed_pt`` models (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``,
 ``PyConvModelFixed``) integer for integer; docs/DESIGN.md section 4 lists the arithmetic, and
@@ -27,7 +27,7 @@ check already refuses anything that could overflow Lava's int32. Neuron state is
 float32 integers where the bounds keep every intermediate below 2^24 (see
 :func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
-use :func:`~dalif_deploy.fixed_point.lif_step_f32`, with ``<< 6`` and any left shift
+use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
 (shortcuts) are one product per output. Sync mode steps the network in cache-sized blocks of
 steps, each synapse once per block on ``[k*N, ...]`` (once in all for analog input, the same
@@ -42,19 +42,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from dalif_deploy.targets.protocol import BackendRun, FixedPointResult, ModelInput, Option
 
-from dalif_deploy.backend import BackendRun, FixedPointResult, ModelInput, Option
-from dalif_deploy.cost import cost_report, input_spikes
-from dalif_deploy.encoding import ANALOG, EVENTS
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.fixed_point import LifState, lif_state_zeros, lif_step, lif_step_f32
-from dalif_deploy.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
-from dalif_deploy.hardware import hardware as hardware_figures
-from dalif_deploy.limits import FLOAT32_EXACT
-from dalif_deploy.parallel import resolve_device
-from dalif_deploy.program import FixedProgram
-from dalif_deploy.resources import check_memory, format_bytes
-from dalif_deploy.timing import synaptic_depths
+from dalif_deploy.base.encoding import ANALOG, EVENTS
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.parallel import resolve_device
+from dalif_deploy.base.resources import check_memory, format_bytes
+from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
+from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
+from dalif_deploy.fixedpoint.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
+from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
+from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT
+from dalif_deploy.fixedpoint.program import FixedProgram
+from dalif_deploy.fixedpoint.timing import synaptic_depths
 
 from .emulator_kernels import (  # noqa: F401  (_v_bound, _Syn: the tests' handles)
     _compile_population,
@@ -331,7 +331,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     """
     from tqdm import tqdm
 
-    from dalif_deploy.constraints import require_valid
+    from dalif_deploy.fixedpoint.constraints import require_valid
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -408,9 +408,10 @@ class EmulatorBackend:
     Besides the common keys it reports ``outputs`` (each sample's integer readout),
     ``spike_counts`` (each sample's spike total per population, ``populations`` order),
     ``u_wraps`` and ``v_saturations`` per population, and the cost model's estimates
-    (:func:`dalif_deploy.cost.cost_report`): ``resources``, ``activity``, ``energy``, with the
+    (:func:`dalif_deploy.fixedpoint.cost.cost_report`): ``resources``, ``activity``, ``energy``,
+    with the
     hardware figures of ``hardware`` (a JSON file, a mapping or a
-    :class:`~dalif_deploy.hardware.Hardware`) and then ``hw`` (``NAME=VALUE`` strings).
+    :class:`~dalif_deploy.fixedpoint.hardware.Hardware`) and then ``hw`` (``NAME=VALUE`` strings).
     ``--device`` runs it on a GPU. Sharded (``torchrun``), each process emulates its shard
     (:meth:`run_shard`) and :meth:`merge` joins the shards' runs into the whole data set's.
     """
@@ -422,7 +423,7 @@ class EmulatorBackend:
 
     def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
                  device: str | None = None) -> None:
-        from dalif_deploy.program import load_program
+        from dalif_deploy.fixedpoint.program import load_program
 
         self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dalif_deploy.constraints import source_max
-from dalif_deploy.encoding import ANALOG
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.fixed_point import (
+from dalif_deploy.base.encoding import ANALOG
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.geometry import conv_output_shape
+from dalif_deploy.fixedpoint.arithmetic import (
     LifF32Params,
     LifParams,
     effective_bias,
@@ -56,8 +56,8 @@ from dalif_deploy.fixed_point import (
     floor_shift,
     wrap_signed,
 )
-from dalif_deploy.geometry import conv_output_shape
-from dalif_deploy.limits import (
+from dalif_deploy.fixedpoint.constraints import source_max
+from dalif_deploy.fixedpoint.limits import (
     CONV_BITS,
     DECAY_MAX,
     DECAY_UNIT,
@@ -66,7 +66,7 @@ from dalif_deploy.limits import (
     U_LIMIT,
     V_MAX,
 )
-from dalif_deploy.program import FixedProgram, Population, Synapse
+from dalif_deploy.fixedpoint.program import FixedProgram, Population, Synapse
 
 CPU = torch.device("cpu")
 #: values of one im2col block in :func:`conv_gemm` (memory only: 256 MiB of float32)

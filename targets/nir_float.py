@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from dalif_deploy.converters.ir.graph import io_nodes, output_classes, read_nir
+from dalif_deploy.converters.nir_conventions import read_conventions
+from dalif_deploy.converters.nir_to_torch import GraphRunner, describe_conventions
 
-from ..backend import BackendRun, ModelInput, Option, in_batches
-from ..converters.nir_conventions import read_conventions
-from ..converters.nir_graph import io_nodes, output_classes, read_nir
-from ..converters.nir_to_torch import GraphRunner, describe_conventions
-from ..encoding import Encoding
-from ..errors import DaLifError
-from ..limits import TIMESTEPS_MAX
+from dalif_deploy.base.encoding import Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
+
+from .protocol import BackendRun, ModelInput, Option, in_batches
 
 #: (graph, x batch, T, encoding) -> logits [B, classes]
 BatchFn = Callable[[Any, torch.Tensor, int, Encoding], torch.Tensor]

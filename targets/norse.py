@@ -5,7 +5,7 @@ Norse's importer (``norse.torch.from_nir``, built on ``nirtorch.load``) does not
 as written; :func:`adapt_for_norse` rewrites the graph into an equivalent one it does run, and
 :func:`norse_module` repairs the execution order. What it needed (measured on norse 1.1.0 and
 nirtorch 2.6; each item is listed in the result's ``adaptations``; what each node type needs is
-its op's ``to_norse``/``norse_fold_r`` in :mod:`dalif_deploy.converters.nir_ops`):
+its op's ``to_norse``/``norse_fold_r`` in :mod:`dalif_deploy.converters.ir.ops`):
 
 * ``r`` of ``nir.LIF`` is ignored (only a warning): fold ``r`` into the rows of the preceding
   Affine/Conv2d when that node feeds only this LIF, else insert a per-channel scaling node (a
@@ -35,13 +35,14 @@ from typing import Any
 import nir
 import numpy as np
 import torch
+from dalif_deploy.converters.ir.graph import infer_shapes, predecessors, topo_order, validate
+from dalif_deploy.converters.ir.neuron_math import channelwise_conv
+from dalif_deploy.converters.ir.ops import op_for
 
-from ..converters.nir_graph import infer_shapes, predecessors, topo_order, validate
-from ..converters.nir_math import channelwise_conv
-from ..converters.nir_ops import op_for
-from ..encoding import ANALOG, Encoding
-from ..errors import DaLifError
-from ..unroll import unroll
+from dalif_deploy.base.encoding import ANALOG, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.float_model.unroll import unroll
+
 from .nir_float import NirBackend
 
 

@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dalif_deploy.converters.torch_to_onnx import META_PREFIX
 
-from ..backend import BackendRun, ModelInput, Option
-from ..converters.torch_to_onnx import META_PREFIX
-from ..encoding import ANALOG, EVENTS, Encoding
-from ..errors import DaLifError
-from ..io import check_input_file
-from ..limits import TIMESTEPS_MAX
-from ..resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
-from ..schema import Check, integer, shape, text, validate
+from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.files import check_input_file
+from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
+from dalif_deploy.base.schema import Check, integer, shape, text, validate
+from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
+
+from .protocol import BackendRun, ModelInput, Option
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,11 @@ def compare_with_torch(model: Any, onnx_path: str | Path, x: Any, timesteps: int
     differ by more than ``2 * LOGIT_TOLERANCE``: no rounding within the bounds can change
     their prediction, so only they are counted in ``prediction_agreement_decisive``.
     """
-    from ..converters.torch_to_onnx import LOGIT_TOLERANCE, NEAR_THRESHOLD, threshold_margins
+    from dalif_deploy.converters.torch_to_onnx import (
+        LOGIT_TOLERANCE,
+        NEAR_THRESHOLD,
+        threshold_margins,
+    )
 
     ref, margin = threshold_margins(model, x, timesteps, encoding)
     got = run_onnx(onnx_path, x.numpy(), batch_size)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import BackendRun, ModelInput, Option
-from ..checkpoint import load_model
-from ..data import Dataset
-from ..encoding import ANALOG
-from ..training import predict
+from dalif_deploy.base.encoding import ANALOG
+from dalif_deploy.datasets.loaders import Dataset
+from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.training import predict
+
+from .protocol import BackendRun, ModelInput, Option
 
 
 class TorchBackend:

@@ -9,8 +9,19 @@ an unmarked test that reaches a Lava run fails with that reason.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Test modules are imported by their base names (pytest's prepend mode, no __init__.py in the
+# folders), and a few share builders by importing each other (`from test_program import
+# small_program`): every test folder is on sys.path so such an import finds the one module
+# object pytest collected. Base names are unique across folders.
+for _folder in sorted(p for p in Path(__file__).parent.iterdir()
+                      if p.is_dir() and p.name not in ("helpers", "__pycache__")):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 FORBID_LAVA_ENV = "DALIF_DEPLOY_FORBID_LAVA"
 

@@ -35,7 +35,7 @@ def test_program_file_loads_without_torch(tmp_path):
     and round-trips (the emulator and Lava need nothing from the float world)."""
     import numpy as np
 
-    from dalif_deploy.program import (
+    from dalif_deploy.fixedpoint.program import (
         FixedProgram,
         InputEncoding,
         Population,

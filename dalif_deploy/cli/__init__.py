@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .. import __version__
-from ..encoding import ENCODING_NAMES
-from ..errors import DaLifError, VerificationFailed
+from dalif_deploy import __version__
+from dalif_deploy.base.encoding import ENCODING_NAMES
+from dalif_deploy.base.errors import DaLifError, VerificationFailed
 
 EPILOG = """\
 pipeline:
@@ -120,7 +120,7 @@ def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dat
     if name is None:
         raise DaLifError(f"--event-bins and --downsample modify the data set: give {flag} too "
                          f"(e.g. {flag} nmnist --event-bins count)")
-    from ..data import dataset_spec
+    from dalif_deploy.datasets.loaders import dataset_spec
 
     return dataset_spec(name, bins, k)
 
@@ -152,18 +152,19 @@ def warn(text: str) -> None:
 def _add_hardware(p: argparse.ArgumentParser) -> None:
     """``--hardware FILE.json`` and ``--hw NAME=VALUE`` (the cost model's figures), worded as
     ``simulate --backend emulator`` words them (the emulator backend declares the same)."""
-    from ..hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
+    from dalif_deploy.fixedpoint.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
 
     p.add_argument("--hardware", metavar="FILE.json", help=HARDWARE_FILE_HELP)
     p.add_argument("--hw", metavar="NAME=VALUE", action="append", help=HARDWARE_SET_HELP)
 
 
 def hardware_from_args(args: argparse.Namespace):  # -> Hardware | None
-    """The :class:`~dalif_deploy.hardware.Hardware` that ``--hardware``/``--hw`` ask for, or
+    """The :class:`~dalif_deploy.fixedpoint.hardware.Hardware` that ``--hardware``/``--hw`` ask
+    for, or
     None when neither is given (the defaults)."""
     if args.hardware is None and not args.hw:
         return None
-    from ..hardware import hardware
+    from dalif_deploy.fixedpoint.hardware import hardware
 
     return hardware(args.hardware, assignments=args.hw or ())
 
@@ -185,7 +186,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 def weight_bits_arg(text: str) -> int:
     """``--weight-bits N``: an integer 2..8, else one ``error:`` line (DaLifError, exit 2)."""
-    from ..converters.nir_to_fixed import check_weight_bits
+    from dalif_deploy.converters.nir_to_fixed import check_weight_bits
 
     try:
         value: object = int(text)
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help=".pt .nir .fxp .onnx .h5 (netx) .npz .json")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_hardware(p)
-    p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect:cli_inspect"))
+    p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect_cmd:cli_inspect"))
 
     p = sub.add_parser("export", help="checkpoint -> NIR, ONNX or lava-dl netx",
                        description="Export a checkpoint (or a plain state_dict with --model) "
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("dalif_deploy.cli.compare:cli_compare"))
 
     p = sub.add_parser("demo", help="verify the shipped digits-cnn checkpoint end to end",
-                       description="Run verify on examples/checkpoints/digits-cnn.pt: float, "
+                       description="Run verify on dalif_deploy/checkpoints/digits-cnn.pt: float, "
                        "NIR, fixed point on the whole test set, Lava on a subset; print the "
                        "headline figures and write the HTML/JSON report.")
     p.add_argument("--out-dir", default="out", help="where the report (demo-report.html and "
@@ -405,7 +406,7 @@ def emit_json(data: dict, dest: str | None) -> None:
     if dest == "-":
         sys.stdout.write(text)
     else:
-        from ..io import atomic_write_text
+        from dalif_deploy.base.files import atomic_write_text
 
         atomic_write_text(dest, text)
 
@@ -442,7 +443,7 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse unwritable outputs, outputs that are inputs and two outputs on one path before
     any work is done (training or verifying can take minutes)."""
-    from ..io import check_output_path
+    from dalif_deploy.base.files import check_output_path
 
     outs, ins = FILE_ARGS.get(args.command, ((), ()))
     for k in outs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import DaLifError
+from dalif_deploy.base.errors import DaLifError
 
 
 def int_list(text: str) -> list[int]:
@@ -22,7 +22,8 @@ def name_list(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``compare`` (the fields of :class:`~dalif_deploy.compare.CompareOptions`)."""
+    """The options of ``compare`` (the fields of
+    :class:`~dalif_deploy.studies.compare.CompareOptions`)."""
     from . import _add_json, _add_quiet, add_data_options
 
     p.add_argument("--model", default="digits-cnn", help="zoo model trained with every neuron")
@@ -50,7 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cli_compare(args: argparse.Namespace) -> int:
     """Train and deploy every neuron at every T, print the table, write plot and JSON."""
-    from ..compare import CompareOptions, compare_neurons, format_table, plot_comparison
+    from dalif_deploy.studies.compare import (
+        CompareOptions,
+        compare_neurons,
+        format_table,
+        plot_comparison,
+    )
+
     from . import emit_json, event_options, show_progress
 
     if args.width is not None and args.width < 1:

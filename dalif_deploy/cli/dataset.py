@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import DaLifError
+from dalif_deploy.base.errors import DaLifError
 
 
 def cli_dataset(args: argparse.Namespace) -> int:
     """Write a data set split exactly as the model receives it (x float32, y int64)."""
     import numpy as np
 
-    from ..data import load_dataset
-    from ..encoding import EVENTS, Encoding
-    from ..io import atomic_open
+    from dalif_deploy.base.encoding import EVENTS, Encoding
+    from dalif_deploy.base.files import atomic_open
+    from dalif_deploy.datasets.loaders import load_dataset
+
     from . import event_options
 
     ds = load_dataset(event_options(args.name, args), args.split, args.data_dir, args.timesteps)

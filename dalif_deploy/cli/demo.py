@@ -14,8 +14,13 @@ from . import emit_json, show_progress
 
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
-    from ..checkpoint import shipped_checkpoint
-    from ..verify import VerifyOptions, format_summary, verify_checkpoint, write_report
+    from dalif_deploy.float_model.checkpoint import shipped_checkpoint
+    from dalif_deploy.verification.pipeline import (
+        VerifyOptions,
+        format_summary,
+        verify_checkpoint,
+        write_report,
+    )
 
     out = Path(args.out_dir)
     result, artefacts = verify_checkpoint(

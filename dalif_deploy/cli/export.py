@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..encoding import ANALOG, Encoding
-from ..errors import DaLifError
-from ..wording import counted
+from dalif_deploy.base.encoding import ANALOG, Encoding
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import counted
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def cli_export(args: argparse.Namespace) -> int:
         raise DaLifError("--program writes the program of the netx export: pass --netx too "
                          "(or use `quantize` on the NIR graph)")
     if args.out:
-        from ..converters.torch_to_nir import export_checkpoint
+        from dalif_deploy.converters.torch_to_nir import export_checkpoint
 
         s = export_checkpoint(args.checkpoint, args.out, model=args.model,
                               timesteps=args.timesteps)
@@ -28,7 +28,7 @@ def cli_export(args: argparse.Namespace) -> int:
               f"{tuple(s['input_shape'])}, {s['nodes']} nodes, {s['edges']} edges, "
               f"{len(s['lif_layers'])} LIF layers (checkpoint sha256 {s['sha256'][:12]})")
     if args.onnx:
-        from ..converters.torch_to_onnx import export_onnx_from_checkpoint
+        from dalif_deploy.converters.torch_to_onnx import export_onnx_from_checkpoint
 
         o = export_onnx_from_checkpoint(args.checkpoint, args.onnx, model=args.model,
                                         timesteps=args.timesteps)
@@ -41,9 +41,10 @@ def cli_export(args: argparse.Namespace) -> int:
 
 
 def _export_netx(args: argparse.Namespace) -> None:
-    from ..checkpoint import load_checkpoint
-    from ..converters.fxp_to_netx import export_netx
-    from ..converters.nir_to_fixed import format_table
+    from dalif_deploy.converters.fxp_to_netx import export_netx
+    from dalif_deploy.converters.nir_to_fixed import format_table
+    from dalif_deploy.float_model.checkpoint import load_checkpoint
+
     from . import note
     from .quantize import calibration_data, input_range_note
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..wording import counted
+from dalif_deploy.base.wording import counted
+
 from . import emit_json, event_options, show_progress
 
 
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cli_finetune(args: argparse.Namespace) -> int:
     """Quantisation-aware fine-tuning through the N-bit program; write the checkpoint and
     print float and fixed-point test accuracy before and after."""
-    from ..finetune import FinetuneOptions, finetune_checkpoint
+    from dalif_deploy.studies.finetune import FinetuneOptions, finetune_checkpoint
 
     options = FinetuneOptions(weight_bits=args.weight_bits, epochs=args.epochs, lr=args.lr,
                               batch_size=args.batch_size, seed=args.seed,

@@ -10,8 +10,8 @@ def data_are_events(dataset: str | None) -> bool | None:
     """Whether ``--dataset`` gives event data: a built-in set by its name (none given: digits,
     a foreign graph's default), an .npz by its ``encoding`` member alone; None where that
     cannot be read (the loader then says why)."""
-    from ..data import DATASETS, split_name
-    from ..event_data import EVENT_SETS
+    from dalif_deploy.datasets.event_sets import EVENT_SETS
+    from dalif_deploy.datasets.loaders import DATASETS, split_name
 
     if dataset is None:
         return False
@@ -28,8 +28,8 @@ def _npz_encoding(path: str) -> str | None:
     import zipfile
     from pathlib import Path
 
-    from ..errors import DaLifError
-    from ..resources import check_zip, read_npz_member
+    from dalif_deploy.base.errors import DaLifError
+    from dalif_deploy.base.resources import check_zip, read_npz_member
 
     try:
         with zipfile.ZipFile(path) as z:
@@ -45,8 +45,8 @@ def check_foreign_graph(args: argparse.Namespace, path: str, words: list[str], *
     """Raise one error naming every option the NIR graph ``path`` still needs when it is a
     foreign one; ``words`` is the command as given (``simulate f.nir --backend nir``), the
     start of the example."""
-    from ..converters.nir_conventions import check_foreign_options
-    from ..converters.nir_graph import read_nir
+    from dalif_deploy.converters.ir.graph import read_nir
+    from dalif_deploy.converters.nir_conventions import check_foreign_options
 
     dataset = getattr(args, "dataset", None)
     if dataset is not None:

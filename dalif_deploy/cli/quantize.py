@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..backends import load_for_model
-from ..converters.nir_conventions import read_conventions
-from ..converters.nir_graph import infer_shapes, io_nodes, output_classes, read_nir
-from ..converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
-from ..encoding import ANALOG
-from ..errors import DaLifError
-from ..program import save_program
-from ..wording import counted
+from dalif_deploy.base.encoding import ANALOG
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import counted
+from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes, read_nir
+from dalif_deploy.converters.nir_conventions import read_conventions
+from dalif_deploy.converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
+from dalif_deploy.fixedpoint.program import save_program
+from dalif_deploy.targets.registry import load_for_model
+
 from . import emit_json, event_options, note, warn
 
 
@@ -35,7 +36,7 @@ def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str
     calibrate = event_options(args.calibrate, args, "--calibrate")
     if not calibrate:
         return None, None
-    from ..targets.emulator import emulate
+    from dalif_deploy.targets.emulator import emulate
 
     ds = load_for_model(model_path, calibrate, "train", args.data_dir,
                         int(args.calibration_samples), encoding=encoding,
@@ -76,12 +77,12 @@ def cli_quantize(args: argparse.Namespace) -> int:
                              timesteps=args.timesteps, encoding=args.encoding, dt=reading.dt,
                              netx=bool(args.netx))
     if args.netx:
-        from ..converters.fxp_to_netx import check_netx
+        from dalif_deploy.converters.fxp_to_netx import check_netx
 
         check_netx(program)  # refuse before writing anything
     save_program(program, args.out)
     if args.netx:
-        from ..converters.fxp_to_netx import write_netx
+        from dalif_deploy.converters.fxp_to_netx import write_netx
 
         n = write_netx(program, args.netx)
         note(args, f"wrote {args.netx}: netx HDF5, {counted(n['layers'], 'layer')} (load with "

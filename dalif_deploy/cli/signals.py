@@ -2,10 +2,11 @@
 
 While :func:`signals_raise` is active, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
 SIGALRM and SIGXCPU raise :class:`Interrupted` in the main thread (a KeyboardInterrupt, so
-``finally`` blocks and context managers run: the atomic writers of :mod:`dalif_deploy.io` remove
+``finally`` blocks and context managers run: the atomic writers of :mod:`dalif_deploy.base.files`
+remove
 their temporary files). A second signal while unwinding removes the temporary files at once and
 exits with ``os._exit``. SIGKILL cannot be caught: the next write to the same destination removes
-the temporary file the killed process left (see :func:`dalif_deploy.io.remove_stale_temps`).
+the temporary file the killed process left (see :func:`dalif_deploy.base.files.remove_stale_temps`).
 
 A process forked from the CLI (a Lava child) inherits the handler; there it acts as the
 handler it replaced (Python's KeyboardInterrupt for SIGINT, the default action otherwise).
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from ..io import remove_temp_files
+from dalif_deploy.base.files import remove_temp_files
 
 CAUGHT = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
                                            "SIGUSR2", "SIGALRM", "SIGXCPU") if hasattr(signal, n))

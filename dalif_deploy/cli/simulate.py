@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..wording import counted
+from dalif_deploy.base.wording import counted
+
 from . import emit_json, note, show_progress
 
 
@@ -14,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     shared options, then each backend option once, as the backends declare it (``--dt`` for
     nir and norse, ``--timeout`` for lava). This imports the backend classes, so the CLI runs
     it only when ``simulate`` is parsed or its help shown."""
-    from ..backends import BACKENDS, FILE_KINDS, available, backend_options
+    from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, available, backend_options
+
     from . import DATASET_NAMES, _add_json, add_data_options
 
     by_kind: dict[str, list[str]] = {}
@@ -44,8 +46,9 @@ def cli_simulate(args: argparse.Namespace) -> int:
 
     An option with a default (``--timeout``) that the chosen backend does not take is left out;
     one without a default that is given is an error (``--dt`` on a checkpoint)."""
-    from ..backends import backend_options, check_fits, get_backend, run_backend
-    from ..parallel import shard_device, start, stop
+    from dalif_deploy.base.parallel import shard_device, start, stop
+    from dalif_deploy.targets.registry import backend_options, check_fits, get_backend, run_backend
+
     from .foreign import check_foreign_graph
 
     if check_fits(get_backend(args.backend), args.model) == "nir":  # all it lacks, at once
@@ -73,7 +76,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
     line = (f"{result.backend}: {args.model} on {shown}, "
             f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
-    from ..cost import cost_line
+    from dalif_deploy.fixedpoint.cost import cost_line
 
     for text in (line, cost_line(result.extras)):  # the cost model's: emulator runs only
         if text:

@@ -33,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cli_sweep(args: argparse.Namespace) -> int:
     """Verify a checkpoint at several weight precisions; print one table, write the plot and
     the JSON."""
-    from ..sweep import SweepOptions, format_sweep, parse_weight_bits, plot_sweep, sweep_precision
+    from dalif_deploy.studies.sweep import (
+        SweepOptions,
+        format_sweep,
+        parse_weight_bits,
+        plot_sweep,
+        sweep_precision,
+    )
 
     options = SweepOptions(
         weight_bits=parse_weight_bits(args.weight_bits), lava_samples=args.lava_samples,
@@ -43,7 +49,7 @@ def cli_sweep(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):  # before the work
-            from ..errors import DaLifError
+            from dalif_deploy.base.errors import DaLifError
 
             raise DaLifError(f"--plot {args.plot}: give a .png, .pdf or .svg file")
     result = sweep_precision(args.checkpoint, options, dataset=event_options(args.dataset, args),

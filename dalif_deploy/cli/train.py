@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import DaLifError
-from ..wording import counted
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import counted
+
 from . import show_progress
 
 #: the train options that are neuron config keys, set only when given (each model takes its own)
@@ -14,10 +15,10 @@ NEURON_OPTIONS = ("granularity", "parametrization", "tau", "init_tau")
 
 def cli_train(args: argparse.Namespace) -> int:
     """Train a zoo model, write its checkpoint and print train and test accuracy."""
-    from ..checkpoint import save_checkpoint
-    from ..data import load_dataset
-    from ..models import default_config
-    from ..training import train
+    from dalif_deploy.datasets.loaders import load_dataset
+    from dalif_deploy.float_model.checkpoint import save_checkpoint
+    from dalif_deploy.float_model.training import train
+    from dalif_deploy.float_model.zoo import default_config
 
     if args.width is not None and args.width < 1:
         raise DaLifError(f"--width must be >= 1, got {args.width}")

@@ -7,13 +7,15 @@ import argparse
 import dataclasses
 import sys
 
-from ..errors import VerificationFailed
+from dalif_deploy.base.errors import VerificationFailed
+
 from . import emit_json, event_options, hardware_from_args, show_progress
 
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
     """The Lava run guard's limits, as the lava backend declares them, then ``--json``."""
-    from ..targets.lava import LAVA_LIMITS
+    from dalif_deploy.targets.lava import LAVA_LIMITS
+
     from . import _add_json
 
     for opt in LAVA_LIMITS:
@@ -26,11 +28,12 @@ def cli_verify(args: argparse.Namespace) -> int:
     """Verify a checkpoint, NIR graph or program; exit 1 (VerificationFailed) when a threshold
     does not hold. ``--save-program`` is written (atomically) even then: it is the program
     the report describes."""
-    from ..backends import file_kind
-    from ..parallel import shard_device, start, stop
-    from ..program import save_program
-    from ..verify import VerifyOptions, format_summary, write_report
-    from ..verify_files import verify_file
+    from dalif_deploy.base.parallel import shard_device, start, stop
+    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.targets.registry import file_kind
+    from dalif_deploy.verification.files import verify_file
+    from dalif_deploy.verification.pipeline import VerifyOptions, format_summary, write_report
+
     from .foreign import check_foreign_graph
 
     if file_kind(args.model) == "nir":  # a foreign graph: all it lacks, at once

@@ -1,6 +1,6 @@
 """The neuron registry, and running networks of neuron layers with explicit state.
 
-Each neuron model is one file here implementing :class:`~dalif_deploy.neuron.NeuronModel`:
+Each neuron model is one file here implementing :class:`~dalif_deploy.neurons.protocol.NeuronModel`:
 ``dalif.py`` (DA-LIF, the project's subject), ``plif.py`` (PLIF, one learnable decay) and
 ``lif.py`` (LIF with a fixed decay), the two baselines the DA-LIF paper compares against.
 Adding one is a new file plus one :func:`register` line below.
@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DaLifError
-from ..neuron import NeuronModel, NeuronModule
+from dalif_deploy.base.errors import DaLifError
+
 from .dalif import DALIF_NEURON
 from .lif import LIF_NEURON
 from .plif import PLIF_NEURON
+from .protocol import NeuronModel, NeuronModule
 
 #: name -> neuron model
 NEURONS: dict[str, NeuronModel] = {}
@@ -82,7 +83,8 @@ def network_step(model: nn.Module
     ``step(x, states) -> (output, states)``, ``states`` by layer name (None: all initial).
 
     During the call each layer continues from its entry in ``states``; afterwards every layer's
-    :attr:`~dalif_deploy.neuron.NeuronModule.state` is cleared again, so the model holds no
+    :attr:`~dalif_deploy.neurons.protocol.NeuronModule.state` is cleared again, so the model holds
+    no
     tensors between calls.
     """
     layers = neuron_layers(model)
@@ -103,7 +105,8 @@ def network_step(model: nn.Module
 @contextmanager
 def fixed_params(model: nn.Module, params: Mapping[str, Any]) -> Iterator[None]:
     """Within the block, the layers named in ``params`` use those parameters (set as their
-    :attr:`~dalif_deploy.neuron.NeuronModule.fixed_params`) instead of their effective ones."""
+    :attr:`~dalif_deploy.neurons.protocol.NeuronModule.fixed_params`) instead of their effective
+    ones."""
     layers = neuron_layers(model)
     missing = sorted(set(params) - set(layers))
     if missing:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DaLifError
-from ..neuron import (
+from dalif_deploy.base.errors import DaLifError
+
+from .protocol import (
     MembraneState,
     NeuronModel,
     NeuronModule,
@@ -93,7 +94,8 @@ def dalif_step(
 
 
 class DaLif(NeuronModel):
-    """DA-LIF as a :class:`~dalif_deploy.neuron.NeuronModel` (see the module docstring)."""
+    """DA-LIF as a :class:`~dalif_deploy.neurons.protocol.NeuronModel` (see the module
+    docstring)."""
 
     name = "DA-LIF"
     key = "dalif"
@@ -157,7 +159,7 @@ class DALIF(NeuronModule):
         parametrization: ``"tanh"`` (default) or ``"sigmoid"``.
         surrogate, surrogate_width: surrogate gradient name and width.
 
-    Calling conventions: see :class:`~dalif_deploy.neuron.NeuronModule` (``lif(x, state)``
+    Calling conventions: see :class:`~dalif_deploy.neurons.protocol.NeuronModule` (``lif(x, state)``
     explicit, ``lif(x)`` single step inside networks, ``lif.forward_sequence(x_seq)``).
     """
 

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DaLifError
-from ..neuron import (
+from dalif_deploy.base.errors import DaLifError
+
+from .protocol import (
     MembraneState,
     NeuronModel,
     NeuronModule,
@@ -65,7 +66,7 @@ class LifParams:
 
 
 class Lif(NeuronModel):
-    """LIF with a fixed decay as a :class:`~dalif_deploy.neuron.NeuronModel`."""
+    """LIF with a fixed decay as a :class:`~dalif_deploy.neurons.protocol.NeuronModel`."""
 
     name = "LIF"
     key = "lif"

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DaLifError
-from ..neuron import (
+from dalif_deploy.base.errors import DaLifError
+
+from .protocol import (
     MembraneState,
     NeuronModel,
     NeuronModule,
@@ -75,7 +76,7 @@ class PlifParams:
 
 
 class Plif(NeuronModel):
-    """PLIF as a :class:`~dalif_deploy.neuron.NeuronModel` (see the module docstring)."""
+    """PLIF as a :class:`~dalif_deploy.neurons.protocol.NeuronModel` (see the module docstring)."""
 
     name = "PLIF"
     key = "plif"

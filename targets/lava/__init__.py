@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dalif_deploy.backend import Option
-from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
+from dalif_deploy.targets.protocol import Option
+
+from dalif_deploy.fixedpoint.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 
 #: the Lava run guard's limits (:func:`.run.check_lava_budget`); unset: its defaults. Here, not
 #: in :mod:`.backend`, so verify's help and argument errors import neither torch nor lava

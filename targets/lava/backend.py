@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from dalif_deploy.targets.protocol import BackendRun, ModelInput, Option
 from tqdm import tqdm
-
-from dalif_deploy.backend import BackendRun, ModelInput, Option
 
 from . import LAVA_LIMITS
 from .lower import plan_program
@@ -43,7 +42,7 @@ class LavaBackend:
     def __init__(self, model_path: str, *, timeout: float = 600.0,
                  max_lava_processes: int = MAX_LAVA_PROCESSES,
                  max_lava_memory: float = MAX_LAVA_MEMORY_GIB) -> None:
-        from dalif_deploy.program import load_program
+        from dalif_deploy.fixedpoint.program import load_program
 
         self.program = load_program(model_path)
         self.timeout = timeout

@@ -21,7 +21,7 @@ import re
 import sys
 from types import ModuleType
 
-from dalif_deploy.errors import DaLifError
+from dalif_deploy.base.errors import DaLifError
 
 TARGET_MODULE = "lava.magma.compiler.var_model"
 PATCHED_LAVA_VERSION = "0.10.0"

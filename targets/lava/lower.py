@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from dalif_deploy.constraints import require_valid
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.fixed_point import effective_weights
-from dalif_deploy.geometry import conv_output_shape
-from dalif_deploy.limits import MAX_DELAY
-from dalif_deploy.program import FixedProgram, Population, Synapse
-from dalif_deploy.timing import synapse_delays, synaptic_depths
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.geometry import conv_output_shape
+from dalif_deploy.fixedpoint.arithmetic import effective_weights
+from dalif_deploy.fixedpoint.constraints import require_valid
+from dalif_deploy.fixedpoint.limits import MAX_DELAY
+from dalif_deploy.fixedpoint.program import FixedProgram, Population, Synapse
+from dalif_deploy.fixedpoint.timing import synapse_delays, synaptic_depths
 
 
 @dataclass
@@ -158,7 +158,8 @@ def _neuron_dv(pop: Population) -> np.ndarray:
 def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     """Lower ``program`` to a :class:`LavaPlan` (see the module docstring for the rules).
 
-    The constraint check (:func:`dalif_deploy.constraints.require_valid`) is the only refusal:
+    The constraint check (:func:`dalif_deploy.fixedpoint.constraints.require_valid`) is the only
+    refusal:
     what it guarantees (every population driven, topological order, delays <= MAX_DELAY, shapes
     that match) is asserted here, never re-decided. ``use_conv=False`` lowers every conv
     synapse as a Sparse matrix.

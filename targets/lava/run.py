@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
+from dalif_deploy.targets.protocol import FixedPointResult
 
-from dalif_deploy.backend import FixedPointResult
-from dalif_deploy.errors import DaLifError
-from dalif_deploy.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
-from dalif_deploy.program import FixedProgram
-from dalif_deploy.timing import synaptic_depths
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.fixedpoint.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
+from dalif_deploy.fixedpoint.program import FixedProgram
+from dalif_deploy.fixedpoint.timing import synaptic_depths
 
 from .lower import LavaPlan, PopPlan, plan_program
 from .watchdog import run_with_watchdog

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dalif_deploy.errors import DaLifError, LavaRunError
+from dalif_deploy.base.errors import DaLifError, LavaRunError
 
 from .watchdog_child import (
     BLOCKED,

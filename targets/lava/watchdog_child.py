@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from dalif_deploy.errors import DaLifError
+from dalif_deploy.base.errors import DaLifError
 
 FAULT_ENV = "DALIF_LAVA_TEST_FAULT"
 POLL_S = 0.2  # how often the caller and the child's monitor look

@@ -1,0 +1,1 @@
+"""Layer 2, data: loaders, event-camera file formats, event sets."""

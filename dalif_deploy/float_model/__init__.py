@@ -1,0 +1,1 @@
+"""Layer 2, the float model: zoo, time loop, checkpoints, training."""

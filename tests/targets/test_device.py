@@ -1,0 +1,152 @@
+"""The emulator on a torch device: the same integers bit for bit on every device there is.
+
+The device tests are parametrized over the devices this machine has (cpu always; cuda where
+``torch.cuda.is_available()``, skipped otherwise). On CPU the CUDA code path (convolutions as
+im2col + GEMM instead of F.conv2d) is forced and checked against the CPU path, so the
+arithmetic a GPU runs is tested even without one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from dalif_deploy.targets import emulator, emulator_kernels
+from dalif_deploy.targets.emulator import emulate, encode_input
+from test_emulator import _random_program, _reference
+
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.parallel import resolve_device
+from dalif_deploy.cli import main
+
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not CUDA, reason="no CUDA device here: the cuda cases run where there is one"))]
+
+
+def _assert_same_run(a, b) -> None:
+    """Every field of two emulator runs, exactly."""
+    for f in ("outputs", "predictions", "spike_counts"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+        assert getattr(a, f).dtype == getattr(b, f).dtype, f
+    for f in ("spikes", "v", "u", "final_v"):
+        da, db = getattr(a, f), getattr(b, f)
+        assert da.keys() == db.keys(), f
+        for k in da:
+            assert np.array_equal(da[k], db[k]) and da[k].dtype == db[k].dtype, (f, k)
+    assert a.u_wraps == b.u_wraps and a.v_saturations == b.v_saturations
+    assert (a.spiking, a.steps, a.mode, a.input_clipped) == (b.spiking, b.steps, b.mode,
+                                                             b.input_clipped)
+
+
+def _program_and_input(kind: str, encoding: str, seed: int):
+    rng = np.random.default_rng(2000 + seed)
+    prog = _random_program(rng, kind, encoding, residual=True)
+    if encoding == "analog":
+        x = rng.uniform(-1.3, 1.3, (5, *prog.input.shape)).astype(np.float32)
+    else:
+        x = (rng.random((5, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
+    return prog, x
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("encoding", ["analog", "events"])
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_device_run_equals_the_default_cpu_run_and_the_int_reference(device, kind, encoding,
+                                                                     mode):
+    """emulate(device=...) gives every trace, count and counter of the default (cpu) run, on
+    random programs with u wraps, per-channel decays and a residual synapse; in sync mode
+    both equal the Python-int reference."""
+    prog, x = _program_and_input(kind, encoding, ["dense", "conv"].index(kind) * 2
+                                 + ["analog", "events"].index(encoding))
+    ref = emulate(prog, x, record=True, check=False, batch_size=2, mode=mode)
+    got = emulate(prog, x, record=True, check=False, batch_size=2, mode=mode, device=device)
+    _assert_same_run(ref, got)
+    assert ref.spike_counts.sum() > 0
+    if mode == "sync":
+        outs, _, _ = _reference(prog, encode_input(prog, x))
+        assert got.outputs.tolist() == outs
+
+
+@pytest.mark.parametrize("groups,stride,padding", [(1, (1, 1), (1, 1)), (2, (2, 2), (0, 1)),
+                                                   (4, (1, 2), (2, 0))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv_gemm_equals_conv2d_exactly_up_to_the_float32_bound(groups, stride, padding,
+                                                                  dtype, monkeypatch):
+    """conv_gemm (the CUDA convolution) equals F.conv2d bit for bit on integer data whose
+    partial sums reach 2^24 (float32's exact limit) or far beyond it (float64), also when
+    the batch is split into several im2col blocks."""
+    rng = np.random.default_rng(groups)
+    c, co, k = 4, 8, 3
+    w = rng.integers(-255, 256, (co, c // groups, k, k))
+    x = rng.integers(0, 2, (6, c, 7, 6))
+    if dtype == torch.float32:  # scale so the largest possible sum is exactly 2^24
+        worst = int(np.abs(w).reshape(co, -1).sum(1).max())
+        x = x * (2**24 // worst)
+    else:
+        x = x * 2**30
+    wt, xt = torch.as_tensor(w, dtype=dtype), torch.as_tensor(x, dtype=dtype)
+    want = F.conv2d(xt.double(), wt.double(), None, stride, padding, 1, groups)
+    if dtype == torch.float32:
+        assert float(want.abs().max()) <= 2**24
+    got = emulator_kernels.conv_gemm(xt, wt, stride, padding, groups)
+    assert got.dtype == dtype and torch.equal(got.double(), want)
+    monkeypatch.setattr(emulator_kernels, "CONV_GEMM_ELEMENTS", 1)  # one sample per block
+    assert torch.equal(emulator_kernels.conv_gemm(xt, wt, stride, padding, groups).double(),
+                       want)
+
+
+@pytest.mark.parametrize("encoding", ["analog", "events"])
+def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypatch):
+    """The synapses as compiled for CUDA (conv_gemm, never cuDNN), run on CPU: the same run."""
+    prog, x = _program_and_input("conv", encoding, 7)
+    ref = emulate(prog, x, record=True, check=False, batch_size=3)
+    compile_synapse = emulator._compile_synapse
+    seen = []
+
+    def as_for_cuda(program, syn, device):
+        s = compile_synapse(program, syn, device)
+        s.gemm = True
+        seen.append(s.syn.kind)
+        return s
+
+    monkeypatch.setattr(emulator, "_compile_synapse", as_for_cuda)
+    _assert_same_run(ref, emulate(prog, x, record=True, check=False, batch_size=3))
+    assert "conv" in seen
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_exact_kernels_restores_the_matmul_precision(device):
+    """The IEEE-GEMM setting lasts for the run only (and CPU runs change nothing)."""
+    before = torch.get_float32_matmul_precision()
+    with emulator_kernels.exact_kernels(torch.device(device)):
+        if device == "cuda":
+            assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.get_float32_matmul_precision() == before
+
+
+@pytest.mark.parametrize("name,why", [("tpu", "choose cpu, cuda"), ("cpu:0", "choose cpu"),
+                                      ("cuda:x", "choose cpu")])
+def test_unknown_devices_are_refused(name, why):
+    with pytest.raises(DaLifError, match=why):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["verify", "dalif_deploy/checkpoints/digits-cnn.pt", "--device", "cuda"],
+    ["simulate", "prog.fxp", "--backend", "emulator", "--device", "cuda"],
+])
+def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, monkeypatch):
+    from dalif_deploy.fixedpoint.program import save_program
+
+    prog, _ = _program_and_input("dense", "analog", 0)
+    save_program(prog, tmp_path / "prog.fxp")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dalif_deploy" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "dalif_deploy" / "checkpoints" / "digits-cnn.pt").write_bytes(b"x")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda: no CUDA device"), err

@@ -1,0 +1,410 @@
+"""The emulator against hand-computed Lava arithmetic and an independent Python-int reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dalif_deploy.targets import emulator
+from dalif_deploy.targets.emulator import emulate, encode_input
+
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.fixedpoint.arithmetic import (
+    LifParams,
+    effective_bias,
+    effective_weights,
+    lif_state_zeros,
+    lif_step,
+    rtz_div4096,
+    wrap_signed,
+)
+from dalif_deploy.fixedpoint.limits import V_MAX, VTH_MAX
+from dalif_deploy.fixedpoint.program import (
+    FixedProgram,
+    InputEncoding,
+    Population,
+    Readout,
+    Synapse,
+)
+from dalif_deploy.fixedpoint.timing import synaptic_depths
+
+
+def _step(v0, u0, a, *, du=4095, dv=0, vth=10, bias=0, dtype=torch.int64):
+    st = lif_state_zeros(1, (len(a),), dtype)
+    st = type(st)(torch.tensor([u0], dtype=dtype), torch.tensor([v0], dtype=dtype),
+                  st.u_wraps, st.v_saturations)
+    p = LifParams(du=du, dv=torch.tensor(dv, dtype=dtype), vth=vth,
+                  bias=torch.tensor(bias, dtype=dtype))
+    return lif_step(st, torch.tensor([a], dtype=dtype), p)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+def test_rtz_rounds_toward_zero(dtype):
+    p = torch.tensor([4097, -4097, 8191, -8191, 0, 4095, -4095], dtype=dtype)
+    assert rtz_div4096(p).tolist() == [1, -1, 1, -1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+def test_lif_quirks_hand_computed(dtype):
+    # du + 1 quirk: du = 0 still decays u by 1/4096: rtz(5000 * 4095 / 4096) = 4998
+    _, st = _step([0], [5000], [0], du=0, vth=VTH_MAX, dtype=dtype)
+    assert st.u.tolist() == [[4998]]
+    # v decay rtz on negatives: rtz(-1000 * (4096 - 2048) / 4096) = -500; plus u = 3 << 6
+    s, st = _step([-1001], [0], [3], dv=2048, vth=VTH_MAX, dtype=dtype)
+    assert st.v.tolist() == [[-500 + 192]] and not s.any()
+    # strict threshold: v == vth << 6 does not fire, one more does and resets v only
+    s, st = _step([0], [0], [10], vth=10, dtype=dtype)
+    assert not s.any() and st.v.tolist() == [[640]]
+    s, st = _step([0], [0], [10], vth=10, bias=1, dtype=dtype)
+    assert s.all() and st.v.tolist() == [[0]] and st.u.tolist() == [[640]]
+    # u wrap: (2^17 + 1) << 6 = 2^23 + 64 > 2^23 -> - 2^24; -2^17 << 6 = -2^23 -> + 2^24
+    _, st = _step([0, 0], [0, 0], [2**17 + 1, -(2**17)], vth=VTH_MAX, dtype=dtype)
+    assert st.u.tolist() == [[64 - 2**23, 2**23]] and st.u_wraps.tolist() == [2]
+    # v saturation at +-(2^23 - 1), counted; 2^23 - 1 > VTH_MAX << 6, so the top one fires
+    s, st = _step([2**23 - 100, -(2**23) + 100], [0, 0], [2, -2], vth=VTH_MAX, dtype=dtype)
+    assert st.v.tolist() == [[0, -(2**23) + 1]] and s.tolist() == [[True, False]]
+    assert st.v_saturations.tolist() == [2]
+
+
+def test_bias_weights_and_wrap_quirks():
+    assert effective_bias(np.array([5, -5]), -1).tolist() == [2, -3]  # floor, not *64
+    assert effective_bias(np.array([5, -5]), 3).tolist() == [40, -40]
+    # mixed 8-bit: doubled in lowering, so exact; 4-bit: the 4 low bits floored (as Lava)
+    w = np.array([-128, -3, 0, 3, 127])
+    assert effective_weights(w, 8, "mixed").tolist() == w.tolist()
+    assert effective_weights(np.array([-17, 17, 200]), 4, "mixed").tolist() == [-32, 16, 112]
+    assert effective_weights(np.array([300, 17]), 8, "excitatory").tolist() == [255, 17]
+    assert wrap_signed(torch.tensor([2**23, -(2**23) - 1]), 24).tolist() == [-(2**23), 2**23 - 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Independent reference with Python ints (sync semantics, docs/DESIGN.md section 4).
+
+
+def _ref_rtz(p: int) -> int:
+    return (abs(p) >> 12) * (1 if p >= 0 else -1)
+
+
+def _ref_synapse(prog: FixedProgram, s: Synapse, x: np.ndarray) -> list[int]:
+    src = [int(v) for v in x.reshape(-1)]
+    if s.source == "input" and not s.graded:
+        src = [1 if v else 0 for v in src]
+    w = effective_weights(s.weights, s.weight_bits, s.sign_mode)
+    out = []
+    if s.kind == "dense":
+        for row in w:
+            out.append(sum(int(a) * b for a, b in zip(row, src, strict=True)))
+    else:
+        c, h, wd = s.input_shape
+        co, ho, wo = s.output_shape
+        img = np.array(src, dtype=object).reshape(c, h, wd)
+        kh, kw = w.shape[2:]
+        for o in range(co):
+            for i in range(ho):
+                for j in range(wo):
+                    acc = 0
+                    for ci in range(c):
+                        for dy in range(kh):
+                            for dx in range(kw):
+                                y = i * s.stride[0] - s.padding[0] + dy
+                                xx = j * s.stride[1] - s.padding[1] + dx
+                                if 0 <= y < h and 0 <= xx < wd:
+                                    acc += int(w[o, ci, dy, dx]) * img[ci, y, xx]
+                    out.append(acc)
+    e = s.weight_exp
+    if s.kind == "conv" and e == 0:
+        return [((a + 2**23) % 2**24) - 2**23 for a in out]
+    return [a << e if e >= 0 else a >> -e for a in out]
+
+
+def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict]:
+    """Final readout v per sample; spikes and v (after reset) per population, [n, T, size]."""
+    outs, spikes_all = [], {p.name: [] for p in prog.populations}
+    v_all: dict[str, list] = {p.name: [] for p in prog.populations}
+    for sample in frames:
+        u = {p.name: [0] * p.size for p in prog.populations}
+        v = {p.name: [0] * p.size for p in prog.populations}
+        for t in range(prog.timesteps):
+            cur = {"input": sample[t]}
+            for p in prog.populations:
+                a = [0] * p.size
+                for s in prog.incoming(p.name):
+                    a = [x + y for x, y in zip(a, _ref_synapse(prog, s, cur[s.source]),
+                                               strict=True)]
+                bias = effective_bias(p.bias_mant, p.bias_exp).reshape(-1)
+                per = p.size // p.dv.size
+                spk = []
+                for n in range(p.size):
+                    uu = _ref_rtz(u[p.name][n] * (4096 - (p.du + 1))) + (a[n] << 6)
+                    uu = uu - 2**24 if uu > 2**23 else uu + 2**24 if uu <= -(2**23) else uu
+                    dv = int(p.dv[n // per if p.dv.size > 1 else 0])
+                    vv = _ref_rtz(v[p.name][n] * (4096 - dv)) + uu + int(bias[n])
+                    vv = max(-(2**23 - 1), min(2**23 - 1, vv))
+                    f = vv > (p.vth << 6)
+                    u[p.name][n], v[p.name][n] = uu, 0 if f else vv
+                    spk.append(int(f))
+                cur[p.name] = np.array(spk).reshape(p.shape)
+                spikes_all[p.name].append(spk)
+                v_all[p.name].append(list(v[p.name]))
+        outs.append(v[prog.readout.population])
+    return outs, spikes_all, v_all
+
+
+def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool
+                    ) -> FixedProgram:
+    shape = (2, 5, 5)
+    t = 3
+
+    def pop(name, shp, readout=False):
+        n = int(np.prod(shp))
+        if readout:
+            return Population(name, shp, dv=[0], vth=VTH_MAX,
+                              bias_mant=rng.integers(-50, 50, shp), bias_exp=1)
+        dv = rng.integers(0, 4096, shp[0]) if len(shp) == 3 else rng.integers(0, 4096, 1)
+        return Population(name, shp, dv=dv, vth=int(rng.integers(1, 40)),
+                          bias_mant=rng.integers(-300, 300, shp),
+                          bias_exp=int(rng.integers(-2, 3)), du=int(rng.choice([4095, 100])),
+                          provenance=[name, str(n)])
+
+    def syn(name, src, tgt, sin, sout, graded=False):
+        if kind == "conv":
+            w = rng.integers(-128, 128, (sout[0], sin[0], 3, 3))
+            return Synapse(name, src, tgt, "conv", w, graded=graded, padding=(1, 1),
+                           input_shape=sin, output_shape=sout)
+        w = rng.integers(-128, 128, (int(np.prod(sout)), int(np.prod(sin))))
+        return Synapse(name, src, tgt, "dense", w, weight_exp=int(rng.integers(-3, 2)),
+                       graded=graded, input_shape=sin, output_shape=sout)
+
+    graded = encoding == "analog"
+    pops = [pop("a", shape), pop("b", shape), pop("out", (3,), readout=True)]
+    syns = [syn("in->a", "input", "a", shape, shape, graded), syn("a->b", "a", "b", shape, shape)]
+    if residual:
+        syns.append(syn("in->b", "input", "b", shape, shape, graded))
+    syns.append(Synapse("b->out", "b", "out", "dense", rng.integers(-128, 128, (3, 50)),
+                        input_shape=shape, output_shape=(3,)))
+    return FixedProgram(InputEncoding(encoding, shape, scale=100.0), pops, syns,
+                        Readout("out", 64.0), t)
+
+
+def _assert_traces_equal(prog, r, spikes, vs, n):
+    for p in prog.populations:
+        for got, ref in ((r.spikes, spikes), (r.v, vs)):
+            want = np.array(ref[p.name]).reshape(n, prog.timesteps, *p.shape).swapaxes(0, 1)
+            assert np.array_equal(got[p.name], want), p.name
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("encoding", ["analog", "events"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_emulator_matches_python_int_reference(kind, encoding, residual, monkeypatch):
+    """Spikes and final readout v equal the reference exactly (random programs incl. wraps)."""
+    # a fixed seed per case (hash() of strings is salted per interpreter run: not reproducible)
+    seed = ["dense", "conv"].index(kind) * 4 + ["analog", "events"].index(encoding) * 2 + residual
+    rng = np.random.default_rng(1000 + seed)
+    prog = _random_program(rng, kind, encoding, residual)
+    n = 3
+    if encoding == "analog":
+        x = rng.uniform(-1.3, 1.3, (n, *prog.input.shape)).astype(np.float32)
+    else:
+        x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
+    frames = encode_input(prog, x)
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    outs, spikes, vs = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, n)
+    assert r.spike_counts.sum() > 0  # the test exercises spiking
+    # without traces, one step per synapse batch: same integers
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 1)
+    fast = emulate(prog, x, check=False, batch_size=2)
+    assert fast.outputs.tolist() == outs
+    assert np.array_equal(fast.spike_counts, r.spike_counts)
+    assert fast.u_wraps == r.u_wraps and fast.v_saturations == r.v_saturations
+
+
+@pytest.mark.parametrize("decay", ["none", "half", "scalar", "channel"])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch):
+    """Programs the emulator proves safe for its float32 fast path (du = 4095, small weights, so
+    no u wrap) give the reference integers, for every v-decay form (none, dv = 2048 as one
+    division, non-power-of-two scalar and per-channel dv) and with v saturating; synapses run
+    in blocks of 3 steps (the last one partial)."""
+    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+
+    rng = np.random.default_rng(7)
+    prog = _random_program(rng, kind, "analog", True)
+    prog.timesteps = 20  # 20 * (-4000 << 7) < -(2^23 - 1)
+    for s in prog.synapses:
+        s.weights = rng.integers(-20, 21, s.weights.shape)
+    for p in prog.populations[:2]:
+        p.du = 4095
+        p.dv = {"none": np.zeros(1), "half": np.full(1, 2048), "scalar": np.full(1, 1001),
+                "channel": rng.integers(0, 4096, p.shape[0])}[decay].astype(np.int64)
+        p.bias_exp = 0  # odd v values, so that rtz and floor differ
+    a = prog.populations[0]  # no decay, strong negative bias: v saturates at -(2^23 - 1)
+    a.dv, a.bias_mant, a.bias_exp = np.zeros(1, np.int64), np.full(a.shape, -4000), 7
+    compiled = {s.name: _compile_synapse(prog, s) for s in prog.synapses}
+    for p in prog.populations:
+        c = _compile_population(p, [compiled[s.name] for s in prog.incoming(p.name)],
+                                prog.timesteps, False)
+        assert c.fast is not None, p.name
+    x = rng.uniform(-1.3, 1.3, (3, *prog.input.shape)).astype(np.float32)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 3 * 3 * 50)  # 3 samples x 50 inputs x 3
+    r = emulate(prog, x, check=False, record=True)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 3)
+    assert ((r.v["b"] < 0) & (r.v["b"] % 2 == 1)).any()  # decayed odd negatives: rtz != floor
+    assert r.spike_counts[:, 1].sum() > 0 and r.v_saturations["a"] > 0
+
+
+def test_float32_guard_exact_for_large_weights():
+    """Weights whose partial sums exceed 2^24 take the float64 path and stay exact."""
+    rng = np.random.default_rng(1)
+    prog = _random_program(rng, "dense", "analog", False)
+    s = prog.synapses[0]
+    s.weights = np.full_like(s.weights, 127)  # 50 * 127 * 128 > 2^19; scale up the input
+    prog.input.bits = 24
+    x = np.full((1, *prog.input.shape), 2**20, dtype=np.int64)
+    frames = np.broadcast_to(x[:, None], (1, prog.timesteps, *prog.input.shape))
+    r = emulate(prog, frames, record=True, check=False)
+    outs, _, _ = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+
+
+@pytest.mark.parametrize("row_sum", [4095, 4096])
+def test_fast_path_guard_at_its_bound(row_sum):
+    """The float32 fast path is taken only when bounds prove |u| + |bias| < 2^23: with
+    weight_exp 5, a row of |weights| summing to 4095 gives |u| <= 4095 << 11 < 2^23 (fast); 4096
+    reaches -2^23, which Lava wraps to +2^23 (exact path). Both equal the reference."""
+    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+
+    prog = _random_program(np.random.default_rng(5), "dense", "events", False)
+    s, a = prog.synapses[0], prog.populations[0]
+    s.weights[...], s.weight_exp = 0, 5
+    s.weights[0, :32] = -128
+    s.weights[0, 0] += 4096 - row_sum
+    a.du, a.bias_mant[...] = 4095, 0
+    c = _compile_population(a, [_compile_synapse(prog, s)], prog.timesteps, False)
+    assert (c.fast is not None) == (row_sum == 4095)
+    frames = np.ones((2, prog.timesteps, *prog.input.shape), np.int64)
+    r = emulate(prog, frames, record=True, check=False)
+    outs, spikes, vs = _reference(prog, frames)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 2)
+    assert r.u[a.name].min() == -4095 * 2**11 if row_sum == 4095 else r.u_wraps[a.name] > 0
+
+
+def test_wide_integer_input_stays_exact():
+    """26-bit input values are not rounded to float32: (2^24 + 1) - 2^24 reaches v as 1 << 6."""
+    prog = _random_program(np.random.default_rng(2), "dense", "analog", False)
+    prog.input.bits = 26
+    s, a = prog.synapses[0], prog.populations[0]
+    s.weights[...], s.weight_exp = 0, 0
+    s.weights[0, :2] = 1
+    a.dv[...], a.bias_mant[...], a.vth, a.du = 0, 0, VTH_MAX, 4095
+    frames = np.zeros((1, prog.timesteps, *prog.input.shape), np.int64)
+    frames[0, :, 0, 0, :2] = [2**24 + 1, -(2**24)]
+    for mode in ("sync", "pipelined"):
+        r = emulate(prog, frames, record=True, check=False, mode=mode)
+        assert r.v["a"][-1, 0, 0, 0, 0] == 64 * prog.timesteps, mode
+
+
+def test_integer_frames_outside_the_input_range_are_refused():
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    frames = np.zeros((1, prog.timesteps, *prog.input.shape), np.int64)
+    emulate(prog, frames + 127, check=False)
+    with pytest.raises(DaLifError, match=r"\[-128, 127\]"):
+        emulate(prog, frames + 128, check=False)
+    ev = _random_program(np.random.default_rng(0), "dense", "events", False)
+    with pytest.raises(DaLifError, match="binary"):
+        emulate(ev, frames + 2, check=False)
+
+
+@pytest.mark.parametrize(("step_max", "f", "steps"),
+                         [(1000, 4096, 5), (3_300_000, 731, 4), (2**22, 2048, 30), (777, 4095, 9)])
+def test_v_bound_covers_the_worst_case(step_max, f, steps):
+    """The bound that switches v clipping off is never below the largest |v| the recurrence
+    can reach (input at its maximum every step, no reset), and at most one unit per step
+    above it (the bound rounds up where rtz rounds down)."""
+    from dalif_deploy.targets.emulator import _v_bound
+
+    v, worst = 0, 0
+    for _ in range(steps):
+        v = (v * f >> 12) + step_max
+        worst = max(worst, v)
+    bound = _v_bound(step_max, f, steps)
+    if bound <= V_MAX:
+        assert worst <= bound <= worst + steps
+    else:
+        assert worst > V_MAX or bound <= worst + steps
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_diagonal_1x1_conv_matches_reference(stride):
+    """A 1x1 conv mapping each channel to itself (a residual shortcut) runs as one product per
+    output; with stride 2 it subsamples. Same integers as the reference, also for a 1x1 conv
+    with one off-diagonal weight (the general kernel)."""
+    from dalif_deploy.targets.emulator import _compile_synapse
+
+    rng = np.random.default_rng(11)
+    prog = _random_program(rng, "conv", "events", True)
+    b, s_ab, s_in = prog.populations[1], prog.synapses[1], prog.synapses[2]
+    h = (5 - 1) // stride + 1
+    b.shape, b.bias_mant = (2, h, h), rng.integers(-300, 300, (2, h, h))
+    s_ab.weights = np.diag([100, -90]).reshape(2, 2, 1, 1)
+    s_in.weights = rng.integers(-128, 128, (2, 2, 1, 1))
+    for syn in (s_ab, s_in):
+        syn.stride, syn.padding, syn.output_shape = (stride, stride), (0, 0), b.shape
+    prog.synapses[3].weights = rng.integers(-128, 128, (3, 2 * h * h))
+    prog.synapses[3].input_shape = b.shape
+    assert _compile_synapse(prog, s_ab).diagonal and not _compile_synapse(prog, s_in).diagonal
+    x = (rng.random((3, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    r = emulate(prog, x, record=True, check=False)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 3)
+    assert r.spike_counts[:, 1].sum() > 0
+
+
+def test_pipelined_shifts_each_layer_by_its_depth():
+    """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t."""
+    rng = np.random.default_rng(3)
+    prog = _random_program(rng, "conv", "events", False)
+    for p in prog.populations:
+        p.bias_mant[...] = 0
+    x = (rng.random((2, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    sync = emulate(prog, x, record=True, check=False)
+    pipe = emulate(prog, x, record=True, check=False, mode="pipelined")
+    depth = synaptic_depths(prog)
+    assert pipe.steps == prog.timesteps + depth["out"] == sync.steps + 3
+    for p in prog.populations:
+        k = depth[p.name]
+        assert np.array_equal(pipe.spikes[p.name][k:k + prog.timesteps], sync.spikes[p.name])
+        assert not pipe.spikes[p.name][:k].any()
+
+
+def test_encode_input_contract():
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    x = np.array([0.5, -0.5, 2.0, 0.004, 0.006] * 10, np.float32).reshape(1, 2, 5, 5)
+    f = encode_input(prog, x)
+    assert f.shape == (1, 3, 2, 5, 5) and f[0, 2, 0, 0].tolist() == [50, -50, 127, 0, 1]
+    ev = _random_program(np.random.default_rng(0), "dense", "events", False)
+    with pytest.raises(DaLifError, match="binary"):
+        encode_input(ev, np.full((1, 3, 2, 5, 5), 2.0))
+    with pytest.raises(DaLifError, match="shape|must be"):
+        encode_input(prog, np.zeros((1, 3, 3)))
+
+
+def test_clipped_analog_input_is_counted_not_hidden():
+    """Values whose round(x * scale) leaves [-128, 127] are clipped by the encoding; emulate
+    reports how many (per sample value, not per step) so the user learns the input changed."""
+    from dalif_deploy.targets.emulator import emulate, input_clip_count
+
+    prog = _random_program(np.random.default_rng(0), "dense", "analog", False)
+    scale = prog.input.scale
+    x = np.zeros((2, 2, 5, 5), np.float32)
+    x[0, 0, 0, :3] = [127.4 / scale, 127.6 / scale, -128.6 / scale]  # in, out, out
+    x[1, 1, 4, 4] = 1000.0 / scale  # out
+    assert input_clip_count(prog, x) == 3
+    assert emulate(prog, x).input_clipped == 3
+    assert emulate(prog, encode_input(prog, x)).input_clipped == 0  # integers: nothing to clip
