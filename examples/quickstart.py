@@ -1,10 +1,10 @@
-"""The README's Python API tour, runnable as it stands from any directory (tests/test_examples.py
-runs it): the shipped digits-cnn through NIR, fixed point, the emulator, Lava and verify.
+"""The Python API tour of docs/python-api.md, runnable as it stands from any directory
+(tests/test_examples.py runs it): the shipped digits-cnn through NIR, fixed point, the emulator, Lava and verify.
 
     .venv/bin/python examples/quickstart.py
 """
 
-# --- README: Python API (tests/test_examples.py keeps the README's copy identical) ---
+# --- docs/python-api.md: Quickstart (tests/test_examples.py keeps the docs' copy identical) ---
 import functools
 import tempfile
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""The README's Python API is examples/quickstart.py, and it runs as pasted from any directory."""
+"""docs/python-api.md's quickstart is examples/quickstart.py, and it runs as pasted from any
+directory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.py"
-MARKER = "# --- README: Python API"
+MARKER = "# --- docs/python-api.md: Quickstart"
 
 
 def _snippet() -> str:
@@ -19,12 +20,13 @@ def _snippet() -> str:
     return src[src.index(MARKER):].split("\n", 1)[1].strip("\n")
 
 
-def test_the_readme_shows_the_quickstart_file_verbatim():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
+def test_the_python_api_doc_shows_the_quickstart_file_verbatim():
+    doc = (ROOT / "docs" / "python-api.md").read_text()
+    section = doc[doc.index("## Quickstart"):]
     block = "\n".join(line[4:] if line.startswith("    ") else line
                       for line in section.split("\n"))
-    assert _snippet() in block, "README's Python API block differs from examples/quickstart.py"
+    assert _snippet() in block, ("docs/python-api.md's quickstart block differs from "
+                                  "examples/quickstart.py")
 
 
 @pytest.mark.lava
