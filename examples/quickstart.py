@@ -1,5 +1,6 @@
 """The Python API tour of docs/python-api.md, runnable as it stands from any directory
-(tests/test_examples.py runs it): the shipped digits-cnn through NIR, fixed point, the emulator, Lava and verify.
+(tests/test_examples.py runs it): the shipped digits-cnn through NIR, fixed point, the
+emulator, Lava and verify.
 
     .venv/bin/python examples/quickstart.py
 """
