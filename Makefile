@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test docs lint bench clean browser
 
 install: $(STAMP)
 
@@ -25,10 +25,15 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(VENV)/bin/dalif-deploy demo
 
-test: install browser
+test: install browser docs
 	$(PY) -m pytest -q tests
 
-# The report's browser test (tests/test_report.py) needs Debian's chromium; DALIF_SKIP_BROWSER=1
+# The docs site (mkdocs-material, offline) into site/; --strict fails on a broken link or anchor
+# (not with --quiet, which hides the warnings --strict counts).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# The report's browser test (tests/verification/test_report.py) needs Debian's chromium; DALIF_SKIP_BROWSER=1
 # skips both the install and the test.
 CHROMIUM ?= /usr/bin/chromium
 browser:
@@ -49,4 +54,4 @@ bench: install
 	$(PY) benchmarks/bench_emulator.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
