@@ -1,6 +1,6 @@
 """Bounds on what a file or an option may make the tool allocate, checked before allocating.
 
-Three rules (README, "What is bounded"):
+Three rules (docs/safety.md, "Sizes and values"):
 
 * Size-giving values have sane limits: T (``limits.TIMESTEPS_MAX``), zoo ``width``
   (:data:`WIDTH_MAX`), one sample's input elements (:data:`INPUT_ELEMENTS_MAX`), batch sizes

@@ -453,7 +453,7 @@ def load_model(path: str | Path, model: str | None = None,
     return (net if net is not None else build_checked(ckpt)), ckpt
 
 
-#: the checkpoints shipped in a source checkout (dalif_deploy/checkpoints/, README "Shipped")
+#: the checkpoints shipped in a source checkout (dalif_deploy/checkpoints/; docs/formats.md)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # package data
 
 

@@ -137,7 +137,7 @@ def verify_model(model: torch.nn.Module, test: Any, calibration: np.ndarray, tim
     ``test`` is a :class:`~dalif_deploy.datasets.loaders.Dataset` (the samples as the model
     receives them);
     ``calibration`` float samples for the quantiser (training data). Returns ``(result,
-    artefacts)``: ``result`` is the JSON-able report (keys documented in README.md),
+    artefacts)``: ``result`` is the JSON-able report (keys documented in docs/formats.md),
     ``artefacts`` what the HTML report plots (sample 0's spikes, the program and the graph).
     """
     from dalif_deploy.converters.nir_to_fixed import quantize_graph
