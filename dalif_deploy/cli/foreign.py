@@ -10,6 +10,7 @@ def data_are_events(dataset: str | None) -> bool | None:
     """Whether ``--dataset`` gives event data: a built-in set by its name (none given: digits,
     a foreign graph's default), an .npz by its ``encoding`` member alone; None where that
     cannot be read (the loader then says why)."""
+    from dalif_deploy.base.encoding import EVENTS
     from dalif_deploy.datasets.event_sets import EVENT_SETS
     from dalif_deploy.datasets.loaders import DATASETS, split_name
 
@@ -19,7 +20,7 @@ def data_are_events(dataset: str | None) -> bool | None:
     if base in DATASETS:
         return base.endswith("-events") or base in EVENT_SETS
     encoding = _npz_encoding(dataset)
-    return None if encoding is None else encoding == "events"
+    return None if encoding is None else encoding == EVENTS.name
 
 
 def _npz_encoding(path: str) -> str | None:
