@@ -13,7 +13,8 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
   ``AvgPool2d`` -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten`` (dims without the batch);
-  ``Identity`` disappears; ``a + b`` becomes several edges into the consumer (NIR sums all
+  ``Identity`` and dropout (eval mode: the identity) disappear; nested ``Sequential`` and
+  ``ModuleList`` are traced through; ``a + b`` becomes several edges into the consumer (NIR sums all
   incoming edges); the final readout ``Linear`` is an ``Affine`` into the ``Output``.
 * all parameters are stored as float64, computed from the float32 model in float64, so the
   effective alpha and beta are recovered exactly (``1 - dt/tau`` and ``dt*r/tau`` round back
@@ -47,7 +48,10 @@ from dalif_deploy.neurons.protocol import NeuronModule
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
 SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
-             "Identity", "DALIF", "PLIF", "LIF", "+ (residual fan-in)", "torch.flatten")
+             "Identity", "Dropout/Dropout1d/Dropout2d/AlphaDropout (identity in eval mode)",
+             "Sequential/ModuleList (traced through)", "DALIF", "PLIF", "LIF",
+             "+ (residual fan-in)", "torch.flatten")
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
 class _Tracer(fx.Tracer):
@@ -185,7 +189,7 @@ class _Builder:
             self._add(name, nir.AvgPool2d(kernel_size=k, stride=s, padding=p), src, n)
         elif isinstance(m, nn.Flatten):
             self._flatten(n, name, m.start_dim, m.end_dim)
-        elif isinstance(m, nn.Identity):
+        elif isinstance(m, (nn.Identity, *_DROPOUT)):  # export is eval mode: dropout is identity
             self.value[n] = src
         else:
             raise DaLifError(f"unsupported module {name!r} ({type(m).__name__}); supported: "
