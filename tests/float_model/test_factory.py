@@ -29,6 +29,14 @@ class Small(nn.Module):
 
 def build(width=4, classes=10):
     return Small(width, classes)
+
+
+def build_with(neuron="dalif", width=4):  # compare's form: the neuron model by its key
+    from dalif_deploy.neurons import neuron_for_key
+
+    model = Small(width)
+    model.lif = neuron_for_key(neuron).module_type(channels=width)
+    return model
 '''
 #: a module that leaves a file behind when imported: it must never be imported by a file's say
 EVIL = '''
@@ -181,3 +189,28 @@ def test_train_cli_with_model_code_records_the_factory(tmp_path, capsys):
     assert "JSON object" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "u.pt")]) == 2
     assert "--model-code FACTORY" in capsys.readouterr().err
+
+
+def test_sweep_and_finetune_take_model_code(tmp_path, capsys):
+    factory = f"{tmp_path / 'mynet.py'}:build"
+    path, _ = _save(tmp_path, factory)
+    assert main(["sweep", str(path), "--model-code", factory, "--weight-bits", "8,4"]) == 0
+    assert "mynet" in capsys.readouterr().out
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", str(path), "--model-code", factory, "--weight-bits", "4",
+                 "--epochs", "1", "-o", str(out), "--quiet"]) == 0
+    ckpt = dd.load_checkpoint(out)  # still a user architecture, recording the same factory
+    assert ckpt.config["factory"] == factory and ckpt.finetune["weight_bits"] == 4
+
+
+def test_compare_trains_the_named_architecture_with_each_neuron(tmp_path, capsys):
+    (tmp_path / "mynet.py").write_text(NET)
+    factory = f"{tmp_path / 'mynet.py'}:build_with"
+    assert main(["compare", "--model-code", factory, "--neurons", "dalif,lif", "-T", "2",
+                 "--epochs", "1", "--dataset", "digits", "--samples", "16", "--json",
+                 str(tmp_path / "c.json"), "--quiet"]) == 0
+    import json
+
+    runs = json.loads((tmp_path / "c.json").read_text())["runs"]
+    assert [r["neuron"] for r in runs] == ["dalif", "lif"]
+    assert runs[0]["neuron_parameters"] == 2 and runs[1]["neuron_parameters"] == 0
