@@ -4,7 +4,7 @@ A checkpoint of a network outside the zoo records where its architecture comes f
 
     model  {"name": "mynet", "factory": "pkg.module:function" or "path/to/file.py:function",
             "config": {JSON keyword arguments of the factory},
-            "input_shape": [C, H, W] or [C, L], "num_classes": N}
+            "input_shape": [C, H, W], "num_classes": N}
 
 The factory string in a file is a record, never an instruction: it is never imported on its own
 (a file that could name code to run would run code on ``inspect``). The user's code is imported
@@ -146,12 +146,11 @@ def user_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         raise DaLifError(f"{where}.config: must be plain JSON (numbers, strings, lists, "
                          f"dicts): {e}") from None
     if "input_shape" not in cfg:
-        raise DaLifError(f"{where}: a user model records its input_shape ([C, H, W] or "
-                         "[C, L]); add it to the config given to save_checkpoint")
-    dims = shape(cfg["input_shape"], f"{where}.input_shape", None, INPUT_ELEMENTS_MAX)
-    if len(dims) not in (2, 3):
-        raise DaLifError(f"{where}.input_shape: [C, H, W] or [C, L], got {list(dims)}")
-    out["input_shape"] = list(dims)
+        raise DaLifError(f"{where}: a user model records its input_shape [C, H, W]; add it "
+                         "to the config given to save_checkpoint (dd.factory_config does)")
+    # [C, H, W]: 1-D data goes as [C, 1, L] (docs/custom-models.md)
+    out["input_shape"] = list(shape(cfg["input_shape"], f"{where}.input_shape", 3,
+                                    INPUT_ELEMENTS_MAX))
     if cfg.get("num_classes") is not None:
         out["num_classes"] = integer(cfg["num_classes"], f"{where}.num_classes", 1, 2**16)
     return out
