@@ -19,7 +19,7 @@ from dalif_deploy.base.errors import DaLifError, VerificationFailed
 
 EPILOG = """\
 pipeline:
-  train      train a zoo model on bundled data           -> checkpoint (.pt)
+  train      train a zoo model, or your own (--model-code) -> checkpoint (.pt)
   export     checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)
   quantize   NIR graph -> Loihi 2 fixed-point program (.fxp)
   simulate   run a checkpoint / graph / program on a backend, report accuracy (JSON)
@@ -216,9 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dalif-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a zoo model on bundled data",
+    p = sub.add_parser("train", help="train a zoo model or your own on a data set",
                        description="Train a zoo model (DA-LIF neurons, or the PLIF/LIF "
-                       "baselines with --neuron); deterministic for a given seed.")
+                       "baselines with --neuron), or your own architecture (--model-code "
+                       "FACTORY --config JSON; docs/custom-models.md); deterministic for a "
+                       "given seed.")
     p.add_argument("--model", help="zoo model: digits-cnn, digits-resnet, resnet19, vgg11 "
                    "(or --model-code)")
     add_model_code(p)
