@@ -540,10 +540,14 @@ def _run(argv: Sequence[str] | None) -> int:
         if code is None:
             rc = args.handler(args)
         else:  # the user named this code: checkpoints recording a factory may use it
-            from dalif_deploy.float_model.factory import use_model_code
+            from dalif_deploy.float_model.factory import factory_calls, use_model_code
 
+            before = factory_calls()
             with use_model_code(code):
                 rc = args.handler(args)
+            if factory_calls() == before:  # never silently ignore an option
+                warn(f"--model-code {code} was not used: nothing here is a checkpoint of a "
+                     "user architecture")
     except VerificationFailed as e:
         print(f"verification failed: {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ FACTORY_HELP = ("the code building a network outside the zoo, as PACKAGE.MODULE:
 
 _named: str | None = None  # the factory the user named (CLI --model-code or use_model_code)
 _modules: dict[str, Any] = {}  # a file or module imported once per process
+_built = 0  # factory calls so far: a named factory nothing called was given in vain
 
 
 @contextmanager
@@ -53,6 +54,12 @@ def use_model_code(spec: str | None) -> Iterator[None]:
         yield
     finally:
         _named = before
+
+
+def factory_calls() -> int:
+    """How many modules factories have built in this process (the CLI warns when a
+    ``--model-code`` built none: the file given was no checkpoint of a user model)."""
+    return _built
 
 
 def named_model_code() -> str | None:
@@ -118,6 +125,8 @@ def build(spec: str, config: dict[str, Any]) -> Any:
     """``function(**config)`` of factory ``spec``: an ``nn.Module`` in eval mode."""
     from torch import nn
 
+    global _built
+    _built += 1
     try:
         model = resolve(spec)(**config)
     except DaLifError:

@@ -214,3 +214,14 @@ def test_compare_trains_the_named_architecture_with_each_neuron(tmp_path, capsys
     runs = json.loads((tmp_path / "c.json").read_text())["runs"]
     assert [r["neuron"] for r in runs] == ["dalif", "lif"]
     assert runs[0]["neuron_parameters"] == 2 and runs[1]["neuron_parameters"] == 0
+
+
+def test_model_code_that_builds_nothing_is_a_warning(tmp_path, capsys):
+    factory = f"{tmp_path / 'mynet.py'}:build"
+    path, _ = _save(tmp_path, factory)
+    assert main(["export", str(path), "--model-code", factory, "-o",
+                 str(tmp_path / "m.nir")]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path / "m.nir"), "--model-code", factory, "--backend",
+                 "nir", "--samples", "2", "--quiet"]) == 0
+    assert "warning: --model-code" in capsys.readouterr().err
