@@ -13,7 +13,11 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
   ``AvgPool2d`` -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten`` (dims without the batch);
-  ``Identity`` disappears; ``a + b`` becomes several edges into the consumer (NIR sums all
+  ``Identity`` and dropout (eval mode: the identity) disappear; nested ``Sequential`` and
+  ``ModuleList`` are traced through; ``torch.cat`` along channels into a ``Conv2d``
+  (groups 1) or ``Linear`` becomes one node per part, holding its slice of the input
+  channels and summing into the consumer (the first part carries the bias); ``a + b``
+  becomes several edges into the consumer (NIR sums all
   incoming edges); the final readout ``Linear`` is an ``Affine`` into the ``Output``.
 * all parameters are stored as float64, computed from the float32 model in float64, so the
   effective alpha and beta are recovered exactly (``1 - dt/tau`` and ``dt*r/tau`` round back
@@ -47,7 +51,22 @@ from dalif_deploy.neurons.protocol import NeuronModule
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
 SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
-             "Identity", "DALIF", "PLIF", "LIF", "+ (residual fan-in)", "torch.flatten")
+             "Identity", "Dropout/Dropout1d/Dropout2d/AlphaDropout (identity in eval mode)",
+             "Sequential/ModuleList (traced through)", "DALIF", "PLIF", "LIF",
+             "+ (residual fan-in)", "torch.flatten",
+             "torch.cat along channels into a Conv2d or Linear", "grouped/depthwise Conv2d")
+#: what to use instead of a module with no exact deployable form (docs/custom-models.md)
+_INSTEAD: dict[type, str] = {
+    nn.MaxPool2d: ": a max is no weighted sum, so no Loihi synapse computes it (over binary "
+    "spikes it is an OR, which needs an extra neuron layer: one more step of latency and a "
+    "population per pooled map); use AvgPool2d (exact, folded into the next layer's weights: "
+    "no extra population) or a strided Conv2d (learned; k*k*C_in*C_out more weights)",
+    nn.Conv1d: ": 1-D layers are not deployed yet; write it as Conv2d with kernel (1, k) on "
+    "input shaped (C, 1, L) (an .npz data set of [N, C, 1, L] samples)",
+    nn.AvgPool1d: ": 1-D layers are not deployed yet; write it as AvgPool2d((1, k)) on input "
+    "shaped (C, 1, L)",
+}
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
 class _Tracer(fx.Tracer):
@@ -63,8 +82,10 @@ def _f64(t: torch.Tensor | float) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str) -> None:
-    """Fold eval-mode batch-norm into the weights and bias of ``node`` (in place, float64)."""
+def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str,
+             offset: bool = True) -> None:
+    """Fold eval-mode batch-norm into the weights and bias of ``node`` (in place, float64);
+    ``offset=False`` for the parts of a split layer but the first (which carries the shift)."""
     if bn.running_mean is None or bn.running_var is None:
         raise DaLifError(f"batch-norm {name!r} tracks no running statistics; it cannot be "
                          "folded (use track_running_stats=True)")
@@ -81,7 +102,7 @@ def _fold_bn(node: nir.NIRNode, bn: nn.modules.batchnorm._BatchNorm, name: str) 
         raise DaLifError(f"batch-norm {name!r} has {scale.shape[0]} features but the layer "
                          f"before it has {w.shape[0]} outputs")
     node.weight = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    node.bias = (node.bias - mean) * scale + shift
+    node.bias = (node.bias - mean) * scale + shift if offset else node.bias * scale
 
 
 class _Builder:
@@ -95,6 +116,9 @@ class _Builder:
         # fx node -> list of NIR node names whose outputs SUM to that value
         self.value: dict[fx.Node, list[str]] = {}
         self.owner: dict[str, fx.Node] = {}  # NIR node -> the fx node that created it
+        # torch.cat along channels: fx node -> its parts (sources summing to the part, size)
+        self.cat: dict[fx.Node, list[tuple[list[str], int]]] = {}
+        self.parts: dict[str, list[str]] = {}  # a layer split over a cat -> its part nodes
 
     def _add(self, name: str, node: nir.NIRNode, sources: list[str], fx_node: fx.Node) -> None:
         if name in self.nodes:
@@ -113,6 +137,10 @@ class _Builder:
         return tuple(int(d) for d in n.meta["tensor_meta"].shape[1:])
 
     def _src(self, n: fx.Node, arg: Any) -> list[str]:
+        if isinstance(arg, fx.Node) and arg in self.cat:
+            raise DaLifError(f"{n.name!r}: the torch.cat {arg.name!r} must feed a Conv2d "
+                             "(groups=1) or Linear directly (it becomes one synapse per part "
+                             "summing into that layer)")
         if not isinstance(arg, fx.Node) or arg not in self.value:
             raise DaLifError(f"{n.name!r}: input {arg!r} is not a tensor computed from the "
                              "network input; constants in forward() are not supported")
@@ -149,6 +177,9 @@ class _Builder:
             raise DaLifError(f"module {name!r} ({type(m).__name__}) is called with "
                              f"{len(n.args)} arguments; export supports single-input calls "
                              "(DA-LIF must be called statefully: s = lif(x))")
+        if n.args[0] in self.cat and isinstance(m, (nn.Conv2d, nn.Linear)):
+            self._split(n, name, m)
+            return
         src = self._src(n, n.args[0])
         shape = self._shape(n)
         if isinstance(m, nn.Conv2d):
@@ -165,6 +196,11 @@ class _Builder:
             bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_features)
             self._add(name, nir.Affine(weight=_f64(m.weight), bias=bias), src, n)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if src and src[0] in self.parts and src == self.parts[src[0]]:  # split over a cat
+                for i, part in enumerate(src):
+                    _fold_bn(self.nodes[part], m, name, offset=i == 0)
+                self.value[n] = src
+                return
             prev = self.nodes.get(src[0]) if len(src) == 1 else None
             prev_fx = self.owner.get(src[0]) if prev is not None else None
             if not isinstance(prev, (nir.Conv2d, nir.Affine)) or len(prev_fx.users) != 1:
@@ -185,11 +221,50 @@ class _Builder:
             self._add(name, nir.AvgPool2d(kernel_size=k, stride=s, padding=p), src, n)
         elif isinstance(m, nn.Flatten):
             self._flatten(n, name, m.start_dim, m.end_dim)
-        elif isinstance(m, nn.Identity):
+        elif isinstance(m, (nn.Identity, *_DROPOUT)):  # export is eval mode: dropout is identity
             self.value[n] = src
         else:
-            raise DaLifError(f"unsupported module {name!r} ({type(m).__name__}); supported: "
-                             f"{', '.join(SUPPORTED)}")
+            hint = next((h for t, h in _INSTEAD.items() if isinstance(m, t)), "")
+            raise DaLifError(f"unsupported module {name!r} ({type(m).__module__}."
+                             f"{type(m).__name__}){hint}; supported: {', '.join(SUPPORTED)}")
+
+    def _split(self, n: fx.Node, name: str, m: nn.Conv2d | nn.Linear) -> None:
+        """A Conv2d/Linear fed by ``torch.cat`` along channels: one node per part, its slice of
+        the input channels (the first part carries the bias), all summing into the consumer
+        (NIR sums incoming edges): exactly the layer applied to the concatenation."""
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            raise DaLifError(f"Conv2d {name!r} (groups={m.groups}) is fed by torch.cat; a "
+                             "concatenation splits only into an ungrouped conv or a Linear")
+        parts, offset = [], 0
+        for i, (sources, size) in enumerate(self.cat[n.args[0]]):
+            w = _f64(m.weight)[:, offset:offset + size]
+            offset += size
+            bias = (_f64(m.bias) if m.bias is not None and i == 0
+                    else np.zeros(w.shape[0]))
+            part = f"{name}.cat{i}"
+            if isinstance(m, nn.Conv2d):
+                if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                    raise DaLifError(f"Conv2d {name!r}: only numeric zero padding is supported")
+                node = nir.Conv2d(input_shape=tuple(self._shape(n.args[0])[1:]), weight=w,
+                                  stride=tuple(m.stride), padding=tuple(m.padding),
+                                  dilation=tuple(m.dilation), groups=1, bias=bias)
+                fix_conv_types(node, part)
+            else:
+                node = nir.Affine(weight=w, bias=bias)
+            self._add(part, node, sources, n)
+            parts.append(part)
+        self.value[n] = parts
+        self.parts[parts[0]] = parts
+
+    def _cat(self, n: fx.Node) -> None:
+        """``torch.cat([a, b, ...], dim=1)``: recorded, to be split by its consumer."""
+        tensors = n.args[0] if n.args else n.kwargs.get("tensors")
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        rank = len(self._shape(n)) + 1
+        if not isinstance(tensors, (list, tuple)) or int(dim) % rank != 1:
+            raise DaLifError(f"{n.name!r}: torch.cat is supported along the channel dimension "
+                             f"(dim=1) only, got dim={dim}")
+        self.cat[n] = [(self._src(n, t), self._shape(t)[0]) for t in tensors]
 
     @staticmethod
     def _flatten_dims(n: fx.Node) -> tuple[int, int]:
@@ -219,6 +294,8 @@ class _Builder:
             self.value[n] = a + b
         elif n.target is torch.flatten:
             self._flatten(n, n.name, *self._flatten_dims(n))
+        elif n.target in (torch.cat, torch.concat):
+            self._cat(n)
         else:
             name = getattr(n.target, "__name__", str(n.target))
             raise DaLifError(f"unsupported function {name!r} at {n.name!r}; supported: "

@@ -29,6 +29,8 @@ _LAZY = {
     "load_model": "dalif_deploy.float_model.checkpoint:load_model",
     "save_checkpoint": "dalif_deploy.float_model.checkpoint:save_checkpoint",
     "shipped_checkpoint": "dalif_deploy.float_model.checkpoint:shipped_checkpoint",
+    "factory_config": "dalif_deploy.float_model.factory:factory_config",
+    "use_model_code": "dalif_deploy.float_model.factory:use_model_code",
     "Dataset": "dalif_deploy.datasets.loaders:Dataset",
     "load_dataset": "dalif_deploy.datasets.loaders:load_dataset",
     "dataset_spec": "dalif_deploy.datasets.loaders:dataset_spec",

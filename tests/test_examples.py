@@ -39,3 +39,15 @@ def test_the_quickstart_runs_as_pasted_in_a_fresh_directory(tmp_path):
                        text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Lava == emulator: True" in r.stdout and "verify: PASSED" in r.stdout, r.stdout
+
+
+@pytest.mark.lava
+def test_the_custom_model_example_runs_from_any_directory(tmp_path):
+    """examples/custom_model.py (issue 25): a network of its own trained, saved, exported,
+    quantised, run on Lava and verified with --model-code, through the command line."""
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_model.py"), "--out-dir",
+                        str(tmp_path / "out"), "--epochs", "3", "--lava-samples", "2"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "bit-exact with emulator: True" in r.stdout and "PASSED" in r.stdout, r.stdout
+    assert (tmp_path / "out" / "tiny-conv.html").is_file()

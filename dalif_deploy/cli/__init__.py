@@ -19,7 +19,7 @@ from dalif_deploy.base.errors import DaLifError, VerificationFailed
 
 EPILOG = """\
 pipeline:
-  train      train a zoo model on bundled data           -> checkpoint (.pt)
+  train      train a zoo model, or your own (--model-code) -> checkpoint (.pt)
   export     checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)
   quantize   NIR graph -> Loihi 2 fixed-point program (.fxp)
   simulate   run a checkpoint / graph / program on a backend, report accuracy (JSON)
@@ -179,6 +179,16 @@ def _add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
                    help=f"{when}weight mantissa bits, 2..8 (Loihi 2: 8)")
 
 
+def add_model_code(p: argparse.ArgumentParser) -> None:
+    """``--model-code FACTORY``: the user's own architecture, for every command that builds
+    the torch module of a checkpoint (see dalif_deploy/float_model/factory.py; the code is
+    imported only because the user names it here)."""
+    p.add_argument("--model-code", metavar="FACTORY", help="the code building a network "
+                   "outside the zoo: PACKAGE.MODULE:FUNCTION or PATH/TO/FILE.py:FUNCTION, "
+                   "called with the checkpoint's recorded config as keyword arguments; "
+                   "imported only because you name it here, never because a file names it")
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
@@ -206,11 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dalif-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a zoo model on bundled data",
+    p = sub.add_parser("train", help="train a zoo model or your own on a data set",
                        description="Train a zoo model (DA-LIF neurons, or the PLIF/LIF "
-                       "baselines with --neuron); deterministic for a given seed.")
-    p.add_argument("--model", required=True, help="zoo model: digits-cnn, digits-resnet, "
-                   "resnet19, vgg11")
+                       "baselines with --neuron), or your own architecture (--model-code "
+                       "FACTORY --config JSON; docs/custom-models.md); deterministic for a "
+                       "given seed.")
+    p.add_argument("--model", help="zoo model: digits-cnn, digits-resnet, resnet19, vgg11 "
+                   "(or --model-code)")
+    add_model_code(p)
+    p.add_argument("--config", metavar="JSON", help="with --model-code: the factory's keyword "
+                   "arguments as a JSON object (recorded in the checkpoint)")
+    p.add_argument("--name", help="with --model-code: the model's name in the checkpoint "
+                   "(default: the factory function's)")
     p.add_argument("--dataset", default="digits", help=f"{DATASET_NAMES}, or an .npz as "
                    "`dataset` writes it")
     add_data_options(p)
@@ -245,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "program .fxp or ONNX .onnx) on a backend over a data set split and "
                        "report accuracy and per-sample predictions.")
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
+    add_model_code(p)
     _defer(p, "dalif_deploy.cli.simulate:add_arguments")  # imports the backends: only if used
     _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.simulate:cli_simulate"))
@@ -254,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "read from its content).")
     p.add_argument("file", metavar="FILE", help=".pt .nir .fxp .onnx .h5 (netx) .npz .json")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_model_code(p)
     _add_hardware(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.inspect_cmd:cli_inspect"))
 
@@ -273,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantiser_options(p, "with --netx: ")
     add_data_options(p)
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
+    add_model_code(p)
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
     _add_quiet(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.export:cli_export"))
@@ -338,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
+    add_model_code(p)
     _add_hardware(p)
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
@@ -359,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "does) and report, per precision, float and fixed-point accuracy, "
                        "float/fixed prediction agreement, synaptic memory and cores (resource "
                        "model estimates); emulator only unless --lava-samples is given.")
+    add_model_code(p)
     _defer(p, "dalif_deploy.cli.sweep:add_arguments")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.sweep:cli_sweep"))
 
@@ -369,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "bit-accurate emulator (the forward values are the program's integers), "
                        "with straight-through gradients into the float weights. Writes an "
                        "ordinary checkpoint recording how it was fine-tuned.")
+    add_model_code(p)
     _defer(p, "dalif_deploy.cli.finetune:add_arguments")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.finetune:cli_finetune"))
 
@@ -380,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "float and fixed-point test accuracy, parameters (the neurons' own "
                        "among them) and synaptic operations per inference from the cost "
                        "model on the emulator's spikes.")
+    add_model_code(p)
     _defer(p, "dalif_deploy.cli.compare:add_arguments")
     p.set_defaults(handler=_lazy("dalif_deploy.cli.compare:cli_compare"))
 
@@ -512,7 +536,18 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         check_launch(args.command)
         check_outputs(args)
-        rc = args.handler(args)
+        code = getattr(args, "model_code", None)
+        if code is None:
+            rc = args.handler(args)
+        else:  # the user named this code: checkpoints recording a factory may use it
+            from dalif_deploy.float_model.factory import factory_calls, use_model_code
+
+            before = factory_calls()
+            with use_model_code(code):
+                rc = args.handler(args)
+            if factory_calls() == before:  # never silently ignore an option
+                warn(f"--model-code {code} was not used: nothing here is a checkpoint of a "
+                     "user architecture")
     except VerificationFailed as e:
         print(f"verification failed: {e}", file=sys.stderr)
         return 1

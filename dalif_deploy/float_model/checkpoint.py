@@ -5,7 +5,8 @@ dicts, so ``torch.load(weights_only=True)`` reads it and no code is ever execute
 
     format       "dalif-deploy.checkpoint"
     version      1
-    model        model config dict (``name`` plus zoo options, see models.default_config)
+    model        model config dict (``name`` plus zoo options, see models.default_config;
+                 or a user architecture's factory record, see factory.py)
     state_dict   parameter and buffer tensors
     timesteps    T used in training and evaluation
     dataset      {"name", "encoding", "input_shape", "normalization"}
@@ -55,6 +56,7 @@ from dalif_deploy.base.schema import (
 )
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
+from . import factory
 from .zoo import ZOO_DEFAULTS, build_model, default_config, validate_config
 
 CHECKPOINT_FORMAT = "dalif-deploy.checkpoint"
@@ -132,6 +134,8 @@ class Checkpoint:
         return None if n is None else int(n)
 
     def _full_config(self) -> dict[str, Any]:
+        if "factory" in self.config:  # a user model records its own input shape
+            return self.config
         return default_config(self.model_name,
                               **{k: v for k, v in self.config.items() if k != "name"})
 
@@ -363,25 +367,30 @@ def _is_plain_state_dict(obj: Any) -> bool:
 
 
 def load_checkpoint(path: str | Path, model: str | None = None,
-                    timesteps: int | None = None) -> Checkpoint:
+                    timesteps: int | None = None, model_code: str | None = None) -> Checkpoint:
     """Read and validate a checkpoint.
 
-    A plain ``state_dict`` file is accepted when ``model`` (a zoo name) and ``timesteps`` are
-    given; its data set defaults to the zoo model's (digits for digits models).
+    A plain ``state_dict`` file is accepted when ``model`` (a zoo name) or ``model_code`` (a
+    factory, :mod:`.factory`) and ``timesteps`` are given; its data set defaults to the zoo
+    model's (digits for digits models and factories).
     """
-    return _load(path, model, timesteps)[0]
+    return _load(path, model, timesteps, model_code)[0]
 
 
-def _load(path: str | Path, model: str | None, timesteps: int | None
-          ) -> tuple[Checkpoint, nn.Module | None]:
+def _load(path: str | Path, model: str | None, timesteps: int | None,
+          model_code: str | None = None) -> tuple[Checkpoint, nn.Module | None]:
     """The validated checkpoint, and for a plain state_dict the model built to validate it."""
     path = Path(path)
     obj, sha = _torch_load(path)
+    code = model_code or factory.named_model_code()
     if _is_plain_state_dict(obj):
-        if not model:
+        if not model and not code:
             raise DaLifError(f"{path}: a plain state_dict; pass --model NAME (one of "
-                             f"{sorted(ZOO_DEFAULTS)}) to say which architecture it is")
+                             f"{sorted(ZOO_DEFAULTS)}) or {factory.FLAG} FACTORY (your own "
+                             "architecture) to say which architecture it is")
         _check_tensors(obj, path)
+        if code and not model:
+            return _plain_user_model(path, obj, sha, code, timesteps)
         t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
         ckpt = Checkpoint(_full_config({"name": model}, "--model"), obj, t,
                           {"name": "digits" if model.startswith("digits") else "cifar10"},
@@ -400,7 +409,12 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     if missing:
         raise DaLifError(f"{path}: checkpoint is missing {missing}")
     cfg = obj["model"]
-    if not isinstance(cfg, dict) or cfg.get("name") not in ZOO_DEFAULTS:
+    if isinstance(cfg, dict) and "factory" in cfg:  # a user architecture (never imported here)
+        cfg = factory.user_config(cfg, f"{path}: model config")
+    elif code:
+        raise DaLifError(f"{path}: holds zoo model {cfg.get('name')!r:.80}, not a user "
+                         f"architecture; drop {factory.FLAG}")
+    elif not isinstance(cfg, dict) or cfg.get("name") not in ZOO_DEFAULTS:
         name = cfg.get("name") if isinstance(cfg, dict) else cfg
         raise DaLifError(f"{path}: unknown model {name!r:.80}; this dalif-deploy knows "
                          f"{sorted(ZOO_DEFAULTS)}")
@@ -417,18 +431,38 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
                          "recorded content_sha256; restore the file from its source or retrain")
-    ckpt = Checkpoint(_full_config(cfg, f"{path}: model config"), obj["state_dict"], t,
+    if "factory" not in cfg:
+        cfg = _full_config(cfg, f"{path}: model config")
+    ckpt = Checkpoint(cfg, obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
                       str(path), fields.get("finetune"))
     return ckpt, None
 
 
-def build_checked(ckpt: Checkpoint) -> nn.Module:
+def _plain_user_model(path: Path, state_dict: dict[str, Any], sha: str, code: str,
+                      timesteps: int | None) -> tuple[Checkpoint, nn.Module]:
+    """A plain state_dict of the architecture ``--model-code`` names (factory called with no
+    config), on digits: its input shape is the data set's."""
+    from dalif_deploy.datasets.loaders import load_dataset
+
+    t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
+    probe = load_dataset("digits", "test", timesteps=t, samples=1)
+    cfg = factory.factory_config(code.rpartition(":")[2], code, {}, probe.input_shape,
+                                 probe.num_classes)
+    ckpt = Checkpoint(cfg, state_dict, t, {"name": "digits"}, {}, {"note": "plain state_dict"},
+                      sha, str(path))
+    return ckpt, build_checked(ckpt, code)
+
+
+def build_checked(ckpt: Checkpoint, model_code: str | None = None) -> nn.Module:
     """Build the model of ``ckpt`` and load its weights; mismatches are a DaLifError.
 
     A model too large for the machine is refused by :func:`models.build_model` (with the
     figure); only a state_dict that does not match the built model says "weights do not fit".
+    A user architecture is built by the factory the user names (:mod:`.factory`).
     """
+    if "factory" in ckpt.config:
+        return factory.build_user_model(ckpt.config, ckpt.state_dict, ckpt.path, model_code)
     model = build_model(ckpt.config)
     try:
         result = model.load_state_dict(ckpt.state_dict, strict=False)
@@ -446,11 +480,12 @@ def build_checked(ckpt: Checkpoint) -> nn.Module:
     return model.eval()
 
 
-def load_model(path: str | Path, model: str | None = None,
-               timesteps: int | None = None) -> tuple[nn.Module, Checkpoint]:
-    """Load a checkpoint and return ``(model in eval mode, checkpoint)``."""
-    ckpt, net = _load(path, model, timesteps)  # a plain state_dict is built once, here
-    return (net if net is not None else build_checked(ckpt)), ckpt
+def load_model(path: str | Path, model: str | None = None, timesteps: int | None = None,
+               model_code: str | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Load a checkpoint and return ``(model in eval mode, checkpoint)``; ``model_code`` (or
+    :func:`.factory.use_model_code`) names the factory of a user architecture."""
+    ckpt, net = _load(path, model, timesteps, model_code)  # a plain state_dict: built here
+    return (net if net is not None else build_checked(ckpt, model_code)), ckpt
 
 
 #: the checkpoints shipped in a source checkout (dalif_deploy/checkpoints/; docs/formats.md)
@@ -478,6 +513,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
     for k, v in metrics.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise DaLifError(f"metric {k!r} is not finite")
+    if isinstance(config, dict) and "factory" in config:
+        config = factory.user_config(config, "model config")
+    elif not isinstance(config, dict) or config.get("name") not in ZOO_DEFAULTS:
+        raise DaLifError(f"model config {config!r:.80}: not a zoo model "
+                         f"({sorted(ZOO_DEFAULTS)}); record your architecture's factory: "
+                         '{"name": ..., "factory": "module:function" or "file.py:function", '
+                         '"config": {...}, "input_shape": [...]} (dd.factory_config builds it)')
     obj = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,

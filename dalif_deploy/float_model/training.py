@@ -1,4 +1,5 @@
-"""Training and evaluation of zoo models on the bundled data sets.
+"""Training and evaluation of zoo models, or any module of the package's layers, on the data
+sets.
 
 Training is deterministic for a seed: weights are initialised after ``torch.manual_seed(seed)``,
 batches are shuffled by ``numpy.random.default_rng(seed)``, torch runs single-threaded with
@@ -12,7 +13,7 @@ linear layer). Optimiser: Adam with a cosine learning-rate schedule over all ste
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,7 +90,7 @@ def _check_args(epochs: int, timesteps: int, batch_size: int, lr: float) -> None
         raise DaLifError(f"learning rate must be > 0, got {lr}")
 
 
-def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
+def _check_fits(model: nn.Module, name: str, ds: Dataset) -> None:
     """One float step on a zero sample, so a model that cannot take the data set's input (e.g.
     vgg11's five poolings on 8x8 digits) is bad input, not a traceback mid-training."""
     from dalif_deploy.neurons import reset_states
@@ -100,7 +101,7 @@ def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
             steps = ds.x.shape[1] if Encoding.from_name(ds.encoding).time_axis else 1
             run_model(model, torch.zeros((1, *ds.x.shape[1:])), steps, ds.encoding)
     except (RuntimeError, ValueError) as e:
-        raise DaLifError(f"model {config['name']!r} cannot take {ds.name} input "
+        raise DaLifError(f"model {name!r} cannot take {ds.name} input "
                          f"{tuple(ds.input_shape)} ({str(e).splitlines()[0][:120]}); choose a "
                          "model made for this input size") from None
     finally:
@@ -109,7 +110,7 @@ def _check_fits(model: nn.Module, config: dict[str, Any], ds: Dataset) -> None:
 
 
 def train(
-    config: dict[str, Any],
+    config: dict[str, Any] | nn.Module,
     dataset: str = "digits",
     epochs: int = 30,
     timesteps: int = 4,
@@ -119,17 +120,23 @@ def train(
     data_dir: str | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the zoo model described by ``config`` on ``dataset``; deterministic for ``seed``.
+    """Train the zoo model described by ``config``, or any single-step ``nn.Module`` built
+    from the package's layers (trained in place), on ``dataset``; deterministic for ``seed``
+    (a module's initial weights are its caller's: build it after ``torch.manual_seed``).
 
     ``config['input_shape']`` is set from the data set. Returns ``(model in eval mode,
     metrics)`` with ``train_accuracy``/``test_accuracy`` (fractions), ``final_loss``,
     ``epochs``, ``batch_size``, ``lr``, ``seconds``.
     """
-    from .zoo import build_model, training_bytes
-
     _check_args(epochs, timesteps, batch_size, lr)
     train_ds = load_dataset(dataset, "train", data_dir, timesteps)
     test_ds = load_dataset(dataset, "test", data_dir, timesteps)
+    if isinstance(config, nn.Module):
+        module = config
+        return _fit(lambda: module, type(module).__name__, train_ds, test_ds, epochs,
+                    timesteps, batch_size, lr, seed, progress)
+    from .zoo import build_model, training_bytes
+
     if list(config.get("input_shape", train_ds.input_shape)) != list(train_ds.input_shape):
         raise DaLifError(f"model input shape {config['input_shape']} does not match data set "
                          f"{dataset!r} {list(train_ds.input_shape)}")
@@ -143,16 +150,25 @@ def train(
     check_memory(training_bytes(config, batch, timesteps),
                  f"training {config['name']} with batch {batch} and T={timesteps}",
                  "lower --batch-size, -T or --width")
+    return _fit(lambda: build_model(config), config["name"], train_ds, test_ds, epochs,
+                timesteps, batch_size, lr, seed, progress)
+
+
+def _fit(make: Callable[[], nn.Module], name: str, train_ds: Dataset, test_ds: Dataset,
+         epochs: int, timesteps: int, batch_size: int, lr: float, seed: int, progress: bool
+         ) -> tuple[nn.Module, dict[str, Any]]:
+    """The training loop (module docstring) of the model ``make()`` returns (called seeded),
+    trained in place, and its metrics."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     with deterministic(seed):
-        model = build_model(config)
-        _check_fits(model, config, train_ds)
+        model = make()
+        _check_fits(model, name, train_ds)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps = epochs * len(batch_indices(len(train_ds), batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         loss_fn = nn.CrossEntropyLoss()
-        bar = tqdm(total=steps, desc=f"train {config['name']}", unit="batch",
+        bar = tqdm(total=steps, desc=f"train {name}", unit="batch",
                    disable=not progress)
         loss_value = float("nan")
         for epoch in range(epochs):

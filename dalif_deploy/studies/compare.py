@@ -76,6 +76,9 @@ class CompareOptions:
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR files go
     config: dict[str, Any] = field(default_factory=dict)  # further zoo config keys
+    #: a user architecture's factory (float_model/factory.py), called with ``neuron=KEY`` and
+    #: ``config``; default: the one the CLI's ``--model-code`` named
+    model_code: str | None = None
 
     def __post_init__(self) -> None:
         from dalif_deploy.neurons import neuron_keys
@@ -98,6 +101,12 @@ class CompareOptions:
         if "neuron" in self.config or "name" in self.config:
             raise DaLifError("compare: the model and neuron come from --model and --neurons, "
                              "not from the extra config")
+
+
+def _model_code(opt: CompareOptions) -> str | None:
+    from dalif_deploy.float_model.factory import named_model_code
+
+    return opt.model_code or named_model_code()
 
 
 def _test_set(opt: CompareOptions, timesteps: int) -> Any:
@@ -123,13 +132,22 @@ def _run(opt: CompareOptions, neuron: str, timesteps: int, seed: int, test: Any,
     over = dict(opt.config)
     if opt.width is not None:
         over["width"] = opt.width
-    config = default_config(opt.model, neuron=neuron, input_shape=list(test.input_shape),
-                            num_classes=test.num_classes, **over)
     t0 = time.perf_counter()
+    code = _model_code(opt)
+    if code:  # the user's architecture, built seeded with this neuron
+        from dalif_deploy.float_model.factory import build
+        from dalif_deploy.float_model.training import deterministic
+
+        with deterministic(seed):
+            config: Any = build(code, {**over, "neuron": neuron})
+    else:
+        config = default_config(opt.model, neuron=neuron, input_shape=list(test.input_shape),
+                                num_classes=test.num_classes, **over)
     model, metrics = train(config, opt.dataset, opt.epochs, timesteps, opt.batch_size, opt.lr,
                            seed, opt.data_dir, progress=False)
     vopt = VerifyOptions(lava_samples=0, progress=False, workdir=opt.workdir)
-    result, _ = verify_model(model, test, calibration, timesteps, name=opt.model,
+    name = code.rpartition(":")[2] if code else opt.model
+    result, _ = verify_model(model, test, calibration, timesteps, name=name,
                              options=vopt)
     layers = neuron_layers(model)
     return {
@@ -159,7 +177,8 @@ def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
     from dalif_deploy.float_model.zoo import default_config
 
     for neuron in opt.neurons:  # a config no neuron can take fails before any training
-        default_config(opt.model, neuron=neuron, **opt.config)
+        if not _model_code(opt):
+            default_config(opt.model, neuron=neuron, **opt.config)
     first = _test_set(opt, opt.timesteps[0])  # bad data set names fail before the bar
     with tqdm(total=total, desc="compare", unit="run", disable=not opt.progress) as bar:
         for t in opt.timesteps:
