@@ -7,7 +7,8 @@ import sys
 
 from dalif_deploy.base.wording import counted
 
-from . import emit_json, note, show_progress
+from . import _add_quiet, emit_json, note, show_progress
+from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     from . import DATASET_NAMES, _add_json, add_data_options
 
+    p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
+    _add_quiet(p)
     by_kind: dict[str, list[str]] = {}
     for name, cls in available().items():
         by_kind.setdefault(cls.kind, []).append(name)
@@ -83,3 +86,13 @@ def cli_simulate(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr if args.json == "-" else sys.stdout)
     emit_json(result.to_dict(), args.json)
     return 0
+
+
+COMMAND = Command(
+    name="simulate", help="run a model file on a backend",
+    description="Run MODEL (checkpoint .pt, NIR graph .nir, fixed-point program .fxp or ONNX "
+    ".onnx) on a backend over a data set split and report accuracy and per-sample predictions.",
+    add_arguments=add_arguments, run=cli_simulate,
+    inputs=("model", "dataset", "data_dir", "hardware"), outputs=("json",),
+    stdout_outputs=("json",), sharded=True,
+    pipeline="run a checkpoint / graph / program on a backend, report accuracy (JSON)")

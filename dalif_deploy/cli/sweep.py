@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from . import emit_json, event_options, show_progress
+from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``sweep`` (added when the command is used, as for compare)."""
     from . import _add_json, _add_quiet, add_data_options
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
@@ -61,3 +61,14 @@ def cli_sweep(args: argparse.Namespace) -> int:
         print(f"plot: {args.plot}", file=out)
     emit_json(result, args.json)
     return 0
+
+
+COMMAND = Command(
+    name="sweep", help="verify a checkpoint at several weight precisions",
+    description="Quantise CKPT at each precision (as `verify --weight-bits` does) and report, "
+    "per precision, float and fixed-point accuracy, float/fixed prediction agreement, synaptic "
+    "memory and cores (resource model estimates); emulator only unless --lava-samples is given.",
+    add_arguments=add_arguments, run=cli_sweep,
+    inputs=("checkpoint", "dataset", "data_dir"), outputs=("plot", "json"),
+    stdout_outputs=("json",),
+    pipeline="verify a checkpoint at several weight precisions: one table, one plot")
