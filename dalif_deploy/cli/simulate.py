@@ -13,18 +13,17 @@ from .command import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Everything after MODEL: ``--backend`` (help from the file kinds the backends run), the
-    shared options, then each backend option once, as the backends declare it (``--dt`` for
-    nir and norse, ``--timeout`` for lava). This imports the backend classes, so the CLI runs
-    it only when ``simulate`` is parsed or its help shown."""
-    from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, available, backend_options
+    shared options, then each backend option once, as the backends' registrations declare it
+    (``--dt`` for nir and norse, ``--timeout`` for lava); no backend is imported."""
+    from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, backend_options
 
     from . import DATASET_NAMES, _add_json, add_data_options
 
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
     _add_quiet(p)
     by_kind: dict[str, list[str]] = {}
-    for name, cls in available().items():
-        by_kind.setdefault(cls.kind, []).append(name)
+    for name, entry in BACKENDS.items():  # the registrations: no backend imported
+        by_kind.setdefault(entry.kind, []).append(name)
     p.add_argument("--backend", choices=tuple(BACKENDS), required=True,
                    help=", ".join(f"{'/'.join(names)} ({FILE_KINDS[kind][0][0]})"
                                   for kind, names in by_kind.items()))
@@ -50,13 +49,19 @@ def cli_simulate(args: argparse.Namespace) -> int:
     An option with a default (``--timeout``) that the chosen backend does not take is left out;
     one without a default that is given is an error (``--dt`` on a checkpoint)."""
     from dalif_deploy.base.parallel import shard_device, start, stop
-    from dalif_deploy.targets.registry import backend_options, check_fits, get_backend, run_backend
+    from dalif_deploy.targets.registry import (
+        BACKENDS,
+        backend_options,
+        check_fits,
+        get_backend,
+        run_backend,
+    )
 
     from .foreign import check_foreign_graph
 
     if check_fits(get_backend(args.backend), args.model) == "nir":  # all it lacks, at once
         check_foreign_graph(args, args.model, ["simulate", args.model, "--backend", args.backend])
-    own = {o.name for o in get_backend(args.backend).options}
+    own = {o.name for o in BACKENDS[args.backend].options}
     opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
             if name in own or opt.default is None}
     from . import event_options

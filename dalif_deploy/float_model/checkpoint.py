@@ -93,8 +93,11 @@ FINETUNE_SCHEMA: dict[str, tuple[Check, bool]] = {
     "source_sha256": (text, False),
     "calibration_samples": (lambda v, w: integer(v, w, 0), False),
 }
-#: the fields of a checkpoint dict besides ``model`` (models.CONFIG_SCHEMA) and ``state_dict``
+#: the fields of a checkpoint dict (``model``'s own: zoo.config_schema)
 CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "format": (text, True),  # its value and the version's: checked before (load_checkpoint)
+    "version": (integer, True),
+    "model": (mapping, True),  # the zoo's validate_config checks its fields
     "timesteps": (lambda v, w: integer(v, w, 1, TIMESTEPS_MAX), True),
     "state_dict": (mapping, True),
     "dataset": (lambda v, w: validate(v, DATASET_SCHEMA, w), True),
