@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pkgutil
 
-import pytest
-
 import dalif_deploy.targets as targets
-from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.cli import build_parser
+import pytest
 from dalif_deploy.targets import registry
 from dalif_deploy.targets.protocol import Option
 from dalif_deploy.targets.registry import BACKENDS, Registered, get_backend
+
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.cli import build_parser
 
 
 def _modules(pkg) -> list[str]:
