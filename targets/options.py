@@ -7,8 +7,8 @@ same tuple; the registry checks they agree when it imports the class."""
 from __future__ import annotations
 
 from dalif_deploy.fixedpoint.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
+from dalif_deploy.fixedpoint.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
 
-from .lava import LAVA_LIMITS
 from .protocol import Option
 
 #: the options both NIR backends take (a foreign graph's conventions, nir_conventions)
@@ -29,4 +29,12 @@ EMULATOR_OPTIONS = (Option("hardware", str, HARDWARE_FILE_HELP, metavar="FILE.js
                     Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True),
                     DEVICE)
 
+#: the Lava run guard's limits (lava.run.check_lava_budget; also verify's options); unset: its
+#: defaults
+LAVA_LIMITS = (
+    Option("max_lava_processes", int, "lava: refuse a network of more than N Lava processes "
+           f"(default {LAVA_PROCESSES_DEFAULT})", metavar="N"),
+    Option("max_lava_memory", float, "lava: refuse a run estimated above GIB GiB of memory "
+           f"(default {LAVA_MEMORY_GIB_DEFAULT:g})", metavar="GIB"),
+)
 LAVA_OPTIONS = (Option("timeout", float, "lava: watchdog timeout (s)", 600.0), *LAVA_LIMITS)

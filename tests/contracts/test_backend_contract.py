@@ -16,19 +16,19 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import build_parser
 
 
-def _modules(pkg) -> list[str]:
+def _backend_modules() -> list[str]:
+    """The modules a backend may live in: every module of targets/, and the ``backend`` module
+    of a target package (lava's others start processes or hook imports)."""
     found = []
-    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-        found.append(info.name)
+    for info in pkgutil.iter_modules(targets.__path__, targets.__name__ + "."):
+        found.append(f"{info.name}.backend" if info.ispkg else info.name)
     return found
 
 
 def test_every_backend_class_is_registered():
     """A class in targets/ that declares a backend's name, kind and run is in BACKENDS."""
     classes = set()
-    for name in _modules(targets):
-        if name.endswith(("compat", "watchdog_child")):  # lava's import hook / child side
-            continue
+    for name in _backend_modules():
         mod = __import__(name, fromlist=["_"])
         for k, v in vars(mod).items():
             if (isinstance(v, type) and v.__module__ == name and isinstance(

@@ -4,12 +4,16 @@ and the zoo's config schema come from the specs, and a config key no spec declar
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import pkgutil
+import sys
+import types
 
 import pytest
 
+import dalif_deploy.cli.compare as cli_compare
 import dalif_deploy.neurons as neurons
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import build_parser
@@ -53,9 +57,28 @@ def test_a_registered_neuron_shows_up_everywhere(monkeypatch):
     option, compare's default set and help, and the zoo's config schema take it."""
     r_in = Setting(lambda v, w: __import__("dalif_deploy.base.schema").base.schema.number(
         v, w, 0.0, lo_open=True), help="the input resistance, > 0", type=float)
-    spec = NeuronSpec("izh", "IZH", "a throwaway model", "dalif_deploy.neurons.lif:LIF_NEURON",
+    from dalif_deploy.neurons.lif import Lif
+
+    class Izh(Lif):  # a throwaway model in a module of its own
+        key, name = "izh", "IZH"
+
+    mod = types.ModuleType("fake_neurons.izh")
+    mod.IZH_NEURON = Izh()
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    spec = NeuronSpec("izh", "IZH", "a throwaway model", "fake_neurons.izh:IZH_NEURON",
                       {"r_in": r_in, **neurons.COMMON})
     monkeypatch.setattr(neurons, "SPECS", [*SPECS, spec])
+    try:
+        importlib.reload(cli_compare)  # its description and pipeline line name the models
+        _shows_up([s.key for s in neurons.SPECS])
+        assert neurons.NEURONS["IZH"] is mod.IZH_NEURON
+    finally:
+        monkeypatch.undo()
+        importlib.reload(cli_compare)
+    assert "IZH" not in cli_compare.COMMAND.description
+
+
+def _shows_up(keys: list[str]) -> None:
     train = _subparser("train")
     neuron = next(a for a in train._actions if a.dest == "neuron")
     assert "izh" in neuron.choices and "izh (a throwaway model)" in neuron.help
@@ -63,6 +86,14 @@ def test_a_registered_neuron_shows_up_everywhere(monkeypatch):
     assert r_opt.option_strings == ["--r-in"] and r_opt.help.startswith("izh: ")
     compare = _subparser("compare")
     assert next(a for a in compare._actions if a.dest == "neurons").default.endswith(",izh")
+    from dalif_deploy.converters.torch_to_nir import SUPPORTED
+
+    from dalif_deploy.studies.compare import CompareOptions
+
+    assert CompareOptions().neurons[-1] == "izh"
+    assert list(neuron.choices) == keys and "IZH" in compare.description
+    assert "DA-LIF vs PLIF vs LIF vs IZH" in build_parser().epilog
+    assert "LIF" in SUPPORTED  # the front end names every registered model's module
     cfg = validate_config({"name": "digits-cnn", "neuron": "izh", "r_in": 2.0})
     assert cfg["r_in"] == 2.0
     with pytest.raises(DaLifError, match=r"model config\.r_in: must be a finite number > 0\.0, "
