@@ -132,3 +132,18 @@ def test_an_undeclared_output_option_is_caught():
     p = argparse.ArgumentParser()
     add(p)
     assert path_dests(p) == {"file", "report"}
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "digits-cnn", "--dataset", "{f}", "-o", "{f}"],
+    ["finetune", "ckpt.pt", "--weight-bits", "4", "--dataset", "{f}", "-o", "{f}"],
+    ["compare", "--test-dataset", "{f}", "--json", "{f}"],
+])
+def test_a_data_set_input_is_never_overwritten(argv, tmp_path, capsys):
+    """Data set paths are declared inputs (train had none before): an output on the same file
+    is refused before any work, the file untouched."""
+    f = tmp_path / "d.npz"
+    f.write_bytes(b"data")
+    assert main([a.replace("{f}", str(f)) for a in argv]) == 2
+    assert "is also an input of this command" in capsys.readouterr().err
+    assert f.read_bytes() == b"data"
