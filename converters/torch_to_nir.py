@@ -45,14 +45,17 @@ from torch.fx.passes.shape_prop import ShapeProp
 from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import atomic_path
-from dalif_deploy.neurons import reset_states
+from dalif_deploy.neurons import neuron_for_key, neuron_keys
+from dalif_deploy.neurons.network import reset_states
 from dalif_deploy.neurons.protocol import NeuronModule
 
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
+#: the layers the front end maps (every registered neuron model's module among them)
 SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
              "Identity", "Dropout/Dropout1d/Dropout2d/AlphaDropout (identity in eval mode)",
-             "Sequential/ModuleList (traced through)", "DALIF", "PLIF", "LIF",
+             "Sequential/ModuleList (traced through)",
+             *(neuron_for_key(k).module_type.__name__ for k in neuron_keys()),
              "+ (residual fan-in)", "torch.flatten",
              "torch.cat along channels into a Conv2d or Linear", "grouped/depthwise Conv2d")
 #: what to use instead of a module with no exact deployable form (docs/custom-models.md)

@@ -26,7 +26,7 @@ onnxruntime.py`` for the measured agreement).
 We use the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter needs
 ``onnxscript``, which is not a dependency.
 
-Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.base.encoding``,
+Graph metadata (``metadata_props``): ``dalif_deploy.timesteps``, ``dalif_deploy.encoding``,
 ``dalif_deploy.version``, ``dalif_deploy.model``, ``dalif_deploy.input_shape`` (JSON),
 ``dalif_deploy.readout`` (``mean over T``), ``dalif_deploy.dalif_layers`` (the number of neuron
 layers, of any model) and, when known,

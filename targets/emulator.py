@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from dalif_deploy.targets.protocol import BackendRun, FixedPointResult, ModelInput, Option
+from dalif_deploy.targets.options import EMULATOR_OPTIONS
+from dalif_deploy.targets.protocol import BackendRun, FixedPointResult, ModelInput
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS
 from dalif_deploy.base.errors import DaLifError
@@ -50,7 +51,6 @@ from dalif_deploy.base.parallel import resolve_device
 from dalif_deploy.base.resources import check_memory, format_bytes
 from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
 from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
-from dalif_deploy.fixedpoint.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
 from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
 from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT
 from dalif_deploy.fixedpoint.program import FixedProgram
@@ -397,11 +397,6 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         seconds=time.perf_counter() - t0, **recorded)
 
 
-#: ``--device`` of the emulator backend (and of ``verify``)
-DEVICE = Option("device", str, "torch device of the emulator: cpu, cuda or cuda:N; the same "
-                "integers on every device (default: cpu)", metavar="DEV")
-
-
 class EmulatorBackend:
     """The ``emulator`` backend of ``dalif-deploy simulate`` (synchronous timing).
 
@@ -418,8 +413,7 @@ class EmulatorBackend:
 
     name = "emulator"
     kind = "program"
-    options = (Option("hardware", str, HARDWARE_FILE_HELP, metavar="FILE.json"),
-               Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True), DEVICE)
+    options = EMULATOR_OPTIONS
 
     def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
                  device: str | None = None) -> None:

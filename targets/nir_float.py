@@ -20,7 +20,8 @@ from dalif_deploy.base.encoding import Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
-from .protocol import BackendRun, ModelInput, Option, in_batches
+from .options import NIR_OPTIONS
+from .protocol import BackendRun, ModelInput, in_batches
 
 #: (graph, x batch, T, encoding) -> logits [B, classes]
 BatchFn = Callable[[Any, torch.Tensor, int, Encoding], torch.Tensor]
@@ -50,16 +51,6 @@ def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str | 
                      "the data set is static; give it with -T (or use event data)")
 
 
-#: the options both NIR backends take (a foreign graph's conventions, nir_conventions)
-DT_OPTION = Option("dt", float, "time step of a foreign NIR graph (overrides --from's; "
-                   "required with plain NIR)")
-EXPORTER_OPTION = Option("exporter", str, "framework that exported a foreign NIR graph: "
-                         "snntorch (dt 1e-4, Euler), sinabs (dt 1, exact decay), norse (dt "
-                         "1e-3, Euler) or nir (give --dt)", metavar="EXPORTER",
-                         flags=("--from",))
-TIMESTEPS_OPTION = Option("timesteps", int, "T for a NIR graph that records none (foreign "
-                          "graphs on static data)", metavar="T", flags=("--timesteps", "-T"))
-NIR_OPTIONS = (DT_OPTION, EXPORTER_OPTION, TIMESTEPS_OPTION)
 
 
 class NirBackend:

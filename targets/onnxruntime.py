@@ -140,6 +140,9 @@ METADATA_SCHEMA: dict[str, tuple[Check, bool]] = {
     "dalif_layers": (_json(lambda v, w: integer(v, w, 0)), False),
     "input_shape": (_json(lambda v, w: shape(v, w, 3, INPUT_ELEMENTS_MAX)), False),
     "encoding": (lambda v, w: text(v, w, ("analog", "events")), False),
+    # what torch_to_onnx writes besides: shown by inspect, not used to run
+    "version": (text, False), "model": (text, False), "readout": (text, False),
+    "dataset": (text, False),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import KINDS, sniff, wrong_kind
 from dalif_deploy.base.files import check_input_file
 
+from .options import EMULATOR_OPTIONS, LAVA_OPTIONS, NIR_OPTIONS
 from .protocol import Backend, BackendRun, Option, SimulationResult
 
 #: model file kind -> (suffixes, what it is): the kinds a backend runs (filekind.KINDS has all)
@@ -30,15 +32,27 @@ FILE_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     k: (KINDS[k].suffixes, KINDS[k].what) for k in ("checkpoint", "nir", "program", "onnx")}
 
 
-#: backend name -> "module:Class" (a dalif_deploy.targets.protocol.Backend); adding a backend is a
-# line
-BACKENDS: dict[str, str] = {
-    "torch": "dalif_deploy.targets.torch_float:TorchBackend",
-    "nir": "dalif_deploy.targets.nir_float:NirBackend",
-    "norse": "dalif_deploy.targets.norse:NorseBackend",
-    "emulator": "dalif_deploy.targets.emulator:EmulatorBackend",
-    "lava": "dalif_deploy.targets.lava.backend:LavaBackend",
-    "onnx": "dalif_deploy.targets.onnxruntime:OnnxBackend",
+@dataclass(frozen=True)
+class Registered:
+    """A backend's registration: its class (``"module:Class"``, imported only when used), the
+    file ``kind`` it runs and its ``options`` (from :mod:`.options`, light), so the command
+    line names the backends and their options without importing any (torch, lava, ...)."""
+
+    target: str
+    kind: str
+    options: tuple[Option, ...] = ()
+
+
+#: backend name -> its registration; adding a backend is one line here
+BACKENDS: dict[str, Registered] = {
+    "torch": Registered("dalif_deploy.targets.torch_float:TorchBackend", "checkpoint"),
+    "nir": Registered("dalif_deploy.targets.nir_float:NirBackend", "nir", NIR_OPTIONS),
+    "norse": Registered("dalif_deploy.targets.norse:NorseBackend", "nir", NIR_OPTIONS),
+    "emulator": Registered("dalif_deploy.targets.emulator:EmulatorBackend", "program",
+                           EMULATOR_OPTIONS),
+    "lava": Registered("dalif_deploy.targets.lava.backend:LavaBackend", "program",
+                       LAVA_OPTIONS),
+    "onnx": Registered("dalif_deploy.targets.onnxruntime:OnnxBackend", "onnx"),
 }
 
 
@@ -68,9 +82,10 @@ def file_kind(path: str | Path) -> str:
 def get_backend(name: str) -> type[Backend]:
     """The class of backend ``name``, imported now; checked against its registration."""
     try:
-        target = BACKENDS[name]
+        entry = BACKENDS[name]
     except KeyError:
         raise DaLifError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}") from None
+    target = entry.target
     module, cls_name = target.split(":")
     try:
         mod = importlib.import_module(module)
@@ -81,10 +96,13 @@ def get_backend(name: str) -> type[Backend]:
         raise DaLifError(f"backend {name!r} needs the package {e.name!r}, which is "
                          "not installed; run `make install`") from None
     cls = getattr(mod, cls_name, None)
-    if getattr(cls, "name", None) != name or getattr(cls, "kind", None) not in FILE_KINDS:
+    if (getattr(cls, "name", None) != name or getattr(cls, "kind", None) != entry.kind
+            or entry.kind not in FILE_KINDS
+            or tuple(getattr(cls, "options", ())) != tuple(entry.options)):
         raise DaLifError(f"{target} is registered as backend {name!r} but declares name "
                          f"{getattr(cls, 'name', None)!r}, kind {getattr(cls, 'kind', None)!r} "
-                         "(a bug in the registration)")
+                         "or options other than its registration's (a bug in the "
+                         "registration)")
     return cls
 
 
@@ -100,11 +118,12 @@ def available() -> dict[str, type[Backend]]:
 
 
 def backend_options() -> dict[str, tuple[Option, list[str]]]:
-    """Every backend option by name, with the backends that take it (registry order); one
-    name means one option (same type, help and default) across backends."""
+    """Every backend option by name, with the backends that take it (registry order; from
+    the registrations, so nothing is imported); one name means one option (same type, help
+    and default) across backends."""
     found: dict[str, tuple[Option, list[str]]] = {}
-    for name, cls in available().items():
-        for opt in cls.options:
+    for name, entry in BACKENDS.items():
+        for opt in entry.options:
             if opt.name in found and found[opt.name][0] != opt:
                 raise DaLifError(f"backend {name!r} declares option {opt.flag} unlike "
                                  f"{found[opt.name][1]} do; share one Option")
@@ -116,7 +135,7 @@ def check_fits(backend: type[Backend], path: str | Path) -> str:
     """Raise a DaLifError unless ``path`` is a file the backend runs; returns its kind."""
     kind = file_kind(path)
     if kind != backend.kind:
-        fitting = [n for n, c in available().items() if c.kind == kind]
+        fitting = [n for n, e in BACKENDS.items() if e.kind == kind]
         raise DaLifError(
             f"{path} is a {FILE_KINDS[kind][1]}; backend {backend.name!r} runs a "
             f"{FILE_KINDS[backend.kind][1]} ({'/'.join(FILE_KINDS[backend.kind][0])}). "
@@ -131,7 +150,7 @@ def _check_options(backend: type[Backend], opts: dict[str, Any]) -> dict[str, An
     own = {o.name: o for o in backend.options}
     foreign = sorted(k for k, v in opts.items() if v is not None and k not in own)
     if foreign:
-        users = [n for n, c in available().items() if set(foreign) & {o.name for o in c.options}]
+        users = [n for n, e in BACKENDS.items() if set(foreign) & {o.name for o in e.options}]
         flags = {k: o.flag for k, (o, _) in backend_options().items()}
         raise DaLifError(f"option(s) {', '.join(flags.get(k, '--' + k) for k in foreign)} do "
                          "not apply to "
@@ -222,7 +241,7 @@ def run_backend(model_path: str | Path, backend: str, *, dataset: str | None = N
     pred = np.asarray(out.predictions, dtype=np.int64).reshape(-1)
     if len(pred) != len(ds):
         raise DaLifError(f"backend {backend!r} returned {len(pred)} predictions for "
-                         f"{len(ds)} samples (a bug in {BACKENDS[backend]})")
+                         f"{len(ds)} samples (a bug in {BACKENDS[backend].target})")
     return SimulationResult(
         backend=backend, model=str(model_path), dataset=ds.name, split=ds.split,
         predictions=pred, accuracy=float((pred == ds.y).mean()) if len(ds) else 0.0,

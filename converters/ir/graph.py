@@ -159,7 +159,8 @@ def check_values(name: str, node: nir.NIRNode) -> None:
 def check_metadata(graph: nir.NIRGraph) -> None:
     """The graph metadata fields we read, checked against :data:`METADATA_SCHEMA`."""
     meta = graph.metadata if graph.metadata is not None else {}
-    schema.validate(meta, METADATA_SCHEMA, "metadata")
+    # foreign exporters (and ours) write fields of their own: those are kept, unchecked
+    schema.validate(meta, METADATA_SCHEMA, "metadata", keep_unknown=True)
 
 
 def _arrays(node: nir.NIRNode) -> dict[str, np.ndarray]:

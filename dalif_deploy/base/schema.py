@@ -140,14 +140,20 @@ def optional(check: Check) -> Check:
     return lambda v, where: None if v is None else check(v, where)
 
 
-def validate(obj: Any, schema: Mapping[str, tuple[Check, bool]], where: str) -> dict[str, Any]:
+def validate(obj: Any, schema: Mapping[str, tuple[Check, bool]], where: str, *,
+             keep_unknown: bool = False) -> dict[str, Any]:
     """Apply ``schema`` (``{field: (check, required)}``) to the mapping ``obj``.
 
-    Returns a copy of ``obj`` with every schema field present replaced by its cleaned value;
-    fields outside the schema are kept unchanged. A missing required field, or a field that
-    fails its check, is a DaLifError naming ``where.field``.
+    Returns a copy of ``obj`` with every schema field present replaced by its cleaned value.
+    A field outside the schema (never passed through unchecked, unless ``keep_unknown``: a
+    mapping others write into too, e.g. a foreign NIR graph's metadata), a missing required
+    field, or a field that fails its check, is a DaLifError naming ``where.field``.
     """
     d = mapping(obj, where)
+    unknown = [k for k in d if k not in schema]
+    if unknown and not keep_unknown:
+        raise DaLifError(f"{where}: unknown field(s) {', '.join(repr(k)[:60] for k in unknown)}"
+                         f"; the accepted fields: {', '.join(schema)}")
     missing = [k for k, (_, required) in schema.items() if required and k not in d]
     if missing:
         raise DaLifError(f"{where}: missing field(s) {missing}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.neurons import neuron_keys, neuron_names
+
+from .command import Command
 
 
 def int_list(text: str) -> list[int]:
@@ -27,8 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from . import _add_json, _add_quiet, add_data_options
 
     p.add_argument("--model", default="digits-cnn", help="zoo model trained with every neuron")
-    p.add_argument("--neurons", type=name_list, default="dalif,plif,lif",
-                   help="comma-separated neuron models: dalif, plif, lif")
+    from . import add_model_code
+
+    add_model_code(p)
+    p.add_argument("--neurons", type=name_list, default=",".join(neuron_keys()),
+                   help=f"comma-separated neuron models: {', '.join(neuron_keys())}")
     p.add_argument("--timesteps", "-T", type=int_list, default="1,2,4",
                    help="comma-separated numbers of time steps")
     p.add_argument("--seeds", type=int_list, default="0", help="comma-separated training "
@@ -77,3 +83,18 @@ def cli_compare(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot}")
     emit_json(result, args.json)
     return 0
+
+
+COMMAND = Command(
+    name="compare", help="neuron models compared after deployment",
+    description=f"Train the same zoo model with each neuron ({', '.join(neuron_names())}) at "
+    "each number of time steps T for each seed, deploy every model (NIR -> 8-bit program "
+    "calibrated on training samples -> bit-accurate emulator) and print, per neuron and T (mean "
+    "and std over the seeds): float and fixed-point test accuracy, parameters (the neurons' own "
+    "among them) and synaptic operations per inference from the cost model on the emulator's "
+    "spikes.",
+    add_arguments=add_arguments, run=cli_compare,
+    inputs=("dataset", "test_dataset", "data_dir"), outputs=("json", "plot"),
+    stdout_outputs=("json",),
+    pipeline=f"{' vs '.join(neuron_names())} at several T: float and fixed-point accuracy, "
+    "parameters, SynOps per inference (table, plot, JSON)")

@@ -6,6 +6,19 @@ import argparse
 
 from dalif_deploy.base.errors import DaLifError
 
+from . import DATASET_NAMES, add_data_options
+from .command import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help=f"{DATASET_NAMES}")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="which split to write")
+    add_data_options(p)
+    p.add_argument("--timesteps", "-T", type=int, help="timesteps for event data (default: "
+                   "8 for digits-events; refused for static data)")
+    p.add_argument("-o", "--out", required=True, help=".npz file to write")
+
 
 def cli_dataset(args: argparse.Namespace) -> int:
     """Write a data set split exactly as the model receives it (x float32, y int64)."""
@@ -27,3 +40,11 @@ def cli_dataset(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {ds.label}, x {tuple(ds.x.shape)} float32 "
           f"({ds.encoding}), y {tuple(ds.y.shape)}")
     return 0
+
+
+COMMAND = Command(
+    name="dataset", help="write samples as the model receives them",
+    description="Write a data set split to .npz: x (float32, [N, ...] static or [N, T, ...] "
+    "events) and y (labels), in simulate's order.",
+    add_arguments=add_arguments, run=cli_dataset, inputs=("name", "data_dir"), outputs=("out",),
+    pipeline="write the samples exactly as the model receives them (.npz)")

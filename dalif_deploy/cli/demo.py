@@ -9,7 +9,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import emit_json, show_progress
+from . import _add_quiet, emit_json, show_progress
+from .command import Command
+
+#: the files demo writes into --out-dir
+REPORT_FILES = ("demo-report.html", "demo-report.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", default="out", help="where the report (demo-report.html and "
+                   "demo-report.json) goes")
+    p.add_argument("--lava-samples", type=int, default=16,
+                   help="first N test samples run on Lava and compared bit for bit (0: skip)")
+    _add_quiet(p)
+
+
+def check_out_dir(args: argparse.Namespace) -> None:
+    """The report files in ``--out-dir`` (a folder: the output checks made sure) writable."""
+    import os
+
+    from dalif_deploy.base.files import check_output_path
+
+    if os.path.isdir(args.out_dir):
+        for name in REPORT_FILES:
+            check_output_path(os.path.join(args.out_dir, name))
 
 
 def cli_demo(args: argparse.Namespace) -> int:
@@ -32,3 +55,12 @@ def cli_demo(args: argparse.Namespace) -> int:
     print(format_summary(result))
     print(f"report: {out / 'demo-report.html'}  (JSON: {out / 'demo-report.json'})")
     return 0 if result["passed"] else 1
+
+
+COMMAND = Command(
+    name="demo", help="verify the shipped digits-cnn checkpoint end to end",
+    description="Run verify on dalif_deploy/checkpoints/digits-cnn.pt: float, NIR, fixed point "
+    "on the whole test set, Lava on a subset; print the headline figures and write the "
+    "HTML/JSON report.",
+    add_arguments=add_arguments, run=cli_demo, output_dirs=("out_dir",),
+    check=check_out_dir)

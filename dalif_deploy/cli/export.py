@@ -8,6 +8,27 @@ from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
 
+from . import _add_quantiser_options, _add_quiet, add_data_options
+from .command import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) or plain state_dict")
+    from . import add_model_code
+
+    add_model_code(p)
+    p.add_argument("-o", "--out", help="NIR file to write")
+    p.add_argument("--onnx", metavar="PATH", help="ONNX file to write")
+    p.add_argument("--netx", metavar="H5", help="lava-dl netx HDF5 file to write (biases "
+                   "quantised onto netx's fixed bias_exp 6, integer dense weights)")
+    p.add_argument("--program", metavar="FXP", help="with --netx: also write the exported "
+                   "program (.fxp) for simulate/verify")
+    _add_quantiser_options(p, "with --netx: ")
+    add_data_options(p)
+    p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
+    p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
+    _add_quiet(p)
+
 
 def cli_export(args: argparse.Namespace) -> int:
     """Export a checkpoint (or a plain state_dict with ``--model``/``--timesteps``)."""
@@ -66,3 +87,14 @@ def _export_netx(args: argparse.Namespace) -> None:
           f"reset_interval={n['reset_interval']}, reset_offset={n['reset_offset']}; run "
           f"{n['steps']} steps per sample)" + (f"; its program: {args.program}"
                                                if args.program else ""))
+
+
+COMMAND = Command(
+    name="export", help="checkpoint -> NIR, ONNX or lava-dl netx",
+    description="Export a checkpoint (or a plain state_dict with --model) to a NIR graph (-o "
+    "model.nir), ONNX (--onnx model.onnx) and/or lava-dl netx HDF5 (--netx model.h5: NIR -> the "
+    "quantiser in netx mode -> the file `netx.hdf5.Network` loads, bit-exact with the emulator; "
+    "chain models with per-layer decays only).",
+    add_arguments=add_arguments, run=cli_export,
+    inputs=("checkpoint", "calibrate", "data_dir"), outputs=("out", "onnx", "netx", "program"),
+    pipeline="checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)")

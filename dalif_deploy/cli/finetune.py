@@ -8,13 +8,16 @@ import sys
 from dalif_deploy.base.wording import counted
 
 from . import emit_json, event_options, show_progress
+from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``finetune`` (added when the command is used, as for compare)."""
     from . import _add_json, _add_quiet, add_data_options, weight_bits_arg
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
+    from . import add_model_code
+
+    add_model_code(p)
     p.add_argument("--weight-bits", type=weight_bits_arg, required=True, metavar="N",
                    help="weight mantissa bits of the target program, 2..8")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training split")
@@ -50,3 +53,16 @@ def cli_finetune(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}", file=out)
     emit_json(r, args.json)
     return 0
+
+
+COMMAND = Command(
+    name="finetune", help="quantisation-aware fine-tuning for N-bit weights",
+    description="Fine-tune CKPT so that its N-bit program wins back the accuracy quantisation "
+    "loses: every step quantises the current weights exactly as `verify --weight-bits N` does "
+    "and runs the batch on the bit-accurate emulator (the forward values are the program's "
+    "integers), with straight-through gradients into the float weights. Writes an ordinary "
+    "checkpoint recording how it was fine-tuned.",
+    add_arguments=add_arguments, run=cli_finetune,
+    inputs=("checkpoint", "dataset", "data_dir"), outputs=("out", "json"),
+    stdout_outputs=("json",),
+    pipeline="quantisation-aware fine-tuning through the N-bit program -> checkpoint (.pt)")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from . import emit_json, hardware_from_args
+from . import _add_hardware, emit_json, hardware_from_args
+from .command import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help=".pt .nir .fxp .onnx .h5 (netx) .npz .json")
+    from . import add_model_code
+
+    add_model_code(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_hardware(p)
 
 
 def cli_inspect(args: argparse.Namespace) -> int:
@@ -17,3 +27,10 @@ def cli_inspect(args: argparse.Namespace) -> int:
     else:
         print(render(d))
     return 0
+
+
+COMMAND = Command(
+    name="inspect", help="show what a file holds",
+    description="Describe any file dalif-deploy writes (the kind is read from its content).",
+    add_arguments=add_arguments, run=cli_inspect, inputs=("file", "hardware"),
+    pipeline="show what is inside any of these files")

@@ -13,16 +13,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dalif_deploy.base.encoding import ANALOG
+from dalif_deploy.base.encoding import ANALOG, ENCODING_NAMES
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
-from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes, read_nir
-from dalif_deploy.converters.nir_conventions import read_conventions
-from dalif_deploy.converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
-from dalif_deploy.fixedpoint.program import save_program
-from dalif_deploy.targets.registry import load_for_model
 
-from . import emit_json, event_options, note, warn
+from . import (
+    _add_json,
+    _add_quantiser_options,
+    _add_quiet,
+    add_data_options,
+    emit_json,
+    event_options,
+    note,
+    warn,
+)
+from .command import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("graph", metavar="MODEL.nir", help="NIR graph to quantise")
+    p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
+    _add_quantiser_options(p)
+    add_data_options(p)
+    p.add_argument("--from", dest="exporter", metavar="EXPORTER",
+                   help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
+                   "Euler), sinabs (dt 1, exact decay), norse (dt 1e-3, Euler) or nir (give "
+                   "--dt)")
+    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
+                   "--from's; required with plain NIR)")
+    p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
+    p.add_argument("--encoding", choices=ENCODING_NAMES,
+                   help="input encoding for a graph without metadata")
+    p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "
+                   "quantises onto netx's grid (biases in multiples of 64, integer dense "
+                   "weights; chain graphs with per-layer decays only)")
+    _add_json(p)
+    _add_quiet(p)
 
 
 def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str,
@@ -37,6 +63,7 @@ def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str
     if not calibrate:
         return None, None
     from dalif_deploy.targets.emulator import emulate
+    from dalif_deploy.targets.registry import load_for_model
 
     ds = load_for_model(model_path, calibrate, "train", args.data_dir,
                         int(args.calibration_samples), encoding=encoding,
@@ -54,6 +81,15 @@ def input_range_note(args: argparse.Namespace, scale: float) -> None:
 
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
+    from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes, read_nir
+    from dalif_deploy.converters.nir_conventions import read_conventions
+    from dalif_deploy.converters.nir_to_fixed import (
+        calibration_effect,
+        format_table,
+        quantize_graph,
+    )
+    from dalif_deploy.fixedpoint.program import save_program
+
     from .foreign import check_foreign_graph
 
     check_foreign_graph(args, args.graph, ["quantize", args.graph, "-o", args.out],
@@ -110,3 +146,13 @@ def cli_quantize(args: argparse.Namespace) -> int:
                **({"exporter": reading.exporter, "conventions": reading.notes}
                   if reading.exporter else {})}, args.json)
     return 0
+
+
+COMMAND = Command(
+    name="quantize", help="NIR graph -> fixed-point program",
+    description="Quantise a NIR graph to a Loihi 2 fixed-point program (.fxp) and print the "
+    "per-layer quantisation table.",
+    add_arguments=add_arguments, run=cli_quantize,
+    inputs=("graph", "calibrate", "data_dir"), outputs=("out", "json", "netx"),
+    stdout_outputs=("json",),
+    pipeline="NIR graph -> Loihi 2 fixed-point program (.fxp)")

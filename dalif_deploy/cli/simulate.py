@@ -7,21 +7,26 @@ import sys
 
 from dalif_deploy.base.wording import counted
 
-from . import emit_json, note, show_progress
+from . import _add_quiet, emit_json, note, show_progress
+from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Everything after MODEL: ``--backend`` (help from the file kinds the backends run), the
-    shared options, then each backend option once, as the backends declare it (``--dt`` for
-    nir and norse, ``--timeout`` for lava). This imports the backend classes, so the CLI runs
-    it only when ``simulate`` is parsed or its help shown."""
-    from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, available, backend_options
+    shared options, then each backend option once, as the backends' registrations declare it
+    (``--dt`` for nir and norse, ``--timeout`` for lava); no backend is imported."""
+    from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, backend_options
 
     from . import DATASET_NAMES, _add_json, add_data_options
 
+    p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
+    from . import add_model_code
+
+    add_model_code(p)
+    _add_quiet(p)
     by_kind: dict[str, list[str]] = {}
-    for name, cls in available().items():
-        by_kind.setdefault(cls.kind, []).append(name)
+    for name, entry in BACKENDS.items():  # the registrations: no backend imported
+        by_kind.setdefault(entry.kind, []).append(name)
     p.add_argument("--backend", choices=tuple(BACKENDS), required=True,
                    help=", ".join(f"{'/'.join(names)} ({FILE_KINDS[kind][0][0]})"
                                   for kind, names in by_kind.items()))
@@ -47,13 +52,19 @@ def cli_simulate(args: argparse.Namespace) -> int:
     An option with a default (``--timeout``) that the chosen backend does not take is left out;
     one without a default that is given is an error (``--dt`` on a checkpoint)."""
     from dalif_deploy.base.parallel import shard_device, start, stop
-    from dalif_deploy.targets.registry import backend_options, check_fits, get_backend, run_backend
+    from dalif_deploy.targets.registry import (
+        BACKENDS,
+        backend_options,
+        check_fits,
+        get_backend,
+        run_backend,
+    )
 
     from .foreign import check_foreign_graph
 
     if check_fits(get_backend(args.backend), args.model) == "nir":  # all it lacks, at once
         check_foreign_graph(args, args.model, ["simulate", args.model, "--backend", args.backend])
-    own = {o.name for o in get_backend(args.backend).options}
+    own = {o.name for o in BACKENDS[args.backend].options}
     opts = {name: getattr(args, name) for name, (opt, _) in backend_options().items()
             if name in own or opt.default is None}
     from . import event_options
@@ -83,3 +94,13 @@ def cli_simulate(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr if args.json == "-" else sys.stdout)
     emit_json(result.to_dict(), args.json)
     return 0
+
+
+COMMAND = Command(
+    name="simulate", help="run a model file on a backend",
+    description="Run MODEL (checkpoint .pt, NIR graph .nir, fixed-point program .fxp or ONNX "
+    ".onnx) on a backend over a data set split and report accuracy and per-sample predictions.",
+    add_arguments=add_arguments, run=cli_simulate,
+    inputs=("model", "dataset", "data_dir", "hardware"), outputs=("json",),
+    stdout_outputs=("json",), sharded=True,
+    pipeline="run a checkpoint / graph / program on a backend, report accuracy (JSON)")

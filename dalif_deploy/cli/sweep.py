@@ -7,13 +7,16 @@ import argparse
 import sys
 
 from . import emit_json, event_options, show_progress
+from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``sweep`` (added when the command is used, as for compare)."""
     from . import _add_json, _add_quiet, add_data_options
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
+    from . import add_model_code
+
+    add_model_code(p)
     p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
                    help="comma-separated weight mantissa bits, each 2..8")
     p.add_argument("--dataset", help="data set name or .npz (default: the checkpoint's)")
@@ -61,3 +64,14 @@ def cli_sweep(args: argparse.Namespace) -> int:
         print(f"plot: {args.plot}", file=out)
     emit_json(result, args.json)
     return 0
+
+
+COMMAND = Command(
+    name="sweep", help="verify a checkpoint at several weight precisions",
+    description="Quantise CKPT at each precision (as `verify --weight-bits` does) and report, "
+    "per precision, float and fixed-point accuracy, float/fixed prediction agreement, synaptic "
+    "memory and cores (resource model estimates); emulator only unless --lava-samples is given.",
+    add_arguments=add_arguments, run=cli_sweep,
+    inputs=("checkpoint", "dataset", "data_dir"), outputs=("plot", "json"),
+    stdout_outputs=("json",),
+    pipeline="verify a checkpoint at several weight precisions: one table, one plot")

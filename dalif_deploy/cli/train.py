@@ -10,10 +10,45 @@ from typing import Any
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
 
-from . import show_progress
+from . import DATASET_NAMES, _add_quiet, add_data_options, show_progress
+from .command import Command
 
-#: the train options that are neuron config keys, set only when given (each model takes its own)
-NEURON_OPTIONS = ("granularity", "parametrization", "tau", "init_tau")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``train``; each neuron model's own options come from the registry."""
+    from dalif_deploy.neurons import SPECS, neuron_settings
+
+    from . import add_model_code
+
+    p.add_argument("--model", help="zoo model: digits-cnn, digits-resnet, resnet19, vgg11 "
+                   "(or --model-code)")
+    add_model_code(p)
+    p.add_argument("--config", metavar="JSON", help="with --model-code: the factory's keyword "
+                   "arguments as a JSON object (recorded in the checkpoint)")
+    p.add_argument("--name", help="with --model-code: the model's name in the checkpoint "
+                   "(default: the factory function's)")
+    p.add_argument("--dataset", default="digits", help=f"{DATASET_NAMES}, or an .npz as "
+                   "`dataset` writes it")
+    add_data_options(p)
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training split")
+    p.add_argument("--timesteps", "-T", type=int, default=4,
+                   help="time steps per sample (the static image is fed every step)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine "
+                   "schedule)")
+    p.add_argument("--seed", type=int, default=0, help="training is deterministic for a seed")
+    keys = [f"{s.key} ({s.summary})" for s in SPECS]
+    p.add_argument("--neuron", choices=tuple(s.key for s in SPECS), default=SPECS[0].key,
+                   help="neuron model of every spiking layer: " + ", ".join(keys[:-1])
+                   + " or " * (len(keys) > 1) + keys[-1])
+    for key, (setting, users) in neuron_settings().items():
+        if setting.help is not None:
+            p.add_argument("--" + key.replace("_", "-"), type=setting.type,
+                           choices=setting.choices, help=f"{'/'.join(users)}: {setting.help}")
+    p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
+                   "models, 128 resnet19, 64 vgg11); smaller trains faster")
+    p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
+    _add_quiet(p)
 
 
 def _factory_model(args: argparse.Namespace, probe: Any) -> tuple[Any, dict[str, Any]]:
@@ -21,9 +56,11 @@ def _factory_model(args: argparse.Namespace, probe: Any) -> tuple[Any, dict[str,
     weights are the seed's) and the model record its checkpoint keeps."""
     from dalif_deploy.float_model.factory import build, factory_config
     from dalif_deploy.float_model.training import deterministic
+    from dalif_deploy.neurons import SPECS, neuron_settings
 
-    if args.model or args.width is not None or args.neuron != "dalif" or any(
-            getattr(args, k) is not None for k in NEURON_OPTIONS):
+    if args.model or args.width is not None or args.neuron != SPECS[0].key or any(
+            getattr(args, k, None) is not None for k, (st, _) in neuron_settings().items()
+            if st.help is not None):
         raise DaLifError("--model-code builds the whole network: --model, --width, --neuron "
                          "and the neuron options are for zoo models (put your settings in "
                          "--config)")
@@ -49,6 +86,7 @@ def cli_train(args: argparse.Namespace) -> int:
     from dalif_deploy.float_model.checkpoint import save_checkpoint
     from dalif_deploy.float_model.training import train
     from dalif_deploy.float_model.zoo import default_config
+    from dalif_deploy.neurons import neuron_settings
 
     if not args.model and not args.model_code:
         raise DaLifError("train: give --model NAME (a zoo model) or --model-code FACTORY "
@@ -67,7 +105,8 @@ def cli_train(args: argparse.Namespace) -> int:
         target, config = _factory_model(args, probe)
         what = f"{config['name']} ({args.model_code})"
     else:
-        options = {k: getattr(args, k) for k in NEURON_OPTIONS if getattr(args, k) is not None}
+        options = {k: getattr(args, k) for k, (st, _) in neuron_settings().items()
+                   if st.help is not None and getattr(args, k) is not None}  # each model its own
         config = default_config(args.model, input_shape=list(probe.input_shape),
                                 num_classes=probe.num_classes, neuron=args.neuron, **options,
                                 **({"width": args.width} if args.width is not None else {}))
@@ -87,3 +126,13 @@ def cli_train(args: argparse.Namespace) -> int:
           f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
     print(f"wrote {args.out}")
     return 0
+
+
+COMMAND = Command(
+    name="train", help="train a zoo model or your own on a data set",
+    description="Train a zoo model (DA-LIF neurons, or the PLIF/LIF baselines with --neuron), "
+    "or your own architecture (--model-code FACTORY --config JSON; docs/custom-models.md); "
+    "deterministic for a given seed.",
+    add_arguments=add_arguments, run=cli_train,
+    inputs=("dataset", "data_dir"), outputs=("out",),
+    pipeline="train a zoo model, or your own (--model-code) -> checkpoint (.pt)")

@@ -9,7 +9,59 @@ import sys
 
 from dalif_deploy.base.errors import VerificationFailed
 
-from . import emit_json, event_options, hardware_from_args, show_progress
+from . import (
+    _add_hardware,
+    _add_quiet,
+    add_data_options,
+    emit_json,
+    event_options,
+    hardware_from_args,
+    show_progress,
+    weight_bits_arg,
+)
+from .command import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="the file to verify: a checkpoint (.pt), a "
+                   "NIR graph (.nir; quantised as `quantize --calibrate` does) or a program "
+                   "(.fxp; run as given)")
+    from . import add_model_code
+
+    add_model_code(p)
+    p.add_argument("--reference", metavar="MODEL", help="float reference (.nir or .pt) for a "
+                   "program (.fxp); without it only the emulator and Lava are compared")
+    p.add_argument("--save-program", metavar="FXP", help="write the program verified (.fxp)")
+    p.add_argument("--from", dest="exporter", metavar="EXPORTER",
+                   help="framework that exported a foreign NIR graph (as `simulate --from`)")
+    p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
+                   "--from's)")
+    p.add_argument("--timesteps", "-T", type=int, help="T for a NIR graph that records none")
+    p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
+                   "(default: the one the model file records)")
+    add_data_options(p)
+    p.add_argument("--lava-samples", type=int, default=16,
+                   help="first N test samples run on Lava and compared bit for bit (0: skip)")
+    p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="minimum float/fixed prediction agreement (0..1)")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="maximum float -> fixed accuracy drop, percentage points")
+    p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
+    _add_hardware(p)
+    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
+                   help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
+                   "(Loihi 2: 8); every stage and the report are at that precision")
+    p.add_argument("--batch-size", type=int, default=256, help="test samples per batch (the "
+                   "unit a run under torchrun shards by)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device of the "
+                   "emulator (the fixed-point stage and calibration): cpu, cuda or cuda:N; the "
+                   "same integers on every device. Under `torchrun --nproc-per-node N -m "
+                   "dalif_deploy verify ...` the test split is sharded over the N processes "
+                   "and the results equal a single process's")
+    _add_quiet(p)
+    add_lava_limits(p)
 
 
 def add_lava_limits(p: argparse.ArgumentParser) -> None:
@@ -75,3 +127,13 @@ def cli_verify(args: argparse.Namespace) -> int:
         failed = [c["check"] for c in result["checks"] if not c["ok"]]
         raise VerificationFailed("; ".join(failed))
     return 0
+
+
+COMMAND = Command(
+    name="verify", help="float vs NIR vs fixed point vs Lava, one report",
+    description="Export, re-import, quantise, emulate the whole test set and run Lava on a "
+    "subset; report where accuracy is lost. Exit 1 if the thresholds do not hold.",
+    add_arguments=add_arguments, run=cli_verify,
+    inputs=("model", "reference", "dataset", "data_dir", "hardware"),
+    outputs=("report", "json", "save_program"), stdout_outputs=("json",), sharded=True,
+    pipeline="float vs NIR vs fixed point vs Lava, one report")

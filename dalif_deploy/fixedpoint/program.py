@@ -417,7 +417,8 @@ def _boolean(v: Any, where: str) -> bool:
 _NAME = (text, True)
 #: every field of a program header (types and integrality; ranges are constraints.check_program's)
 HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
-    "top": {"timesteps": (integer, True),  # its range: FixedProgram's check
+    "top": {"format": (text, True), "version": (integer, True),  # checked first (values)
+            "timesteps": (integer, True),  # its range: FixedProgram's check
             "input": (mapping, True), "readout": (mapping, True),
             "populations": (lambda v, w: _list_of(v, w, "population"), True),
             "synapses": (lambda v, w: _list_of(v, w, "synapse"), True),

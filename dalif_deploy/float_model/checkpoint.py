@@ -94,9 +94,16 @@ FINETUNE_SCHEMA: dict[str, tuple[Check, bool]] = {
     "source_checkpoint": (text, False),
     "source_sha256": (text, False),
     "calibration_samples": (lambda v, w: integer(v, w, 0), False),
+    "dataset": (optional(text), False),
+    "float_test_accuracy_before": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
+    "fixed_test_accuracy_before": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
+    "fixed_test_accuracy_after": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
 }
-#: the fields of a checkpoint dict besides ``model`` (models.CONFIG_SCHEMA) and ``state_dict``
+#: the fields of a checkpoint dict (``model``'s own: zoo.config_schema)
 CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "format": (text, True),  # its value and the version's: checked before (load_checkpoint)
+    "version": (integer, True),
+    "model": (mapping, True),  # the zoo's validate_config checks its fields
     "timesteps": (lambda v, w: integer(v, w, 1, TIMESTEPS_MAX), True),
     "state_dict": (mapping, True),
     "dataset": (lambda v, w: validate(v, DATASET_SCHEMA, w), True),

@@ -9,7 +9,8 @@ is a non-spiking ``nn.Linear`` readout; :func:`run_model` averages it over T.
 Zoo models are built from a plain config dict (stored in checkpoints), see :func:`build_model`.
 Its ``neuron`` key names the neuron model of every spiking layer (``dalif``, the default, also
 for configs written before the key existed; ``plif``; ``lif``); each model takes its own keys
-(``NeuronModel.config_keys``) and a key of another model is refused, never ignored.
+(its ``settings`` in :data:`dalif_deploy.neurons.SPECS`) and a key of another model is refused,
+never ignored; an unknown key is refused too.
 """
 
 from __future__ import annotations
@@ -24,26 +25,20 @@ from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import conv_output_size
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, WIDTH_MAX, check_memory, format_bytes
-from dalif_deploy.base.schema import Check, integer, number, shape, text, validate
-from dalif_deploy.neurons import (
-    NEURONS,
-    network_step,
-    neuron_for_key,
-    neuron_keys,
-    neuron_layers,
-    reset_states,
-)
+from dalif_deploy.base.schema import Check, integer, shape, text, validate
+from dalif_deploy.neurons import neuron_for_key, neuron_keys, neuron_settings, spec_for_key
 from dalif_deploy.neurons.dalif import DALIF
-from dalif_deploy.neurons.protocol import PARAMETRIZATIONS, SURROGATES, NeuronModule
+from dalif_deploy.neurons.network import network_step, neuron_layers, reset_states
+from dalif_deploy.neurons.protocol import NeuronModule
 
 from .unroll import unroll
 
 
 def _neuron(cfg: dict[str, Any], channels: int) -> NeuronModule:
     """The config's neuron layer (``cfg["neuron"]``) with its own config keys."""
-    neuron = neuron_for_key(cfg.get("neuron", "dalif"))
-    kw = {k: cfg[k] for k in neuron.config_keys if k in cfg}
-    return neuron.module_type(channels=channels, **kw)
+    key = cfg.get("neuron", "dalif")
+    kw = {k: cfg[k] for k in spec_for_key(key).settings if k in cfg}
+    return neuron_for_key(key).module_type(channels=channels, **kw)
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -156,37 +151,27 @@ ZOO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _decay(v: Any, where: str) -> float:
-    x = number(v, where, 0.0, 1.0, lo_open=True)
-    if x >= 1.0:
-        raise DaLifError(f"{where}: must lie in (0, 1), got {x}")
-    return x
-
-
-#: every field of a zoo model config (checkpoints store it; ``train`` builds it)
-CONFIG_SCHEMA: dict[str, tuple[Check, bool]] = {
+#: the fields of a zoo model config that are the model's, not its neuron's
+MODEL_SCHEMA: dict[str, tuple[Check, bool]] = {
     "name": (lambda v, w: text(v, w, tuple(sorted(ZOO_DEFAULTS))), True),
     "neuron": (lambda v, w: text(v, w, neuron_keys()), False),
-    "tau": (lambda v, w: number(v, w, 1.0, 1e6), False),  # LIF's fixed time constant
-    "init_tau": (lambda v, w: number(v, w, 1.0, 1e6, lo_open=True), False),  # PLIF's first
     "width": (lambda v, w: integer(v, w, 1, WIDTH_MAX), False),
-    "v_th": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
-    "init_alpha": (_decay, False),
-    "init_beta": (_decay, False),
-    "granularity": (lambda v, w: text(v, w, ("layer", "channel")), False),
-    "parametrization": (lambda v, w: text(v, w, tuple(sorted(PARAMETRIZATIONS))), False),
-    "surrogate": (lambda v, w: text(v, w, tuple(sorted(SURROGATES))), False),
-    "surrogate_width": (lambda v, w: number(v, w, 0.0, lo_open=True), False),
     "input_shape": (lambda v, w: list(shape(v, w, 3, INPUT_ELEMENTS_MAX)), False),
     "num_classes": (lambda v, w: integer(v, w, 1, 2**16), False),
     "in_channels": (lambda v, w: integer(v, w, 1), False),
 }
 
 
+def config_schema() -> dict[str, tuple[Check, bool]]:
+    """Every field of a zoo model config (checkpoints store it; ``train`` builds it): the
+    model's and every registered neuron model's settings (as each declares it)."""
+    return {**MODEL_SCHEMA, **{k: (s.check, False) for k, (s, _) in neuron_settings().items()}}
+
+
 def validate_config(config: Any, where: str = "model config") -> dict[str, Any]:
-    """``config`` checked against :data:`CONFIG_SCHEMA` (types, finiteness, ranges): a field
-    of the wrong type or out of range is a DaLifError naming ``where.field``."""
-    return validate(config, CONFIG_SCHEMA, where)
+    """``config`` checked against :func:`config_schema` (types, finiteness, ranges): an unknown
+    field, or one of the wrong type or out of range, is a DaLifError naming ``where.field``."""
+    return validate(config, config_schema(), where)
 
 
 def default_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -196,17 +181,15 @@ def default_config(name: str, **overrides: Any) -> dict[str, Any]:
     where = f"model {name!r} config"
     key = validate_config({"name": name, "neuron": overrides.get("neuron", "dalif")},
                           where)["neuron"]
-    neuron = neuron_for_key(key)
-    cfg: dict[str, Any] = {"name": name, "neuron": key, "v_th": 1.0, "surrogate": "atan",
-                           "surrogate_width": 2.0, **neuron.config_defaults}
+    spec = spec_for_key(key)
+    cfg: dict[str, Any] = {"name": name, "neuron": key, **spec.defaults()}
     cfg.update(copy.deepcopy(ZOO_DEFAULTS[name]))
     cfg.update(overrides)
     cfg = validate_config(cfg, where)
-    foreign = sorted({k for n in NEURONS.values() for k in n.config_keys}
-                     - set(neuron.config_keys) & set(cfg))
+    foreign = sorted(set(neuron_settings()) - set(spec.settings) & set(cfg))
     if foreign:
         raise DaLifError(f"{where}: {', '.join(foreign)} not a setting of neuron {key!r} (its "
-                         f"settings: {', '.join(neuron.config_keys)}); drop it or choose "
+                         f"settings: {', '.join(spec.settings)}); drop it or choose "
                          "another --neuron")
     cfg["input_shape"] = list(cfg["input_shape"])
     cfg["in_channels"] = cfg["input_shape"][0]

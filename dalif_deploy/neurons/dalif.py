@@ -99,9 +99,6 @@ class DaLif(NeuronModel):
 
     name = "DA-LIF"
     key = "dalif"
-    config_keys = ("granularity", "v_th", "init_alpha", "init_beta", "parametrization",
-                   "surrogate", "surrogate_width")
-    config_defaults = {"granularity": "layer", "parametrization": "tanh"}
 
     def init_state(self) -> MembraneState:
         return MembraneState()

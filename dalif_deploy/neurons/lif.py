@@ -70,7 +70,6 @@ class Lif(NeuronModel):
 
     name = "LIF"
     key = "lif"
-    config_keys = ("v_th", "tau", "surrogate", "surrogate_width")
 
     def init_state(self) -> MembraneState:
         return MembraneState()

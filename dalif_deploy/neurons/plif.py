@@ -80,8 +80,6 @@ class Plif(NeuronModel):
 
     name = "PLIF"
     key = "plif"
-    config_keys = ("granularity", "v_th", "init_tau", "surrogate", "surrogate_width")
-    config_defaults = {"granularity": "layer"}
 
     def init_state(self) -> MembraneState:
         return MembraneState()

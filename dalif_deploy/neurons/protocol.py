@@ -261,11 +261,8 @@ class NeuronModel(ABC):
     key: ClassVar[str]
     #: the nn.Module of this model (a :class:`NeuronModule` subclass)
     module_type: ClassVar[type[NeuronModule]]
-    #: zoo config keys passed to :attr:`module_type` (besides ``channels``); a config setting
-    #: a key of another model and not of this one is refused
-    config_keys: ClassVar[tuple[str, ...]]
-    #: zoo config defaults of this model's own keys (written into every config)
-    config_defaults: ClassVar[dict[str, Any]] = {}
+    # its config settings (passed to module_type besides ``channels``) are declared in its
+    # registry entry (dalif_deploy.neurons.SPECS), readable without torch
 
     @abstractmethod
     def init_state(self) -> Any:

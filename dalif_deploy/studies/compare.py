@@ -33,6 +33,7 @@ from tqdm import tqdm
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
+from dalif_deploy.neurons import neuron_keys
 from dalif_deploy.verification.pipeline import CALIBRATION_SAMPLES, VerifyOptions
 
 #: the figures of a run that :func:`summarise` averages over seeds
@@ -62,7 +63,7 @@ class CompareOptions:
     its default)."""
 
     model: str = "digits-cnn"
-    neurons: tuple[str, ...] = ("dalif", "plif", "lif")
+    neurons: tuple[str, ...] = field(default_factory=neuron_keys)  # every registered model
     timesteps: tuple[int, ...] = (1, 2, 4)
     seeds: tuple[int, ...] = (0,)
     dataset: str = "digits-events"
@@ -81,8 +82,6 @@ class CompareOptions:
     model_code: str | None = None
 
     def __post_init__(self) -> None:
-        from dalif_deploy.neurons import neuron_keys
-
         keys = neuron_keys()
         if not self.neurons:
             raise DaLifError("compare: give at least one neuron")

@@ -13,18 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dalif_deploy.targets.protocol import Option
-
-from dalif_deploy.fixedpoint.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESSES_DEFAULT
-
-#: the Lava run guard's limits (:func:`.run.check_lava_budget`); unset: its defaults. Here, not
-#: in :mod:`.backend`, so verify's help and argument errors import neither torch nor lava
-LAVA_LIMITS = (
-    Option("max_lava_processes", int, "lava: refuse a network of more than N Lava processes "
-           f"(default {LAVA_PROCESSES_DEFAULT})", metavar="N"),
-    Option("max_lava_memory", float, "lava: refuse a run estimated above GIB GiB of memory "
-           f"(default {LAVA_MEMORY_GIB_DEFAULT:g})", metavar="GIB"),
-)
+# the Lava run guard's limits (:func:`.run.check_lava_budget`), declared with the backends'
+# options (dalif_deploy.targets.options): verify's help and argument errors import neither
+# torch nor lava
+from dalif_deploy.targets.options import LAVA_LIMITS
 
 
 def run_lava(program, x, *, timeout: float = 600.0, record: bool = False, **opts: Any):

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dalif_deploy.targets.protocol import BackendRun, ModelInput, Option
+from dalif_deploy.targets.options import LAVA_OPTIONS
+from dalif_deploy.targets.protocol import BackendRun, ModelInput
 from tqdm import tqdm
 
-from . import LAVA_LIMITS
 from .lower import plan_program
 from .run import (
     MAX_LAVA_MEMORY_GIB,
@@ -37,7 +37,7 @@ class LavaBackend:
 
     name = "lava"
     kind = "program"
-    options = (Option("timeout", float, "lava: watchdog timeout (s)", 600.0), *LAVA_LIMITS)
+    options = LAVA_OPTIONS
 
     def __init__(self, model_path: str, *, timeout: float = 600.0,
                  max_lava_processes: int = MAX_LAVA_PROCESSES,

@@ -30,7 +30,7 @@ from dalif_deploy.base.files import (
     output_target,
     remove_stale_temps,
 )
-from dalif_deploy.cli import main
+from dalif_deploy.cli import build_parser, commands, main
 
 ROOT = REPO_ROOT
 SHIPPED = ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"
@@ -85,17 +85,30 @@ def _state(d: Path) -> dict[str, tuple[int, str | None]]:
 REFUSED = r"FIFO|socket|character device|process's file descriptors|does not exist"
 KINDS = ("fifo", "socket", "chardev", "link-to-fifo", "link-to-stdout", "dev-stdout",
          "dangling-link")
-COMMANDS = {  # every output option of every command, with inputs that would otherwise work
-    "train -o": ["train", "--model", "digits-cnn", "--epochs", "1", "-o", "{out}"],
-    "export -o": ["export", "{pt}", "-o", "{out}"],
-    "export --onnx": ["export", "{pt}", "--onnx", "{out}"],
-    "quantize -o": ["quantize", "{tmp}/m.nir", "-o", "{out}"],
-    "quantize --json": ["quantize", "{tmp}/m.nir", "-o", "{tmp}/q.fxp", "--json", "{out}"],
-    "dataset -o": ["dataset", "digits", "-o", "{out}"],
-    "simulate --json": ["simulate", "{pt}", "--backend", "torch", "--json", "{out}"],
-    "verify --report": ["verify", "{pt}", "--report", "{out}"],
-    "verify --json": ["verify", "{pt}", "--json", "{out}"],
-}
+def _output_argvs() -> dict[str, list[str]]:
+    """Every output option of every registered command (their declarations), each in an argv
+    that parses: the required arguments filled in ({pt} for paths, a valid value otherwise),
+    the other required outputs in {tmp}, the option itself on {out}."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    found = {}
+    for name, command in commands().items():
+        p = sub.choices[name]
+        p.format_usage()  # its deferred arguments
+        acts = {a.dest: a for a in p._actions}
+        for out in command.outputs:
+            argv = [name]
+            for a in p._actions:
+                if a.dest == out or not (a.required or not a.option_strings):
+                    continue
+                value = ("{pt}" if a.dest in command.inputs else f"{{tmp}}/other-{a.dest}"
+                         if a.dest in command.outputs else a.choices[0] if a.choices else "8")
+                argv += [a.option_strings[0], value] if a.option_strings else [value]
+            found[f"{name} {acts[out].option_strings[-1]}"] = [
+                *argv, acts[out].option_strings[0], "{out}"]
+    return found
+
+
+COMMANDS = _output_argvs()
 
 
 class WorkStarted(BaseException):
@@ -128,7 +141,7 @@ def test_every_output_option_refuses_special_files_before_any_work(command, kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("command", ["dataset -o", "simulate --json"])
+@pytest.mark.parametrize("command", ["dataset --out", "simulate --json"])
 def test_every_kind_of_special_destination_is_refused(command, kind, tmp_path, capsys):
     out = _special(kind, tmp_path)
     before = _state(tmp_path)
@@ -296,7 +309,7 @@ _LOADERS = textwrap.dedent("""
     from pathlib import Path
     from dalif_deploy.targets.registry import file_kind
     from dalif_deploy.float_model.checkpoint import load_checkpoint
-    from dalif_deploy.cli import main
+    from dalif_deploy.cli import build_parser, commands, main
     from dalif_deploy.converters.ir.graph import read_nir
     from dalif_deploy.datasets.loaders import load_dataset
     from dalif_deploy.base.errors import DaLifError

@@ -47,6 +47,12 @@ def _imported(*argv: str) -> str:
     ["quantize", "--help"],
     ["verify", "--help"],  # its Lava limits' options: declared without the lava backend
     ["verify"],  # MODEL missing
+    ["train", "--help"],  # --neuron and its options: from the neuron registry's specs
+    ["compare", "--help"],  # its default neurons: the same
+    ["simulate", "--help"],  # the backends' options: from their registrations (issue 23)
+    ["simulate", "m.fxp"],  # --backend missing
+    ["simulate", "m.fxp", "--backend", "loihi"],  # not a backend
+    ["train", "--model", "digits-cnn", "-o", "m.pt", "--neuron", "izhikevich"],
 ])
 def test_help_and_argument_errors_import_neither_torch_nor_lava_nor_numpy(argv):
     assert _imported(*argv) == "IMPORTED []"
@@ -76,7 +82,7 @@ PYTHON_M = HOLD + "import runpy\nrunpy.run_module('dalif_deploy', run_name='__ma
 
 
 @pytest.mark.parametrize("entry,hold_at,argv", [
-    # simulate's options come from the backends, which import torch while parsing
+    # simulate imports torch once it has parsed its arguments (its options are light)
     (CONSOLE_SCRIPT, "torch", ["simulate", "m.fxp", "--backend", "emulator"]),
     (PYTHON_M, "torch", ["simulate", "m.fxp", "--backend", "emulator"]),
     # verify imports torch once it has parsed its arguments

@@ -220,7 +220,7 @@ def test_graph_is_standard_onnx_with_metadata(digits_cnn_onnx):
     assert "Tanh" not in ops  # effective decays are constants computed by torch
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["dalif_deploy.timesteps"] == "4"
-    assert meta["dalif_deploy.base.encoding"] == "analog"
+    assert meta["dalif_deploy.encoding"] == "analog"
     assert meta["dalif_deploy.model"] == "digits-cnn"
     assert meta["dalif_deploy.version"] == __import__("dalif_deploy").__version__
     d = describe_onnx(path)

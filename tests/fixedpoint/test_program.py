@@ -181,7 +181,8 @@ def test_files_without_weight_errors_still_load():
     ({"counts": ["x"], "edges": [0.0, 1.0], "max_abs": 0.1}, r"counts"),
     ({"counts": [1], "edges": [0.0, 1.0]}, r"missing field.*max_abs"),
     ({"counts": [-1], "edges": [0.0, 1.0], "max_abs": 0.1}, r"non-negative counts"),
-    ({"counts": [1], "edges": [0.0, 1.0], "max_abs": 0.1, "extra": 1}, r"malformed"),
+    ({"counts": [1], "edges": [0.0, 1.0], "max_abs": 0.1, "extra": 1},
+     r"unknown field\(s\) 'extra'; the accepted fields: counts, edges, max_abs"),
 ])
 def test_malformed_weight_error_records_are_refused(record, match):
     arrays = program_to_arrays(kind_program("dense-binary", "scalar"))

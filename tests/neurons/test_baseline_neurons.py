@@ -167,6 +167,7 @@ def test_checkpoint_keeps_the_neuron_and_an_old_config_means_dalif(tmp_path):
 def test_train_cli_offers_every_registered_neuron_and_refuses_foreign_options(tmp_path,
                                                                               capsys):
     train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    train_parser.format_usage()  # its arguments are added when it is first used
     choices = next(a.choices for a in train_parser._actions if a.dest == "neuron")
     assert tuple(choices) == neuron_keys()
     rc = main(["train", "--model", "digits-cnn", "--dataset", "digits-events", "--neuron",

@@ -146,7 +146,8 @@ def test_a_new_backend_is_one_class_and_one_registry_line(monkeypatch, capsys):
 
     from dalif_deploy.cli import main
 
-    monkeypatch.setitem(backends.BACKENDS, "constant", f"{__name__}:ConstantBackend")
+    monkeypatch.setitem(backends.BACKENDS, "constant", backends.Registered(
+        f"{__name__}:ConstantBackend", "checkpoint", ConstantBackend.options))
     r = run_backend(CKPT, "constant", samples=20, progress=False, label=7)
     labels = load_dataset("digits", "test").y[:20]
     assert r.predictions.tolist() == [7] * 20 and r.accuracy == float((labels == 7).mean())
@@ -160,7 +161,8 @@ def test_a_new_backend_is_one_class_and_one_registry_line(monkeypatch, capsys):
 def test_a_registration_that_does_not_match_its_class_is_refused(monkeypatch):
     from dalif_deploy.targets import registry as backends
 
-    monkeypatch.setitem(backends.BACKENDS, "other", f"{__name__}:ConstantBackend")
+    monkeypatch.setitem(backends.BACKENDS, "other", backends.Registered(
+        f"{__name__}:ConstantBackend", "checkpoint", ConstantBackend.options))
     with pytest.raises(DaLifError, match="registered as backend 'other' but declares name "
                                          "'constant'"):
         get_backend("other")
