@@ -13,7 +13,8 @@ so the program's arithmetic (docs/DESIGN.md section 4) maps one to one, except w
 say, which :func:`check_netx` refuses:
 
 * topology: netx is a chain (each layer feeds the next; 0.6.0's ``concat``, ``average`` and
-  ``pool`` layers raise NotImplementedError); a residual join or skip is refused, named;
+  ``pool`` layers raise NotImplementedError); a residual join, a skip or a recurrent
+  population is refused, named;
 * decays: one ``du`` per layer; per-channel DA-LIF ``dv`` is written per neuron (netx passes
   a ``vDecay`` array to Lava's LIF unchanged);
 * bias: netx fixes ``bias_exp = 6``, so only biases that are multiples of 64 (in v units)
@@ -57,6 +58,10 @@ def _chain(program: FixedProgram) -> list[tuple[Synapse, Population]]:
     layers, source = [], "input"
     for pop in program.populations:
         incoming = program.incoming(pop.name)
+        if any(s.recurrent for s in incoming):
+            raise DaLifError(f"netx export: population {pop.name} is recurrent (fed back its "
+                             "own spikes); lava-dl netx 0.6.0 has no recurrent block: run this "
+                             "network on the lava backend")
         if len(incoming) != 1 or incoming[0].source != source:
             srcs = [s.source for s in incoming]
             what = (f"a residual join: it adds {srcs}" if len(srcs) > 1

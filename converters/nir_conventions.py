@@ -17,6 +17,11 @@ norse      1e-3        Euler         -
 nir        ``--dt``    Euler         - (plain NIR: the time step must be given)
 =========  ==========  ============  =====================================================
 
+Recurrence needs no column: snnTorch (RLeaky/RSynaptic, a nested subgraph with ``lif ->
+w_rec -> lif``), Norse (its recurrent cells) and plain NIR all delay a loop by one step on the
+neuron's output (docs/DESIGN.md section 3.1); the reset notes above apply to recurrent layers
+as to any other.
+
 ``--dt`` overrides the exporter's time step. Our float reader integrates every neuron by
 forward Euler, ``v' = (1 - dt/tau) v + (dt/tau) (v_leak + r x)``. An exporter that decays
 exactly (Sinabs: ``v' = e^(-dt/tau) v + (1 - e^(-dt/tau)) r x``) is read by rewriting every

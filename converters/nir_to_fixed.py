@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import nir
 import numpy as np
-from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, topo_order
+from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, recurrent_edges, topo_order
 from dalif_deploy.converters.ir.ops import OPS, op_for
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
@@ -280,10 +280,20 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
     def is_source(name: str) -> bool:
         return name == in_name or name in lifs
 
+    delayed = set(recurrent_edges(graph))
     layers = []
     for n in [*lifs, out_name]:
         paths = graph_paths(graph, n, is_source)
         for p in paths:
+            # a path that leaves its source over a recurrent edge carries the source's previous
+            # step: a program delays only a population's own loop (its recurrent synapse)
+            first = (p.source, p.nodes[0] if p.nodes else n)
+            if first in delayed and p.source != n:
+                raise DaLifError(f"node {n}: its input through {p.nodes} reads {p.source}'s "
+                                 "output of the previous step (the path leaves it over the "
+                                 f"recurrent edge {first[0]} -> {first[1]}); a program can "
+                                 f"delay only a population's own loop: feed {n} from "
+                                 f"{p.source} directly, not from inside its loop")
             if p.source == in_name:
                 p.source = "__input__"
         tshape = shapes[n]

@@ -12,7 +12,9 @@ Conventions (printed by :func:`describe_conventions`): a spike is ``v > v_thresh
 definition) unless the node's metadata says ``spike_condition ">="`` (our DA-LIF export); after
 a spike ``v`` is set to ``v_reset`` (hard reset; a framework's subtractive reset, e.g.
 snnTorch's default, is not representable in NIR and is not reproduced); state starts at zero;
-spikes of a step reach the next layer in the same step (no synaptic delay).
+spikes of a step reach the next layer in the same step (no synaptic delay), except over a
+recurrent edge (:func:`~.nir_graph.recurrent_edges`: a neuron into its own loop), which carries
+the neuron's output of the previous step (zero at step 0).
 
 ``dt``: our graphs carry ``dt`` in their metadata (1.0, with which the LIF update is exactly
 the DA-LIF ``V = beta H + alpha X``). A graph without it (written by snnTorch, which assumes
@@ -22,6 +24,7 @@ the DA-LIF ``V = beta H + alpha X``). A graph without it (written by snnTorch, w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import nir
 import numpy as np
@@ -30,6 +33,7 @@ from dalif_deploy.converters.ir.graph import (
     infer_shapes,
     io_nodes,
     predecessors,
+    recurrent_edges,
     topo_order,
     validate,
 )
@@ -78,9 +82,17 @@ def describe_conventions(graph: nir.NIRGraph, dt: float | None = None) -> list[s
         lines.append("reset: v := v_reset after a spike (hard reset; subtractive resets are "
                      "not representable in NIR); all state starts at 0")
     lines.append("inputs of a node are summed over its incoming edges; no synaptic delay")
+    rec = recurrent_edges(graph)
+    if rec:
+        lines.append("recurrent edges carry their neuron's output of the previous step (zero "
+                     "at step 0): " + ", ".join(f"{a} -> {b}" for a, b in rec))
     meta = graph.metadata or {}
     lines.append(f"readout: {meta.get('readout', 'mean over T of the Output node')}")
     return lines
+
+
+#: the state key of the outputs recurrent edges carry to the next step (no node name: not a str)
+_PREVIOUS = ("recurrent", "previous")
 
 
 @dataclass
@@ -112,21 +124,28 @@ class GraphRunner:
         self.nodes = {n: compile_node(n, graph.nodes[n], self.dt, dtype) for n in self.order}
         self.input, self.output = io_nodes(graph)
         self.spiking = [n for n in self.order if self.nodes[n].spiking]
+        self.recurrent = set(recurrent_edges(graph))
+        self.delayed = sorted({a for a, _ in self.recurrent})  # neurons read one step late
 
     def step(self, x: torch.Tensor, state: dict[str, State]
              ) -> tuple[dict[str, torch.Tensor], dict[str, State]]:
-        """One time step: every node's output for input ``x`` and the previous ``state``."""
+        """One time step: every node's output for input ``x`` and the previous ``state`` (which
+        also holds, under the key ``_PREVIOUS``, the outputs recurrent edges carry)."""
         vals: dict[str, torch.Tensor] = {}
-        new: dict[str, State] = {}
+        new: dict[Any, State] = {}
+        before = state.get(_PREVIOUS) or {
+            a: x.new_zeros((x.shape[0], *self.shapes[a])) for a in self.delayed}
         for n in self.order:
             if n == self.input:
                 inp = x
             else:
-                srcs = self.pre[n]
-                inp = vals[srcs[0]]
-                for s in srcs[1:]:
-                    inp = inp + vals[s]
+                ins = [before[s] if (s, n) in self.recurrent else vals[s] for s in self.pre[n]]
+                inp = ins[0]
+                for v in ins[1:]:
+                    inp = inp + v
             vals[n], new[n] = self.nodes[n].step(state.get(n), inp)
+        if self.delayed:
+            new[_PREVIOUS] = {a: vals[a] for a in self.delayed}
         return vals, new
 
     def run(self, x: torch.Tensor, timesteps: int, encoding: Encoding | str | None = None,

@@ -7,7 +7,9 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
   ``tau = 1/(1-beta)``, ``r = alpha/(1-beta)``, ``v_leak = 0``, ``v_reset = 0``,
   ``v_threshold = v_th``, every array of the full neuron shape ((C,H,W) after a conv, (N,)
   after a linear); node metadata records the neuron model, dt, discretisation, spike
-  condition ``>=``, reset and the effective alpha/beta. With ``dt = 1`` the NIR Euler update
+  condition ``>=``, reset and the effective alpha/beta; a recurrent layer
+  (``NeuronModule.make_recurrent``) adds a ``nir.Linear`` ``<layer>.w_rec`` in the loop
+  ``<layer> -> <layer>.w_rec -> <layer>``. With ``dt = 1`` the NIR Euler update
   ``v += dt/tau * (v_leak - v + r*I)`` is exactly ``V = beta*H + alpha*X``. PLIF and LIF
   layers are ``nir.LIF`` nodes too, with ``r = 1`` (``tau = 1/k``; ``tau``): see their modules.
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
@@ -214,6 +216,9 @@ class _Builder:
             self.value[n] = src
         elif isinstance(m, NeuronModule):  # its model's NIR mapping (DA-LIF: nir.LIF)
             self._add(name, m.neuron.to_nir(m.params(), shape, name), src, n)
+            if m.w_rec is not None:  # a recurrent layer: the loop name -> name.w_rec -> name
+                self.nodes[f"{name}.w_rec"] = nir.Linear(weight=_f64(m.w_rec))
+                self.edges += [(name, f"{name}.w_rec"), (f"{name}.w_rec", name)]
         elif isinstance(m, nn.AvgPool2d):
             if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
                 raise DaLifError(f"AvgPool2d {name!r}: ceil_mode, count_include_pad=False "

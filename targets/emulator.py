@@ -9,7 +9,8 @@ sum) or graded input values (multiply), ``W_eff`` = :func:`effective_weights`; t
 into one population add up. Two timings are offered:
 
 * ``mode="sync"`` (the program's semantics, like the float model): at step t every population
-  sees its inputs of step t; T steps are run; ``outputs`` is the readout v after step T-1.
+  sees its inputs of step t, and through a recurrent synapse its own spikes of step t-1 (none
+  at step 0); T steps are run; ``outputs`` is the readout v after step T-1.
 * ``mode="pipelined"`` (a plain Lava network, no delays, no resets): every synapse adds one step
   of latency, i.e. population P at step t receives its synapses' outputs computed from the
   sources' spikes of step t-1 (input frame t-1, zero frames before 0 and after T-1). A
@@ -191,6 +192,7 @@ class _SyncRun:
     totals: torch.Tensor  # [*shape] each neuron's spikes so far, summed over the batch (float64)
     scratch: tuple[torch.Tensor, torch.Tensor] | None  # for lif_step_f32's decay
     x_static: torch.Tensor | None = None  # input-synapse sum of a same-every-step input
+    last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
 
 
 def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, record: bool,
@@ -199,12 +201,14 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
 
     Its synapses run once on the block's source frames flattened to ``[k*N, ...]``; a synapse
     from an input that is the same every step has run once already (``r.x_static``); then the
-    neuron recurrence steps through the block, writing ``r.spikes[:k]``.
+    neuron recurrence steps through the block, writing ``r.spikes[:k]``. A recurrent synapse
+    runs inside that loop, on the population's spikes of the step before (none before step 0).
     """
     shape, fast, n = p.pop.shape, p.fast, r.spikes.shape[1]
     x = None
+    rec = [s for s in p.syns if s.syn.recurrent]
     for s in p.syns:
-        if s.syn.source == "input" and r.x_static is not None:
+        if (s.syn.source == "input" and r.x_static is not None) or s.syn.recurrent:
             continue
         src = cur[s.syn.source][:k]
         out = s(src.flatten(0, 1), times64=fast is not None).to(p.dtype)  # exact in p.dtype
@@ -218,15 +222,23 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
     z = r.state.u_wraps
     for j in range(k):
         i = j if x.shape[0] > 1 else 0
+        xi, ui = x[i], u[i]
+        if rec:  # |sum| bounded with the other synapses: exact in p.dtype
+            prev = r.spikes[j - 1] if j else r.last
+            back = sum(s(prev, times64=fast is not None).to(p.dtype).view(n, *shape)
+                       for s in rec)
+            xi, ui = xi + back, ui + back
         if fast is None:
-            spk, r.state = lif_step(r.state, x[i], p.params)
+            spk, r.state = lif_step(r.state, xi, p.params)
             r.spikes[j] = spk
         else:  # x = a << 6: du = 4095 leaves no current memory
-            v, sat = lif_step_f32(r.state.v, u[i], r.spikes[j], fast, r.scratch)
-            r.state = LifState(x[i].expand(n, *shape), v, z, r.state.v_saturations
+            v, sat = lif_step_f32(r.state.v, ui, r.spikes[j], fast, r.scratch)
+            r.state = LifState(xi.expand(n, *shape), v, z, r.state.v_saturations
                                if sat is None else r.state.v_saturations + sat)
         if record:
             _record(traces, p.pop.name, r.spikes[j], r.state)
+    if rec:
+        r.last = r.spikes[k - 1].clone()  # r.spikes is overwritten by the next block
     if not p.readout:  # float32 sums per step are exact below 2^24 neurons
         per_step = r.spikes[:k].flatten(2).sum(
             2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
@@ -262,7 +274,8 @@ def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
         runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, *shape), device=dev),
                                         torch.zeros(n, dtype=torch.float64, device=dev),
                                         torch.zeros(p.pop.shape, dtype=torch.float64,
-                                                    device=dev), scratch)
+                                                    device=dev), scratch,
+                                        last=torch.zeros(shape, device=dev))
         if static:
             xs = [s(frames[0], times64=p.fast is not None).to(p.dtype).view(1, n, *p.pop.shape)
                   for s in p.syns if s.syn.source == "input"]

@@ -23,6 +23,12 @@ its op's ``to_norse``/``norse_fold_r`` in :mod:`dalif_deploy.converters.ir.ops`)
   data's encoding like there: :class:`NorseBackend` is a :class:`NirBackend`); Norse integrates
   ``v += dt/tau (v_leak - v + i)``, equal to ``beta*v + alpha*x`` up to float rounding.
 * Norse fires on ``v > v_th`` (strict), ours on ``>=``: irrelevant for float data.
+* Recurrence (a loop through one neuron, :func:`~dalif_deploy.converters.ir.graph.
+  recurrent_edges`): nirtorch's executor reads a node not yet run in this step from the
+  previous step's outputs, and skips it at step 0. Run in reading order (each loop after its
+  neuron), the neuron thus gets its loop's output of the previous step, as NIR's rule says,
+  except at step 0, where the loop gives nothing instead of its constant offset: exact when
+  the loop's nodes have no bias (snnTorch's and Norse's recurrent weights), else refused.
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from typing import Any
 import nir
 import numpy as np
 import torch
-from dalif_deploy.converters.ir.graph import infer_shapes, predecessors, topo_order, validate
+from dalif_deploy.converters.ir.graph import (
+    infer_shapes,
+    loop_nodes,
+    predecessors,
+    reading_order,
+    validate,
+)
 from dalif_deploy.converters.ir.neuron_math import channelwise_conv
 from dalif_deploy.converters.ir.ops import op_for
 
@@ -49,6 +61,13 @@ from .nir_float import NirBackend
 def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
     """An equivalent graph that Norse's importer runs correctly, and the list of changes."""
     validate(graph)
+    for name in loop_nodes(graph):
+        b = getattr(graph.nodes[name], "bias", None)
+        if b is not None and np.any(np.asarray(b) != 0):
+            raise DaLifError(f"node {name!r} is in a recurrent loop and has a bias: Norse's "
+                             "executor gives a loop no value at step 0, so that bias would be "
+                             "missing at step 0 (NIR adds it from step 0 on); run this graph "
+                             "with --backend nir")
     shapes = infer_shapes(graph)
     pre = predecessors(graph)
     nodes = {k: copy.deepcopy(v) for k, v in graph.nodes.items()}
@@ -96,7 +115,7 @@ def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
         nodes[name].r = np.ones_like(r)
     out = nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata or {}),
                        type_check=False)
-    topo_order(out)  # (its Flatten dims now count the batch: not a valid NIR graph to validate)
+    reading_order(out)  # (its Flatten dims now count the batch: not a valid NIR graph to validate)
     return out, sorted(notes)
 
 
@@ -114,7 +133,7 @@ def norse_module(adapted: nir.NIRGraph, dt: float) -> tuple[torch.nn.Module, boo
         finally:
             logging.getLogger().disabled = was
     by_name = {n.name: n for n in module.execution_order}
-    ours = [sanitize_name(n) for n in topo_order(adapted)]
+    ours = [sanitize_name(n) for n in reading_order(adapted)]
     if set(ours) != set(by_name):
         raise DaLifError(f"Norse built nodes {sorted(by_name)} but the graph has {sorted(ours)}")
     fixed = [n.name for n in module.execution_order] != ours

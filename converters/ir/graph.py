@@ -30,18 +30,19 @@ from dalif_deploy.base.resources import (
 from dalif_deploy.base.schema import Check, integer, number, optional, real_array, text
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
+from .nested import flatten_subgraphs
 from .ops import op_for, supported_names
+
+
+def _type_name(node: Any) -> Any:
+    t = node.get("type") if isinstance(node, dict) else None
+    return t.decode("utf8", "replace") if isinstance(t, bytes) else t
 
 
 def _node_types(d: dict[str, Any], where: str = "") -> None:
     """Reject unknown node types before nir builds them (its errors are unhelpful)."""
     for name, node in d.get("nodes", {}).items():
-        t = node.get("type") if isinstance(node, dict) else None
-        if isinstance(t, bytes):
-            t = t.decode("utf8", "replace")
-        if t == "NIRGraph":
-            raise DaLifError(f"node {where}{name!r} is a nested subgraph (typically a "
-                             "recurrent layer); nested graphs are not supported")
+        t = _type_name(node)
         if t not in supported_names():
             raise DaLifError(f"unknown or unsupported node type {t!r} at node {where}{name!r}; "
                              f"supported: {', '.join(supported_names())}")
@@ -114,6 +115,7 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
     if data.get("type") != "NIRGraph" or "nodes" not in data or "edges" not in data:
         raise DaLifError(f"{path}: the top-level node is not a NIR graph with nodes and edges")
     try:
+        flatten_subgraphs(data)
         _node_types(data)
     except DaLifError as e:
         raise DaLifError(f"{path}: {e}") from None
@@ -214,14 +216,99 @@ def predecessors(graph: nir.NIRGraph) -> dict[str, list[str]]:
     return pre
 
 
-def topo_order(graph: nir.NIRGraph) -> list[str]:
-    """Execution order from the edges (Kahn); a cycle (recurrent edge) is a DaLifError."""
-    pre = predecessors(graph)
+def _cycles(graph: nir.NIRGraph) -> list[list[str]]:
+    """The graph's strongly connected components that hold a cycle (Tarjan, iterative), each
+    in file order of its nodes."""
     succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
     for a, b in graph.edges:
         succ[a].append(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    comps: list[list[str]] = []
+    for root in graph.nodes:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = len(index)
+                stack.append(v)
+                on.add(v)
+            if i < len(succ[v]):
+                work.append((v, i + 1))
+                w = succ[v][i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or v in succ[v]:
+                    members = set(comp)
+                    comps.append([k for k in graph.nodes if k in members])
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return comps
+
+
+def recurrent_edges(graph: nir.NIRGraph) -> list[tuple[str, str]]:
+    """The edges that carry a value from the previous time step (docs/DESIGN.md section 3.1).
+
+    Every cycle must pass through exactly one neuron (a stateful node, e.g. ``lif1.lif`` in
+    snnTorch's ``lif1.lif -> lif1.w_rec -> lif1.lif``): the edges from that neuron into its own
+    cycle carry its output of step t-1 (zero at step 0), the one-step delay of snnTorch's
+    RLeaky/RSynaptic and Norse's recurrent cells. Anything else is a DaLifError saying why: a
+    cycle of stateless nodes has no step to take its value from (an algebraic loop), and a
+    cycle through several neurons leaves open which edge is delayed (exporters disagree)."""
+    return [(a, b) for n, members in _loops(graph) for a, b in graph.edges
+            if a == n and b in members]
+
+
+def _loops(graph: nir.NIRGraph) -> list[tuple[str, set[str]]]:
+    """Each cycle's neuron and the nodes of its strongly connected component (the rules:
+    :func:`recurrent_edges`)."""
+    out: list[tuple[str, set[str]]] = []
+    for comp in _cycles(graph):
+        members = set(comp)
+        neurons = [k for k in comp if op_for(graph.nodes[k], k).neuron]
+        if len(neurons) != 1:
+            why = ("no neuron in it: a loop of stateless nodes has no previous step to read, "
+                   "so its value is undefined (an algebraic loop); put the neuron layer it "
+                   "belongs to in the loop" if not neurons else
+                   f"{len(neurons)} neurons {neurons} in it: which of its edges carries the "
+                   "one-step delay is not defined for such loops (simulators differ); only "
+                   "recurrence through a single neuron layer is supported (a layer feeding "
+                   "itself, as snnTorch's RLeaky/RSynaptic and Norse's recurrent cells)")
+            raise DaLifError(f"the graph has a cycle through {comp} with {why}")
+        out.append((neurons[0], members))
+    return out
+
+
+def _kahn(graph: nir.NIRGraph, cut: set[tuple[str, str]]) -> list[str]:
+    """Topological order of the graph without the edges ``cut``: the Input first, then any node
+    whose remaining inputs are all placed."""
+    pre: dict[str, list[str]] = {k: [] for k in graph.nodes}
+    succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
+    for a, b in graph.edges:
+        if (a, b) not in cut:
+            pre[b].append(a)
+            succ[a].append(b)
     indeg = {k: len(v) for k, v in pre.items()}
-    ready = _ends(graph)[0]
+    inputs = _ends(graph)[0]
+    cut_only = [k for k in graph.nodes if not pre[k] and k not in inputs
+                and any(b == k for _, b in cut)]  # fed by the previous step only
+    ready = inputs + cut_only
     order: list[str] = []
     while ready:
         n = ready.pop(0)
@@ -236,11 +323,33 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
         if orphans:
             raise DaLifError(f"nodes {orphans} have no incoming edge and are not the Input; "
                              "every node needs a path from the Input")
-        # every remaining node waits on another remaining node: they sit on or behind a cycle
-        raise DaLifError(f"the graph has a cycle (recurrent edges) involving {rest}; "
-                         "recurrent NIR graphs cannot be run by this reference (unroll the "
-                         "recurrence or export a feed-forward network)")
+        raise DaLifError(f"nodes {rest} are not reachable from the Input")  # (cycles: above)
     return order
+
+
+def loop_nodes(graph: nir.NIRGraph) -> list[str]:
+    """The nodes of recurrent loops other than their neurons, in file order."""
+    inside = {k for n, members in _loops(graph) for k in members if k != n}
+    return [k for k in graph.nodes if k in inside]
+
+
+def _closing_edges(graph: nir.NIRGraph) -> set[tuple[str, str]]:
+    """The edges that close each loop back into its neuron (the other end of the loop from
+    :func:`recurrent_edges`)."""
+    return {(a, b) for n, members in _loops(graph) for a, b in graph.edges
+            if b == n and a in members}
+
+
+def reading_order(graph: nir.NIRGraph) -> list[str]:
+    """The nodes in the order a reader follows them (each loop after its neuron): the
+    topological order without the edges that close loops; shapes are inferred in it."""
+    return _kahn(graph, _closing_edges(graph))
+
+
+def topo_order(graph: nir.NIRGraph) -> list[str]:
+    """Execution order from the edges (Kahn), the recurrent edges (:func:`recurrent_edges`,
+    read from the previous step) left out; a cycle they do not break is a DaLifError."""
+    return _kahn(graph, set(recurrent_edges(graph)))
 
 
 def node_output_shape(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -269,14 +378,20 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
     pre = predecessors(graph)
     inputs = _ends(graph)[0]
     shapes: dict[str, tuple[int, ...]] = {}
-    for name in topo_order(graph):
+    # a loop's neuron takes its shape from its inputs from outside the loop; the edges closing
+    # the loop back into it are checked against that once the loop's nodes have theirs
+    closing = _closing_edges(graph)
+    for name in _kahn(graph, closing):
         node = graph.nodes[name]
         if name in inputs:
             shape = _declared(node.input_type, f"input node {name!r}: shape")
             if shape is None:
                 raise DaLifError(f"input node {name!r} declares no shape")
         else:
-            ins = {p: shapes[p] for p in pre[name]}
+            ins = {p: shapes[p] for p in pre[name] if (p, name) not in closing}
+            if not ins:
+                raise DaLifError(f"node {name!r} receives input only from its own loop "
+                                 f"({pre[name]}); it needs a path from the Input")
             if len(set(ins.values())) != 1:
                 raise DaLifError(f"shape mismatch at node {name!r}: its summed inputs have "
                                  f"different shapes {ins}")
@@ -295,6 +410,11 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
             raise DaLifError(f"shape mismatch at node {name!r}: it declares output "
                              f"{declared_out} but computes {out}")
         shapes[name] = out
+    for a, b in closing:
+        want = shapes[next(p for p in pre[b] if (p, b) not in closing)]
+        if shapes[a] != want:
+            raise DaLifError(f"shape mismatch at node {b!r}: the recurrent input from {a!r} "
+                             f"has shape {shapes[a]}, its other inputs {want}")
     return shapes
 
 
@@ -324,14 +444,15 @@ def _summary(a: np.ndarray) -> Any:
 
 
 def describe_nir(path: str | Path) -> dict[str, Any]:
-    """What a ``.nir`` file holds: graph metadata, nodes in execution order with type, shapes,
-    parameters (shape and range) and metadata, edges, and parameter count."""
+    """What a ``.nir`` file holds: graph metadata, nodes in reading order with type, shapes,
+    parameters (shape and range) and metadata, edges, parameter count, and whether the graph
+    is recurrent (then its recurrent edges, :func:`recurrent_edges`)."""
     graph = read_nir(path)
     shapes = infer_shapes(graph)
     pre = predecessors(graph)
     nodes = []
     params = 0
-    for name in topo_order(graph):
+    for name in reading_order(graph):
         node = graph.nodes[name]
         arrays = _arrays(node)
         params += sum(int(np.asarray(v).size) for k, v in arrays.items()
@@ -348,9 +469,14 @@ def describe_nir(path: str | Path) -> dict[str, Any]:
             "parameters": {k: _summary(v) for k, v in arrays.items()} | extra,
             "metadata": _plain(node.metadata or {}),
         })
+    rec = recurrent_edges(graph)
     return {"kind": "nir", "path": str(path), "nir_version": _file_version(path),
             "metadata": _plain(graph.metadata or {}), "nodes": nodes,
-            "edges": [list(e) for e in graph.edges], "num_parameters": params}
+            "edges": [list(e) for e in graph.edges], "num_parameters": params,
+            "recurrent": bool(rec),
+            **({"recurrent_edges": [list(e) for e in rec],
+                "recurrence": "each recurrent edge carries its neuron's output of the previous "
+                              "step (zero at step 0)"} if rec else {})}
 
 
 def _file_version(path: str | Path) -> str | None:

@@ -275,6 +275,11 @@ class LinearNodeOp(AffineOp):
     params = ("weight",)
     norse_native = False
 
+    def to_norse(self, name, node, in_shape):
+        w = np.asarray(node.weight)
+        return (nir.Affine(weight=w, bias=np.zeros(w.shape[0], w.dtype)),
+                "Linear -> Affine with a zero bias (Norse has no Linear map)")
+
 
 @register
 class ScaleOp(LinearOp):

@@ -64,7 +64,8 @@ def _defer(p: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], 
 
 
 #: the built-in data sets, for help texts
-DATASET_NAMES = ("digits, digits-events, cifar10 (--data-dir), or the event data sets "
+DATASET_NAMES = ("digits, digits-events, digits-rows, cifar10 (--data-dir), or the event "
+                 "data sets "
                  "dvs128-gesture, cifar10-dvs, nmnist (--data-dir; options NAME:bin=count,"
                  "downsample=2)")
 

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     from . import add_model_code
 
-    p.add_argument("--model", help="zoo model: digits-cnn, digits-resnet, resnet19, vgg11 "
-                   "(or --model-code)")
+    p.add_argument("--model", help="zoo model: digits-cnn, digits-resnet, digits-rnn "
+                   "(recurrent; digits-rows, -T 8), resnet19, vgg11 (or --model-code)")
     add_model_code(p)
     p.add_argument("--config", metavar="JSON", help="with --model-code: the factory's keyword "
                    "arguments as a JSON object (recorded in the checkpoint)")

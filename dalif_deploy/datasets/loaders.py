@@ -136,6 +136,16 @@ def digits_to_events(x: np.ndarray, timesteps: int) -> np.ndarray:
     return np.stack(frames, axis=1).astype(np.float32)
 
 
+ROW_LEVELS = (0.25, 0.5, 0.75)  # digits-rows: one binary channel per level (x = pixel / 16)
+
+
+def digits_to_rows(x: np.ndarray) -> np.ndarray:
+    """``[N, 1, 8, 8]`` intensities -> binary frames ``[N, 8, 3, 1, 8]``: step t is image row t,
+    each pixel thermometer-coded (channel k: ``x >= ROW_LEVELS[k]``)."""
+    rows = x[:, 0]  # [N, H, W]: H is time
+    return np.stack([rows >= lv for lv in ROW_LEVELS], axis=2)[:, :, :, None].astype(np.float32)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and plain containers; refuses every other global."""
 
@@ -359,6 +369,17 @@ def _digits_events(split: str, data_dir: str | None, timesteps: int | None,
                    f"more than {EVENT_THRESHOLD} between saccade positions {SACCADE}")
 
 
+def _digits_rows(split: str, data_dir: str | None, timesteps: int | None, options: str,
+                 samples: int | None) -> Dataset:
+    _no_options("digits-rows", options)
+    if timesteps is not None and integer(timesteps, "timesteps", 1, TIMESTEPS_MAX) != 8:
+        raise DaLifError(f"digits-rows has one step per image row: T is 8, not {timesteps}")
+    x, y = _digits_split(split)
+    return Dataset("digits-rows", split, digits_to_rows(x), y, EVENTS.name, (3, 1, 8),
+                   f"{DIGITS_NORMALIZATION}; rows: step t is image row t, each pixel as 3 "
+                   f"binary channels x >= {', '.join(map(str, ROW_LEVELS))}")
+
+
 def _cifar10_loader(split: str, data_dir: str | None, timesteps: int | None,
                     options: str, samples: int | None) -> Dataset:
     _no_options("cifar10", options)
@@ -388,6 +409,7 @@ def _event_loader(name: str) -> Loader:
 LOADERS: dict[str, Loader] = {
     "digits": _digits,
     "digits-events": _digits_events,
+    "digits-rows": _digits_rows,
     "cifar10": _cifar10_loader,
     **{name: _event_loader(name) for name in EVENT_SETS},
 }

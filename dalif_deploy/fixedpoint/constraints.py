@@ -93,7 +93,8 @@ RULES: dict[str, str] = {
     "u-overflow": "with du < 4095, a << 6 must stay within 2^24 (Lava keeps u in int32)",
     "delay": f"residual paths must meet with delays of at most {MAX_DELAY} steps",
     "fan-in": "nonzero synapses per neuron",
-    "topology": "populations in topological order, every one driven, the readout feeds none",
+    "topology": "populations in topological order (a synapse back to its own population is the "
+                "one cycle allowed), every one driven, the readout feeds none",
     "readout": "the readout is a non-spiking integrator (dv = 0, du = 4095, vth max)",
 }
 
@@ -234,9 +235,15 @@ def _check_topology(program: FixedProgram) -> Iterator[Violation]:
                             "must be driven (from the input or an earlier population): connect "
                             "it or remove it")
         for s in inc:
-            if s.source not in seen:
+            if s.source not in seen and not s.recurrent:
                 yield Violation("topology", s.name, f"source {s.source} comes after target "
-                                f"{p.name}; list populations in topological order")
+                                f"{p.name}; list populations in topological order (the only "
+                                "cycle a program may hold is a recurrent synapse from a "
+                                "population to itself)")
+        if not [s for s in inc if not s.recurrent]:
+            yield Violation("topology", p.name, "is driven only by its own recurrent synapse, "
+                            "so it never receives input: connect it to the input or an earlier "
+                            "population")
         seen.add(p.name)
     ro = program.readout.population
     for s in program.synapses:
@@ -332,6 +339,7 @@ def describe_program(path: str | os.PathLike, hardware: Any = None) -> dict[str,
              "weight_range": [int(s.weights.min()), int(s.weights.max())]
              if s.weights.size else [0, 0],
              "weight_exp": s.weight_exp, "weight_bits": s.weight_bits, "graded": s.graded,
+             "recurrent": s.recurrent,
              **({"stride": list(s.stride), "padding": list(s.padding), "groups": s.groups}
                 if s.kind == "conv" else {}),
              "provenance": s.provenance}

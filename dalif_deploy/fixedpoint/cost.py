@@ -147,11 +147,19 @@ def _place(program: FixedProgram, hw: Hardware) -> tuple[dict[str, _SynGeom], li
         load["axons_in"] = (max(whole / hw.axons_in_per_core, tiled / free) if free > 0
                             else None)
         edges = sum(cores[s.target] if not geo[s.name].shared else 1
-                    for s in program.synapses if s.source == p.name)
-        load["axons_out"] = p.size * edges / hw.axons_out_per_core
-        need = {n: None if v is None else max(1, math.ceil(v)) for n, v in load.items()}
+                    for s in program.synapses if s.source == p.name and not s.recurrent)
+        # a recurrent synapse sends one axon to each of the population's own k cores: the
+        # smallest k that holds with them (k only grows, and stops at p.size)
+        own = sum(1 for s in program.incoming(p.name) if s.recurrent)
+        k = 1
+        while True:
+            load["axons_out"] = p.size * (edges + own * k) / hw.axons_out_per_core
+            need = {n: None if v is None else max(1, math.ceil(v)) for n, v in load.items()}
+            fit = min(max(v for v in need.values() if v is not None), p.size)
+            if fit <= k or k == p.size:
+                break
+            k = fit
         feasible = all(v is not None for v in need.values())
-        k = min(max(v for v in need.values() if v is not None), p.size)
         cores[p.name] = k
         binding = max((n for n, v in load.items() if v is not None), key=lambda n: load[n] or 0)
         rows[p.name] = {

@@ -12,7 +12,9 @@ One small dataclass per concept, with shape and range checks in ``__post_init__`
 Populations and synapses are listed in topological order. Sources of a synapse are ``"input"``
 or a population name; every population's state is updated by the sum of its incoming synapses
 (residual fan-in = several synapses into one target). Synchronous semantics: at step t every
-population sees its inputs of step t (see the emulator; Lava's latency is handled in lowering).
+population sees its inputs of step t (see the emulator; Lava's latency is handled in lowering),
+except through a *recurrent* synapse (``source == target``, :attr:`Synapse.recurrent`), which
+carries the population's own spikes of step t-1 (none at step 0): docs/DESIGN.md section 5.
 
 Arrays use numpy layouts matching torch (NCHW without the batch): conv weights are
 ``[C_out, C_in/groups, kH, kW]`` (cross-correlation, as torch), dense weights ``[N_out, N_in]``
@@ -146,6 +148,7 @@ class Synapse:
     ``kind="dense"``: ``weights [N_out, N_in]``. ``kind="conv"``: ``weights [C_out, C_in/groups,
     kH, kW]`` with ``stride``, ``padding``, ``groups``. The accumulated input is floor-shifted
     by ``weight_exp``. ``graded`` inputs multiply (8-bit analog input); binary ones select.
+    A synapse from a population to itself is recurrent (:attr:`recurrent`).
     """
 
     name: str
@@ -194,6 +197,12 @@ class Synapse:
                 raise DaLifError(f"{self.name}: conv weights {self.weights.shape} (groups="
                                  f"{self.groups}) do not map {self.input_shape} -> "
                                  f"{self.output_shape}")
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether this synapse feeds its population back to itself: it delivers the
+        population's spikes of the previous step (none at step 0), one step of delay."""
+        return self.source == self.target
 
 
 @dataclass

@@ -16,6 +16,7 @@ never ignored; an unknown key is refused too.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -65,6 +66,23 @@ class DigitsCNN(nn.Module):
         x = self.lif1(self.bn1(self.conv1(x)))
         x = self.lif2(self.bn2(self.conv2(x)))
         return self.fc(self.flatten(x))
+
+
+class DigitsRNN(nn.Module):
+    """The 8x8 digits read as a sequence (``digits-rows``: step t is row t, T = 8): flatten,
+    linear, a RECURRENT neuron layer (``X + W_rec S[t-1]``), linear readout."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        w = cfg.get("width", 64)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(math.prod(cfg["input_shape"]), w)
+        self.lif1 = _neuron(cfg, w)
+        self.lif1.make_recurrent(w, std=0.5 / w ** 0.5)
+        self.fc = nn.Linear(w, cfg["num_classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.lif1(self.fc1(self.flatten(x))))
 
 
 class BasicBlock(nn.Module):
@@ -146,6 +164,7 @@ def _scaled(widths: list[int | str], width: int, base: int) -> list[int | str]:
 ZOO_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits-cnn": {"input_shape": [1, 8, 8], "num_classes": 10, "width": 16},
     "digits-resnet": {"input_shape": [1, 8, 8], "num_classes": 10, "width": 16},
+    "digits-rnn": {"input_shape": [3, 1, 8], "num_classes": 10, "width": 128},
     "resnet19": {"input_shape": [3, 32, 32], "num_classes": 10, "width": 128},
     "vgg11": {"input_shape": [3, 32, 32], "num_classes": 10, "width": 64},
 }
@@ -200,6 +219,8 @@ def _construct(cfg: dict[str, Any]) -> nn.Module:
     name, w = cfg["name"], int(cfg["width"])
     if name == "digits-cnn":
         return DigitsCNN(cfg)
+    if name == "digits-rnn":
+        return DigitsRNN(cfg)
     if name == "digits-resnet":
         return SpikingResNet(cfg, [(w, 1, 1), (2 * w, 1, 2)])
     if name == "resnet19":

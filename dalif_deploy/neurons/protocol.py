@@ -154,6 +154,34 @@ class MembraneState:
     v: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class RecurrentState:
+    """The state of a recurrent neuron layer: its model's state (``inner``) and the spikes of
+    its last step (None before the first step, meaning none). ``v`` is the inner state's, for
+    readers of the last potential."""
+
+    inner: Any = None
+    spikes: torch.Tensor | None = None
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return getattr(self.inner, "v", None)
+
+
+def recurrent_step(model: NeuronModel, state: RecurrentState, x: torch.Tensor, params: Any,
+                   w_rec: torch.Tensor) -> tuple[torch.Tensor, RecurrentState]:
+    """One step of a recurrent layer: the model's step on ``x + W_rec S[t-1]`` (``S[-1] = 0``,
+    docs/DESIGN.md section 3.1), so for DA-LIF ``V = beta H + alpha (X + W_rec S[t-1])``.
+    ``x``: ``[B, n]``; ``w_rec``: ``[n, n]``."""
+    if x.dim() != 2 or x.shape[1] != w_rec.shape[0]:
+        raise DaLifError(f"a recurrent layer of {w_rec.shape[0]} neurons takes flat input "
+                         f"[B, {w_rec.shape[0]}], got {list(x.shape)} (put it after a Linear)")
+    if state.spikes is not None:
+        x = x + state.spikes @ w_rec.T
+    s, inner = model.step(model.init_state() if state.inner is None else state.inner, x, params)
+    return s, RecurrentState(inner, s)
+
+
 # ---------------------------------------------------------------------------------------------
 # NIR LIF helpers: every model here is a nir.LIF at dt = 1 with v_leak = v_reset = 0.
 
@@ -308,6 +336,14 @@ class NeuronModule(nn.Module):
         super().__init__()
         self.state: Any = None
         self.fixed_params: Any = None
+        self.w_rec: nn.Parameter | None = None  # a recurrent layer's weight (make_recurrent)
+
+    def make_recurrent(self, size: int, std: float = 0.0) -> None:
+        """Give the layer (of ``size`` neurons, flat input ``[B, size]``) a learnable recurrent
+        weight ``W_rec [size, size]`` (normal, ``std``): its input becomes ``X + W_rec S[t-1]``
+        (:func:`recurrent_step`) and its state a :class:`RecurrentState`; export writes the loop
+        ``name -> name.w_rec -> name`` (docs/DESIGN.md section 3.1)."""
+        self.w_rec = nn.Parameter(torch.randn(size, size) * std)
 
     def init_layer(self, channels: int | None, granularity: str, v_th: float, surrogate: str,
                    surrogate_width: float) -> tuple[int, ...]:
@@ -338,8 +374,12 @@ class NeuronModule(nn.Module):
     def forward(self, x: torch.Tensor, state: Any = _UNSET) -> Any:
         explicit = state is not _UNSET
         prev = state if explicit else self.state
-        s, new = self.neuron.step(self.neuron.init_state() if prev is None else prev, x,
-                                  self.params())
+        if self.w_rec is not None:
+            s, new = recurrent_step(self.neuron, prev or RecurrentState(), x, self.params(),
+                                    self.w_rec)
+        else:
+            s, new = self.neuron.step(self.neuron.init_state() if prev is None else prev, x,
+                                      self.params())
         if explicit:
             return s, new
         self.state = new

@@ -156,7 +156,9 @@ def _run(opt: CompareOptions, neuron: str, timesteps: int, seed: int, test: Any,
         "prediction_agreement": result["prediction_agreement"],
         "train_accuracy": metrics["train_accuracy"],
         "parameters": sum(p.numel() for p in model.parameters()),
-        "neuron_parameters": sum(p.numel() for m in layers.values() for p in m.parameters()),
+        # the neurons' own (decays); a recurrent layer's W_rec is a synapse, counted above
+        "neuron_parameters": sum(p.numel() for m in layers.values()
+                                 for k, p in m.named_parameters() if k != "w_rec"),
         "neuron_layers": len(layers),
         "synops": result["activity"]["synops"],
         "spikes": result["activity"]["spikes"],

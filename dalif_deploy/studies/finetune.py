@@ -21,6 +21,7 @@ bit-accurate emulator. At every optimiser step:
 
        g[t]   = beta * h[t-1] + lam * alpha * X[t]      X: the model's own conv/BN/pool/+ on the
                                                          fixed-point spikes of its sources
+                                                         (+ W_rec s[t-1] in a recurrent layer)
        pre[t] = pre_int[t] + (g[t] - detach(g[t]))      forward: Lava's v before the threshold,
                                                          clip(rtz(v (4096-dv)/4096) + u + bias)
        s[t]   = s_int[t] + (sg[t] - detach(sg[t]))      sg = the layer's surrogate spike of
@@ -237,6 +238,8 @@ def qat_forward(model: nn.Module, program: FixedProgram, x: np.ndarray, encoding
 
         def forward(xf: torch.Tensor) -> torch.Tensor:
             t = step[0]
+            if m.w_rec is not None and spikes[name]:  # a recurrent layer: X + W_rec S[t-1]
+                xf = xf + spikes[name][-1].to(xf.dtype) @ m.w_rec.T
             s, state[name] = ste_step(state[name], xf, pre_int[t], s_int[t], lam, m.params())
             spikes[name].append(s)
             return s.to(xf.dtype)

@@ -79,6 +79,8 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
                                      "parameters": sum(p.numel() for p in m.parameters())}
             if name in lifs:
                 entry.update(neuron=m.neuron.name, **_neuron_params(m))
+                if m.w_rec is not None:  # fed back its previous spikes: X + W_rec S[t-1]
+                    entry["recurrent"] = list(m.w_rec.shape)
             elif hasattr(m, "weight") and m.weight is not None:
                 entry["shape"] = list(m.weight.shape)
             layers.append(entry)

@@ -260,6 +260,9 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         checks.append({"check": "ONNX predictions == float", "id": "onnx", "unit": "fraction",
                        "value": same, "limit": 1.0, "ok": same == 1.0})
     layers = [t.row(wraps, sats) for t in tallies.values()]
+    recurrent = {s.target for s in program.synapses if s.recurrent}
+    for ly in layers:  # a layer fed back its own previous spikes (docs/DESIGN.md section 3.1)
+        ly["recurrent"] = ly["population"] in recurrent
     readout = program.readout.population
     result: dict[str, Any] = {
         "checkpoint": source,
@@ -376,7 +379,8 @@ def format_summary(r: dict[str, Any]) -> str:
     if r.get("lava_error"):
         lines.append(f"  Lava error: {r['lava_error']}")
     for ly in r["layers"]:
-        lines.append(f"  layer {ly['name']:<16} agreement {_pct(ly['spike_agreement'])}  "
+        name = ly["name"] + (" (rec)" if ly.get("recurrent") else "")
+        lines.append(f"  layer {name:<16} agreement {_pct(ly['spike_agreement'])}  "
                      f"rate {short} {ly['float_rate']:.3f} fixed "
                      f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")

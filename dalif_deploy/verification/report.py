@@ -292,7 +292,7 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
     absent = "".join(f"<li>{html.escape(k)}: not run ({html.escape(v)})</li>"
                      for k, v in result.get("absent", {}).items())
     ref = reference_name(result)
-    layer_cols = ["name", "population", "neurons", "float_rate", "fixed_rate",
+    layer_cols = ["name", "population", "recurrent", "neurons", "float_rate", "fixed_rate",
                   "spike_agreement", "nir_spike_mismatches", "u_wraps", "v_saturations"]
     if result.get("nir_spike_mismatches") is None:  # not measured: no torch model beside NIR
         layer_cols.remove("nir_spike_mismatches")

@@ -180,6 +180,12 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
         worst = min(layers, key=lambda ly: ly["spike_agreement"])
         hints.append(f"it loses most in layer {worst['name']} (spike agreement "
                      f"{_pct(worst['spike_agreement'])}): start there")
+        rec = [ly["name"] for ly in layers if ly.get("recurrent")]
+        if rec:
+            hints.append(f"recurrent layer(s) {', '.join(rec)} feed every spike that rounding "
+                         "flips back into later steps, so differences spread further than in "
+                         "a feed-forward layer; a smaller W_rec (weight decay) or fewer "
+                         "neurons near threshold narrows this (docs/MEASURED.md, digits-rnn)")
     bits = result.get("weight_bits") or (int(program.metadata.get("weight_bits", 8))
                                          if program is not None else 8)
     if bits < 8 and result.get("reference") == "nir":  # finetune takes a checkpoint only

@@ -14,7 +14,12 @@ The plan says which Lava processes to build (:mod:`.run` builds them in the watc
 * streaming: sample n, step t reaches a population of depth k at Lava step ``n*T + t + 1 + k``
   (the source sends column j at step j + 1, each synapse adds one step, LIF none), so each
   population resets with interval T and offset ``(1 + k) % T``: when a sample's first input
-  arrives.
+  arrives;
+* recurrence: a recurrent synapse (a population back to itself) is a Dense (a Sparse if conv)
+  into the population's ``a_rec`` port, with no delay and left out of the depths: at Lava step
+  ``n*T + t + 1 + k`` it delivers the spikes of step ``n*T + t + k``, i.e. program step t-1, the
+  recurrence's one-step delay; at the reset step (t = 0) the population drops it (those spikes
+  belong to the previous sample), as the program's recurrence gives none at step 0.
 
 Exact parameter transforms: Lava's Dense/Sparse floor the LSB of mixed-sign 8-bit weights, so
 a weight w goes in as ``2*w`` with ``weight_exp - 1``; Lava's Conv (which neither clips, floors
@@ -72,6 +77,7 @@ class ConnPlan:
     sign_mode: str
     num_message_bits: int
     delay: int = 0
+    recurrent: bool = False  # source == target: into the population's a_rec port
     conv: dict = field(default_factory=dict)  # input_shape, padding, stride, groups (Lava order)
 
 
@@ -170,7 +176,7 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
     assert all(program.incoming(p.name) for p in program.populations), "rule 'topology'"
     assert all(0 <= d <= MAX_DELAY for d in delays.values()), "rule 'delay'"
     conv_path = {s.name: use_conv and s.kind == "conv" and s.weight_exp == 0
-                 and delays[s.name] == 0 for s in program.synapses}
+                 and delays[s.name] == 0 and not s.recurrent for s in program.synapses}
     whc = {s.source for s in program.synapses if conv_path[s.name]}
     whc |= {s.target for s in program.synapses if conv_path[s.name]}
 
@@ -208,8 +214,8 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
         w, exp, nbits, mode = lava_weights(s, full[index[s.target]][:, index[s.source]])
         if s.kind == "dense" and delays[s.name] == 0:
             conns.append(ConnPlan(s.name, s.source, s.target, "dense", w.toarray(), exp, nbits,
-                                  mode, bits))
+                                  mode, bits, recurrent=s.recurrent))
         else:
             conns.append(ConnPlan(s.name, s.source, s.target, "sparse", w.tocsr(), exp, nbits,
-                                  mode, bits, delay=delays[s.name]))
+                                  mode, bits, delay=delays[s.name], recurrent=s.recurrent))
     return LavaPlan(program, pops, conns, depth, input_index, input_lava_shape)

@@ -8,7 +8,8 @@ runs) applied elementwise to per-neuron ``du``, ``dv``, ``vth``, ``bias_mant`` a
 arrays, so a population with any number of distinct (per-channel) decays is ONE process. Per
 step, docs/DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
 
-    u, v = 0, 0                          at steps with t % reset_interval == reset_offset
+    u, v = 0, 0, a_rec = 0               at steps with t % reset_interval == reset_offset
+    a = a_in + a_rec
     u = rtz(u * (4096 - (du + 1))) + (a << 6),  then one wrap by 2^24 beyond +-2^23
     v = clip(rtz(v * (4096 - dv)) + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
     s = v > (vth << 6);   v = 0 where s
@@ -18,6 +19,11 @@ Results are not read through Vars (``Var.get()`` costs ~20 us per element) or si
 (and ``u``) after selected steps, then writes everything to one ``.npz`` file on its last step,
 which the parent reads once. ``progress_path``, when given, gets the step count written every
 ``progress_every`` steps (a streamed run's progress bar reads it).
+
+``a_rec`` is the port of recurrent synapses (a population back to itself): Lava's Dense sends
+at step t what it received at t-1, the population's spikes of its previous step, so at a reset
+step it carries the previous sample's last spikes (or, before the first sample, spikes of the
+pipeline's fill); they are dropped there, as the program's recurrence gets none at step 0.
 
 This module imports lava (installing the compatibility hook first).
 """
@@ -35,7 +41,7 @@ from .compat import install
 install()  # before the first lava import (Python 3.11 hook, a no-op where not needed)
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.ports import PyOutPort  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
 from lava.magma.core.process.process import AbstractProcess  # noqa: E402
@@ -68,6 +74,7 @@ class DaLifPopulation(AbstractProcess):
             return np.broadcast_to(np.asarray(x, dtype=np.int32), shape).copy()
 
         self.a_in = InPort(shape=shape)
+        self.a_rec = InPort(shape=shape)  # recurrent synapses: zeroed at reset steps
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
         self.v = Var(shape=shape, init=0)
@@ -89,6 +96,7 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
     """
 
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    a_rec: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int16, precision=16)  # as a_in
     du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
@@ -128,10 +136,12 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
             raise
 
     def _step(self) -> None:
-        a_in = self.a_in.recv()
+        a_in, a_rec = self.a_in.recv(), self.a_rec.recv()
         if self.time_step % self._interval == self._offset:
             self.u *= 0
             self.v *= 0
+        else:  # a reset step: a_rec holds spikes from before the sample (see the module doc)
+            a_in = a_in + a_rec
         if not self.isbiasscaled:  # parameters never change during a run: scale once
             self.scale_bias()
         if not self.isthrscaled:

@@ -195,7 +195,7 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
             else:
                 syn = Sparse(weights=c.weights.astype(np.int32), **kw)
         src = source.s_out if c.source == "input" else lifs[c.source].s_out
-        tgt = lifs[c.target].a_in
+        tgt = lifs[c.target].a_rec if c.recurrent else lifs[c.target].a_in
         if src.shape != syn.s_in.shape:  # (W, H, C) layout into a flat matrix
             src = src.reshape(syn.s_in.shape)
         out = syn.a_out if syn.a_out.shape == tgt.shape else syn.a_out.reshape(tgt.shape)

@@ -225,6 +225,15 @@ def test_refuses_residual_fan_in():
         check_netx(program)
 
 
+def test_refuses_a_recurrent_population_naming_it():
+    program = dense_chain()
+    program.synapses.append(Synapse("lif0->lif0", "lif0", "lif0", "dense",
+                                    np.zeros((24, 24), np.int64), input_shape=(24,),
+                                    output_shape=(24,)))
+    with pytest.raises(DaLifError, match="population lif0 is recurrent .* no recurrent block"):
+        check_netx(program)
+
+
 def test_refuses_inexact_dense_exponent():
     program = dense_chain()
     program.synapses[1].weight_exp = -1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from dalif_deploy.converters.ir.graph import read_nir
+from dalif_deploy.converters.ir.graph import infer_shapes, read_nir
 from dalif_deploy.converters.nir_to_torch import describe_conventions, run_graph
 from dalif_deploy.converters.torch_to_nir import export_nir, write_nir
 
@@ -207,14 +207,69 @@ def test_shape_mismatch(tmp_path):
     assert _cli_rc(tmp_path / "g.nir", "--dt", "1") == 2
 
 
-def test_cycle_is_refused(tmp_path):
+def _loop_lif(name="lif"):
+    return nir.LIF(tau=np.full(3, 2.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3))
+
+
+def test_recurrent_loop_through_one_neuron_is_read(tmp_path):
+    """A loop through one neuron is read: its recurrent edge is the neuron's edge into the loop,
+    the execution order runs the loop (fed by the previous step) before the neuron, and the
+    reading order and shapes follow the edges."""
+    from dalif_deploy.converters.ir.graph import reading_order, recurrent_edges, topo_order
+
     nodes = {"input": nir.Input(np.array([3])), "fc": nir.Affine(np.eye(3), np.zeros(3)),
-             "lif": nir.LIF(tau=np.full(3, 2.0), r=np.ones(3), v_leak=np.zeros(3),
-                            v_threshold=np.ones(3)),
-             "rec": nir.Linear(np.eye(3)), "output": nir.Output(np.array([3]))}
+             "lif": _loop_lif(), "rec": nir.Linear(np.eye(3)), "output": nir.Output(np.array([3]))}
     edges = [("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")]
-    with pytest.raises(DaLifError, match="cycle"):
+    g = _graph(nodes, edges, tmp_path)
+    assert recurrent_edges(g) == [("lif", "rec")]
+    assert topo_order(g) == ["input", "rec", "fc", "lif", "output"]
+    assert reading_order(g) == ["input", "fc", "lif", "rec", "output"]
+    assert infer_shapes(g)["rec"] == (3,)
+
+
+def test_loop_shape_mismatch_and_bad_nested_subgraphs_are_refused(tmp_path):
+    """A loop whose recurrent map changes the shape, and a nested subgraph without its Output
+    node: one error each, naming the node."""
+    nodes = {"input": nir.Input(np.array([3])), "fc": nir.Affine(np.eye(3), np.zeros(3)),
+             "lif": _loop_lif(), "rec": nir.Linear(np.ones((4, 3))),
+             "output": nir.Output(np.array([3]))}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")]
+    with pytest.raises(DaLifError, match=r"node 'lif': the recurrent input from 'rec' has "
+                                         r"shape \(4,\), its other inputs \(3,\)"):
         _graph(nodes, edges, tmp_path)
+    sub = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "lif": _loop_lif()},
+                       edges=[("input", "lif")], type_check=False)
+    outer = {"input": nir.Input(np.array([3])), "layer": sub, "output": nir.Output(np.array([3]))}
+    nir.write(tmp_path / "nested.nir", nir.NIRGraph(
+        nodes=outer, edges=[("input", "layer"), ("layer", "output")], type_check=False))
+    with pytest.raises(DaLifError, match="nested subgraph 'layer' needs exactly one Input and "
+                                         r"one Output node, has inputs \['input'\] and "
+                                         r"outputs \[\]"):
+        read_nir(tmp_path / "nested.nir")
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"fc2": nir.Affine(np.eye(3), np.zeros(3))},
+     r"cycle through \['fc', 'fc2'\] with no neuron in it: a loop of stateless nodes has no "
+     r"previous step to read, so its value is undefined \(an algebraic loop\)"),
+    ({"lif2": _loop_lif()},
+     r"cycle through \['fc', 'lif', 'lif2'\] with 2 neurons \['lif', 'lif2'\] in it: which "
+     r"of its edges carries the one-step delay is not defined"),
+])
+def test_loops_without_one_neuron_are_refused_saying_why(extra, match, tmp_path):
+    """A cycle of stateless nodes (an algebraic loop) or through two neurons: one error saying
+    exactly what and why, from every command (here read_nir and simulate)."""
+    (k, node), = extra.items()
+    nodes = {"input": nir.Input(np.array([3])), "fc": nir.Affine(np.eye(3), np.zeros(3)),
+             "lif": _loop_lif(), k: node, "output": nir.Output(np.array([3]))}
+    back = ("fc2", "fc") if k == "fc2" else ("lif2", "fc")
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", k), back, ("lif", "output")]
+    if k == "fc2":
+        edges[2] = ("fc", "fc2")
+    with pytest.raises(DaLifError, match=match):
+        _graph(nodes, edges, tmp_path)
+    nir.write(tmp_path / "bad.nir", nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    assert _cli_rc(tmp_path / "bad.nir", "--dt", "1") == 2
 
 
 def test_missing_dt_and_nan(tmp_path):

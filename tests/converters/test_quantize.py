@@ -250,3 +250,26 @@ def test_lif_metadata_of_the_wrong_size_is_refused():
     g.nodes["lif1"].metadata["beta"] = np.full(3, 0.5)  # the layer has 4 channels
     with pytest.raises(DaLifError, match="lif1.*beta"):
         quantize_graph(g)
+
+
+def test_a_path_out_of_another_layers_loop_is_refused_naming_it():
+    """lif2 fed from inside lif1's loop (lif1 -> rec -> fc2 -> lif2) would read lif1's previous
+    step: a program delays only a population's own loop, so the quantiser refuses it; the same
+    graph with lif2 fed from lif1 directly quantises, lif1's loop as its recurrent synapse."""
+    def lif(n):
+        return nir.LIF(tau=np.full(n, 2.0), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n))
+
+    nodes = {"input": nir.Input(np.array([4])), "fc": nir.Affine(np.ones((3, 4)), np.zeros(3)),
+             "lif1": lif(3), "rec": nir.Linear(np.eye(3)),
+             "fc2": nir.Affine(np.ones((2, 3)), np.zeros(2)), "lif2": lif(2),
+             "output": nir.Output(np.array([2]))}
+    loop = [("input", "fc"), ("fc", "lif1"), ("lif1", "rec"), ("rec", "lif1"), ("fc2", "lif2"),
+            ("lif2", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=[*loop, ("rec", "fc2")], type_check=False)
+    with pytest.raises(DaLifError, match=r"node lif2: its input through \['rec', 'fc2'\] reads "
+                                         r"lif1's output of the previous step"):
+        quantize_graph(g, timesteps=4, encoding="events", dt=1.0)
+    g = nir.NIRGraph(nodes=nodes, edges=[*loop, ("lif1", "fc2")], type_check=False)
+    program = quantize_graph(g, timesteps=4, encoding="events", dt=1.0)
+    assert [(s.source, s.target) for s in program.synapses if s.recurrent] == [("lif1", "lif1")]

@@ -150,8 +150,8 @@ def test_u_overflow_is_refused_when_u_has_memory():
 def random_program(seed):
     """A small random program: 1-4 layers (dense or conv, 1-D or 3-D, dense outputs feeding
     3-D populations too), residual fan-in from random earlier nodes (paths of different
-    lengths), random du/dv/weight_exp/bias; sometimes an undriven population or a relay chain
-    making a skip wait 62..65 steps."""
+    lengths), random du/dv/weight_exp/bias; sometimes an undriven population, a relay chain
+    making a skip wait 62..65 steps, or populations with a recurrent synapse."""
     rng = np.random.default_rng(seed)
     graded = bool(rng.random() < 0.6)
     in_shape = (2, 3, 3) if rng.random() < 0.5 else (int(rng.integers(3, 9)),)
@@ -200,6 +200,12 @@ def random_program(seed):
         add_syn(prev, "tail", (3,), False)
         nodes["tail"] = (3,)
         prev = "tail"
+    # recurrent synapses from a draw of their own (the programs above stay as they were)
+    rec = np.random.default_rng(10_000 + seed)
+    for p in pops:
+        if rec.random() < 0.25:
+            syns.append(_dense(f"{p.name}->{p.name}", p.name, p.name, p.shape, p.shape, rec,
+                               exp=int(rec.integers(-3, 2)), lo=-16, hi=16))
     last = prev if prev != "input" else pops[-1].name
     ro, fc = _readout(last, nodes[last], rng)
     return _program(pops + [ro], syns + [fc], in_shape, graded, int(rng.integers(2, 6)))
@@ -257,6 +263,14 @@ def _all_spike_through_conv(program, r):
             and any(s.kind == "conv" for s in program.synapses))
 
 
+def _recurrent_firing_3d(program, r):
+    """A 3-D population (Lava's (W, H, C) layout next to a conv) with a recurrent synapse
+    fires."""
+    rec = {s.target for s in program.synapses if s.recurrent}
+    return any(len(q.shape) == 3 and q.name in rec and r.spikes[q.name].any()
+               for q in program.populations)
+
+
 def _samples(program, n, seed=1):
     rng = np.random.default_rng(seed)
     shape = program.input.shape
@@ -278,12 +292,14 @@ def _assert_lava_equals_emulator(program, x, result):
 
 @pytest.mark.lava
 def test_accepted_random_programs_with_current_memory_match_lava():
-    """Two accepted random programs with du < 4095 (one where u wraps within 24 bits, one
-    where every population fires through a conv): Lava's spikes, final v and every step's u
-    equal the emulator's, every population (record=True)."""
+    """Three accepted random programs with du < 4095 (one where u wraps within 24 bits, one
+    where every population fires through a conv, one where a 3-D population with a recurrent
+    synapse fires): Lava's spikes, final v and every step's u equal the emulator's, every
+    population (record=True)."""
     from dalif_deploy.targets.lava.run import run_lava
 
-    for program in (_pick(_u_wraps_with_memory), _pick(_all_spike_through_conv)):
+    for program in (_pick(_u_wraps_with_memory), _pick(_all_spike_through_conv),
+                    _pick(_recurrent_firing_3d)):
         x = _samples(program, 2)
         result = run_lava(program, x, timeout=TIMEOUT, record=True)
         _assert_lava_equals_emulator(program, x, result)

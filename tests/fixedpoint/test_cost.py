@@ -123,6 +123,35 @@ def test_conv_counts_by_hand():
     assert act["synops_from_input"] == 2 * 2 * 2
 
 
+def _recurrent_program() -> FixedProgram:
+    """_dense_program with h fed back to itself through a 3x3 dense synapse (4 nonzero)."""
+    prog = _dense_program()
+    prog.synapses.insert(1, Synapse("rec", "h", "h", "dense",
+                                    np.array([[0, 1, 0], [2, 0, 3], [0, 0, 4]]),
+                                    input_shape=(3,), output_shape=(3,)))
+    return prog
+
+
+def test_recurrent_synapse_counts_its_synops_memory_and_own_axons():
+    """A recurrent synapse is one more synapse into h: its memory, fan-in and SynOps (each
+    spike of h visits h's 3 stored recurrent synapses too), no extra depth; its axons go back
+    to each of h's own k cores, so the axons-out load depends on k: the smallest k that holds
+    with them is taken."""
+    prog = _recurrent_program()
+    res = cost.resources(prog)
+    p = _pops(res)
+    assert p["h"]["synapses_in"] == 12 + 9 and p["h"]["memory_bits"] == 3 * 64 + 96 + 72
+    act = cost.activity(prog, {"h": np.array([2.0, 0.0, 1.0])}, np.array([4.0, 4.0, 0.0, 4.0]))
+    layers = {r["population"]: r for r in act["layers"]}
+    assert layers["h"]["synops_in"] == 12 * 3 + 3 * 3  # input events, then h's 3 spikes
+    assert (act["depth"], act["latency_steps"]) == (2, 4 + 2)
+    # axons out: h's 3 neurons each send one axon to ro's core and one to each of h's k cores;
+    # with 4 axons out per core: 3 (1 + k) / 4 cores' worth -> k = 2 fails (9/4 > 2), k = 3 holds
+    h = _pops(cost.resources(prog, cost.hardware(axons_out_per_core=4)))["h"]
+    assert (h["cores"], h["binding_limit"]) == (3, "axons_out")
+    assert h["load_by_limit"]["axons_out"] == 3 * (1 + 3) / 4
+
+
 def test_overrides_change_the_binding_limit(tmp_path):
     prog = _dense_program()
     few = cost.hardware(neurons_per_core=2)

@@ -110,6 +110,8 @@ SYNAPSE_KINDS = {
                             "kernel": (3, 2)}, (-128, 128), "events"),
     "conv-excitatory-1x1": ({"kind": "conv", "sign_mode": "excitatory", "kernel": (1, 1)},
                             (0, 256), "events"),
+    # plus a recurrent dense synapse p -> p (source == target: the previous step's spikes)
+    "dense-recurrent": ({"kind": "dense", "recurrent": True}, (-128, 128), "events"),
 }
 
 
@@ -119,6 +121,7 @@ def kind_program(kind: str, dv: str) -> FixedProgram:
     rng = np.random.default_rng(sorted(SYNAPSE_KINDS).index(kind))
     kw, (lo, hi), enc = SYNAPSE_KINDS[kind]
     kw = dict(kw)
+    recurrent = kw.pop("recurrent", False)
     if kw["kind"] == "conv":
         kh, kwd = kw.pop("kernel")
         c_out, groups = 4, kw.get("groups", 1)
@@ -141,6 +144,9 @@ def kind_program(kind: str, dv: str) -> FixedProgram:
                     provenance=["conv"], **kw),
             Synapse("p->out", "p", "out", "dense", rng.integers(-128, 128, (3, n)),
                     weight_exp=2, input_shape=shape, output_shape=(3,))]
+    if recurrent:
+        syns.append(Synapse("p->p", "p", "p", "dense", rng.integers(-128, 128, (n, n)),
+                            weight_exp=-1, input_shape=shape, output_shape=shape))
     errors = {s.name: WeightErrors(rng.integers(0, 9, 4), np.sort(rng.normal(0, 0.01, 5)),
                                    float(rng.uniform(0, 0.02))) for s in syns}
     return FixedProgram(InputEncoding(enc, IN_SHAPE, scale=7.5 if enc == "analog" else 1.0),
@@ -162,6 +168,7 @@ def test_round_trip_every_synapse_and_population_kind(kind, dv, tmp_path):
     _same(prog, back)
     assert back.population("p").dv.size == (back.population("p").shape[0]
                                             if dv == "per-channel" else 1)
+    assert [s.recurrent for s in back.synapses] == [s.name == "p->p" for s in prog.synapses]
     again = program_to_arrays(back)
     for k, a in program_to_arrays(prog).items():
         assert np.array_equal(a, again[k]), k
@@ -326,6 +333,37 @@ def test_each_rule_fires(rule):
     if any(v.severity == "error" for v in found):
         with pytest.raises(DaLifError, match=rule):
             require_valid(prog)
+
+
+def _self_loop(name, shape):
+    n = int(np.prod(shape))
+    return Synapse(f"{name}->{name}", name, name, "dense", np.ones((n, n), np.int64),
+                   input_shape=shape, output_shape=shape)
+
+
+def test_recurrent_synapses_pass_the_rules_and_keep_depths():
+    """A population back to itself is allowed (the one cycle a program may hold) and changes no
+    depth or delay; a population driven only by itself, or a cycle through two populations, is
+    refused by the topology rule, naming it."""
+    from dalif_deploy.fixedpoint.timing import synapse_delays, synaptic_depths
+
+    prog = copy.deepcopy(small_program())
+    depths = synaptic_depths(prog)
+    prog.synapses.append(_self_loop("b", _pop(prog, "b").shape))
+    assert [v for v in check_program(prog) if v.severity == "error"] == []
+    assert synaptic_depths(prog) == depths and synapse_delays(prog)["b->b"] == 0
+    lonely = copy.deepcopy(small_program())
+    lonely.populations.insert(2, Population("x", (6,), dv=[0], vth=1, bias_mant=np.zeros(6)))
+    lonely.synapses.append(_self_loop("x", (6,)))
+    found = [str(v) for v in check_program(lonely) if v.rule == "topology"]
+    assert found == ["[topology] x: is driven only by its own recurrent synapse, so it never "
+                     "receives input: connect it to the input or an earlier population"]
+    loop = copy.deepcopy(small_program())
+    a, b = _pop(loop, "a"), _pop(loop, "b")
+    loop.synapses.append(Synapse("b->a", "b", "a", "dense", np.ones((a.size, b.size), np.int64),
+                                 input_shape=b.shape, output_shape=a.shape))
+    assert any("b->a: source b comes after target a" in str(v) and "recurrent synapse from a "
+               "population to itself" in str(v) for v in check_program(loop))
 
 
 def test_absurd_timesteps_are_refused_on_load(tmp_path):

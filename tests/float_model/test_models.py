@@ -21,6 +21,7 @@ ZOO_CASES = [
     ("digits-cnn", {"granularity": "channel", "input_shape": [2, 8, 8]}, (3, 2, 8, 8)),
     ("resnet19", {"width": 4}, (2, 3, 32, 32)),
     ("vgg11", {"width": 4}, (2, 3, 32, 32)),
+    ("digits-rnn", {"width": 12}, (3, 3, 1, 8)),
 ]
 
 
@@ -45,6 +46,32 @@ def test_forward_backward(name, over, shape):
     # the decays of the first DA-LIF layer get a learning signal
     first = next(iter(dalif_layers(model).values()))
     assert (first.alpha_raw.grad != 0).all() and (first.beta_raw.grad != 0).all()
+
+
+@pytest.mark.parametrize("neuron", ["dalif", "plif", "lif"])
+def test_recurrent_layer_adds_its_previous_spikes(neuron):
+    """digits-rnn's layer with any neuron: step t's input is X[t] + W_rec S[t-1] (S[-1] = 0),
+    the neuron's own pure step on it; explicit state equals the stateful calls."""
+    from dalif_deploy.neurons.protocol import RecurrentState
+
+    torch.manual_seed(0)
+    model = build_model(default_config("digits-rnn", width=12, neuron=neuron)).eval()
+    lif, x = model.lif1, torch.rand(5, 3, 12) * 2
+    state, prev, spikes = lif.neuron.init_state(), torch.zeros(3, 12), []
+    with torch.no_grad():
+        for t in range(5):
+            s, state = lif.neuron.step(state, x[t] + prev @ lif.w_rec.T, lif.params())
+            spikes.append(s)
+            prev = s
+        assert torch.equal(lif.forward_sequence(x), torch.stack(spikes))
+        rs = RecurrentState()
+        for t in range(5):
+            s, rs = lif(x[t], rs)
+            assert torch.equal(s, spikes[t]) and torch.equal(rs.spikes, s)
+    assert torch.stack(spikes).sum() > 0 and lif.w_rec.abs().sum() > 0
+    with pytest.raises(DaLifError, match=r"12 neurons takes flat input \[B, 12\], got "
+                                         r"\[3, 2, 6\] \(put it after a Linear\)"):
+        lif(torch.zeros(3, 2, 6))
 
 
 def test_granularity_reaches_every_layer():

@@ -106,3 +106,17 @@ def test_a_setting_one_neuron_cannot_take_fails_before_training():
 def test_a_user_npz_needs_its_test_samples(tmp_path):
     with pytest.raises(DaLifError, match="give the test samples with --test-dataset"):
         compare_neurons(CompareOptions(dataset=str(tmp_path / "train.npz"), **TINY))
+
+
+def test_compare_runs_the_recurrent_digits_rnn_with_every_neuron(tmp_path):
+    """digits-rnn on digits-rows (T = 8) with each neuron: the same architecture, W_rec counted
+    as a synapse (not a neuron parameter), each deployed through NIR and the 8-bit program."""
+    opt = CompareOptions(model="digits-rnn", dataset="digits-rows", neurons=neuron_keys(),
+                         timesteps=(8,), seeds=(0,), epochs=1, width=6, samples=24,
+                         progress=False, workdir=tmp_path)
+    by = {r["neuron"]: r for r in compare_neurons(opt)["table"]}
+    lif, plif, dalif = by["lif"], by["plif"], by["dalif"]
+    weights = 24 * 6 + 6 + 6 * 6 + 6 * 10 + 10  # fc1, W_rec, readout
+    assert lif["parameters"] == weights and lif["neuron_parameters"] == 0
+    assert (plif["neuron_parameters"], dalif["neuron_parameters"]) == (1, 2)
+    assert all(0 <= r["fixed_accuracy"] <= 1 for r in by.values())

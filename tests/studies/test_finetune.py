@@ -105,6 +105,20 @@ def test_forward_equals_emulator_on_events(tmp_path):
     _assert_forward_is_emulator(model, program, ev.x[:32], ev.encoding)
 
 
+def test_recurrent_layer_forward_is_the_emulator_and_w_rec_learns(tmp_path):
+    """The shipped digits-rnn: forward values are its program's integers (the recurrent
+    synapse included) and the recurrent weight gets a straight-through gradient."""
+    from dalif_deploy.float_model.checkpoint import load_model, shipped_checkpoint
+
+    rows = load_dataset("digits-rows", "test")
+    model, _ = load_model(shipped_checkpoint("digits-rnn"))
+    program = quantize_model(model, rows, load_dataset("digits-rows", "train").x[:64], 8, 8)
+    assert any(s.recurrent for s in program.synapses)
+    run = _assert_forward_is_emulator(model, program, rows.x[:32], rows.encoding)
+    torch.nn.functional.cross_entropy(run.logits, torch.from_numpy(rows.y[:32])).backward()
+    assert model.lif1.w_rec.grad is not None and model.lif1.w_rec.grad.abs().sum() > 0
+
+
 def test_forward_equals_emulator_on_shipped_digits_cnn_at_3_bits(digits, tmp_path):
     train, test = digits
     model, _ = load_model(SHIPPED)

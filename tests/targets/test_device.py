@@ -42,7 +42,7 @@ def _assert_same_run(a, b) -> None:
 
 def _program_and_input(kind: str, encoding: str, seed: int):
     rng = np.random.default_rng(2000 + seed)
-    prog = _random_program(rng, kind, encoding, residual=True)
+    prog = _random_program(rng, kind, encoding, residual=True, recurrent=True)
     if encoding == "analog":
         x = rng.uniform(-1.3, 1.3, (5, *prog.input.shape)).astype(np.float32)
     else:
@@ -57,8 +57,8 @@ def _program_and_input(kind: str, encoding: str, seed: int):
 def test_device_run_equals_the_default_cpu_run_and_the_int_reference(device, kind, encoding,
                                                                      mode):
     """emulate(device=...) gives every trace, count and counter of the default (cpu) run, on
-    random programs with u wraps, per-channel decays and a residual synapse; in sync mode
-    both equal the Python-int reference."""
+    random programs with u wraps, per-channel decays, a residual and recurrent synapses; in
+    sync mode both equal the Python-int reference."""
     prog, x = _program_and_input(kind, encoding, ["dense", "conv"].index(kind) * 2
                                  + ["analog", "events"].index(encoding))
     ref = emulate(prog, x, record=True, check=False, batch_size=2, mode=mode)

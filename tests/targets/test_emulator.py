@@ -124,13 +124,14 @@ def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict
     for sample in frames:
         u = {p.name: [0] * p.size for p in prog.populations}
         v = {p.name: [0] * p.size for p in prog.populations}
+        prev = {p.name: np.zeros(p.shape, np.int64) for p in prog.populations}
         for t in range(prog.timesteps):
             cur = {"input": sample[t]}
             for p in prog.populations:
                 a = [0] * p.size
-                for s in prog.incoming(p.name):
-                    a = [x + y for x, y in zip(a, _ref_synapse(prog, s, cur[s.source]),
-                                               strict=True)]
+                for s in prog.incoming(p.name):  # a recurrent synapse: spikes of step t-1
+                    src = prev[s.source] if s.source == s.target else cur[s.source]
+                    a = [x + y for x, y in zip(a, _ref_synapse(prog, s, src), strict=True)]
                 bias = effective_bias(p.bias_mant, p.bias_exp).reshape(-1)
                 per = p.size // p.dv.size
                 spk = []
@@ -146,12 +147,13 @@ def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict
                 cur[p.name] = np.array(spk).reshape(p.shape)
                 spikes_all[p.name].append(spk)
                 v_all[p.name].append(list(v[p.name]))
+            prev = {k: cur[k] for k in prev}
         outs.append(v[prog.readout.population])
     return outs, spikes_all, v_all
 
 
-def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool
-                    ) -> FixedProgram:
+def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool,
+                    recurrent: bool = False) -> FixedProgram:
     shape = (2, 5, 5)
     t = 3
 
@@ -180,6 +182,8 @@ def _random_program(rng: np.random.Generator, kind: str, encoding: str, residual
     syns = [syn("in->a", "input", "a", shape, shape, graded), syn("a->b", "a", "b", shape, shape)]
     if residual:
         syns.append(syn("in->b", "input", "b", shape, shape, graded))
+    if recurrent:  # both a and b feed back to themselves
+        syns += [syn("a->a", "a", "a", shape, shape), syn("b->b", "b", "b", shape, shape)]
     syns.append(Synapse("b->out", "b", "out", "dense", rng.integers(-128, 128, (3, 50)),
                         input_shape=shape, output_shape=(3,)))
     return FixedProgram(InputEncoding(encoding, shape, scale=100.0), pops, syns,
@@ -219,6 +223,36 @@ def test_emulator_matches_python_int_reference(kind, encoding, residual, monkeyp
     assert fast.outputs.tolist() == outs
     assert np.array_equal(fast.spike_counts, r.spike_counts)
     assert fast.u_wraps == r.u_wraps and fast.v_saturations == r.v_saturations
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("encoding", ["analog", "events"])
+def test_recurrent_synapses_match_python_int_reference(kind, encoding, monkeypatch):
+    """A recurrent synapse (a population back to itself) delivers the population's spikes of
+    the previous step, none at step 0: equal to the reference, also across sync blocks of one
+    step and on the float32 path (du = 4095 populations)."""
+    rng = np.random.default_rng(2000 + ["dense", "conv"].index(kind) * 2
+                                + ["analog", "events"].index(encoding))
+    prog = _random_program(rng, kind, encoding, residual=True, recurrent=True)
+    prog.timesteps = 6
+    n = 3
+    if encoding == "analog":
+        x = rng.uniform(-1.3, 1.3, (n, *prog.input.shape)).astype(np.float32)
+    else:
+        x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, n)
+    assert r.spike_counts.sum() > 0
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 1)  # blocks of one step: r.last carries
+    fast = emulate(prog, x, check=False, batch_size=2)
+    assert fast.outputs.tolist() == outs
+    assert np.array_equal(fast.spike_counts, r.spike_counts)
+    for p in prog.populations[:2]:
+        p.du = 4095
+    outs, _, _ = _reference(prog, encode_input(prog, x))
+    assert emulate(prog, x, check=False).outputs.tolist() == outs
 
 
 @pytest.mark.parametrize("decay", ["none", "half", "scalar", "channel"])
@@ -366,10 +400,12 @@ def test_diagonal_1x1_conv_matches_reference(stride):
     assert r.spike_counts[:, 1].sum() > 0
 
 
-def test_pipelined_shifts_each_layer_by_its_depth():
-    """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t."""
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_pipelined_shifts_each_layer_by_its_depth(recurrent):
+    """Without bias, a depth-k population's spikes at step t+k equal the sync spikes at t; a
+    recurrent synapse adds no depth (its step of latency is the recurrence's delay)."""
     rng = np.random.default_rng(3)
-    prog = _random_program(rng, "conv", "events", False)
+    prog = _random_program(rng, "conv", "events", False, recurrent)
     for p in prog.populations:
         p.bias_mant[...] = 0
     x = (rng.random((2, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)

@@ -61,7 +61,7 @@ def _readout(src, n_in, n_out, rng, exp=0):
 
 
 def dense_program(seed=0, *, graded=True, residual=False, t=4, channel_dv=False, bias=0,
-                  exp=-2):
+                  exp=-2, recurrent=False):
     rng = np.random.default_rng(seed)
     pops = [_pop("l1", (12,), rng, bias=bias, channel_dv=channel_dv),
             _pop("l2", (10,), rng, channel_dv=channel_dv, bias=bias, bias_exp=1)]
@@ -69,13 +69,16 @@ def dense_program(seed=0, *, graded=True, residual=False, t=4, channel_dv=False,
             _dense("fc2", "l1", "l2", 12, 10, rng, exp=-1)]
     if residual:
         syns.append(_dense("skip", "input", "l2", 8, 10, rng, exp=exp, graded=graded))
+    if recurrent:  # both populations feed back to themselves (one step of delay)
+        syns += [_dense("rec1", "l1", "l1", 12, 12, rng, exp=-1),
+                 _dense("rec2", "l2", "l2", 10, 10, rng, exp=0, lo=-60, hi=60)]
     ro, fc = _readout("l2", 10, 3, rng)
     enc = InputEncoding("analog" if graded else "events", (8,), scale=20.0)
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
 
 
 def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, bias=0,
-                 vth2=None):
+                 vth2=None, recurrent=False):
     rng = np.random.default_rng(seed)
     pops = [_pop("c1", (3, 6, 5), rng, bias=bias, channel_dv=channel_dv),
             _pop("c2", (4, 3, 3), rng, channel_dv=channel_dv, vth=vth2)]
@@ -83,6 +86,8 @@ def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, 
             _conv("conv2", "c1", "c2", 3, 4, (6, 5), rng, stride=2, exp=-1)]
     if residual:
         syns.append(_conv("skip", "input", "c2", 2, 4, (6, 5), rng, stride=2, graded=graded))
+    if recurrent:  # a recurrent conv (lowered as Sparse: Lava's Conv is kept feed-forward)
+        syns.append(_conv("rec", "c2", "c2", 4, 4, (3, 3), rng))
     ro, fc = _readout("c2", (4, 3, 3), 4, rng)
     enc = InputEncoding("analog" if graded else "events", (2, 6, 5), scale=30.0)
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
@@ -155,6 +160,12 @@ CASES = {
         3, graded=False, channel_dv=True, bias=200, vth2=20),
     "per-channel-graded-residual-negexp": lambda: per_channel_program(4),
     "per-channel-events-residual-negexp": lambda: per_channel_program(5, graded=False),
+    "dense-graded-recurrent-residual": lambda: dense_program(
+        6, residual=True, bias=300, recurrent=True, t=5),
+    "dense-events-recurrent": lambda: dense_program(7, graded=False, exp=0, recurrent=True,
+                                                    t=6, bias=200),
+    "conv-graded-recurrent-residual": lambda: conv_program(8, residual=True, recurrent=True,
+                                                           t=4),
 }
 
 
@@ -173,6 +184,11 @@ def test_generated_program_parity(case):
     if case.startswith("per-channel"):  # every channel its own decay, one process each
         assert [np.unique(p.dv).size for p in plan.pops] == [5, 6, 7, 1]
         assert {c.synapse: (c.kind, c.delay) for c in plan.conns}["skip"] == ("sparse", 1)
+    if "recurrent" in case:  # into the a_rec port, no delay, depths as without them
+        rec = {c.synapse: (c.kind, c.delay) for c in plan.conns if c.recurrent}
+        assert rec == ({"rec": ("sparse", 0)} if case.startswith("conv")
+                       else {"rec1": ("dense", 0), "rec2": ("dense", 0)})
+        assert plan.max_depth == 3
     x = samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     spikes, _, _ = assert_parity(program, x, result)

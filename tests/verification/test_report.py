@@ -74,6 +74,7 @@ def test_a_failed_check_says_what_by_how_much_against_which_threshold_and_what_t
     assert "above the allowed 1.00 pp (--max-accuracy-drop)" in drop["text"]
     hints = " | ".join(drop["try"] + agree["try"])
     assert "more weight bits (now 2" in hints and "loses most in layer" in hints
+    assert "recurrent layer" not in hints  # a feed-forward model
     assert not set(drop["try"]) & set(agree["try"])  # shared hints said once
     out = format_summary(r)
     assert "FAILED\n  why: accuracy drop" in out and "try: use more weight bits" in out
