@@ -213,6 +213,17 @@ def test_input_spikes_counts_nonzero_values_per_step():
     assert cost.input_spikes(prog, np.ascontiguousarray(frames)).tolist() == [2.0, 0, 4, 0]
 
 
+def _two_class_digits(tmp_path, samples: int = 5):
+    """The first digits test samples labelled 0..1 (y % 2), for the 2-class test programs here
+    (a label the model cannot output is refused)."""
+    from dalif_deploy.datasets.loaders import load_dataset
+
+    d = load_dataset("digits", "test")
+    path = tmp_path / "two_class.npz"
+    np.savez(path, x=d.x[:samples], y=(d.y[:samples] % 2).astype(np.int64), encoding="analog")
+    return str(path)
+
+
 def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
     from dalif_deploy.targets.registry import simulate
 
@@ -226,7 +237,8 @@ def test_inspect_and_simulate_json_carry_the_cost_keys(tmp_path):
     assert d["nonzero_weights"] == 18 + 64  # kernel entries, kept as before
     path8 = tmp_path / "p8.fxp"
     save_program(_conv_program(n=8), path8)
-    r = simulate(str(path8), "emulator", dataset="digits", samples=5, progress=False)
+    r = simulate(str(path8), "emulator", dataset=_two_class_digits(tmp_path), samples=5,
+                 progress=False)
     for key in ("resources", "activity", "energy"):
         assert key in r, key
     assert r["activity"]["layers"][0]["spikes"] == pytest.approx(
@@ -252,7 +264,8 @@ def test_simulate_synops_count_each_neurons_spikes_exactly(tmp_path):
                         base.readout, timesteps=2)
     path = tmp_path / "p.fxp"
     save_program(prog, path)
-    r = simulate(str(path), "emulator", dataset="digits", samples=5, progress=False)
+    r = simulate(str(path), "emulator", dataset=_two_class_digits(tmp_path), samples=5,
+                 progress=False)
     x = load_dataset("digits", "test").x[:5]
     rec = emulate(prog, x, record=True)
     per_neuron = {k: rec.spikes[k].sum((0, 1)) / 5 for k in ("c", "d")}
