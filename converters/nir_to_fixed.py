@@ -13,9 +13,15 @@ Loihi's rtz in the decays. With du < 4095, Loihi keeps u in int32, so ``a << 6``
 2^24 (constraint ``u-overflow``): the scale is bounded by that and lowered until the program
 passes it. Per layer we pick a scale lambda (float volts -> integer v, the << 6 included) with
 
-    lambda * v_th = 64 * vth + 1      (spike condition >=, DA-LIF)   or   64 * vth   (>)
+    lambda * v_th = 64 * vth
 
-so that ``V >= v_th`` on floats is exactly Lava's ``v > 64 * vth`` on integers. Weights become
+and the population fires by the node's own rule: ``V > v_th`` is Lava's ``v > 64 * vth``, and
+``V >= v_th`` (DA-LIF, Sinabs, SpikingJelly) the population's ``spike_rule = ">="``, ``v >= 64
+* vth``, exact on the integer grid where a tie lands (``lambda v_th = 64 vth + 1`` with Lava's
+``>``, the earlier choice, loses a tie whenever the weights round: docs/DESIGN.md section 4).
+A neuron that resets otherwise (``subtract``, ``*-next``) or sends spike counts carries its
+reset mode and ``multi_spike`` too (the synapses out of it are graded: a count multiplies the
+weights). Weights become
 ``lambda * alpha * W / 64`` input units (divided by the input scale for the graded input):
 conv synapses as signed ``weight_bits`` integers with weight_exp 0 (Lava's Conv ignores it),
 which bounds lambda; dense synapses as mantissa * 2^e stored in Lava's mixed-sign form
@@ -185,8 +191,14 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
                     ) -> tuple[Population, list[Synapse], dict[str, Any], dict[str, WeightErrors]]:
     qmax = 2 ** (weight_bits - 1) - 1
     lam = _choose_scale(layer, targets, weight_bits, timesteps, lam_cap, graded_input, netx)
+    # lambda v_th = 64 vth exactly (what a subtract reset takes and a count divides by); a
+    # population that fires otherwise than Lava's LIF states its rule, reset and counts
+    # (netx's neuron is Lava's LIF: there ">=" stays "v > 64 vth" with lambda v_th = 64 vth + 1)
+    ge = bool(layer.lif) and layer.lif["cond"] == ">=" and netx
+    firing = bool(layer.lif) and (layer.lif["reset"] != "zero" or layer.lif["multi"]
+                                  or layer.lif["cond"] == ">=" and not netx)
     if layer.lif:
-        v_th, ge = layer.lif["v_th"], layer.lif["cond"] == ">="
+        v_th = layer.lif["v_th"]
         vth = math.floor((lam * v_th - ge) / 64)
         if vth < 1:
             why = (f"; du={layer.lif['du']} keeps current memory, so the u-overflow rule "
@@ -238,7 +250,9 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     bias_err = float(np.abs(mant * 2.0**bexp - b_v).max(initial=0)) / lam
     pop = Population(name=layer.name, shape=layer.shape, dv=dv, vth=vth, bias_mant=mant,
                      bias_exp=bexp, scale=lam, provenance=layer.provenance,
-                     du=layer.lif["du"] if layer.lif else DECAY_MAX)
+                     du=layer.lif["du"] if layer.lif else DECAY_MAX,
+                     **({"spike_rule": layer.lif["cond"], "reset": layer.lif["reset"],
+                         "multi_spike": layer.lif["multi"]} if firing else {}))
     row = {"population": layer.name, "nodes": layer.provenance, "scale": lam, "vth": vth,
            "v_threshold": layer.lif["v_th"] if layer.lif else None,
            "weight_exp": exps, "clipped_weights": clipped,
@@ -357,7 +371,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
     if enc is EVENTS:
         input_scale = 1.0
     targets = {ly.name: ly.targets(input_scale) for ly in layers}
-    caps = {ly.name: (64 * VTH_CAP + 1) / ly.lif["v_th"] if ly.lif else math.inf
+    caps = {ly.name: 64 * VTH_CAP / ly.lif["v_th"] if ly.lif else math.inf
             for ly in layers}
     rnd, repairs = 0, 0
     while True:
@@ -370,6 +384,9 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
             table.append(row)
             errors.update(err)
         out_scale = pops[-1].scale
+        counts = {p.name for p in pops if p.multi_spike}
+        for syn in syns:  # a spike count multiplies its weights: a graded synapse
+            syn.graded = syn.graded or syn.source in counts
         program = FixedProgram(
             input=InputEncoding(enc.name, in_shape, input_scale, bits), populations=pops,
             synapses=syns, readout=Readout("readout", out_scale), timesteps=t, quant_table=table,

@@ -37,7 +37,7 @@ from dalif_deploy.converters.ir.graph import (
     topo_order,
     validate,
 )
-from dalif_deploy.converters.ir.neuron_math import spike_rule
+from dalif_deploy.converters.ir.neuron_math import multi_spike, reset_mode, spike_rule
 from dalif_deploy.converters.ir.ops import State, Step, op_for
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
@@ -78,9 +78,18 @@ def describe_conventions(graph: nir.NIRGraph, dt: float | None = None) -> list[s
     rules = sorted({f"{type(n).__name__}: spike when v {spike_rule(n)} v_threshold"
                     for k, n in graph.nodes.items() if ops[k].spiking})
     lines += rules
-    if any(op.resets for op in ops.values()):
-        lines.append("reset: v := v_reset after a spike (hard reset; subtractive resets are "
-                     "not representable in NIR); all state starts at 0")
+    modes = sorted({(reset_mode(n), multi_spike(n)) for k, n in graph.nodes.items()
+                    if ops[k].resets})
+    for mode, multi in modes:
+        lines.append({"zero": "reset: v := v_reset after a spike (hard reset)",
+                      "subtract": "reset: v := v - v_threshold per spike",
+                      "zero-next": "reset: the step after a spike starts from 0 (its integral "
+                                   "is zeroed)",
+                      "subtract-next": "reset: v_threshold comes off the integral of the step "
+                                       "after a spike"}[mode]
+                     + ("; spike counts (floor of v over v_threshold)" if multi else "")
+                     + " (node metadata reset_mode; NIR itself resets to v_reset); all state "
+                     "starts at 0")
     lines.append("inputs of a node are summed over its incoming edges; no synaptic delay")
     rec = recurrent_edges(graph)
     if rec:

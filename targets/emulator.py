@@ -30,9 +30,13 @@ float32 integers where the bounds keep every intermediate below 2^24 (see
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
 use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
-(shortcuts) are one product per output. Sync mode steps the network in cache-sized blocks of
-steps, each synapse once per block on ``[k*N, ...]`` (once in all for analog input, the same
-every step); pipelined mode steps the whole network one step at a time.
+(shortcuts) are one product per output. Populations that reset otherwise than to 0 or send
+spike counts (``Population.reset``, ``.multi_spike``) step through :func:`lif_step` in float64
+(exact below 2^53); a count is the population's output value, which graded synapses multiply
+and spike counts/totals add up (so a count of n is n spikes there). Sync mode steps the
+network in cache-sized blocks of steps, each synapse once per block on ``[k*N, ...]`` (once
+in all for analog input, the same every step); pipelined mode steps the whole network one
+step at a time.
 """
 
 from __future__ import annotations

@@ -202,7 +202,8 @@ class _Pop:
 
 def _v_bound(step_max: int, f_max: int, steps: int) -> int:
     """Upper bound of |v| over ``steps`` steps without clipping: ``|v_t| <= |v_(t-1)| * f / 4096
-    + step_max`` (rtz only shrinks the decayed value; a reset only sets v to 0), iterated in
+    + step_max`` (rtz only shrinks the decayed value; a reset sets v to 0 or takes n * theta
+    from a v above theta, leaving it in [0, v]; ``subtract-next``'s theta is in step_max), in
     integers rounding up, from v = 0; stops early once past V_MAX or at the fixed point."""
     b = 0
     for _ in range(steps):
@@ -220,16 +221,21 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
     wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
     u_bound = U_LIMIT if wrap_u else a_bound * 64
     bias_max = int(np.abs(bias).max(initial=0))
-    v_bound = _v_bound(u_bound + bias_max, DECAY_UNIT - int(pop.dv.min()), steps)
+    late = pop.vth << 6 if pop.reset == "subtract-next" else 0  # taken after the integration
+    v_bound = _v_bound(u_bound + bias_max + late, DECAY_UNIT - int(pop.dv.min()), steps)
     # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
-    # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23
-    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
+    # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23 (one spike
+    # and a reset to 0 only: other resets and spike counts run lif_step in float64)
+    f32 = (pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
+           and pop.reset == "zero" and not pop.multi_spike)
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype, device=device)
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
     params = LifParams(du=pop.du, dv=dv, vth=pop.vth,
                        bias=torch.as_tensor(bias).to(device, dtype),
-                       wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)))
+                       wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)),
+                       spike_ge=pop.spike_rule == ">=", reset=pop.reset,
+                       multi_spike=pop.multi_spike)
     fast = LifF32Params.from_lif(params) if f32 else None
     bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
     return _Pop(pop, syns, params, readout, dtype, fast, bias_t)

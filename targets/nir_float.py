@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from dalif_deploy.converters.ir.graph import io_nodes, output_classes, read_nir
-from dalif_deploy.converters.nir_conventions import read_conventions
+from dalif_deploy.converters.ir.graph import io_nodes, output_classes
+from dalif_deploy.converters.nir_conventions import read_graph
 from dalif_deploy.converters.nir_to_torch import GraphRunner, describe_conventions
 
 from dalif_deploy.base.encoding import Encoding
@@ -51,17 +51,16 @@ def graph_timesteps(graph: Any, ds_x: np.ndarray | None = None, encoding: str | 
                      "the data set is static; give it with -T (or use event data)")
 
 
-
-
 class NirBackend:
     """A NIR graph run by our float reference (converters/nir_to_torch), in batches.
 
     Options for graphs without dalif-deploy metadata (foreign graphs): ``exporter``
     (``--from``: the exporter's dt and decay, read by ``read_conventions``), ``dt``
     (overrides it; required with plain NIR), ``timesteps`` (``-T``: T for a graph that records
-    none). Both NIR backends feed the data with the data set's encoding (checked against the
-    graph's own by the registry). A subclass changes :meth:`batch_fn` (and ``name``) to run
-    the graph with another simulator.
+    none), ``reset`` and ``multi_spike`` (``--reset``, ``--multi-spike``: the neurons' firing
+    where the file cannot say it). Both NIR backends feed the data with the data set's
+    encoding (checked against the graph's own by the registry). A subclass changes
+    :meth:`batch_fn` (and ``name``) to run the graph with another simulator.
     """
 
     name = "nir"
@@ -69,8 +68,9 @@ class NirBackend:
     options = NIR_OPTIONS
 
     def __init__(self, model_path: str, *, dt: float | None = None,
-                 exporter: str | None = None, timesteps: int | None = None) -> None:
-        reading = read_conventions(read_nir(model_path), exporter, dt)
+                 exporter: str | None = None, timesteps: int | None = None,
+                 reset: str | None = None, multi_spike: bool | None = None) -> None:
+        reading = read_graph(model_path, exporter, dt, reset, bool(multi_spike))
         self.graph, self.dt, self.exporter = reading.graph, reading.dt, reading.exporter
         # our own graphs: describe_conventions' lines; foreign: the exporter's notes first
         self.conventions = (reading.notes

@@ -48,7 +48,7 @@ from dalif_deploy.converters.ir.graph import (
     reading_order,
     validate,
 )
-from dalif_deploy.converters.ir.neuron_math import channelwise_conv
+from dalif_deploy.converters.ir.neuron_math import channelwise_conv, multi_spike, reset_mode
 from dalif_deploy.converters.ir.ops import op_for
 
 from dalif_deploy.base.encoding import ANALOG, Encoding
@@ -83,6 +83,11 @@ def adapt_for_norse(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
     for name, node in graph.nodes.items():
         if not ops[name].resets:
             continue
+        if reset_mode(node) != "zero" or multi_spike(node):
+            raise DaLifError(f"node {name!r}: resets by {reset_mode(node)!r}"
+                             + (" and sends spike counts" if multi_spike(node) else "")
+                             + "; Norse's neurons send one spike and reset to 0 in the "
+                             "spike's step: run this graph with --backend nir")
         if node.v_reset is not None and np.any(np.asarray(node.v_reset) != 0):
             raise DaLifError(f"node {name!r}: v_reset != 0, which Norse ignores (it resets to "
                              "0); run this graph with --backend nir")
@@ -189,12 +194,15 @@ class NorseBackend(NirBackend):
     name = "norse"
 
     def __init__(self, model_path: str, *, dt: float | None = None,
-                 exporter: str | None = None, timesteps: int | None = None) -> None:
+                 exporter: str | None = None, timesteps: int | None = None,
+                 reset: str | None = None, multi_spike: bool | None = None) -> None:
         try:
             import norse.torch  # noqa: F401
         except ImportError as e:
             raise DaLifError(f"the norse backend needs norse 1.1.0 ({e})") from None
-        super().__init__(model_path, dt=dt, exporter=exporter, timesteps=timesteps)
+        super().__init__(model_path, dt=dt, exporter=exporter, timesteps=timesteps,
+                         reset=reset, multi_spike=multi_spike)
+        adapt_for_norse(self.graph)  # what Norse cannot run is refused before any data
         self.notes: list[str] = []
 
     def batch_fn(self):

@@ -15,12 +15,19 @@ from .protocol import Option
 DT_OPTION = Option("dt", float, "time step of a foreign NIR graph (overrides --from's; "
                    "required with plain NIR)")
 EXPORTER_OPTION = Option("exporter", str, "framework that exported a foreign NIR graph: "
-                         "snntorch (dt 1e-4, Euler), sinabs (dt 1, exact decay), norse (dt "
-                         "1e-3, Euler) or nir (give --dt)", metavar="EXPORTER",
-                         flags=("--from",))
+                         "snntorch (dt 1e-4, Euler), sinabs (dt 1, exact decay), spikingjelly "
+                         "(dt 1e-4, Euler, fires on >=), norse (dt 1e-3, Euler) or nir (give "
+                         "--dt)", metavar="EXPORTER", flags=("--from",))
+RESET_OPTION = Option("reset", str, "how a foreign graph's neurons reset, which NIR cannot "
+                      "say: zero or subtract, in the exporter's own timing (default: as the "
+                      "file says, v := v_reset; subtract for files written by nir <= 1.0.5)",
+                      metavar="zero|subtract")
+MULTI_SPIKE_OPTION = Option("multi_spike", bool, "a foreign graph's neurons send spike counts "
+                            "(Sinabs' MultiSpike: floor(v / threshold) spikes, subtracted "
+                            "with --reset subtract)", switch=True)
 TIMESTEPS_OPTION = Option("timesteps", int, "T for a NIR graph that records none (foreign "
                           "graphs on static data)", metavar="T", flags=("--timesteps", "-T"))
-NIR_OPTIONS = (DT_OPTION, EXPORTER_OPTION, TIMESTEPS_OPTION)
+NIR_OPTIONS = (DT_OPTION, EXPORTER_OPTION, TIMESTEPS_OPTION, RESET_OPTION, MULTI_SPIKE_OPTION)
 
 #: ``--device`` of the emulator backend (and of ``verify``)
 DEVICE = Option("device", str, "torch device of the emulator: cpu, cuda or cuda:N; the same "

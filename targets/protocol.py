@@ -51,6 +51,8 @@ class Option:
     flags: tuple[str, ...] = ()
     #: given any number of times on the command line; the backend then gets a list
     repeat: bool = False
+    #: a switch: given without a value, it means True (absent: None, the backend's default)
+    switch: bool = False
 
     @property
     def flag(self) -> str:

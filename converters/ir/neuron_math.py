@@ -22,6 +22,7 @@ import torch
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.limits import DECAY_MAX, DECAY_UNIT
+from dalif_deploy.fixedpoint.program import RESET_MODES
 from dalif_deploy.neurons.protocol import fire, integrate
 
 Pair = tuple[int, int]
@@ -44,6 +45,22 @@ def int_pair(v: Any, what: str, node: str) -> Pair:
 def spike_rule(node: nir.NIRNode) -> str:
     """``">="`` when the node's metadata says so (our DA-LIF export), else NIR's ``">"``."""
     return ">=" if str((node.metadata or {}).get("spike_condition", ">")) == ">=" else ">"
+
+
+def reset_mode(node: nir.NIRNode) -> str:
+    """The node's ``reset_mode`` metadata (one of
+    :data:`~dalif_deploy.fixedpoint.program.RESET_MODES`:
+    our export's, or what ``--from``/``--reset`` stated, :mod:`.nir_conventions`), else NIR's
+    reset to ``v_reset`` in the spike's step (``zero``)."""
+    mode = str((node.metadata or {}).get("reset_mode", "zero"))
+    if mode not in RESET_MODES:
+        raise DaLifError(f"node metadata reset_mode {mode!r}: choose one of {list(RESET_MODES)}")
+    return mode
+
+
+def multi_spike(node: nir.NIRNode) -> bool:
+    """Whether the node sends spike counts (metadata ``multi_spike``; NIR: one spike)."""
+    return bool((node.metadata or {}).get("multi_spike", False))
 
 
 def f64(a: Any) -> np.ndarray:
@@ -78,11 +95,15 @@ class Leaky(NamedTuple):
 
 
 class Fire(NamedTuple):
-    """Spike when ``v > v_threshold`` (``v >= v_threshold`` if ``ge``), then ``v := v_reset``."""
+    """Spike when ``v > v_threshold`` (``v >= v_threshold`` if ``ge``), then reset by ``reset``
+    (``zero``: ``v := v_reset``; the other modes: :func:`fire_after`); ``multi``: send the
+    spike count."""
 
     v_threshold: torch.Tensor
     v_reset: torch.Tensor
     ge: bool
+    reset: str = "zero"
+    multi: bool = False
 
 
 class SpikingParams(NamedTuple):
@@ -118,18 +139,38 @@ def firing(node: nir.NIRNode, dtype: torch.dtype) -> Fire:
     reset = getattr(node, "v_reset", None)
     return Fire(tensor(node.v_threshold, dtype),
                 tensor(np.zeros_like(f64(node.v_threshold)) if reset is None else reset, dtype),
-                spike_rule(node) == ">=")
+                spike_rule(node) == ">=", reset_mode(node), multi_spike(node))
 
 
-def _fire(v: torch.Tensor, p: Fire) -> tuple[torch.Tensor, torch.Tensor]:
-    return fire(v, p.v_threshold, p.v_reset, inclusive=p.ge)
+def fire_after(v: torch.Tensor, before: torch.Tensor | None, p: Fire
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fire the integrated potential ``v`` of a neuron whose previous potential was ``before``
+    (None: the first step). The float form of the program's firing (docs/DESIGN.md section 4,
+    :func:`dalif_deploy.fixedpoint.arithmetic.fire_and_reset`)::
+
+        *-next   v := v (1 - S_prev)  or  v - th S_prev,  S_prev = [before > th] (or >=)
+        S = [v > th] (or >=);  multi: n = ceil(v / th) - 1 (>=: floor(v / th)) where S
+        zero: v := v_reset where S;  subtract: v - n th;  *-next: v as it is
+
+    Returns ``(S or n, v')``."""
+    th = p.v_threshold
+    if p.reset.endswith("-next") and before is not None:
+        fb = (before >= th if p.ge else before > th).to(v.dtype)
+        v = v * (1 - fb) if p.reset == "zero-next" else v - th * fb
+    if p.reset == "zero" and not p.multi:
+        return fire(v, th, p.v_reset, inclusive=p.ge)
+    s = (v >= th if p.ge else v > th).to(v.dtype)
+    n = s * (torch.floor(v / th) if p.ge else torch.ceil(v / th) - 1) if p.multi else s
+    if p.reset == "zero":
+        return n, torch.where(s != 0, p.v_reset, v)
+    return n, (v - th * n if p.reset == "subtract" else v)
 
 
 def lif_step(state: torch.Tensor | None, x: torch.Tensor, p: SpikingParams
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """LIF/IF: ``V = decay v + gain x (+ leak)``, ``S = V > th`` (or ``>=``), ``v' = v_reset
-    where S else V``; returns ``(S, v')``."""
-    return _fire(integrate(x, state, *p.membrane), p.fire)
+    where S else V`` (other resets and spike counts: :func:`fire_after`); returns ``(S, v')``."""
+    return fire_after(integrate(x, state, *p.membrane), state, p.fire)
 
 
 def li_step(state: torch.Tensor | None, x: torch.Tensor, p: Leaky
@@ -144,7 +185,7 @@ def cuba_lif_step(state: tuple | None, x: torch.Tensor, p: CubaParams
     """CubaLIF: the current ``i`` integrates ``x``, the membrane integrates the new ``i``."""
     i, v = state if state is not None else (None, None)
     i = integrate(x, i, *p.synapse)
-    s, v = _fire(integrate(i, v, *p.membrane), p.fire)
+    s, v = fire_after(integrate(i, v, *p.membrane), v, p.fire)
     return s, (i, v)
 
 
@@ -184,10 +225,11 @@ def _per_channel(kind: str, name: str, what: str, a: np.ndarray, shape: tuple[in
     return per_chan[:, 0]
 
 
-def _reading(beta_c: np.ndarray, alpha: np.ndarray, v_th: float, cond: str,
+def _reading(node: nir.NIRNode, beta_c: np.ndarray, alpha: np.ndarray, v_th: float, cond: str,
              du: int = DECAY_MAX, bias_gain: np.ndarray | None = None) -> dict[str, Any]:
     return {"beta_c": beta_c, "alpha": alpha, "v_th": v_th, "cond": cond, "du": int(du),
-            "bias_gain": alpha if bias_gain is None else bias_gain}
+            "bias_gain": alpha if bias_gain is None else bias_gain,
+            "reset": reset_mode(node), "multi": multi_spike(node)}
 
 
 def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
@@ -196,8 +238,8 @@ def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) ->
 
     The reading (all neuron readings): ``beta_c`` per channel, ``alpha`` (the gain from the
     input x into v, folded into the weights), ``v_th``, ``cond`` (``>`` or ``>=``), ``du``
-    (Loihi's current decay; 4095 = no current memory) and ``bias_gain`` (the gain from a
-    constant input into v per step, for the bias)."""
+    (Loihi's current decay; 4095 = no current memory), ``bias_gain`` (the gain from a
+    constant input into v per step, for the bias), ``reset`` and ``multi`` (the firing)."""
     arr = _layer_array("LIF", name, shape)
     tau, r = arr(node.tau, "tau"), arr(node.r, "r")
     vth = _firing_reading("LIF", name, node, arr)
@@ -219,7 +261,7 @@ def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) ->
     cond = str(md.get("spike_condition", ">=" if "alpha" in md else ">"))
     if cond not in (">=", ">"):
         raise DaLifError(f"LIF {name}: unknown spike condition {cond!r}")
-    return _reading(_per_channel("LIF", name, "beta", beta, shape), alpha, vth, cond)
+    return _reading(node, _per_channel("LIF", name, "beta", beta, shape), alpha, vth, cond)
 
 
 def if_as_dalif(name: str, node: nir.IF, shape: tuple[int, ...], dt: float) -> dict[str, Any]:
@@ -228,7 +270,7 @@ def if_as_dalif(name: str, node: nir.IF, shape: tuple[int, ...], dt: float) -> d
     arr = _layer_array("IF", name, shape)
     r = arr(node.r, "r")
     vth = _firing_reading("IF", name, node, arr)
-    return _reading(np.ones(shape[0]), dt * r, vth, spike_rule(node))
+    return _reading(node, np.ones(shape[0]), dt * r, vth, spike_rule(node))
 
 
 def cuba_as_dalif(name: str, node: nir.CubaLIF, shape: tuple[int, ...], dt: float
@@ -258,5 +300,5 @@ def cuba_as_dalif(name: str, node: nir.CubaLIF, shape: tuple[int, ...], dt: floa
     if not 1 <= du1 <= DECAY_UNIT:
         raise DaLifError(f"CubaLIF {name}: dt/tau_syn = {float(ks.reshape(-1)[0]):.3g} gives "
                          f"du + 1 = {du1}, outside [1, {DECAY_UNIT}]; check dt (--dt/--from)")
-    return _reading(_per_channel("CubaLIF", name, "tau_mem", 1.0 - km, shape),
+    return _reading(node, _per_channel("CubaLIF", name, "tau_mem", 1.0 - km, shape),
                     km * r * ks * w_in, vth, spike_rule(node), du1 - 1, km * r * w_in)

@@ -37,11 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_options(p)
     p.add_argument("--from", dest="exporter", metavar="EXPORTER",
                    help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
-                   "Euler), sinabs (dt 1, exact decay), norse (dt 1e-3, Euler) or nir (give "
-                   "--dt)")
+                   "Euler), sinabs (dt 1, exact decay), spikingjelly (dt 1e-4, Euler, fires "
+                   "on >=), norse (dt 1e-3, Euler) or nir (give --dt)")
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
                    "--from's; required with plain NIR)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
+    p.add_argument("--reset", choices=("zero", "subtract"), help="how a foreign graph's "
+                   "neurons reset (as `simulate --reset`)")
+    p.add_argument("--multi-spike", action="store_true", help="a foreign graph's neurons "
+                   "send spike counts (as `simulate --multi-spike`)")
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
     p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "
@@ -81,8 +85,8 @@ def input_range_note(args: argparse.Namespace, scale: float) -> None:
 
 def cli_quantize(args: argparse.Namespace) -> int:
     """``dalif-deploy quantize MODEL.nir -o model.fxp [--calibrate DATASET] [--weight-bits]``."""
-    from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes, read_nir
-    from dalif_deploy.converters.nir_conventions import read_conventions
+    from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes
+    from dalif_deploy.converters.nir_conventions import read_graph
     from dalif_deploy.converters.nir_to_fixed import (
         calibration_effect,
         format_table,
@@ -96,7 +100,8 @@ def cli_quantize(args: argparse.Namespace) -> int:
                         needs_encoding=True)
     # validated (NaN parameters, shapes, unknown nodes), then read with its exporter's
     # conventions (--from: dt, exact decay as Euler taus, the dt/tau range)
-    reading = read_conventions(read_nir(Path(args.graph)), args.exporter, args.dt)
+    reading = read_graph(Path(args.graph), args.exporter, args.dt, args.reset,
+                         bool(args.multi_spike))
     graph = reading.graph
     for line in reading.notes:
         note(args, line)

@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per batch (lava: per compiled network)")
     for opt, _ in backend_options().values():
+        if opt.switch:
+            p.add_argument(*(opt.flags or (opt.flag,)), dest=opt.name, default=opt.default,
+                           help=opt.help, action="store_const", const=True)
+            continue
         p.add_argument(*(opt.flags or (opt.flag,)), dest=opt.name, type=opt.type,
                        default=opt.default, help=opt.help,
                        action="append" if opt.repeat else "store",

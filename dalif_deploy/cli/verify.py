@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
                    "--from's)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a NIR graph that records none")
+    p.add_argument("--reset", choices=("zero", "subtract"), help="how a foreign graph's "
+                   "neurons reset (as `simulate --reset`)")
+    p.add_argument("--multi-spike", action="store_true", default=None,
+                   help="a foreign graph's neurons send spike counts (as `simulate`)")
     p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
                    "(default: the one the model file records)")
     add_data_options(p)
@@ -105,7 +109,8 @@ def cli_verify(args: argparse.Namespace) -> int:
                                         dataset=event_options(args.dataset, args),
                                         data_dir=args.data_dir,
                                         exporter=args.exporter, dt=args.dt,
-                                        timesteps=args.timesteps, options=options)
+                                        timesteps=args.timesteps, options=options,
+                                        reset=args.reset, multi_spike=args.multi_spike)
     finally:
         stop()
     if not world.main:  # every rank has the result; rank 0 prints, writes and fails

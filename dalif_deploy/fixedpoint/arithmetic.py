@@ -119,6 +119,7 @@ class LifParams:
 
     ``bias`` is the effective bias (``bias_mant`` shifted by ``bias_exp``). ``wrap_u`` /
     ``clip_v`` may be False only where bounds prove the wrap/clip can never trigger.
+    ``spike_ge``, ``reset``, ``multi_spike``: the population's firing (:func:`fire_and_reset`).
     """
 
     du: int
@@ -128,6 +129,9 @@ class LifParams:
     wrap_u: bool = True
     clip_v: bool = True
     decay_v: bool = True
+    spike_ge: bool = False
+    reset: str = "zero"
+    multi_spike: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,10 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         s  = v > (vth << 6)                               strict
         v  = 0 where s                                    u is not reset
 
+    That is the default (Lava's LIF); other spike rules, reset modes and multi-spike output
+    are :func:`fire_and_reset`'s (``zero-next``/``subtract-next`` apply the previous step's
+    spike, read from the unreset v, to this step's clipped integral before it fires).
+
     ``bias = bias_mant << bias_exp`` (floor shift when negative), not shifted by 6. Works on
     int64 tensors or float64 tensors holding integers (exact below 2^53). Returns the boolean
     spikes and the new state.
@@ -175,6 +183,8 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         hi, lo = u > U_LIMIT, u <= -U_LIMIT
         u = u - (2 * U_LIMIT) * hi.to(u.dtype) + (2 * U_LIMIT) * lo.to(u.dtype)
         u_wraps = u_wraps + (hi | lo).sum(dims).to(u_wraps.dtype)
+    theta = params.vth << 6
+    fired_before = _fires(v, theta, params.spike_ge) if params.reset.endswith("-next") else None
     if params.decay_v:
         v = decay_rtz(v, params.dv)
     v = v + u + params.bias
@@ -182,9 +192,44 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         sat = (v > V_MAX) | (v < -V_MAX)
         v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)
         v = v.clamp(-V_MAX, V_MAX)
-    keep = v <= (params.vth << 6)
-    v = v * keep  # (masked_fill is 4x slower)
-    return ~keep, LifState(u, v, u_wraps, v_sat)
+    if fired_before is not None:  # the previous step's spike resets this step's integral
+        v = v * ~fired_before if params.reset == "zero-next" else v - theta * fired_before
+    if params.reset == "zero" and not params.multi_spike and not params.spike_ge:
+        keep = v <= theta
+        v = v * keep  # (masked_fill is 4x slower)
+        return ~keep, LifState(u, v, u_wraps, v_sat)
+    spikes, v = fire_and_reset(v, theta, params)
+    return spikes, LifState(u, v, u_wraps, v_sat)
+
+
+def _fires(v: torch.Tensor, theta: int, ge: bool) -> torch.Tensor:
+    return v >= theta if ge else v > theta
+
+
+def fire_and_reset(v: torch.Tensor, theta: int, params: LifParams
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes and the reset v for the threshold ``theta = vth << 6`` (integers throughout)::
+
+        fire   s = v > theta          (spike_ge: v >= theta)
+        count  n = floor((v - 1) / theta) where s   (spike_ge: floor(v / theta); multi_spike)
+               n = s                                (one spike)
+        reset  zero: v = 0 where s;  subtract: v = v - n * theta;  *-next: v as it is (the
+               next step resets its integral, :func:`lif_step`)
+
+    ``n`` counts how often theta can be taken from v with the rule still holding before each
+    take: ``v - (n - 1) theta > theta`` (``>=``), so subtracting ``n theta`` leaves
+    ``0 <= v < theta`` (``>=``) or ``0 < v <= theta`` (``>``). Multi-spike needs theta >= 1
+    (constraint ``multi-spike``). Returns (spikes: bool, or the counts for multi-spike; v)."""
+    s = _fires(v, theta, params.spike_ge)
+    if params.multi_spike:
+        num = v if params.spike_ge else v - 1
+        n = torch.div(num, theta, rounding_mode="floor") * s  # exact: integer floor division
+        return n, (v * ~s if params.reset == "zero" else v - n * theta)
+    if params.reset == "zero":
+        return s, v * ~s
+    if params.reset == "subtract":
+        return s, v - theta * s
+    return s, v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +250,7 @@ class LifF32Params:
     divisor: float = 1.0
     factor: torch.Tensor | None = None
     clip_v: bool = True
+    spike_ge: bool = False  # fire on v >= threshold
 
     @staticmethod
     def from_lif(params: LifParams) -> LifF32Params:
@@ -215,7 +261,8 @@ class LifF32Params:
             divisor = _UNIT_F / float(f[0])
         elif params.decay_v:
             factor = (DECAY_UNIT - params.dv).to(torch.float32)
-        return LifF32Params(float(params.vth << 6), divisor, factor, params.clip_v)
+        return LifF32Params(float(params.vth << 6), divisor, factor, params.clip_v,
+                            params.spike_ge)
 
 
 def decay_f32(v: torch.Tensor, p: LifF32Params,
@@ -245,7 +292,7 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
     no current memory, so u is a function of this step's input only)::
 
         v = clip(rtz(v * (4096 - dv) / 4096) + u, -(2^23 - 1), 2^23 - 1)   (only if clip_v)
-        s = v > (vth << 6);   v = 0 where s
+        s = v > (vth << 6)  (spike_ge: >=);   v = 0 where s
 
     Exact when ``|u| < 2^23`` (then every intermediate is an integer below 2^24). For speed ``v``
     is updated in place and the float 0/1 spikes are written into ``spikes``; returns the new v
@@ -257,5 +304,5 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
     if p.clip_v:
         sat = (v.abs() > V_MAX).flatten(1).sum(1)
         v.clamp_(-V_MAX, V_MAX)
-    torch.gt(v, p.threshold, out=spikes)
+    (torch.ge if p.spike_ge else torch.gt)(v, p.threshold, out=spikes)
     return v.addcmul_(v, spikes, value=-1.0), sat  # v - v * s: exact, v or 0

@@ -13,6 +13,7 @@ program passes the check exactly when it lowers.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from .limits import (
     CONV_BITS,
     DECAY_MAX,
     FAN_IN_MAX,
+    GRADED_PAYLOAD_MAX,
     INPUT_BITS_RANGE,
     INT32_SAFE,
     LAVA_CONV_PARAM_MAX,
@@ -96,15 +98,41 @@ RULES: dict[str, str] = {
     "topology": "populations in topological order (a synapse back to its own population is the "
                 "one cycle allowed), every one driven, the readout feeds none",
     "readout": "the readout is a non-spiking integrator (dv = 0, du = 4095, vth max)",
+    "multi-spike": "spike counts go out as graded spikes whose payload holds every count",
 }
 
 
 def source_max(program: FixedProgram, s: Synapse) -> int:
-    """Largest |value| a synapse's source sends: 2^(bits-1) for graded analog input, else 1
-    (binary spikes)."""
+    """Largest |value| a synapse's source sends: 2^(bits-1) for graded analog input, the
+    largest spike count of a multi-spike population (:func:`spike_count_max`) into a graded
+    synapse, else 1 (binary spikes)."""
     if s.source == "input" and s.graded and program.input.encoding is ANALOG:
         return 2 ** (program.input.bits - 1)
+    if s.source != "input" and s.graded and program.population(s.source).multi_spike:
+        return spike_count_max(program, s.source)
     return 1
+
+
+def spike_count_max(program: FixedProgram, name: str) -> int:
+    """Most spikes a multi-spike population can send in one step (1 for one-spike ones).
+
+    Before firing ``v <= r + u_max + |bias|`` (``u_max = 64 a_max``, at most 2^23): ``r``,
+    what a step leaves in v, is below ``theta = vth << 6`` or equal to it (``zero`` leaves 0;
+    ``subtract`` leaves ``0 <= v <= theta``, and decay only shrinks it), and v saturates at
+    2^23 - 1. The count is then at most
+    ``floor(v / theta)``. Refused (rule ``multi-spike``) where it exceeds the payload."""
+    p = program.population(name)
+    if not p.multi_spike:
+        return 1
+    theta = p.vth << 6
+    if theta < 1:
+        return V_MAX
+    rest = theta if p.reset == "subtract" else 0
+    bias = float(np.abs(p.bias_mant).max(initial=0)) * 2.0 ** p.bias_exp  # >= |effective|
+    # u: this step's a << 6, or with current memory (du < 4095) or a wrap anything up to 2^23
+    u = U_LIMIT if p.du < DECAY_MAX else min(U_LIMIT, math.ceil(64 * _input_max(program, name)))
+    v_max = min(V_MAX, rest + u + math.ceil(bias))
+    return max(1, v_max // theta)
 
 
 def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
@@ -221,9 +249,30 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
     elif a_max * 64 >= U_LIMIT:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} (x64) can wrap "
                         "the 24-bit current u; the emulator counts u wraps", "warning")
+    if p.multi_spike:
+        yield from _check_multi_spike(program, p)
     if p.name != program.readout.population and 64 * p.vth > V_MAX // 2:
         yield Violation("headroom", p.name, f"64*vth = {64 * p.vth} leaves less than 1 bit "
                         "of v headroom in 24 bits; lower the scale", "warning")
+
+
+def _check_multi_spike(program: FixedProgram, p: Population) -> Iterator[Violation]:
+    """A count needs theta >= 1, a payload that holds it and graded synapses that multiply it
+    (a binary synapse would count any number of spikes as one)."""
+    if p.vth < 1:
+        yield Violation("multi-spike", p.name, "vth = 0: a multi-spike population divides v "
+                        "by vth << 6; give it a positive threshold")
+        return
+    n = spike_count_max(program, p.name)
+    if n > GRADED_PAYLOAD_MAX:
+        yield Violation("multi-spike", p.name, f"may send up to {n} spikes in one step, more "
+                        f"than a graded spike's payload carries (<= {GRADED_PAYLOAD_MAX}); "
+                        "raise vth relative to the weights (lower the population's scale) or "
+                        "bound the input")
+    for s in program.synapses:
+        if s.source == p.name and not s.graded:
+            yield Violation("multi-spike", s.name, f"{p.name} sends spike counts, which a "
+                            "binary synapse would count as one spike; mark it graded")
 
 
 def _check_topology(program: FixedProgram) -> Iterator[Violation]:
@@ -251,9 +300,11 @@ def _check_topology(program: FixedProgram) -> Iterator[Violation]:
             yield Violation("topology", s.name, f"the readout {ro} must not feed other "
                             "populations")
     r = program.population(ro)
-    if r.du != DECAY_MAX or np.any(r.dv != 0) or r.vth != VTH_MAX:
-        yield Violation("readout", ro, f"readout needs du={DECAY_MAX}, dv=0, vth={VTH_MAX} "
-                        f"(got du={r.du}, dv={sorted(set(r.dv.tolist()))}, vth={r.vth})")
+    if r.du != DECAY_MAX or np.any(r.dv != 0) or r.vth != VTH_MAX or not r.plain:
+        yield Violation("readout", ro, f"readout needs du={DECAY_MAX}, dv=0, vth={VTH_MAX}, "
+                        "spike rule '>', reset 'zero', one spike (got du="
+                        f"{r.du}, dv={sorted(set(r.dv.tolist()))}, vth={r.vth}, spike rule "
+                        f"{r.spike_rule!r}, reset {r.reset!r}, multi_spike={r.multi_spike})")
     else:
         a_max = _input_max(program, ro)
         bias = float(np.abs(r.bias_mant).max(initial=0)) * 2.0 ** r.bias_exp
@@ -331,7 +382,8 @@ def describe_program(path: str | os.PathLike, hardware: Any = None) -> dict[str,
             {"name": p.name, "shape": list(p.shape), "vth": p.vth, "du": p.du,
              "dv": sorted({int(d) for d in p.dv}), "bias_exp": p.bias_exp,
              "bias_mant_range": [int(p.bias_mant.min()), int(p.bias_mant.max())],
-             "scale": p.scale, "provenance": p.provenance}
+             "scale": p.scale, "provenance": p.provenance, "spike_rule": p.spike_rule,
+             "reset": p.reset, "multi_spike": p.multi_spike}
             for p in prog.populations],
         "synapses": [
             {"name": s.name, "source": s.source, "target": s.target, "kind": s.kind,

@@ -29,6 +29,9 @@ FAN_IN_MAX = 4096  # nonzero synapses into one neuron that we accept without a w
 # Dense keeps integer weights in this range exactly (optimize_weight_bits)
 NETX_BIAS_EXP = 6
 NETX_DENSE_RANGE = (-256, 254)
+# graded spikes out of a population (spike counts): our lowering sends graded messages of 8
+# bits (num_message_bits = 8), the signed range of the graded analog input
+GRADED_PAYLOAD_MAX = 127
 # input
 INPUT_BITS_RANGE = (2, 8)  # graded (analog) input spikes
 # run length

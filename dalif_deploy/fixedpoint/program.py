@@ -3,7 +3,8 @@
 One small dataclass per concept, with shape and range checks in ``__post_init__``:
 
 * :class:`InputEncoding` - how samples become integer input (8-bit graded analog, or events).
-* :class:`Population` - a CUBA-LIF population (du, dv, vth, bias mantissa/exponent).
+* :class:`Population` - a CUBA-LIF population (du, dv, vth, bias mantissa/exponent, its spike
+  rule, reset mode and whether it sends spike counts).
 * :class:`Synapse` - a dense or conv connection between populations (integer weights).
 * :class:`Readout` - the non-spiking integrator read at the end, with its dequantisation scale.
 * :class:`WeightErrors` - the quantiser's record of one synapse's weight rounding errors.
@@ -46,6 +47,13 @@ from .limits import DECAY_MAX, TIMESTEPS_MAX
 
 PROGRAM_FORMAT = "dalif-deploy.fixed-program"
 PROGRAM_VERSION = 1
+
+#: how a population resets after a spike (docs/DESIGN.md section 4, "Reset modes"): in the
+#: spike's step (``zero``: v = 0; ``subtract``: v -= n * (vth << 6)) or in the next step, after
+#: its integration (``zero-next``, ``subtract-next``: snnTorch's delayed reset)
+RESET_MODES = ("zero", "subtract", "zero-next", "subtract-next")
+#: when a population fires: ``v > vth << 6`` (Lava's LIF, NIR) or ``v >= vth << 6``
+SPIKE_RULES = (">", ">=")
 
 
 def _check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -110,6 +118,9 @@ class Population:
     ``dv`` is an int array of shape ``(C,)`` (per channel) or ``(1,)`` (per population);
     ``bias_mant`` has the full neuron ``shape``; ``scale`` maps float volts to integer v units
     (v = scale * V, v including the << 6); ``provenance`` names the NIR nodes it came from.
+    ``spike_rule`` (:data:`SPIKE_RULES`), ``reset`` (:data:`RESET_MODES`) and ``multi_spike``
+    (send ``n`` spikes as one graded spike with payload n, e.g. Sinabs' MultiSpike) are the
+    neuron's firing; the defaults are Lava's LIF.
     """
 
     name: str
@@ -121,10 +132,21 @@ class Population:
     du: int = DECAY_MAX
     scale: float = 1.0
     provenance: list[str] = field(default_factory=list)
+    spike_rule: str = ">"
+    reset: str = "zero"
+    multi_spike: bool = False
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
         _check_shape(self.shape, self.name)
+        if self.spike_rule not in SPIKE_RULES or self.reset not in RESET_MODES:
+            raise DaLifError(f"{self.name}: spike rule {self.spike_rule!r} / reset "
+                             f"{self.reset!r}: choose from {list(SPIKE_RULES)} / "
+                             f"{list(RESET_MODES)}")
+        self.multi_spike = bool(self.multi_spike)
+        if self.multi_spike and self.reset.endswith("-next"):
+            raise DaLifError(f"{self.name}: a multi-spike population resets in its spike's "
+                             f"step (zero or subtract), not {self.reset!r}")
         self.scale = _check_scale(self.scale, self.name)
         self.dv = _int_array(self.dv, f"{self.name}.dv").reshape(-1)
         self.bias_mant = _int_array(self.bias_mant, f"{self.name}.bias_mant")
@@ -139,6 +161,11 @@ class Population:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def plain(self) -> bool:
+        """Lava's stock LIF firing: ``>``, one spike, reset to 0 in the spike's step."""
+        return self.spike_rule == ">" and self.reset == "zero" and not self.multi_spike
 
 
 @dataclass
@@ -306,7 +333,8 @@ class FixedProgram:
 
 _HEADER_KEY = "header"
 _SCALAR_FIELDS = {
-    "population": ("name", "shape", "vth", "bias_exp", "du", "scale", "provenance"),
+    "population": ("name", "shape", "vth", "bias_exp", "du", "scale", "provenance",
+                   "spike_rule", "reset", "multi_spike"),
     "synapse": ("name", "source", "target", "kind", "weight_exp", "weight_bits", "sign_mode",
                 "graded", "stride", "padding", "groups", "input_shape", "output_shape",
                 "provenance"),
@@ -446,7 +474,11 @@ HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
     "readout": {"population": _NAME, "scale": (number, True)},
     "population": {"name": _NAME, "shape": (_shape_field, True), "vth": (integer, True),
                    "bias_exp": (integer, False), "du": (integer, False),
-                   "scale": (number, False), "provenance": (_string_list, False)},
+                   "scale": (number, False), "provenance": (_string_list, False),
+                   # absent in files written before reset modes: Lava's LIF (">", "zero")
+                   "spike_rule": (lambda v, w: text(v, w, SPIKE_RULES), False),
+                   "reset": (lambda v, w: text(v, w, RESET_MODES), False),
+                   "multi_spike": (_boolean, False)},
     "synapse": {"name": _NAME, "source": _NAME, "target": _NAME,
                 "kind": (lambda v, w: text(v, w, ("dense", "conv")), True),
                 "weight_exp": (integer, False), "weight_bits": (integer, False),

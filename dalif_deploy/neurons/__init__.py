@@ -92,8 +92,13 @@ SURROGATE_NAMES = ("atan", "rectangular", "sigmoid")
 V_TH = Setting(_number(0.0, lo_open=True), 1.0)
 SURROGATE = Setting(_choice(*SURROGATE_NAMES), "atan")
 SURROGATE_WIDTH = Setting(_number(0.0, lo_open=True), 2.0)
+#: how a neuron resets after a spike (neurons/protocol.py's RESETS; a contract test checks)
+RESET_NAMES = ("zero", "subtract")
+RESET = Setting(_choice(*RESET_NAMES), None, help="how every neuron resets after a spike: to "
+                "0 (the default) or by subtracting v_th", choices=RESET_NAMES)
 #: the settings every model of the shared integrate/fire equation takes
-COMMON = {"v_th": V_TH, "surrogate": SURROGATE, "surrogate_width": SURROGATE_WIDTH}
+COMMON = {"v_th": V_TH, "surrogate": SURROGATE, "surrogate_width": SURROGATE_WIDTH,
+          "reset": RESET}
 GRANULARITY = Setting(_choice("layer", "channel"), "layer",
                       help="one learnable decay set per layer (the papers', the default) or "
                       "per channel", choices=("layer", "channel"))

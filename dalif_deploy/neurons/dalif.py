@@ -59,6 +59,7 @@ class DaLifParams:
     v_th: float = 1.0
     surrogate: str = "atan"
     surrogate_width: float = 2.0
+    reset: str = "zero"  # or "subtract" (H = V - v_th * S)
 
     @property
     def granularity(self) -> str:
@@ -82,14 +83,16 @@ def dalif_step(
     v_th: float,
     surrogate: str = "atan",
     width: float = 2.0,
+    subtract: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DA-LIF equation on tensors: ``(x, h) -> (spikes, h_next, v)``.
 
-    ``V = beta * H + alpha * X``, ``S = [V >= v_th]``, ``H' = V * (1 - S)``. ``alpha`` and
+    ``V = beta * H + alpha * X``, ``S = [V >= v_th]``, ``H' = V * (1 - S)`` (``subtract``:
+    ``H' = V - v_th * S``). ``alpha`` and
     ``beta`` broadcast against ``x`` (scalars, or per channel shaped ``(1, C, 1, ...)``).
     """
     v = integrate(x, h, beta, alpha)
-    s, h_next = fire(v, v_th, surrogate=surrogate, width=width)
+    s, h_next = fire(v, v_th, surrogate=surrogate, width=width, subtract=subtract)
     return s, h_next, v
 
 
@@ -112,7 +115,7 @@ class DaLif(NeuronModel):
         a = per_channel(params.alpha, x, "DA-LIF")
         b = per_channel(params.beta, x, "DA-LIF")
         s, h, v = dalif_step(x, state.h, a, b, params.v_th, params.surrogate,
-                             params.surrogate_width)
+                             params.surrogate_width, params.reset == "subtract")
         return s, MembraneState(h, v)
 
     def to_nir(self, params: DaLifParams, shape: Sequence[int], name: str = "") -> Any:
@@ -128,7 +131,7 @@ class DaLif(NeuronModel):
         meta = {"neuron_model": self.name, "equation": EQUATION,
                 "granularity": params.granularity, "alpha": meta_value(alpha),
                 "beta": meta_value(beta)}
-        return lif_node(1.0 / (1.0 - b), a / (1.0 - b), params.v_th, shape, meta)
+        return lif_node(1.0 / (1.0 - b), a / (1.0 - b), params.v_th, shape, meta, params.reset)
 
     def from_nir(self, node: Any, name: str = "", dtype: torch.dtype = torch.float32
                  ) -> DaLifParams:
@@ -138,7 +141,8 @@ class DaLif(NeuronModel):
         rd = read_lif_node(node, name, "DA-LIF")
         a, b = (reduce_granularity(v, rd.per_channel, what, name, "DA-LIF")
                 for v, what in ((rd.k * rd.r, "alpha"), (1.0 - rd.k, "beta")))
-        return DaLifParams(torch.as_tensor(a).to(dtype), torch.as_tensor(b).to(dtype), rd.v_th)
+        return DaLifParams(torch.as_tensor(a).to(dtype), torch.as_tensor(b).to(dtype), rd.v_th,
+                           reset=rd.reset)
 
 
 DALIF_NEURON = DaLif()
@@ -155,6 +159,7 @@ class DALIF(NeuronModule):
         init_alpha, init_beta: initial effective decays.
         parametrization: ``"tanh"`` (default) or ``"sigmoid"``.
         surrogate, surrogate_width: surrogate gradient name and width.
+        reset: ``"zero"`` (the paper's hard reset) or ``"subtract"`` (``H = V - v_th * S``).
 
     Calling conventions: see :class:`~dalif_deploy.neurons.protocol.NeuronModule` (``lif(x, state)``
     explicit, ``lif(x)`` single step inside networks, ``lif.forward_sequence(x_seq)``).
@@ -172,9 +177,11 @@ class DALIF(NeuronModule):
         parametrization: str = "tanh",
         surrogate: str = "atan",
         surrogate_width: float = 2.0,
+        reset: str = "zero",
     ) -> None:
         super().__init__()
-        shape = self.init_layer(channels, granularity, v_th, surrogate, surrogate_width)
+        shape = self.init_layer(channels, granularity, v_th, surrogate, surrogate_width,
+                                reset)
         for name, d in (("init_alpha", init_alpha), ("init_beta", init_beta)):
             if not 0.0 < d < 1.0:
                 raise DaLifError(f"{name} must lie in (0, 1), got {d}")
@@ -195,7 +202,7 @@ class DALIF(NeuronModule):
 
     def effective_params(self) -> DaLifParams:
         return DaLifParams(self.alpha, self.beta, self.v_th, self.surrogate,
-                           self.surrogate_width)
+                           self.surrogate_width, self.reset)
 
     def extra_repr(self) -> str:
         return (

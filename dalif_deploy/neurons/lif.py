@@ -53,6 +53,7 @@ class LifParams:
     v_th: float = 1.0
     surrogate: str = "atan"
     surrogate_width: float = 2.0
+    reset: str = "zero"  # or "subtract" (H = V - v_th * S)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.tau, int | float) and math.isfinite(self.tau)
@@ -82,7 +83,8 @@ class Lif(NeuronModel):
         interpreter does). Returns ``(S, MembraneState(h=H', v=V))``."""
         k = 1.0 / params.tau
         v = integrate(x, state.h, 1.0 - k, k)
-        s, h = fire(v, params.v_th, surrogate=params.surrogate, width=params.surrogate_width)
+        s, h = fire(v, params.v_th, surrogate=params.surrogate, width=params.surrogate_width,
+                    subtract=params.reset == "subtract")
         return s, MembraneState(h, v)
 
     def to_nir(self, params: LifParams, shape: Sequence[int], name: str = "") -> Any:
@@ -91,7 +93,7 @@ class Lif(NeuronModel):
         meta = {"neuron_model": self.name, "equation": EQUATION, "granularity": "layer",
                 "tau": float(params.tau)}
         return lif_node(np.full(shape, float(params.tau)), np.ones(shape), params.v_th, shape,
-                        meta)
+                        meta, params.reset)
 
     def from_nir(self, node: Any, name: str = "") -> LifParams:
         """The LIF parameters of a ``nir.LIF`` at dt = 1: one ``tau`` for the whole layer
@@ -102,7 +104,7 @@ class Lif(NeuronModel):
                              "1/tau (r = 1); read it as a DA-LIF layer instead")
         tau = reduce_granularity(np.asarray(node.tau, dtype=np.float64), False, "tau", name,
                                  "LIF")
-        return LifParams(float(tau), rd.v_th)
+        return LifParams(float(tau), rd.v_th, reset=rd.reset)
 
 
 LIF_NEURON = Lif()
@@ -117,6 +119,7 @@ class LIF(NeuronModule):
         v_th: firing threshold (fires on ``V >= v_th``).
         tau: the fixed time constant (>= 1; decay ``1 - 1/tau``, input gain ``1/tau``).
         surrogate, surrogate_width: surrogate gradient name and width.
+        reset: ``"zero"`` (the paper's hard reset) or ``"subtract"`` (``H = V - v_th * S``).
 
     It has no learnable parameter.
     """
@@ -130,13 +133,15 @@ class LIF(NeuronModule):
         tau: float = 2.0,
         surrogate: str = "atan",
         surrogate_width: float = 2.0,
+        reset: str = "zero",
     ) -> None:
         super().__init__()
-        self.init_layer(channels, "layer", v_th, surrogate, surrogate_width)
+        self.init_layer(channels, "layer", v_th, surrogate, surrogate_width, reset)
         self.tau = float(LifParams(tau).tau)
 
     def effective_params(self) -> LifParams:
-        return LifParams(self.tau, self.v_th, self.surrogate, self.surrogate_width)
+        return LifParams(self.tau, self.v_th, self.surrogate, self.surrogate_width,
+                          self.reset)
 
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, v_th={self.v_th}, "

@@ -64,6 +64,7 @@ class PlifParams:
     v_th: float = 1.0
     surrogate: str = "atan"
     surrogate_width: float = 2.0
+    reset: str = "zero"  # or "subtract" (H = V - v_th * S)
 
     @property
     def granularity(self) -> str:
@@ -92,7 +93,8 @@ class Plif(NeuronModel):
         dimension 1."""
         k = per_channel(params.k, x, "PLIF")
         v = integrate(x, state.h, 1 - k, k)
-        s, h = fire(v, params.v_th, surrogate=params.surrogate, width=params.surrogate_width)
+        s, h = fire(v, params.v_th, surrogate=params.surrogate, width=params.surrogate_width,
+                    subtract=params.reset == "subtract")
         return s, MembraneState(h, v)
 
     def to_nir(self, params: PlifParams, shape: Sequence[int], name: str = "") -> Any:
@@ -104,7 +106,7 @@ class Plif(NeuronModel):
         full = full_shape(k, shape, "PLIF", name)
         meta = {"neuron_model": self.name, "equation": EQUATION,
                 "granularity": params.granularity, "k": meta_value(k)}
-        return lif_node(1.0 / full, np.ones_like(full), params.v_th, shape, meta)
+        return lif_node(1.0 / full, np.ones_like(full), params.v_th, shape, meta, params.reset)
 
     def from_nir(self, node: Any, name: str = "", dtype: torch.dtype = torch.float32
                  ) -> PlifParams:
@@ -116,7 +118,7 @@ class Plif(NeuronModel):
             raise DaLifError(f"LIF node {name!r}: r != 1, but PLIF's input gain is its decay "
                              "k = 1/tau (r = 1); read it as a DA-LIF layer instead")
         k = reduce_granularity(rd.k, rd.per_channel, "tau", name, "PLIF")
-        return PlifParams(torch.as_tensor(k).to(dtype), rd.v_th)
+        return PlifParams(torch.as_tensor(k).to(dtype), rd.v_th, reset=rd.reset)
 
 
 PLIF_NEURON = Plif()
@@ -132,6 +134,7 @@ class PLIF(NeuronModule):
         v_th: firing threshold (fires on ``V >= v_th``).
         init_tau: initial time constant (> 1; ``k = 1/init_tau``; Fang et al. start at 2).
         surrogate, surrogate_width: surrogate gradient name and width.
+        reset: ``"zero"`` (the paper's hard reset) or ``"subtract"`` (``H = V - v_th * S``).
 
     The learnable parameter is ``k_raw`` with ``k = sigmoid(k_raw)``.
     """
@@ -146,9 +149,11 @@ class PLIF(NeuronModule):
         init_tau: float = 2.0,
         surrogate: str = "atan",
         surrogate_width: float = 2.0,
+        reset: str = "zero",
     ) -> None:
         super().__init__()
-        shape = self.init_layer(channels, granularity, v_th, surrogate, surrogate_width)
+        shape = self.init_layer(channels, granularity, v_th, surrogate, surrogate_width,
+                                reset)
         if not (math.isfinite(init_tau) and init_tau > 1.0):
             raise DaLifError(f"init_tau must be a finite number > 1, got {init_tau}")
         self.k_raw = nn.Parameter(torch.full(shape, -math.log(init_tau - 1.0)))
@@ -159,7 +164,8 @@ class PLIF(NeuronModule):
         return torch.sigmoid(self.k_raw)
 
     def effective_params(self) -> PlifParams:
-        return PlifParams(self.k, self.v_th, self.surrogate, self.surrogate_width)
+        return PlifParams(self.k, self.v_th, self.surrogate, self.surrogate_width,
+                          self.reset)
 
     def extra_repr(self) -> str:
         return (f"granularity={self.granularity}, channels={self.channels}, v_th={self.v_th}, "

@@ -118,16 +118,24 @@ def integrate(x: torch.Tensor, h: torch.Tensor | None, decay: torch.Tensor | flo
     return v if leak is None else v + leak
 
 
+#: how a neuron model resets after a spike (``train --reset``): to 0, or by subtracting the
+#: threshold (``H = V - v_th * S``), both in the spike's step
+RESETS = ("zero", "subtract")
+
+
 def fire(v: torch.Tensor, threshold: torch.Tensor | float, reset: torch.Tensor | None = None,
-         inclusive: bool = True, surrogate: str = "atan", width: float = 2.0
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Threshold and hard reset: returns ``(S, H)``.
+         inclusive: bool = True, surrogate: str = "atan", width: float = 2.0,
+         subtract: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Threshold and reset: returns ``(S, H)``.
 
     ``S = [V >= threshold]`` (``inclusive``, with the named surrogate gradient) or
     ``S = [V > threshold]``. ``H = V * (1 - S)`` (reset to 0; the gradient flows through S)
-    when ``reset`` is None, else ``H = reset where S else V``.
+    when ``reset`` is None, else ``H = reset where S else V``; ``subtract``: ``H = V -
+    threshold * S`` (the reset by subtraction, gradient through S).
     """
     s = spike(v - threshold, surrogate, width) if inclusive else (v > threshold).to(v.dtype)
+    if subtract:
+        return s, v - threshold * s
     h = v * (1 - s) if reset is None else torch.where(s != 0, reset, v)
     return s, h
 
@@ -223,14 +231,17 @@ def reduce_granularity(a: np.ndarray, per_channel: bool, what: str, name: str,
 
 
 def lif_node(tau: np.ndarray, r: np.ndarray, v_th: float, shape: Sequence[int],
-             meta: dict[str, Any]) -> Any:
-    """The ``nir.LIF`` (Euler, dt = 1, ``v_leak = v_reset = 0``, fires on ``>=``, hard reset)
+             meta: dict[str, Any], reset: str = "zero") -> Any:
+    """The ``nir.LIF`` (Euler, dt = 1, ``v_leak = v_reset = 0``, fires on ``>=``, hard reset
+    or, with ``reset="subtract"``, a subtract reset stated in the metadata's ``reset_mode``)
     with full-shape ``tau`` and ``r``; ``meta`` adds the model's own entries."""
     import nir
 
     shape = tuple(int(d) for d in shape)
-    md = {"dt": 1.0, "discretisation": "euler", "spike_condition": ">=",
-          "reset": "hard reset to v_reset = 0 (H = V * (1 - S))", **meta}
+    how = ("hard reset to v_reset = 0 (H = V * (1 - S))" if reset == "zero"
+           else "subtract reset (H = V - v_th * S)")
+    md = {"dt": 1.0, "discretisation": "euler", "spike_condition": ">=", "reset": how,
+          "reset_mode": reset, **meta}
     return nir.LIF(tau=tau, r=r, v_leak=np.zeros(shape), v_reset=np.zeros(shape),
                    v_threshold=np.full(shape, float(v_th)), metadata=md)
 
@@ -244,6 +255,7 @@ class LifReading:
     r: np.ndarray
     v_th: float
     per_channel: bool
+    reset: str = "zero"
 
 
 def read_lif_node(node: Any, name: str, model: str) -> LifReading:
@@ -270,7 +282,11 @@ def read_lif_node(node: Any, name: str, model: str) -> LifReading:
         granularity = "layer" if np.all(k == k.flat[0]) and np.all(r == r.flat[0]) else "channel"
     th = reduce_granularity(np.asarray(node.v_threshold, dtype=np.float64), False,
                             "v_threshold", name, model)
-    return LifReading(k, r, float(th), str(granularity) == "channel")
+    reset = str(meta.get("reset_mode", "zero"))
+    if reset not in RESETS:
+        raise DaLifError(f"LIF node {name!r} resets by {reset!r}; {model} resets in the "
+                         f"spike's step by {' or '.join(RESETS)}")
+    return LifReading(k, r, float(th), str(granularity) == "channel", reset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,10 +362,13 @@ class NeuronModule(nn.Module):
         self.w_rec = nn.Parameter(torch.randn(size, size) * std)
 
     def init_layer(self, channels: int | None, granularity: str, v_th: float, surrogate: str,
-                   surrogate_width: float) -> tuple[int, ...]:
+                   surrogate_width: float, reset: str = "zero") -> tuple[int, ...]:
         """Check and set the settings every neuron layer has (``channels``, ``granularity``,
-        ``v_th``, ``surrogate``, ``surrogate_width``); returns the shape of a learnable
-        parameter: ``()`` per layer, ``(channels,)`` per channel."""
+        ``v_th``, ``surrogate``, ``surrogate_width``, ``reset``); returns the shape of a
+        learnable parameter: ``()`` per layer, ``(channels,)`` per channel."""
+        if reset not in RESETS:
+            raise DaLifError(f"reset must be one of {list(RESETS)}, not {reset!r}")
+        self.reset = reset
         if granularity not in ("layer", "channel"):
             raise DaLifError(f"granularity must be 'layer' or 'channel', not {granularity!r}")
         if granularity == "channel" and not channels:

@@ -147,13 +147,17 @@ def _integer_trace(rec: Any, pop: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pre, spikes)`` of one population, float64 ``[T, N, *shape]``: Lava's v before the
     threshold, ``clip(rtz(v[t-1] (4096 - dv) / 4096) + u[t] + bias)``, rebuilt from the
     emulator's recorded v (after reset) and u, and its spikes. Checked against the recording:
-    ``spikes == pre > vth << 6`` and ``v == pre * (1 - spikes)``."""
+    ``spikes == pre > vth << 6`` (``>=`` for that spike rule) and ``v == pre * (1 - spikes)``."""
     from dalif_deploy.fixedpoint.arithmetic import decay_rtz, effective_bias
     from dalif_deploy.fixedpoint.limits import DECAY_MAX, V_MAX
 
     if pop.du < DECAY_MAX:
         raise DaLifError(f"finetune: population {pop.name} keeps current memory (du={pop.du}); "
                          "LIF layers have du = 4095")
+    if pop.reset != "zero" or pop.multi_spike:
+        raise DaLifError(f"finetune: population {pop.name} resets by {pop.reset!r}"
+                         + (" with spike counts" if pop.multi_spike else "")
+                         + "; fine-tuning follows the reset to 0 only: train with --reset zero")
     v = torch.from_numpy(rec.v[pop.name]).double()
     u = torch.from_numpy(rec.u[pop.name]).double()
     s = torch.from_numpy(rec.spikes[pop.name]).double()
@@ -162,7 +166,8 @@ def _integer_trace(rec: Any, pop: Any) -> tuple[torch.Tensor, torch.Tensor]:
     bias = torch.as_tensor(effective_bias(pop.bias_mant, pop.bias_exp), dtype=torch.float64)
     prev = torch.cat([torch.zeros_like(v[:1]), v[:-1]])
     pre = (decay_rtz(prev, dv) + u + bias).clamp(-V_MAX, V_MAX)
-    fired = (pre > (pop.vth << 6)).double()
+    theta = pop.vth << 6
+    fired = (pre >= theta if pop.spike_rule == ">=" else pre > theta).double()
     if not (torch.equal(fired, s) and torch.equal(pre * (1 - fired), v)):
         raise DaLifError(f"finetune: population {pop.name}: the recorded emulator trace does "
                          "not follow Lava's LIF step (internal error; please report it)")

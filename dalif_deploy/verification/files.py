@@ -28,10 +28,12 @@ def verify_file(path: str | Path, *, reference: str | Path | None = None,
                 dataset: str | None = None, data_dir: str | None = None,
                 exporter: str | None = None, dt: float | None = None,
                 timesteps: int | None = None, options: VerifyOptions | None = None,
+                reset: str | None = None, multi_spike: bool = False,
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify the file a user deploys: a checkpoint (.pt, as :func:`verify_checkpoint`), a NIR
     graph (.nir: the float reference is our NIR interpreter; read with ``exporter``/``dt``
-    (``--from``/``--dt``) and ``timesteps`` (``-T``) as ``simulate`` does, then quantised as
+    (``--from``/``--dt``), ``reset``/``multi_spike`` (``--reset``/``--multi-spike``) and
+    ``timesteps`` (``-T``) as ``simulate`` does, then quantised as
     ``quantize --calibrate`` does, on up to 512 training samples) or a program (.fxp: run as
     given, emulator vs Lava, and against ``reference`` (.nir or .pt) when one is given). The
     verified program is ``artefacts["program"]``; stages that do not apply report ``None``
@@ -39,7 +41,10 @@ def verify_file(path: str | Path, *, reference: str | Path | None = None,
     from dalif_deploy.targets.registry import file_kind
 
     kind = file_kind(path)
-    extra = [f for f, v in (("--from", exporter), ("--dt", dt), ("-T", timesteps)) if v is not None]
+    extra = [f for f, v in (("--from", exporter), ("--dt", dt), ("-T", timesteps),
+                            ("--reset", reset), ("--multi-spike", multi_spike or None))
+             if v is not None]
+    firing = (reset, multi_spike)
     if kind == "checkpoint":
         if reference is not None or extra:
             given = ", ".join((["--reference"] if reference is not None else []) + extra)
@@ -51,38 +56,39 @@ def verify_file(path: str | Path, *, reference: str | Path | None = None,
             raise DaLifError(f"{path}: --reference applies to a program (.fxp); a NIR graph is "
                              "its own float reference, drop --reference")
         return _verify_graph(path, dataset, data_dir, exporter, dt, timesteps,
-                             options or VerifyOptions())
+                             options or VerifyOptions(), firing)
     if kind == "program":
         ref_kind = file_kind(reference) if reference is not None else None
         if ref_kind not in (None, "nir", "checkpoint"):
             raise DaLifError(f"--reference {reference}: give a NIR graph (.nir) or a "
                              "checkpoint (.pt)")
-        if extra and ref_kind != "nir" or timesteps is not None:
+        if [f for f in extra if f != "-T"] and ref_kind != "nir" or timesteps is not None:
             raise DaLifError(f"{path}: {', '.join(extra)} apply only to a NIR graph (the "
                              "program records its T); drop them, or give --reference MODEL.nir")
         return _verify_program(path, reference, ref_kind, dataset, data_dir, exporter, dt,
-                               options or VerifyOptions())
+                               options or VerifyOptions(), firing)
     raise DaLifError(f"{path}: verify takes a checkpoint (.pt), a NIR graph (.nir) or a "
                      "fixed-point program (.fxp)")
 
 
-def _graph_reading(path: str | Path, exporter: str | None, dt: float | None) -> Any:
-    from dalif_deploy.converters.ir.graph import read_nir
-    from dalif_deploy.converters.nir_conventions import read_conventions
+def _graph_reading(path: str | Path, exporter: str | None, dt: float | None,
+                   firing: tuple[str | None, bool] = (None, False)) -> Any:
+    from dalif_deploy.converters.nir_conventions import read_graph
 
-    return read_conventions(read_nir(Path(path)), exporter, dt)
+    return read_graph(Path(path), exporter, dt, *firing)
 
 
 def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
                   exporter: str | None, dt: float | None, timesteps: int | None,
-                  opt: VerifyOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+                  opt: VerifyOptions, firing: tuple[str | None, bool] = (None, False)
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes
     from dalif_deploy.converters.nir_to_fixed import quantize_graph
     from dalif_deploy.targets.nir_float import graph_timesteps
     from dalif_deploy.targets.registry import load_for_model
 
     t0 = time.perf_counter()
-    reading = _graph_reading(path, exporter, dt)
+    reading = _graph_reading(path, exporter, dt, firing)
     graph = reading.graph
     md = graph.metadata or {}
     in_shape = infer_shapes(graph)[io_nodes(graph)[0]]
@@ -115,7 +121,8 @@ def _verify_graph(path: str | Path, dataset: str | None, data_dir: str | None,
 
 def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: str | None,
                     dataset: str | None, data_dir: str | None, exporter: str | None,
-                    dt: float | None, opt: VerifyOptions
+                    dt: float | None, opt: VerifyOptions,
+                    firing: tuple[str | None, bool] = (None, False)
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     from dalif_deploy.fixedpoint.program import load_program
     from dalif_deploy.targets.registry import load_for_model
@@ -143,7 +150,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
                              f"the program T={program.timesteps}; give the matching checkpoint")
         graph = export_round_trip(model, test, ckpt.timesteps, ckpt.model_name, None, opt)
     elif ref_kind == "nir":
-        reading = _graph_reading(reference, exporter, dt)
+        reading = _graph_reading(reference, exporter, dt, firing)
         graph, read_dt = reading.graph, reading.dt
         absent["float"] = "the reference is a NIR graph, run by the NIR interpreter"
     else:

@@ -3,8 +3,9 @@
 The plan says which Lava processes to build (:mod:`.run` builds them in the watchdog child):
 
 * every population becomes ONE :class:`~.procs.DaLifPopulation` process whatever its decays
-  (per-neuron ``du``/``dv``/``vth``/bias arrays), so a network has ``populations + synapses +
-  1`` Lava processes (the 1: the input source);
+  (per-neuron ``du``/``dv``/``vth``/bias arrays) and firing (spike rule, reset mode, spike
+  counts sent as graded spikes into graded synapses: ``num_message_bits = 8``), so a network
+  has ``populations + synapses + 1`` Lava processes (the 1: the input source);
 * every synapse becomes one Lava ``Conv`` (conv synapse, ``weight_exp == 0``, no delay), a
   ``Dense`` (dense, no delay) or a ``Sparse``/``DelaySparse`` (everything else: any linear map
   is a sparse matrix); each synapse sees its whole source and target, so its sum is floor-shifted
@@ -61,6 +62,9 @@ class PopPlan:
     bias_mant: np.ndarray
     bias_exp: int
     depth: int
+    spike_rule: str = ">"
+    reset: str = "zero"
+    multi_spike: bool = False
 
 
 @dataclass
@@ -194,7 +198,8 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
         pops.append(PopPlan(p.name, idx, lava_shape, du=p.du,
                             dv=_neuron_dv(p)[idx].reshape(lava_shape), vth=p.vth,
                             bias_mant=p.bias_mant.reshape(-1)[idx].reshape(lava_shape),
-                            bias_exp=p.bias_exp, depth=depth[p.name]))
+                            bias_exp=p.bias_exp, depth=depth[p.name], spike_rule=p.spike_rule,
+                            reset=p.reset, multi_spike=p.multi_spike))
     input_index, input_lava_shape = layout("input", program.input.shape)
     index["input"] = input_index
 

@@ -14,6 +14,12 @@ step, docs/DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
     v = clip(rtz(v * (4096 - dv)) + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
     s = v > (vth << 6);   v = 0 where s
 
+Each population also has its firing (``spike_rule``, ``reset``, ``multi_spike``: the program's,
+docs/DESIGN.md section 4 "Reset modes"), which Lava's stock LIF cannot express: ``>=``, a
+subtract reset, a reset applied to the next step's integral, and a spike count sent as one
+graded spike. The arithmetic is :func:`dalif_deploy.fixedpoint.arithmetic.fire_and_reset`'s, written
+again here in numpy int64 so that the model stays torch-free.
+
 Results are not read through Vars (``Var.get()`` costs ~20 us per element) or sink processes
 (each is another OS process): the model notes the spike vector every step and copies ``v``
 (and ``u``) after selected steps, then writes everything to one ``.npz`` file on its last step,
@@ -63,8 +69,11 @@ class DaLifPopulation(AbstractProcess):
                  bias_exp: Any, reset_interval: int, reset_offset: int, record_path: str,
                  num_steps: int, v_steps: np.ndarray, record_u: bool = False,
                  progress_path: str | None = None, progress_every: int = 1,
+                 spike_rule: str = ">", reset: str = "zero", multi_spike: bool = False,
                  name: str | None = None) -> None:
         super().__init__(shape=shape, name=name, reset_interval=int(reset_interval),
+                         spike_rule=str(spike_rule), reset=str(reset),
+                         multi_spike=bool(multi_spike),
                          reset_offset=int(reset_offset), record_path=str(record_path),
                          num_steps=int(num_steps),
                          v_steps=np.asarray(v_steps, dtype=np.int64), record_u=bool(record_u),
@@ -112,6 +121,9 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
         self._progress = proc_params["progress_path"]
         self._progress_every = proc_params["progress_every"]
         self._v_index = {int(s): i for i, s in enumerate(self._v_steps)}
+        self._ge = proc_params["spike_rule"] == ">="
+        self._reset = proc_params["reset"]
+        self._multi = proc_params["multi_spike"]
         self._spikes: np.ndarray | None = None
         self._v: np.ndarray | None = None
         self._u: np.ndarray | None = None
@@ -123,8 +135,30 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
         self.isthrscaled = True
 
     def spiking_activation(self) -> np.ndarray:
-        """Spike where v exceeds the threshold (strictly)."""
-        return self.v > self.effective_vth
+        """Spike where v exceeds the threshold (strictly; ``>=`` for that spike rule)."""
+        return self.v >= self.effective_vth if self._ge else self.v > self.effective_vth
+
+    def fire_and_reset(self, fired_before: np.ndarray | None) -> np.ndarray:
+        """The population's firing after ``subthr_dynamics``: the previous step's spike
+        (``*-next`` resets), the spikes (or counts), the reset. Returns what ``s_out`` sends."""
+        theta = np.int64(self.effective_vth) if np.ndim(self.effective_vth) == 0 else \
+            self.effective_vth.astype(np.int64)
+        v = self.v.astype(np.int64)
+        if fired_before is not None:
+            v = np.where(fired_before, 0, v) if self._reset == "zero-next" \
+                else v - theta * fired_before
+            self.v[:] = v
+        s = self.spiking_activation()
+        if self._multi:
+            n = np.where(s, np.floor_divide(v - (0 if self._ge else 1), np.maximum(theta, 1)),
+                         0)
+            self.v[:] = np.where(s, 0, v) if self._reset == "zero" else v - n * theta
+            return n.astype(np.int32)
+        if self._reset == "zero":
+            self.v[s] = 0
+        elif self._reset == "subtract":
+            self.v[:] = v - theta * s
+        return s
 
     def run_spk(self) -> None:
         try:
@@ -146,16 +180,16 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
             self.scale_bias()
         if not self.isthrscaled:
             self.scale_threshold()
+        fired_before = self.spiking_activation() if self._reset.endswith("-next") else None
         self.subthr_dynamics(activation_in=a_in)
-        s_out = self.spiking_activation()
-        self.reset_voltage(spike_vector=s_out)
+        s_out = self.fire_and_reset(fired_before)
         self.s_out.send(s_out)
         self._record(s_out)
 
     def _record(self, s_out: np.ndarray) -> None:
         t = int(self.time_step)
         if self._spikes is None:
-            self._spikes = np.zeros((self._num_steps, s_out.size), dtype=bool)
+            self._spikes = np.zeros((self._num_steps, s_out.size), dtype=s_out.dtype)
         if t <= self._num_steps:
             self._spikes[t - 1] = s_out.reshape(-1)
         row = self._v_index.get(t)

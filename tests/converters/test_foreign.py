@@ -284,7 +284,7 @@ def test_exact_decay_rewrite():
     reading = read_conventions(g, "sinabs")
     np.testing.assert_allclose(reading.graph.nodes["lif"].tau, exact_to_euler(tau, 1.0))
     np.testing.assert_array_equal(g.nodes["lif"].tau, tau)  # the caller's graph is untouched
-    assert set(EXPORTERS) == {"snntorch", "sinabs", "norse", "nir"}
+    assert set(EXPORTERS) == {"snntorch", "sinabs", "spikingjelly", "norse", "nir"}
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_foreign_graph_refusals(tmp_path, data, capsys):
     g = _write(tmp_path / "snn.nir", nodes)
     graph = read_nir(g)
     with pytest.raises(DaLifError, match="unknown exporter"):
-        read_conventions(graph, "spikingjelly")
+        read_conventions(graph, "rockpool")
     with pytest.raises(DaLifError, match="--from.*--dt"):
         read_conventions(graph, "nir")
     cases = [(["--from", "snntorch"], r"no dalif-deploy metadata.*number of timesteps \(-T\)"),

@@ -80,14 +80,16 @@ def test_pool_then_conv_fuses_exactly(size, kind):
 
 
 def test_threshold_mapping_is_exact():
-    """lambda * v_th == 64 * vth + 1 (spike on >=), or 64 * vth (NIR's >), exactly."""
+    """lambda * v_th == 64 * vth exactly and the population fires by the node's rule (>= or
+    NIR's >); netx mode (Lava's LIF: '>' only) keeps >= as lambda * v_th == 64 * vth + 1."""
     g = pool_conv_graph(np.random.default_rng(1), shortcut=True)
-    for cond, extra in ((">=", 1), (">", 0)):
+    for cond, netx, extra in ((">=", False, 0), (">", False, 0), (">=", True, 1)):
         for n in ("lif1", "lif2"):
             g.nodes[n].metadata = {"spike_condition": cond}
-        prog = quantize_graph(g)
+        prog = quantize_graph(g, netx=netx)
         for p in prog.populations[:-1]:
             assert p.scale * 0.5 == 64 * p.vth + extra
+            assert p.spike_rule == (">" if netx else cond)
         assert len(prog.incoming("lif2")) == 2  # residual fan-in kept as two synapses
 
 

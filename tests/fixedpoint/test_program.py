@@ -174,6 +174,52 @@ def test_round_trip_every_synapse_and_population_kind(kind, dv, tmp_path):
         assert np.array_equal(a, again[k]), k
 
 
+@pytest.mark.parametrize(("rule", "reset", "multi"), [
+    (">=", "zero", False), (">", "subtract", False), (">", "zero-next", False),
+    (">=", "subtract-next", False), (">=", "subtract", True), (">", "zero", True)])
+def test_round_trip_every_firing(rule, reset, multi, tmp_path):
+    """Each spike rule, reset mode and multi-spike output comes back from the .fxp file; a
+    multi-spike population's counts fit the payload and reach a graded synapse."""
+    prog = kind_program("dense-binary", "scalar")
+    p = prog.population("p")
+    p.spike_rule, p.reset, p.multi_spike = rule, reset, multi
+    if multi:
+        p.vth = 20000
+        prog.synapses[1].graded = True
+    assert [v for v in check_program(prog) if v.severity == "error"] == []
+    save_program(prog, tmp_path / "f.fxp")
+    back = load_program(tmp_path / "f.fxp")
+    _same(prog, back)
+    assert (back.population("p").spike_rule, back.population("p").reset,
+            back.population("p").multi_spike) == (rule, reset, multi)
+
+
+def test_files_without_firing_fields_mean_lava_lif():
+    """Programs written before reset modes have no spike_rule/reset/multi_spike: '>', zero,
+    one spike; an unknown mode is refused on load, naming the field."""
+    arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
+    header = json.loads(arrays["header"].tobytes())
+    for pop in header["populations"]:
+        for key in ("spike_rule", "reset", "multi_spike"):
+            del pop[key]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    back = program_from_arrays(arrays)
+    assert all(p.plain for p in back.populations)
+    header["populations"][0]["reset"] = "halve"
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with pytest.raises(DaLifError, match="reset.*must be one of"):
+        program_from_arrays(arrays)
+
+
+def test_multi_spike_bound_is_refused_with_the_count():
+    """Counts beyond the payload: refused with the bound; a binary synapse out: refused."""
+    prog = copy.deepcopy(small_program())
+    _multi_spike(prog)
+    found = {v.where: v.message for v in check_program(prog) if v.rule == "multi-spike"}
+    assert "spikes in one step" in found["a"] and "127" in found["a"]
+    assert "mark it graded" in found["a->b"]
+
+
 def test_files_without_weight_errors_still_load():
     """Programs written before weight errors were recorded have no such header key."""
     arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
@@ -295,6 +341,12 @@ def _u_overflow(p):
     _syn(p, "a->b").weight_exp = 7
 
 
+def _multi_spike(p):
+    """a sends spike counts (vth 1: up to hundreds a step) into a binary synapse."""
+    a = _pop(p, "a")
+    a.multi_spike, a.vth = True, 1
+
+
 # rule -> a mutation of the valid program that must break exactly that rule
 BREAKERS = {
     "u-overflow": _u_overflow,
@@ -315,6 +367,7 @@ BREAKERS = {
     "fan-in": lambda p: setattr(_syn(p, "a->b"), "weights", np.ones((6, 5000), np.int64)),
     "topology": lambda p: p.populations.reverse(),
     "readout": lambda p: setattr(_pop(p, "out"), "dv", np.array([5])),
+    "multi-spike": _multi_spike,
 }
 
 

@@ -189,16 +189,21 @@ def trained():
     test = load_dataset("digits-events", "test", timesteps=2).head(96)
     calib = load_dataset("digits-events", "train", timesteps=2).head(64)
     out = {}
-    for key in neuron_keys():
-        cfg = default_config("digits-cnn", neuron=key, width=4, v_th=0.5, input_shape=[2, 8, 8])
+    for key in [*neuron_keys(), "dalif-subtract"]:
+        extra = {"reset": "subtract"} if key.endswith("-subtract") else {}
+        cfg = default_config("digits-cnn", neuron=key.split("-")[0], width=4, v_th=0.5,
+                             input_shape=[2, 8, 8], **extra)
         model, _ = train(cfg,
                          "digits-events", epochs=1, timesteps=2, progress=False)
         out[key] = model
     return out, test, calib
 
 
-@pytest.mark.parametrize("key", ["dalif", "plif", "lif"])
+@pytest.mark.parametrize("key", ["dalif", "plif", "lif", "dalif-subtract"])
 def test_each_neuron_end_to_end_float_nir_fixed(trained, key, tmp_path):
+    """Float vs NIR vs fixed point per neuron; a DA-LIF trained with ``--reset subtract``
+    exports its reset (node metadata ``reset_mode``) and deploys as ``subtract`` populations
+    firing on ``>=``."""
     models, test, calib = trained
     model = models[key]
     opt = VerifyOptions(lava_samples=0, progress=False, workdir=tmp_path)
@@ -209,7 +214,13 @@ def test_each_neuron_end_to_end_float_nir_fixed(trained, key, tmp_path):
         for f in dataclasses.fields(want):
             a, b = getattr(want, f.name), getattr(back, f.name)
             assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, (name, f.name)
-    result, _ = verify_model(model, test, calib.x, 2, options=opt)
+    if key == "dalif-subtract":
+        assert {graph.nodes[n].metadata["reset_mode"] for n in neuron_layers(model)} == {
+            "subtract"}
+    result, artefacts = verify_model(model, test, calib.x, 2, options=opt)
+    spiking = artefacts["program"].populations[:-1]
+    assert {(p.reset, p.spike_rule) for p in spiking} == {
+        ("subtract" if key.endswith("subtract") else "zero", ">=")}
     # float32 on both sides: only spikes sitting exactly at threshold after batch-norm folding
     # may differ (docs/MEASURED.md), so predictions may differ only on those samples
     near = away_from_ties(model, torch.from_numpy(test.x), 2, "events")[1]
@@ -222,7 +233,7 @@ def test_each_neuron_end_to_end_float_nir_fixed(trained, key, tmp_path):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("key", ["plif", "lif"])
+@pytest.mark.parametrize("key", ["plif", "lif", "dalif-subtract"])
 def test_baseline_neurons_on_lava_are_bit_exact_with_the_emulator(trained, key, tmp_path):
     models, test, calib = trained
     # the timeout is a safety net only (a loaded machine must not reach it)

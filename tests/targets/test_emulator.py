@@ -117,6 +117,30 @@ def _ref_synapse(prog: FixedProgram, s: Synapse, x: np.ndarray) -> list[int]:
     return [a << e if e >= 0 else a >> -e for a in out]
 
 
+def _ref_fire(p: Population, before: int, vv: int) -> tuple[int, int]:
+    """(v after reset, spikes sent) for the integral ``vv`` of a neuron whose v was
+    ``before``: the firing rules of docs/DESIGN.md section 4, one Python int at a time."""
+    theta = p.vth << 6
+
+    def fires(x: int) -> bool:
+        return x >= theta if p.spike_rule == ">=" else x > theta
+
+    if p.reset == "zero-next" and fires(before):
+        vv = 0
+    elif p.reset == "subtract-next" and fires(before):
+        vv -= theta
+    if not fires(vv):
+        return vv, 0
+    k = 1
+    if p.multi_spike:  # take theta while the rule still holds
+        k, rest = 0, vv
+        while fires(rest):
+            k, rest = k + 1, rest - theta
+    if p.reset == "zero":
+        return 0, k
+    return (vv - k * theta, k) if p.reset == "subtract" else (vv, k)
+
+
 def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict]:
     """Final readout v per sample; spikes and v (after reset) per population, [n, T, size]."""
     outs, spikes_all = [], {p.name: [] for p in prog.populations}
@@ -141,9 +165,9 @@ def _reference(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, dict
                     dv = int(p.dv[n // per if p.dv.size > 1 else 0])
                     vv = _ref_rtz(v[p.name][n] * (4096 - dv)) + uu + int(bias[n])
                     vv = max(-(2**23 - 1), min(2**23 - 1, vv))
-                    f = vv > (p.vth << 6)
-                    u[p.name][n], v[p.name][n] = uu, 0 if f else vv
-                    spk.append(int(f))
+                    vv, k = _ref_fire(p, v[p.name][n], vv)
+                    u[p.name][n], v[p.name][n] = uu, vv
+                    spk.append(k)
                 cur[p.name] = np.array(spk).reshape(p.shape)
                 spikes_all[p.name].append(spk)
                 v_all[p.name].append(list(v[p.name]))
@@ -255,9 +279,10 @@ def test_recurrent_synapses_match_python_int_reference(kind, encoding, monkeypat
     assert emulate(prog, x, check=False).outputs.tolist() == outs
 
 
+@pytest.mark.parametrize("rule", [">", ">="])
 @pytest.mark.parametrize("decay", ["none", "half", "scalar", "channel"])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
-def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch):
+def test_float32_fast_path_matches_python_int_reference(decay, kind, rule, monkeypatch):
     """Programs the emulator proves safe for its float32 fast path (du = 4095, small weights, so
     no u wrap) give the reference integers, for every v-decay form (none, dv = 2048 as one
     division, non-power-of-two scalar and per-channel dv) and with v saturating; synapses run
@@ -270,7 +295,7 @@ def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch
     for s in prog.synapses:
         s.weights = rng.integers(-20, 21, s.weights.shape)
     for p in prog.populations[:2]:
-        p.du = 4095
+        p.du, p.spike_rule = 4095, rule
         p.dv = {"none": np.zeros(1), "half": np.full(1, 2048), "scalar": np.full(1, 1001),
                 "channel": rng.integers(0, 4096, p.shape[0])}[decay].astype(np.int64)
         p.bias_exp = 0  # odd v values, so that rtz and floor differ
@@ -444,3 +469,55 @@ def test_clipped_analog_input_is_counted_not_hidden():
     assert input_clip_count(prog, x) == 3
     assert emulate(prog, x).input_clipped == 3
     assert emulate(prog, encode_input(prog, x)).input_clipped == 0  # integers: nothing to clip
+
+
+FIRINGS = [(">", "subtract", False), (">=", "zero", False), (">=", "subtract", False),
+           (">", "zero-next", False), (">=", "subtract-next", False), (">", "zero", True),
+           (">", "subtract", True), (">=", "subtract", True)]
+
+
+@pytest.mark.parametrize(("rule", "reset", "multi"), FIRINGS)
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_firing_modes_match_python_int_reference(rule, reset, multi, kind, monkeypatch):
+    """Every spike rule, reset mode and multi-spike output equals the one-int-at-a-time
+    reference, spikes (counts) and v traces included, in both sync kernels."""
+    i = FIRINGS.index((rule, reset, multi))
+    rng = np.random.default_rng(2000 + 2 * i + (kind == "conv"))
+    prog = _random_program(rng, kind, "events", residual=True)
+    for p in prog.populations[:2]:
+        p.spike_rule, p.reset, p.multi_spike = rule, reset, multi
+        # fire often; counts (multi-spike) of a few, within the traces' uint8
+        p.vth = 6 * p.vth if multi else max(p.vth // 4, 1)
+    for s in prog.synapses:
+        s.graded = s.graded or multi and s.source != "input"
+    n = 3
+    x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    outs, spikes, vs = _reference(prog, encode_input(prog, x))
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, n)
+    assert r.spike_counts.sum() > 0
+    if multi:
+        assert max(int(r.spikes[p.name].max()) for p in prog.populations[:2]) > 1
+    monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 1)
+    fast = emulate(prog, x, check=False, batch_size=2)
+    assert fast.outputs.tolist() == outs
+
+
+def tie_program(rule: str, reset: str = "zero") -> FixedProgram:
+    """An IF neuron (dv = 0) whose one input weight puts v exactly on its threshold: v =
+    64 * 3 = vth << 6 at the first step, the spike rule alone decides."""
+    pops = [Population("a", (1,), dv=[0], vth=3, bias_mant=[0], spike_rule=rule, reset=reset),
+            Population("out", (1,), dv=[0], vth=VTH_MAX, bias_mant=[0])]
+    syns = [Synapse("in->a", "input", "a", "dense", [[3]], input_shape=(1,), output_shape=(1,)),
+            Synapse("a->out", "a", "out", "dense", [[1]], input_shape=(1,), output_shape=(1,))]
+    return FixedProgram(InputEncoding("events", (1,)), pops, syns, Readout("out", 64.0), 2)
+
+
+@pytest.mark.parametrize(("rule", "want"), [(">", [0, 1]), (">=", [1, 1])])
+def test_tie_on_the_threshold_follows_the_spike_rule(rule, want):
+    """v = vth << 6 = 192 exactly at step 1: '>' waits (step 2: 384 > 192), '>=' fires at
+    once; the rule is a flag of the population, not vth - 1 (docs/DESIGN.md section 4)."""
+    prog = tie_program(rule)
+    r = emulate(prog, np.ones((1, 2, 1), np.float32), record=True)
+    assert r.spikes["a"][:, 0, 0].tolist() == want

@@ -226,3 +226,55 @@ def test_conv_lowered_as_sparse_matches_too():
     program = conv_program(2, residual=True)
     x = samples(program, 2)
     assert_parity(program, x, run_lava(program, x, timeout=TIMEOUT, use_conv=False))
+
+
+def firing_program(seed: int, rule: str, reset: str, multi: bool):
+    """dense_program with both hidden populations firing by ``rule``/``reset``/``multi``
+    (graded synapses out of a multi-spike population)."""
+    program = dense_program(seed, bias=200, t=5)
+    for p in program.populations[:2]:
+        p.spike_rule, p.reset, p.multi_spike = rule, reset, multi
+        p.vth = 4 * p.vth if multi else max(p.vth // 4, 1)  # counts within the payload
+    for s in program.synapses:
+        s.graded = s.graded or multi and s.source != "input"
+    return program
+
+
+FIRING_CASES = {"ge-subtract-multi": (">=", "subtract", True), "gt-zero-multi": (">", "zero", True),
+                "gt-subtract": (">", "subtract", False), "ge-zero": (">=", "zero", False),
+                "gt-zero-next": (">", "zero-next", False),
+                "ge-subtract-next": (">=", "subtract-next", False)}
+
+
+@pytest.mark.parametrize("case", sorted(FIRING_CASES))
+def test_firing_modes_parity(case):
+    """Every spike rule, reset mode and multi-spike output of our population process equals
+    the emulator bit for bit (spike counts as graded spikes included)."""
+    from dalif_deploy.targets.lava.run import run_lava
+
+    from dalif_deploy.fixedpoint.constraints import require_valid
+
+    program = firing_program(sorted(FIRING_CASES).index(case), *FIRING_CASES[case])
+    require_valid(program)
+    x = samples(program, 3)
+    result = run_lava(program, x, timeout=TIMEOUT)
+    from dalif_deploy.targets.emulator import emulate
+
+    emu = emulate(program, x, record=True)
+    for p in program.populations:
+        np.testing.assert_array_equal(result.spikes[p.name], emu.spikes[p.name], err_msg=p.name)
+        np.testing.assert_array_equal(result.final_v[p.name], emu.v[p.name][-1], err_msg=p.name)
+    np.testing.assert_array_equal(result.outputs, emu.outputs)
+    assert emu.spike_counts.sum() > 0
+    if FIRING_CASES[case][2]:
+        assert max(int(emu.spikes[p].max()) for p in result.spiking) > 1
+
+
+def test_tie_on_the_threshold_in_lava():
+    """v = vth << 6 exactly: Lava's process fires by the population's spike rule."""
+    from dalif_deploy.targets.lava.run import run_lava
+    from test_emulator import tie_program
+
+    for rule, want in ((">", [0, 1]), (">=", [1, 1])):
+        r = run_lava(tie_program(rule), np.ones((1, 2, 1), np.float32), timeout=TIMEOUT)
+        assert r.spikes["a"][:, 0, 0].astype(int).tolist() == want, rule
