@@ -423,7 +423,7 @@ class EmulatorBackend:
 
     def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
                  device: str | None = None) -> None:
-        from dalif_deploy.fixedpoint.program import load_program
+        from dalif_deploy.fixedpoint.fxp_format import load_program
 
         self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)

@@ -35,13 +35,13 @@ def test_program_file_loads_without_torch(tmp_path):
     and round-trips (the emulator and Lava need nothing from the float world)."""
     import numpy as np
 
+    from dalif_deploy.fixedpoint.fxp_format import save_program
     from dalif_deploy.fixedpoint.program import (
         FixedProgram,
         InputEncoding,
         Population,
         Readout,
         Synapse,
-        save_program,
     )
 
     prog = FixedProgram(

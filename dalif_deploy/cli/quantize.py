@@ -19,7 +19,7 @@ from dalif_deploy.base.wording import counted
 from dalif_deploy.converters.ir.graph import infer_shapes, io_nodes, output_classes, read_nir
 from dalif_deploy.converters.nir_conventions import read_conventions
 from dalif_deploy.converters.nir_to_fixed import calibration_effect, format_table, quantize_graph
-from dalif_deploy.fixedpoint.program import save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
 from dalif_deploy.targets.registry import load_for_model
 
 from . import emit_json, event_options, note, warn

@@ -29,7 +29,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     does not hold. ``--save-program`` is written (atomically) even then: it is the program
     the report describes."""
     from dalif_deploy.base.parallel import shard_device, start, stop
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
     from dalif_deploy.targets.registry import file_kind
     from dalif_deploy.verification.files import verify_file
     from dalif_deploy.verification.pipeline import VerifyOptions, format_summary, write_report

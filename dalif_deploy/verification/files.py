@@ -117,7 +117,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
                     dataset: str | None, data_dir: str | None, exporter: str | None,
                     dt: float | None, opt: VerifyOptions
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
     from dalif_deploy.targets.registry import load_for_model
 
     t0 = time.perf_counter()

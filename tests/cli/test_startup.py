@@ -14,7 +14,7 @@ import time
 import pytest
 from test_program import small_program
 
-from dalif_deploy.fixedpoint.program import save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
 
 HEAVY = ("torch", "lava", "numpy")
 

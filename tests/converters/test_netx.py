@@ -142,7 +142,7 @@ def digits_cnn_netx(tmp_path_factory):
     from test_lava_digits import CHECKPOINTS
 
     from dalif_deploy.cli import main
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     d = tmp_path_factory.mktemp("netx")
     assert main(["export", str(CHECKPOINTS / "digits-cnn.pt"), "--netx", str(d / "cnn.h5"),

@@ -17,7 +17,7 @@ from helpers.nir_helpers import lively_model
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
-from dalif_deploy.fixedpoint.program import load_program
+from dalif_deploy.fixedpoint.fxp_format import load_program
 from dalif_deploy.float_model.zoo import run_model
 
 CKPTS = REPO_ROOT / "dalif_deploy" / "checkpoints"

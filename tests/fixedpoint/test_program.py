@@ -18,6 +18,12 @@ from dalif_deploy.fixedpoint.constraints import (
     describe_program,
     require_valid,
 )
+from dalif_deploy.fixedpoint.fxp_format import (
+    load_program,
+    program_from_arrays,
+    program_to_arrays,
+    save_program,
+)
 from dalif_deploy.fixedpoint.limits import VTH_MAX
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
@@ -26,10 +32,6 @@ from dalif_deploy.fixedpoint.program import (
     Readout,
     Synapse,
     WeightErrors,
-    load_program,
-    program_from_arrays,
-    program_to_arrays,
-    save_program,
 )
 
 

@@ -58,7 +58,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     from dalif_deploy.converters.torch_to_onnx import export_onnx_from_checkpoint
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     d = tmp_path_factory.mktemp("models")
     export_checkpoint(CKPT, d / "m.nir")
@@ -176,7 +176,7 @@ def test_extras_may_not_overwrite_the_common_keys():
 def test_fixed_point_result_is_what_the_emulator_returns(files):
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     prog = load_program(files["fxp"])
     x = load_dataset("digits", "test").head(3).x

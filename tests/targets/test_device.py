@@ -140,7 +140,7 @@ def test_unknown_devices_are_refused(name, why):
     ["simulate", "prog.fxp", "--backend", "emulator", "--device", "cuda"],
 ])
 def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, monkeypatch):
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     prog, _ = _program_and_input("dense", "analog", 0)
     save_program(prog, tmp_path / "prog.fxp")

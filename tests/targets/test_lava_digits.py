@@ -85,7 +85,7 @@ def test_cli_simulate_lava_matches_emulator_sample_by_sample(tmp_path):
     import json
 
     from dalif_deploy.cli import main
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     save_program(digits_program("digits-cnn", tmp_path), tmp_path / "m.fxp")
     out = {}

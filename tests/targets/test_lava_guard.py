@@ -21,7 +21,8 @@ from dalif_deploy.targets.lava.run import (
 from test_lava_parity import _conv, _pop, _readout, conv_program, per_channel_program, samples
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.fixedpoint.program import FixedProgram, InputEncoding, Readout, save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
+from dalif_deploy.fixedpoint.program import FixedProgram, InputEncoding, Readout
 
 
 def digits_shaped_program(seed: int = 0) -> FixedProgram:
