@@ -14,7 +14,7 @@ from . import emit_json, show_progress
 
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on the shipped digits-cnn checkpoint and say where the report is."""
-    from dalif_deploy.float_model.checkpoint import shipped_checkpoint
+    from dalif_deploy.float_model.loading import shipped_checkpoint
     from dalif_deploy.verification.pipeline import (
         VerifyOptions,
         format_summary,

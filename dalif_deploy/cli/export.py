@@ -43,7 +43,7 @@ def cli_export(args: argparse.Namespace) -> int:
 def _export_netx(args: argparse.Namespace) -> None:
     from dalif_deploy.converters.fxp_to_netx import export_netx
     from dalif_deploy.converters.nir_to_fixed import format_table
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
 
     from . import note
     from .quantize import calibration_data, input_range_note

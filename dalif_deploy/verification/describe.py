@@ -63,11 +63,8 @@ def _neuron_params(m: Any) -> dict[str, Any]:
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """Summary of a checkpoint: model config, layers, effective DA-LIF parameters, metrics."""
-    from dalif_deploy.float_model.checkpoint import (
-        CHECKPOINT_FORMAT,
-        CHECKPOINT_VERSION,
-        load_model,
-    )
+    from dalif_deploy.float_model.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from dalif_deploy.float_model.loading import load_model
     from dalif_deploy.neurons import neuron_layers
 
     model, ckpt = load_model(path)

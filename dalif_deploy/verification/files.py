@@ -135,7 +135,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
     read_dt = None
     absent = {}
     if ref_kind == "checkpoint":
-        from dalif_deploy.float_model.checkpoint import load_model
+        from dalif_deploy.float_model.loading import load_model
 
         model, ckpt = load_model(reference)
         if ckpt.timesteps != program.timesteps:

@@ -96,7 +96,7 @@ def load_checkpoint_data(checkpoint: str | Path, dataset: str | None = None,
     outside its data set's range get a warning
     (:func:`~dalif_deploy.datasets.loaders.range_warning`)."""
     from dalif_deploy.datasets.loaders import load_dataset, warn_range
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")

@@ -12,10 +12,9 @@ from dalif_deploy.float_model.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     content_digest,
-    load_checkpoint,
-    load_model,
     save_checkpoint,
 )
+from dalif_deploy.float_model.loading import load_checkpoint, load_model
 from dalif_deploy.float_model.zoo import build_model, default_config, run_model
 
 DATASET = {"name": "digits", "encoding": "analog", "input_shape": [1, 8, 8],

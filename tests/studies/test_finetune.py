@@ -14,7 +14,8 @@ from helpers import REPO_ROOT
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from dalif_deploy.float_model.checkpoint import save_checkpoint
+from dalif_deploy.float_model.loading import load_checkpoint, load_model
 from dalif_deploy.float_model.zoo import build_model, default_config
 from dalif_deploy.studies.finetune import (
     FinetuneOptions,
