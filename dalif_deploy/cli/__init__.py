@@ -125,7 +125,7 @@ def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dat
     return dataset_spec(name, bins, k)
 
 
-def _add_quiet(p: argparse.ArgumentParser) -> None:
+def add_quiet_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bars and no notes on stderr (warnings and errors are "
                    "still printed; results still go to stdout). Progress bars are also off "
@@ -179,7 +179,7 @@ def _add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
                    help=f"{when}weight mantissa bits, 2..8 (Loihi 2: 8)")
 
 
-def _add_json(p: argparse.ArgumentParser) -> None:
+def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
 
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
-    _add_quiet(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.train:cli_train"))
 
     p = sub.add_parser("simulate", help="run a model file on a backend",
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "report accuracy and per-sample predictions.")
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
     _defer(p, "dalif_deploy.cli.simulate:add_arguments")  # imports the backends: only if used
-    _add_quiet(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.simulate:cli_simulate"))
 
     p = sub.add_parser("inspect", help="show what a file holds",
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
-    _add_quiet(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.export:cli_export"))
 
     p = sub.add_parser("quantize", help="NIR graph -> fixed-point program",
@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "
                    "quantises onto netx's grid (biases in multiples of 64, integer dense "
                    "weights; chain graphs with per-layer decays only)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.quantize:cli_quantize"))
 
     p = sub.add_parser("dataset", help="write samples as the model receives them",
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "dalif_deploy verify ...` the test split is sharded over the N processes "
                    "and the results equal a single process's")
     _defer(p, "dalif_deploy.cli.verify:add_lava_limits")  # the lava backend's, when used
-    _add_quiet(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.verify:cli_verify"))
 
     p = sub.add_parser("sweep", help="verify a checkpoint at several weight precisions",
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "demo-report.json) goes")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
-    _add_quiet(p)
+    add_quiet_option(p)
     p.set_defaults(handler=_lazy("dalif_deploy.cli.demo:cli_demo"))
     for command in sub.choices.values():
         command.formatter_class = _HelpFormatter

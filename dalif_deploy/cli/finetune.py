@@ -12,7 +12,7 @@ from . import emit_json, event_options, show_progress
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``finetune`` (added when the command is used, as for compare)."""
-    from . import _add_json, _add_quiet, add_data_options, weight_bits_arg
+    from . import add_data_options, add_json_option, add_quiet_option, weight_bits_arg
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
     p.add_argument("--weight-bits", type=weight_bits_arg, required=True, metavar="N",
@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="data set name (default: the checkpoint's)")
     add_data_options(p)
     p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def cli_finetune(args: argparse.Namespace) -> int:

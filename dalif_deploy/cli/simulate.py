@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     it only when ``simulate`` is parsed or its help shown."""
     from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, available, backend_options
 
-    from . import DATASET_NAMES, _add_json, add_data_options
+    from . import DATASET_NAMES, add_data_options, add_json_option
 
     by_kind: dict[str, list[str]] = {}
     for name, cls in available().items():
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        default=opt.default, help=opt.help,
                        action="append" if opt.repeat else "store",
                        **({"metavar": opt.metavar} if opt.metavar else {}))
-    _add_json(p)
+    add_json_option(p)
 
 
 def cli_simulate(args: argparse.Namespace) -> int:

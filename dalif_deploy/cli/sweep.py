@@ -11,7 +11,7 @@ from . import emit_json, event_options, show_progress
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``sweep`` (added when the command is used, as for compare)."""
-    from . import _add_json, _add_quiet, add_data_options
+    from . import add_data_options, add_json_option, add_quiet_option
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
     p.add_argument("--weight-bits", default="8,6,4,3,2", metavar="LIST",
@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
     p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
                    "or .svg)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def cli_sweep(args: argparse.Namespace) -> int:

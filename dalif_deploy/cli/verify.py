@@ -16,12 +16,12 @@ def add_lava_limits(p: argparse.ArgumentParser) -> None:
     """The Lava run guard's limits, as the lava backend declares them, then ``--json``."""
     from dalif_deploy.targets.lava import LAVA_LIMITS
 
-    from . import _add_json
+    from . import add_json_option
 
     for opt in LAVA_LIMITS:
         p.add_argument(opt.flag, type=opt.type, default=opt.default, metavar=opt.metavar,
                        help=opt.help)
-    _add_json(p)
+    add_json_option(p)
 
 
 def cli_verify(args: argparse.Namespace) -> int:

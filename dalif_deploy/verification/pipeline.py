@@ -38,7 +38,7 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.cost import cost_line
 from dalif_deploy.targets.protocol import FixedPointResult
 
-from .stages import _lava_and_onnx, _LayerTally, _test_loop, _Totals, first_divergence
+from .stages import LayerTally, TestTotals, first_divergence, run_lava_and_onnx, run_test_loop
 
 __all__ = ["VerifyOptions", "first_divergence", "run_stages", "verify_checkpoint",
            "verify_model", "write_report"]
@@ -207,7 +207,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     T = int(program.timesteps)
     ref = "float" if model is not None else "nir" if graph is not None else None
     sl = world.shard(len(test), opt.batch_size)
-    totals = _Totals.merge(world.gather_call(lambda: _test_loop(
+    totals = TestTotals.merge(world.gather_call(lambda: run_test_loop(
         program, test, model, graph, dt, opt, range(sl.start, sl.stop, opt.batch_size),
         opt.progress and world.main)))
     tallies = totals.tallies
@@ -222,7 +222,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     if opt.onnx and model is None:
         absent["onnx"] = "the ONNX stage exports a torch model: give a checkpoint (.pt)"
     # Lava and ONNX run in rank 0 alone; every rank gets their figures
-    tail = world.on_main(lambda: _lava_and_onnx(program, test, model, name, n_lava, opt,
+    tail = world.on_main(lambda: run_lava_and_onnx(program, test, model, name, n_lava, opt,
                                                 opt.progress and world.main))
     lava_acc, lava_exact, divergence, lava_error, onnx_pred = (
         tail[k] for k in ("lava_accuracy", "lava_bit_exact", "divergence", "lava_error",
@@ -318,7 +318,7 @@ def _program_weight_bits(program: Any) -> int | None:
     return bits.pop() if len(bits) == 1 else None
 
 
-def _float_spikes(program: Any, tallies: dict[str, _LayerTally], n: int
+def _float_spikes(program: Any, tallies: dict[str, LayerTally], n: int
                   ) -> dict[str, np.ndarray] | None:
     """The float reference's spikes per neuron per inference by population, for the cost
     model's 45 nm estimate of the float SNN; None unless every spiking population has them."""

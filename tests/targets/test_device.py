@@ -103,7 +103,7 @@ def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypa
     """The synapses as compiled for CUDA (conv_gemm, never cuDNN), run on CPU: the same run."""
     prog, x = _program_and_input("conv", encoding, 7)
     ref = emulate(prog, x, record=True, check=False, batch_size=3)
-    compile_synapse = emulator._compile_synapse
+    compile_synapse = emulator.compile_synapse
     seen = []
 
     def as_for_cuda(program, syn, device):
@@ -112,7 +112,7 @@ def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypa
         seen.append(s.syn.kind)
         return s
 
-    monkeypatch.setattr(emulator, "_compile_synapse", as_for_cuda)
+    monkeypatch.setattr(emulator, "compile_synapse", as_for_cuda)
     _assert_same_run(ref, emulate(prog, x, record=True, check=False, batch_size=3))
     assert "conv" in seen
 

@@ -228,7 +228,7 @@ def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch
     no u wrap) give the reference integers, for every v-decay form (none, dv = 2048 as one
     division, non-power-of-two scalar and per-channel dv) and with v saturating; synapses run
     in blocks of 3 steps (the last one partial)."""
-    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+    from dalif_deploy.targets.emulator_kernels import compile_population, compile_synapse
 
     rng = np.random.default_rng(7)
     prog = _random_program(rng, kind, "analog", True)
@@ -242,9 +242,9 @@ def test_float32_fast_path_matches_python_int_reference(decay, kind, monkeypatch
         p.bias_exp = 0  # odd v values, so that rtz and floor differ
     a = prog.populations[0]  # no decay, strong negative bias: v saturates at -(2^23 - 1)
     a.dv, a.bias_mant, a.bias_exp = np.zeros(1, np.int64), np.full(a.shape, -4000), 7
-    compiled = {s.name: _compile_synapse(prog, s) for s in prog.synapses}
+    compiled = {s.name: compile_synapse(prog, s) for s in prog.synapses}
     for p in prog.populations:
-        c = _compile_population(p, [compiled[s.name] for s in prog.incoming(p.name)],
+        c = compile_population(p, [compiled[s.name] for s in prog.incoming(p.name)],
                                 prog.timesteps, False)
         assert c.fast is not None, p.name
     x = rng.uniform(-1.3, 1.3, (3, *prog.input.shape)).astype(np.float32)
@@ -276,7 +276,7 @@ def test_fast_path_guard_at_its_bound(row_sum):
     """The float32 fast path is taken only when bounds prove |u| + |bias| < 2^23: with
     weight_exp 5, a row of |weights| summing to 4095 gives |u| <= 4095 << 11 < 2^23 (fast); 4096
     reaches -2^23, which Lava wraps to +2^23 (exact path). Both equal the reference."""
-    from dalif_deploy.targets.emulator import _compile_population, _compile_synapse
+    from dalif_deploy.targets.emulator_kernels import compile_population, compile_synapse
 
     prog = _random_program(np.random.default_rng(5), "dense", "events", False)
     s, a = prog.synapses[0], prog.populations[0]
@@ -284,7 +284,7 @@ def test_fast_path_guard_at_its_bound(row_sum):
     s.weights[0, :32] = -128
     s.weights[0, 0] += 4096 - row_sum
     a.du, a.bias_mant[...] = 4095, 0
-    c = _compile_population(a, [_compile_synapse(prog, s)], prog.timesteps, False)
+    c = compile_population(a, [compile_synapse(prog, s)], prog.timesteps, False)
     assert (c.fast is not None) == (row_sum == 4095)
     frames = np.ones((2, prog.timesteps, *prog.input.shape), np.int64)
     r = emulate(prog, frames, record=True, check=False)
@@ -326,13 +326,13 @@ def test_v_bound_covers_the_worst_case(step_max, f, steps):
     """The bound that switches v clipping off is never below the largest |v| the recurrence
     can reach (input at its maximum every step, no reset), and at most one unit per step
     above it (the bound rounds up where rtz rounds down)."""
-    from dalif_deploy.targets.emulator import _v_bound
+    from dalif_deploy.targets.emulator_kernels import v_growth_bound
 
     v, worst = 0, 0
     for _ in range(steps):
         v = (v * f >> 12) + step_max
         worst = max(worst, v)
-    bound = _v_bound(step_max, f, steps)
+    bound = v_growth_bound(step_max, f, steps)
     if bound <= V_MAX:
         assert worst <= bound <= worst + steps
     else:
@@ -344,7 +344,7 @@ def test_diagonal_1x1_conv_matches_reference(stride):
     """A 1x1 conv mapping each channel to itself (a residual shortcut) runs as one product per
     output; with stride 2 it subsamples. Same integers as the reference, also for a 1x1 conv
     with one off-diagonal weight (the general kernel)."""
-    from dalif_deploy.targets.emulator import _compile_synapse
+    from dalif_deploy.targets.emulator_kernels import compile_synapse
 
     rng = np.random.default_rng(11)
     prog = _random_program(rng, "conv", "events", True)
@@ -357,7 +357,7 @@ def test_diagonal_1x1_conv_matches_reference(stride):
         syn.stride, syn.padding, syn.output_shape = (stride, stride), (0, 0), b.shape
     prog.synapses[3].weights = rng.integers(-128, 128, (3, 2 * h * h))
     prog.synapses[3].input_shape = b.shape
-    assert _compile_synapse(prog, s_ab).diagonal and not _compile_synapse(prog, s_in).diagonal
+    assert compile_synapse(prog, s_ab).diagonal and not compile_synapse(prog, s_in).diagonal
     x = (rng.random((3, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
     outs, spikes, vs = _reference(prog, encode_input(prog, x))
     r = emulate(prog, x, record=True, check=False)
