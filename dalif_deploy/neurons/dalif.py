@@ -93,7 +93,7 @@ def dalif_step(
     return s, h_next, v
 
 
-class DaLif(NeuronModel):
+class DaLifModel(NeuronModel):
     """DA-LIF as a :class:`~dalif_deploy.neurons.protocol.NeuronModel` (see the module
     docstring)."""
 
@@ -144,11 +144,11 @@ class DaLif(NeuronModel):
         return DaLifParams(torch.as_tensor(a).to(dtype), torch.as_tensor(b).to(dtype), rd.v_th)
 
 
-DALIF_NEURON = DaLif()
+DALIF_NEURON = DaLifModel()
 
 
 class DALIF(NeuronModule):
-    """DA-LIF neuron layer (a thin module around :meth:`DaLif.step`).
+    """DA-LIF neuron layer (a thin module around :meth:`DaLifModel.step`).
 
     Args:
         channels: number of channels (dimension 1 of the input ``[B, C, ...]``); required for
@@ -208,4 +208,4 @@ class DALIF(NeuronModule):
         )
 
 
-DaLif.module_type = DALIF
+DaLifModel.module_type = DALIF
