@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
 from . import emit_json, event_options, show_progress
 
@@ -45,8 +45,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
           f"{r['weight_bits']}-bit weights, {counted(r['epochs'], 'epoch')}, lr {r['lr']:g}, seed "
           f"{r['seed']} ({r['seconds']:.1f} s)", file=out)
     for when in ("before", "after"):
-        print(f"  {when:<6}  float {100 * r[f'float_accuracy_{when}']:.2f} %   fixed "
-              f"{100 * r[f'fixed_accuracy_{when}']:.2f} %", file=out)
+        print(f"  {when:<6}  float {percent(r[f'float_accuracy_{when}'])}   fixed "
+              f"{percent(r[f'fixed_accuracy_{when}'])}", file=out)
     print(f"wrote {args.out}", file=out)
     emit_json(r, args.json)
     return 0

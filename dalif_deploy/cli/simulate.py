@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
 from . import emit_json, note, show_progress
 
@@ -74,7 +74,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
         note(args, f"[{result.backend}] {text}")
     shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
     line = (f"{result.backend}: {args.model} on {shown}, "
-            f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
+            f"{counted(result.samples, 'sample')}, accuracy {percent(result.accuracy)} "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from dalif_deploy.fixedpoint.cost import cost_line
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
 from . import show_progress
 
@@ -42,7 +42,7 @@ def cli_train(args: argparse.Namespace) -> int:
     print(f"{args.model} ({args.neuron}) on {probe.name} (T={args.timesteps}, "
           f"{counted(args.epochs, 'epoch')}, "
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
-          f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
-          f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
+          f"train accuracy {percent(metrics['train_accuracy'])}, "
+          f"test accuracy {percent(metrics['test_accuracy'])}")
     print(f"wrote {args.out}")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import KINDS, sniff
+from dalif_deploy.base.wording import percent
 
 DESCRIBERS = {
     "nir": "dalif_deploy.converters.ir.graph:describe_nir",
@@ -143,7 +144,7 @@ def _fmt(v: Any) -> str:
 
 def _render_checkpoint(d: dict[str, Any]) -> list[str]:
     m = d["metrics"]
-    acc = ", ".join(f"{k} {100 * v:.2f} %" for k, v in m.items()
+    acc = ", ".join(f"{k} {percent(v)}" for k, v in m.items()
                     if k.endswith("accuracy") and isinstance(v, int | float))
     lines = [
         f"{d['file']}: {d['format']}",

@@ -336,13 +336,9 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
     atomic_write_text(path, render_report(result, artefacts))
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f} %"
-
-
 def format_summary(r: dict[str, Any]) -> str:
     """Headline figures as a few lines of text, then the verdict and its reasons."""
-    from dalif_deploy.base.wording import counted
+    from dalif_deploy.base.wording import MISSING, counted, percent
 
     from .verdict import accuracy_text, reference_name
 
@@ -356,10 +352,10 @@ def format_summary(r: dict[str, Any]) -> str:
         f"{r['model']} on {r['dataset']} ({counted(r['samples'], 'test sample')}, "
         f"T={r['timesteps']}"
         + (f", {r['weight_bits']}-bit weights)" if r.get("weight_bits") else ")"),
-        f"  float    {_pct(r['float_accuracy'])}",
-        f"  NIR      {_pct(r['nir_accuracy'])}   ({nir_note})",
-        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with {ref} "
-        f"{_pct(r['prediction_agreement'])})",
+        f"  float    {percent(r['float_accuracy'])}",
+        f"  NIR      {percent(r['nir_accuracy'])}   ({nir_note})",
+        f"  fixed    {percent(r['fixed_accuracy'])}   (agreement with {ref} "
+        f"{percent(r['prediction_agreement'])})",
         (f"  Lava     {accuracy_text(r['lava_accuracy'], r['lava_samples'])}, bit-exact "
          f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
          else "  Lava     not run (--lava-samples 0)"),
@@ -367,7 +363,7 @@ def format_summary(r: dict[str, Any]) -> str:
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:
-        lines.append(f"  ONNX     {_pct(r['onnx_accuracy'])}")
+        lines.append(f"  ONNX     {percent(r['onnx_accuracy'])}")
     if r.get("input_clipped"):
         lines.append(f"  note: {r['input_clipped']} analog input values fell outside the 8-bit "
                      "input range and were clipped")
@@ -376,9 +372,9 @@ def format_summary(r: dict[str, Any]) -> str:
     if r.get("lava_error"):
         lines.append(f"  Lava error: {r['lava_error']}")
     for ly in r["layers"]:
-        lines.append(f"  layer {ly['name']:<16} agreement {_pct(ly['spike_agreement'])}  "
+        lines.append(f"  layer {ly['name']:<16} agreement {percent(ly['spike_agreement'])}  "
                      f"rate {short} {ly['float_rate']:.3f} fixed "
-                     f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
+                     f"{MISSING if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
     lines += [f"  {c}" for c in (cost_line(r),) if c]
     lines.append(f"  time: {', '.join(f'{k} {v:.2f}s' for k, v in r['seconds'].items())}")
