@@ -240,3 +240,20 @@ def test_no_module_shadows_the_standard_library():
     clashes = sorted(f"{m} ({part})" for m in MODULES for part in m.split(".")
                      if part in sys.stdlib_module_names)
     assert not clashes, f"named like a standard-library module: {clashes}"
+
+
+def test_test_modules_never_import_each_other():
+    """Shared builders live in tests/helpers/ and shared fixtures in tests/conftest.py: a test
+    module imported by another would need every test folder on sys.path (and be collected
+    twice under two names when the folders differ)."""
+    tests = ROOT / "tests"
+    names = {p.stem for p in tests.rglob("test_*.py")}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {m}"
+                      for m in mods if m.split(".")[0] in names]
+    assert not found, f"move the shared code to tests/helpers/: {found}"
+    assert "sys.path" not in (tests / "conftest.py").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
-from test_foreign import H, _conv3x3, _prototypes
+from helpers.foreign_graphs import HIDDEN, conv3x3_same, prototype_readout
 
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
@@ -78,7 +78,7 @@ def _step(mem: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 def _readout(rng, feats: np.ndarray, y: np.ndarray, scale: float):
     """A class-prototype Linear layer (10 outputs) on ``feats`` and a small positive bias."""
-    w, b, _, _ = _prototypes(rng, feats, y, scale)
+    w, b, _, _ = prototype_readout(rng, feats, y, scale)
     return w[:10], b[:10] - 0.25
 
 
@@ -97,7 +97,7 @@ def _snntorch_conv_spikes(p: dict, x: np.ndarray) -> np.ndarray:
     spike ``mem > 1``; its delayed reset starts the next step from 0. ``[T, B, C*H*W]``."""
     mem, out = np.zeros((len(x), *p["beta1"].shape)), []
     for t in range(x.shape[1]):
-        mem = p["beta1"] * mem + _conv3x3(x[:, t].astype(np.float64), p["wc"], p["bc"])
+        mem = p["beta1"] * mem + conv3x3_same(x[:, t].astype(np.float64), p["wc"], p["bc"])
         s = (mem > 1).astype(np.float64)
         mem = _step(mem, s)
         out.append(s.reshape(len(x), -1))
@@ -158,9 +158,9 @@ def snntorch_synaptic(rng, train) -> tuple[dict, dict]:
     """Flatten -> Linear -> Synaptic -> Linear -> Synaptic as ``export_to_nir`` writes it:
     ``tau_syn = dt/(1-alpha)``, ``tau_mem = dt/(1-beta)``, ``r = tau_mem/dt``, ``w_in =
     tau_syn/dt``."""
-    w1, b1, w2, b2 = _prototypes(rng, train.x.mean(1), train.y, 0.8)
+    w1, b1, w2, b2 = prototype_readout(rng, train.x.mean(1), train.y, 0.8)
     p = {"w1": w1, "b1": b1 * 0.2, "w2": 0.5 * w2, "b2": 0.5 * b2,
-         "a1": rng.uniform(0.3, 0.7, H), "be1": rng.uniform(0.6, 0.9, H),
+         "a1": rng.uniform(0.3, 0.7, HIDDEN), "be1": rng.uniform(0.6, 0.9, HIDDEN),
          "a2": rng.uniform(0.3, 0.7, 10), "be2": rng.uniform(0.6, 0.9, 10)}
 
     def synaptic(alpha, beta):
@@ -184,7 +184,7 @@ def snntorch_synaptic_reference(p: dict, x: np.ndarray, refractory: bool) -> np.
     (``refractory``: one step at 0, the measured snnTorch behaviour); NIR's CubaLIF resets v in
     the spike's step and integrates the next input (``refractory=False``)."""
     b = len(x)
-    state = [[np.zeros((b, n)), np.zeros((b, n)), np.zeros((b, n))] for n in (H, 10)]
+    state = [[np.zeros((b, n)), np.zeros((b, n)), np.zeros((b, n))] for n in (HIDDEN, 10)]
     count = np.zeros((b, 10))
     for t in range(x.shape[1]):
         s = x[:, t].reshape(b, -1).astype(np.float64)
@@ -221,9 +221,9 @@ def test_snntorch_synaptic_runs_as_nir_says_and_says_so(tmp_path, events, capsys
 def sinabs_lif_mlp(rng, train) -> tuple[dict, dict]:
     """Sinabs ``LIFSqueeze`` layers after the repair nir.write needs (each 0-d parameter
     broadcast to the layer, types inferred): tau in steps, ``r = 1``, float32."""
-    w1, b1, w2, b2 = _prototypes(rng, train.x.mean(1), train.y, 6.0)
+    w1, b1, w2, b2 = prototype_readout(rng, train.x.mean(1), train.y, 6.0)
     p = {"w1": w1, "b1": b1, "w2": 6 * w2, "b2": 6 * b2,
-         "tau1": np.full(H, rng.uniform(2, 6)), "tau2": np.full(10, rng.uniform(2, 6))}
+         "tau1": np.full(HIDDEN, rng.uniform(2, 6)), "tau2": np.full(10, rng.uniform(2, 6))}
 
     def lif(tau):
         return nir.LIF(tau=_f32(tau), r=_f32(1 + 0 * tau), v_leak=_f32(0 * tau),
@@ -242,7 +242,7 @@ def sinabs_lif_reference(p: dict, x: np.ndarray) -> np.ndarray:
     """Sinabs LIF (norm_input, SingleSpike, MembraneReset): ``v = a v + (1 - a) I``, ``a =
     exp(-1/tau)``, spike ``v >= 1``, reset to 0; the output LIF's spike count."""
     b = len(x)
-    v1, v2, count = np.zeros((b, H)), np.zeros((b, 10)), np.zeros((b, 10))
+    v1, v2, count = np.zeros((b, HIDDEN)), np.zeros((b, 10)), np.zeros((b, 10))
     a1, a2 = np.exp(-1 / _f32(p["tau1"]).astype(np.float64)), np.exp(
         -1 / _f32(p["tau2"]).astype(np.float64))
     for t in range(x.shape[1]):
