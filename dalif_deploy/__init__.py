@@ -83,7 +83,14 @@ _LAZY = {
 }
 
 
+#: the subpackages, reachable as attributes (``dalif_deploy.neurons``), imported on first use
+_SUBPACKAGES = frozenset({"base", "fixedpoint", "neurons", "datasets", "float_model",
+                          "verification", "studies", "cli", "converters", "targets"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name].split(":")
         value = getattr(importlib.import_module(module), attr)

@@ -21,6 +21,16 @@ def test_import_and_public_names_do_not_import_lava_or_onnxruntime():
     assert out.strip() == "[]"
 
 
+def test_subpackages_are_attributes_imported_on_first_use():
+    """``import dalif_deploy; dalif_deploy.neurons`` works, as after ``import dalif_deploy.neurons``
+    (the subpackage is imported when first reached, not by ``import dalif_deploy``)."""
+    out = subprocess.run([sys.executable, "-c", "import sys, dalif_deploy\n"
+                          "print('dalif_deploy.neurons' in sys.modules, "
+                          "dalif_deploy.neurons.__name__, dalif_deploy.targets.__name__)"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    assert out.split() == ["False", "dalif_deploy.neurons", "dalif_deploy.targets"]
+
+
 def test_unknown_attribute_is_an_attribute_error():
     try:
         dalif_deploy.no_such_thing  # noqa: B018
