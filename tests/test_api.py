@@ -73,3 +73,18 @@ def test_program_file_loads_without_torch(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "['a',", "'readout']", "False"]
+
+
+def test_public_names_point_at_the_module_that_defines_them():
+    """Each lazy entry names the defining module (or its package), not a module that merely
+    imports the name (``Hardware`` was exported through ``cost``)."""
+    import inspect
+
+    wrong = []
+    for name, target in dalif_deploy._LAZY.items():
+        module = target.split(":")[0]
+        value = getattr(dalif_deploy, name)
+        if ((inspect.isclass(value) or inspect.isfunction(value))
+                and value.__module__ != module and not value.__module__.startswith(module + ".")):
+            wrong.append(f"{name}: {target}, defined in {value.__module__}")
+    assert not wrong, wrong
