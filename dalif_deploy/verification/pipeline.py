@@ -38,7 +38,7 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.cost import cost_line
 from dalif_deploy.targets.protocol import FixedPointResult
 
-from .stages import LayerTally, TestTotals, first_divergence, run_lava_and_onnx, run_test_loop
+from .stages import LayerTally, LoopTotals, first_divergence, run_lava_and_onnx, run_test_loop
 
 __all__ = ["VerifyOptions", "first_divergence", "run_stages", "verify_checkpoint",
            "verify_model", "write_report"]
@@ -207,7 +207,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     T = int(program.timesteps)
     ref = "float" if model is not None else "nir" if graph is not None else None
     sl = world.shard(len(test), opt.batch_size)
-    totals = TestTotals.merge(world.gather_call(lambda: run_test_loop(
+    totals = LoopTotals.merge(world.gather_call(lambda: run_test_loop(
         program, test, model, graph, dt, opt, range(sl.start, sl.stop, opt.batch_size),
         opt.progress and world.main)))
     tallies = totals.tallies

@@ -122,7 +122,7 @@ class LayerTally:
 
 
 @dataclass
-class TestTotals:
+class LoopTotals:
     """What the test loop adds up over its batches: one shard's, or (:meth:`merge`) all.
 
     Everything but the per-sample predictions is an integer total, so shards add up to
@@ -141,9 +141,9 @@ class TestTotals:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
-    def merge(parts: list[TestTotals]) -> TestTotals:
+    def merge(parts: list[LoopTotals]) -> LoopTotals:
         """Consecutive shards' totals (data set order) as one; stage times: the slowest."""
-        out = TestTotals({})
+        out = LoopTotals({})
         for p in parts:
             for k, v in p.preds.items():
                 out.preds[k] += v
@@ -162,7 +162,7 @@ class TestTotals:
 
 
 def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: Any,
-               dt: float | None, opt: Any, starts: range, progress: bool) -> TestTotals:
+               dt: float | None, opt: Any, starts: range, progress: bool) -> LoopTotals:
     """Float (``model``), NIR (``graph``) and emulator side by side on the test batches
     starting at ``starts`` (each ``opt.batch_size`` samples, as a single process batches
     them), tallied per layer on the fly."""
@@ -172,7 +172,7 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
     from dalif_deploy.targets.emulator import emulate, encode_input
 
     T, enc = int(program.timesteps), test.encoding
-    t = TestTotals({k: LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
+    t = LoopTotals({k: LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
                 if model is not None else {})
     for k in ("float", "nir", "fixed"):
         if k == "fixed" or (k == "float" and model is not None) or (k == "nir" and graph
