@@ -95,7 +95,7 @@ def _rates(model: torch.nn.Module, x: np.ndarray) -> str:
 def _digits_resnet() -> torch.nn.Module:
     """The shipped trained checkpoint (realistic spiking activity), else random weights."""
     if DIGITS_RESNET.is_file():
-        from dalif_deploy.float_model.checkpoint import load_model
+        from dalif_deploy.float_model.loading import load_model
 
         model, ck = load_model(DIGITS_RESNET)
         if ck.timesteps == T:

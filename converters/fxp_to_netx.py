@@ -211,7 +211,7 @@ def export_netx(ckpt_path: str | os.PathLike, out_path: str | os.PathLike, *,
     :func:`~dalif_deploy.converters.nir_to_fixed.quantize_graph`'s. Refused (nothing
     written): what :func:`check_netx` refuses.
     """
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     from .nir_to_fixed import quantize_graph
     from .torch_to_nir import checkpoint_graph

@@ -48,6 +48,7 @@ from dalif_deploy.converters.ir.ops import OPS, op_for
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.schema import integer
+from dalif_deploy.base.wording import percent
 from dalif_deploy.fixedpoint.constraints import check_program, require_valid
 from dalif_deploy.fixedpoint.limits import (
     BIAS_EXP_RANGE,
@@ -457,7 +458,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
     for r in table:
         rows.append((r["population"], f"{r['scale']:.4g}", str(r["vth"]),
                      ",".join(map(str, r["weight_exp"])), str(r["clipped_weights"]),
-                     f"{100 * r['weight_rel_error']:.2f}", f"{r['decay_error']:.2e}",
+                     percent(r["weight_rel_error"], ""), f"{r['decay_error']:.2e}",
                      str(r["bias_exp"]), f"{r['bias_abs_error']:.2e}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))

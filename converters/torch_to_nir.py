@@ -383,7 +383,7 @@ def checkpoint_graph(ckpt_path: str | Path, model: str | None = None,
                      timesteps: int | None = None) -> tuple[nir.NIRGraph, dict[str, Any]]:
     """The NIR graph of checkpoint ``ckpt_path`` (or a plain state_dict with zoo ``model``
     name) and a summary dict (what :func:`export_checkpoint` reports, less the file)."""
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     net, ckpt = load_model(ckpt_path, model, timesteps)
     spec = ckpt.model_input()

@@ -230,7 +230,7 @@ def export_onnx_from_checkpoint(ckpt_path: str | Path, out_path: str | Path,
 
     T comes from the checkpoint, the input encoding from its data set. Returns a summary dict.
     """
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     net, ckpt = load_model(str(ckpt_path), model, timesteps)
     spec = ckpt.model_input()

@@ -22,13 +22,13 @@ _LAZY = {
     "Population": "dalif_deploy.fixedpoint.program:Population",
     "Readout": "dalif_deploy.fixedpoint.program:Readout",
     "Synapse": "dalif_deploy.fixedpoint.program:Synapse",
-    "load_program": "dalif_deploy.fixedpoint.program:load_program",
-    "save_program": "dalif_deploy.fixedpoint.program:save_program",
+    "load_program": "dalif_deploy.fixedpoint.fxp_format:load_program",
+    "save_program": "dalif_deploy.fixedpoint.fxp_format:save_program",
     "Checkpoint": "dalif_deploy.float_model.checkpoint:Checkpoint",
-    "load_checkpoint": "dalif_deploy.float_model.checkpoint:load_checkpoint",
-    "load_model": "dalif_deploy.float_model.checkpoint:load_model",
+    "load_checkpoint": "dalif_deploy.float_model.loading:load_checkpoint",
+    "load_model": "dalif_deploy.float_model.loading:load_model",
     "save_checkpoint": "dalif_deploy.float_model.checkpoint:save_checkpoint",
-    "shipped_checkpoint": "dalif_deploy.float_model.checkpoint:shipped_checkpoint",
+    "shipped_checkpoint": "dalif_deploy.float_model.loading:shipped_checkpoint",
     "factory_config": "dalif_deploy.float_model.factory:factory_config",
     "use_model_code": "dalif_deploy.float_model.factory:use_model_code",
     "Dataset": "dalif_deploy.datasets.loaders:Dataset",
@@ -58,8 +58,8 @@ _LAZY = {
     "simulate": "dalif_deploy.targets.registry:simulate",
     "describe": "dalif_deploy.verification.describe:describe",
     "check_program": "dalif_deploy.fixedpoint.constraints:check_program",
-    "Hardware": "dalif_deploy.fixedpoint.cost:Hardware",
-    "hardware": "dalif_deploy.fixedpoint.cost:hardware",
+    "Hardware": "dalif_deploy.fixedpoint.hardware:Hardware",
+    "hardware": "dalif_deploy.fixedpoint.hardware:hardware",
     "cost_report": "dalif_deploy.fixedpoint.cost:cost_report",
     "export_nir": "dalif_deploy.converters.torch_to_nir:export_nir",
     "write_nir": "dalif_deploy.converters.torch_to_nir:write_nir",
@@ -85,7 +85,14 @@ _LAZY = {
 }
 
 
+#: the subpackages, reachable as attributes (``dalif_deploy.neurons``), imported on first use
+_SUBPACKAGES = frozenset({"base", "fixedpoint", "neurons", "datasets", "float_model",
+                          "verification", "studies", "cli", "converters", "targets"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name].split(":")
         value = getattr(importlib.import_module(module), attr)

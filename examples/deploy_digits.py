@@ -24,8 +24,8 @@ from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.targets.lava import run_lava
 
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.fixedpoint.program import load_program, save_program
-from dalif_deploy.float_model.checkpoint import load_model, shipped_checkpoint
+from dalif_deploy.fixedpoint.fxp_format import load_program, save_program
+from dalif_deploy.float_model.loading import load_model, shipped_checkpoint
 from dalif_deploy.float_model.zoo import run_model
 
 

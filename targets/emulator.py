@@ -26,7 +26,7 @@ the largest input) is bounded: <= 2^24 uses float32, <= 2^53 float64 (every part
 an integer the float type represents exactly, so no rounding ever happens); the constraint
 check already refuses anything that could overflow Lava's int32. Neuron state is held as
 float32 integers where the bounds keep every intermediate below 2^24 (see
-:func:`_compile_population`), else float64 (exact below 2^53); the same bounds switch off
+:func:`compile_population`), else float64 (exact below 2^53); the same bounds switch off
 u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
 use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
@@ -61,14 +61,7 @@ from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT
 from dalif_deploy.fixedpoint.program import FixedProgram
 from dalif_deploy.fixedpoint.timing import synaptic_depths
 
-from .emulator_kernels import (  # noqa: F401  (_v_bound, _Syn: the tests' handles)
-    _compile_population,
-    _compile_synapse,
-    _Pop,
-    _Syn,
-    _v_bound,
-    exact_kernels,
-)
+from .emulator_kernels import CompiledPopulation, compile_population, compile_synapse, exact_kernels
 
 BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
 CUDA_BLOCK_ELEMENTS = 2**24  # the same on a GPU: few large kernels beat cache-sized ones
@@ -145,7 +138,7 @@ def _record(traces: dict[str, dict[str, list[torch.Tensor]]], name: str, spikes:
     traces["u"].setdefault(name, []).append(state.u.to(torch.int64))
 
 
-def _run_batch(pops: list[_Pop], frames: torch.Tensor, steps: int, pipelined: bool,
+def _run_batch(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int, pipelined: bool,
                record: bool) -> dict[str, Any]:
     """frames: [N, T, *shape] integer-valued float32. Returns per-batch results."""
     n, t_in, dev = frames.shape[0], frames.shape[1], frames.device
@@ -199,7 +192,8 @@ class _SyncRun:
     last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
 
 
-def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, record: bool,
+def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor], k: int,
+                record: bool,
                 traces: dict[str, dict[str, list[torch.Tensor]]]) -> None:
     """Steps ``k`` consecutive steps of one population (sync mode).
 
@@ -254,7 +248,7 @@ def _sync_block(p: _Pop, r: _SyncRun, cur: dict[str, torch.Tensor], k: int, reco
         r.totals += (flat.new_ones(k * n) @ flat).view(shape)
 
 
-def _run_sync(pops: list[_Pop], frames: torch.Tensor, steps: int, record: bool
+def _run_sync(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int, record: bool
               ) -> dict[str, Any]:
     """Sync mode (population k at step t depends only on its sources at step t and its own
     past) in blocks of steps: each population in turn steps through the whole block. Blocks
@@ -367,8 +361,8 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     fdt = np.float32 if -_input_range(program)[0] <= FLOAT32_EXACT else np.float64
     depth = synaptic_depths(program)
     steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
-    compiled = {s.name: _compile_synapse(program, s, dev) for s in program.synapses}
-    pops = [_compile_population(p, [compiled[s.name] for s in program.incoming(p.name)], steps,
+    compiled = {s.name: compile_synapse(program, s, dev) for s in program.synapses}
+    pops = [compile_population(p, [compiled[s.name] for s in program.incoming(p.name)], steps,
                                 p.name == program.readout.population, dev)
             for p in program.populations]
     names = [p.pop.name for p in pops if not p.readout]
@@ -434,7 +428,7 @@ class EmulatorBackend:
 
     def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
                  device: str | None = None) -> None:
-        from dalif_deploy.fixedpoint.program import load_program
+        from dalif_deploy.fixedpoint.fxp_format import load_program
 
         self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)

@@ -6,7 +6,7 @@ integer; a float type represents an integer exactly when its magnitude is at mos
 (float32) or 2^53 (float64). Before a program runs, each synapse's worst case is bounded
 (``bound = max_o sum_i |W[o, i]| * max|input|``) and its kernel runs in float32 only when
 ``bound <= 2^24``, else float64 (``bound < 2^53``, which the constraint check guarantees);
-neuron state is float32 only where :func:`_compile_population`'s bounds keep every
+neuron state is float32 only where :func:`compile_population`'s bounds keep every
 intermediate below 2^24, else float64. Consequences, on any device:
 
 * **Sums in any order.** Every partial sum of a synapse's products, over any subset of its terms
@@ -121,7 +121,7 @@ def conv_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
 
 
 @dataclass
-class _Syn:
+class CompiledSynapse:
     syn: Synapse
     weight: torch.Tensor  # float32/float64 kernel or [n_out, n_in] matrix
     bound: int  # max |accumulated sum| before shift/wrap
@@ -156,8 +156,8 @@ class _Syn:
         return (x.flatten(1) @ w.T).view(-1, *s.output_shape)
 
 
-def _compile_synapse(program: FixedProgram, syn: Synapse,
-                     device: torch.device = CPU) -> _Syn:
+def compile_synapse(program: FixedProgram, syn: Synapse,
+                     device: torch.device = CPU) -> CompiledSynapse:
     in_max = source_max(program, syn)
     w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
     bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
@@ -183,16 +183,17 @@ def _compile_synapse(program: FixedProgram, syn: Synapse,
     if diagonal:  # keep the diagonal only, shaped to broadcast over [B, C, H, W]
         w = w[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
         w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
-    return _Syn(syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound, binarize,
-                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
-                                                         device=device),
-                diagonal, device.type == "cuda")
+    return CompiledSynapse(syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound,
+                           binarize,
+                           None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
+                                                                    device=device),
+                           diagonal, device.type == "cuda")
 
 
 @dataclass
-class _Pop:
+class CompiledPopulation:
     pop: Population
-    syns: list[_Syn]
+    syns: list[CompiledSynapse]
     params: LifParams
     readout: bool
     dtype: torch.dtype = torch.float64
@@ -200,7 +201,7 @@ class _Pop:
     bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
 
 
-def _v_bound(step_max: int, f_max: int, steps: int) -> int:
+def v_growth_bound(step_max: int, f_max: int, steps: int) -> int:
     """Upper bound of |v| over ``steps`` steps without clipping: ``|v_t| <= |v_(t-1)| * f / 4096
     + step_max`` (rtz only shrinks the decayed value; a reset sets v to 0 or takes n * theta
     from a v above theta, leaving it in [0, v]; ``subtract-next``'s theta is in step_max), in
@@ -214,15 +215,15 @@ def _v_bound(step_max: int, f_max: int, steps: int) -> int:
     return b
 
 
-def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: bool,
-                        device: torch.device = CPU) -> _Pop:
+def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int, readout: bool,
+                        device: torch.device = CPU) -> CompiledPopulation:
     a_bound = sum(s.a_bound for s in syns)
     bias = effective_bias(pop.bias_mant, pop.bias_exp)
     wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
     u_bound = U_LIMIT if wrap_u else a_bound * 64
     bias_max = int(np.abs(bias).max(initial=0))
     late = pop.vth << 6 if pop.reset == "subtract-next" else 0  # taken after the integration
-    v_bound = _v_bound(u_bound + bias_max + late, DECAY_UNIT - int(pop.dv.min()), steps)
+    v_bound = v_growth_bound(u_bound + bias_max + late, DECAY_UNIT - int(pop.dv.min()), steps)
     # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23 (one spike
     # and a reset to 0 only: other resets and spike counts run lif_step in float64)
@@ -238,6 +239,6 @@ def _compile_population(pop: Population, syns: list[_Syn], steps: int, readout: 
                        multi_spike=pop.multi_spike)
     fast = LifF32Params.from_lif(params) if f32 else None
     bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
-    return _Pop(pop, syns, params, readout, dtype, fast, bias_t)
+    return CompiledPopulation(pop, syns, params, readout, dtype, fast, bias_t)
 
 

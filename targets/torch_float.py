@@ -7,7 +7,7 @@ from typing import Any
 
 from dalif_deploy.base.encoding import ANALOG
 from dalif_deploy.datasets.loaders import Dataset
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.loading import load_model
 from dalif_deploy.float_model.training import predict
 
 from .protocol import BackendRun, ModelInput, Option

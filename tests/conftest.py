@@ -4,24 +4,17 @@ Every test that starts Lava must carry ``@pytest.mark.lava`` (so ``-m "not lava"
 Lava): while an unmarked test sets up (its fixtures too, module-scoped ones included) and runs,
 Lava is switched off through ``DALIF_DEPLOY_FORBID_LAVA`` (inherited by CLI subprocesses), so
 an unmarked test that reaches a Lava run fails with that reason.
+
+Test modules never import each other: what several share is in tests/helpers/ (builders) or
+here (fixtures used in more than one folder).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# Test modules are imported by their base names (pytest's prepend mode, no __init__.py in the
-# folders), and a few share builders by importing each other (`from test_program import
-# small_program`): every test folder is on sys.path so such an import finds the one module
-# object pytest collected. Base names are unique across folders.
-for _folder in sorted(p for p in Path(__file__).parent.iterdir()
-                      if p.is_dir() and p.name not in ("helpers", "__pycache__")):
-    if str(_folder) not in sys.path:
-        sys.path.append(str(_folder))
 
 FORBID_LAVA_ENV = "DALIF_DEPLOY_FORBID_LAVA"
 
@@ -45,3 +38,12 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     os.environ.pop(FORBID_LAVA_ENV, None)
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped digits-cnn as a checkpoint, NIR graph, fixed-point program and ONNX graph
+    (:func:`helpers.model_files.write_model_files`), made once per session."""
+    from helpers.model_files import write_model_files
+
+    return write_model_files(tmp_path_factory.mktemp("models"))

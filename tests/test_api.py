@@ -21,6 +21,16 @@ def test_import_and_public_names_do_not_import_lava_or_onnxruntime():
     assert out.strip() == "[]"
 
 
+def test_subpackages_are_attributes_imported_on_first_use():
+    """``import dalif_deploy; dalif_deploy.neurons`` works, as after ``import dalif_deploy.neurons``
+    (the subpackage is imported when first reached, not by ``import dalif_deploy``)."""
+    out = subprocess.run([sys.executable, "-c", "import sys, dalif_deploy\n"
+                          "print('dalif_deploy.neurons' in sys.modules, "
+                          "dalif_deploy.neurons.__name__, dalif_deploy.targets.__name__)"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    assert out.split() == ["False", "dalif_deploy.neurons", "dalif_deploy.targets"]
+
+
 def test_unknown_attribute_is_an_attribute_error():
     try:
         dalif_deploy.no_such_thing  # noqa: B018
@@ -35,13 +45,13 @@ def test_program_file_loads_without_torch(tmp_path):
     and round-trips (the emulator and Lava need nothing from the float world)."""
     import numpy as np
 
+    from dalif_deploy.fixedpoint.fxp_format import save_program
     from dalif_deploy.fixedpoint.program import (
         FixedProgram,
         InputEncoding,
         Population,
         Readout,
         Synapse,
-        save_program,
     )
 
     prog = FixedProgram(
@@ -63,3 +73,18 @@ def test_program_file_loads_without_torch(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "['a',", "'readout']", "False"]
+
+
+def test_public_names_point_at_the_module_that_defines_them():
+    """Each lazy entry names the defining module (or its package), not a module that merely
+    imports the name (``Hardware`` was exported through ``cost``)."""
+    import inspect
+
+    wrong = []
+    for name, target in dalif_deploy._LAZY.items():
+        module = target.split(":")[0]
+        value = getattr(dalif_deploy, name)
+        if ((inspect.isclass(value) or inspect.isfunction(value))
+                and value.__module__ != module and not value.__module__.startswith(module + ".")):
+            wrong.append(f"{name}: {target}, defined in {value.__module__}")
+    assert not wrong, wrong

@@ -182,3 +182,78 @@ def test_architecture_doc_lists_every_module():
         if rel not in doc and not in_cli and not bare_package:
             missing.append(rel)
     assert not missing, f"add to docs/ARCHITECTURE.md: {missing}"
+
+
+def private_crossings(module: str) -> list[str]:
+    """Leading-underscore names that ``module`` takes from another project module: imported
+    (``from .stages import _loop``) or read off an imported module (``stages._loop``)."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), str(path))
+    modules_bound: dict[str, str] = {}  # local name -> project module it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias, target in zip(node.names, _resolve(module, path, node), strict=True):
+                if target in MODULES and target.endswith(f".{alias.name}"):
+                    modules_bound[alias.asname or alias.name] = target
+                elif (alias.name.startswith("_") and not alias.name.startswith("__")
+                      and target in MODULES and target != module):
+                    found.append(f"{module}:{node.lineno} imports {alias.name} from {target}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in MODULES:
+                    modules_bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in modules_bound and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            found.append(f"{module}:{node.lineno} reads {modules_bound[node.value.id]}."
+                         f"{node.attr}")
+    return found
+
+
+def test_no_private_name_crosses_a_module():
+    """A name another module needs is part of its interface: no leading underscore."""
+    found = [line for m in MODULES for line in private_crossings(m)]
+    assert not found, "private names used across modules (make them public): " + "; ".join(found)
+
+
+@pytest.mark.parametrize("source", [
+    "from .stages import _hidden\n",
+    "from dalif_deploy.verification.stages import _hidden\n",
+    "from dalif_deploy.verification import stages\nx = stages._hidden\n",
+    "from . import stages as st\nx = st._hidden\n",
+])
+def test_private_crossings_are_detected(source, tmp_path, monkeypatch):
+    """The check above sees every form (a guard against it passing vacuously)."""
+    fake = tmp_path / "pipeline.py"
+    fake.write_text(source)
+    monkeypatch.setitem(MODULES, "dalif_deploy.verification.pipeline", fake)
+    assert private_crossings("dalif_deploy.verification.pipeline")
+
+
+def test_no_module_shadows_the_standard_library():
+    """No module or folder is named like a standard-library module (``import x`` would be
+    ambiguous to a reader, and to Python on a sys.path that lists the folder)."""
+    import sys
+
+    clashes = sorted(f"{m} ({part})" for m in MODULES for part in m.split(".")
+                     if part in sys.stdlib_module_names)
+    assert not clashes, f"named like a standard-library module: {clashes}"
+
+
+def test_test_modules_never_import_each_other():
+    """Shared builders live in tests/helpers/ and shared fixtures in tests/conftest.py: a test
+    module imported by another would need every test folder on sys.path (and be collected
+    twice under two names when the folders differ)."""
+    tests = ROOT / "tests"
+    names = {p.stem for p in tests.rglob("test_*.py")}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {m}"
+                      for m in mods if m.split(".")[0] in names]
+    assert not found, f"move the shared code to tests/helpers/: {found}"
+    assert "sys.path" not in (tests / "conftest.py").read_text()

@@ -1,2 +1,2 @@
-"""Layer 0, the base: errors, safe files, schema, resources, encoding, geometry, device and
-sharding. Imports nothing else of the project."""
+"""Layer 0, the base: errors, safe files and safe pickle scanning, schema, resources, encoding,
+geometry, printed wording, device and sharding. Imports nothing else of the project."""

@@ -100,7 +100,7 @@ def event_options(name: str | None, args: argparse.Namespace, flag: str = "--dat
     return dataset_spec(name, bins, k)
 
 
-def _add_quiet(p: argparse.ArgumentParser) -> None:
+def add_quiet_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bars and no notes on stderr (warnings and errors are "
                    "still printed; results still go to stdout). Progress bars are also off "
@@ -124,7 +124,7 @@ def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
 
-def _add_hardware(p: argparse.ArgumentParser) -> None:
+def add_hardware_options(p: argparse.ArgumentParser) -> None:
     """``--hardware FILE.json`` and ``--hw NAME=VALUE`` (the cost model's figures), worded as
     ``simulate --backend emulator`` words them (the emulator backend declares the same)."""
     from dalif_deploy.fixedpoint.hardware import HARDWARE_FILE_HELP, HARDWARE_SET_HELP
@@ -144,7 +144,7 @@ def hardware_from_args(args: argparse.Namespace):  # -> Hardware | None
     return hardware(args.hardware, assignments=args.hw or ())
 
 
-def _add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
+def add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
     """The quantiser's options (quantize, and export --netx which quantises too)."""
     p.add_argument("--calibrate", metavar="DATASET", help=f"{when}refine scales on this data "
                    "set (a name or an .npz as `dataset` writes it)")
@@ -164,7 +164,7 @@ def add_model_code(p: argparse.ArgumentParser) -> None:
                    "imported only because you name it here, never because a file names it")
 
 
-def _add_json(p: argparse.ArgumentParser) -> None:
+def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH "
                    "('-' for stdout)")
 

@@ -27,7 +27,7 @@ def name_list(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``compare`` (the fields of
     :class:`~dalif_deploy.studies.compare.CompareOptions`)."""
-    from . import _add_json, _add_quiet, add_data_options
+    from . import add_data_options, add_json_option, add_quiet_option
 
     p.add_argument("--model", default="digits-cnn", help="zoo model trained with every neuron")
     from . import add_model_code
@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="base channel width (zoo default when absent)")
     p.add_argument("--samples", type=int, help="evaluate the first N test samples only")
     p.add_argument("--plot", metavar="PNG", help="write accuracy and SynOps against T (PNG)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def cli_compare(args: argparse.Namespace) -> int:

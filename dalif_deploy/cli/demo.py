@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import _add_quiet, emit_json, show_progress
+from . import add_quiet_option, emit_json, show_progress
 from .command import Command
 
 #: the files demo writes into --out-dir
@@ -39,13 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "demo-report.json) goes")
     p.add_argument("--lava-samples", type=int, default=16,
                    help="first N test samples run on Lava and compared bit for bit (0: skip)")
-    _add_quiet(p)
+    add_quiet_option(p)
 
 
 def cli_demo(args: argparse.Namespace) -> int:
     """Run ``verify`` on a shipped checkpoint (``--model``, digits-cnn by default) and say
     where the report is."""
-    from dalif_deploy.float_model.checkpoint import shipped_checkpoint
+    from dalif_deploy.float_model.loading import shipped_checkpoint
     from dalif_deploy.verification.pipeline import (
         VerifyOptions,
         format_summary,

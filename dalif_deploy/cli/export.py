@@ -8,7 +8,7 @@ from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
 
-from . import _add_quantiser_options, _add_quiet, add_data_options
+from . import add_data_options, add_quantiser_options, add_quiet_option
 from .command import Command
 
 
@@ -23,11 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "quantised onto netx's fixed bias_exp 6, integer dense weights)")
     p.add_argument("--program", metavar="FXP", help="with --netx: also write the exported "
                    "program (.fxp) for simulate/verify")
-    _add_quantiser_options(p, "with --netx: ")
+    add_quantiser_options(p, "with --netx: ")
     add_data_options(p)
     p.add_argument("--model", help="zoo model name when CKPT is a plain state_dict")
     p.add_argument("--timesteps", "-T", type=int, help="timesteps when CKPT is a state_dict")
-    _add_quiet(p)
+    add_quiet_option(p)
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -64,7 +64,7 @@ def cli_export(args: argparse.Namespace) -> int:
 def _export_netx(args: argparse.Namespace) -> None:
     from dalif_deploy.converters.fxp_to_netx import export_netx
     from dalif_deploy.converters.nir_to_fixed import format_table
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
 
     from . import note
     from .quantize import calibration_data, input_range_note

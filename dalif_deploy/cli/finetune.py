@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
 from . import emit_json, event_options, show_progress
 from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from . import _add_json, _add_quiet, add_data_options, weight_bits_arg
+    from . import add_data_options, add_json_option, add_quiet_option, weight_bits_arg
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt) to start from")
     from . import add_model_code
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="data set name (default: the checkpoint's)")
     add_data_options(p)
     p.add_argument("-o", "--out", required=True, help="checkpoint path to write (.pt)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def cli_finetune(args: argparse.Namespace) -> int:
@@ -48,8 +48,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
           f"{r['weight_bits']}-bit weights, {counted(r['epochs'], 'epoch')}, lr {r['lr']:g}, seed "
           f"{r['seed']} ({r['seconds']:.1f} s)", file=out)
     for when in ("before", "after"):
-        print(f"  {when:<6}  float {100 * r[f'float_accuracy_{when}']:.2f} %   fixed "
-              f"{100 * r[f'fixed_accuracy_{when}']:.2f} %", file=out)
+        print(f"  {when:<6}  float {percent(r[f'float_accuracy_{when}'])}   fixed "
+              f"{percent(r[f'fixed_accuracy_{when}'])}", file=out)
     print(f"wrote {args.out}", file=out)
     emit_json(r, args.json)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import _add_hardware, emit_json, hardware_from_args
+from . import add_hardware_options, emit_json, hardware_from_args
 from .command import Command
 
 
@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_model_code(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _add_hardware(p)
+    add_hardware_options(p)
 
 
 def cli_inspect(args: argparse.Namespace) -> int:

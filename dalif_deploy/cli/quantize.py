@@ -18,10 +18,10 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.wording import counted
 
 from . import (
-    _add_json,
-    _add_quantiser_options,
-    _add_quiet,
     add_data_options,
+    add_json_option,
+    add_quantiser_options,
+    add_quiet_option,
     emit_json,
     event_options,
     note,
@@ -33,7 +33,7 @@ from .command import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("graph", metavar="MODEL.nir", help="NIR graph to quantise")
     p.add_argument("-o", "--out", required=True, help="program file to write (.fxp)")
-    _add_quantiser_options(p)
+    add_quantiser_options(p)
     add_data_options(p)
     p.add_argument("--from", dest="exporter", metavar="EXPORTER",
                    help="framework that exported a foreign NIR graph: snntorch (dt 1e-4, "
@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "
                    "quantises onto netx's grid (biases in multiples of 64, integer dense "
                    "weights; chain graphs with per-layer decays only)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str,
@@ -92,7 +92,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
         format_table,
         quantize_graph,
     )
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     from .foreign import check_foreign_graph
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
-from . import _add_quiet, emit_json, note, show_progress
+from . import add_quiet_option, emit_json, note, show_progress
 from .command import Command
 
 
@@ -17,13 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     (``--dt`` for nir and norse, ``--timeout`` for lava); no backend is imported."""
     from dalif_deploy.targets.registry import BACKENDS, FILE_KINDS, backend_options
 
-    from . import DATASET_NAMES, _add_json, add_data_options
+    from . import DATASET_NAMES, add_data_options, add_json_option
 
     p.add_argument("model", metavar="MODEL", help="model file: .pt, .nir, .fxp or .onnx")
     from . import add_model_code
 
     add_model_code(p)
-    _add_quiet(p)
+    add_quiet_option(p)
     by_kind: dict[str, list[str]] = {}
     for name, entry in BACKENDS.items():  # the registrations: no backend imported
         by_kind.setdefault(entry.kind, []).append(name)
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        default=opt.default, help=opt.help,
                        action="append" if opt.repeat else "store",
                        **({"metavar": opt.metavar} if opt.metavar else {}))
-    _add_json(p)
+    add_json_option(p)
 
 
 def cli_simulate(args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
         note(args, f"[{result.backend}] {text}")
     shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
     line = (f"{result.backend}: {args.model} on {shown}, "
-            f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
+            f"{counted(result.samples, 'sample')}, accuracy {percent(result.accuracy)} "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from dalif_deploy.fixedpoint.cost import cost_line
 

@@ -11,7 +11,7 @@ from .command import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from . import _add_json, _add_quiet, add_data_options
+    from . import add_data_options, add_json_option, add_quiet_option
 
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.pt)")
     from . import add_model_code
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
     p.add_argument("--plot", metavar="PNG", help="write the accuracy/memory plot (.png, .pdf "
                    "or .svg)")
-    _add_json(p)
-    _add_quiet(p)
+    add_json_option(p)
+    add_quiet_option(p)
 
 
 def cli_sweep(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 
-from . import DATASET_NAMES, _add_quiet, add_data_options, show_progress
+from . import DATASET_NAMES, add_data_options, add_quiet_option, show_progress
 from .command import Command
 
 
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="base channel width (zoo default: 16 for digits "
                    "models, 128 resnet19, 64 vgg11); smaller trains faster")
     p.add_argument("--out", "-o", required=True, help="checkpoint path to write (.pt)")
-    _add_quiet(p)
+    add_quiet_option(p)
 
 
 def _factory_model(args: argparse.Namespace, probe: Any) -> tuple[Any, dict[str, Any]]:
@@ -122,8 +122,8 @@ def cli_train(args: argparse.Namespace) -> int:
     print(f"{what} on {probe.name} (T={args.timesteps}, "
           f"{counted(args.epochs, 'epoch')}, "
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
-          f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
-          f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
+          f"train accuracy {percent(metrics['train_accuracy'])}, "
+          f"test accuracy {percent(metrics['test_accuracy'])}")
     print(f"wrote {args.out}")
     return 0
 

@@ -10,9 +10,9 @@ import sys
 from dalif_deploy.base.errors import VerificationFailed
 
 from . import (
-    _add_hardware,
-    _add_quiet,
     add_data_options,
+    add_hardware_options,
+    add_quiet_option,
     emit_json,
     event_options,
     hardware_from_args,
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
-    _add_hardware(p)
+    add_hardware_options(p)
     p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same integers on every device. Under `torchrun --nproc-per-node N -m "
                    "dalif_deploy verify ...` the test split is sharded over the N processes "
                    "and the results equal a single process's")
-    _add_quiet(p)
+    add_quiet_option(p)
     add_lava_limits(p)
 
 
@@ -72,12 +72,12 @@ def add_lava_limits(p: argparse.ArgumentParser) -> None:
     """The Lava run guard's limits, as the lava backend declares them, then ``--json``."""
     from dalif_deploy.targets.lava import LAVA_LIMITS
 
-    from . import _add_json
+    from . import add_json_option
 
     for opt in LAVA_LIMITS:
         p.add_argument(opt.flag, type=opt.type, default=opt.default, metavar=opt.metavar,
                        help=opt.help)
-    _add_json(p)
+    add_json_option(p)
 
 
 def cli_verify(args: argparse.Namespace) -> int:
@@ -85,7 +85,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     does not hold. ``--save-program`` is written (atomically) even then: it is the program
     the report describes."""
     from dalif_deploy.base.parallel import shard_device, start, stop
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
     from dalif_deploy.targets.registry import file_kind
     from dalif_deploy.verification.files import verify_file
     from dalif_deploy.verification.pipeline import VerifyOptions, format_summary, write_report

@@ -1,2 +1,3 @@
-"""Layer 1, the fixed-point program: types and the .fxp format, hardware limits, constraint rules,
-Lava's integer arithmetic, timing, the cost model and its hardware figures."""
+"""Layer 1, the fixed-point program: its types (program.py) and the .fxp file format
+(fxp_format.py), hardware limits, constraint rules, Lava's integer arithmetic, timing, the cost
+model and its hardware figures."""

@@ -26,6 +26,7 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import conv_output_shape
 
 from .cost import resources
+from .fxp_format import PROGRAM_FORMAT, PROGRAM_VERSION, load_program
 from .limits import (
     BIAS_EXP_RANGE,
     BIAS_MANT_MAX,
@@ -44,14 +45,7 @@ from .limits import (
     WEIGHT_BITS_RANGE,
     WEIGHT_EXP_RANGE,
 )
-from .program import (
-    PROGRAM_FORMAT,
-    PROGRAM_VERSION,
-    FixedProgram,
-    Population,
-    Synapse,
-    load_program,
-)
+from .program import FixedProgram, Population, Synapse
 from .timing import synapse_delays, synaptic_depths
 
 

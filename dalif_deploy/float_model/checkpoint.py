@@ -1,5 +1,9 @@
 """Checkpoints: one documented, versioned format, written atomically, read without unpickling.
 
+This module is the format and its safe reading (declared sizes checked through
+:mod:`dalif_deploy.base.pickle_scan`, then ``weights_only=True``); building the model a
+checkpoint names is :mod:`.loading`'s.
+
 A checkpoint is a ``torch.save`` of a plain dict (only tensors, numbers, strings, lists and
 dicts, so ``torch.load(weights_only=True)`` reads it and no code is ever executed)::
 
@@ -42,6 +46,7 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import expect
 from dalif_deploy.base.files import atomic_open, check_input_file
+from dalif_deploy.base.pickle_scan import declared_storages
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, format_bytes
 from dalif_deploy.base.schema import (
     FLOAT32_MAX,
@@ -57,7 +62,7 @@ from dalif_deploy.base.schema import (
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
 from . import factory
-from .zoo import ZOO_DEFAULTS, build_model, default_config, validate_config
+from .zoo import ZOO_DEFAULTS, default_config, validate_config
 
 CHECKPOINT_FORMAT = "dalif-deploy.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -127,6 +132,7 @@ class Checkpoint:
     sha256: str = ""
     path: str = ""
     finetune: dict[str, Any] | None = None  # how `finetune` made it (None: not fine-tuned)
+    plain_state_dict: bool = False  # read from a plain state_dict file (--model, --timesteps)
 
     @property
     def model_name(self) -> str:
@@ -195,57 +201,6 @@ def content_digest(obj: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-#: bytes per element of the storage types torch.save records (others count 1: a lower bound)
-_STORAGE_ITEMSIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2,
-                     "BFloat16Storage": 2, "LongStorage": 8, "IntStorage": 4,
-                     "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
-                     "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16}
-
-
-class _Stub:
-    """Stands in for every object of a pickle being scanned: records nothing, runs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
-        return _Stub()
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
-
-
-class _StorageScan(pickle.Unpickler):
-    """Reads a checkpoint's ``data.pkl`` without importing or calling anything, collecting the
-    storage records it declares: ``(key, bytes)`` from ``('storage', type, key, location,
-    numel)``."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(io.BytesIO(data))
-        self.storages: list[tuple[str, int]] = []
-
-    def find_class(self, module: str, name: str) -> Any:
-        stub = _Stub()
-        stub.name = name  # type: ignore[attr-defined]
-        return stub
-
-    def persistent_load(self, pid: Any) -> Any:
-        if (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[4], int)):
-            itemsize = _STORAGE_ITEMSIZE.get(getattr(pid[1], "name", ""), 1)
-            self.storages.append((str(pid[2]), pid[4] * itemsize))
-        return _Stub()
-
-
 def _check_storages(path: Path, z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]
                     ) -> None:
     """Every storage ``data.pkl`` declares must fit its ``data/KEY`` record, before torch.load
@@ -254,14 +209,13 @@ def _check_storages(path: Path, z: zipfile.ZipFile, members: dict[str, zipfile.Z
     if len(pkl) != 1:
         return  # not torch's zip layout: torch.load refuses it
     root = pkl[0][: -len("data.pkl")]
-    scan = _StorageScan(z.read(pkl[0]))
     try:
-        scan.load()
+        storages = declared_storages(z.read(pkl[0]))
     except Exception as e:  # noqa: BLE001 - any failure to parse an untrusted file is bad input
         raise DaLifError(f"{path}: not a readable checkpoint (its data.pkl does not parse: "
                          f"{str(e)[:120] or type(e).__name__})") from None
     total = 0
-    for key, nbytes in scan.storages:
+    for key, nbytes in storages:
         record = members.get(f"{root}data/{key}")
         if record is None:
             raise DaLifError(f"{path}: corrupted checkpoint: storage {key!r} has no record")
@@ -373,20 +327,15 @@ def _is_plain_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def load_checkpoint(path: str | Path, model: str | None = None,
+def read_checkpoint(path: str | Path, model: str | None = None,
                     timesteps: int | None = None, model_code: str | None = None) -> Checkpoint:
-    """Read and validate a checkpoint.
+    """Read and validate a checkpoint file (its weights are not fitted to a model here: see
+    :func:`dalif_deploy.float_model.loading.load_checkpoint`).
 
     A plain ``state_dict`` file is accepted when ``model`` (a zoo name) or ``model_code`` (a
-    factory, :mod:`.factory`) and ``timesteps`` are given; its data set defaults to the zoo
-    model's (digits for digits models and factories).
+    factory, :mod:`.factory`) is given (``timesteps`` defaults to 4); its data set defaults to
+    the zoo model's (digits for digits models and factories).
     """
-    return _load(path, model, timesteps, model_code)[0]
-
-
-def _load(path: str | Path, model: str | None, timesteps: int | None,
-          model_code: str | None = None) -> tuple[Checkpoint, nn.Module | None]:
-    """The validated checkpoint, and for a plain state_dict the model built to validate it."""
     path = Path(path)
     obj, sha = _torch_load(path)
     code = model_code or factory.named_model_code()
@@ -401,8 +350,9 @@ def _load(path: str | Path, model: str | None, timesteps: int | None,
         t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
         ckpt = Checkpoint(_full_config({"name": model}, "--model"), obj, t,
                           {"name": "digits" if model.startswith("digits") else "cifar10"},
-                          {}, {"note": "plain state_dict"}, sha, str(path))
-        return ckpt, build_checked(ckpt)
+                          {}, {"note": "plain state_dict"}, sha, str(path),
+                          plain_state_dict=True)
+        return ckpt
     if not isinstance(obj, dict):
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (top level is "
                          f"{type(obj).__name__})")
@@ -440,76 +390,23 @@ def _load(path: str | Path, model: str | None, timesteps: int | None,
                          "recorded content_sha256; restore the file from its source or retrain")
     if "factory" not in cfg:
         cfg = _full_config(cfg, f"{path}: model config")
-    ckpt = Checkpoint(cfg, obj["state_dict"], t,
+    return Checkpoint(cfg, obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
                       str(path), fields.get("finetune"))
-    return ckpt, None
 
 
 def _plain_user_model(path: Path, state_dict: dict[str, Any], sha: str, code: str,
-                      timesteps: int | None) -> tuple[Checkpoint, nn.Module]:
+                      timesteps: int | None) -> Checkpoint:
     """A plain state_dict of the architecture ``--model-code`` names (factory called with no
-    config), on digits: its input shape is the data set's."""
+    config), on digits: its input shape is the data set's (loading fits the weights)."""
     from dalif_deploy.datasets.loaders import load_dataset
 
     t = 4 if timesteps is None else integer(timesteps, "--timesteps", 1, TIMESTEPS_MAX)
     probe = load_dataset("digits", "test", timesteps=t, samples=1)
     cfg = factory.factory_config(code.rpartition(":")[2], code, {}, probe.input_shape,
                                  probe.num_classes)
-    ckpt = Checkpoint(cfg, state_dict, t, {"name": "digits"}, {}, {"note": "plain state_dict"},
-                      sha, str(path))
-    return ckpt, build_checked(ckpt, code)
-
-
-def build_checked(ckpt: Checkpoint, model_code: str | None = None) -> nn.Module:
-    """Build the model of ``ckpt`` and load its weights; mismatches are a DaLifError.
-
-    A model too large for the machine is refused by :func:`models.build_model` (with the
-    figure); only a state_dict that does not match the built model says "weights do not fit".
-    A user architecture is built by the factory the user names (:mod:`.factory`).
-    """
-    if "factory" in ckpt.config:
-        return factory.build_user_model(ckpt.config, ckpt.state_dict, ckpt.path, model_code)
-    model = build_model(ckpt.config)
-    try:
-        result = model.load_state_dict(ckpt.state_dict, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        detail = " ".join(ln.strip() for ln in str(e).splitlines()[:2])  # line 2 says which
-        raise DaLifError(f"{ckpt.path}: weights do not fit the model: {detail[:300]}") from None
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing {result.missing_keys[:5]}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {result.unexpected_keys[:5]}")
-    if problems:
-        raise DaLifError(f"{ckpt.path}: weights do not fit model {ckpt.model_name!r}: "
-                         + "; ".join(problems))
-    return model.eval()
-
-
-def load_model(path: str | Path, model: str | None = None, timesteps: int | None = None,
-               model_code: str | None = None) -> tuple[nn.Module, Checkpoint]:
-    """Load a checkpoint and return ``(model in eval mode, checkpoint)``; ``model_code`` (or
-    :func:`.factory.use_model_code`) names the factory of a user architecture."""
-    ckpt, net = _load(path, model, timesteps, model_code)  # a plain state_dict: built here
-    return (net if net is not None else build_checked(ckpt, model_code)), ckpt
-
-
-#: the checkpoints shipped in a source checkout (dalif_deploy/checkpoints/; docs/formats.md)
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # package data
-
-
-def shipped_checkpoint(name: str = "digits-cnn") -> Path:
-    """The path of a shipped checkpoint (``digits-cnn`` or ``digits-resnet``), wherever the
-    caller's working directory is; an error when this installation has none (they live in the
-    source checkout, which ``make install`` installs in editable mode)."""
-    path = SHIPPED_DIR / f"{name}.pt"
-    if not path.is_file():
-        have = sorted(p.stem for p in SHIPPED_DIR.glob("*.pt")) if SHIPPED_DIR.is_dir() else []
-        raise DaLifError(f"{path}: no shipped checkpoint {name!r} here"
-                         + (f"; shipped: {have}" if have else
-                            "; run from a source checkout (dalif_deploy/checkpoints/)"))
-    return path
+    return Checkpoint(cfg, state_dict, t, {"name": "digits"}, {}, {"note": "plain state_dict"},
+                      sha, str(path), plain_state_dict=True)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],

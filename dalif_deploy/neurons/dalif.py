@@ -96,7 +96,7 @@ def dalif_step(
     return s, h_next, v
 
 
-class DaLif(NeuronModel):
+class DaLifModel(NeuronModel):
     """DA-LIF as a :class:`~dalif_deploy.neurons.protocol.NeuronModel` (see the module
     docstring)."""
 
@@ -145,11 +145,11 @@ class DaLif(NeuronModel):
                            reset=rd.reset)
 
 
-DALIF_NEURON = DaLif()
+DALIF_NEURON = DaLifModel()
 
 
 class DALIF(NeuronModule):
-    """DA-LIF neuron layer (a thin module around :meth:`DaLif.step`).
+    """DA-LIF neuron layer (a thin module around :meth:`DaLifModel.step`).
 
     Args:
         channels: number of channels (dimension 1 of the input ``[B, C, ...]``); required for
@@ -212,4 +212,4 @@ class DALIF(NeuronModule):
         )
 
 
-DaLif.module_type = DALIF
+DaLifModel.module_type = DALIF

@@ -66,7 +66,7 @@ class LifParams:
         return 1.0 / self.tau, 1.0 - 1.0 / self.tau
 
 
-class Lif(NeuronModel):
+class LifModel(NeuronModel):
     """LIF with a fixed decay as a :class:`~dalif_deploy.neurons.protocol.NeuronModel`."""
 
     name = "LIF"
@@ -107,11 +107,11 @@ class Lif(NeuronModel):
         return LifParams(float(tau), rd.v_th, reset=rd.reset)
 
 
-LIF_NEURON = Lif()
+LIF_NEURON = LifModel()
 
 
 class LIF(NeuronModule):
-    """LIF neuron layer with a fixed decay (a thin module around :meth:`Lif.step`).
+    """LIF neuron layer with a fixed decay (a thin module around :meth:`LifModel.step`).
 
     Args:
         channels: number of channels (accepted like every neuron layer's; LIF has no
@@ -148,4 +148,4 @@ class LIF(NeuronModule):
                 f"surrogate={self.surrogate}({self.surrogate_width})")
 
 
-Lif.module_type = LIF
+LifModel.module_type = LIF

@@ -76,7 +76,7 @@ class PlifParams:
         return self.k, 1 - self.k
 
 
-class Plif(NeuronModel):
+class PlifModel(NeuronModel):
     """PLIF as a :class:`~dalif_deploy.neurons.protocol.NeuronModel` (see the module docstring)."""
 
     name = "PLIF"
@@ -121,11 +121,11 @@ class Plif(NeuronModel):
         return PlifParams(torch.as_tensor(k).to(dtype), rd.v_th, reset=rd.reset)
 
 
-PLIF_NEURON = Plif()
+PLIF_NEURON = PlifModel()
 
 
 class PLIF(NeuronModule):
-    """PLIF neuron layer (a thin module around :meth:`Plif.step`).
+    """PLIF neuron layer (a thin module around :meth:`PlifModel.step`).
 
     Args:
         channels: number of channels (dimension 1 of the input ``[B, C, ...]``); required for
@@ -172,4 +172,4 @@ class PLIF(NeuronModule):
                 f"surrogate={self.surrogate}({self.surrogate_width})")
 
 
-Plif.module_type = PLIF
+PlifModel.module_type = PLIF

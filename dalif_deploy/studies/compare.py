@@ -31,7 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, percent
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 from dalif_deploy.neurons import neuron_keys
 from dalif_deploy.verification.pipeline import CALIBRATION_SAMPLES, VerifyOptions
@@ -223,8 +223,8 @@ def _accuracy_cell(row: dict[str, Any], key: str) -> str:
     """Mean accuracy in % and its std over the seeds, or ``n=1`` where one seed leaves the std
     undefined."""
     std = row[f"{key}_std"]
-    spread = f"±{100 * std:4.1f}" if std is not None else "  n=1"
-    return f"{100 * row[key]:>8.2f} {spread}"
+    spread = f"±{percent(std, '', 1):>4}" if std is not None else "  n=1"
+    return f"{percent(row[key], ''):>8} {spread}"
 
 
 def format_table(result: dict[str, Any]) -> str:

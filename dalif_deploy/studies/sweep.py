@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import MISSING, counted, percent
 
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 
@@ -133,22 +133,18 @@ def sweep_precision(checkpoint: str | Path, options: SweepOptions | None = None,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
-
-
 def format_sweep(result: dict[str, Any]) -> str:
     """The sweep as an aligned text table."""
     head = ("bits", "float %", "fixed %", "drop pp", "agree %", "syn KiB", "mem KiB", "cores",
             "wraps", "sats", "lava")
     rows = [head]
     for r in result["rows"]:
-        lava = ("-" if not r["lava_samples"] else
+        lava = (MISSING if not r["lava_samples"] else
                 f"{'exact' if r['lava_bit_exact'] else 'DIFFERS'} ({r['lava_samples']})")
-        rows.append((str(r["weight_bits"]), _pct(r["float_accuracy"]),
-                     _pct(r["fixed_accuracy"]),
-                     "-" if r["accuracy_drop_pp"] is None else f"{r['accuracy_drop_pp']:.2f}",
-                     _pct(r["prediction_agreement"]),
+        rows.append((str(r["weight_bits"]), percent(r["float_accuracy"], ""),
+                     percent(r["fixed_accuracy"], ""),
+                     MISSING if r["accuracy_drop_pp"] is None else f"{r['accuracy_drop_pp']:.2f}",
+                     percent(r["prediction_agreement"], ""),
                      f"{r['synaptic_memory_bits'] / 8192:.2f}",
                      f"{r['memory_bits'] / 8192:.1f}", str(r["cores"]), str(r["u_wraps"]),
                      str(r["v_saturations"]), lava))

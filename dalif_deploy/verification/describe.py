@@ -21,6 +21,7 @@ from typing import Any
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import KINDS, sniff
+from dalif_deploy.base.wording import percent
 
 DESCRIBERS = {
     "nir": "dalif_deploy.converters.ir.graph:describe_nir",
@@ -63,11 +64,8 @@ def _neuron_params(m: Any) -> dict[str, Any]:
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """Summary of a checkpoint: model config, layers, effective DA-LIF parameters, metrics."""
-    from dalif_deploy.float_model.checkpoint import (
-        CHECKPOINT_FORMAT,
-        CHECKPOINT_VERSION,
-        load_model,
-    )
+    from dalif_deploy.float_model.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+    from dalif_deploy.float_model.loading import load_model
     from dalif_deploy.neurons import neuron_layers
 
     model, ckpt = load_model(path)
@@ -148,7 +146,7 @@ def _fmt(v: Any) -> str:
 
 def _render_checkpoint(d: dict[str, Any]) -> list[str]:
     m = d["metrics"]
-    acc = ", ".join(f"{k} {100 * v:.2f} %" for k, v in m.items()
+    acc = ", ".join(f"{k} {percent(v)}" for k, v in m.items()
                     if k.endswith("accuracy") and isinstance(v, int | float))
     lines = [
         f"{d['file']}: {d['format']}",

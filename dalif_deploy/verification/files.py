@@ -124,7 +124,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
                     dt: float | None, opt: VerifyOptions,
                     firing: tuple[str | None, bool] = (None, False)
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
     from dalif_deploy.targets.registry import load_for_model
 
     t0 = time.perf_counter()
@@ -142,7 +142,7 @@ def _verify_program(path: str | Path, reference: str | Path | None, ref_kind: st
     read_dt = None
     absent = {}
     if ref_kind == "checkpoint":
-        from dalif_deploy.float_model.checkpoint import load_model
+        from dalif_deploy.float_model.loading import load_model
 
         model, ckpt = load_model(reference)
         if ckpt.timesteps != program.timesteps:

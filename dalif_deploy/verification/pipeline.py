@@ -38,7 +38,7 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.cost import cost_line
 from dalif_deploy.targets.protocol import FixedPointResult
 
-from .stages import _lava_and_onnx, _LayerTally, _test_loop, _Totals, first_divergence
+from .stages import LayerTally, LoopTotals, first_divergence, run_lava_and_onnx, run_test_loop
 
 __all__ = ["VerifyOptions", "first_divergence", "run_stages", "verify_checkpoint",
            "verify_model", "write_report"]
@@ -96,7 +96,7 @@ def load_checkpoint_data(checkpoint: str | Path, dataset: str | None = None,
     outside its data set's range get a warning
     (:func:`~dalif_deploy.datasets.loaders.range_warning`)."""
     from dalif_deploy.datasets.loaders import load_dataset, warn_range
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     model, ckpt = load_model(checkpoint)
     ds_name = dataset or ckpt.dataset.get("name", "digits")
@@ -207,7 +207,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     T = int(program.timesteps)
     ref = "float" if model is not None else "nir" if graph is not None else None
     sl = world.shard(len(test), opt.batch_size)
-    totals = _Totals.merge(world.gather_call(lambda: _test_loop(
+    totals = LoopTotals.merge(world.gather_call(lambda: run_test_loop(
         program, test, model, graph, dt, opt, range(sl.start, sl.stop, opt.batch_size),
         opt.progress and world.main)))
     tallies = totals.tallies
@@ -222,7 +222,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     if opt.onnx and model is None:
         absent["onnx"] = "the ONNX stage exports a torch model: give a checkpoint (.pt)"
     # Lava and ONNX run in rank 0 alone; every rank gets their figures
-    tail = world.on_main(lambda: _lava_and_onnx(program, test, model, name, n_lava, opt,
+    tail = world.on_main(lambda: run_lava_and_onnx(program, test, model, name, n_lava, opt,
                                                 opt.progress and world.main))
     lava_acc, lava_exact, divergence, lava_error, onnx_pred = (
         tail[k] for k in ("lava_accuracy", "lava_bit_exact", "divergence", "lava_error",
@@ -321,7 +321,7 @@ def _program_weight_bits(program: Any) -> int | None:
     return bits.pop() if len(bits) == 1 else None
 
 
-def _float_spikes(program: Any, tallies: dict[str, _LayerTally], n: int
+def _float_spikes(program: Any, tallies: dict[str, LayerTally], n: int
                   ) -> dict[str, np.ndarray] | None:
     """The float reference's spikes per neuron per inference by population, for the cost
     model's 45 nm estimate of the float SNN; None unless every spiking population has them."""
@@ -339,13 +339,9 @@ def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | 
     atomic_write_text(path, render_report(result, artefacts))
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f} %"
-
-
 def format_summary(r: dict[str, Any]) -> str:
     """Headline figures as a few lines of text, then the verdict and its reasons."""
-    from dalif_deploy.base.wording import counted
+    from dalif_deploy.base.wording import MISSING, counted, percent
 
     from .verdict import accuracy_text, reference_name
 
@@ -359,10 +355,10 @@ def format_summary(r: dict[str, Any]) -> str:
         f"{r['model']} on {r['dataset']} ({counted(r['samples'], 'test sample')}, "
         f"T={r['timesteps']}"
         + (f", {r['weight_bits']}-bit weights)" if r.get("weight_bits") else ")"),
-        f"  float    {_pct(r['float_accuracy'])}",
-        f"  NIR      {_pct(r['nir_accuracy'])}   ({nir_note})",
-        f"  fixed    {_pct(r['fixed_accuracy'])}   (agreement with {ref} "
-        f"{_pct(r['prediction_agreement'])})",
+        f"  float    {percent(r['float_accuracy'])}",
+        f"  NIR      {percent(r['nir_accuracy'])}   ({nir_note})",
+        f"  fixed    {percent(r['fixed_accuracy'])}   (agreement with {ref} "
+        f"{percent(r['prediction_agreement'])})",
         (f"  Lava     {accuracy_text(r['lava_accuracy'], r['lava_samples'])}, bit-exact "
          f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
          else "  Lava     not run (--lava-samples 0)"),
@@ -370,7 +366,7 @@ def format_summary(r: dict[str, Any]) -> str:
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:
-        lines.append(f"  ONNX     {_pct(r['onnx_accuracy'])}")
+        lines.append(f"  ONNX     {percent(r['onnx_accuracy'])}")
     if r.get("input_clipped"):
         lines.append(f"  note: {r['input_clipped']} analog input values fell outside the 8-bit "
                      "input range and were clipped")
@@ -380,9 +376,9 @@ def format_summary(r: dict[str, Any]) -> str:
         lines.append(f"  Lava error: {r['lava_error']}")
     for ly in r["layers"]:
         name = ly["name"] + (" (rec)" if ly.get("recurrent") else "")
-        lines.append(f"  layer {name:<16} agreement {_pct(ly['spike_agreement'])}  "
+        lines.append(f"  layer {name:<16} agreement {percent(ly['spike_agreement'])}  "
                      f"rate {short} {ly['float_rate']:.3f} fixed "
-                     f"{'-' if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
+                     f"{MISSING if ly['fixed_rate'] is None else format(ly['fixed_rate'], '.3f')}  "
                      f"u-wraps {ly['u_wraps']} v-sat {ly['v_saturations']}")
     lines += [f"  {c}" for c in (cost_line(r),) if c]
     lines.append(f"  time: {', '.join(f'{k} {v:.2f}s' for k, v in r['seconds'].items())}")

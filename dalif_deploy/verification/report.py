@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import MISSING, counted, percent
 from dalif_deploy.fixedpoint.cost import cost_rows
 
 from . import plots as report_plots
@@ -47,16 +47,16 @@ def _num(v: Any, pct: bool = False) -> str:
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
-        return (f"{100 * v:.2f}" if pct else f"{v:,.0f}" if abs(v) >= 1000 else
+        return (percent(v, "") if pct else f"{v:,.0f}" if abs(v) >= 1000 else
                 f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.4g}")
-    return "\u2013" if v is None else html.escape(str(v))
+    return MISSING if v is None else html.escape(str(v))
 
 
 def _cell(v: Any, pct: bool = False) -> str:
     """A table cell's content: numbers formatted, lists joined (long ones summarised)."""
     if isinstance(v, (list, tuple)):
         if len(v) <= LIST_INLINE or not all(isinstance(x, (int, float)) for x in v):
-            joined = ", ".join(_num(x, pct) for x in v) or "\u2013"
+            joined = ", ".join(_num(x, pct) for x in v) or MISSING
             return f"<span class='wrap'>{joined}</span>"
         a = np.asarray(v, np.float64)
         stat = lambda x: _num(type(v[0])(x) if isinstance(v[0], int) else float(x), pct)  # noqa: E731
@@ -82,10 +82,6 @@ def _table(rows: list[dict[str, Any]], columns: list[str] | None = None,
     return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
 
-def _pct(v: float | None) -> str:
-    return "\u2013" if v is None else f"{100 * v:.2f} %"
-
-
 STAGES = (("float", "float (torch)"), ("nir", "NIR reference"), ("fixed", "fixed point "
           "(emulator)"), ("lava", "Lava"), ("onnx", "ONNX (onnxruntime)"))
 
@@ -101,7 +97,8 @@ def accuracy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         k = int(round(acc * n))
         lo, hi = wilson(k, n)
         rows.append({"stage": label, "correct": f"{k:,} / {n:,}", "accuracy (%)":
-                     f"{100 * acc:.2f}", "95 % CI (%)": f"{100 * lo:.1f}\u2013{100 * hi:.1f}"})
+                     percent(acc, ""), "95 % CI (%)": f"{percent(lo, '', 1)}\u2013"
+                     f"{percent(hi, '', 1)}"})
     return rows
 
 
@@ -112,7 +109,7 @@ def _check_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if unit == "pp":
             value, limit = f"{v:.2f} pp", f"\u2264 {lim:.2f} pp"
         elif unit == "fraction":
-            value, limit = _pct(v), f"\u2265 {_pct(lim)}"
+            value, limit = percent(v), f"\u2265 {percent(lim)}"
         else:
             value, limit = ("yes" if v else "no") if isinstance(v, bool) else _num(v), "yes"
         rows.append({"check": c["check"], "value": value, "threshold": limit, "result": c["ok"]})
@@ -139,11 +136,11 @@ def _glance(result: dict[str, Any]) -> str:
     survive = ("No check ran (no float reference, no Lava run). " if not checks else
                "Yes, every check passes: " if result.get("passed") else
                f"No, failed: {'; '.join(failed)}. ")
-    survive += (f"{reference_name(result)} {_pct(result.get(f'{ref}_accuracy'))} \u2192 "
+    survive += (f"{reference_name(result)} {percent(result.get(f'{ref}_accuracy'))} \u2192 "
                 "fixed point "
-                f"{_pct(result.get('fixed_accuracy'))}; predictions agree on {_pct(agree)}"
+                f"{percent(result.get('fixed_accuracy'))}; predictions agree on {percent(agree)}"
                 if agree is not None else
-                f"Fixed point alone: {_pct(result.get('fixed_accuracy'))} (give --reference "
+                f"Fixed point alone: {percent(result.get('fixed_accuracy'))} (give --reference "
                 "MODEL.nir|MODEL.pt to compare)")
     warn = [v for v in result.get("verdict", []) if v["severity"] == "warning"]
     if warn:
@@ -158,7 +155,7 @@ def _glance(result: dict[str, Any]) -> str:
             else "no float reference")
     if layers:
         w = min(layers, key=lambda ly: ly["spike_agreement"])
-        lose += f"; lowest spike agreement: layer {w['name']} ({_pct(w['spike_agreement'])})"
+        lose += f"; lowest spike agreement: layer {w['name']} ({percent(w['spike_agreement'])})"
     over = sum((ly.get("u_wraps") or 0) + (ly.get("v_saturations") or 0) for ly in layers)
     lose += f"; u wraps + v saturations: {over:,}"
     res, act, en = result.get("resources"), result.get("activity"), result.get("energy")

@@ -77,7 +77,7 @@ def first_divergence(emu: FixedPointResult, lava: FixedPointResult,
     return None
 
 
-class _LayerTally:
+class LayerTally:
     """Running per-layer figures over test batches (no whole-set spike arrays kept)."""
 
     def __init__(self, name: str, population: str | None) -> None:
@@ -100,7 +100,7 @@ class _LayerTally:
             self.fixed_spikes += int(qs.sum())
             self.agree += int((qs == fs).sum())
 
-    def merge(self, other: _LayerTally) -> None:
+    def merge(self, other: LayerTally) -> None:
         """Add another shard's counts (all integers: exact in any order)."""
         self.neurons = max(self.neurons, other.neurons)
         self.elements += other.elements
@@ -122,14 +122,14 @@ class _LayerTally:
 
 
 @dataclass
-class _Totals:
+class LoopTotals:
     """What the test loop adds up over its batches: one shard's, or (:meth:`merge`) all.
 
     Everything but the per-sample predictions is an integer total, so shards add up to
     exactly the single-process figures; ``rasters`` (sample 0's spikes, float and fixed, per
     layer) come from batch 0 (rank 0's shard)."""
 
-    tallies: dict[str, _LayerTally]
+    tallies: dict[str, LayerTally]
     preds: dict[str, list[np.ndarray]] = field(
         default_factory=lambda: {"float": [], "nir": [], "fixed": []})
     wraps: dict[str, int] = field(default_factory=dict)
@@ -141,14 +141,14 @@ class _Totals:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
-    def merge(parts: list[_Totals]) -> _Totals:
+    def merge(parts: list[LoopTotals]) -> LoopTotals:
         """Consecutive shards' totals (data set order) as one; stage times: the slowest."""
-        out = _Totals({})
+        out = LoopTotals({})
         for p in parts:
             for k, v in p.preds.items():
                 out.preds[k] += v
             for name, t in p.tallies.items():
-                out.tallies.setdefault(name, _LayerTally(name, t.population)).merge(t)
+                out.tallies.setdefault(name, LayerTally(name, t.population)).merge(t)
             for mine, theirs in ((out.wraps, p.wraps), (out.sats, p.sats),
                                  (out.spike_sums, p.spike_sums)):
                 for k, v in theirs.items():
@@ -161,8 +161,8 @@ class _Totals:
         return out
 
 
-def _test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: Any,
-               dt: float | None, opt: Any, starts: range, progress: bool) -> _Totals:
+def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: Any,
+               dt: float | None, opt: Any, starts: range, progress: bool) -> LoopTotals:
     """Float (``model``), NIR (``graph``) and emulator side by side on the test batches
     starting at ``starts`` (each ``opt.batch_size`` samples, as a single process batches
     them), tallied per layer on the fly."""
@@ -172,7 +172,7 @@ def _test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: An
     from dalif_deploy.targets.emulator import emulate, encode_input
 
     T, enc = int(program.timesteps), test.encoding
-    t = _Totals({k: _LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
+    t = LoopTotals({k: LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
                 if model is not None else {})
     for k in ("float", "nir", "fixed"):
         if k == "fixed" or (k == "float" and model is not None) or (k == "nir" and graph
@@ -209,7 +209,7 @@ def _test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: An
         refs = fsp if model is not None else nsp  # the reference's spikes per layer
         if model is None:
             for k in nsp:
-                t.tallies.setdefault(k, _LayerTally(k, _population_for(program, k)))
+                t.tallies.setdefault(k, LayerTally(k, _population_for(program, k)))
         for lname, tally in t.tallies.items():
             fs = refs[lname].to(torch.uint8).numpy()
             ns = (nsp[lname].to(torch.uint8).numpy()
@@ -221,7 +221,7 @@ def _test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: An
     return t
 
 
-def _lava_and_onnx(program: Any, test: Any, model: torch.nn.Module | None, name: str,
+def run_lava_and_onnx(program: Any, test: Any, model: torch.nn.Module | None, name: str,
                    n_lava: int, opt: Any, progress: bool) -> dict[str, Any]:
     """Lava on the first ``n_lava`` test samples, bit for bit against the emulator, and the
     ONNX stage (``opt.onnx`` with a torch ``model``): their figures and seconds."""

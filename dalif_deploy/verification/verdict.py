@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from dalif_deploy.base.wording import MISSING, percent
+
 #: two-sided 95 % normal quantile (Wilson interval)
 Z95 = 1.959963984540054
 #: the flipped samples listed by index (all are counted in the confusion matrix)
@@ -45,12 +47,13 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def accuracy_text(acc: float | None, n: int) -> str:
-    """``"442/450 (98.22 %, 95 % CI 96.5-99.1 %)"``, or ``"-"`` when not measured."""
+    """``"442/450 (98.22 %, 95 % CI 96.5\u201399.1 %)"``, or ``MISSING`` (base.wording) when
+    not measured."""
     if acc is None or not n:
-        return "-"
+        return MISSING
     k = int(round(acc * n))
     lo, hi = wilson(k, n)
-    return f"{k}/{n} ({100 * acc:.2f} %, 95 % CI {100 * lo:.1f}\u2013{100 * hi:.1f} %)"
+    return f"{k}/{n} ({percent(acc)}, 95 % CI {percent(lo, '', 1)}\u2013{percent(hi, digits=1)})"
 
 
 def chance_level(labels: np.ndarray) -> float:
@@ -157,10 +160,6 @@ def _retrain_hint(result: dict[str, Any]) -> str:
             "normalisation, then verify again")
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f} %"
-
-
 def _amount(check: dict[str, Any]) -> str:
     """How far a failed check is from its threshold, in its own unit."""
     v, lim, unit = check["value"], check["limit"], check.get("unit")
@@ -168,7 +167,7 @@ def _amount(check: dict[str, Any]) -> str:
         return (f"{v:.2f} pp, above the allowed {lim:.2f} pp (--max-accuracy-drop) by "
                 f"{v - lim:.2f} pp")
     if unit == "fraction":
-        return f"{_pct(v)}, below the required {_pct(lim)} by {100 * (lim - v):.2f} pp"
+        return f"{percent(v)}, below the required {percent(lim)} by {percent(lim - v, ' pp')}"
     return f"{v}, required {lim}"
 
 
@@ -179,7 +178,7 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
     if layers:
         worst = min(layers, key=lambda ly: ly["spike_agreement"])
         hints.append(f"it loses most in layer {worst['name']} (spike agreement "
-                     f"{_pct(worst['spike_agreement'])}): start there")
+                     f"{percent(worst['spike_agreement'])}): start there")
         rec = [ly["name"] for ly in layers if ly.get("recurrent")]
         if rec:
             hints.append(f"recurrent layer(s) {', '.join(rec)} feed every spike that rounding "
@@ -201,7 +200,7 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
     if rows:
         w = max(rows, key=lambda r: r.get("weight_rel_error") or 0)
         hints.append(f"largest weight error: {w['population']} "
-                     f"({100 * (w.get('weight_rel_error') or 0):.2f} % of its max |w|); a "
+                     f"({percent(w.get('weight_rel_error') or 0)} of its max |w|); a "
                      "synapse's weights share one exponent (per layer, not per channel), so "
                      "a few large weights cost the others resolution: weight decay or "
                      "clipping outliers in training narrows the range")
@@ -216,7 +215,7 @@ def _quantisation_hints(result: dict[str, Any], program: Any) -> list[str]:
     ref = result.get("reference", "float")
     if (result.get(f"{ref}_accuracy") or 1.0) < WEAK_FLOAT:
         hints.append(f"check the {_reference_model(result)}'s accuracy "
-                     f"({_pct(result[f'{ref}_accuracy'])}) first: "
+                     f"({percent(result[f'{ref}_accuracy'])}) first: "
                      "a weak model has many samples near a decision boundary, where any "
                      "rounding flips the prediction")
     return hints
@@ -251,7 +250,7 @@ def _check_reason(c: dict[str, Any], result: dict[str, Any], program: Any) -> di
             hints = ["the emulator is meant to be Lava's arithmetic bit for bit: this is a "
                      "toolchain bug; save the program (--save-program) and report it"]
     elif kind == "onnx":
-        text = f"{c['check']} failed: onnxruntime agrees with torch on {_pct(c['value'])}"
+        text = f"{c['check']} failed: onnxruntime agrees with torch on {percent(c['value'])}"
         hints = ["compare `simulate --backend onnx` with `--backend torch` on the same samples"]
     return {"severity": "fail", "check": c["check"], "text": text, "try": hints}
 
@@ -270,7 +269,7 @@ def verdict(result: dict[str, Any], program: Any = None) -> list[dict[str, Any]]
             name = _reference_model(result)
             out.append({"severity": "warning", "check": f"{ref} accuracy above chance",
                         "text": f"the {name} itself is at chance: accuracy "
-                                f"{accuracy_text(acc, n)} against {_pct(chance)} for always "
+                                f"{accuracy_text(acc, n)} against {percent(chance)} for always "
                                 "predicting the most frequent class; fixed-point agreement "
                                 f"means little until the {name} learns",
                         "try": [_retrain_hint(result)]})

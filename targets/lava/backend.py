@@ -42,7 +42,7 @@ class LavaBackend:
     def __init__(self, model_path: str, *, timeout: float = 600.0,
                  max_lava_processes: int = MAX_LAVA_PROCESSES,
                  max_lava_memory: float = MAX_LAVA_MEMORY_GIB) -> None:
-        from dalif_deploy.fixedpoint.program import load_program
+        from dalif_deploy.fixedpoint.fxp_format import load_program
 
         self.program = load_program(model_path)
         self.timeout = timeout

@@ -167,14 +167,15 @@ def test_joined_runs_of_consecutive_shards_equal_one_run():
     v and counters of two shards joined equal one run over all the samples."""
     from dalif_deploy.targets.emulator import emulate
     from dalif_deploy.targets.protocol import FixedPointResult
-    from test_device import _assert_same_run, _program_and_input
+    from helpers.emulator_reference import assert_same_run
+    from helpers.programs import program_and_input
 
-    prog, x = _program_and_input("conv", "events", 3)
+    prog, x = program_and_input("conv", "events", 3)
     whole = emulate(prog, x, record=True, check=False)
     parts = [emulate(prog, x[:2], record=True, check=False),
              emulate(prog, x[2:], record=True, check=False)]
     joined = FixedPointResult.join(parts)
-    _assert_same_run(whole, joined)
+    assert_same_run(whole, joined)
     assert whole.spike_totals.keys() == joined.spike_totals.keys()
     for k, tot in whole.spike_totals.items():
         assert np.array_equal(tot, joined.spike_totals[k]), k

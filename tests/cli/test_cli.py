@@ -13,7 +13,7 @@ from helpers.nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ti
 
 from dalif_deploy.cli import build_parser, main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_checkpoint, load_model
+from dalif_deploy.float_model.loading import load_checkpoint, load_model
 
 ROOT = REPO_ROOT
 SHIPPED = ROOT / "dalif_deploy" / "checkpoints"

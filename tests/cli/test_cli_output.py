@@ -130,7 +130,7 @@ def event_graph(tmp_path_factory) -> Path:
 
 def test_calibrate_on_event_data_warns_that_it_changed_nothing(event_graph, tmp_path,
                                                                monkeypatch):
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     cal, plain = tmp_path / "cal.fxp", tmp_path / "plain.fxp"
     rc, out, err = _run(["quantize", str(event_graph), "-o", str(cal), "--calibrate",

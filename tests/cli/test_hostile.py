@@ -24,14 +24,9 @@ from torch import nn
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import atomic_write_text
 from dalif_deploy.cli import main
-from dalif_deploy.fixedpoint.program import (
-    InputEncoding,
-    Population,
-    Synapse,
-    load_program,
-    save_program,
-)
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.fixedpoint.fxp_format import load_program, save_program
+from dalif_deploy.fixedpoint.program import InputEncoding, Population, Synapse
+from dalif_deploy.float_model.loading import load_model
 from dalif_deploy.float_model.zoo import run_model
 from dalif_deploy.neurons.dalif import DALIF
 

@@ -373,7 +373,7 @@ def test_emulator_refuses_a_run_whose_state_cannot_fit(files, monkeypatch):
     more per step for recorded traces) before allocating it."""
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     prog = load_program(files["fxp"])
     x = np.zeros((64, 1, 8, 8), np.float32)

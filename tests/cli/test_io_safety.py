@@ -308,13 +308,13 @@ _LOADERS = textwrap.dedent("""
     import json, os, resource, signal, sys
     from pathlib import Path
     from dalif_deploy.targets.registry import file_kind
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
     from dalif_deploy.cli import build_parser, commands, main
     from dalif_deploy.converters.ir.graph import read_nir
     from dalif_deploy.datasets.loaders import load_dataset
     from dalif_deploy.base.errors import DaLifError
     from dalif_deploy.verification.describe import describe
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
     from dalif_deploy.targets.onnxruntime import OnnxRunner, describe_onnx
 
     signal.alarm(60)  # a loader blocked on a FIFO dies instead of hanging the test

@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
-from test_program import small_program
+from helpers.programs import small_program
 
-from dalif_deploy.fixedpoint.program import save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
 
 HEAVY = ("torch", "lava", "numpy")
 

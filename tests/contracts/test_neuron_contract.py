@@ -57,9 +57,9 @@ def test_a_registered_neuron_shows_up_everywhere(monkeypatch):
     option, compare's default set and help, and the zoo's config schema take it."""
     r_in = Setting(lambda v, w: __import__("dalif_deploy.base.schema").base.schema.number(
         v, w, 0.0, lo_open=True), help="the input resistance, > 0", type=float)
-    from dalif_deploy.neurons.lif import Lif
+    from dalif_deploy.neurons.lif import LifModel
 
-    class Izh(Lif):  # a throwaway model in a module of its own
+    class Izh(LifModel):  # a throwaway model in a module of its own
         key, name = "izh", "IZH"
 
     mod = types.ModuleType("fake_neurons.izh")

@@ -25,6 +25,7 @@ from dalif_deploy.converters.ir.graph import read_nir
 from dalif_deploy.converters.nir_conventions import EXPORTERS, exact_to_euler, read_conventions
 from dalif_deploy.converters.torch_to_nir import export_nir, write_nir
 from helpers import REPO_ROOT
+from helpers.foreign_graphs import HIDDEN, conv3x3_same, prototype_readout
 from helpers.hostile_files import lying_zip_sizes, npy_bytes, torch_zip
 from helpers.nir_helpers import lively_model
 
@@ -34,9 +35,6 @@ from dalif_deploy.datasets.loaders import load_dataset, load_npz_dataset
 
 N = 150  # test samples per check
 T_STATIC = 8  # -T for the static digits
-H = 32  # hidden width
-
-
 @functools.cache
 def train(name: str):
     """The first 400 training samples of ``name`` (for the prototype weights)."""
@@ -57,31 +55,15 @@ def _write(path: Path, nodes: dict, edges: list | None = None) -> Path:
     return path
 
 
-def _prototypes(rng, feats: np.ndarray, y: np.ndarray, scale: float
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A lively untrained-but-sensible 2-layer readout (so predictions vary by class and a
-    wrong reading shows): hidden unit h is tuned to the centred mean of class ``h % 10``
-    (plus noise), the output sums its class's units; returns (w1, b1, w2, b2)."""
-    f = feats.reshape(len(feats), -1).astype(np.float64)
-    means = np.stack([f[y == c].mean(0) for c in range(10)])
-    means -= means.mean(0)
-    means /= np.linalg.norm(means, axis=1, keepdims=True) + 1e-12
-    w1 = scale * (means[np.arange(H) % 10] + rng.normal(0, 0.3 / np.sqrt(f.shape[1]),
-                                                        (H, f.shape[1])))
-    b1 = rng.normal(0.2, 0.05, H)
-    w2 = np.where(np.arange(H)[None, :] % 10 == np.arange(10)[:, None], 1.0, -0.1)
-    return w1, b1, w2 + rng.normal(0, 0.01, w2.shape), rng.normal(0, 0.01, 10)
-
-
 # --- the exporters' graphs and their frameworks' own equations -----------------------------
 
 def snntorch_mlp(rng, train) -> tuple[dict, dict]:
     """snnTorch 1.0.0 ``export_to_nir`` of Flatten -> Linear -> Leaky -> Linear -> Leaky:
     ``tau = dt/(1 - beta)``, ``r = tau/dt`` at its dt = 1e-4, full-shape tensors."""
     dt = 1e-4
-    w1, b1, w2, b2 = _prototypes(rng, train.x, train.y, 1.5)
+    w1, b1, w2, b2 = prototype_readout(rng, train.x, train.y, 1.5)
     w2, b2 = 3 * w2, 3 * b2
-    beta1, beta2 = rng.uniform(0.7, 0.95, H), rng.uniform(0.7, 0.95, 10)
+    beta1, beta2 = rng.uniform(0.7, 0.95, HIDDEN), rng.uniform(0.7, 0.95, 10)
 
     def leaky(beta):
         tau = dt / (1 - beta)
@@ -99,7 +81,7 @@ def snntorch_reference(p: dict, x: np.ndarray, T: int) -> np.ndarray:
     """snnTorch Leaky: ``mem = beta mem + W s + b``, spike ``mem > 1``, reset to 0; readout the
     output spike count (static input every step)."""
     s0 = x.reshape(len(x), -1).astype(np.float64)
-    m1, m2, count = np.zeros((len(x), H)), np.zeros((len(x), 10)), np.zeros((len(x), 10))
+    m1, m2, count = np.zeros((len(x), HIDDEN)), np.zeros((len(x), 10)), np.zeros((len(x), 10))
     for _ in range(T):
         m1 = p["beta1"] * m1 + s0 @ p["w1"].T + p["b1"]
         s1 = (m1 > 1).astype(np.float64)
@@ -119,7 +101,7 @@ def sinabs_convnet(rng, train) -> tuple[dict, dict]:
     bc = rng.normal(0.0, 0.05, c)
     tau = np.repeat(rng.uniform(1.5, 6.0, c), 64).reshape(c, 8, 8)
     p = {"wc": wc, "bc": bc, "tau": tau}
-    w1, b1, w2, b2 = _prototypes(rng, sinabs_features(p, train.x).mean(0), train.y, 2.0)
+    w1, b1, w2, b2 = prototype_readout(rng, sinabs_features(p, train.x).mean(0), train.y, 2.0)
     p.update(w1=w1, b1=b1, w2=w2, b2=b2)
     nodes = {"input": nir.Input(np.array([2, 8, 8])),
              "conv": nir.Conv2d(input_shape=(8, 8), weight=wc, stride=1, padding=1,
@@ -128,18 +110,10 @@ def sinabs_convnet(rng, train) -> tuple[dict, dict]:
                             v_threshold=np.ones_like(tau), v_reset=np.zeros_like(tau)),
              "flat": nir.Flatten(input_type={"input": np.array([c, 8, 8])}, start_dim=0),
              "fc1": nir.Affine(w1, b1),
-             "iaf": nir.IF(r=np.ones(H), v_threshold=np.ones(H), v_reset=np.zeros(H)),
+             "iaf": nir.IF(r=np.ones(HIDDEN), v_threshold=np.ones(HIDDEN),
+                           v_reset=np.zeros(HIDDEN)),
              "fc2": nir.Affine(w2, b2), "output": nir.Output(np.array([10]))}
     return nodes, p
-
-
-def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    out = np.zeros((len(x), w.shape[0], 8, 8))
-    for dy in range(3):
-        for dx in range(3):
-            out += np.einsum("bchw,oc->bohw", pad[:, :, dy:dy + 8, dx:dx + 8], w[:, :, dy, dx])
-    return out + b[None, :, None, None]
 
 
 def sinabs_features(p: dict, x: np.ndarray) -> np.ndarray:
@@ -148,7 +122,7 @@ def sinabs_features(p: dict, x: np.ndarray) -> np.ndarray:
     a = np.exp(-1.0 / p["tau"])
     v, out = np.zeros((len(x), *a.shape)), []
     for t in range(x.shape[1]):
-        v = a * v + (1 - a) * _conv3x3(x[:, t].astype(np.float64), p["wc"], p["bc"])
+        v = a * v + (1 - a) * conv3x3_same(x[:, t].astype(np.float64), p["wc"], p["bc"])
         s = (v > 1).astype(np.float64)
         v[s > 0] = 0
         out.append(s.reshape(len(x), -1))
@@ -159,7 +133,7 @@ def sinabs_reference(p: dict, x: np.ndarray) -> np.ndarray:
     """:func:`sinabs_features`, then Sinabs IAF ``v = v + I`` (one spike per step, as the NIR
     IF says), spike ``v > 1``, reset to 0; readout the mean of the last Linear over the event
     frames."""
-    u, out = np.zeros((len(x), H)), np.zeros((len(x), 10))
+    u, out = np.zeros((len(x), HIDDEN)), np.zeros((len(x), 10))
     for s in sinabs_features(p, x):
         u = u + s @ p["w1"].T + p["b1"]
         s1 = (u > 1).astype(np.float64)
@@ -173,20 +147,20 @@ def norse_mlp(rng, train) -> tuple[dict, dict]:
     r = 1, at its dt = 1e-3; Linear readout."""
     in_shape = tuple(train.input_shape)
     feats = train.x.mean(1) if train.x.ndim == 5 else train.x  # events: the mean frame
-    w1, b1, w2, b2 = _prototypes(rng, feats, train.y, 3.0)
-    inv = rng.uniform(50, 200, H)  # tau_mem_inv
+    w1, b1, w2, b2 = prototype_readout(rng, feats, train.y, 3.0)
+    inv = rng.uniform(50, 200, HIDDEN)  # tau_mem_inv
     nodes = {"input": nir.Input(np.array(in_shape)),
              "flat": nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0),
              "fc1": nir.Affine(w1, b1),
-             "lif": nir.LIF(tau=1 / inv, r=np.ones(H), v_leak=np.zeros(H),
-                            v_threshold=np.ones(H), v_reset=np.zeros(H)),
+             "lif": nir.LIF(tau=1 / inv, r=np.ones(HIDDEN), v_leak=np.zeros(HIDDEN),
+                            v_threshold=np.ones(HIDDEN), v_reset=np.zeros(HIDDEN)),
              "fc2": nir.Affine(w2, b2), "output": nir.Output(np.array([10]))}
     return nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "inv": inv}
 
 
 def norse_reference(p: dict, x: np.ndarray, T: int, events: bool) -> np.ndarray:
     """Norse LIFBox: ``v = v + dt tau_mem_inv (0 - v + I)``, spike ``v > 1``, reset 0."""
-    v, out = np.zeros((len(x), H)), np.zeros((len(x), 10))
+    v, out = np.zeros((len(x), HIDDEN)), np.zeros((len(x), 10))
     for t in range(T):
         frame = (x[:, t] if events else x).reshape(len(x), -1).astype(np.float64)
         v = v + 1e-3 * p["inv"] * (-v + frame @ p["w1"].T + p["b1"])

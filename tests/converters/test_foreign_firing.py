@@ -13,13 +13,12 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
-from test_foreign import H, _prototypes
-from test_foreign_exported import DT, _f32, _leaky, _run, _write, events
+from helpers.foreign_exported import DT, _f32, _leaky, _run, _write
+from helpers.foreign_graphs import HIDDEN as H
+from helpers.foreign_graphs import prototype_readout as _prototypes
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
-
-__all__ = ["events"]  # the module-scoped data fixture, shared
 
 
 def _mlp(p: dict, neuron) -> dict:
@@ -99,7 +98,7 @@ def test_snntorch_subtract_reset(tmp_path, events):
 def test_snntorch_synaptic_zero_reads_as_snntorch(tmp_path, events):
     """snnTorch's Synaptic zeroes the integral of the step AFTER a spike (zero-next): read so by
     ``--from snntorch``, the nir backend equals snnTorch; Norse (NIR's reset) refuses it."""
-    from test_foreign_exported import snntorch_synaptic, snntorch_synaptic_reference
+    from helpers.foreign_exported import snntorch_synaptic, snntorch_synaptic_reference
 
     ds, npz, train, train_npz = events
     nodes, p = snntorch_synaptic(np.random.default_rng(6), train)
@@ -237,7 +236,7 @@ def test_tie_on_the_threshold_in_the_interpreter(tmp_path, exporter, r, fires):
     from dalif_deploy.converters.nir_to_torch import GraphRunner
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     g = _tie_graph(tmp_path / "tie.nir", r)
     reading = read_graph(g, exporter)

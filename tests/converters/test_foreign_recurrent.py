@@ -16,14 +16,12 @@ import json
 import nir
 import numpy as np
 import pytest
-import test_foreign_exported
-from test_foreign import H, _prototypes
-from test_foreign_exported import DT, N, _f32, _run
+from helpers.foreign_exported import DT, N, _f32, _run
+from helpers.foreign_graphs import HIDDEN as H
+from helpers.foreign_graphs import prototype_readout as _prototypes
 
 from dalif_deploy.cli import main
 from dalif_deploy.verification.describe import describe
-
-events = test_foreign_exported.events  # the digits-events fixture, shared
 
 
 def _rec_weight(rng, n: int, scale: float) -> np.ndarray:
@@ -42,11 +40,18 @@ def _write(path, g: nir.NIRGraph):
     return path
 
 
+#: NIR's own reading of a CubaLIF at snnTorch's dt: `--from snntorch` reads a CubaLIF as
+#: snnTorch's Synaptic resets (one step late, docs/DESIGN.md section 9), which the braille-shaped
+#: references below do not model
+NIR_AT_SNNTORCH_DT = ("--from", "nir", "--dt", "1e-4")
+
+
 def _check(g: nir.NIRGraph, path, npz, exporter: str, want: np.ndarray) -> None:
     assert len(set(want.tolist())) >= 6  # lively: a wrong reading shows
     _write(path, g)
+    how = NIR_AT_SNNTORCH_DT if exporter == "nir@snntorch" else ("--from", exporter)
     for backend in ("nir", "norse"):
-        res = _run(path, backend, npz, "--from", exporter)
+        res = _run(path, backend, npz, *how)
         assert res["predictions"] == want.tolist(), backend
         assert any("recurrent edges carry" in line for line in res["conventions"])
 
@@ -166,7 +171,7 @@ def test_braille_shaped_graph_equals_its_equations(tmp_path, events):
     recurrent edge."""
     ds, npz, train, _ = events
     g, p = braille_like(np.random.default_rng(12), train)
-    _check(g, tmp_path / "braille.nir", npz, "snntorch", braille_reference(p, ds.x))
+    _check(g, tmp_path / "braille.nir", npz, "nir@snntorch", braille_reference(p, ds.x))
     d = describe(tmp_path / "braille.nir")
     assert d["recurrent"] is True and d["recurrent_edges"] == [["lif1.lif", "lif1.w_rec"]]
 
@@ -179,11 +184,11 @@ def test_recurrent_bias_runs_on_nir_and_is_refused_by_norse_saying_why(tmp_path,
     ds, npz, train, _ = events
     g, p = braille_like(np.random.default_rng(13), train, bias_rec=True)
     path = _write(tmp_path / "bias.nir", g)
-    assert _run(path, "nir", npz, "--from", "snntorch")["predictions"] == \
+    assert _run(path, "nir", npz, *NIR_AT_SNNTORCH_DT)["predictions"] == \
         braille_reference(p, ds.x).tolist()
     capsys.readouterr()
     assert main(["simulate", str(path), "--backend", "norse", "--dataset", str(npz),
-                 "--from", "snntorch"]) == 2
+                 *NIR_AT_SNNTORCH_DT]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: node 'lif1.w_rec' is in a recurrent loop and has a bias") \
         and "--backend nir" in err
@@ -255,7 +260,7 @@ def test_braille_shaped_graph_verifies_fixed_within_a_point_and_lava_bit_exact(t
     hints = [t for v in r["verdict"] for t in v.get("try", [])]
     assert any(t.startswith("recurrent layer(s) lif1.lif feed every spike") for t in hints)
     assert r["lava_bit_exact"] is True
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     rec = [s for s in load_program(tmp_path / "b.fxp").synapses if s.recurrent]
     assert [(s.source, s.kind) for s in rec] == [("lif1.lif", "dense")]
@@ -277,7 +282,7 @@ def trained_rleaky() -> tuple[nir.NIRGraph, dict]:
     W_rec S)`` is RLeaky's ``mem = beta mem + X' + V S``), the readout an Affine into the Output."""
     import torch
 
-    from dalif_deploy.float_model.checkpoint import load_model, shipped_checkpoint
+    from dalif_deploy.float_model.loading import load_model, shipped_checkpoint
 
     m, _ = load_model(shipped_checkpoint("digits-rnn"))
     with torch.no_grad():

@@ -139,10 +139,10 @@ def test_dense_chain_netx_exact(tmp_path):
 def digits_cnn_netx(tmp_path_factory):
     """``export --netx`` of the shipped digits-cnn (calibrated on 64 training images): the
     netx file and the program it holds."""
-    from test_lava_digits import CHECKPOINTS
+    from helpers import CHECKPOINTS
 
     from dalif_deploy.cli import main
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     d = tmp_path_factory.mktemp("netx")
     assert main(["export", str(CHECKPOINTS / "digits-cnn.pt"), "--netx", str(d / "cnn.h5"),
@@ -166,13 +166,13 @@ def test_digits_cnn_netx_exact(decays, digits_cnn_netx, tmp_path):
     one decay per channel: netx's network, our lava backend and the emulator agree exactly."""
     from dalif_deploy.targets.emulator import emulate, encode_input
     from dalif_deploy.targets.lava import run_lava
-    from test_lava_digits import per_channel
+    from helpers.programs import with_per_channel_decays
 
     from dalif_deploy.datasets.loaders import load_dataset
 
     _, program = digits_cnn_netx
     if decays == "per-channel":
-        program = per_channel(program)
+        program = with_per_channel_decays(program)
         assert all(p.dv.size == p.shape[0] for p in program.populations[:-1])
     x = load_dataset("digits", split="test").x[:3]
     assert_netx_exact(program, encode_input(program, x), tmp_path)
@@ -183,7 +183,7 @@ def test_digits_cnn_netx_exact(decays, digits_cnn_netx, tmp_path):
 def test_plain_quantiser_digits_cnn_is_off_netx_grid(tmp_path):
     """Without netx mode the quantiser's DA-LIF populations fire on '>=' (netx's neuron on
     '>') and its finer biases are refused, naming the population."""
-    from test_lava_digits import digits_program
+    from helpers.programs import digits_program
 
     program = digits_program("digits-cnn", tmp_path)
     with pytest.raises(DaLifError, match="lif1 fires by spike rule '>='"):
@@ -248,7 +248,7 @@ def test_refuses_inexact_dense_exponent():
 
 
 def test_refuses_digits_resnet(tmp_path):
-    from test_lava_digits import digits_program
+    from helpers.programs import digits_program
 
     with pytest.raises(DaLifError, match="layers.0.lif2 is a residual join: it adds"):
         check_netx(digits_program("digits-resnet", tmp_path))
@@ -257,7 +257,7 @@ def test_refuses_digits_resnet(tmp_path):
 def test_cli_export_netx_refuses_digits_resnet(tmp_path, capsys):
     """The shipped digits-resnet has residual joins netx cannot build: one error line naming
     the join, exit 2, no file written."""
-    from test_lava_digits import CHECKPOINTS
+    from helpers import CHECKPOINTS
 
     from dalif_deploy.cli import main
 

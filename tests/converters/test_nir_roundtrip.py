@@ -20,7 +20,7 @@ from helpers.nir_helpers import (
 )
 
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.loading import load_model
 from dalif_deploy.float_model.zoo import run_model
 
 ROOT = REPO_ROOT

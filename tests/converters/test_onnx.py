@@ -130,7 +130,7 @@ def test_shipped_checkpoints_on_digits_test_set(tmp_path, name):
     (fires on >=) that ORT computes one ulp lower: its logits differ by 0.011.
     """
 
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     ck = REPO_ROOT / SHIPPED.format(name)
     summary = export_onnx_from_checkpoint(ck, tmp_path / "m.onnx")

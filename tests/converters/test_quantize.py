@@ -17,7 +17,7 @@ from helpers.nir_helpers import lively_model
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
-from dalif_deploy.fixedpoint.program import load_program
+from dalif_deploy.fixedpoint.fxp_format import load_program
 from dalif_deploy.float_model.zoo import run_model
 
 CKPTS = REPO_ROOT / "dalif_deploy" / "checkpoints"
@@ -113,7 +113,7 @@ def test_lively_models_follow_float():
 def test_shipped_checkpoints_within_one_point(name):
     """Issue target: 8-bit programs within 1 percentage point of float on the digits test set."""
     from dalif_deploy.datasets.loaders import load_dataset
-    from dalif_deploy.float_model.checkpoint import load_model
+    from dalif_deploy.float_model.loading import load_model
 
     model, ck = load_model(CKPTS / f"{name}.pt")
     ds, tr = load_dataset("digits", "test"), load_dataset("digits", "train")

@@ -16,7 +16,7 @@ from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.fixedpoint.constraints import check_program
-from dalif_deploy.fixedpoint.program import load_program
+from dalif_deploy.fixedpoint.fxp_format import load_program
 
 N_IN, N_HID, N_OUT, T = 16, 12, 4, 12
 

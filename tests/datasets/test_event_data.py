@@ -319,7 +319,7 @@ def test_missing_folders_name_the_layout(tmp_path):
 
 def test_cli_dataset_train_and_simulate_on_nmnist(tmp_path, capsys):
     from dalif_deploy.cli import main
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
 
     root = _nmnist_dir(tmp_path)
     out = tmp_path / "x.npz"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from dalif_deploy.targets.registry import get_backend
 from helpers import REPO_ROOT
-from test_backends import ALL, KIND_FILE, files  # noqa: F401 - files is a fixture
+from helpers.model_files import BACKEND_PARAMS, KIND_FILE
 
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
@@ -39,11 +39,11 @@ def _one_error(capsys) -> str:
     return lines[-1]
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
 @pytest.mark.parametrize("label, found", [(10, "0..10"), (-1, "-1..9")])
-def test_simulate_refuses_labels_the_model_cannot_output(name, label, found, files,  # noqa: F811
+def test_simulate_refuses_labels_the_model_cannot_output(name, label, found, model_files,
                                                          tmp_path, capsys):
-    model = files[KIND_FILE[get_backend(name).kind]]
+    model = model_files[KIND_FILE[get_backend(name).kind]]
     npz = _npz(tmp_path / "mine.npz", label=label)
     assert main(["simulate", str(model), "--backend", name, "--dataset", str(npz)]) == 2
     line = _one_error(capsys)
@@ -52,10 +52,10 @@ def test_simulate_refuses_labels_the_model_cannot_output(name, label, found, fil
 
 
 @pytest.mark.parametrize("kind", ["pt", "nir", "fxp"])
-def test_verify_refuses_labels_the_model_cannot_output(kind, files, tmp_path,  # noqa: F811
+def test_verify_refuses_labels_the_model_cannot_output(kind, model_files, tmp_path,
                                                        capsys):
     npz = _npz(tmp_path / "mine.npz", label=10)
-    argv = ["verify", str(files[kind]), "--dataset", str(npz), "--lava-samples", "0"]
+    argv = ["verify", str(model_files[kind]), "--dataset", str(npz), "--lava-samples", "0"]
     assert main(argv) == 2
     assert "(the model has 10 classes), found 0..10" in _one_error(capsys)
 
@@ -72,11 +72,11 @@ def test_sweep_and_finetune_refuse_labels_the_model_cannot_output(argv, tmp_path
     assert not (tmp_path / "o.pt").exists()
 
 
-def test_quantize_calibration_refuses_labels_the_model_cannot_output(files, tmp_path,  # noqa: F811
+def test_quantize_calibration_refuses_labels_the_model_cannot_output(model_files, tmp_path,
                                                                      capsys):
     npz = _npz(tmp_path / "mine.npz", label=10)
     out = tmp_path / "q.fxp"
-    assert main(["quantize", str(files["nir"]), "-o", str(out), "--calibrate", str(npz)]) == 2
+    assert main(["quantize", str(model_files["nir"]), "-o", str(out), "--calibrate", str(npz)]) == 2
     assert "(the model has 10 classes), found 0..10" in _one_error(capsys)
     assert not out.exists()
 
@@ -92,11 +92,11 @@ def test_a_file_without_a_model_names_no_fake_class_range(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["torch", "nir", "emulator", "onnx"])
-def test_values_far_outside_the_trained_range_warn(name, files, tmp_path,  # noqa: F811
+def test_values_far_outside_the_trained_range_warn(name, model_files, tmp_path,
                                                    capsys):
     """Digits pixels 0..16 fed to a model trained on pixel / 16: one warning saying the range
     seen, the one expected and the fix; the run goes on."""
-    model = files[KIND_FILE[get_backend(name).kind]]
+    model = model_files[KIND_FILE[get_backend(name).kind]]
     npz = _npz(tmp_path / "raw.npz", scale=16.0)
     assert main(["simulate", str(model), "--backend", name, "--dataset", str(npz)]) == 0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
@@ -104,10 +104,10 @@ def test_values_far_outside_the_trained_range_warn(name, files, tmp_path,  # noq
                         "(digits: x = pixel / 16): divide by 16"]
 
 
-def test_verify_warns_once_on_values_outside_the_trained_range(files, tmp_path,  # noqa: F811
+def test_verify_warns_once_on_values_outside_the_trained_range(model_files, tmp_path,
                                                                capsys):
     npz = _npz(tmp_path / "raw.npz", scale=16.0)
-    assert main(["verify", str(files["fxp"]), "--dataset", str(npz), "--lava-samples",
+    assert main(["verify", str(model_files["fxp"]), "--dataset", str(npz), "--lava-samples",
                  "0"]) in (0, 1)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "divide by 16" in err, err

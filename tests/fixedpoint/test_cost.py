@@ -11,13 +11,13 @@ from helpers import REPO_ROOT
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint import cost
+from dalif_deploy.fixedpoint.fxp_format import save_program
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
     InputEncoding,
     Population,
     Readout,
     Synapse,
-    save_program,
 )
 
 CKPT = REPO_ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"

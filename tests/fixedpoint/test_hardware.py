@@ -14,6 +14,7 @@ from helpers import REPO_ROOT
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.fixedpoint import cost
+from dalif_deploy.fixedpoint.fxp_format import save_program
 from dalif_deploy.fixedpoint.hardware import FIGURES, Hardware, hardware, parse_assignment
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
@@ -21,7 +22,6 @@ from dalif_deploy.fixedpoint.program import (
     Population,
     Readout,
     Synapse,
-    save_program,
 )
 
 CKPT = REPO_ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"

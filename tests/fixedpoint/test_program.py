@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers.programs import small_program
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import conv_output_shape
@@ -18,6 +19,12 @@ from dalif_deploy.fixedpoint.constraints import (
     describe_program,
     require_valid,
 )
+from dalif_deploy.fixedpoint.fxp_format import (
+    load_program,
+    program_from_arrays,
+    program_to_arrays,
+    save_program,
+)
 from dalif_deploy.fixedpoint.limits import VTH_MAX
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
@@ -26,37 +33,7 @@ from dalif_deploy.fixedpoint.program import (
     Readout,
     Synapse,
     WeightErrors,
-    load_program,
-    program_from_arrays,
-    program_to_arrays,
-    save_program,
 )
-
-
-def small_program() -> FixedProgram:
-    """A valid program with a conv, a residual dense synapse, per-channel decays, a readout."""
-    rng = np.random.default_rng(0)
-    shape = (2, 4, 4)
-    pops = [
-        Population("a", shape, dv=[100, 200], vth=50, bias_mant=rng.integers(-9, 9, shape),
-                   bias_exp=2, scale=1234.5, provenance=["lif1"]),
-        Population("b", (6,), dv=[300], vth=20, bias_mant=np.zeros(6, int), du=4095),
-        Population("out", (3,), dv=[0], vth=VTH_MAX, bias_mant=[1, 2, 3]),
-    ]
-    syns = [
-        Synapse("in->a", "input", "a", "conv", rng.integers(-128, 128, (2, 1, 3, 3)),
-                graded=True, padding=(1, 1), input_shape=(1, 4, 4), output_shape=shape),
-        Synapse("a->b", "a", "b", "dense", rng.integers(-128, 128, (6, 32)), weight_exp=-2,
-                input_shape=shape, output_shape=(6,), provenance=["fc"]),
-        Synapse("in->b", "input", "b", "dense", rng.integers(-32, 32, (6, 16)) // 16 * 16,
-                weight_bits=4, graded=True, input_shape=(1, 4, 4), output_shape=(6,)),
-        Synapse("b->out", "b", "out", "dense", rng.integers(-128, 128, (3, 6)),
-                input_shape=(6,), output_shape=(3,)),
-    ]
-    return FixedProgram(InputEncoding("analog", (1, 4, 4), scale=112.0), pops, syns,
-                        Readout("out", 77.0), timesteps=4,
-                        quant_table=[{"population": "a", "scale": 1234.5, "weight_exp": [0]}],
-                        metadata={"weight_bits": 8, "note": "test"})
 
 
 def _same(a, b, where: str = "program") -> None:

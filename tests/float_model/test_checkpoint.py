@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.pickle_scan import declared_storages
 from dalif_deploy.cli import main
 from dalif_deploy.float_model.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     content_digest,
-    load_checkpoint,
-    load_model,
+    read_checkpoint,
     save_checkpoint,
 )
+from dalif_deploy.float_model.loading import load_checkpoint, load_model
 from dalif_deploy.float_model.zoo import build_model, default_config, run_model
 
 DATASET = {"name": "digits", "encoding": "analog", "input_shape": [1, 8, 8],
@@ -166,6 +167,35 @@ def test_plain_state_dict_needs_a_model_name(saved, tmp_path):
         load_checkpoint(sd)
     net, ckpt = load_model(sd, model="digits-cnn", timesteps=2)
     assert ckpt.timesteps == 2 and ckpt.model_name == "digits-cnn"
+
+
+def test_reading_a_plain_state_dict_is_apart_from_fitting_it(tmp_path):
+    """read_checkpoint (the format) reads a plain state_dict without building a model;
+    load_checkpoint and load_model (loading) check its weights fit the named model."""
+    sd = tmp_path / "sd.pt"
+    weights = build_model(default_config("digits-cnn")).state_dict()
+    del weights["fc.bias"]
+    torch.save(weights, sd)
+    ckpt = read_checkpoint(sd, model="digits-cnn")
+    assert ckpt.plain_state_dict and ckpt.timesteps == 4 and "fc.bias" not in ckpt.state_dict
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(DaLifError, match=r"weights do not fit .*missing \['fc.bias'\]"):
+            load(sd, model="digits-cnn")
+
+
+def test_declared_storages_are_read_without_running_anything():
+    """The pickle scanner finds every storage a torch file declares, with its byte size, and
+    imports nothing: a global the scanner meets is a stand-in, never the real object."""
+    import io
+    import pickle
+
+    buf = io.BytesIO()
+    torch.save({"a": torch.zeros(3, 5), "b": torch.zeros(7, dtype=torch.int64)}, buf)
+    with zipfile.ZipFile(buf) as z:
+        (pkl,) = [n for n in z.namelist() if n.endswith("data.pkl")]
+        assert sorted(declared_storages(z.read(pkl))) == [("0", 60), ("1", 56)]
+    payload = pickle.dumps(os.system)  # a pickle that would look up os.system
+    assert declared_storages(payload) == []
 
 
 def test_missing_file(tmp_path):

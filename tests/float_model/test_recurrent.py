@@ -16,7 +16,7 @@ from dalif_deploy.converters.torch_to_nir import export_nir
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import ROW_LEVELS, load_dataset
-from dalif_deploy.float_model.checkpoint import shipped_checkpoint
+from dalif_deploy.float_model.loading import shipped_checkpoint
 from dalif_deploy.float_model.zoo import build_model, default_config, run_model
 
 

@@ -59,7 +59,7 @@ def test_input_shape_mismatch_is_refused():
 def test_cli_width_option_reaches_the_checkpoint(tmp_path):
     """`train --width 4` builds the narrow model and records it in the checkpoint config."""
     from dalif_deploy.cli import main
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
 
     out = tmp_path / "w.pt"
     assert main(["train", "--model", "digits-resnet", "--width", "4", "--epochs", "1", "-T", "2",

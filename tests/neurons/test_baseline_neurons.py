@@ -19,7 +19,8 @@ from helpers.nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ti
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import build_parser, main
-from dalif_deploy.float_model.checkpoint import load_model, save_checkpoint
+from dalif_deploy.float_model.checkpoint import save_checkpoint
+from dalif_deploy.float_model.loading import load_model
 from dalif_deploy.float_model.training import train
 from dalif_deploy.float_model.zoo import build_model, default_config
 from dalif_deploy.neurons import fixed_params, neuron_for_key, neuron_keys, neuron_layers

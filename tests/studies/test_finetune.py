@@ -14,7 +14,8 @@ from helpers import REPO_ROOT
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from dalif_deploy.float_model.checkpoint import save_checkpoint
+from dalif_deploy.float_model.loading import load_checkpoint, load_model
 from dalif_deploy.float_model.zoo import build_model, default_config
 from dalif_deploy.studies.finetune import (
     FinetuneOptions,
@@ -108,7 +109,7 @@ def test_forward_equals_emulator_on_events(tmp_path):
 def test_recurrent_layer_forward_is_the_emulator_and_w_rec_learns(tmp_path):
     """The shipped digits-rnn: forward values are its program's integers (the recurrent
     synapse included) and the recurrent weight gets a straight-through gradient."""
-    from dalif_deploy.float_model.checkpoint import load_model, shipped_checkpoint
+    from dalif_deploy.float_model.loading import load_model, shipped_checkpoint
 
     rows = load_dataset("digits-rows", "test")
     model, _ = load_model(shipped_checkpoint("digits-rnn"))

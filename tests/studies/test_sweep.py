@@ -10,7 +10,7 @@ from helpers import REPO_ROOT
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.loading import load_model
 from dalif_deploy.studies.finetune import quantize_model
 from dalif_deploy.studies.sweep import SweepOptions, parse_weight_bits
 from dalif_deploy.verification.pipeline import VerifyOptions, verify_model

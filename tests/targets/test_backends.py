@@ -6,7 +6,6 @@ class plus one registry line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,12 +24,11 @@ from dalif_deploy.targets.registry import (
     run_backend,
     simulate,
 )
-from helpers import REPO_ROOT
+from helpers.model_files import BACKEND_PARAMS, DIGITS_CNN, KIND_FILE
 
 from dalif_deploy import DaLifError
 from dalif_deploy.datasets.loaders import load_dataset
 
-CKPT = REPO_ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"
 SAMPLES = 12  # with batch size 5: two full batches and a partial one
 
 #: the JSON keys of each backend after the common ones (RESULT_KEYS), in order
@@ -45,38 +43,14 @@ EXTRA_KEYS = {
     "onnx": ["timesteps", "encoding"],
 }
 #: file kind -> the model file fixture key
-KIND_FILE = {"checkpoint": "pt", "nir": "nir", "program": "fxp", "onnx": "onnx"}
-ALL = [pytest.param(n, marks=pytest.mark.lava) if n == "lava" else n for n in BACKENDS]
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
-    """The shipped digits-cnn as a checkpoint, NIR graph, fixed-point program and ONNX graph."""
-    from dalif_deploy.converters.ir.graph import read_nir
-    from dalif_deploy.converters.nir_to_fixed import quantize_graph
-    from dalif_deploy.converters.torch_to_nir import export_checkpoint
-    from dalif_deploy.converters.torch_to_onnx import export_onnx_from_checkpoint
-    from dalif_deploy.targets.emulator import emulate
-
-    from dalif_deploy.fixedpoint.program import save_program
-
-    d = tmp_path_factory.mktemp("models")
-    export_checkpoint(CKPT, d / "m.nir")
-    calib = load_dataset("digits", "train").head(64).x
-    save_program(quantize_graph(read_nir(d / "m.nir"), calibration=calib, run=emulate),
-                 d / "m.fxp")
-    export_onnx_from_checkpoint(CKPT, d / "m.onnx")
-    return {"pt": CKPT, "nir": d / "m.nir", "fxp": d / "m.fxp", "onnx": d / "m.onnx"}
-
-
 def test_every_test_here_covers_every_registered_backend():
     assert set(EXTRA_KEYS) == set(BACKENDS)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_result_contract(name, files):
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_result_contract(name, model_files):
     cls = get_backend(name)
-    r = run_backend(files[KIND_FILE[cls.kind]], name, samples=SAMPLES, batch_size=5,
+    r = run_backend(model_files[KIND_FILE[cls.kind]], name, samples=SAMPLES, batch_size=5,
                     progress=False)
     assert isinstance(r, SimulationResult) and r.backend == name
     assert r.dataset == "digits" and r.split == "test"  # the data set the file records
@@ -93,30 +67,30 @@ def test_result_contract(name, files):
 
 
 @pytest.mark.lava
-def test_emulator_and_lava_agree_through_the_registry(files):
+def test_emulator_and_lava_agree_through_the_registry(model_files):
     """Same program, same samples: the two fixed-point backends report the same integers."""
-    emu, lava = (simulate(files["fxp"], n, samples=6, batch_size=4, progress=False)
+    emu, lava = (simulate(model_files["fxp"], n, samples=6, batch_size=4, progress=False)
                  for n in ("emulator", "lava"))
     for key in ("predictions", "outputs", "spike_counts", "populations", "input_clipped"):
         assert emu[key] == lava[key], key
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
-def test_wrong_file_kind_names_the_backends_that_fit(name, files):
+def test_wrong_file_kind_names_the_backends_that_fit(name, model_files):
     other = "nir" if get_backend(name).kind == "checkpoint" else "checkpoint"
     fits = " or ".join(n for n in BACKENDS if get_backend(n).kind == other)
     with pytest.raises(DaLifError, match=f"backend '{name}' runs a .*Use --backend {fits},"):
-        run_backend(files[KIND_FILE[other]], name, samples=2, progress=False)
+        run_backend(model_files[KIND_FILE[other]], name, samples=2, progress=False)
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
-def test_foreign_option_is_refused(name, files):
+def test_foreign_option_is_refused(name, model_files):
     own = {o.name for o in get_backend(name).options}
     foreign = next(k for k in backend_options() if k not in own)
     users = ", ".join(backend_options()[foreign][1])
     with pytest.raises(DaLifError, match=f"--{foreign} do not apply to backend '{name}' "
                                          rf"\(only to {users}\)"):
-        run_backend(files[KIND_FILE[get_backend(name).kind]], name, samples=2, progress=False,
+        run_backend(model_files[KIND_FILE[get_backend(name).kind]], name, samples=2, progress=False,
                     **{foreign: 1.0})
 
 
@@ -148,11 +122,11 @@ def test_a_new_backend_is_one_class_and_one_registry_line(monkeypatch, capsys):
 
     monkeypatch.setitem(backends.BACKENDS, "constant", backends.Registered(
         f"{__name__}:ConstantBackend", "checkpoint", ConstantBackend.options))
-    r = run_backend(CKPT, "constant", samples=20, progress=False, label=7)
+    r = run_backend(DIGITS_CNN, "constant", samples=20, progress=False, label=7)
     labels = load_dataset("digits", "test").y[:20]
     assert r.predictions.tolist() == [7] * 20 and r.accuracy == float((labels == 7).mean())
     assert r.to_dict()["label"] == 7
-    assert main(["simulate", str(CKPT), "--backend", "constant", "--label", "2", "--samples",
+    assert main(["simulate", str(DIGITS_CNN), "--backend", "constant", "--label", "2", "--samples",
                  "5", "--json", "-"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predictions"] == [2] * 5 and out["backend"] == "constant"
@@ -175,12 +149,12 @@ def test_extras_may_not_overwrite_the_common_keys():
         r.to_dict()
 
 
-def test_fixed_point_result_is_what_the_emulator_returns(files):
+def test_fixed_point_result_is_what_the_emulator_returns(model_files):
     from dalif_deploy.targets.emulator import emulate
 
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
-    prog = load_program(files["fxp"])
+    prog = load_program(model_files["fxp"])
     x = load_dataset("digits", "test").head(3).x
     r = emulate(prog, x, record=True)
     assert isinstance(r, FixedPointResult)

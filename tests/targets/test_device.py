@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from dalif_deploy.targets import emulator, emulator_kernels
 from dalif_deploy.targets.emulator import emulate, encode_input
-from test_emulator import _random_program, _reference
+from helpers.emulator_reference import assert_same_run, reference_run
+from helpers.programs import program_and_input
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.parallel import resolve_device
@@ -23,31 +24,6 @@ from dalif_deploy.cli import main
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not CUDA, reason="no CUDA device here: the cuda cases run where there is one"))]
-
-
-def _assert_same_run(a, b) -> None:
-    """Every field of two emulator runs, exactly."""
-    for f in ("outputs", "predictions", "spike_counts"):
-        assert np.array_equal(getattr(a, f), getattr(b, f)), f
-        assert getattr(a, f).dtype == getattr(b, f).dtype, f
-    for f in ("spikes", "v", "u", "final_v"):
-        da, db = getattr(a, f), getattr(b, f)
-        assert da.keys() == db.keys(), f
-        for k in da:
-            assert np.array_equal(da[k], db[k]) and da[k].dtype == db[k].dtype, (f, k)
-    assert a.u_wraps == b.u_wraps and a.v_saturations == b.v_saturations
-    assert (a.spiking, a.steps, a.mode, a.input_clipped) == (b.spiking, b.steps, b.mode,
-                                                             b.input_clipped)
-
-
-def _program_and_input(kind: str, encoding: str, seed: int):
-    rng = np.random.default_rng(2000 + seed)
-    prog = _random_program(rng, kind, encoding, residual=True, recurrent=True)
-    if encoding == "analog":
-        x = rng.uniform(-1.3, 1.3, (5, *prog.input.shape)).astype(np.float32)
-    else:
-        x = (rng.random((5, prog.timesteps, *prog.input.shape)) < 0.4).astype(np.float32)
-    return prog, x
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -59,14 +35,14 @@ def test_device_run_equals_the_default_cpu_run_and_the_int_reference(device, kin
     """emulate(device=...) gives every trace, count and counter of the default (cpu) run, on
     random programs with u wraps, per-channel decays, a residual and recurrent synapses; in
     sync mode both equal the Python-int reference."""
-    prog, x = _program_and_input(kind, encoding, ["dense", "conv"].index(kind) * 2
+    prog, x = program_and_input(kind, encoding, ["dense", "conv"].index(kind) * 2
                                  + ["analog", "events"].index(encoding))
     ref = emulate(prog, x, record=True, check=False, batch_size=2, mode=mode)
     got = emulate(prog, x, record=True, check=False, batch_size=2, mode=mode, device=device)
-    _assert_same_run(ref, got)
+    assert_same_run(ref, got)
     assert ref.spike_counts.sum() > 0
     if mode == "sync":
-        outs, _, _ = _reference(prog, encode_input(prog, x))
+        outs, _, _ = reference_run(prog, encode_input(prog, x))
         assert got.outputs.tolist() == outs
 
 
@@ -101,9 +77,9 @@ def test_conv_gemm_equals_conv2d_exactly_up_to_the_float32_bound(groups, stride,
 @pytest.mark.parametrize("encoding", ["analog", "events"])
 def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypatch):
     """The synapses as compiled for CUDA (conv_gemm, never cuDNN), run on CPU: the same run."""
-    prog, x = _program_and_input("conv", encoding, 7)
+    prog, x = program_and_input("conv", encoding, 7)
     ref = emulate(prog, x, record=True, check=False, batch_size=3)
-    compile_synapse = emulator._compile_synapse
+    compile_synapse = emulator.compile_synapse
     seen = []
 
     def as_for_cuda(program, syn, device):
@@ -112,8 +88,8 @@ def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypa
         seen.append(s.syn.kind)
         return s
 
-    monkeypatch.setattr(emulator, "_compile_synapse", as_for_cuda)
-    _assert_same_run(ref, emulate(prog, x, record=True, check=False, batch_size=3))
+    monkeypatch.setattr(emulator, "compile_synapse", as_for_cuda)
+    assert_same_run(ref, emulate(prog, x, record=True, check=False, batch_size=3))
     assert "conv" in seen
 
 
@@ -140,9 +116,9 @@ def test_unknown_devices_are_refused(name, why):
     ["simulate", "prog.fxp", "--backend", "emulator", "--device", "cuda"],
 ])
 def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, monkeypatch):
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
-    prog, _ = _program_and_input("dense", "analog", 0)
+    prog, _ = program_and_input("dense", "analog", 0)
     save_program(prog, tmp_path / "prog.fxp")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dalif_deploy" / "checkpoints").mkdir(parents=True)

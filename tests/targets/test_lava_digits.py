@@ -8,47 +8,13 @@ emulator's (exact integers), and so must the readout outputs and spike counts.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from helpers import REPO_ROOT
+from helpers.programs import digits_program, with_per_channel_decays
 
 pytestmark = pytest.mark.lava
 
-CHECKPOINTS = REPO_ROOT / "dalif_deploy" / "checkpoints"
 N_SAMPLES = 6
-
-
-def digits_program(name: str, tmp_dir: Path):
-    """Build the 8-bit program of a shipped digits checkpoint the way the CLI does."""
-    import functools
-
-    import nir
-    from dalif_deploy.converters.nir_to_fixed import quantize_graph
-    from dalif_deploy.converters.torch_to_nir import export_checkpoint
-    from dalif_deploy.targets.emulator import emulate
-
-    from dalif_deploy.datasets.loaders import load_dataset
-
-    ckpt = CHECKPOINTS / f"{name}.pt"
-    path = tmp_dir / f"{name}.nir"
-    export_checkpoint(ckpt, path)
-    calibration = load_dataset("digits", split="train").x[:256]
-    return quantize_graph(nir.read(str(path)), weight_bits=8, calibration=calibration,
-                          run=functools.partial(emulate, check=False))
-
-
-def per_channel(program, seed: int = 0):
-    """The program with every channel of every spiking population given its own decay (as
-    `train --granularity channel` learns them; 16 and 32 distinct values on digits-cnn)."""
-    rng = np.random.default_rng(seed)
-    for p in program.populations:
-        if p.name != program.readout.population:
-            base = int(p.dv[0])
-            p.dv = np.clip(base + rng.choice(np.arange(-400, 401), p.shape[0], replace=False),
-                           0, 4095)
-    return program
 
 
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-cnn-channel"])
@@ -60,7 +26,7 @@ def test_digits_program_parity(name, tmp_path):
     from dalif_deploy.datasets.loaders import load_dataset
 
     if name.endswith("-channel"):
-        program = per_channel(digits_program(name.removesuffix("-channel"), tmp_path))
+        program = with_per_channel_decays(digits_program(name.removesuffix("-channel"), tmp_path))
         assert [np.unique(p.dv).size for p in program.populations] == [16, 32, 1]
     else:
         program = digits_program(name, tmp_path)
@@ -85,7 +51,7 @@ def test_cli_simulate_lava_matches_emulator_sample_by_sample(tmp_path):
     import json
 
     from dalif_deploy.cli import main
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     save_program(digits_program("digits-cnn", tmp_path), tmp_path / "m.fxp")
     out = {}

@@ -18,19 +18,27 @@ from dalif_deploy.targets.lava.run import (
     lava_steps,
     run_lava,
 )
-from test_lava_parity import _conv, _pop, _readout, conv_program, per_channel_program, samples
+from helpers.programs import (
+    conv_program,
+    per_channel_program,
+    random_conv,
+    random_population,
+    random_readout,
+    random_samples,
+)
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.fixedpoint.program import FixedProgram, InputEncoding, Readout, save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
+from dalif_deploy.fixedpoint.program import FixedProgram, InputEncoding, Readout
 
 
 def digits_shaped_program(seed: int = 0) -> FixedProgram:
     """input (1, 8, 8) -> conv -> (3, 8, 8) per-channel decays -> dense readout of 10: 5 Lava
     processes; runs on the digits test split."""
     rng = np.random.default_rng(seed)
-    pop = _pop("c1", (3, 8, 8), rng, dv=[100, 900, 2000], vth=30)
-    conv = _conv("conv1", "input", "c1", 1, 3, (8, 8), rng, graded=True)
-    ro, fc = _readout("c1", (3, 8, 8), 10, rng, exp=-1)
+    pop = random_population("c1", (3, 8, 8), rng, dv=[100, 900, 2000], vth=30)
+    conv = random_conv("conv1", "input", "c1", 1, 3, (8, 8), rng, graded=True)
+    ro, fc = random_readout("c1", (3, 8, 8), 10, rng, exp=-1)
     return FixedProgram(InputEncoding("analog", (1, 8, 8), scale=8.0), [pop, ro], [conv, fc],
                         Readout("out", 64.0), timesteps=2)
 
@@ -52,7 +60,7 @@ def test_memory_estimate_grows_with_processes_and_samples():
 
 def test_guard_refuses_too_many_processes_and_names_the_option():
     program = per_channel_program(4)
-    x = samples(program, 2)
+    x = random_samples(program, 2)
     with pytest.raises(DaLifError, match=r"needs 10 Lava processes .* over the limit of 9.*"
                                          r"--max-lava-processes 10"):
         run_lava(program, x, max_processes=9)
@@ -63,7 +71,7 @@ def test_guard_refuses_too_much_memory_and_names_the_option():
     program = conv_program(2)
     with pytest.raises(DaLifError, match=r"estimated memory .* over the limit of 0.1 GiB.*"
                                          r"--max-lava-memory 1"):
-        run_lava(program, samples(program, 2), max_memory_gib=0.1)
+        run_lava(program, random_samples(program, 2), max_memory_gib=0.1)
 
 
 def _simulate_args(tmp_path) -> list[str]:
@@ -109,7 +117,7 @@ def test_progress_watcher_reports_increments_and_completes(tmp_path):
 @pytest.mark.lava
 def test_streamed_run_reports_every_step():
     program = per_channel_program(4)
-    x = samples(program, 3)
+    x = random_samples(program, 3)
     seen: list[int] = []
     result = run_lava(program, x, progress=seen.append, timeout=240.0)
     assert sum(seen) == result.steps == lava_steps(program, 3) == 3 * program.timesteps + 4

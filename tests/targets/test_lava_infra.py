@@ -318,13 +318,13 @@ def test_a_worker_that_fails_is_reported_in_seconds_without_a_timeout():
 
 # ---------------------------------------------------------------- the CLI running Lava
 def _tiny_program(path: Path, t: int) -> Path:
+    from dalif_deploy.fixedpoint.fxp_format import save_program
     from dalif_deploy.fixedpoint.program import (
         FixedProgram,
         InputEncoding,
         Population,
         Readout,
         Synapse,
-        save_program,
     )
 
     rng = np.random.default_rng(0)

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.programs import (
+    conv_program,
+    dense_program,
+    per_channel_program,
+    random_dense,
+    random_population,
+    random_readout,
+    random_samples,
+)
 
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
     InputEncoding,
-    Population,
     Readout,
-    Synapse,
 )
 
 pytestmark = pytest.mark.lava
@@ -25,112 +32,16 @@ TIMEOUT = 240.0
 
 
 # ---------------------------------------------------------------- generated programs
-def _pop(name, shape, rng, *, dv=None, vth=None, bias=0, bias_exp=0, channel_dv=False):
-    c = shape[0]
-    if dv is None:
-        dv = rng.integers(0, 4096, c if channel_dv else 1)
-        if channel_dv:  # a few distinct decays shared by several channels
-            dv = rng.choice(np.unique(dv)[:3], c)
-    bias_mant = rng.integers(-bias, bias + 1, shape) if bias else np.zeros(shape, np.int64)
-    return Population(name=name, shape=shape, dv=np.atleast_1d(dv),
-                      vth=int(vth if vth is not None else rng.integers(50, 400)),
-                      bias_mant=bias_mant, bias_exp=bias_exp)
-
-
-def _dense(name, src, tgt, n_in, n_out, rng, *, exp=0, graded=False, lo=-128, hi=127):
-    """Dense synapse; ``n_in`` is the source size or its shape (flattened, C order)."""
-    in_shape = tuple(np.atleast_1d(n_in))
-    return Synapse(name=name, source=src, target=tgt, kind="dense",
-                   weights=rng.integers(lo, hi + 1, (n_out, int(np.prod(in_shape)))),
-                   weight_exp=exp, graded=graded, input_shape=in_shape, output_shape=(n_out,))
-
-
-def _conv(name, src, tgt, cin, cout, hw, rng, *, exp=0, graded=False, stride=1, pad=1, k=3):
-    h, w = hw
-    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    return Synapse(name=name, source=src, target=tgt, kind="conv",
-                   weights=rng.integers(-128, 128, (cout, cin, k, k)), weight_exp=exp,
-                   graded=graded, stride=(stride, stride), padding=(pad, pad),
-                   input_shape=(cin, h, w), output_shape=(cout, ho, wo))
-
-
-def _readout(src, n_in, n_out, rng, exp=0):
-    pop = Population(name="out", shape=(n_out,), dv=[0], vth=2**17 - 1,
-                     bias_mant=rng.integers(-50, 51, (n_out,)))
-    return pop, _dense("fc_out", src, "out", n_in, n_out, rng, exp=exp)
-
-
-def dense_program(seed=0, *, graded=True, residual=False, t=4, channel_dv=False, bias=0,
-                  exp=-2, recurrent=False):
-    rng = np.random.default_rng(seed)
-    pops = [_pop("l1", (12,), rng, bias=bias, channel_dv=channel_dv),
-            _pop("l2", (10,), rng, channel_dv=channel_dv, bias=bias, bias_exp=1)]
-    syns = [_dense("fc1", "input", "l1", 8, 12, rng, exp=exp, graded=graded),
-            _dense("fc2", "l1", "l2", 12, 10, rng, exp=-1)]
-    if residual:
-        syns.append(_dense("skip", "input", "l2", 8, 10, rng, exp=exp, graded=graded))
-    if recurrent:  # both populations feed back to themselves (one step of delay)
-        syns += [_dense("rec1", "l1", "l1", 12, 12, rng, exp=-1),
-                 _dense("rec2", "l2", "l2", 10, 10, rng, exp=0, lo=-60, hi=60)]
-    ro, fc = _readout("l2", 10, 3, rng)
-    enc = InputEncoding("analog" if graded else "events", (8,), scale=20.0)
-    return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
-
-
-def conv_program(seed=0, *, graded=True, residual=False, t=3, channel_dv=False, bias=0,
-                 vth2=None, recurrent=False):
-    rng = np.random.default_rng(seed)
-    pops = [_pop("c1", (3, 6, 5), rng, bias=bias, channel_dv=channel_dv),
-            _pop("c2", (4, 3, 3), rng, channel_dv=channel_dv, vth=vth2)]
-    syns = [_conv("conv1", "input", "c1", 2, 3, (6, 5), rng, graded=graded),
-            _conv("conv2", "c1", "c2", 3, 4, (6, 5), rng, stride=2, exp=-1)]
-    if residual:
-        syns.append(_conv("skip", "input", "c2", 2, 4, (6, 5), rng, stride=2, graded=graded))
-    if recurrent:  # a recurrent conv (lowered as Sparse: Lava's Conv is kept feed-forward)
-        syns.append(_conv("rec", "c2", "c2", 4, 4, (3, 3), rng))
-    ro, fc = _readout("c2", (4, 3, 3), 4, rng)
-    enc = InputEncoding("analog" if graded else "events", (2, 6, 5), scale=30.0)
-    return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
-
-
-def per_channel_program(seed=0, *, graded=True, t=4):
-    """Every channel its own decay (5 and 6 distinct per population), a residual fan-in into c2
-    (conv2 from c1, ``weight_exp`` -2, plus a skip from the input, -1) and negative exponents
-    out of multi-decay populations (conv2, fc3, the readout's -1)."""
-    rng = np.random.default_rng(seed)
-
-    def pop(name, shape, vth):
-        return _pop(name, shape, rng, dv=rng.choice(np.arange(1, 4096), shape[0], replace=False),
-                    vth=vth, bias=150, bias_exp=1)
-
-    pops = [pop("c1", (5, 6, 5), 40), pop("c2", (6, 3, 3), 20), pop("l3", (7,), 30)]
-    syns = [_conv("conv1", "input", "c1", 2, 5, (6, 5), rng, graded=graded),
-            _conv("conv2", "c1", "c2", 5, 6, (6, 5), rng, stride=2, exp=-2),
-            _conv("skip", "input", "c2", 2, 6, (6, 5), rng, stride=2, exp=-1, graded=graded),
-            _dense("fc3", "c2", "l3", (6, 3, 3), 7, rng, exp=-1)]
-    ro, fc = _readout("l3", 7, 4, rng, exp=-1)
-    enc = InputEncoding("analog" if graded else "events", (2, 6, 5), scale=30.0)
-    return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
-
-
-def samples(program, n, seed=1):
-    rng = np.random.default_rng(seed)
-    shape = program.input.shape
-    if program.input.kind == "analog":
-        return rng.uniform(-1, 4, (n, *shape)).astype(np.float32)
-    return (rng.random((n, program.timesteps, *shape)) < 0.4).astype(np.float32)
-
-
 # ---------------------------------------------------------------- tests
 def extreme_program(seed=3):
     """Dense graded program driven to u-wrap (a << 6 beyond 2^23) and v-saturation (dv = 0)."""
     rng = np.random.default_rng(seed)
-    pops = [_pop("hot", (6,), rng, dv=0, vth=2**17 - 1),
-            _pop("l2", (5,), rng, vth=100)]
-    syns = [_dense("fc1", "input", "hot", 8, 6, rng, exp=1, graded=True, lo=100, hi=127),
-            _dense("fc2", "hot", "l2", 6, 5, rng)]
+    pops = [random_population("hot", (6,), rng, dv=0, vth=2**17 - 1),
+            random_population("l2", (5,), rng, vth=100)]
+    syns = [random_dense("fc1", "input", "hot", 8, 6, rng, exp=1, graded=True, lo=100, hi=127),
+            random_dense("fc2", "hot", "l2", 6, 5, rng)]
     syns[0].weights[3:] *= -1  # half the neurons saturate negative, half wrap/spike positive
-    ro, fc = _readout("l2", 5, 2, rng)
+    ro, fc = random_readout("l2", 5, 2, rng)
     return FixedProgram(InputEncoding("analog", (8,), scale=127.0), pops + [ro], syns + [fc],
                         Readout("out", 64.0), timesteps=6)
 
@@ -189,7 +100,7 @@ def test_generated_program_parity(case):
         assert rec == ({"rec": ("sparse", 0)} if case.startswith("conv")
                        else {"rec1": ("dense", 0), "rec2": ("dense", 0)})
         assert plan.max_depth == 3
-    x = samples(program, 3)
+    x = random_samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     spikes, _, _ = assert_parity(program, x, result)
     # Not vacuous: every spiking population fires, and samples differ.
@@ -208,7 +119,7 @@ def test_u_wrap_and_v_saturation_parity_with_full_traces():
     from dalif_deploy.targets.lava.run import run_lava
 
     program = extreme_program()
-    x = samples(program, 2, seed=5)
+    x = random_samples(program, 2, seed=5)
     result = run_lava(program, x, timeout=TIMEOUT, record=True)
     _, vs, us = assert_parity(program, x, result)
     for p in program.populations:
@@ -224,7 +135,7 @@ def test_conv_lowered_as_sparse_matches_too():
     from dalif_deploy.targets.lava.run import run_lava
 
     program = conv_program(2, residual=True)
-    x = samples(program, 2)
+    x = random_samples(program, 2)
     assert_parity(program, x, run_lava(program, x, timeout=TIMEOUT, use_conv=False))
 
 
@@ -256,7 +167,7 @@ def test_firing_modes_parity(case):
 
     program = firing_program(sorted(FIRING_CASES).index(case), *FIRING_CASES[case])
     require_valid(program)
-    x = samples(program, 3)
+    x = random_samples(program, 3)
     result = run_lava(program, x, timeout=TIMEOUT)
     from dalif_deploy.targets.emulator import emulate
 
@@ -273,7 +184,7 @@ def test_firing_modes_parity(case):
 def test_tie_on_the_threshold_in_lava():
     """v = vth << 6 exactly: Lava's process fires by the population's spike rule."""
     from dalif_deploy.targets.lava.run import run_lava
-    from test_emulator import tie_program
+    from helpers.programs import tie_program
 
     for rule, want in ((">", [0, 1]), (">=", [1, 1])):
         r = run_lava(tie_program(rule), np.ones((1, 2, 1), np.float32), timeout=TIMEOUT)

@@ -20,7 +20,7 @@ from helpers.nir_helpers import away_from_ties, lively_model, spike_diff
 
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.loading import load_model
 
 ROOT = REPO_ROOT
 MAX_SPIKE_FRACTION = 1e-3

@@ -13,7 +13,7 @@ from helpers.nir_helpers import assert_accuracies_agree_up_to_ties, away_from_ti
 
 from dalif_deploy.cli import main
 from dalif_deploy.datasets.loaders import load_dataset
-from dalif_deploy.float_model.checkpoint import load_model
+from dalif_deploy.float_model.loading import load_model
 
 CKPT = REPO_ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"
 
