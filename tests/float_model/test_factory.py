@@ -38,6 +38,28 @@ def build_with(neuron="dalif", width=4):  # compare's form: the neuron model by 
     model.lif = neuron_for_key(neuron).module_type(channels=width)
     return model
 '''
+#: a 1-D (time-series) network: Conv1d, AvgPool1d on [N, C, L] data
+NET_1D = '''
+from torch import nn
+import dalif_deploy as dd
+
+
+class Series(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv = nn.Conv1d(2, width, 3, padding=1)
+        self.lif = dd.DALIF(width, v_th=0.3)
+        self.pool = nn.AvgPool1d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(width * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.lif(self.conv(x)))))
+
+
+def build(width=4):
+    return Series(width)
+'''
 #: a module that leaves a file behind when imported: it must never be imported by a file's say
 EVIL = '''
 import pathlib
@@ -225,3 +247,38 @@ def test_model_code_that_builds_nothing_is_a_warning(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "m.nir"), "--model-code", factory, "--backend",
                  "nir", "--samples", "2", "--quiet"]) == 0
     assert "warning: --model-code" in capsys.readouterr().err
+
+
+def test_a_1d_network_runs_every_command_on_a_1d_npz(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    (tmp_path / "series.py").write_text(NET_1D)
+    factory = f"{tmp_path / 'series.py'}:build"
+    rng = np.random.default_rng(0)
+    data = tmp_path / "series.npz"
+    np.savez(data, x=rng.random((40, 2, 16), dtype=np.float32),
+             y=rng.integers(0, 10, 40), encoding="analog")
+    ns: dict = {}
+    exec(compile(NET_1D, "series", "exec"), ns)
+    torch.manual_seed(0)
+    path = tmp_path / "series.pt"
+    dd.save_checkpoint(path, ns["build"](), dd.factory_config("series", factory, {"width": 4},
+                                                              [2, 16], 10), 2,
+                       {"name": str(data), "encoding": "analog", "input_shape": [2, 16],
+                        "normalization": "as generated"}, {})
+    nir_path, fxp = tmp_path / "s.nir", tmp_path / "s.fxp"
+    assert main(["export", str(path), "--model-code", factory, "-o", str(nir_path)]) == 0
+    assert main(["quantize", str(nir_path), "--calibrate", str(data), "-o", str(fxp),
+                 "--quiet"]) == 0
+    for model, backend in ((path, "torch"), (nir_path, "nir"), (fxp, "emulator")):
+        code = ["--model-code", factory] if backend == "torch" else []
+        assert main(["simulate", str(model), *code, "--backend", backend, "--dataset",
+                     str(data), "--samples", "8", "--quiet"]) == 0, backend
+    out = tmp_path / "v.json"
+    assert main(["verify", str(path), "--model-code", factory, "--dataset", str(data),
+                 "--lava-samples", "0", "--min-agreement", "0", "--max-accuracy-drop", "100",
+                 "--json", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["nir_spike_mismatches"] == 0 and result["layers"][0]["neurons"] == 4 * 16
