@@ -104,7 +104,7 @@ def test_a_factory_checkpoint_loads_only_with_the_factory_named(tmp_path):
 def test_the_cli_names_the_recorded_factory_and_the_flag(tmp_path, capsys):
     factory = f"{tmp_path / 'mynet.py'}:build"
     path, _ = _save(tmp_path, factory)
-    for argv in (["inspect", str(path)], ["export", str(path), "-o", str(tmp_path / "m.nir")],
+    for argv in (["export", str(path), "-o", str(tmp_path / "m.nir")],
                  ["simulate", str(path), "--backend", "torch", "--samples", "2"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -116,7 +116,22 @@ def test_the_cli_names_the_recorded_factory_and_the_flag(tmp_path, capsys):
     assert main(["simulate", str(path), "--model-code", factory, "--backend", "torch",
                  "--samples", "4", "--quiet"]) == 0
     assert main(["inspect", str(path), "--model-code", factory]) == 0
-    assert "mynet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mynet" in out and "parameters" in out and "conv" in out
+
+
+def test_inspect_describes_a_factory_record_without_building_it(tmp_path, capsys):
+    factory = f"{tmp_path / 'mynet.py'}:build"
+    path, _ = _save(tmp_path, factory)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert factory in out and '"width": 4' in out and "T=2" in out and "digits" in out
+    assert f"pass --model-code {factory} to build it" in out and "layers:" not in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    assert d["config"]["factory"] == factory and d["num_parameters"] is None
 
 
 @pytest.mark.parametrize("form", ["module", "path"])
@@ -126,7 +141,9 @@ def test_a_hostile_factory_in_a_file_is_never_imported(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     factory = "evil_model:build" if form == "module" else f"{tmp_path / 'evil_model.py'}:build"
     path, _ = _save(tmp_path, factory, "evil")
-    for argv in (["inspect", str(path)], ["export", str(path), "-o", "e.nir"],
+    assert main(["inspect", str(path)]) == 0  # the record is shown, the code never run
+    assert f"--model-code {factory}" in capsys.readouterr().out
+    for argv in (["export", str(path), "-o", "e.nir"],
                  ["simulate", str(path), "--backend", "torch"],
                  ["verify", str(path), "--lava-samples", "0"],
                  ["sweep", str(path), "--weight-bits", "8"],
