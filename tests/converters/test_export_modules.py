@@ -231,3 +231,19 @@ def test_cat_refusals():
 
     with pytest.raises(dd.DaLifError, match="must feed a Conv2d"):
         export_nir(CatIntoLif(), (1, 8, 8), 2)
+
+
+def test_1d_event_data_fit_the_height_1_graph_and_program():
+    from dalif_deploy.converters.nir_to_fixed import quantize_graph
+    from dalif_deploy.targets.emulator import emulate
+
+    model = _lively(Temporal1d)
+    g = export_nir(model, (2, 16), 3, encoding="events")
+    x = (torch.rand(5, 3, 2, 16, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    with torch.no_grad():
+        ref, _ = run_model(model.double(), x.double(), 3, "events", record_spikes=True)
+    out, _ = run_graph(g, x, 3, dtype=torch.float64)  # [N, T, C, L] events
+    assert torch.allclose(ref, out, atol=1e-9)
+    program = quantize_graph(g, 8)
+    a, b = emulate(program, x.numpy()), emulate(program, x.numpy().reshape(5, 3, 2, 1, 16))
+    assert (a.outputs == b.outputs).all() and (a.predictions == b.predictions).all()
