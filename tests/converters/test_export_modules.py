@@ -170,11 +170,12 @@ def test_conv1d_emulator_equals_lava_and_agreement_is_reported(tmp_path):
     print(f"temporal-1d: float/fixed agreement {result['prediction_agreement']:.3f}")
 
 
-def test_conv1d_float_vs_fixed_agreement_is_reported(tmp_path):
+def test_conv1d_float_vs_fixed_agreement_and_onnx_are_reported(tmp_path):
     result, _ = dd.verify_model(
         _lively(Temporal1d), _series(24, 2), _series(64, 3).x, 3, name="temporal-1d",
-        options=dd.VerifyOptions(lava_samples=0, min_agreement=0.0, max_accuracy_drop=100.0,
-                                 progress=False, workdir=tmp_path))
+        options=dd.VerifyOptions(lava_samples=0, onnx=True, min_agreement=0.0,
+                                 max_accuracy_drop=100.0, progress=False, workdir=tmp_path))
+    assert result["onnx_accuracy"] is not None  # the ONNX stage takes [B, C, L] too
     assert result["nir_spike_mismatches"] == 0 and result["nir_accuracy"] == \
         result["float_accuracy"]
     assert [r["name"] for r in result["layers"]] == ["lif1", "lif2"]
