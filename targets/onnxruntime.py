@@ -181,6 +181,9 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
                          "for a 1-D network")
     if not all(isinstance(d, int) for d in frame):
         raise DaLifError(f"{path}: input frame shape {frame} is not static")
+    if "input_shape" in meta and json.loads(meta["input_shape"]) != list(frame):
+        raise DaLifError(f"{path}: metadata says input_shape {meta['input_shape']} but the "
+                         f"input frame is {list(frame)}")
     if "timesteps" in meta:
         mt = int(meta["timesteps"])
         if t is not None and t != mt:
