@@ -42,6 +42,7 @@ from dalif_deploy.converters.ir.ops import State, Step, op_for
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.geometry import fit_frames
 from dalif_deploy.base.schema import number
 from dalif_deploy.float_model.unroll import unroll
 
@@ -165,6 +166,7 @@ class GraphRunner:
             stored = str((self.graph.metadata or {}).get("input_encoding", ""))
             encoding = stored or (EVENTS if x.dim() == len(in_shape) + 2 else ANALOG)
         enc = Encoding.from_name(encoding, "input encoding")
+        x = fit_frames(x, in_shape, 1 if enc is ANALOG else 2)  # 1-D data, height-1 graph
         want = enc.batch_shape(x.shape[0], timesteps, in_shape)
         if tuple(x.shape) != want:
             raise DaLifError(f"input has shape {tuple(x.shape)}; this graph ({enc.name} "

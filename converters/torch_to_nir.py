@@ -15,6 +15,9 @@ Encoding (docs/DESIGN.md section 3), the contract every NIR consumer of this pro
 * ``BatchNorm2d/1d`` is folded into the preceding ``Conv2d``/``Linear`` (which must feed only it);
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` (zero bias when it has none);
   ``AvgPool2d`` -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten`` (dims without the batch);
+  ``Conv1d``/``AvgPool1d`` -> the height-1 ``nir.Conv2d``/``nir.AvgPool2d`` (kernel ``(1, k)``)
+  on 1-D maps written ``(C, 1, L)``, the graph input included (1-D data ``[N, C, L]`` fit it:
+  :func:`~dalif_deploy.base.geometry.fit_frames`);
   ``Identity`` and dropout (eval mode: the identity) disappear; nested ``Sequential`` and
   ``ModuleList`` are traced through; ``torch.cat`` along channels into a ``Conv2d``
   (groups 1) or ``Linear`` becomes one node per part, holding its slice of the input
@@ -47,6 +50,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import atomic_path
+from dalif_deploy.base.geometry import lift_1d
 from dalif_deploy.neurons import neuron_for_key, neuron_keys
 from dalif_deploy.neurons.network import reset_states
 from dalif_deploy.neurons.protocol import NeuronModule
@@ -54,7 +58,8 @@ from dalif_deploy.neurons.protocol import NeuronModule
 ENCODING_VERSION = 1
 PRODUCER = "dalif-deploy"
 #: the layers the front end maps (every registered neuron model's module among them)
-SUPPORTED = ("Conv2d", "BatchNorm2d", "BatchNorm1d", "Linear", "AvgPool2d", "Flatten",
+SUPPORTED = ("Conv2d", "Conv1d", "AvgPool1d", "BatchNorm2d", "BatchNorm1d", "Linear",
+             "AvgPool2d", "Flatten",
              "Identity", "Dropout/Dropout1d/Dropout2d/AlphaDropout (identity in eval mode)",
              "Sequential/ModuleList (traced through)",
              *(neuron_for_key(k).module_type.__name__ for k in neuron_keys()),
@@ -66,12 +71,13 @@ _INSTEAD: dict[type, str] = {
     "spikes it is an OR, which needs an extra neuron layer: one more step of latency and a "
     "population per pooled map); use AvgPool2d (exact, folded into the next layer's weights: "
     "no extra population) or a strided Conv2d (learned; k*k*C_in*C_out more weights)",
-    nn.Conv1d: ": 1-D layers are not deployed yet; write it as Conv2d with kernel (1, k) on "
-    "input shaped (C, 1, L) (an .npz data set of [N, C, 1, L] samples)",
-    nn.AvgPool1d: ": 1-D layers are not deployed yet; write it as AvgPool2d((1, k)) on input "
-    "shaped (C, 1, L)",
 }
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _one(v: int | tuple[int, ...]) -> int:
+    """A 1-D layer's size argument (torch stores them as 1-tuples)."""
+    return int(v[0] if isinstance(v, (tuple, list)) else v)
 
 
 class _Tracer(fx.Tracer):
@@ -139,7 +145,9 @@ class _Builder:
 
     @staticmethod
     def _shape(n: fx.Node) -> tuple[int, ...]:
-        return tuple(int(d) for d in n.meta["tensor_meta"].shape[1:])
+        """The NIR shape of a value: torch's without the batch, a 1-D map ``(C, L)`` written
+        as the height-1 image ``(C, 1, L)`` (how Conv1d/AvgPool1d are exported)."""
+        return lift_1d(tuple(int(d) for d in n.meta["tensor_meta"].shape[1:]))
 
     def _src(self, n: fx.Node, arg: Any) -> list[str]:
         if isinstance(arg, fx.Node) and arg in self.cat:
@@ -157,7 +165,7 @@ class _Builder:
                 if self.value:
                     raise DaLifError(f"forward() takes more than one input ({n.name!r}); "
                                      "export needs a single-step forward(x)")
-                self.nodes["input"] = nir.Input(np.array(input_shape))
+                self.nodes["input"] = nir.Input(np.array(lift_1d(input_shape)))
                 self.value[n] = ["input"]
             elif n.op == "call_module":
                 self._module(n)
@@ -197,6 +205,8 @@ class _Builder:
                               dilation=tuple(m.dilation), groups=m.groups, bias=bias)
             fix_conv_types(conv, name)  # nir's own types are wrong for groups/non-square
             self._add(name, conv, src, n)
+        elif isinstance(m, nn.Conv1d):
+            self._add(name, self._conv1d(name, m, self._shape(n.args[0])), src, n)
         elif isinstance(m, nn.Linear):
             bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_features)
             self._add(name, nir.Affine(weight=_f64(m.weight), bias=bias), src, n)
@@ -227,6 +237,14 @@ class _Builder:
             k, s, p = (np.array(int_pair(v, what, name), dtype=np.int64) for v, what in (
                 (m.kernel_size, "kernel_size"), (stride, "stride"), (m.padding, "padding")))
             self._add(name, nir.AvgPool2d(kernel_size=k, stride=s, padding=p), src, n)
+        elif isinstance(m, nn.AvgPool1d):  # the height-1 AvgPool2d((1, k)): exact
+            if m.ceil_mode or not m.count_include_pad:
+                raise DaLifError(f"AvgPool1d {name!r}: ceil_mode and count_include_pad=False "
+                                 "have no NIR encoding")
+            k, s, p = (int(_one(v)) for v in (m.kernel_size, m.stride or m.kernel_size,
+                                              m.padding))
+            self._add(name, nir.AvgPool2d(kernel_size=np.array([1, k]), stride=np.array([1, s]),
+                                          padding=np.array([0, p])), src, n)
         elif isinstance(m, nn.Flatten):
             self._flatten(n, name, m.start_dim, m.end_dim)
         elif isinstance(m, (nn.Identity, *_DROPOUT)):  # export is eval mode: dropout is identity
@@ -235,6 +253,19 @@ class _Builder:
             hint = next((h for t, h in _INSTEAD.items() if isinstance(m, t)), "")
             raise DaLifError(f"unsupported module {name!r} ({type(m).__module__}."
                              f"{type(m).__name__}){hint}; supported: {', '.join(SUPPORTED)}")
+
+    @staticmethod
+    def _conv1d(name: str, m: nn.Conv1d, in_shape: tuple[int, ...]) -> nir.Conv2d:
+        """A Conv1d as the height-1 Conv2d (kernel ``(1, k)``) on ``(C, 1, L)``: the same sums
+        in the same order, so exact; every stage below runs it as any conv."""
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise DaLifError(f"Conv1d {name!r}: only numeric zero padding is supported")
+        bias = _f64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+        conv = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_f64(m.weight)[:, :, None, :],
+                          stride=(1, _one(m.stride)), padding=(0, _one(m.padding)),
+                          dilation=(1, _one(m.dilation)), groups=m.groups, bias=bias)
+        fix_conv_types(conv, name)
+        return conv
 
     def _split(self, n: fx.Node, name: str, m: nn.Conv2d | nn.Linear) -> None:
         """A Conv2d/Linear fed by ``torch.cat`` along channels: one node per part, its slice of
@@ -282,15 +313,17 @@ class _Builder:
         return int(start), int(end)
 
     def _flatten(self, n: fx.Node, name: str, start: int, end: int) -> None:
+        rank = len(n.args[0].meta["tensor_meta"].shape)  # torch's, with the batch
         in_shape = self._shape(n.args[0])
-        rank = len(in_shape) + 1
         start, end = start % rank, end % rank
         if start < 1:
             raise DaLifError(f"flatten {name!r} would merge the batch dimension "
                              "(use start_dim=1)")
-        # NIR dims exclude the batch
+        # NIR dims exclude the batch; a lifted 1-D map's L is NIR dim 2
+        lifted = len(in_shape) != rank - 1
+        start, end = ((d - 1) + (lifted and d == 2) for d in (start, end))
         self._add(name, nir.Flatten(input_type={"input": np.array(in_shape)},
-                                    start_dim=start - 1, end_dim=end - 1),
+                                    start_dim=start, end_dim=end),
                   self._src(n, n.args[0]), n)
 
     def _function(self, n: fx.Node) -> None:
@@ -357,7 +390,7 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | list[int], times
         "dalif_deploy_version": dalif_deploy.__version__,
         "dt": 1.0,
         "timesteps": int(timesteps),
-        "input_shape": np.array(input_shape, dtype=np.int64),
+        "input_shape": np.array(lift_1d(input_shape), dtype=np.int64),
         "input_encoding": enc.name,
         "input_normalization": normalization,
         "readout": "mean over T",

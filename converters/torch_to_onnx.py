@@ -113,8 +113,9 @@ def _check_args(model: nn.Module, timesteps: int, input_shape: Sequence[int],
         raise DaLifError(f"timesteps must be an integer >= 1, got {timesteps!r}")
     enc = Encoding.from_name(encoding)
     shape = tuple(int(d) for d in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise DaLifError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise DaLifError(f"input_shape must be (C, H, W), or (C, L) for a 1-D network, with "
+                         f"positive sizes, got {input_shape}")
     import onnx
 
     newest = onnx.defs.onnx_opset_version()

@@ -52,6 +52,7 @@ from dalif_deploy.targets.protocol import BackendRun, FixedPointResult, ModelInp
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.geometry import fit_frames
 from dalif_deploy.base.parallel import resolve_device
 from dalif_deploy.base.resources import check_memory, format_bytes
 from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
@@ -89,7 +90,7 @@ def _input_range(program: FixedProgram) -> tuple[int, int]:
 def _encode(program: FixedProgram, x_float: Any) -> tuple[np.ndarray, int]:
     """:func:`encode_input` and :func:`input_clip_count` from one rounding of the input."""
     enc, t = program.input, program.timesteps
-    x = np.asarray(x_float)
+    x = fit_frames(np.asarray(x_float), enc.shape, 1 if enc.encoding is ANALOG else 2)
     if enc.encoding is ANALOG:
         if x.shape[1:] != enc.shape:
             raise DaLifError(f"analog input must be [N, {', '.join(map(str, enc.shape))}], got "

@@ -44,14 +44,15 @@ class OnnxGraphInfo:
     output_name: str
     encoding: str  # the stored name of an Encoding
     timesteps: int | None  # None: analog graph without dalif-deploy metadata
-    input_shape: tuple[int, ...]  # (C, H, W)
+    input_shape: tuple[int, ...]  # (C, H, W), or (C, L) for a 1-D network
     metadata: dict[str, str]
     classes: int | None = None  # the logits' size (None: not static)
 
     def __post_init__(self) -> None:
         Encoding.from_name(self.encoding)
-        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise DaLifError(f"ONNX graph input must have a static (C, H, W) frame shape, "
+        if len(self.input_shape) not in (2, 3) or min(self.input_shape) < 1:
+            raise DaLifError(f"ONNX graph input must have a static (C, H, W) or (C, L) frame "
+                             "shape, "
                              f"got {self.input_shape}")
         if self.timesteps is not None and not 1 <= self.timesteps <= TIMESTEPS_MAX:
             raise DaLifError(f"ONNX graph declares timesteps={self.timesteps}; must lie in "
@@ -138,7 +139,7 @@ def _json(check: Check) -> Check:
 METADATA_SCHEMA: dict[str, tuple[Check, bool]] = {
     "timesteps": (_json(lambda v, w: integer(v, w, 1, TIMESTEPS_MAX)), False),
     "dalif_layers": (_json(lambda v, w: integer(v, w, 0)), False),
-    "input_shape": (_json(lambda v, w: shape(v, w, 3, INPUT_ELEMENTS_MAX)), False),
+    "input_shape": (_json(lambda v, w: shape(v, w, (2, 3), INPUT_ELEMENTS_MAX)), False),
     "encoding": (lambda v, w: text(v, w, ("analog", "events")), False),
     # what torch_to_onnx writes besides: shown by inspect, not used to run
     "version": (text, False), "model": (text, False), "readout": (text, False),
@@ -169,17 +170,23 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
     inp, out = proto.graph.input[0], proto.graph.output[0]
     dims = _dims(inp)
     meta = _metadata(proto, path)
-    if len(dims) == 4:
+    # a frame is (C, H, W), or (C, L) where the metadata records a 1-D input shape
+    rank = len(json.loads(meta["input_shape"])) if "input_shape" in meta else 3
+    if len(dims) == rank + 1:
         enc, t, frame = ANALOG, None, dims[1:]
-    elif len(dims) == 5:
+    elif len(dims) == rank + 2:
         enc, t, frame = EVENTS, dims[1], dims[2:]
         if not isinstance(t, int):
             raise DaLifError(f"{path}: event input {dims} has no static T axis")
     else:
         raise DaLifError(f"{path}: input {inp.name!r} has shape {dims}; expected "
-                         "[B, C, H, W] (analog) or [B, T, C, H, W] (events)")
+                         "[B, C, H, W] (analog) or [B, T, C, H, W] (events), [B, (T,) C, L] "
+                         "for a 1-D network")
     if not all(isinstance(d, int) for d in frame):
         raise DaLifError(f"{path}: input frame shape {frame} is not static")
+    if "input_shape" in meta and json.loads(meta["input_shape"]) != list(frame):
+        raise DaLifError(f"{path}: metadata says input_shape {meta['input_shape']} but the "
+                         f"input frame is {list(frame)}")
     if "timesteps" in meta:
         mt = int(meta["timesteps"])
         if t is not None and t != mt:

@@ -174,6 +174,7 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
     (:func:`~dalif_deploy.datasets.loaders.range_warning`) unless ``warn_values`` is False (a
     second split
     of the same data)."""
+    from dalif_deploy.base.geometry import fit_frames, lift_1d
     from dalif_deploy.datasets.loaders import load_dataset, warn_range
 
     if isinstance(made_for, bytes):
@@ -185,6 +186,10 @@ def load_for_model(model_path: str | Path, dataset: str | None, split: str,
                       samples=samples, classes=classes)
     want = tuple(int(d) for d in input_shape)
     fits = not encoding or Encoding.find(encoding) is Encoding.from_name(ds.encoding)
+    if fits and len(ds.input_shape) == 2 and lift_1d(tuple(ds.input_shape)) == want:
+        # 1-D data [N, C, L] for a graph that writes 1-D maps as (C, 1, L)
+        ds = dataclasses.replace(ds, input_shape=want,
+                                 x=fit_frames(ds.x, want, ds.x.ndim - len(ds.input_shape)))
     if not fits or tuple(ds.input_shape) != want:
         hint = f"; use --dataset {made_for}" if made_for else _data_hint(want)
         raise DaLifError(f"{model_path}: the model takes {encoding or 'any'} input {want}, "

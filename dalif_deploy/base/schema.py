@@ -99,18 +99,20 @@ def mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def shape(value: Any, where: str, ndim: int | None = None,
+def shape(value: Any, where: str, ndim: int | tuple[int, ...] | None = None,
           max_elements: int | None = None) -> tuple[int, ...]:
-    """A shape: a list of positive integers (``ndim`` of them), at most ``max_elements`` in
-    product."""
+    """A shape: a list of positive integers (``ndim`` of them, or one of the counts a tuple
+    names), at most ``max_elements`` in product."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
         raise DaLifError(f"{where}: must be a list of positive integers, got "
                          f"{type(value).__name__} {value!r:.60}")
     dims = tuple(integer(d, f"{where}[{i}]", lo=1) for i, d in enumerate(value))
-    if ndim is not None and len(dims) != ndim:
-        raise DaLifError(f"{where}: must have {ndim} dimensions, got {list(dims)}")
+    counts = (ndim,) if isinstance(ndim, int) else ndim
+    if counts is not None and len(dims) not in counts:
+        raise DaLifError(f"{where}: must have {' or '.join(map(str, counts))} dimensions, "
+                         f"got {list(dims)}")
     if max_elements is not None and math.prod(dims) > max_elements:
         raise DaLifError(f"{where}: {list(dims)} has {math.prod(dims):,} elements, more than "
                          f"the {max_elements:,} allowed")

@@ -72,7 +72,7 @@ class Dataset:
 
     name: str
     split: str | None  # None: a user's file, which has no splits
-    x: np.ndarray  # float32, [N, C, H, W] (analog) or [N, T, C, H, W] (events)
+    x: np.ndarray  # float32, [N, C, H, W] (analog) or [N, T, C, H, W] (events); 1-D: [.., C, L]
     y: np.ndarray  # int64 [N]
     encoding: str  # the stored name of an Encoding (dalif_deploy.base.encoding)
     input_shape: tuple[int, ...]

@@ -85,7 +85,8 @@ def _metrics(value: Any, where: str) -> dict[str, Any]:
 DATASET_SCHEMA: dict[str, tuple[Check, bool]] = {
     "name": (optional(text), False),
     "encoding": (optional(lambda v, w: text(v, w, ("analog", "events"))), False),
-    "input_shape": (optional(lambda v, w: list(shape(v, w, 3, INPUT_ELEMENTS_MAX))), False),
+    "input_shape": (optional(lambda v, w: list(shape(v, w, (2, 3), INPUT_ELEMENTS_MAX))),
+                    False),  # [C, H, W], or [C, L] for 1-D data
     "normalization": (optional(text), False),
 }
 #: the ``finetune`` record of a fine-tuned checkpoint (dalif_deploy.studies.finetune writes it)

@@ -155,10 +155,10 @@ def user_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         raise DaLifError(f"{where}.config: must be plain JSON (numbers, strings, lists, "
                          f"dicts): {e}") from None
     if "input_shape" not in cfg:
-        raise DaLifError(f"{where}: a user model records its input_shape [C, H, W]; add it "
-                         "to the config given to save_checkpoint (dd.factory_config does)")
-    # [C, H, W]: 1-D data goes as [C, 1, L] (docs/custom-models.md)
-    out["input_shape"] = list(shape(cfg["input_shape"], f"{where}.input_shape", 3,
+        raise DaLifError(f"{where}: a user model records its input_shape [C, H, W] (1-D: "
+                         "[C, L]); add it to the config given to save_checkpoint "
+                         "(dd.factory_config does)")
+    out["input_shape"] = list(shape(cfg["input_shape"], f"{where}.input_shape", (2, 3),
                                     INPUT_ELEMENTS_MAX))
     if cfg.get("num_classes") is not None:
         out["num_classes"] = integer(cfg["num_classes"], f"{where}.num_classes", 1, 2**16)

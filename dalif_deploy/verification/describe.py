@@ -68,6 +68,15 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     from dalif_deploy.float_model.loading import load_model
     from dalif_deploy.neurons import neuron_layers
 
+    recorded = _recorded_factory(path)
+    head = {"kind": "checkpoint", "file": str(path),
+            "format": f"{CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION}"}
+    if recorded is not None:  # described from the record alone: no code is imported
+        factory = recorded.config["factory"]
+        return {**head, **_record(recorded), "num_parameters": None, "layers": [],
+                "note": f"built by user code {factory!r}, which is never imported because a "
+                        f"file names it; pass --model-code {factory} to build it for its "
+                        "layers and parameter counts"}
     model, ckpt = load_model(path)
     lifs = neuron_layers(model)
     layers = []
@@ -82,21 +91,30 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
             elif hasattr(m, "weight") and m.weight is not None:
                 entry["shape"] = list(m.weight.shape)
             layers.append(entry)
-    return {
-        "kind": "checkpoint",
-        "file": str(path),
-        "format": f"{CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION}",
-        "model": ckpt.model_name,
-        "config": ckpt.config,
-        "timesteps": ckpt.timesteps,
-        "dataset": ckpt.dataset,
-        "metrics": ckpt.metrics,
-        "created": ckpt.created,
-        "sha256": ckpt.sha256,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "layers": layers,
-        **({"finetune": ckpt.finetune} if ckpt.finetune else {}),
-    }
+    return {**head, **_record(ckpt), "num_parameters": sum(p.numel() for p in model.parameters()),
+            "layers": layers}
+
+
+def _record(ckpt: Any) -> dict[str, Any]:
+    """What a checkpoint records, as ``inspect`` shows it."""
+    return {"model": ckpt.model_name, "config": ckpt.config, "timesteps": ckpt.timesteps,
+            "dataset": ckpt.dataset, "metrics": ckpt.metrics, "created": ckpt.created,
+            "sha256": ckpt.sha256, **({"finetune": ckpt.finetune} if ckpt.finetune else {})}
+
+
+def _recorded_factory(path: str | Path) -> Any:
+    """The checkpoint at ``path`` when it records a user factory and none is named (then it
+    is described from its record: the factory rule of docs/custom-models.md), else None."""
+    from dalif_deploy.float_model.factory import named_model_code
+    from dalif_deploy.float_model.loading import load_checkpoint
+
+    if named_model_code() is not None:
+        return None
+    try:
+        ckpt = load_checkpoint(path)  # the record alone (weights_only): runs no code
+    except DaLifError:
+        return None  # e.g. a plain state_dict: load_model says what it needs
+    return ckpt if "factory" in ckpt.config else None
 
 
 def describe(path: str | Path, hardware: Any = None) -> dict[str, Any]:
@@ -150,14 +168,16 @@ def _render_checkpoint(d: dict[str, Any]) -> list[str]:
                     if k.endswith("accuracy") and isinstance(v, int | float))
     lines = [
         f"{d['file']}: {d['format']}",
-        f"model       {d['model']}  ({d['num_parameters']} parameters, T={d['timesteps']})",
+        f"model       {d['model']}  ("
+        + (f"{d['num_parameters']} parameters, " if d["num_parameters"] is not None else "")
+        + f"T={d['timesteps']})",
         f"config      {_fmt(d['config'])}",
         f"dataset     {_fmt(d['dataset'])}",
         f"metrics     {acc or _fmt(m)}",
         f"created     {_fmt(d['created'])}",
         f"sha256      {d['sha256']}",
         *([f"finetune    {_fmt(d['finetune'])}"] if d.get("finetune") else []),
-        "layers:",
+        *([f"note        {d['note']}"] if d.get("note") else ["layers:"]),
     ]
     for layer in d["layers"]:
         if "neuron" in layer:

@@ -166,6 +166,7 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
     """Float (``model``), NIR (``graph``) and emulator side by side on the test batches
     starting at ``starts`` (each ``opt.batch_size`` samples, as a single process batches
     them), tallied per layer on the fly."""
+    from dalif_deploy.base.geometry import lift_1d
     from dalif_deploy.converters.nir_to_torch import run_graph
     from dalif_deploy.fixedpoint.cost import input_events
     from dalif_deploy.float_model.zoo import run_model
@@ -212,6 +213,7 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
                 t.tallies.setdefault(k, LayerTally(k, _population_for(program, k)))
         for lname, tally in t.tallies.items():
             fs = refs[lname].to(torch.uint8).numpy()
+            fs = fs.reshape(*fs.shape[:2], *lift_1d(fs.shape[2:]))  # a 1-D map as the graph's
             ns = (nsp[lname].to(torch.uint8).numpy()
                   if model is not None and lname in nsp else None)
             qs = emu.spikes.get(tally.population) if tally.population else None

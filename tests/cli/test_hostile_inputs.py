@@ -319,8 +319,8 @@ TYPES: dict[str, tuple[Case, str]] = {
     "onnx-T-string": (_onnx_meta("timesteps", "four", "simulate"),
                       r"metadata\.timesteps: must be a JSON value, got 'four'"),
     "onnx-T-float": (_onnx_meta("timesteps", "4.5"), r"metadata\.timesteps: must be an integer"),
-    "onnx-input_shape-2d": (_onnx_meta("input_shape", "[8, 8]"),
-                            r"metadata\.input_shape: must have 3 dimensions"),
+    "onnx-input_shape-1d": (_onnx_meta("input_shape", "[64]"),  # (C, L): a 1-D network
+                            r"metadata\.input_shape: must have 2 or 3 dimensions"),
     "onnx-layers-list": (_onnx_meta("dalif_layers", "[2]"),
                          r"metadata\.dalif_layers: must be an integer"),
     "fxp-graded-number": (_fxp_header(lambda h: _set(h["synapses"][0], "graded", 1)),

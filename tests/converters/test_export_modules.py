@@ -81,6 +81,26 @@ class CatSkip(nn.Module):
         return self.out(torch.cat((self.lif4(self.fc(c)), c), 1))
 
 
+class Temporal1d(nn.Module):
+    """An audio/time-series net on 1-D data [N, C, L]: Conv1d (+BN1d), AvgPool1d, a strided
+    grouped Conv1d, Flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 6, 5, padding=2)
+        self.bn = nn.BatchNorm1d(6)
+        self.lif1 = dd.DALIF(6, v_th=0.5)
+        self.pool = nn.AvgPool1d(2)
+        self.grouped = nn.Conv1d(6, 8, 3, stride=2, padding=1, groups=2)
+        self.lif2 = dd.DALIF(8, v_th=0.5)
+        self.flat = nn.Flatten()
+        self.out = nn.Linear(8 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif1(self.bn(self.conv(x)))
+        return self.out(self.flat(self.lif2(self.grouped(self.pool(s)))))
+
+
 NETWORKS = {"dropout-nested": DropoutNested, "grouped-depthwise": GroupedDepthwise,
             "cat-skip": CatSkip}
 
@@ -90,11 +110,11 @@ def _lively(cls: type[nn.Module]) -> nn.Module:
     model = cls()
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.8, 1.6)
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
                 m.weight.mul_(3.0)  # drive the deeper layers
             if isinstance(m, dd.DALIF):
                 m.beta_raw.uniform_(0.2, 1.2)
@@ -112,6 +132,55 @@ def test_nir_round_trip_is_exact(name, tmp_path):
     out, s = run_graph(g, x, 3, dtype=torch.float64)
     diff, total, rate = spike_diff(ref_s, s)
     assert diff == 0 and rate > 0.02 and torch.allclose(ref, out, atol=1e-9), (diff, rate)
+
+
+def _series(n: int, seed: int) -> dd.Dataset:
+    """Generated 1-D data: ``[N, 2, 16]`` analog values in [0, 1], labels 0..9."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, 16, generator=g).numpy()
+    y = torch.randint(0, 10, (n,), generator=g).numpy()
+    return dd.Dataset("series", None, x, y, "analog", (2, 16), "as generated")
+
+
+def test_conv1d_nir_round_trip_is_exact(tmp_path):
+    model = _lively(Temporal1d)
+    write_nir(export_nir(model, (2, 16), 3), tmp_path / "m.nir")
+    g = read_nir(tmp_path / "m.nir")
+    # written as height-1 Conv2d/AvgPool2d on (C, 1, L), the graph input included
+    assert tuple(g.nodes["input"].input_type["input"]) == (2, 1, 16)
+    assert g.nodes["conv"].weight.shape == (6, 2, 1, 5) and g.nodes["grouped"].groups == 2
+    assert list(g.nodes["pool"].kernel_size) == [1, 2]
+    x = torch.from_numpy(_series(6, 1).x)
+    with torch.no_grad():
+        ref, ref_s = run_model(model.double(), x.double(), 3, record_spikes=True)
+    out, s = run_graph(g, x, 3, dtype=torch.float64)  # [N, C, L] data fit (C, 1, L)
+    s = {k: v.reshape(ref_s[k].shape) for k, v in s.items()}
+    diff, total, rate = spike_diff(ref_s, s)
+    assert diff == 0 and rate > 0.02 and torch.allclose(ref, out, atol=1e-9), (diff, rate)
+
+
+@pytest.mark.lava
+def test_conv1d_emulator_equals_lava_and_agreement_is_reported(tmp_path):
+    result, _ = dd.verify_model(
+        _lively(Temporal1d), _series(24, 2), _series(64, 3).x, 3, name="temporal-1d",
+        options=dd.VerifyOptions(lava_samples=2, min_agreement=0.0, max_accuracy_drop=100.0,
+                                 progress=False, workdir=tmp_path))
+    assert result["lava_bit_exact"] is True, result["lava_first_divergence"]
+    assert 0.0 <= result["prediction_agreement"] <= 1.0
+    print(f"temporal-1d: float/fixed agreement {result['prediction_agreement']:.3f}")
+
+
+def test_conv1d_float_vs_fixed_agreement_and_onnx_are_reported(tmp_path):
+    result, _ = dd.verify_model(
+        _lively(Temporal1d), _series(24, 2), _series(64, 3).x, 3, name="temporal-1d",
+        options=dd.VerifyOptions(lava_samples=0, onnx=True, min_agreement=0.0,
+                                 max_accuracy_drop=100.0, progress=False, workdir=tmp_path))
+    assert result["onnx_accuracy"] is not None  # the ONNX stage takes [B, C, L] too
+    assert result["nir_spike_mismatches"] == 0 and result["nir_accuracy"] == \
+        result["float_accuracy"]
+    assert [r["name"] for r in result["layers"]] == ["lif1", "lif2"]
+    assert all(r["neurons"] and 0.0 <= r["spike_agreement"] <= 1.0 for r in result["layers"])
+    assert 0.0 <= result["prediction_agreement"] <= 1.0
 
 
 def test_cat_becomes_one_synapse_per_part():
@@ -139,7 +208,7 @@ def test_emulator_equals_lava_and_agreement_is_reported(name, tmp_path):
 
 @pytest.mark.parametrize("module, says, shape", [
     (nn.MaxPool2d(2), "use AvgPool2d", (1, 8, 8)),
-    (nn.Conv1d(1, 2, 3), "Conv2d with kernel (1, k)", (1, 8)),
+    (nn.MaxPool1d(2), "torch.nn.modules.pooling.MaxPool1d", (1, 8)),
     (nn.Upsample(scale_factor=2), "torch.nn.modules.upsampling.Upsample", (1, 8, 8)),
 ])
 def test_unsupported_modules_are_named_with_their_class_and_the_supported_list(module, says,
@@ -163,3 +232,19 @@ def test_cat_refusals():
 
     with pytest.raises(dd.DaLifError, match="must feed a Conv2d"):
         export_nir(CatIntoLif(), (1, 8, 8), 2)
+
+
+def test_1d_event_data_fit_the_height_1_graph_and_program():
+    from dalif_deploy.converters.nir_to_fixed import quantize_graph
+    from dalif_deploy.targets.emulator import emulate
+
+    model = _lively(Temporal1d)
+    g = export_nir(model, (2, 16), 3, encoding="events")
+    x = (torch.rand(5, 3, 2, 16, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    with torch.no_grad():
+        ref, _ = run_model(model.double(), x.double(), 3, "events", record_spikes=True)
+    out, _ = run_graph(g, x, 3, dtype=torch.float64)  # [N, T, C, L] events
+    assert torch.allclose(ref, out, atol=1e-9)
+    program = quantize_graph(g, 8)
+    a, b = emulate(program, x.numpy()), emulate(program, x.numpy().reshape(5, 3, 2, 1, 16))
+    assert (a.outputs == b.outputs).all() and (a.predictions == b.predictions).all()

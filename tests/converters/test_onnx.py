@@ -318,7 +318,7 @@ def test_bad_inputs_are_dalif_errors(digits_cnn_onnx):
     ({"timesteps": 0}, "timesteps must be an integer >= 1"),
     ({"encoding": "rate"}, "encoding must be 'analog' or 'events', not 'rate'"),
     ({"opset": 11}, "opset must lie in"),
-    ({"input_shape": (8, 8)}, r"input_shape must be \(C, H, W\)"),
+    ({"input_shape": (1, 8, 8, 1)}, r"input_shape must be \(C, H, W\), or \(C, L\)"),
 ])
 def test_export_refuses_bad_arguments_and_writes_nothing(tmp_path, bad, match):
     out = tmp_path / "x.onnx"

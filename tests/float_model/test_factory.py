@@ -38,6 +38,28 @@ def build_with(neuron="dalif", width=4):  # compare's form: the neuron model by 
     model.lif = neuron_for_key(neuron).module_type(channels=width)
     return model
 '''
+#: a 1-D (time-series) network: Conv1d, AvgPool1d on [N, C, L] data
+NET_1D = '''
+from torch import nn
+import dalif_deploy as dd
+
+
+class Series(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv = nn.Conv1d(2, width, 3, padding=1)
+        self.lif = dd.DALIF(width, v_th=0.3)
+        self.pool = nn.AvgPool1d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(width * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.lif(self.conv(x)))))
+
+
+def build(width=4):
+    return Series(width)
+'''
 #: a module that leaves a file behind when imported: it must never be imported by a file's say
 EVIL = '''
 import pathlib
@@ -82,7 +104,7 @@ def test_a_factory_checkpoint_loads_only_with_the_factory_named(tmp_path):
 def test_the_cli_names_the_recorded_factory_and_the_flag(tmp_path, capsys):
     factory = f"{tmp_path / 'mynet.py'}:build"
     path, _ = _save(tmp_path, factory)
-    for argv in (["inspect", str(path)], ["export", str(path), "-o", str(tmp_path / "m.nir")],
+    for argv in (["export", str(path), "-o", str(tmp_path / "m.nir")],
                  ["simulate", str(path), "--backend", "torch", "--samples", "2"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -94,7 +116,22 @@ def test_the_cli_names_the_recorded_factory_and_the_flag(tmp_path, capsys):
     assert main(["simulate", str(path), "--model-code", factory, "--backend", "torch",
                  "--samples", "4", "--quiet"]) == 0
     assert main(["inspect", str(path), "--model-code", factory]) == 0
-    assert "mynet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mynet" in out and "parameters" in out and "conv" in out
+
+
+def test_inspect_describes_a_factory_record_without_building_it(tmp_path, capsys):
+    factory = f"{tmp_path / 'mynet.py'}:build"
+    path, _ = _save(tmp_path, factory)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert factory in out and '"width": 4' in out and "T=2" in out and "digits" in out
+    assert f"pass --model-code {factory} to build it" in out and "layers:" not in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    assert d["config"]["factory"] == factory and d["num_parameters"] is None
 
 
 @pytest.mark.parametrize("form", ["module", "path"])
@@ -104,7 +141,9 @@ def test_a_hostile_factory_in_a_file_is_never_imported(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     factory = "evil_model:build" if form == "module" else f"{tmp_path / 'evil_model.py'}:build"
     path, _ = _save(tmp_path, factory, "evil")
-    for argv in (["inspect", str(path)], ["export", str(path), "-o", "e.nir"],
+    assert main(["inspect", str(path)]) == 0  # the record is shown, the code never run
+    assert f"--model-code {factory}" in capsys.readouterr().out
+    for argv in (["export", str(path), "-o", "e.nir"],
                  ["simulate", str(path), "--backend", "torch"],
                  ["verify", str(path), "--lava-samples", "0"],
                  ["sweep", str(path), "--weight-bits", "8"],
@@ -225,3 +264,38 @@ def test_model_code_that_builds_nothing_is_a_warning(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "m.nir"), "--model-code", factory, "--backend",
                  "nir", "--samples", "2", "--quiet"]) == 0
     assert "warning: --model-code" in capsys.readouterr().err
+
+
+def test_a_1d_network_runs_every_command_on_a_1d_npz(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    (tmp_path / "series.py").write_text(NET_1D)
+    factory = f"{tmp_path / 'series.py'}:build"
+    rng = np.random.default_rng(0)
+    data = tmp_path / "series.npz"
+    np.savez(data, x=rng.random((40, 2, 16), dtype=np.float32),
+             y=rng.integers(0, 10, 40), encoding="analog")
+    ns: dict = {}
+    exec(compile(NET_1D, "series", "exec"), ns)
+    torch.manual_seed(0)
+    path = tmp_path / "series.pt"
+    dd.save_checkpoint(path, ns["build"](), dd.factory_config("series", factory, {"width": 4},
+                                                              [2, 16], 10), 2,
+                       {"name": str(data), "encoding": "analog", "input_shape": [2, 16],
+                        "normalization": "as generated"}, {})
+    nir_path, fxp = tmp_path / "s.nir", tmp_path / "s.fxp"
+    assert main(["export", str(path), "--model-code", factory, "-o", str(nir_path)]) == 0
+    assert main(["quantize", str(nir_path), "--calibrate", str(data), "-o", str(fxp),
+                 "--quiet"]) == 0
+    for model, backend in ((path, "torch"), (nir_path, "nir"), (fxp, "emulator")):
+        code = ["--model-code", factory] if backend == "torch" else []
+        assert main(["simulate", str(model), *code, "--backend", backend, "--dataset",
+                     str(data), "--samples", "8", "--quiet"]) == 0, backend
+    out = tmp_path / "v.json"
+    assert main(["verify", str(path), "--model-code", factory, "--dataset", str(data),
+                 "--lava-samples", "0", "--min-agreement", "0", "--max-accuracy-drop", "100",
+                 "--json", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["nir_spike_mismatches"] == 0 and result["layers"][0]["neurons"] == 4 * 16
