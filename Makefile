@@ -19,6 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install --quiet --ignore-requires-python --no-deps lava-dl==0.6.0
 	# norse pulls torchvision (and a CUDA torch) unless installed without deps.
 	$(PIP) install --quiet --no-deps norse==1.1.0
+	# neurobench (test only: its metrics checked against ours) declares torchaudio, which drags
+	# in another torch; its metric code needs only snntorch, itself installed without deps.
+	$(PIP) install --quiet --no-deps snntorch==1.0.0 neurobench==2.3.0
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -59,6 +59,7 @@ from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_st
 from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
 from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
 from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT
+from dalif_deploy.fixedpoint.neurobench import neurobench_metrics
 from dalif_deploy.fixedpoint.program import FixedProgram
 from dalif_deploy.fixedpoint.timing import synaptic_depths
 
@@ -456,9 +457,12 @@ class EmulatorBackend:
     def _finish(self, data: Any, r: FixedPointResult) -> BackendRun:
         p = self.program
         n = max(len(data.x), 1)  # per-neuron spikes per inference: exact SynOps
-        costs = cost_report(p, {k: t / n for k, t in r.spike_totals.items()},
-                            input_spikes(p, encode_input(p, data.x)),
-                            self.hardware) if len(data.x) else {}
+        spikes = {k: t / n for k, t in r.spike_totals.items()}
+        inputs = input_spikes(p, encode_input(p, data.x)) if len(data.x) else None
+        costs = cost_report(p, spikes, inputs, self.hardware) if len(data.x) else {}
+        if costs:  # NeuroBench's metrics from the same spikes, beside the Loihi SynOps
+            costs["neurobench"] = neurobench_metrics(p, spikes, inputs,
+                                                     loihi_synops=costs["activity"]["synops"])
         return BackendRun(r.predictions, {
             "mode": r.mode, "timesteps": p.timesteps, "outputs": r.outputs.tolist(),
             "populations": r.spiking, "spike_counts": r.spike_counts.tolist(),

@@ -296,6 +296,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
                       totals.input_events / max(len(test), 1), opt.hardware,
                       _float_spikes(program, tallies, len(test))),
     }
+    result["neurobench"] = _neurobench(program, totals, len(test), result, model)
     if ref is not None and ref != "float":
         result["reference"] = ref
     if absent:  # stages that did not run, and why (their figures are null)
@@ -328,6 +329,28 @@ def _float_spikes(program: Any, tallies: dict[str, LayerTally], n: int
     got = {t.population: t.float_totals / max(n, 1) for t in tallies.values() if t.population}
     spiking = {p.name for p in program.populations} - {program.readout.population}
     return got if spiking and spiking <= set(got) else None
+
+
+def _neurobench(program: Any, totals: _Totals, n: int, result: dict[str, Any],
+                model: torch.nn.Module | None) -> dict[str, Any]:
+    """NeuroBench's metrics from the emulator's spikes (beside the Loihi SynOps) and, with a
+    float model, ``float_model``: the same from its spikes, with its footprint and connection
+    sparsity measured on the torch module as NeuroBench measures them."""
+    from dalif_deploy.fixedpoint.neurobench import (
+        neurobench_metrics,
+        torch_connection_sparsity,
+        torch_footprint_bytes,
+    )
+
+    inputs = totals.input_events / max(n, 1)
+    nb = neurobench_metrics(program, {k: v / max(n, 1) for k, v in totals.spike_sums.items()},
+                            inputs, loihi_synops=(result.get("activity") or {}).get("synops"))
+    fs = _float_spikes(program, totals.tallies, n)
+    if fs is not None and model is not None:
+        nb["float_model"] = {**neurobench_metrics(program, fs, inputs, spikes_from="float model"),
+                             "footprint_bytes": torch_footprint_bytes(model),
+                             "connection_sparsity": torch_connection_sparsity(model)}
+    return nb
 
 
 def write_report(result: dict[str, Any], artefacts: dict[str, Any], path: str | Path) -> None:

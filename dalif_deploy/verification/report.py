@@ -260,6 +260,30 @@ def _cost_html(result: dict[str, Any]) -> str:
                   "their sources in docs/HARDWARE.md.</p>")
 
 
+_NEUROBENCH_ROWS = (("effective_macs", "effective MACs / sample"),
+                    ("effective_acs", "effective ACs / sample"),
+                    ("synaptic_operations", "effective synaptic operations / sample"),
+                    ("dense_synaptic_operations", "dense synaptic operations / sample"),
+                    ("loihi_synops", "Loihi SynOps / inference (cost model, beside)"),
+                    ("activation_sparsity", "activation sparsity"),
+                    ("connection_sparsity", "connection sparsity"),
+                    ("footprint_bytes", "footprint (bytes)"))
+
+
+def _neurobench_html(result: dict[str, Any]) -> str:
+    """NeuroBench's metrics of the fixed-point run (and the float model's) beside our SynOps."""
+    nb = result.get("neurobench")
+    if not nb:
+        return ""
+    sides = [("fixed point (emulator spikes)", nb), ("float model", nb.get("float_model"))]
+    rows = [{"metric": label, **{side: (d or {}).get(key) for side, d in sides if d}}
+            for key, label in _NEUROBENCH_ROWS]
+    return (f"<h3>The field's metrics ({html.escape(str(nb['definitions']))} definitions)</h3>"
+            + _table(rows) + "<p class='note'>Effective operations count the (nonzero input, "
+            "nonzero weight) pairs, bias excluded; Loihi SynOps count every stored synapse a "
+            "spike visits (docs/metrics.md).</p>")
+
+
 STYLE = """
 body{font-family:sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
@@ -328,6 +352,7 @@ def render_html(result: dict[str, Any], images: dict[str, str]) -> str:
         "(PLIF and LIF layers are read in the same form).</p>",
         _table(result.get("decay", []), decay_cols),
         "<h2>Loihi 2 resources and cost (estimates)</h2>", _cost_html(result),
+        _neurobench_html(result),
         "<h2>Quantisation table</h2>", _table(result.get("quant_table", [])),
         img("weight_error", "Weight quantisation error per synapse"),
         "<h2>Time per stage (s)</h2>",
