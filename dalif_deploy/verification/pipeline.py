@@ -331,7 +331,7 @@ def _float_spikes(program: Any, tallies: dict[str, LayerTally], n: int
     return got if spiking and spiking <= set(got) else None
 
 
-def _neurobench(program: Any, totals: _Totals, n: int, result: dict[str, Any],
+def _neurobench(program: Any, totals: LoopTotals, n: int, result: dict[str, Any],
                 model: torch.nn.Module | None) -> dict[str, Any]:
     """NeuroBench's metrics from the emulator's spikes (beside the Loihi SynOps) and, with a
     float model, ``float_model``: the same from its spikes, with its footprint and connection

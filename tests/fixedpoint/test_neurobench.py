@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import REPO_ROOT
 
+from dalif_deploy.fixedpoint.fxp_format import save_program
 from dalif_deploy.fixedpoint.neurobench import neurobench_metrics, nonzero_fan_out
 from dalif_deploy.fixedpoint.program import (
     FixedProgram,
@@ -15,7 +16,6 @@ from dalif_deploy.fixedpoint.program import (
     Population,
     Readout,
     Synapse,
-    save_program,
 )
 
 CKPT = REPO_ROOT / "dalif_deploy" / "checkpoints" / "digits-cnn.pt"
@@ -63,7 +63,7 @@ def test_metrics_of_a_dense_program_by_hand():
 def _digits_float_model(prune: float = 0.3):
     """The shipped digits-cnn float model with its smallest weights zeroed (so the
     connection sparsity and the nonzero fan-out are put to the test)."""
-    from dalif_deploy.float_model.checkpoint import load_checkpoint
+    from dalif_deploy.float_model.loading import load_checkpoint
     from dalif_deploy.float_model.zoo import build_model
 
     ck = load_checkpoint(CKPT)
