@@ -15,6 +15,16 @@ estimate. Ends with the lines ``streaming speed-up <R>``, ``emulator speed-up ov
 per-layer <N> per-channel <M>`` and ``per-channel/per-layer lava time ratio <R>``.
 
     .venv/bin/python benchmarks/bench_lava.py [--samples 64] [--per-sample-runs 8]
+
+Big programs instead (``--paper``: a random-weight ResNet-19 of ``--paper-width``, default 128,
+T=4, quantised here in minutes; ``--program FILE.fxp``, repeatable, on ``--samples`` random
+inputs): one step of every Conv's arithmetic outside Lava, Lava's stock then ours, side by side
+and checked equal; then a streamed Lava run with our synapse models (and with ``--stock`` Lava's
+own too), checked bit for bit against the emulator, with the peak PSS against the guard's
+estimate. Ends with ``seconds per step (<name>, exact conv model) <S>`` (and ``stock``, and
+``stock/exact conv model time ratio``).
+
+    .venv/bin/python benchmarks/bench_lava.py --paper [--stock] --samples 1
 """
 
 from __future__ import annotations
@@ -144,6 +154,112 @@ def emulator_time(program, x) -> float:
     return best / len(x)
 
 
+def paper_program(width: int):
+    """A random-weight resnet19 of ``width`` (batch-norm set so that every layer spikes), T=4,
+    exported and quantised (calibrated on 4 random 32x32 images), and those images."""
+    import functools
+
+    import torch
+    from dalif_deploy.converters.nir_to_fixed import quantize_graph
+    from dalif_deploy.converters.torch_to_nir import export_nir
+    from dalif_deploy.targets.emulator import emulate
+
+    from dalif_deploy.float_model.zoo import build_model, default_config, run_model
+
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    torch.manual_seed(0)
+    model = build_model(default_config("resnet19", width=width))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum, m.weight.data[:], m.bias.data[:] = None, 2.0, 0.5
+        run_model(model.train(), torch.from_numpy(x), 4)
+    program = quantize_graph(export_nir(model.eval(), x.shape[1:], 4), calibration=x,
+                             run=functools.partial(emulate, check=False))
+    return program, x
+
+
+def conv_models(name: str, program, x, models: list[str], timeout: float) -> dict[str, float]:
+    """Seconds per Lava step of ``program`` on samples ``x`` with each conv model, checked
+    bit for bit against the emulator, with the run's peak PSS against the guard's estimate."""
+    from dalif_deploy.targets.lava import run_lava
+    from dalif_deploy.targets.lava.lower import plan_program
+    from dalif_deploy.targets.lava.run import estimate_memory_bytes, estimate_step_seconds
+
+    plan = plan_program(program)
+    per_step = {}
+    for conv in models:
+        with MemorySampler() as mem:
+            r = run_lava(program, x, timeout=timeout, conv=conv)
+        per_step[conv] = r.seconds / r.steps
+        est = estimate_memory_bytes(plan, len(x))
+        print(f"{name}: lava {conv} conv model: {per_step[conv]:.2f} s/step ({r.steps} steps, "
+              f"{r.processes} processes, Lava run {r.seconds:.1f} s; time model "
+              f"{estimate_step_seconds(plan):.2f} s/step); peak PSS "
+              f"{mem.peak_bytes / 2**30:.2f} GiB, guard estimate {est / 2**30:.2f} GiB "
+              f"({est / max(mem.peak_bytes, 1):.2f}x); bit-exact with the emulator: "
+              f"{check_parity(name, program, x, r)}")
+    return per_step
+
+
+def conv_arithmetic(name: str, program) -> tuple[float, float]:
+    """One step of every Lava Conv of ``program`` outside Lava (spikes at rate 0.2): seconds of
+    Lava's stock arithmetic (``utils.conv`` + 24-bit wrap) and of ours (``conv_step``), taking
+    turns layer by layer, the integers checked equal."""
+    from dalif_deploy.targets.lava.conv import conv_step, kernel_row_bound
+    from dalif_deploy.targets.lava.lower import plan_program
+    from lava.proc.conv import utils
+
+    rng = np.random.default_rng(0)
+    stock = ours = 0.0
+    for c in plan_program(program).conns:
+        if c.kind != "conv":
+            continue
+        x = (rng.random(c.conv["input_shape"]) < 0.2).astype(np.int32)
+        w = c.weights.astype(np.int32)
+        args = (x, w, w.shape[1:3], c.conv["stride"], c.conv["padding"], (1, 1),
+                c.conv["groups"])
+        t0 = time.perf_counter()
+        ref = utils.signed_clamp(utils.conv(*args), bits=24)
+        t1 = time.perf_counter()
+        got = conv_step(*args, kernel_row_bound(w))
+        t2 = time.perf_counter()
+        if not np.array_equal(ref, got):
+            raise SystemExit(f"error: {name}: {c.synapse}: our conv differs from Lava's")
+        stock, ours = stock + t1 - t0, ours + t2 - t1
+    print(f"{name}: conv arithmetic of one step outside Lava: stock {stock:.2f} s, ours "
+          f"{ours:.3f} s ({stock / ours:.0f}x), the same integers")
+    return stock, ours
+
+
+def paper(args: argparse.Namespace) -> int:
+    """``--paper`` / ``--program``: seconds per step of big programs, ours vs stock conv."""
+    from dalif_deploy.fixedpoint.program import load_program
+
+    runs = []
+    for path in args.program or []:
+        program = load_program(path)
+        rng = np.random.default_rng(0)
+        shape = (args.samples, *((program.timesteps,) if program.input.kind == "events"
+                                 else ()), *program.input.shape)
+        x = (rng.random(shape) < 0.1).astype(np.float32) if program.input.kind == "events" \
+            else rng.random(shape, dtype=np.float32)
+        runs.append((Path(path).stem, program, x))
+    if args.paper:
+        program, x = paper_program(args.paper_width)
+        runs.append((f"resnet19 width {args.paper_width}", program, x[: args.samples]))
+    for name, program, x in runs:
+        conv_arithmetic(name, program)
+        models = ["exact", "stock"] if args.stock else ["exact"]
+        per_step = conv_models(name, program, x, models, args.timeout)
+        for conv, s in per_step.items():
+            print(f"seconds per step ({name}, {conv} conv model) {s:.2f}")
+        if args.stock:
+            print(f"stock/exact conv model time ratio ({name}) "
+                  f"{per_step['stock'] / per_step['exact']:.1f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from dalif_deploy.targets.lava import run_lava
     from dalif_deploy.targets.lava.lower import plan_program
@@ -160,7 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-sample-runs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="streaming runs per model (best)")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--paper", action="store_true", help="instead: seconds per Lava step of a "
+                    "random-weight resnet19 (width --paper-width, T=4; quantised here, minutes)")
+    ap.add_argument("--paper-width", type=int, default=128)
+    ap.add_argument("--program", action="append", help="instead: seconds per Lava step of this "
+                    ".fxp on --samples random inputs (repeatable)")
+    ap.add_argument("--stock", action="store_true", help="with --paper/--program: also time "
+                    "Lava's stock conv model (10-50x slower)")
     args = ap.parse_args(argv)
+    if args.paper or args.program:
+        return paper(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         channel_ckpt = Path(args.channel_checkpoint or train_per_channel(

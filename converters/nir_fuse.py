@@ -25,6 +25,8 @@ from dalif_deploy.converters.ir.ops import OPS, op_for
 from dalif_deploy.base.errors import DaLifError
 
 DENSE_MAX_ELEMENTS = 2**26  # largest dense fallback matrix we build
+DENSE_PROBE_BYTES = 2**27  # float64 probes one chunk of the dense construction may hold
+DENSE_FORWARD_WORK = 2**34  # element operations of n_in forward passes before rows go backward
 
 
 def linear_names() -> list[str]:
@@ -157,14 +159,79 @@ def _try_conv(f, in_shape, out_shape, geom) -> np.ndarray | None:
     return kernel.numpy()
 
 
-def _dense(f, in_shape, out_shape, where: str) -> np.ndarray:
+def _widest(graph: nir.NIRGraph, path: Path, in_shape: tuple[int, ...]) -> int:
+    """Elements one sample occupies along ``path``: its input and every node's output (on the
+    meta device: nothing is computed or allocated)."""
+    x = torch.zeros((1, *in_shape), dtype=torch.float64, device="meta")
+    total = x.numel()
+    for n in path.nodes:
+        x = apply_node(graph.nodes[n], n, x, bias=False)
+        total += x.numel()
+    return total
+
+
+def _dense(f, in_shape, out_shape, where: str, widest: int) -> np.ndarray:
+    """The matrix ``[n_out, n_in]`` of the linear map ``f``, built in chunks of probes whose
+    memory is bounded by :data:`DENSE_PROBE_BYTES` (``widest``: elements one probe occupies
+    along the path), so that memory grows with n_in, not n_in^2.
+
+    Columns come from forward passes of unit vectors: per column the very arithmetic of one
+    ``f(eye)`` batch, so the matrix (and every integer quantised from it) is the same float64
+    as before chunking. Only when n_in forward passes would cost more than
+    :data:`DENSE_FORWARD_WORK` element operations and there are fewer outputs, rows come from
+    n_out backward passes instead; these can differ from the forward columns by one ulp where a
+    pool divides by a non-power of two (``W / 9`` against ``W * (1 / 9)``)."""
     n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
     if n_in * n_out > DENSE_MAX_ELEMENTS:
         raise DaLifError(f"{where}: the linear map {in_shape} -> {out_shape} cannot be fused "
                          f"into one conv and is too large for a dense matrix ({n_out}x{n_in}); "
                          "restructure the layers between these neuron layers")
-    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-    return f(eye).reshape(n_in, n_out).T.contiguous().numpy()
+    # autograd keeps each node's input for the backward pass: twice the path per probe
+    chunk = max(1, DENSE_PROBE_BYTES // (2 * 8 * widest))
+    matrix = torch.empty((n_out, n_in), dtype=torch.float64)
+    if n_out < n_in and n_in * widest > DENSE_FORWARD_WORK:
+        for j0 in range(0, n_out, chunk):
+            k = min(chunk, n_out - j0)
+            x = torch.zeros((k, *in_shape), dtype=torch.float64, requires_grad=True)
+            with torch.enable_grad():
+                y = f(x).reshape(k, n_out)
+            pick = torch.zeros((k, n_out), dtype=torch.float64)
+            pick[torch.arange(k), torch.arange(j0, j0 + k)] = 1.0
+            (rows,) = torch.autograd.grad(y, x, pick)
+            matrix[j0:j0 + k] = rows.reshape(k, n_in)
+    else:
+        with torch.no_grad():
+            for i0 in range(0, n_in, chunk):
+                k = min(chunk, n_in - i0)
+                unit = torch.zeros((k, n_in), dtype=torch.float64)
+                unit[torch.arange(k), torch.arange(i0, i0 + k)] = 1.0
+                matrix[:, i0:i0 + k] = f(unit.reshape(k, *in_shape)).reshape(k, n_out).T
+    return matrix.numpy()
+
+
+def fusion_bytes(graph: nir.NIRGraph, path: Path, in_shape: tuple[int, ...],
+                 out_shape: tuple[int, ...]) -> int:
+    """Bytes :func:`fuse_path` will hold at most for ``path`` (float64 throughout): for a
+    spatial chain the conv probe (``c_out`` probes of the composed window through the path,
+    kept for the backward pass, and their gradient), else the dense matrix twice (torch and
+    numpy) and one chunk of probes (0 past DENSE_MAX_ELEMENTS: refused, not built). Counted on
+    the meta device: nothing is allocated."""
+    if not path.nodes:
+        return 0
+    n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
+    geom = _conv_geometry(graph, path) if len(in_shape) == len(out_shape) == 3 else None
+    if geom is None:
+        if n_in * n_out > DENSE_MAX_ELEMENTS:
+            return 0
+        return 2 * 8 * n_in * n_out + min(DENSE_PROBE_BYTES, 2 * 8 * max(n_in, n_out)
+                                          * _widest(graph, path, in_shape))
+    kh, kw, sh, sw, ph, pw = geom
+    window = (in_shape[0], -(-ph // sh) * sh - ph + kh + 2 * sh,
+              -(-pw // sw) * sw - pw + kw + 2 * sw)
+    try:
+        return 2 * 8 * out_shape[0] * _widest(graph, path, window)
+    except (RuntimeError, ValueError, DaLifError):  # the window does not fit the path's ops
+        return 0
 
 
 def fuse_path(graph: nir.NIRGraph, path: Path, in_shape: tuple[int, ...],
@@ -180,4 +247,5 @@ def fuse_path(graph: nir.NIRGraph, path: Path, in_shape: tuple[int, ...],
             kernel = _try_conv(f, in_shape, out_shape, geom)
             if kernel is not None:
                 return Fused("conv", kernel, in_shape, out_shape, geom[2:4], geom[4:6])
-    return Fused("dense", _dense(f, in_shape, out_shape, where), in_shape, out_shape)
+    return Fused("dense", _dense(f, in_shape, out_shape, where, _widest(graph, path, in_shape)),
+                 in_shape, out_shape)

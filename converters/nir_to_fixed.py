@@ -47,6 +47,7 @@ from dalif_deploy.converters.ir.ops import OPS, op_for
 
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.resources import check_memory, format_bytes
 from dalif_deploy.base.schema import integer
 from dalif_deploy.base.wording import percent
 from dalif_deploy.fixedpoint.constraints import check_program, require_valid
@@ -72,13 +73,14 @@ from dalif_deploy.fixedpoint.program import (
     WeightErrors,
 )
 
-from .nir_fuse import Fused, fuse_path, graph_paths, zero_input_response
+from .nir_fuse import Fused, Path, fuse_path, fusion_bytes, graph_paths, zero_input_response
 
 U_OVERFLOW_FILL = 0.9  # a du < 4095 layer's worst-case |a| << 6 uses at most 90% of 2^24
 U_OVERFLOW_ROUNDS = 8  # rounding can still break the bound: lower the scale by 10% and retry
 VTH_CAP = 2**12  # largest vth we choose: keeps 2^23 / (64 vth) = 32 thresholds of v headroom
 READOUT_FILL = 0.5  # readout worst case uses at most half of 64 * VTH_MAX
 CAL_ROUNDS = 4
+QUANTISE_BASE_BYTES = 2**29  # the interpreter, torch and numpy loaded (measured ~0.4 GiB RSS)
 #: weight mantissa bits the quantiser builds programs for: Lava takes 1..8 (WEIGHT_BITS_RANGE),
 #: but with 1 bit the only signed mantissas are -1 and 0, so every positive weight would vanish
 QUANT_WEIGHT_BITS = (2, WEIGHT_BITS_RANGE[1])
@@ -279,6 +281,27 @@ def _graph_meta(graph: nir.NIRGraph, timesteps, encoding, dt) -> tuple[int, Enco
     return t, enc, resolve_dt(graph, dt)
 
 
+def _check_fusion_memory(graph: nir.NIRGraph, paths: dict[str, list[Path]],
+                         shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse, before any fusion starts, a graph whose quantisation cannot fit this machine:
+    the largest fusion probe (:func:`~.nir_fuse.fusion_bytes`) plus four float64 copies of
+    every parameter (the graph's, fused, quantised, and the program's int64), plus the
+    interpreter with torch loaded (QUANTISE_BASE_BYTES). Calibration's emulator runs check their
+    own memory."""
+    params = sum(int(np.asarray(v).size) for node in graph.nodes.values()
+                 for v in vars(node).values() if isinstance(v, np.ndarray))
+    probe, where = 0, ""
+    for target, ps in paths.items():
+        for p in ps:
+            b = fusion_bytes(graph, p, shapes[p.source], shapes[target])
+            if b > probe:
+                probe, where = b, f"{p.source} -> {target}"
+    need = QUANTISE_BASE_BYTES + probe + 4 * 8 * params
+    check_memory(need, f"quantising this graph ({params:,} parameters; its largest fusion "
+                 f"probe, {where}, {format_bytes(probe)})", "quantise a narrower network "
+                 "(a smaller --width) or on a machine with more memory")
+
+
 def _build_layers(graph: nir.NIRGraph, dt: float):
     order = topo_order(graph)
     in_name, out_name = io_nodes(graph)
@@ -296,9 +319,12 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
         return name == in_name or name in lifs
 
     delayed = set(recurrent_edges(graph))
+    targets = [*lifs, out_name]
+    all_paths = {n: graph_paths(graph, n, is_source) for n in targets}
+    _check_fusion_memory(graph, all_paths, shapes)
     layers = []
-    for n in [*lifs, out_name]:
-        paths = graph_paths(graph, n, is_source)
+    for n in targets:
+        paths = all_paths[n]
         for p in paths:
             # a path that leaves its source over a recurrent edge carries the source's previous
             # step: a program delays only a population's own loop (its recurrent synapse)

@@ -63,7 +63,13 @@ from dalif_deploy.fixedpoint.neurobench import neurobench_metrics
 from dalif_deploy.fixedpoint.program import FixedProgram
 from dalif_deploy.fixedpoint.timing import synaptic_depths
 
-from .emulator_kernels import CompiledPopulation, compile_population, compile_synapse, exact_kernels
+from .emulator_kernels import (
+    CompiledPopulation,
+    check_kernels,
+    compile_population,
+    compile_synapse,
+    exact_kernels,
+)
 
 BLOCK_ELEMENTS = 2**18  # values per synapse batch in sync mode (cache-sized; speed only)
 CUDA_BLOCK_ELEMENTS = 2**24  # the same on a GPU: few large kernels beat cache-sized ones
@@ -331,7 +337,7 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
 
 def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
             batch_size: int = 256, progress: bool = False, check: bool = True,
-            device: str | torch.device = "cpu") -> FixedPointResult:
+            device: str | torch.device = "cpu", kernels: str = "auto") -> FixedPointResult:
     """Run ``program`` on samples ``x`` and return a :class:`FixedPointResult` (``spikes``
     uint8; ``spikes``, ``v`` (after reset), ``u`` and ``final_v`` only with ``record=True``).
 
@@ -363,7 +369,7 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     fdt = np.float32 if -_input_range(program)[0] <= FLOAT32_EXACT else np.float64
     depth = synaptic_depths(program)
     steps = program.timesteps + (depth[program.readout.population] if mode == "pipelined" else 0)
-    compiled = {s.name: compile_synapse(program, s, dev) for s in program.synapses}
+    compiled = {s.name: compile_synapse(program, s, dev, kernels) for s in program.synapses}
     pops = [compile_population(p, [compiled[s.name] for s in program.incoming(p.name)], steps,
                                 p.name == program.readout.population, dev)
             for p in program.populations]
@@ -410,6 +416,21 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
         seconds=time.perf_counter() - t0, **recorded)
 
 
+#: state bytes one calibration batch may hold (:func:`calibration_run`)
+CALIBRATION_BATCH_BYTES = 2**29
+
+
+def calibration_run(program: FixedProgram, x: Any) -> FixedPointResult:
+    """The quantiser's ``run(program, x)``: the emulator, unchecked, in batches whose state
+    (about six 8-byte values per neuron and sample) stays within
+    :data:`CALIBRATION_BATCH_BYTES` (at most 256 samples), so that calibrating a paper-scale
+    network on hundreds of samples does not hold them all at once; the integers do not depend on
+    the batch."""
+    neurons = sum(p.size for p in program.populations)
+    batch = max(1, min(256, CALIBRATION_BATCH_BYTES // (6 * 8 * max(neurons, 1))))
+    return emulate(program, x, check=False, batch_size=batch)
+
+
 class EmulatorBackend:
     """The ``emulator`` backend of ``dalif-deploy simulate`` (synchronous timing).
 
@@ -429,12 +450,13 @@ class EmulatorBackend:
     options = EMULATOR_OPTIONS
 
     def __init__(self, model_path: str, hardware: Any = None, hw: Any = (),
-                 device: str | None = None) -> None:
+                 device: str | None = None, kernels: str = "auto") -> None:
         from dalif_deploy.fixedpoint.fxp_format import load_program
 
         self.hardware = hardware_figures(hardware, assignments=hw or ())  # refused before a run
         self.program = load_program(model_path)
         self.device = resolve_device(device)
+        self.kernels = check_kernels(kernels)
         p = self.program
         self.input = ModelInput(p.input.kind, p.input.shape, p.timesteps,
                                 p.metadata.get("dataset"), p.classes)
@@ -446,7 +468,7 @@ class EmulatorBackend:
     def run_shard(self, data: Any, *, batch_size: int, progress: bool) -> FixedPointResult:
         """The emulator's run of ``data`` (one shard of a sharded run)."""
         return emulate(self.program, data.x, mode="sync", batch_size=batch_size,
-                       progress=progress, device=self.device)
+                       progress=progress, device=self.device, kernels=self.kernels)
 
     def merge(self, data: Any, parts: list[FixedPointResult]) -> BackendRun:
         """The run of ``data`` from the runs of its consecutive shards (in order): joined

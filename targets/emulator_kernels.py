@@ -33,10 +33,38 @@ intermediate below 2^24, else float64. Consequences, on any device:
 
 Spike counts are summed as float32 only below 2^24 neurons (else float64), u-wrap and v-clip
 counters are integer (``bool.sum``). So the emulator gives the same integers on cpu and cuda.
+
+**int8 conv kernels (CPU).** On a CPU whose torch has oneDNN, a conv synapse may run as oneDNN's
+int8 convolution (:class:`Int8Conv`: ``torch.ops.onednn.qconv_prepack`` /
+``qconv_pointwise``): u8 spikes (0/1), s8 weights, unit scales, zero points 0, an int32 sum
+returned as float32. Integer arithmetic: exact whatever the order, and the float32 result is
+exact because the synapse's bound is <= 2^24 (else it is float64 and never int8). Where
+measured (docs/MEASURED.md) it is 2-4x faster than float32 ``F.conv2d`` at kernel level. Input
+is converted to NHWC (channels-last) u8 and the output back to NCHW inside the kernel, so the
+rest of the emulator keeps torch's NCHW layout. A synapse runs int8 only when all hold: a conv
+with a window larger than 1x1 (oneDNN's 1x1 int8 kernel ``jit_uni_int8_1x1:avx2`` raced with
+2 threads: wrong in 45 of 300 calls at batch 6; the 3x3 kernel was never wrong), a binary
+source (spikes of a population, binarised or event input; analog input is signed and graded),
+effective weights within s8, bound <= 2^24, not a channel-diagonal 1x1 shortcut, on CPU.
+Other platforms and CUDA keep float32 as the reference path.
+
+``kernels`` (``--kernels`` of the emulator backend and ``verify``; :data:`KERNELS`):
+
+* ``auto`` (default): int8 where eligible, large enough to gain (at least
+  :data:`INT8_MIN_PATCH` weights per output: below it the conversions cost what int8 saves),
+  and where its shape passed :func:`int8_self_test`
+  on this machine and thread count (random and extreme s8 weights, all-ones, dense and sparse
+  spikes, twice at batch 6, against float32, cached per shape); a difference prints a
+  ``warning:`` line and that synapse runs float32;
+* ``float32``: never int8 (the reference);
+* ``int8``: int8 wherever eligible, without the self-test;
+* ``check``: int8 where eligible AND float32, every integer compared at every call; a difference
+  is a DaLifError naming the synapse.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -120,6 +148,105 @@ def conv_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+#: ``--kernels``: how conv synapses are computed (see the module docstring)
+KERNELS = ("auto", "float32", "int8", "check")
+#: ``auto`` runs int8 only from this many weights per output (C_in / groups * kH * kW; 64
+#: channels of 3x3): below it the u8/NHWC conversions cost what the int8 sums save (measured)
+INT8_MIN_PATCH = 576
+_INT8_TESTED: dict[tuple, bool] = {}  # self-test verdict per kernel shape and thread count
+
+
+def check_kernels(kernels: str) -> str:
+    """``kernels`` if it is one of :data:`KERNELS`, else a DaLifError naming them."""
+    if kernels not in KERNELS:
+        raise DaLifError(f"--kernels must be one of {', '.join(KERNELS)}, got {kernels!r:.40}")
+    return kernels
+
+
+def int8_available(device: torch.device = CPU) -> bool:
+    """Whether oneDNN's int8 convolution can run here (torch's CPU build with oneDNN)."""
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.onednn, "qconv_pointwise"))
+
+
+@dataclass
+class Int8Conv:
+    """One conv synapse as oneDNN's int8 convolution: u8 spikes (0/1), s8 weights, unit scales,
+    zero points 0, the int32 sum returned as float32 (exact below 2^24). NHWC (channels-last)
+    input, the output back in torch's NCHW."""
+
+    packed: torch.Tensor
+    c_out: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    groups: int
+    scales: torch.Tensor = field(default_factory=lambda: torch.ones(0))  # unit, per channel
+    zero_points: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    @classmethod
+    def build(cls, w: np.ndarray | torch.Tensor, stride: tuple[int, int],
+              padding: tuple[int, int], groups: int) -> Int8Conv:
+        wt = torch.as_tensor(w).to(torch.int8)
+        packed = torch.ops.onednn.qconv_prepack(wt, torch.ones(wt.shape[0]), 1.0, 0,
+                                                list(stride), list(padding), [1, 1], groups,
+                                                None)
+        c_out = wt.shape[0]
+        return cls(packed, c_out, tuple(stride), tuple(padding), groups, torch.ones(c_out),
+                   torch.zeros(c_out, dtype=torch.long))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        q = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
+        out = torch.ops.onednn.qconv_pointwise(
+            q, 1.0, 0, self.packed, self.scales, self.zero_points, None,
+            list(self.stride), list(self.padding), [1, 1], self.groups, 1.0, 0, torch.float32,
+            "none", [], "")
+        return out.contiguous()
+
+
+def int8_self_test(weight_shape: tuple[int, ...], in_shape: tuple[int, ...],
+                   stride: tuple[int, int], padding: tuple[int, int], groups: int) -> bool:
+    """Whether the int8 kernel of this shape gives float32's integers here: random s8 weights
+    with an all-127 and an all--128 output channel, on all-ones, half and sparse spike maps
+    (twice, batch 6: the batch at which oneDNN's 1x1 int8 kernel raced). Cached per shape and
+    torch thread count."""
+    key = (tuple(weight_shape), tuple(in_shape), tuple(stride), tuple(padding), groups,
+           torch.get_num_threads())
+    if key not in _INT8_TESTED:
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randint(-128, 128, weight_shape, dtype=torch.int8, generator=gen)
+        w[0], w[-1] = 127, -128
+        rand = torch.rand((4, *in_shape), generator=gen)
+        x = torch.cat([torch.ones((2, *in_shape)), (rand[:2] < 0.5).float(),
+                       (rand[2:] < 0.1).float()])
+        ref = F.conv2d(x, w.float(), None, stride, padding, 1, groups)
+        conv = Int8Conv.build(w, stride, padding, groups)
+        _INT8_TESTED[key] = all(torch.equal(conv(x), ref) for _ in range(2))
+    return _INT8_TESTED[key]
+
+
+def _int8_conv(program: FixedProgram, syn: Synapse, w: np.ndarray, bound: int,
+               binarize: bool, kernels: str, device: torch.device) -> Int8Conv | None:
+    """The int8 kernel of ``syn`` when ``kernels`` asks for it and it is exact: a conv with a
+    window (the 1x1 kernel races, see the module docstring) on binary spikes, weights within
+    s8, sums within float32's exact range, on a CPU with oneDNN; with ``auto`` only after its
+    shape is large enough to gain (:data:`INT8_MIN_PATCH`) and passed :func:`int8_self_test`
+    (else a ``warning:`` and float32)."""
+    binary = syn.source != "input" or binarize or program.input.encoding is not ANALOG
+    if (kernels == "float32" or syn.kind != "conv" or w.shape[2] * w.shape[3] == 1
+            or not binary or bound > FLOAT32_EXACT or w.min(initial=0) < -128
+            or w.max(initial=0) > 127 or not int8_available(device)):
+        return None
+    if kernels == "auto" and w[0].size < INT8_MIN_PATCH:
+        return None
+    if kernels == "auto" and not int8_self_test(w.shape, syn.input_shape, syn.stride,
+                                                syn.padding, syn.groups):
+        print(f"warning: synapse {syn.name}: oneDNN's int8 convolution {tuple(w.shape)} on "
+              f"{tuple(syn.input_shape)} differs from float32 on this machine; using float32",
+              file=sys.stderr)
+        return None
+    return Int8Conv.build(w, syn.stride, syn.padding, syn.groups)
+
+
 @dataclass
 class CompiledSynapse:
     syn: Synapse
@@ -130,20 +257,37 @@ class CompiledSynapse:
     weight64: torch.Tensor | None = None  # float32 weights * 2^(6 + weight_exp), where exact
     diagonal: bool = False  # a 1x1 conv that maps channel c to c only: weights [C, 1, 1]
     gemm: bool = field(default=False)  # convolutions by conv_gemm (CUDA: never cuDNN)
+    int8: Int8Conv | None = None  # the int8 kernel, where chosen (see _int8_conv)
+    check: bool = False  # ``--kernels check``: int8 and float32 both, every integer compared
 
     def __call__(self, src: torch.Tensor, times64: bool = False) -> torch.Tensor:
         """``a`` (``a << 6`` with ``times64``) for a batch of source frames ``[B, *shape]``."""
         s = self.syn
         x = (src != 0) if self.binarize else src
         if times64 and self.weight64 is not None:  # shift and << 6 folded into the weights
+            if self.int8 is not None:  # the raw sum times 2^(6 + e): exact in float32
+                return self._int8(x) * float(2 ** (6 + s.weight_exp))
             return self._apply(x.to(torch.float32), self.weight64)
-        out = self._apply(x.to(self.weight.dtype), self.weight)
+        out = (self._int8(x) if self.int8 is not None
+               else self._apply(x.to(self.weight.dtype), self.weight))
         if s.kind == "conv" and s.weight_exp == 0:  # a Lava Conv: wraps to signed 24 bits
             if self.bound >= 2 ** (CONV_BITS - 1):
                 out = wrap_signed(out.double(), CONV_BITS)
         else:
             out = floor_shift(out.double() if s.weight_exp < 0 else out, s.weight_exp)
         return out * 64 if times64 else out
+
+    def _int8(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.int8 is not None
+        out = self.int8(x)
+        if self.check:
+            ref = self._apply(x.to(self.weight.dtype), self.weight).to(out.dtype)
+            if not torch.equal(out, ref):
+                bad = int((out != ref).sum())
+                raise DaLifError(f"synapse {self.syn.name}: oneDNN's int8 convolution differs "
+                                 f"from float32 in {bad} of {out.numel()} values on this "
+                                 "machine; run with --kernels float32")
+        return out
 
     def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.syn
@@ -157,7 +301,7 @@ class CompiledSynapse:
 
 
 def compile_synapse(program: FixedProgram, syn: Synapse,
-                     device: torch.device = CPU) -> CompiledSynapse:
+                    device: torch.device = CPU, kernels: str = "auto") -> CompiledSynapse:
     in_max = source_max(program, syn)
     w = effective_weights(syn.weights, syn.weight_bits, syn.sign_mode)
     bound = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0)) * in_max
@@ -183,11 +327,13 @@ def compile_synapse(program: FixedProgram, syn: Synapse,
     if diagonal:  # keep the diagonal only, shaped to broadcast over [B, C, H, W]
         w = w[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
         w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
-    return CompiledSynapse(syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound,
-                           binarize,
-                           None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
-                                                                    device=device),
-                           diagonal, device.type == "cuda")
+    check_kernels(kernels)
+    int8 = None if diagonal else _int8_conv(program, syn, w, bound, binarize, kernels, device)
+    return CompiledSynapse(
+        syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound, binarize,
+                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
+                                                         device=device),
+                diagonal, device.type == "cuda", int8, kernels == "check")
 
 
 @dataclass

@@ -32,9 +32,13 @@ NIR_OPTIONS = (DT_OPTION, EXPORTER_OPTION, TIMESTEPS_OPTION, RESET_OPTION, MULTI
 #: ``--device`` of the emulator backend (and of ``verify``)
 DEVICE = Option("device", str, "torch device of the emulator: cpu, cuda or cuda:N; the same "
                 "integers on every device (default: cpu)", metavar="DEV")
+#: ``--kernels`` of the emulator backend (and of ``verify``)
+KERNELS_OPTION = Option("kernels", str, "emulator: conv kernels: auto (int8 where self-tested "
+                        "exact, else float32), float32, int8, or check (both, every integer "
+                        "compared)", "auto", metavar="KIND")
 EMULATOR_OPTIONS = (Option("hardware", str, HARDWARE_FILE_HELP, metavar="FILE.json"),
                     Option("hw", str, HARDWARE_SET_HELP, metavar="NAME=VALUE", repeat=True),
-                    DEVICE)
+                    DEVICE, KERNELS_OPTION)
 
 #: the Lava run guard's limits (lava.run.check_lava_budget; also verify's options); unset: its
 #: defaults

@@ -8,7 +8,6 @@ that run as a function.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,14 +65,14 @@ def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str
     calibrate = event_options(args.calibrate, args, "--calibrate")
     if not calibrate:
         return None, None
-    from dalif_deploy.targets.emulator import emulate
+    from dalif_deploy.targets.emulator import calibration_run
     from dalif_deploy.targets.registry import load_for_model
 
     ds = load_for_model(model_path, calibrate, "train", args.data_dir,
                         int(args.calibration_samples), encoding=encoding,
                         input_shape=input_shape, timesteps=timesteps, made_for=made_for,
                         at_most=True, classes=classes)
-    return ds.x, functools.partial(emulate, check=False)
+    return ds.x, calibration_run
 
 
 def input_range_note(args: argparse.Namespace, scale: float) -> None:

@@ -44,8 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
                    "(default: the one the model file records)")
     add_data_options(p)
-    p.add_argument("--lava-samples", type=int, default=16,
-                   help="first N test samples run on Lava and compared bit for bit (0: skip)")
+    p.add_argument("--lava-samples", type=int, default=None,
+                   help="first N test samples run on Lava and compared bit for bit (0: skip; "
+                   "default 16, fewer where Lava's estimated time says 16 would take over 10 "
+                   "min: verify says so)")
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="minimum float/fixed prediction agreement (0..1)")
@@ -53,7 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="maximum float -> fixed accuracy drop, percentage points")
     p.add_argument("--onnx", action="store_true", help="include the ONNX stage")
     add_hardware_options(p)
-    p.add_argument("--timeout", type=float, default=600.0, help="lava watchdog timeout (s)")
+    p.add_argument("--timeout", type=float, default=None, help="lava watchdog timeout (s; "
+                   "default: 4x the run's estimated time, at least 600)")
+    p.add_argument("--kernels", default="auto", choices=("auto", "float32", "int8", "check"),
+                   help="the emulator's conv kernels: auto (int8 where self-tested exact, else "
+                   "float32), float32, int8, or check (both, every integer compared)")
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
                    "(Loihi 2: 8); every stage and the report are at that precision")
@@ -100,7 +106,8 @@ def cli_verify(args: argparse.Namespace) -> int:
                             timeout=args.timeout, max_lava_processes=args.max_lava_processes,
                             max_lava_memory=args.max_lava_memory,
                             weight_bits=args.weight_bits, batch_size=args.batch_size,
-                            device=args.device, hardware=hardware_from_args(args))
+                            device=args.device, kernels=args.kernels,
+                            hardware=hardware_from_args(args))
     world = start(args.device)  # torchrun: join the group, shard the test split
     try:
         options = dataclasses.replace(options, progress=show_progress(args) and world.main,

@@ -24,6 +24,7 @@ whose model is absent reports ``None``, and ``result["absent"]`` says why).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +39,14 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.cost import cost_line
 from dalif_deploy.targets.protocol import FixedPointResult
 
-from .stages import LayerTally, LoopTotals, first_divergence, run_lava_and_onnx, run_test_loop
+from .stages import (
+    LayerTally,
+    LoopTotals,
+    first_divergence,
+    lava_sizing,
+    run_lava_and_onnx,
+    run_test_loop,
+)
 
 __all__ = ["VerifyOptions", "first_divergence", "run_stages", "verify_checkpoint",
            "verify_model", "write_report"]
@@ -52,11 +60,15 @@ CALIBRATION_SAMPLES = 512
 class VerifyOptions:
     """Thresholds and run settings of a verification (the CLI flags of ``verify``)."""
 
-    lava_samples: int = 16  # first N test samples run on Lava (0: skip Lava)
+    #: first N test samples run on Lava (0: skip Lava); None: LAVA_SAMPLES_DEFAULT, fewer where
+    #: the Lava time model says they would not finish within LAVA_TIME_BUDGET (said in the result)
+    lava_samples: int | None = None
     min_agreement: float = 0.99  # float/fixed prediction agreement, 0..1
     max_accuracy_drop: float = 1.0  # float -> fixed accuracy drop, percentage points
     onnx: bool = False  # include the ONNX stage
-    timeout: float = 600.0  # Lava watchdog, seconds
+    #: Lava watchdog, seconds; None: the larger of LAVA_TIMEOUT_DEFAULT and LAVA_TIMEOUT_FACTOR
+    #: times the run's estimated time, so that the default never kills a run merely slow
+    timeout: float | None = None
     max_lava_processes: int | None = None  # Lava run guard limits (None: the lava target's)
     max_lava_memory: float | None = None  # GiB
     batch_size: int = 256
@@ -64,6 +76,7 @@ class VerifyOptions:
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
     weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
     device: str = "cpu"  # the emulator's torch device (cpu, cuda, cuda:N)
+    kernels: str = "auto"  # the emulator's conv kernels (targets/emulator_kernels.py KERNELS)
     #: the cost model's hardware figures: a Hardware, a mapping or a JSON file (None: defaults)
     hardware: Any = None
 
@@ -71,17 +84,19 @@ class VerifyOptions:
         from dalif_deploy.base.parallel import resolve_device
         from dalif_deploy.converters.nir_to_fixed import check_weight_bits
         from dalif_deploy.fixedpoint.hardware import hardware
+        from dalif_deploy.targets.emulator_kernels import check_kernels
 
         object.__setattr__(self, "weight_bits", check_weight_bits(self.weight_bits))
         object.__setattr__(self, "hardware", hardware(self.hardware))
         resolve_device(self.device)  # refuses a device this machine lacks, before any work
+        check_kernels(self.kernels)
         if not 0 <= self.min_agreement <= 1:
             raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
         if self.max_accuracy_drop < 0:
             raise DaLifError(f"--max-accuracy-drop must be >= 0, got {self.max_accuracy_drop}")
-        if self.lava_samples < 0:
+        if self.lava_samples is not None and self.lava_samples < 0:
             raise DaLifError(f"--lava-samples must be >= 0, got {self.lava_samples}")
-        if self.lava_samples and not self.timeout > 0:
+        if self.lava_samples != 0 and self.timeout is not None and not self.timeout > 0:
             raise DaLifError(f"--timeout must be a positive number of seconds, got "
                              f"{self.timeout}")
         if self.batch_size < 1:
@@ -167,7 +182,8 @@ def calibration_run(opt: VerifyOptions) -> Callable[[Any, Any], FixedPointResult
     def run(program: Any, x: Any) -> FixedPointResult:
         sl = world.shard(len(x), opt.batch_size)
         parts = world.gather_call(lambda: emulate(
-            program, x[sl], check=False, batch_size=opt.batch_size, device=opt.device)
+            program, x[sl], check=False, batch_size=opt.batch_size, device=opt.device,
+            kernels=opt.kernels)
             if sl.stop > sl.start else None)
         return FixedPointResult.join([p for p in parts if p is not None])
 
@@ -217,7 +233,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     float_pred, nir_pred, fixed_pred = got["float"], got["nir"], got["fixed"]
     ref_pred = got[ref] if ref else None
     wraps, sats = totals.wraps, totals.sats
-    n_lava = min(opt.lava_samples, len(test))
+    n_lava, timeout, lava_note = lava_sizing(program, opt.lava_samples, opt.timeout, len(test))
+    opt = dataclasses.replace(opt, lava_samples=n_lava, timeout=timeout)
     absent = dict(absent or {})
     if opt.onnx and model is None:
         absent["onnx"] = "the ONNX stage exports a torch model: give a checkpoint (.pt)"
@@ -276,6 +293,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "fixed_accuracy": fixed_acc,
         "lava_accuracy": lava_acc,
         "lava_samples": n_lava,
+        "lava_note": lava_note,
         "lava_bit_exact": lava_exact,
         "lava_first_divergence": divergence,
         "lava_error": lava_error,
@@ -386,6 +404,8 @@ def format_summary(r: dict[str, Any]) -> str:
          f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
          else "  Lava     not run (--lava-samples 0)"),
     ]
+    if r.get("lava_note"):
+        lines.append(f"  note: {r['lava_note']}")
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:

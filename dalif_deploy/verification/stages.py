@@ -194,7 +194,8 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
                                 encoding=enc)
             t.preds["nir"].append(lg.argmax(1).numpy())
         t2 = time.perf_counter()
-        emu = emulate(program, xb, record=True, batch_size=len(xb), device=opt.device)
+        emu = emulate(program, xb, record=True, batch_size=len(xb), device=opt.device,
+                      kernels=opt.kernels)
         t.preds["fixed"].append(emu.predictions)
         for k, tot in emu.spike_totals.items():  # per-neuron spike totals (exact SynOps)
             t.spike_sums[k] = t.spike_sums.get(k, 0) + tot
@@ -223,6 +224,45 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
     return t
 
 
+LAVA_SAMPLES_DEFAULT = 16  # verify's Lava samples unless --lava-samples says otherwise
+LAVA_TIME_BUDGET = 600.0  # seconds the default Lava sample count may take (estimated)
+LAVA_TIMEOUT_DEFAULT = 600.0  # the watchdog timeout's floor when none is given
+LAVA_TIMEOUT_FACTOR = 4.0  # the default timeout: this many times the estimated run time
+
+
+def lava_sizing(program: Any, samples: int | None, timeout: float | None, available: int
+                ) -> tuple[int, float, str | None]:
+    """``(samples, timeout, note)`` of verify's Lava stage. Given values are kept; a default
+    sample count is :data:`LAVA_SAMPLES_DEFAULT`, lowered (to 1 at least) to what the Lava time
+    model (:func:`~dalif_deploy.targets.lava.run.estimate_run_seconds`) says finishes within
+    :data:`LAVA_TIME_BUDGET`; a default timeout is ``LAVA_TIMEOUT_FACTOR`` times the run's
+    estimate, at least :data:`LAVA_TIMEOUT_DEFAULT`. ``note`` says what was chosen and why
+    (None when the defaults fit as they are)."""
+    n = min(LAVA_SAMPLES_DEFAULT if samples is None else samples, available)
+    if n == 0:
+        return 0, timeout or LAVA_TIMEOUT_DEFAULT, None
+    from dalif_deploy.targets.lava.lower import plan_program
+    from dalif_deploy.targets.lava.run import estimate_run_seconds
+
+    plan = plan_program(program)
+    notes = []
+    if samples is None:
+        wanted = n
+        while n > 1 and estimate_run_seconds(plan, n) > LAVA_TIME_BUDGET:
+            n -= 1
+        if n < wanted:
+            notes.append(f"Lava runs {n} of the default {wanted} samples: {wanted} would take "
+                         f"about {estimate_run_seconds(plan, wanted) / 60:.0f} min here "
+                         f"({plan.process_count} Lava processes); --lava-samples N to choose")
+    estimate = estimate_run_seconds(plan, n)
+    if timeout is None:
+        timeout = max(LAVA_TIMEOUT_DEFAULT, LAVA_TIMEOUT_FACTOR * estimate)
+        if timeout > LAVA_TIMEOUT_DEFAULT:
+            notes.append(f"Lava watchdog timeout {timeout:.0f} s ({LAVA_TIMEOUT_FACTOR:g}x the "
+                         f"estimated {estimate:.0f} s); --timeout S to choose")
+    return n, float(timeout), "; ".join(notes) or None
+
+
 def run_lava_and_onnx(program: Any, test: Any, model: torch.nn.Module | None, name: str,
                    n_lava: int, opt: Any, progress: bool) -> dict[str, Any]:
     """Lava on the first ``n_lava`` test samples, bit for bit against the emulator, and the
@@ -245,7 +285,7 @@ def run_lava_and_onnx(program: Any, test: Any, model: torch.nn.Module | None, na
                 out["lava_error"], out["lava_bit_exact"] = str(e), False
             else:
                 sub = emulate(program, test.x[:n_lava], record=True, batch_size=opt.batch_size,
-                              device=opt.device)
+                              device=opt.device, kernels=opt.kernels)
                 out["divergence"] = first_divergence(sub, lava)
                 out["lava_bit_exact"] = out["divergence"] is None
                 out["lava_accuracy"] = float((lava.predictions == test.y[:n_lava]).mean())

@@ -27,19 +27,36 @@ from dalif_deploy.fixedpoint.limits import LAVA_MEMORY_GIB_DEFAULT, LAVA_PROCESS
 from dalif_deploy.fixedpoint.program import FixedProgram
 from dalif_deploy.fixedpoint.timing import synaptic_depths
 
-from .lower import LavaPlan, PopPlan, plan_program
+from .lower import ConnPlan, LavaPlan, PopPlan, plan_program
 from .watchdog import run_with_watchdog
 
 #: default refusal limits of :func:`check_lava_budget` (``--max-lava-processes``,
 #: ``--max-lava-memory``): every Lava process is an OS process
 MAX_LAVA_PROCESSES = LAVA_PROCESSES_DEFAULT
 MAX_LAVA_MEMORY_GIB = LAVA_MEMORY_GIB_DEFAULT
-#: memory model (proportional set size of the run's whole process group), measured with
-#: benchmarks/bench_lava.py and chains of up to 203 processes (docs/MEASURED.md): ~0.25 GiB plus
-#: ~9 MiB a process (17-18 MiB a process in the old split lowering's per-channel runs), plus
-#: the arrays it stores; the estimate errs on the safe side
+#: memory model (proportional set size of the run's whole process group; benchmarks/bench_lava.py
+#: samples it, docs/MEASURED.md): ~0.25 GiB plus ~20 MiB a process, plus what grows with the
+#: network: every channel's shared-memory ring (Lava's ``pypy_channel_size`` = 64 messages of
+#: int32 per neuron of the port, all counted: a run of 64 steps writes them all), each
+#: population's state and its step's temporaries (~20 int64 per neuron) and recordings, each
+#: conv process's per-step float64 work arrays (:mod:`.conv`: patches, kernel matrix, output
+#: twice, padded input), the synapse weights (three copies: the plan's, the process's initial
+#: value, the model's) and the source's input columns
 LAVA_BASE_BYTES = 256 * 2**20
 LAVA_PROCESS_BYTES = 20 * 2**20
+LAVA_CHANNEL_SLOTS = 64  # lava's default pypy_channel_size
+POPULATION_BYTES_PER_NEURON = 160
+WEIGHT_COPIES = 3
+#: time model of one Lava step with our synapse models (seconds; fitted to bench_lava.py runs of
+#: ResNet-19 w128, VGG-11 DVS128 and ResNet-19 w8 on a loaded 2-core machine, docs/MEASURED.md,
+#: so on the slow side): per process (Python and the step's synchronisation), per conv
+#: multiply-accumulate (float64 GEMM and im2col), per dense/sparse weight, per neuron
+STEP_PROCESS_SECONDS = 1e-2
+STEP_MAC_SECONDS = 3.2e-10
+STEP_WEIGHT_SECONDS = 8e-8
+STEP_NEURON_SECONDS = 5e-8
+COMPILE_SECONDS, COMPILE_PROCESS_SECONDS = 10.0, 0.5  # build, compile and start the processes
+CONV_CHOICES = ("exact", "stock")  # the synapse models (.conv.SYNAPSE_MODELS; lava-free here)
 PROGRESS_UPDATES = 200  # progress file writes per run (at most)
 
 
@@ -49,24 +66,63 @@ def lava_steps(program: FixedProgram, n: int) -> int:
     return n * program.timesteps + max(synaptic_depths(program).values())
 
 
-def estimate_memory_bytes(plan: LavaPlan, n: int, *, record: bool = False) -> int:
-    """Estimated peak memory of a streamed Lava run of ``n`` samples, in bytes.
+def _sizes(plan: LavaPlan) -> dict[str, int]:
+    """Neurons of every population and of the input, by name."""
+    sizes = {p.name: int(p.index.size) for p in plan.pops}
+    sizes["input"] = int(plan.input_index.size)
+    return sizes
 
-    ``LAVA_BASE_BYTES + LAVA_PROCESS_BYTES * processes`` plus the arrays held: synapse weights
-    (dense int32 matrices; sparse ones at 16 bytes a nonzero; conv kernels), the source's input
-    columns (int32 per input neuron per step) and each population's recordings (a bool spike
-    and, at recorded steps, int32 v and u per neuron per step).
-    """
+
+def _conv_geometry(c: ConnPlan) -> tuple[int, int, int]:
+    """(output positions, values per patch, padded input positions) of a conv ConnPlan."""
+    w_in, h_in, _ = c.conv["input_shape"]
+    (pw, ph), (sw, sh) = c.conv["padding"], c.conv["stride"]
+    _, kw, kh, c_grp = c.weights.shape
+    w_out, h_out = (w_in + 2 * pw - kw) // sw + 1, (h_in + 2 * ph - kh) // sh + 1
+    return w_out * h_out, kw * kh * c_grp, (w_in + 2 * pw) * (h_in + 2 * ph)
+
+
+def estimate_memory_bytes(plan: LavaPlan, n: int, *, record: bool = False) -> int:
+    """Estimated peak memory (PSS) of a streamed Lava run of ``n`` samples, in bytes: the model
+    above :data:`LAVA_BASE_BYTES`."""
     steps = lava_steps(plan.program, n)
     t = plan.program.timesteps
-    arrays = int(plan.input_index.size) * steps * 4
+    sizes = _sizes(plan)
+    arrays = sizes["input"] * steps * 4
     for c in plan.conns:
         w = c.weights
-        arrays += w.nnz * 16 if isinstance(w, sp.spmatrix) else int(w.size) * 4
+        arrays += WEIGHT_COPIES * (w.nnz * 16 if isinstance(w, sp.spmatrix) else int(w.size) * 4)
+        arrays += 4 * LAVA_CHANNEL_SLOTS * (sizes[c.source] + sizes[c.target])  # in and out
+        if c.kind == "conv":
+            positions, patch, padded = _conv_geometry(c)
+            c_in = c.conv["input_shape"][2]
+            arrays += 8 * (positions * (patch + 2 * w.shape[0]) + padded * c_in + w.size)
     for p in plan.pops:
         rows = n * t if record else n
-        arrays += int(p.index.size) * (steps + rows * 4 * (2 if record else 1))
+        arrays += int(p.index.size) * (steps + rows * 4 * (2 if record else 1)
+                                       + POPULATION_BYTES_PER_NEURON)
     return LAVA_BASE_BYTES + LAVA_PROCESS_BYTES * plan.process_count + arrays
+
+
+def estimate_step_seconds(plan: LavaPlan) -> float:
+    """Estimated seconds of one Lava step with our conv model (the time model above)."""
+    macs = weights = 0
+    for c in plan.conns:
+        if c.kind == "conv":
+            positions, patch, _ = _conv_geometry(c)
+            macs += positions * patch * c.weights.shape[0]
+        else:
+            weights += c.weights.nnz if isinstance(c.weights, sp.spmatrix) else c.weights.size
+    neurons = sum(int(p.index.size) for p in plan.pops)
+    return (STEP_PROCESS_SECONDS * plan.process_count + STEP_MAC_SECONDS * macs
+            + STEP_WEIGHT_SECONDS * weights + STEP_NEURON_SECONDS * neurons)
+
+
+def estimate_run_seconds(plan: LavaPlan, n: int) -> float:
+    """Estimated wall time of a streamed run of ``n`` samples: compile and start, then every
+    step (:func:`estimate_step_seconds`)."""
+    return (COMPILE_SECONDS + COMPILE_PROCESS_SECONDS * plan.process_count
+            + lava_steps(plan.program, n) * estimate_step_seconds(plan))
 
 
 def check_lava_budget(plan: LavaPlan, n: int, *, record: bool = False,
@@ -138,8 +194,10 @@ class _ProgressWatcher:
             self._callback(self._total - self._done)
 
 
-def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: bool) -> dict:
-    """Child-process body: build Lava processes from the plan, run, return the raw recordings."""
+def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: bool,
+                   conv: str = "exact") -> dict:
+    """Child-process body: build Lava processes from the plan, run, return the raw recordings
+    (``conv``: the synapse process models, a key of :data:`.conv.SYNAPSE_MODELS`)."""
     from .compat import import_lava
 
     import_lava()
@@ -151,6 +209,7 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
     from lava.proc.sparse.process import DelaySparse, Sparse
     from lava.utils.weightutils import SignMode
 
+    from .conv import SYNAPSE_MODELS
     from .procs import DaLifPopulation, PyDaLifPopulationModel
 
     n, t = frames.shape[:2]
@@ -204,7 +263,8 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
         out.connect(tgt)
 
     cfg = Loihi2SimCfg(select_tag="fixed_pt",
-                       exception_proc_model_map={DaLifPopulation: PyDaLifPopulationModel})
+                       exception_proc_model_map={DaLifPopulation: PyDaLifPopulationModel,
+                                                 **SYNAPSE_MODELS[conv]})
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Lava's compiler also scans this package's other modules for process models and
@@ -254,7 +314,7 @@ def _assemble(plan: LavaPlan, raw: dict, n: int, t: int, record: bool) -> dict:
 
 
 def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
-             record: bool = False, use_conv: bool = True,
+             record: bool = False, use_conv: bool = True, conv: str = "exact",
              max_processes: int = MAX_LAVA_PROCESSES,
              max_memory_gib: float = MAX_LAVA_MEMORY_GIB,
              progress: Callable[[int], None] | None = None) -> FixedPointResult:
@@ -263,13 +323,19 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     ``x``: analog ``[N, *input_shape]`` floats or binary events ``[N, T, *input_shape]``, encoded
     exactly as the emulator does (:func:`dalif_deploy.targets.emulator.encode_input`). ``timeout``
     bounds the whole Lava run (LavaRunError on expiry or on any failure in Lava). ``use_conv``
-    lowers eligible conv synapses to Lava's Conv (else everything linear becomes Sparse/Dense).
+    lowers eligible conv synapses to Lava's Conv (else everything linear becomes Sparse/Dense);
+    ``conv`` picks the Conv and DelaySparse process models: ``exact`` (ours, :mod:`.conv`: one
+    exact matrix product a step; the delay matrix built once) or ``stock`` (Lava's own, its
+    ``conv_scipy`` 50-70x slower: the reference).
     ``max_processes`` / ``max_memory_gib``: refuse the run beforehand (DaLifError) when the
     network needs more Lava processes or more estimated memory (:func:`check_lava_budget`).
     ``progress(k)`` is called (from a thread) as k more of the run's :func:`lava_steps` finish.
     """
     from dalif_deploy.targets.emulator import encode_input, input_clip_count  # as the emulator
 
+    if conv not in CONV_CHOICES:
+        raise DaLifError(f"Lava conv model must be one of {', '.join(CONV_CHOICES)}, got "
+                         f"{conv!r:.40}")
     plan = plan_program(program, use_conv=use_conv)
     frames = np.asarray(encode_input(program, x), dtype=np.int32)
     n, t = frames.shape[:2]
@@ -282,8 +348,8 @@ def run_lava(program: FixedProgram, x: np.ndarray, *, timeout: float = 600.0,
     watcher = _ProgressWatcher(_progress_path(workdir), progress, lava_steps(plan.program, n))
     finished = False
     try:
-        res = run_with_watchdog(_build_and_run, plan, frames, workdir, record, scratch=(workdir,),
-                                timeout=timeout, what=f"lava run ({n} samples)")
+        res = run_with_watchdog(_build_and_run, plan, frames, workdir, record, conv,
+                                scratch=(workdir,), timeout=timeout, what=f"lava run ({n} samples)")
         finished = True
     finally:
         watcher.close(finished)

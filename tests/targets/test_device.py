@@ -82,8 +82,8 @@ def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypa
     compile_synapse = emulator.compile_synapse
     seen = []
 
-    def as_for_cuda(program, syn, device):
-        s = compile_synapse(program, syn, device)
+    def as_for_cuda(program, syn, device, *kernels):
+        s = compile_synapse(program, syn, device, *kernels)
         s.gemm = True
         seen.append(s.syn.kind)
         return s

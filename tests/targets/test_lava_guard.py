@@ -123,3 +123,45 @@ def test_streamed_run_reports_every_step():
     assert sum(seen) == result.steps == lava_steps(program, 3) == 3 * program.timesteps + 4
     assert result.processes == 10
     assert np.all(np.asarray(seen) > 0)
+
+
+def test_verify_fits_its_default_lava_samples_and_timeout_to_the_time_model(monkeypatch):
+    """Defaults: 16 samples unless the time model says they would pass the budget (then fewer,
+    said in the note); the timeout 4x the estimate, at least 600 s. Given values are kept."""
+    from dalif_deploy.targets.lava import run as lava_run
+
+    from dalif_deploy.verification import stages as verify_stages
+
+    program = conv_program(2)
+    per_sample = {"s": 1.0}
+    monkeypatch.setattr(lava_run, "estimate_run_seconds",
+                        lambda plan, n: 10.0 + per_sample["s"] * n)
+    assert verify_stages.lava_sizing(program, None, None, 100) == (16, 600.0, None)
+    assert verify_stages.lava_sizing(program, None, None, 5)[0] == 5
+    per_sample["s"] = 145.0  # 16 samples: 2330 s; 4 samples fit 600 s
+    n, timeout, note = verify_stages.lava_sizing(program, None, None, 100)
+    assert n == 4 and timeout == 4 * (10.0 + 145.0 * 4)
+    assert "Lava runs 4 of the default 16 samples" in note and "--lava-samples N" in note
+    assert "timeout 2360 s" in note
+    per_sample["s"] = 5000.0  # even one sample is slow: one sample, a timeout that waits
+    n, timeout, note = verify_stages.lava_sizing(program, None, None, 100)
+    assert n == 1 and timeout == 4 * 5010.0
+    # given values stand, whatever the estimate
+    assert verify_stages.lava_sizing(program, 3, 50.0, 100) == (3, 50.0, None)
+    n, timeout, _ = verify_stages.lava_sizing(program, 3, None, 100)
+    assert n == 3 and timeout == 4 * (10.0 + 5000.0 * 3)
+    assert verify_stages.lava_sizing(program, 0, None, 100)[0] == 0
+
+
+def test_memory_estimate_counts_the_channel_rings(monkeypatch):
+    """Each connection's two shared-memory rings (Lava's 64 messages of int32 per neuron of its
+    source and of its target) are in the estimate."""
+    from dalif_deploy.targets.lava import run as lava_run
+
+    plan = plan_program(conv_program(2, residual=True))
+    sizes = {p.name: p.index.size for p in plan.pops} | {"input": plan.input_index.size}
+    rings = sum(4 * 64 * (sizes[c.source] + sizes[c.target]) for c in plan.conns)
+    n = 100  # 300 steps: every ring slot written
+    full = estimate_memory_bytes(plan, n)
+    monkeypatch.setattr(lava_run, "LAVA_CHANNEL_SLOTS", 0)
+    assert full - estimate_memory_bytes(plan, n) == rings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.lava_parity import TIMEOUT, assert_parity
 from helpers.programs import (
     conv_program,
     dense_program,
@@ -28,7 +29,6 @@ from dalif_deploy.fixedpoint.program import (
 
 pytestmark = pytest.mark.lava
 
-TIMEOUT = 240.0
 
 
 # ---------------------------------------------------------------- generated programs
@@ -46,20 +46,6 @@ def extreme_program(seed=3):
                         Readout("out", 64.0), timesteps=6)
 
 
-def assert_parity(program, x, result):
-    """Lava equals the synchronous emulator exactly: spikes and final v, every population,
-    every sample; outputs and spike counts too."""
-    from dalif_deploy.targets.emulator import emulate
-
-    emu = emulate(program, x, mode="sync", record=True)
-    spikes = {k: v.astype(bool) for k, v in emu.spikes.items()}
-    for p in program.populations:
-        np.testing.assert_array_equal(result.spikes[p.name], spikes[p.name], err_msg=p.name)
-        np.testing.assert_array_equal(result.final_v[p.name], emu.v[p.name][-1], err_msg=p.name)
-    np.testing.assert_array_equal(result.outputs, emu.outputs)
-    np.testing.assert_array_equal(result.spike_counts, emu.spike_counts)
-    assert result.spiking == emu.spiking
-    return spikes, emu.v, emu.u
 
 
 CASES = {
