@@ -115,7 +115,7 @@ def quantise_child(nir_path: str, cal_path: str, out_path: str) -> None:
     from dalif_deploy.converters.ir.graph import read_nir
     from dalif_deploy.targets.emulator import calibration_run
 
-    from dalif_deploy.fixedpoint.program import save_program
+    from dalif_deploy.fixedpoint.fxp_format import save_program
 
     program = quantize_graph(read_nir(Path(nir_path)), calibration=np.load(cal_path),
                              run=calibration_run)
@@ -129,7 +129,7 @@ def quantise(model: torch.nn.Module, x: np.ndarray):
     """(program, peak RSS bytes of the quantiser): export here, quantise in a child process."""
     from dalif_deploy.converters.torch_to_nir import write_nir
 
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

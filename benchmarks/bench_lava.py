@@ -234,7 +234,7 @@ def conv_arithmetic(name: str, program) -> tuple[float, float]:
 
 def paper(args: argparse.Namespace) -> int:
     """``--paper`` / ``--program``: seconds per step of big programs, ours vs stock conv."""
-    from dalif_deploy.fixedpoint.program import load_program
+    from dalif_deploy.fixedpoint.fxp_format import load_program
 
     runs = []
     for path in args.program or []:

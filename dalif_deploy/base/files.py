@@ -22,6 +22,7 @@ Outputs (:func:`check_output_path`, :func:`atomic_path`, :func:`atomic_open`):
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import tempfile
 import time
@@ -217,15 +218,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     killed writes to the same target are removed first."""
     path = Path(path)
     target = output_target(path)
+    tmp: str | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(target)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
-    except OSError as e:
-        raise _cannot_write(path, e) from None
-    _LIVE_TEMPS.add(tmp)
-    os.close(fd)
-    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(target)
+            # A signal between creating the file and registering it would leave it behind
+            # (the CLI turns signals into exceptions): both happen with signals held back,
+            # and they arrive inside this try, whose finally removes the file.
+            with _signals_held():
+                fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=target.parent)
+                _LIVE_TEMPS.add(tmp)
+            os.close(fd)
+        except OSError as e:
+            raise _cannot_write(path, e) from None
         try:
             yield Path(tmp)
         except OSError as e:  # e.g. the disk filled up while writing
@@ -239,9 +245,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             raise _cannot_write(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        _LIVE_TEMPS.discard(tmp)
+        if tmp is not None:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            _LIVE_TEMPS.discard(tmp)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back every catchable signal for the block (delivered when it ends); a no-op where
+    the platform cannot block signals."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _SlowFirstWrite:

@@ -15,7 +15,7 @@ from helpers.programs import random_program
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.cli import main
-from dalif_deploy.fixedpoint.program import save_program
+from dalif_deploy.fixedpoint.fxp_format import save_program
 
 pytestmark = pytest.mark.skipif(not ek.int8_available(), reason="torch without oneDNN int8")
 
