@@ -17,7 +17,7 @@ from dalif_deploy.targets.emulator import emulate
 from helpers.nir_helpers import lively_model
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.fixedpoint.program import program_to_arrays
+from dalif_deploy.fixedpoint.fxp_format import program_to_arrays
 
 
 def old_dense(f, in_shape, out_shape, where, widest=None) -> np.ndarray:
