@@ -88,6 +88,26 @@ def check_input_file(path: str | os.PathLike, what: str = "an input file") -> Pa
     return path
 
 
+def check_data_file(path: str | os.PathLike, root: str | os.PathLike,
+                    what: str = "an input file") -> Path:
+    """:func:`check_input_file` for a file of a data folder (``--data-dir``), which may come
+    from someone else: the file, followed through every symbolic link (of the file or of a
+    folder on the way), must lie inside ``root`` followed the same way. A link that leads
+    outside is refused before the file is opened, naming neither its target nor its content
+    (a label file linking to ``/etc/passwd`` is never read). Links inside the folder are
+    fine."""
+    path = check_input_file(path, what)
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:
+        from .wording import shown
+
+        raise DaLifError(f"{shown(path)}: is a symbolic link (or lies in a linked folder) that "
+                         f"leads outside the data folder {shown(root)}; data-folder readers "
+                         "read only files inside it: copy the file into the folder")
+    return path
+
+
 def _in_proc(p: str) -> bool:
     return p == "/proc" or p.startswith("/proc/")
 
