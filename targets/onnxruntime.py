@@ -17,7 +17,6 @@ readout weight / T. Tests measure both.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import check_input_file
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
-from dalif_deploy.base.schema import Check, integer, shape, text, validate
+from dalif_deploy.base.schema import Check, integer, load_json, shape, text, validate
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
 from .protocol import BackendRun, ModelInput, Option
@@ -127,10 +126,7 @@ def _check_tensor(t, where: str) -> None:
 def _json(check: Check) -> Check:
     """A metadata string holding JSON, parsed, then ``check``."""
     def parse(value: Any, where: str) -> Any:
-        try:
-            return check(json.loads(text(value, where)), where)
-        except (json.JSONDecodeError, RecursionError):
-            raise DaLifError(f"{where}: must be a JSON value, got {value!r:.60}") from None
+        return check(load_json(text(value, where), where), where)
     return parse
 
 
@@ -299,7 +295,7 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
     if "dalif_layers" in meta:
         desc["dalif_layers"] = int(meta["dalif_layers"])
     if "input_shape" in meta:
-        desc["input_shape"] = json.loads(meta["input_shape"])
+        desc["input_shape"] = load_json(meta["input_shape"], "metadata input_shape")
     return desc
 
 

@@ -176,7 +176,7 @@ def content_digest(obj: dict[str, Any]) -> str:
     tensor's name, dtype, shape and bytes in name order (``content_sha256`` excluded)."""
     h = hashlib.sha256()
     plain = {k: v for k, v in obj.items() if k not in ("state_dict", "content_sha256")}
-    h.update(json.dumps(plain, sort_keys=True, default=repr).encode())
+    h.update(json.dumps(plain, sort_keys=True, default=repr, allow_nan=False).encode())
     for k in sorted(obj["state_dict"]):
         t = obj["state_dict"][k].detach().cpu().contiguous()
         h.update(f"\n{k}|{t.dtype}|{tuple(t.shape)}|".encode())

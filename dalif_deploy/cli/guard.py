@@ -1,0 +1,117 @@
+"""One rule per option, on every command, checked right after parsing and before any work.
+
+Every number an option brings in is checked here by its name, whichever command takes it
+(``--batch-size`` is 1..2^20 on verify as on simulate and finetune), and every float option,
+named below or not, must be finite and within float32 (``nan``, ``inf``, ``1e300`` are one
+``error:`` line, never a silently disabled guard or a crash deep inside torch). Lists of
+numbers (``compare -T 1,2,4 --seeds 0,1``) follow the rule of their elements.
+
+It also holds the command line's last line of defence (:func:`internal_error`): an exception
+that is not a :class:`~dalif_deploy.base.errors.DaLifError` is a bug of ours, reported as one
+``error: internal error (...)`` line and exit code 3, never as exit 1 ("verification failed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import traceback
+
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.resources import BATCH_MAX, WIDTH_MAX
+from dalif_deploy.base.schema import FLOAT32_MAX
+from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
+
+#: exit code of an internal error (a bug: please report it); 1 is "verification failed"
+EXIT_INTERNAL = 3
+#: set to 1 to print the traceback of an internal error (for a bug report)
+TRACEBACK_ENV = "DALIF_DEPLOY_TRACEBACK"
+
+COUNT_MAX = 2**31 - 1  # samples, Lava processes: beyond any data set or machine
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds agree on 0..2^32-1
+EPOCHS_MAX = 100_000
+
+#: integer options by destination name: ``(lowest, highest)`` on every command
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "batch_size": (1, BATCH_MAX),
+    "samples": (1, COUNT_MAX),
+    "calibration_samples": (0, COUNT_MAX),
+    "lava_samples": (0, COUNT_MAX),
+    "timesteps": (1, TIMESTEPS_MAX),
+    "seed": (0, SEED_MAX),
+    "seeds": (0, SEED_MAX),
+    "epochs": (1, EPOCHS_MAX),
+    "width": (1, WIDTH_MAX),
+    "downsample": (1, 128),
+    "weight_bits": (2, 8),
+    "max_lava_processes": (1, COUNT_MAX),
+}
+#: float options by destination name: ``(lowest, highest, lowest excluded)``; every other
+#: float option is only held to finite and within float32
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, 10.0, True),  # Adam's step is about lr per step: beyond 10 nothing is learnt
+    "min_agreement": (0.0, 1.0, False),
+    "max_accuracy_drop": (0.0, 100.0, False),  # percentage points
+    "timeout": (0.0, 1e7, True),  # seconds (115 days)
+    "max_lava_memory": (0.0, 2.0**20, True),  # GiB
+    "dt": (0.0, FLOAT32_MAX, True),
+    "tau": (1.0, 1e6, False),
+    "init_tau": (1.0, 1e6, True),
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_int(dest: str, v: int, where: str) -> None:
+    lo, hi = INT_RANGES[dest]
+    if not lo <= v <= hi:
+        raise DaLifError(f"{where} {v}: must be an integer in {lo}..{hi}")
+
+
+def _check_float(dest: str, v: float, where: str) -> None:
+    if not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+        raise DaLifError(f"{where} {v!r}: must be a finite number within float32 "
+                         f"(|x| <= {FLOAT32_MAX:.3g})")
+    if dest in FLOAT_RANGES:
+        lo, hi, lo_open = FLOAT_RANGES[dest]
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            raise DaLifError(f"{where} {v!r}: must be in {'(' if lo_open else '['}{lo:g}, "
+                             f"{hi:g}]")
+
+
+def check_option_values(args: argparse.Namespace) -> None:
+    """Apply the rules above to every option of ``args`` (module docstring)."""
+    for dest, value in vars(args).items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        where = _flag(dest)
+        for v in items:
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, float):
+                _check_float(dest, v, where)
+            elif isinstance(v, int) and dest in INT_RANGES:
+                _check_int(dest, v, where)
+
+
+def internal_error(e: BaseException) -> str:
+    """The one line an unexpected exception (a bug) prints, with its traceback before it when
+    :data:`TRACEBACK_ENV` is set."""
+    text = str(e).strip().splitlines()
+    brief = f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+    if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+        traceback.print_exception(e)
+    return (f"internal error ({brief}); this is a bug in dalif-deploy, please report it with "
+            f"the command line (set {TRACEBACK_ENV}=1 for the traceback)")
+
+
+def memory_error(e: BaseException) -> str:
+    """The one line of an allocation that failed although the plan was checked (another
+    process took the memory meanwhile, or a limit we could not read)."""
+    what = str(e).strip().splitlines()
+    detail = f" ({what[0][:160]})" if what else ""
+    return (f"out of memory{detail}; free memory, raise the limit (ulimit -v, the container's) "
+            "or ask for less (smaller --batch-size, -T or data)")
+

@@ -1,0 +1,174 @@
+"""Issue 29, hostile input on the newer surfaces, one test per class: option values (one rule
+per option on every command), strict JSON in and out, derived figures, output integrity
+(names never forge a line; internal errors never read as a verdict)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import hostile_files as hf
+
+from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.schema import load_json, non_finite
+from dalif_deploy.base.wording import printable, shown
+from dalif_deploy.cli import emit_json, main
+
+
+def _stderr_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+def _one_error(capsys) -> str:
+    lines = _stderr_lines(capsys)
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("prog")
+    assert main(["export", str(hf.SHIPPED), "-o", str(d / "m.nir")]) == 0
+    assert main(["quantize", str(d / "m.nir"), "-o", str(d / "m.fxp")]) == 0
+    return d / "m.fxp"
+
+
+# --- option values: one rule per option, every command -------------------------------------
+
+BAD_OPTIONS = [
+    (["verify", "{ckpt}", "--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
+    (["verify", "{ckpt}", "--min-agreement", "nan"], "--min-agreement"),
+    (["verify", "{ckpt}", "--min-agreement", "1.5"], "--min-agreement"),
+    (["verify", "{ckpt}", "--max-lava-memory", "nan"], "--max-lava-memory"),
+    (["verify", "{ckpt}", "--timeout", "inf"], "--timeout"),
+    (["verify", "{ckpt}", "--batch-size", str(2**40)], "--batch-size"),
+    (["simulate", "{ckpt}", "--backend", "torch", "--batch-size", str(2**40)], "--batch-size"),
+    (["simulate", "{ckpt}", "--backend", "torch", "--samples", "0"], "--samples"),
+    (["finetune", "{ckpt}", "--weight-bits", "4", "--lr", "1e300", "-o", "{out}"], "--lr"),
+    (["compare", "--lr", "1e300"], "--lr"),
+    (["compare", "--lr=-inf"], "--lr"),
+    (["compare", "--seeds", "0,-1"], "--seeds"),
+    (["compare", "-T", "1,70000"], "--timesteps"),
+    (["train", "--model", "digits-cnn", "-o", "{out}", "--epochs", "0"], "--epochs"),
+    (["train", "--model", "digits-cnn", "-o", "{out}", "--tau", "nan"], "--tau"),
+    (["train", "--model", "digits-cnn", "-o", "{out}", "--width", str(2**40)], "--width"),
+    (["quantize", "{ckpt}", "-o", "{out}", "--dt", "1e300"], "--dt"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", BAD_OPTIONS, ids=[" ".join(a[:1] + a[-2:])
+                                                         for a, _ in BAD_OPTIONS])
+def test_option_values_follow_one_rule(argv, flag, tmp_path, capsys):
+    argv = [a.format(ckpt=hf.SHIPPED, out=tmp_path / "o.pt") for a in argv]
+    assert main(argv) == 2
+    assert _one_error(capsys).startswith(f"error: {flag} ")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- strict JSON, in and out ---------------------------------------------------------------
+
+def test_json_in_refuses_duplicate_keys_and_nan():
+    with pytest.raises(DaLifError, match="'a' appears twice"):
+        load_json('{"a": 1, "a": 2}', "f.json")
+    with pytest.raises(DaLifError, match="twice"):
+        load_json('{"x": {"b": 1, "b": 1}}', "f.json")
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(DaLifError, match="not a JSON number"):
+            load_json(f'{{"a": {constant}}}', "f.json")
+    with pytest.raises(DaLifError, match="nested"):
+        load_json("[" * 100 + "]" * 100, "f.json")
+    assert load_json('{"a": [1, 2.5]}', "f.json") == {"a": [1, 2.5]}
+
+
+def test_hardware_file_with_a_duplicate_key_is_refused(program, tmp_path, capsys):
+    hw = tmp_path / "hw.json"
+    hw.write_text('{"neurons_per_core": 4096, "neurons_per_core": 1024}')
+    assert main(["inspect", str(program), "--hardware", str(hw)]) == 2
+    assert "neurons_per_core" in _one_error(capsys)
+
+
+def test_hardware_figures_whose_energy_would_overflow_are_refused(program, capsys):
+    assert main(["inspect", str(program), "--json", "--hw",
+                 "energy_neuron_update_pj=1e308"]) == 2
+    assert "energy_neuron_update_pj" in _one_error(capsys)
+
+
+def test_our_json_output_is_always_strict(tmp_path):
+    out = tmp_path / "r.json"
+    for data in ({"energy": {"total": float("nan")}}, {"x": [1.0, float("inf")]}):
+        with pytest.raises(DaLifError, match="not a finite number"):
+            emit_json(data, str(out))
+        assert not out.exists()
+    assert non_finite({"a": {"b": [0.0, float("-inf")]}}) == "a.b[1]"
+    emit_json({"a": 1.5}, str(out))
+    assert json.loads(out.read_text()) == {"a": 1.5}
+
+
+def test_every_json_dump_of_ours_is_strict():
+    """Every ``json.dump``/``dumps`` call in the package passes ``allow_nan=False``."""
+    from helpers import REPO_ROOT
+
+    calls = []
+    for folder in ("dalif_deploy", "converters", "targets"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            start = 0
+            while (i := text.find("json.dump", start)) >= 0:
+                start = i + 1
+                call = text[i:text.find("\n\n", i)]
+                depth, end = 0, 0
+                for j, c in enumerate(call):
+                    depth += c == "("
+                    depth -= c == ")"
+                    if c == ")" and depth == 0:
+                        end = j
+                        break
+                calls.append((path.name, call[:end + 1]))
+    assert calls and all("allow_nan=False" in c for _, c in calls), calls
+
+
+# --- output integrity: names never forge a line, bugs never read as verdicts ---------------
+
+def test_printable_escapes_what_would_break_a_line():
+    assert printable("a\nerror: forged.bin") == "a\\nerror: forged.bin"
+    assert printable("x\r\x1b[2Ky\u2028z\t") == "x\\r\\x1b[2Ky\\u2028z\\t"
+    assert printable("plain name.pt") == "plain name.pt"
+    assert shown("a\nb") == "'a\\nb'" and shown("ok.pt") == "ok.pt"
+
+
+def test_a_forged_file_name_prints_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "a\nerror: forged.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["inspect", str(bad)]) == 2
+    line = _one_error(capsys)
+    assert "\\nerror: forged" in line
+
+
+def test_an_internal_error_is_one_line_and_exit_3(monkeypatch, capsys):
+    import dalif_deploy.cli.inspect_cmd as inspect_cmd
+
+    def broken(args):
+        raise ZeroDivisionError("a bug\nerror: second line")
+
+    monkeypatch.setattr(inspect_cmd, "cli_inspect", broken)
+    assert main(["inspect", str(hf.SHIPPED)]) == 3
+    line = _one_error(capsys)
+    assert line.startswith("error: internal error (ZeroDivisionError: a bug)")
+    assert "please report" in line
+
+
+def test_memory_that_runs_out_is_one_error_line(monkeypatch, capsys):
+    import numpy as np
+
+    import dalif_deploy.cli.inspect_cmd as inspect_cmd
+
+    def hungry(args):
+        return np.zeros(2**62, np.uint8)  # numpy's _ArrayMemoryError
+
+    monkeypatch.setattr(inspect_cmd, "cli_inspect", hungry)
+    assert main(["inspect", str(hf.SHIPPED)]) == 2
+    assert _one_error(capsys).startswith("error: out of memory")
