@@ -143,18 +143,16 @@ def optional(check: Check) -> Check:
 def validate(obj: Any, schema: Mapping[str, tuple[Check, bool]], where: str) -> dict[str, Any]:
     """Apply ``schema`` (``{field: (check, required)}``) to the mapping ``obj``.
 
-    Returns a copy of ``obj`` with every schema field present replaced by its cleaned value;
-    fields outside the schema are kept unchanged. A missing required field, or a field that
-    fails its check, is a DaLifError naming ``where.field``.
+    Returns the cleaned values of the schema's fields that ``obj`` has, and nothing else: a
+    field outside the schema is dropped, never carried along unchecked (a record's unknown
+    field nested 5000 deep would crash whatever printed or hashed it). A missing required
+    field, or a field that fails its check, is a DaLifError naming ``where.field``.
     """
     d = mapping(obj, where)
     missing = [k for k, (_, required) in schema.items() if required and k not in d]
     if missing:
         raise DaLifError(f"{where}: missing field(s) {missing}")
-    for k, (check, _) in schema.items():
-        if k in d:
-            d[k] = check(d[k], f"{where}.{k}")
-    return d
+    return {k: check(d[k], f"{where}.{k}") for k, (check, _) in schema.items() if k in d}
 
 
 #: nesting a JSON document or a checkpoint's plain fields may have (ours: under 8)

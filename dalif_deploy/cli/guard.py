@@ -20,7 +20,7 @@ import traceback
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.resources import BATCH_MAX, WIDTH_MAX
-from dalif_deploy.base.schema import FLOAT32_MAX
+from dalif_deploy.base.schema import FLOAT32_MAX, integer
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
 #: exit code of an internal error (a bug: please report it); 1 is "verification failed"
@@ -67,19 +67,19 @@ def _flag(dest: str) -> str:
 
 def _check_int(dest: str, v: int, where: str) -> None:
     lo, hi = INT_RANGES[dest]
-    if not lo <= v <= hi:
-        raise DaLifError(f"{where} {v}: must be an integer in {lo}..{hi}")
+    integer(v, where, lo, hi)  # the schema's wording, as a file's field gets
 
 
 def _check_float(dest: str, v: float, where: str) -> None:
-    if not math.isfinite(v) or abs(v) > FLOAT32_MAX:
-        raise DaLifError(f"{where} {v!r}: must be a finite number within float32 "
-                         f"(|x| <= {FLOAT32_MAX:.3g})")
     if dest in FLOAT_RANGES:
         lo, hi, lo_open = FLOAT_RANGES[dest]
-        if (v <= lo if lo_open else v < lo) or v > hi:
-            raise DaLifError(f"{where} {v!r}: must be in {'(' if lo_open else '['}{lo:g}, "
-                             f"{hi:g}]")
+        if not math.isfinite(v) or (v <= lo if lo_open else v < lo) or v > hi:
+            kind = "positive finite" if lo == 0 and lo_open else "finite"
+            raise DaLifError(f"{where} must be a {kind} number in {'(' if lo_open else '['}"
+                             f"{lo:g}, {hi:g}], got {v!r}")
+    elif not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+        raise DaLifError(f"{where} must be a finite number within float32 "
+                         f"(|x| <= {FLOAT32_MAX:.3g}), got {v!r}")
 
 
 def check_option_values(args: argparse.Namespace) -> None:

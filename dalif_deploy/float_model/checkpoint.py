@@ -45,6 +45,7 @@ from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_
 from dalif_deploy.base.schema import (
     FLOAT32_MAX,
     Check,
+    check_plain,
     integer,
     mapping,
     number,
@@ -92,6 +93,9 @@ FINETUNE_SCHEMA: dict[str, tuple[Check, bool]] = {
     "source_checkpoint": (text, False),
     "source_sha256": (text, False),
     "calibration_samples": (lambda v, w: integer(v, w, 0), False),
+    "dataset": (text, False),
+    **{f"{kind}_test_accuracy_{when}": (lambda v, w: number(v, w, 0.0, 1.0), False)
+       for kind in ("float", "fixed") for when in ("before", "after")},
 }
 #: the fields of a checkpoint dict besides ``model`` (models.CONFIG_SCHEMA) and ``state_dict``
 CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
@@ -390,6 +394,9 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     if not isinstance(obj, dict):
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (top level is "
                          f"{type(obj).__name__})")
+    # before anything prints, hashes or compares a field: those recurse, a record nested
+    # thousands deep would crash them
+    check_plain({k: v for k, v in obj.items() if k != "state_dict"}, f"{path}: checkpoint")
     if obj.get("format") != CHECKPOINT_FORMAT:
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (format={obj.get('format')!r})")
     if obj.get("version") != CHECKPOINT_VERSION:

@@ -230,10 +230,9 @@ def format_table(result: dict[str, Any]) -> str:
 def plot_comparison(result: dict[str, Any], path: str | Path) -> None:
     """Accuracy (float solid, fixed point dashed; error bars: std over seeds) and SynOps per
     inference against T, one colour per neuron, as a PNG written atomically."""
-    import matplotlib
+    from dalif_deploy.verification.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dalif_deploy.base.files import atomic_write
 

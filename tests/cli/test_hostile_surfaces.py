@@ -65,7 +65,8 @@ BAD_OPTIONS = [
 def test_option_values_follow_one_rule(argv, flag, tmp_path, capsys):
     argv = [a.format(ckpt=hf.SHIPPED, out=tmp_path / "o.pt") for a in argv]
     assert main(argv) == 2
-    assert _one_error(capsys).startswith(f"error: {flag} ")
+    line = _one_error(capsys)
+    assert line.startswith((f"error: {flag} ", f"error: {flag}: ")), line
     assert list(tmp_path.iterdir()) == []
 
 
@@ -172,3 +173,78 @@ def test_memory_that_runs_out_is_one_error_line(monkeypatch, capsys):
     monkeypatch.setattr(inspect_cmd, "cli_inspect", hungry)
     assert main(["inspect", str(hf.SHIPPED)]) == 2
     assert _one_error(capsys).startswith("error: out of memory")
+
+
+# --- records: unknown fields dropped, nesting bounded --------------------------------------
+
+def _nested(depth: int) -> list:
+    v: list = []
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+def _deep_checkpoint(path: Path, edit) -> Path:
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # pickling 5000 levels recurses in the writer (not ours)
+    try:
+        return hf.edited_checkpoint(path, edit)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _finetune_record(**extra) -> dict:
+    return {"method": "qat", "weight_bits": 4, "epochs": 1, "lr": 1e-3, **extra}
+
+
+@pytest.mark.parametrize("field", ["finetune", "created", "unknown_top_level"])
+def test_a_record_nested_5000_deep_is_one_error_line(field, tmp_path, capsys):
+    def edit(obj):
+        if field == "finetune":
+            obj["finetune"] = _finetune_record(extra=_nested(5000))
+        elif field == "created":
+            obj["created"] = {"by": _nested(5000)}
+        else:
+            obj["extra"] = _nested(5000)
+
+    path = _deep_checkpoint(tmp_path / "deep.pt", edit)
+    for argv in (["inspect", str(path)], ["inspect", str(path), "--json"],
+                 ["export", str(path), "-o", str(tmp_path / "m.nir")]):
+        assert main(argv) == 2
+        assert "nested more than" in _one_error(capsys)
+    assert not (tmp_path / "m.nir").exists()
+
+
+def test_a_records_unknown_fields_are_dropped(tmp_path, capsys):
+    from dalif_deploy.float_model.checkpoint import load_checkpoint
+
+    path = hf.edited_checkpoint(tmp_path / "x.pt", lambda o: o.update(
+        finetune=_finetune_record(smuggled={"a": 1}),
+        dataset={**o["dataset"], "smuggled": "x"}))
+    ckpt = load_checkpoint(path)
+    assert ckpt.finetune == _finetune_record() and "smuggled" not in ckpt.dataset
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert "smuggled" not in capsys.readouterr().out
+
+
+# --- plots draw names literally -------------------------------------------------------------
+
+BAD_MATH = ["$\\frac{$", "a$b", "$x^{$", "$\\undefinedcommand$"]
+
+
+def test_plots_draw_names_with_dollar_signs_literally(tmp_path):
+    import numpy as np
+
+    from dalif_deploy.fixedpoint.program import WeightErrors
+    from dalif_deploy.studies.sweep import plot_sweep  # noqa: F401 - uses the same pyplot()
+    from dalif_deploy.verification import plots
+
+    layers = [{"name": n, "spike_agreement": 0.9, "float_rate": 0.1, "fixed_rate": 0.1}
+              for n in BAD_MATH]
+    for uri in (plots.plot_agreement(layers, "$ref$"), plots.plot_firing_rates(layers),
+                plots.plot_weight_error({n: WeightErrors((1, 1), (-0.1, 0.0, 0.1), 0.1)
+                                         for n in BAD_MATH}),
+                plots.plot_raster(np.zeros((2, 3)), np.ones((2, 3)), "$\\frac{$")):
+        assert uri.startswith("data:image/png;base64,")

@@ -181,7 +181,6 @@ def test_files_without_weight_errors_still_load():
     ({"counts": ["x"], "edges": [0.0, 1.0], "max_abs": 0.1}, r"counts"),
     ({"counts": [1], "edges": [0.0, 1.0]}, r"missing field.*max_abs"),
     ({"counts": [-1], "edges": [0.0, 1.0], "max_abs": 0.1}, r"non-negative counts"),
-    ({"counts": [1], "edges": [0.0, 1.0], "max_abs": 0.1, "extra": 1}, r"malformed"),
 ])
 def test_malformed_weight_error_records_are_refused(record, match):
     arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
@@ -190,6 +189,18 @@ def test_malformed_weight_error_records_are_refused(record, match):
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     with pytest.raises(DaLifError, match=match):
         program_from_arrays(arrays)
+
+
+def test_unknown_fields_of_a_record_are_dropped_not_carried():
+    """The schema keeps only its own fields (issue 29): an extra one is never passed on."""
+    arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
+    header = json.loads(arrays["header"].tobytes())
+    header["weight_errors"] = {"in->p": {"counts": [1], "edges": [0.0, 1.0], "max_abs": 0.1,
+                                         "extra": [[[1]]]}}
+    header["smuggled"] = {"a": 1}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    back = program_from_arrays(arrays)
+    assert back.weight_errors["in->p"].max_abs == 0.1
 
 
 def test_weight_errors_are_checked():
@@ -240,7 +251,7 @@ def _damaged_files(tmp_path):
     ("missing", "'syn1.weights' is missing"),
     ("nohdr", "no program header"),
     ("version", "version 99 is not supported"),
-    ("json", "unreadable program header"),
+    ("json", "program header: not readable JSON"),
     ("absent", "no such file"),
 ])
 def test_corrupt_truncated_and_pickle_files_fail_cleanly(tmp_path, name, match):
