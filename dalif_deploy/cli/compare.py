@@ -58,7 +58,7 @@ def cli_compare(args: argparse.Namespace) -> int:
         plot_comparison,
     )
 
-    from . import emit_json, event_options, show_progress
+    from . import emit_json, event_options, note, show_progress
 
     if args.width is not None and args.width < 1:
         raise DaLifError(f"--width must be >= 1, got {args.width}")
@@ -70,6 +70,8 @@ def cli_compare(args: argparse.Namespace) -> int:
                          data_dir=args.data_dir, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, width=args.width,
                          samples=args.samples, progress=show_progress(args))
+    # the size of the work, said before any of it starts (the grid is bounded: RUNS_MAX)
+    note(args, f"compare: {opt.grid()} of {args.epochs} epochs each")
     result = compare_neurons(opt)
     print(format_table(result))
     if args.plot:

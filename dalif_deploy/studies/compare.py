@@ -37,6 +37,9 @@ from dalif_deploy.verification.pipeline import CALIBRATION_SAMPLES, VerifyOption
 
 #: the figures of a run that :func:`summarise` averages over seeds
 FIGURES = ("float_accuracy", "fixed_accuracy", "synops", "spikes")
+#: training runs one compare may start (neurons x T values x seeds; the default grid is 9):
+#: a longer list is refused before anything is trained, as a typo's 20,000 runs would be
+RUNS_MAX = 100
 
 
 def _ints(values: Sequence[int], what: str, lo: int, hi: int) -> tuple[int, ...]:
@@ -90,6 +93,10 @@ class CompareOptions:
             raise DaLifError(f"compare: neurons {list(self.neurons)} repeat a model")
         object.__setattr__(self, "timesteps", _ints(self.timesteps, "T", 1, TIMESTEPS_MAX))
         object.__setattr__(self, "seeds", _ints(self.seeds, "seed", 0, 2**32 - 1))
+        if self.runs > RUNS_MAX:
+            raise DaLifError(f"compare: {self.grid()} is more than the {RUNS_MAX} runs one "
+                             "compare starts; split the grid over several commands (fewer "
+                             "seeds or values of -T)")
         if self.samples is not None and (isinstance(self.samples, bool)
                                          or not isinstance(self.samples, int)
                                          or self.samples < 1):
@@ -98,6 +105,18 @@ class CompareOptions:
         if "neuron" in self.config or "name" in self.config:
             raise DaLifError("compare: the model and neuron come from --model and --neurons, "
                              "not from the extra config")
+
+
+    @property
+    def runs(self) -> int:
+        """Training runs of the grid: neurons x T values x seeds."""
+        return len(self.neurons) * len(self.timesteps) * len(self.seeds)
+
+    def grid(self) -> str:
+        """``"3 neurons x 3 values of T x 1 seed = 9 training runs"``."""
+        return (f"{counted(len(self.neurons), 'neuron')} x "
+                f"{counted(len(self.timesteps), 'value')} of T x "
+                f"{counted(len(self.seeds), 'seed')} = {counted(self.runs, 'training run')}")
 
 
 def _test_set(opt: CompareOptions, timesteps: int) -> Any:

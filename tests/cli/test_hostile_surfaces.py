@@ -248,3 +248,35 @@ def test_plots_draw_names_with_dollar_signs_literally(tmp_path):
                                          for n in BAD_MATH}),
                 plots.plot_raster(np.zeros((2, 3)), np.ones((2, 3)), "$\\frac{$")):
         assert uri.startswith("data:image/png;base64,")
+
+
+# --- the run grid: bounded, and its size said before the work -------------------------------
+
+@pytest.mark.parametrize("argv", [["--seeds", ",".join(map(str, range(20_000)))],
+                                  ["-T", ",".join(map(str, range(1, 20_001)))],
+                                  ["-T", "1,2,3,4,5,6,7,8,9,10,11", "--seeds",
+                                   "0,1,2,3"]])
+def test_a_run_grid_beyond_the_limit_is_refused_before_training(argv, monkeypatch, capsys):
+    import dalif_deploy.float_model.training as training
+
+    def never(*a, **k):
+        raise AssertionError("trained although the grid is refused")
+
+    monkeypatch.setattr(training, "train", never)
+    assert main(["compare", *argv]) == 2
+    line = _one_error(capsys)
+    assert "training runs" in line and "more than the 100 runs" in line
+
+
+def test_compare_says_the_total_before_starting(monkeypatch, capsys):
+    import dalif_deploy.studies.compare as study
+
+    def stop(opt):
+        raise DaLifError("stopped here")
+
+    monkeypatch.setattr(study, "compare_neurons", stop)
+    assert main(["compare", "--neurons", "dalif,lif", "-T", "1,2", "--seeds", "0,1,2",
+                 "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert ("compare: 2 neurons x 2 values of T x 3 seeds = 12 training runs of 2 epochs each"
+            in err.splitlines()[0]), err
