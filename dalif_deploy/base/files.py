@@ -22,12 +22,14 @@ Outputs (:func:`check_output_path`, :func:`atomic_path`, :func:`atomic_open`):
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,6 +44,21 @@ _NAME_CHARS = 200  # of the destination's name kept in a temporary name (NAME_MA
 
 #: temporary files this process is writing now (removed by remove_temp_files on a forced exit)
 _LIVE_TEMPS: set[str] = set()
+
+
+@dataclass
+class _Transaction:
+    """The outputs of one command (:func:`output_transaction`): ``targets`` the files it
+    writes, ``done`` those written so far as ``(target, backup of what it replaced or
+    None)``."""
+
+    targets: set[str]
+    done: list[tuple[Path, str | None]] = field(default_factory=list)
+
+
+_TRANSACTION: _Transaction | None = None
+#: what outputs replaced, kept until the command ends (never removed as stale meanwhile)
+_KEPT: set[str] = set()
 
 
 def _umask() -> int:
@@ -168,8 +185,10 @@ def check_output_path(path: str | os.PathLike, inputs: tuple[str | os.PathLike, 
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=parent)
     except OSError as e:
         raise _cannot_write(path, e) from None
-    os.close(fd)
-    os.unlink(tmp)
+    try:  # a signal right here must not leave the probe behind
+        os.close(fd)
+    finally:
+        os.unlink(tmp)
 
 
 def _temp_prefix(target: Path, pid: int | None = None) -> str:
@@ -205,7 +224,7 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
             continue
         p = target.parent / name
         pid = int(pid_text)
-        if (pid == os.getpid() and str(p) in _LIVE_TEMPS) or (pid != os.getpid()
+        if (pid == os.getpid() and str(p) in _LIVE_TEMPS | _KEPT) or (pid != os.getpid()
                                                               and _alive(pid)):
             continue
         try:
@@ -251,17 +270,75 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:  # e.g. the disk filled up while writing
             raise _cannot_write(path, e) from None
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        if output_target(path) != target:  # replaced by a special file or link meanwhile
-            raise DaLifError(f"{path}: changed while the output was being written; nothing "
-                             "was written, run the command again")
-        try:
-            os.replace(tmp, target)
-        except OSError as e:
-            raise _cannot_write(path, e) from None
+        _commit(tmp, path, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
         _LIVE_TEMPS.discard(tmp)
+
+
+def _commit(tmp: str, path: Path, target: Path) -> None:
+    """Rename a finished temporary file over ``target`` (``path``'s), refusing a destination
+    replaced by a special file or link meanwhile; inside :func:`output_transaction`, what it
+    replaces is kept (a hard link) until the command ends."""
+    if output_target(path) != target:
+        raise DaLifError(f"{path}: changed while the output was being written; nothing "
+                         "was written, run the command again")
+    tx = _TRANSACTION
+    held = tx is not None and os.path.abspath(target) in tx.targets
+    backup = None
+    try:
+        if held and os.path.exists(target):
+            backup = f"{target.parent}/{_temp_prefix(target)}kept-{len(tx.done)}"  # type: ignore
+            if os.path.lexists(backup):
+                os.unlink(backup)
+            try:
+                os.link(target, backup)  # the old content stays in place meanwhile
+            except OSError:  # a file system without hard links
+                shutil.copyfile(target, backup)
+            _KEPT.add(backup)
+        os.replace(tmp, target)
+    except OSError as e:
+        if backup and os.path.exists(backup):
+            os.unlink(backup)
+        raise _cannot_write(path, e) from None
+    if held:
+        tx.done.append((target, backup))  # type: ignore[union-attr]
+
+
+@contextmanager
+def output_transaction(paths: Iterable[str | os.PathLike],
+                       commit_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """All or none of a command's outputs. Writes to ``paths`` inside the block happen as
+    usual (the command may read them back), but what each replaced is kept; when the block
+    raises, every one is undone: a new file is removed, a replaced one gets its old content
+    back. An exception of a ``commit_on`` type is a result, not a failure (verify's
+    "verification failed" comes with its report): the outputs stay. Writes to other paths are
+    not tracked."""
+    global _TRANSACTION
+    outer = _TRANSACTION
+    tx = _Transaction({os.path.abspath(output_target(p)) for p in paths})
+    _TRANSACTION = tx
+    ok = False
+    try:
+        yield
+        ok = True
+    except commit_on:
+        ok = True
+        raise
+    finally:
+        _TRANSACTION = outer
+        for target, backup in reversed(tx.done):
+            try:
+                if ok and backup:
+                    os.unlink(backup)
+                elif not ok and backup:
+                    os.replace(backup, target)
+                elif not ok:
+                    os.unlink(target)
+            except OSError:  # best effort: the error being reported matters more
+                pass
+            _KEPT.discard(backup or "")
 
 
 class _SlowFirstWrite:

@@ -70,9 +70,8 @@ def cli_compare(args: argparse.Namespace) -> int:
                          data_dir=args.data_dir, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, width=args.width,
                          samples=args.samples, progress=show_progress(args))
-    # the size of the work, said before any of it starts (the grid is bounded: RUNS_MAX)
-    note(args, f"compare: {opt.grid()} of {args.epochs} epochs each")
-    result = compare_neurons(opt)
+    # the size of the work is said before any of it starts (the grid is bounded: RUNS_MAX)
+    result = compare_neurons(opt, announce=lambda text: note(args, text))
     print(format_table(result))
     if args.plot:
         plot_comparison(result, args.plot)

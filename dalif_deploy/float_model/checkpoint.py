@@ -48,6 +48,7 @@ from dalif_deploy.base.schema import (
     check_plain,
     integer,
     mapping,
+    non_finite,
     number,
     optional,
     shape,
@@ -396,7 +397,12 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
                          f"{type(obj).__name__})")
     # before anything prints, hashes or compares a field: those recurse, a record nested
     # thousands deep would crash them
-    check_plain({k: v for k, v in obj.items() if k != "state_dict"}, f"{path}: checkpoint")
+    plain = {k: v for k, v in obj.items() if k != "state_dict"}
+    check_plain(plain, f"{path}: checkpoint")
+    bad = non_finite(plain)  # the digest is strict JSON: no NaN anywhere in the plain fields
+    if bad is not None:
+        raise DaLifError(f"{path}: checkpoint field {bad} is not a finite number (NaN or "
+                         "infinite); re-export it from a sound model")
     if obj.get("format") != CHECKPOINT_FORMAT:
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (format={obj.get('format')!r})")
     if obj.get("version") != CHECKPOINT_VERSION:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,10 +166,12 @@ def _run(opt: CompareOptions, neuron: str, timesteps: int, seed: int, test: Any,
     }
 
 
-def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
+def compare_neurons(options: CompareOptions | None = None,
+                    announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``options.model`` with every neuron at every T for every seed and measure each
     after deployment (module docstring). Returns ``{"settings", "runs", "table"}``: the
-    options, one row per run, and :func:`summarise`'s rows."""
+    options, one row per run, and :func:`summarise`'s rows. ``announce`` gets one line saying
+    the size of the work, once the inputs are checked and before any training."""
     from dalif_deploy.datasets.loaders import load_dataset
 
     opt = options or CompareOptions()
@@ -180,6 +182,8 @@ def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
     for neuron in opt.neurons:  # a config no neuron can take fails before any training
         default_config(opt.model, neuron=neuron, **opt.config)
     first = _test_set(opt, opt.timesteps[0])  # bad data set names fail before the bar
+    if announce is not None:
+        announce(f"compare: {opt.grid()} of {counted(opt.epochs, 'epoch')} each")
     with tqdm(total=total, desc="compare", unit="run", disable=not opt.progress) as bar:
         for t in opt.timesteps:
             test = first if t == opt.timesteps[0] else _test_set(opt, t)

@@ -271,12 +271,49 @@ def test_a_run_grid_beyond_the_limit_is_refused_before_training(argv, monkeypatc
 def test_compare_says_the_total_before_starting(monkeypatch, capsys):
     import dalif_deploy.studies.compare as study
 
-    def stop(opt):
+    def stop(*a, **k):
         raise DaLifError("stopped here")
 
-    monkeypatch.setattr(study, "compare_neurons", stop)
+    monkeypatch.setattr(study, "_run", stop)
     assert main(["compare", "--neurons", "dalif,lif", "-T", "1,2", "--seeds", "0,1,2",
                  "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert ("compare: 2 neurons x 2 values of T x 3 seeds = 12 training runs of 2 epochs each"
             in err.splitlines()[0]), err
+
+
+# --- a failed command leaves none of its outputs --------------------------------------------
+
+def test_export_that_fails_at_netx_leaves_no_nir_either(tmp_path, capsys):
+    resnet = hf.ROOT / "dalif_deploy" / "checkpoints" / "digits-resnet.pt"
+    argv = ["export", str(resnet), "-o", str(tmp_path / "res.nir"), "--onnx",
+            str(tmp_path / "res.onnx"), "--netx", str(tmp_path / "res.h5")]
+    assert main(argv) == 2
+    _one_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+
+
+def test_a_failed_command_undoes_every_output(tmp_path):
+    from dalif_deploy.base.errors import VerificationFailed
+    from dalif_deploy.base.files import atomic_write_text, output_transaction
+
+    a, b, scratch = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "scratch.txt"
+    b.write_text("old")
+    with pytest.raises(DaLifError), output_transaction([a, b]):
+        atomic_write_text(a, "new a")
+        assert a.read_text() == "new a"  # a command may read its output back
+        atomic_write_text(scratch, "not an output")
+        atomic_write_text(b, "new b")
+        atomic_write_text(b, "newer b")
+        raise DaLifError("a later step fails")
+    assert not a.exists() and b.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt", "scratch.txt"]
+    with pytest.raises(VerificationFailed), output_transaction(
+            [a, b], commit_on=(VerificationFailed,)):
+        atomic_write_text(a, "report")
+        raise VerificationFailed("thresholds")  # a verdict keeps its report
+    assert a.read_text() == "report" and b.read_text() == "old"
+    with output_transaction([a, b]):
+        atomic_write_text(b, "new b")
+    assert b.read_text() == "new b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "scratch.txt"]
