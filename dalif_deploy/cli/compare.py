@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import shown
 
 
 def int_list(text: str) -> list[int]:
@@ -75,6 +76,6 @@ def cli_compare(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.plot:
         plot_comparison(result, args.plot)
-        print(f"wrote {args.plot}")
+        print(f"wrote {shown(args.plot)}")
     emit_json(result, args.json)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, shown
 
 from . import emit_json, event_options, show_progress
 
@@ -47,6 +47,6 @@ def cli_finetune(args: argparse.Namespace) -> int:
     for when in ("before", "after"):
         print(f"  {when:<6}  float {100 * r[f'float_accuracy_{when}']:.2f} %   fixed "
               f"{100 * r[f'fixed_accuracy_{when}']:.2f} %", file=out)
-    print(f"wrote {args.out}", file=out)
+    print(f"wrote {shown(args.out)}", file=out)
     emit_json(r, args.json)
     return 0

@@ -73,7 +73,7 @@ def cli_simulate(args: argparse.Namespace) -> int:
     for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
         note(args, f"[{result.backend}] {text}")
     shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
-    line = (f"{result.backend}: {args.model} on {shown}, "
+    line = (f"{result.backend}: {shown(args.model)} on {shown}, "
             f"{counted(result.samples, 'sample')}, accuracy {100 * result.accuracy:.2f} % "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from dalif_deploy.fixedpoint.cost import cost_line

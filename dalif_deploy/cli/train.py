@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, shown
 
 from . import show_progress
 
@@ -44,5 +44,5 @@ def cli_train(args: argparse.Namespace) -> int:
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
           f"train accuracy {100 * metrics['train_accuracy']:.2f} %, "
           f"test accuracy {100 * metrics['test_accuracy']:.2f} %")
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     return 0

@@ -317,3 +317,11 @@ def test_a_failed_command_undoes_every_output(tmp_path):
         atomic_write_text(b, "new b")
     assert b.read_text() == "new b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "scratch.txt"]
+
+
+def test_result_lines_show_a_forged_output_name_escaped(tmp_path, capsys):
+    out = tmp_path / "x\nerror: forged.nir"
+    assert main(["export", str(hf.SHIPPED), "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "\\nerror: forged.nir" in lines[0], lines
+    assert out.exists()
