@@ -19,9 +19,13 @@ import os
 import traceback
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.resources import BATCH_MAX, WIDTH_MAX
-from dalif_deploy.base.schema import FLOAT32_MAX, integer
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
+
+# numpy-free on purpose (help and argument errors import no numpy): these equal
+# base.resources.BATCH_MAX / WIDTH_MAX and base.schema.FLOAT32_MAX (a test holds them equal)
+BATCH_MAX = 2**20
+WIDTH_MAX = 4096
+FLOAT32_MAX = 3.4028234663852886e38
 
 #: exit code of an internal error (a bug: please report it); 1 is "verification failed"
 EXIT_INTERNAL = 3
@@ -66,6 +70,8 @@ def _flag(dest: str) -> str:
 
 
 def _check_int(dest: str, v: int, where: str) -> None:
+    from dalif_deploy.base.schema import integer
+
     lo, hi = INT_RANGES[dest]
     integer(v, where, lo, hi)  # the schema's wording, as a file's field gets
 

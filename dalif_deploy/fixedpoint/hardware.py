@@ -78,7 +78,11 @@ class Hardware:
             elif isinstance(default, int):
                 v = integer(v, where, 1 if f.name in AT_LEAST_ONE else 0, INTEGER_MAX)
             else:
-                v = number(v, where, 0.0, FIGURE_MAX)
+                v = number(v, where, 0.0)
+                if v > FIGURE_MAX:
+                    raise DaLifError(f"{where}: {v:g} is beyond any hardware figure (at most "
+                                     f"{FIGURE_MAX:g}; energies derived from it must stay "
+                                     "finite)")
             object.__setattr__(self, f.name, v)
 
     @property
@@ -113,7 +117,7 @@ def _read_figures(path: str | os.PathLike) -> dict[str, Any]:
                              "bytes")
     except OSError as e:
         raise DaLifError(f"{p}: unreadable hardware figures ({e.strerror or e})") from None
-    loaded = load_json(raw, f"{p}: hardware figures")
+    loaded = load_json(raw, f"{p}: unreadable hardware figures")
     if not isinstance(loaded, dict):
         raise DaLifError(f"{p}: hardware figures must be a JSON object of names ({_known()})")
     unknown = sorted(set(loaded) - set(FIGURES))

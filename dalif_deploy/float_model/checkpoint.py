@@ -399,10 +399,6 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
     # thousands deep would crash them
     plain = {k: v for k, v in obj.items() if k != "state_dict"}
     check_plain(plain, f"{path}: checkpoint")
-    bad = non_finite(plain)  # the digest is strict JSON: no NaN anywhere in the plain fields
-    if bad is not None:
-        raise DaLifError(f"{path}: checkpoint field {bad} is not a finite number (NaN or "
-                         "infinite); re-export it from a sound model")
     if obj.get("format") != CHECKPOINT_FORMAT:
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (format={obj.get('format')!r})")
     if obj.get("version") != CHECKPOINT_VERSION:
@@ -427,10 +423,15 @@ def _load(path: str | Path, model: str | None, timesteps: int | None
                          f"{timesteps} was given; drop --timesteps (it is for plain "
                          "state_dicts)")
     _check_tensors(obj["state_dict"], path)
+    config = _full_config(cfg, f"{path}: model config")
+    bad = non_finite(plain)  # the digest is strict JSON: no NaN anywhere in the plain fields
+    if bad is not None:
+        raise DaLifError(f"{path}: checkpoint field {bad} is not a finite number (NaN or "
+                         "infinite); re-export it from a sound model")
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
                          "recorded content_sha256; restore the file from its source or retrain")
-    ckpt = Checkpoint(_full_config(cfg, f"{path}: model config"), obj["state_dict"], t,
+    ckpt = Checkpoint(config, obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
                       str(path), fields.get("finetune"))
     return ckpt, None

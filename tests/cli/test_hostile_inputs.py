@@ -364,7 +364,8 @@ def test_memory_check_reads_meminfo_and_names_the_figures(monkeypatch):
     monkeypatch.setattr(resources, "mem_available", lambda: 4 * GiB)
     resources.check_memory(3 * GiB, "a run")  # within 90 % of what is available
     with pytest.raises(DaLifError, match=r"^a run needs about 3\.8 GiB of memory, more than "
-                                         r"the 4\.0 GiB this machine has available; try less$"):
+                                         r"the 4\.0 GiB this machine has available \(the least of "
+                                         r"MemAvailable, .*ulimit -v.* cgroup.*\); try less$"):
         resources.check_memory(3.8 * GiB, "a run", "try less")
 
 

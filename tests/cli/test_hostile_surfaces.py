@@ -60,6 +60,14 @@ BAD_OPTIONS = [
 ]
 
 
+def test_the_option_rules_use_the_projects_limits():
+    from dalif_deploy.base import resources, schema
+    from dalif_deploy.cli import guard
+
+    assert (guard.BATCH_MAX, guard.WIDTH_MAX, guard.FLOAT32_MAX) == (
+        resources.BATCH_MAX, resources.WIDTH_MAX, schema.FLOAT32_MAX)
+
+
 @pytest.mark.parametrize("argv,flag", BAD_OPTIONS, ids=[" ".join(a[:1] + a[-2:])
                                                          for a, _ in BAD_OPTIONS])
 def test_option_values_follow_one_rule(argv, flag, tmp_path, capsys):
