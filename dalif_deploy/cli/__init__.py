@@ -451,44 +451,6 @@ FILE_ARGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-#: input arguments that name either a built-in data set or a file
-DATASET_ARGS = ("dataset", "test_dataset", "calibrate")
-
-
-def check_inputs(args: argparse.Namespace) -> None:
-    """Refuse a missing or unreadable input file, or a ``--data-dir`` that is no folder, before
-    any work is done (and before a sharded run joins its process group, where a missing file
-    would otherwise leave the other ranks waiting)."""
-    from dalif_deploy.base.files import check_input_file
-
-    _, ins = FILE_ARGS.get(args.command, ((), ()))
-    for k in ins:
-        value = getattr(args, k, None)
-        if not value or k in ("model", "checkpoint", "graph"):
-            continue  # the command's own file: its reader checks it first, saying what it is
-        if k in DATASET_ARGS:
-            from dalif_deploy.datasets.loaders import is_dataset_file
-
-            if not is_dataset_file(str(value)):
-                continue  # a built-in name: its loader checks it
-        check_input_file(value, f"the --{k.replace('_', '-')} file")
-    data_dir = getattr(args, "data_dir", None)
-    if data_dir and not os.path.isdir(data_dir):
-        from dalif_deploy.base.wording import shown
-
-        raise DaLifError(f"--data-dir {shown(data_dir)}: no such folder")
-
-
-def output_paths(args: argparse.Namespace) -> list[str]:
-    """The files the command writes (its output options, demo's report): written all at the
-    end of a successful command, none after a failed one (``files.output_transaction``)."""
-    outs, _ = FILE_ARGS.get(args.command, ((), ()))
-    paths = [str(getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
-    if args.command == "demo":
-        paths += [os.path.join(args.out_dir, n) for n in ("demo-report.html", "demo-report.json")]
-    return paths
-
-
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse unwritable outputs, outputs that are inputs and two outputs on one path before
     any work is done (training or verifying can take minutes)."""
@@ -553,7 +515,14 @@ def _run(argv: Sequence[str] | None) -> int:
     Whatever goes wrong ends in one line on stderr: ``error:`` (exit 2) for bad input and for
     memory that ran out, ``verification failed:`` (exit 1), and ``error: internal error
     (...)`` (exit 3) for any other exception, a bug of ours (:func:`.guard.internal_error`)."""
-    from .guard import EXIT_INTERNAL, check_option_values, internal_error, memory_error
+    from .guard import (
+        EXIT_INTERNAL,
+        check_inputs,
+        check_option_values,
+        internal_error,
+        memory_error,
+        output_paths,
+    )
 
     try:
         parser = build_parser()
@@ -567,12 +536,12 @@ def _run(argv: Sequence[str] | None) -> int:
             return 2
         check_option_values(args)
         check_launch(args.command)
-        check_inputs(args)
+        check_inputs(args, FILE_ARGS)
         check_outputs(args)
         from dalif_deploy.base.files import output_transaction
 
         # all outputs at the end, or none after a failure (a verdict keeps its report)
-        with output_transaction(output_paths(args), commit_on=(VerificationFailed,)):
+        with output_transaction(output_paths(args, FILE_ARGS), commit_on=(VerificationFailed,)):
             rc = args.handler(args)
     except VerificationFailed as e:
         print(f"verification failed: {printable(e)}", file=sys.stderr)

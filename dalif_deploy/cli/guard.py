@@ -6,6 +6,10 @@ named below or not, must be finite and within float32 (``nan``, ``inf``, ``1e300
 ``error:`` line, never a silently disabled guard or a crash deep inside torch). Lists of
 numbers (``compare -T 1,2,4 --seeds 0,1``) follow the rule of their elements.
 
+Input files and ``--data-dir`` are checked here too (:func:`check_inputs`, before any work and
+before a sharded run joins its process group), and :func:`output_paths` names the files a
+command writes (all of them, or none after a failure: ``files.output_transaction``).
+
 It also holds the command line's last line of defence (:func:`internal_error`): an exception
 that is not a :class:`~dalif_deploy.base.errors.DaLifError` is a bug of ours, reported as one
 ``error: internal error (...)`` line and exit code 3, never as exit 1 ("verification failed").
@@ -27,6 +31,8 @@ BATCH_MAX = 2**20
 WIDTH_MAX = 4096
 FLOAT32_MAX = 3.4028234663852886e38
 
+#: per command: (output argument names, input argument names), the CLI's FILE_ARGS
+FileArgs = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 #: exit code of an internal error (a bug: please report it); 1 is "verification failed"
 EXIT_INTERNAL = 3
 #: set to 1 to print the traceback of an internal error (for a bug report)
@@ -100,6 +106,44 @@ def check_option_values(args: argparse.Namespace) -> None:
                 _check_float(dest, v, where)
             elif isinstance(v, int) and dest in INT_RANGES:
                 _check_int(dest, v, where)
+
+
+#: input arguments that name either a built-in data set or a file
+DATASET_ARGS = ("dataset", "test_dataset", "calibrate")
+
+
+def check_inputs(args: argparse.Namespace, file_args: FileArgs) -> None:
+    """Refuse a missing or unreadable input file, or a ``--data-dir`` that is no folder, before
+    any work is done (and before a sharded run joins its process group, where a missing file
+    would otherwise leave the other ranks waiting)."""
+    from dalif_deploy.base.files import check_input_file
+
+    _, ins = file_args.get(args.command, ((), ()))
+    for k in ins:
+        value = getattr(args, k, None)
+        if not value or k in ("model", "checkpoint", "graph"):
+            continue  # the command's own file: its reader checks it first, saying what it is
+        if k in DATASET_ARGS:
+            from dalif_deploy.datasets.loaders import is_dataset_file
+
+            if not is_dataset_file(str(value)):
+                continue  # a built-in name: its loader checks it
+        check_input_file(value, f"the --{k.replace('_', '-')} file")
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir and not os.path.isdir(data_dir):
+        from dalif_deploy.base.wording import shown
+
+        raise DaLifError(f"--data-dir {shown(data_dir)}: no such folder")
+
+
+def output_paths(args: argparse.Namespace, file_args: FileArgs) -> list[str]:
+    """The files the command writes (its output options, demo's report): written all at the
+    end of a successful command, none after a failed one (``files.output_transaction``)."""
+    outs, _ = file_args.get(args.command, ((), ()))
+    paths = [str(getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
+    if args.command == "demo":
+        paths += [os.path.join(args.out_dir, n) for n in ("demo-report.html", "demo-report.json")]
+    return paths
 
 
 def internal_error(e: BaseException) -> str:
