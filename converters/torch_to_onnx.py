@@ -201,7 +201,7 @@ def export_onnx(
         "encoding": enc.name,
         "version": __version__,
         "model": model_name or type(model).__name__,
-        "input_shape": json.dumps(list(shape)),
+        "input_shape": json.dumps(list(shape), allow_nan=False),
         "readout": "mean over T",
         "dalif_layers": str(n_layers),
     }

@@ -17,7 +17,6 @@ readout weight / T. Tests measure both.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import check_input_file
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, format_bytes
-from dalif_deploy.base.schema import Check, integer, shape, text, validate
+from dalif_deploy.base.schema import Check, integer, load_json, shape, text, validate
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
 from .protocol import BackendRun, ModelInput, Option
@@ -128,10 +127,7 @@ def _check_tensor(t, where: str) -> None:
 def _json(check: Check) -> Check:
     """A metadata string holding JSON, parsed, then ``check``."""
     def parse(value: Any, where: str) -> Any:
-        try:
-            return check(json.loads(text(value, where)), where)
-        except (json.JSONDecodeError, RecursionError):
-            raise DaLifError(f"{where}: must be a JSON value, got {value!r:.60}") from None
+        return check(load_json(text(value, where), where), where)
     return parse
 
 
@@ -171,7 +167,8 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
     dims = _dims(inp)
     meta = _metadata(proto, path)
     # a frame is (C, H, W), or (C, L) where the metadata records a 1-D input shape
-    rank = len(json.loads(meta["input_shape"])) if "input_shape" in meta else 3
+    rank = (len(load_json(meta["input_shape"], f"{path}: metadata input_shape"))
+            if "input_shape" in meta else 3)
     if len(dims) == rank + 1:
         enc, t, frame = ANALOG, None, dims[1:]
     elif len(dims) == rank + 2:
@@ -184,7 +181,7 @@ def graph_info(proto, path: str | Path = "model.onnx") -> OnnxGraphInfo:
                          "for a 1-D network")
     if not all(isinstance(d, int) for d in frame):
         raise DaLifError(f"{path}: input frame shape {frame} is not static")
-    if "input_shape" in meta and json.loads(meta["input_shape"]) != list(frame):
+    if "input_shape" in meta and load_json(meta["input_shape"], "input_shape") != list(frame):
         raise DaLifError(f"{path}: metadata says input_shape {meta['input_shape']} but the "
                          f"input frame is {list(frame)}")
     if "timesteps" in meta:
@@ -309,7 +306,7 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
     if "dalif_layers" in meta:
         desc["dalif_layers"] = int(meta["dalif_layers"])
     if "input_shape" in meta:
-        desc["input_shape"] = json.loads(meta["input_shape"])
+        desc["input_shape"] = load_json(meta["input_shape"], "metadata input_shape")
     return desc
 
 

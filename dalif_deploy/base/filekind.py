@@ -10,7 +10,6 @@ is something else": what it is and what to do with it.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -88,11 +87,13 @@ def _hdf5_kind(path: Path) -> str | None:
 
 
 def _json_kind(path: Path) -> str | None:
+    from .schema import load_json  # here: sniffing a kind needs no numpy otherwise
+
     if path.stat().st_size > JSON_SNIFF_MAX:
         return None
     try:
-        d = json.loads(path.read_bytes())
-    except (ValueError, RecursionError):
+        d = load_json(path.read_bytes(), str(path))
+    except DaLifError:
         return None
     if isinstance(d, dict):
         for kind, keys in _RESULT_KEYS.items():

@@ -22,13 +22,15 @@ Outputs (:func:`check_output_path`, :func:`atomic_path`, :func:`atomic_open`):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +45,21 @@ _NAME_CHARS = 200  # of the destination's name kept in a temporary name (NAME_MA
 
 #: temporary files this process is writing now (removed by remove_temp_files on a forced exit)
 _LIVE_TEMPS: set[str] = set()
+
+
+@dataclass
+class _Transaction:
+    """The outputs of one command (:func:`output_transaction`): ``targets`` the files it
+    writes, ``done`` those written so far as ``(target, backup of what it replaced or
+    None)``."""
+
+    targets: set[str]
+    done: list[tuple[Path, str | None]] = field(default_factory=list)
+
+
+_TRANSACTION: _Transaction | None = None
+#: what outputs replaced, kept until the command ends (never removed as stale meanwhile)
+_KEPT: set[str] = set()
 
 
 def _umask() -> int:
@@ -86,6 +103,26 @@ def check_input_file(path: str | os.PathLike, what: str = "an input file") -> Pa
         raise DaLifError(f"{path}: is a {_kind(st.st_mode)}, not a regular file; inputs are "
                          f"read only from regular files (expected {what}; copy the data into a "
                          "file)")
+    return path
+
+
+def check_data_file(path: str | os.PathLike, root: str | os.PathLike,
+                    what: str = "an input file") -> Path:
+    """:func:`check_input_file` for a file of a data folder (``--data-dir``), which may come
+    from someone else: the file, followed through every symbolic link (of the file or of a
+    folder on the way), must lie inside ``root`` followed the same way. A link that leads
+    outside is refused before the file is opened, naming neither its target nor its content
+    (a label file linking to ``/etc/passwd`` is never read). Links inside the folder are
+    fine."""
+    path = check_input_file(path, what)
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:
+        from .wording import shown
+
+        raise DaLifError(f"{shown(path)}: is a symbolic link (or lies in a linked folder) that "
+                         f"leads outside the data folder {shown(root)}; data-folder readers "
+                         "read only files inside it: copy the file into the folder")
     return path
 
 
@@ -149,8 +186,10 @@ def check_output_path(path: str | os.PathLike, inputs: tuple[str | os.PathLike, 
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), dir=parent)
     except OSError as e:
         raise _cannot_write(path, e) from None
-    os.close(fd)
-    os.unlink(tmp)
+    try:  # a signal right here must not leave the probe behind
+        os.close(fd)
+    finally:
+        os.unlink(tmp)
 
 
 def _temp_prefix(target: Path, pid: int | None = None) -> str:
@@ -186,7 +225,7 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
             continue
         p = target.parent / name
         pid = int(pid_text)
-        if (pid == os.getpid() and str(p) in _LIVE_TEMPS) or (pid != os.getpid()
+        if (pid == os.getpid() and str(p) in _LIVE_TEMPS | _KEPT) or (pid != os.getpid()
                                                               and _alive(pid)):
             continue
         try:
@@ -237,13 +276,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:  # e.g. the disk filled up while writing
             raise _cannot_write(path, e) from None
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        if output_target(path) != target:  # replaced by a special file or link meanwhile
-            raise DaLifError(f"{path}: changed while the output was being written; nothing "
-                             "was written, run the command again")
-        try:
-            os.replace(tmp, target)
-        except OSError as e:
-            raise _cannot_write(path, e) from None
+        _commit(tmp, path, target)
     finally:
         if tmp is not None:
             if os.path.exists(tmp):
@@ -264,6 +297,70 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _commit(tmp: str, path: Path, target: Path) -> None:
+    """Rename a finished temporary file over ``target`` (``path``'s), refusing a destination
+    replaced by a special file or link meanwhile; inside :func:`output_transaction`, what it
+    replaces is kept (a hard link) until the command ends."""
+    if output_target(path) != target:
+        raise DaLifError(f"{path}: changed while the output was being written; nothing "
+                         "was written, run the command again")
+    tx = _TRANSACTION
+    held = tx is not None and os.path.abspath(target) in tx.targets
+    backup = None
+    try:
+        if held and os.path.exists(target):
+            backup = f"{target.parent}/{_temp_prefix(target)}kept-{len(tx.done)}"  # type: ignore
+            if os.path.lexists(backup):
+                os.unlink(backup)
+            try:
+                os.link(target, backup)  # the old content stays in place meanwhile
+            except OSError:  # a file system without hard links
+                shutil.copyfile(target, backup)
+            _KEPT.add(backup)
+        os.replace(tmp, target)
+    except OSError as e:
+        if backup and os.path.exists(backup):
+            os.unlink(backup)
+        raise _cannot_write(path, e) from None
+    if held:
+        tx.done.append((target, backup))  # type: ignore[union-attr]
+
+
+@contextmanager
+def output_transaction(paths: Iterable[str | os.PathLike],
+                       commit_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """All or none of a command's outputs. Writes to ``paths`` inside the block happen as
+    usual (the command may read them back), but what each replaced is kept; when the block
+    raises, every one is undone: a new file is removed, a replaced one gets its old content
+    back. An exception of a ``commit_on`` type is a result, not a failure (verify's
+    "verification failed" comes with its report): the outputs stay. Writes to other paths are
+    not tracked."""
+    global _TRANSACTION
+    outer = _TRANSACTION
+    tx = _Transaction({os.path.abspath(output_target(p)) for p in paths})
+    _TRANSACTION = tx
+    ok = False
+    try:
+        yield
+        ok = True
+    except commit_on:
+        ok = True
+        raise
+    finally:
+        _TRANSACTION = outer
+        for target, backup in reversed(tx.done):
+            try:
+                if ok and backup:
+                    os.unlink(backup)
+                elif not ok and backup:
+                    os.replace(backup, target)
+                elif not ok:
+                    os.unlink(target)
+            except OSError:  # best effort: the error being reported matters more
+                pass
+            _KEPT.discard(backup or "")
 
 
 class _SlowFirstWrite:

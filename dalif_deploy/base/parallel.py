@@ -28,6 +28,85 @@ DEVICES = ("cpu", "cuda")
 #: how long a rank waits in a collective for the others (rank 0 runs Lava and ONNX alone
 #: while the others wait; a rank that fails ends the run at once, see World.gather_call)
 GROUP_TIMEOUT = datetime.timedelta(hours=24)
+#: how long the ranks may take to gather at the start (:func:`rendezvous`); a rank not there
+#: by then is an error naming it. The environment variable sets it in seconds.
+RENDEZVOUS_TIMEOUT_S = 300.0
+RENDEZVOUS_TIMEOUT_ENV = "DALIF_DEPLOY_RENDEZVOUS_TIMEOUT"
+_POLL_S = 0.2  # between looks at who has arrived: signals are handled between them
+_CONNECT_S = 2.0  # one attempt to reach the store: a blocking call, so kept short
+
+
+def rendezvous_timeout() -> float:
+    """:data:`RENDEZVOUS_TIMEOUT_S`, or the seconds :data:`RENDEZVOUS_TIMEOUT_ENV` gives."""
+    text = os.environ.get(RENDEZVOUS_TIMEOUT_ENV, "").strip()
+    if not text:
+        return RENDEZVOUS_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:
+        raise DaLifError(f"environment variable {RENDEZVOUS_TIMEOUT_ENV}={text!r:.40}: give "
+                         "seconds in (0, 86400]")
+    return value
+
+
+def rendezvous(rank: int, size: int, timeout: float | None = None) -> Any:
+    """The store of a launch configured by the environment (``MASTER_ADDR``, ``MASTER_PORT``;
+    torchrun's own store when it hosts one), once all ``size`` ranks have arrived.
+
+    Bounded and interruptible, unlike torch's ``env://``: the store is reached in short
+    attempts and the arrivals are polled, so SIGTERM or Ctrl-C end it at once with the CLI's
+    one line, and a rank missing after ``timeout`` seconds (:func:`rendezvous_timeout`) is a
+    DaLifError naming the ranks that never came."""
+    import time
+
+    import torch.distributed as dist
+
+    timeout = rendezvous_timeout() if timeout is None else timeout
+    addr = os.environ.get("MASTER_ADDR", "").strip()
+    port_text = os.environ.get("MASTER_PORT", "").strip()
+    if not addr or not port_text.isdigit() or not 0 < int(port_text) < 2**16:
+        raise DaLifError(f"WORLD_SIZE={size} asks for a process group but MASTER_ADDR "
+                         f"({addr or 'unset'}) / MASTER_PORT ({port_text or 'unset'}) do not "
+                         "say where it meets; launch with torchrun --nproc-per-node N")
+    port = int(port_text)
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    host = rank == 0 and not agent  # else torchrun's agent, or rank 0, hosts the store
+    where = f"{addr}:{port}"
+    deadline = time.monotonic() + timeout
+    store = None
+    while store is None:
+        left = deadline - time.monotonic()
+        try:
+            store = dist.TCPStore(addr, port, size, host, datetime.timedelta(
+                seconds=max(0.1, min(_CONNECT_S, left))), wait_for_workers=False,
+                multi_tenant=host)
+        except (RuntimeError, ValueError, OSError) as e:
+            if host or left <= 0:
+                what = (f"cannot host the process group's store at {where}" if host else
+                        f"rank 0's store at {where} was not there within {timeout:g} s")
+                raise DaLifError(f"{what} ({str(e).splitlines()[0][:120] if str(e) else e!r});"
+                                 " start every rank (torchrun --nproc-per-node N), or set "
+                                 f"{RENDEZVOUS_TIMEOUT_ENV}") from None
+            time.sleep(_POLL_S)
+    tag = "/".join(["dalif-deploy", os.environ.get("TORCHELASTIC_RUN_ID", "run"),
+                    os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"), "arrived"])
+    store.set(f"{tag}/{rank}", "1")
+    keys = [f"{tag}/{r}" for r in range(size)]
+    while True:
+        missing = [r for r, k in enumerate(keys) if not store.check([k])]
+        if not missing:
+            break
+        if time.monotonic() >= deadline:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            raise DaLifError(f"the process group of {size} did not form within {timeout:g} s: "
+                             f"rank(s) {shown} never arrived at {where}; start every rank "
+                             f"(torchrun --nproc-per-node {size}), or set "
+                             f"{RENDEZVOUS_TIMEOUT_ENV} (seconds)")
+        time.sleep(_POLL_S)
+    store.set_timeout(GROUP_TIMEOUT)
+    return store
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -206,8 +285,12 @@ def start(device: str | torch.device | None = "cpu", *, rank: int | None = None,
         if dev.index is None and local_size <= gpus:  # NCCL refuses two ranks on one GPU
             backend = "nccl"
     try:
-        dist.init_process_group(backend, init_method=init_method or "env://", rank=rank,
-                                world_size=size, timeout=GROUP_TIMEOUT)
+        if init_method:
+            dist.init_process_group(backend, init_method=init_method, rank=rank,
+                                    world_size=size, timeout=GROUP_TIMEOUT)
+        else:  # bounded and interruptible, where env:// would wait 24 h deaf to signals
+            dist.init_process_group(backend, store=rendezvous(rank, size), rank=rank,
+                                    world_size=size, timeout=GROUP_TIMEOUT)
     except (RuntimeError, ValueError) as e:
         raise DaLifError(f"cannot join the process group of {size} processes as rank {rank}: "
                          f"{e}; launch with torchrun --nproc-per-node N") from None

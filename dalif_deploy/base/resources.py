@@ -11,13 +11,14 @@ Three rules (docs/safety.md, "Sizes and values"):
   file, names are unique (:func:`check_zip`); an ``.npy`` member's shape must agree with the
   member's declared size (:func:`npy_header`).
 * A run's memory is estimated from the declared sizes first and refused, with the figure,
-  when it exceeds what the machine has available (:func:`check_memory`, MemAvailable from
-  ``/proc/meminfo``).
+  when it exceeds what the machine has available (:func:`check_memory`: the least of
+  MemAvailable, the ``RLIMIT_AS`` headroom and the memory cgroup's headroom).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from typing import IO
 
@@ -42,16 +43,86 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def mem_available() -> int | None:
-    """Bytes of memory available to new allocations (``MemAvailable``), None if unknown."""
+#: where the limits are read (tests point these at a folder of their own)
+PROC = "/proc"
+CGROUP_ROOT = "/sys/fs/cgroup"
+#: what the figure of :func:`mem_available` is the least of, for messages
+LIMITS_TEXT = ("the least of MemAvailable, the address-space limit (ulimit -v) less what is "
+               "mapped, and the cgroup's memory limit less its usage")
+
+
+def _read_int(path: str) -> int | None:
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
+            text = f.read(64).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (cgroup v2): no limit
+
+
+def _meminfo(field: str, path: str) -> int | None:
+    """A ``NAME: value kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _address_space_left() -> int | None:
+    """``RLIMIT_AS`` (``ulimit -v``) less this process's mapped address space (VmSize)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    return max(0, soft - (_meminfo("VmSize", f"{PROC}/self/status") or 0))
+
+
+def _cgroup_left() -> int | None:
+    """The memory cgroup's limit less its usage (cgroup v2 ``memory.max``/``memory.current``,
+    v1 ``memory.limit_in_bytes``/``memory.usage_in_bytes``), None without a limit."""
+    try:
+        with open(f"{PROC}/self/cgroup") as f:
+            lines = f.read(1 << 16).splitlines()
+    except OSError:
+        return None
+    best = None
+    for line in lines:
+        _, controllers, rel = (line.split(":", 2) + ["", ""])[:3]
+        rel = rel.lstrip("/")
+        if controllers == "":  # v2
+            files = [(os.path.join(CGROUP_ROOT, rel, "memory.max"),
+                      os.path.join(CGROUP_ROOT, rel, "memory.current"))]
+        elif "memory" in controllers.split(","):  # v1: the group's path, or the mount itself
+            files = [(os.path.join(CGROUP_ROOT, "memory", d, "memory.limit_in_bytes"),
+                      os.path.join(CGROUP_ROOT, "memory", d, "memory.usage_in_bytes"))
+                     for d in (rel, "")]
+        else:
+            continue
+        for limit_path, usage_path in files:
+            limit = _read_int(limit_path)
+            if limit is None or limit >= 1 << 60:  # v1 writes a huge number for "no limit"
+                continue
+            left = max(0, limit - (_read_int(usage_path) or 0))
+            best = left if best is None else min(best, left)
+            break
+    return best
+
+
+def mem_available() -> int | None:
+    """Bytes of memory new allocations may take, None if unknown: the least of
+    ``MemAvailable``, the address-space limit less what is mapped (an allocation beyond it
+    fails however much memory the machine has) and the memory cgroup's limit less its usage
+    (a container's)."""
+    figures = [v for v in (_meminfo("MemAvailable", f"{PROC}/meminfo"), _address_space_left(),
+                           _cgroup_left()) if v is not None]
+    return min(figures) if figures else None
 
 
 def check_memory(nbytes: float, what: str, fix: str = "") -> None:
@@ -61,7 +132,7 @@ def check_memory(nbytes: float, what: str, fix: str = "") -> None:
     avail = mem_available()
     if avail is not None and nbytes > MEMORY_FRACTION * avail:
         raise DaLifError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the "
-                         f"{format_bytes(avail)} this machine has available"
+                         f"{format_bytes(avail)} this machine has available ({LIMITS_TEXT})"
                          + (f"; {fix}" if fix else ""))
 
 

@@ -159,7 +159,89 @@ def validate(obj: Any, schema: Mapping[str, tuple[Check, bool]], where: str, *,
     missing = [k for k, (_, required) in schema.items() if required and k not in d]
     if missing:
         raise DaLifError(f"{where}: missing field(s) {missing}")
-    for k, (check, _) in schema.items():
+    cleaned = dict(d) if keep_unknown else {}
+    cleaned.update({k: check(d[k], f"{where}.{k}") for k, (check, _) in schema.items() if k in d})
+    return cleaned
+
+
+#: nesting a JSON document or a checkpoint's plain fields may have (ours: under 8)
+NESTING_MAX = 64
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in pairs:
         if k in d:
-            d[k] = check(d[k], f"{where}.{k}")
+            raise DaLifError(f"the key {k!r:.60} appears twice in one object (a damaged or "
+                             "hostile file: which value is meant cannot be told); keep one")
+        d[k] = v
     return d
+
+
+def _refuse_constant(name: str) -> Any:
+    raise DaLifError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def load_json(raw: bytes | str, where: str) -> Any:
+    """Every JSON document dalif-deploy reads, one rule: strict JSON (no ``NaN``,
+    ``Infinity``), no key twice in one object (as a zip member listed twice is refused), at
+    most :data:`NESTING_MAX` levels deep. Anything else is one DaLifError naming ``where``."""
+    import json
+
+    try:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        value = json.loads(raw, object_pairs_hook=_refuse_duplicates,
+                           parse_constant=_refuse_constant)
+    except DaLifError as e:
+        raise DaLifError(f"{where}: {e}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DaLifError(f"{where}: not readable JSON ({str(e)[:120]})") from None
+    except RecursionError:
+        raise DaLifError(f"{where}: nested too deeply") from None
+    check_plain(value, where)
+    return value
+
+
+def check_plain(value: Any, where: str, depth_max: int = NESTING_MAX,
+                items_max: int = 1 << 20) -> None:
+    """Refuse a plain structure (dicts, lists, tuples) nested more than ``depth_max`` levels
+    or holding more than ``items_max`` items, without recursion: the JSON encoder, ``repr``
+    and the content digest recurse, and a record nested 5000 deep would crash them."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, Mapping):
+            children: Any = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if depth >= depth_max:
+            raise DaLifError(f"{where}: nested more than {depth_max} levels deep (a damaged or "
+                             "hostile file)")
+        seen += len(v)
+        if seen > items_max:
+            raise DaLifError(f"{where}: more than {items_max:,} items in its plain fields (a "
+                             "damaged or hostile file)")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def non_finite(value: Any, path: str = "") -> str | None:
+    """The path (``energy.loihi.total``) of the first NaN or infinite float in a plain
+    structure, or None; iterative, like :func:`check_plain`."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, (float, np.floating)):
+            if not math.isfinite(float(v)):
+                return p or "the value"
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            if v.size and not np.isfinite(v).all():
+                return p or "the array"
+        elif isinstance(v, Mapping):
+            stack.extend((c, f"{p}.{k}" if p else str(k)) for k, c in v.items())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((c, f"{p}[{i}]") for i, c in enumerate(v))
+    return None

@@ -1,6 +1,7 @@
 """The ``dalif-deploy`` command line: one subcommand per pipeline step, mirroring the Python API.
 
-Exit codes: 0 success, 1 verification failed, 2 bad input (one ``error:`` line on stderr).
+Exit codes: 0 success, 1 verification failed, 2 bad input (one ``error:`` line on stderr),
+3 internal error (a bug; one ``error: internal error (...)`` line, see :mod:`.guard`).
 Handlers are imported lazily so ``--help`` and light commands start fast and never import lava.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from dalif_deploy import __version__
 from dalif_deploy.base.errors import DaLifError, VerificationFailed
+from dalif_deploy.base.wording import printable
 
 from .command import Command
 
@@ -116,12 +118,12 @@ def show_progress(args: argparse.Namespace) -> bool:
 def note(args: argparse.Namespace, text: str) -> None:
     """An informational line on stderr, dropped by ``--quiet`` (warnings use :func:`warn`)."""
     if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr)
+        print(printable(text), file=sys.stderr)
 
 
 def warn(text: str) -> None:
     """A ``warning:`` line on stderr, printed even with ``--quiet``."""
-    print(f"warning: {text}", file=sys.stderr)
+    print(f"warning: {printable(text)}", file=sys.stderr)
 
 
 def add_hardware_options(p: argparse.ArgumentParser) -> None:
@@ -212,7 +214,8 @@ def epilog(registered: dict[str, Command]) -> str:
         if c.pipeline:
             lines += textwrap.wrap(c.pipeline, 92, initial_indent=f"  {c.name:<10} ",
                                    subsequent_indent=" " * 13)
-    return "\n".join([*lines, "", "exit codes: 0 ok, 1 verification failed, 2 bad input", ""])
+    return "\n".join([*lines, "", "exit codes: 0 ok, 1 verification failed, 2 bad input, "
+                      "3 internal error (a bug: report it)", ""])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,10 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def emit_json(data: dict, dest: str | None) -> None:
-    """Write ``data`` as JSON to ``dest`` atomically ('-' means stdout)."""
+    """Write ``data`` as JSON to ``dest`` atomically ('-' means stdout). Our JSON is always
+    strict: a NaN or infinite figure is refused (one ``error:`` line naming it), never written
+    as the bare ``NaN`` no JSON reader takes."""
     if not dest:
         return
-    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    from dalif_deploy.base.schema import non_finite
+
+    bad = non_finite(data)
+    if bad is not None:
+        raise DaLifError(f"the result's {bad} is not a finite number (NaN or infinite), which "
+                         "JSON cannot hold; check the figures that produced it (--hw, "
+                         "--hardware)")
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"
     if dest == "-":
         sys.stdout.write(text)
     else:
@@ -313,46 +325,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # also one raised before signals_raise took over
         from .signals import exit_code
 
-        print(f"interrupted ({str(e) or 'SIGINT'})", file=sys.stderr)
+        print(f"interrupted ({printable(str(e) or 'SIGINT')})", file=sys.stderr)
         return exit_code(e)
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` and run its command; the exit code (a KeyboardInterrupt propagates)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except DaLifError as e:  # e.g. a backend registered wrongly (simulate's options)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
-    try:
-        command = commands()[args.command]
-        check_launch(command)
-        check_outputs(args, command)
-        code = getattr(args, "model_code", None)
-        if code is None:
-            rc = args.handler(args)
-        else:  # the user named this code: checkpoints recording a factory may use it
-            from dalif_deploy.float_model.factory import factory_calls, use_model_code
+    """Parse ``argv`` and run its command; the exit code (a KeyboardInterrupt propagates).
 
-            before = factory_calls()
-            with use_model_code(code):
+    Whatever goes wrong ends in one line on stderr: ``error:`` (exit 2) for bad input and for
+    memory that ran out, ``verification failed:`` (exit 1), and ``error: internal error
+    (...)`` (exit 3) for any other exception, a bug of ours (:func:`.guard.internal_error`)."""
+    from .guard import (
+        EXIT_INTERNAL,
+        check_inputs,
+        check_option_values,
+        internal_error,
+        memory_error,
+        output_paths,
+    )
+
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except DaLifError as e:  # e.g. a backend registered wrongly (simulate's options)
+            print(f"error: {printable(e)}", file=sys.stderr)
+            return 2
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
+        command = commands()[args.command]
+        file_args = {command.name: (command.outputs, command.inputs)}
+        check_option_values(args)
+        check_launch(command)
+        check_inputs(args, file_args)
+        check_outputs(args, command)
+        from dalif_deploy.base.files import output_transaction
+
+        # all outputs at the end, or none after a failure (a verdict keeps its report)
+        with output_transaction(output_paths(args, file_args), commit_on=(VerificationFailed,)):
+            code = getattr(args, "model_code", None)
+            if code is None:
                 rc = args.handler(args)
-            if factory_calls() == before:  # never silently ignore an option
-                warn(f"--model-code {code} was not used: nothing here is a checkpoint of a "
-                     "user architecture")
+            else:  # the user named this code: checkpoints recording a factory may use it
+                from dalif_deploy.float_model.factory import factory_calls, use_model_code
+
+                before = factory_calls()
+                with use_model_code(code):
+                    rc = args.handler(args)
+                if factory_calls() == before:  # never silently ignore an option
+                    warn(f"--model-code {code} was not used: nothing here is a checkpoint of "
+                         "a user architecture")
     except VerificationFailed as e:
-        print(f"verification failed: {e}", file=sys.stderr)
+        print(f"verification failed: {printable(e)}", file=sys.stderr)
         return 1
     except DaLifError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         sys.stderr.close()
         return 0
+    except MemoryError as e:  # numpy's _ArrayMemoryError too: a limit the plan could not see
+        print(f"error: {printable(memory_error(e))}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: never a traceback read as a verdict (exit 1)
+        print(f"error: {printable(internal_error(e))}", file=sys.stderr)
+        return EXIT_INTERNAL
     return int(rc or 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import shown
 from dalif_deploy.neurons import neuron_keys, neuron_names
 
 from .command import Command
@@ -64,7 +65,7 @@ def cli_compare(args: argparse.Namespace) -> int:
         plot_comparison,
     )
 
-    from . import emit_json, event_options, show_progress
+    from . import emit_json, event_options, note, show_progress
 
     if args.width is not None and args.width < 1:
         raise DaLifError(f"--width must be >= 1, got {args.width}")
@@ -76,11 +77,12 @@ def cli_compare(args: argparse.Namespace) -> int:
                          data_dir=args.data_dir, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, width=args.width,
                          samples=args.samples, progress=show_progress(args))
-    result = compare_neurons(opt)
+    # the size of the work is said before any of it starts (the grid is bounded: RUNS_MAX)
+    result = compare_neurons(opt, announce=lambda text: note(args, text))
     print(format_table(result))
     if args.plot:
         plot_comparison(result, args.plot)
-        print(f"wrote {args.plot}")
+        print(f"wrote {shown(args.plot)}")
     emit_json(result, args.json)
     return 0
 

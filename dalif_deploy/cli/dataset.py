@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dalif_deploy.base.errors import DaLifError
+from dalif_deploy.base.wording import shown
 
 from . import DATASET_NAMES, add_data_options
 from .command import Command
@@ -37,7 +38,7 @@ def cli_dataset(args: argparse.Namespace) -> int:
     with atomic_open(args.out) as f:
         np.savez(f, x=ds.x.astype(np.float32), y=ds.y.astype(np.int64),
                  encoding=np.array(ds.encoding), normalization=np.array(ds.normalization))
-    print(f"wrote {args.out}: {ds.label}, x {tuple(ds.x.shape)} float32 "
+    print(f"wrote {shown(args.out)}: {ds.label}, x {tuple(ds.x.shape)} float32 "
           f"({ds.encoding}), y {tuple(ds.y.shape)}")
     return 0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dalif_deploy.base.wording import shown
+
 from . import add_quiet_option, emit_json, show_progress
 from .command import Command
 
@@ -62,7 +64,7 @@ def cli_demo(args: argparse.Namespace) -> int:
     write_report(result, artefacts, out / "demo-report.html")
     emit_json(result, str(out / "demo-report.json"))
     print(format_summary(result))
-    print(f"report: {out / 'demo-report.html'}  (JSON: {out / 'demo-report.json'})")
+    print(f"report: {shown(out / 'demo-report.html')}  (JSON: {shown(out / 'demo-report.json')})")
     return 0 if result["passed"] else 1
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from dalif_deploy.base.encoding import ANALOG, Encoding
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, shown
 
 from . import add_data_options, add_quantiser_options, add_quiet_option
 from .command import Command
@@ -45,7 +45,7 @@ def cli_export(args: argparse.Namespace) -> int:
 
         s = export_checkpoint(args.checkpoint, args.out, model=args.model,
                               timesteps=args.timesteps)
-        print(f"wrote {s['nir']}: {s['model']}, T={s['timesteps']}, input "
+        print(f"wrote {shown(s['nir'])}: {s['model']}, T={s['timesteps']}, input "
               f"{tuple(s['input_shape'])}, {s['nodes']} nodes, {s['edges']} edges, "
               f"{len(s['lif_layers'])} LIF layers (checkpoint sha256 {s['sha256'][:12]})")
     if args.onnx:
@@ -53,7 +53,7 @@ def cli_export(args: argparse.Namespace) -> int:
 
         o = export_onnx_from_checkpoint(args.checkpoint, args.onnx, model=args.model,
                                         timesteps=args.timesteps)
-        print(f"wrote {o['onnx']}: {o['model']} unrolled over T={o['timesteps']}, "
+        print(f"wrote {shown(o['onnx'])}: {o['model']} unrolled over T={o['timesteps']}, "
               f"{o['encoding']} input {tuple(o['input_shape'])}, opset {o['opset']}, "
               f"{o['dalif_layers']} neuron layers")
     if args.netx:
@@ -81,11 +81,11 @@ def _export_netx(args: argparse.Namespace) -> None:
     note(args, format_table(n["quant_table"]))
     if cal is None and Encoding.find(spec["encoding"]) is ANALOG:
         input_range_note(args, n["input_scale"])
-    print(f"wrote {args.netx}: netx HDF5 of {n['model']}, {counted(n['layers'], 'layer')}, "
+    print(f"wrote {shown(args.netx)}: netx HDF5 of {n['model']}, {counted(n['layers'], 'layer')}, "
           "biases on "
           f"netx's 64-unit grid (load with input_message_bits={n['input_message_bits']}, "
           f"reset_interval={n['reset_interval']}, reset_offset={n['reset_offset']}; run "
-          f"{n['steps']} steps per sample)" + (f"; its program: {args.program}"
+          f"{n['steps']} steps per sample)" + (f"; its program: {shown(args.program)}"
                                                if args.program else ""))
 
 

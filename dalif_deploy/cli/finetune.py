@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted, percent
+from dalif_deploy.base.wording import counted, percent, shown
 
 from . import emit_json, event_options, show_progress
 from .command import Command
@@ -50,7 +50,7 @@ def cli_finetune(args: argparse.Namespace) -> int:
     for when in ("before", "after"):
         print(f"  {when:<6}  float {percent(r[f'float_accuracy_{when}'])}   fixed "
               f"{percent(r[f'fixed_accuracy_{when}'])}", file=out)
-    print(f"wrote {args.out}", file=out)
+    print(f"wrote {shown(args.out)}", file=out)
     emit_json(r, args.json)
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from dalif_deploy.base.encoding import ANALOG, ENCODING_NAMES
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted
+from dalif_deploy.base.wording import counted, shown
 
 from . import (
     add_data_options,
@@ -125,7 +125,8 @@ def cli_quantize(args: argparse.Namespace) -> int:
         from dalif_deploy.converters.fxp_to_netx import write_netx
 
         n = write_netx(program, args.netx)
-        note(args, f"wrote {args.netx}: netx HDF5, {counted(n['layers'], 'layer')} (load with "
+        note(args, f"wrote {shown(args.netx)}: netx HDF5, {counted(n['layers'], 'layer')} "
+             "(load with "
              f"input_message_bits={n['input_message_bits']}, reset_interval="
              f"{n['reset_interval']}, reset_offset={n['reset_offset']}; run {n['steps']} "
              "steps per sample)")
@@ -142,7 +143,7 @@ def cli_quantize(args: argparse.Namespace) -> int:
             warn(text)
     # with --json - stdout carries the JSON alone
     print(format_table(program.quant_table), file=sys.stderr if args.json == "-" else sys.stdout)
-    note(args, f"wrote {args.out}: {counted(len(program.populations), 'population')}, "
+    note(args, f"wrote {shown(args.out)}: {counted(len(program.populations), 'population')}, "
          f"{counted(len(program.synapses), 'synapse')}, T={program.timesteps}")
     emit_json({"program": str(args.out), "quant_table": program.quant_table,
                "timesteps": program.timesteps, "input_scale": program.input.scale,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dalif_deploy.base.wording import counted, percent
+from dalif_deploy.base.wording import counted, percent, shown
 
 from . import add_quiet_option, emit_json, note, show_progress
 from .command import Command
@@ -87,8 +87,8 @@ def cli_simulate(args: argparse.Namespace) -> int:
         return 0
     for text in result.extras.get("conventions") or ():  # what the exporter is known to drop
         note(args, f"[{result.backend}] {text}")
-    shown = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
-    line = (f"{result.backend}: {args.model} on {shown}, "
+    data = result.dataset if result.split is None else f"{result.dataset}/{result.split}"
+    line = (f"{result.backend}: {shown(args.model)} on {data}, "
             f"{counted(result.samples, 'sample')}, accuracy {percent(result.accuracy)} "
             f"({result.seconds:.2f} s{f', {world.size} processes' if world.size > 1 else ''})")
     from dalif_deploy.fixedpoint.cost import cost_line

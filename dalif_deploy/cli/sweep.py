@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dalif_deploy.base.wording import shown
+
 from . import emit_json, event_options, show_progress
 from .command import Command
 
@@ -54,14 +56,14 @@ def cli_sweep(args: argparse.Namespace) -> int:
         if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):  # before the work
             from dalif_deploy.base.errors import DaLifError
 
-            raise DaLifError(f"--plot {args.plot}: give a .png, .pdf or .svg file")
+            raise DaLifError(f"--plot {shown(args.plot)}: give a .png, .pdf or .svg file")
     result = sweep_precision(args.checkpoint, options, dataset=event_options(args.dataset, args),
                              data_dir=args.data_dir)
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout is the JSON alone
     print(format_sweep(result), file=out)
     if args.plot:
         plot_sweep(result, args.plot)
-        print(f"plot: {args.plot}", file=out)
+        print(f"plot: {shown(args.plot)}", file=out)
     emit_json(result, args.json)
     return 0
 

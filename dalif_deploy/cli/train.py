@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.wording import counted, percent
+from dalif_deploy.base.wording import counted, percent, shown
 
 from . import DATASET_NAMES, add_data_options, add_quiet_option, show_progress
 from .command import Command
@@ -124,7 +124,7 @@ def cli_train(args: argparse.Namespace) -> int:
           f"seed {args.seed}, {metrics['seconds']:.1f} s): "
           f"train accuracy {percent(metrics['train_accuracy'])}, "
           f"test accuracy {percent(metrics['test_accuracy'])}")
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     return 0
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import sys
 
 from dalif_deploy.base.errors import VerificationFailed
+from dalif_deploy.base.wording import shown
 
 from . import (
     add_data_options,
@@ -128,13 +129,13 @@ def cli_verify(args: argparse.Namespace) -> int:
         print(f"  (sharded over {world.size} processes)", file=out)
     if args.save_program:
         save_program(artefacts["program"], args.save_program)
-        print(f"program: {args.save_program}", file=out)
+        print(f"program: {shown(args.save_program)}", file=out)
     if args.report:
         write_report(result, artefacts, args.report)
-        print(f"report: {args.report}", file=out)
+        print(f"report: {shown(args.report)}", file=out)
     emit_json(result, args.json)
     if args.json and args.json != "-":
-        print(f"JSON: {args.json}", file=out)
+        print(f"JSON: {shown(args.json)}", file=out)
     if not result["passed"]:
         failed = [c["check"] for c in result["checks"] if not c["ok"]]
         raise VerificationFailed("; ".join(failed))

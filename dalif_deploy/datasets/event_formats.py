@@ -42,6 +42,8 @@ Formats:
 
 from __future__ import annotations
 
+import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,7 @@ FILE_BYTES_MAX = 8 * EVENTS_PER_FILE_MAX + HEADER_MAX
 AEDAT_PACKET_HEADER = np.dtype([("type", "<i2"), ("source", "<i2"), ("size", "<i4"),
                                 ("ts_offset", "<i4"), ("ts_overflow", "<i4"),
                                 ("capacity", "<i4"), ("number", "<i4"), ("valid", "<i4")])
+_PACKET = struct.Struct("<hhiiiiii")  # AEDAT_PACKET_HEADER, read field by field
 POLARITY_EVENT = 1  # AEDAT 3.1 eventType of polarity events
 POLARITY_EVENT_SIZE = 8
 POLARITY_TS_OFFSET = 4
@@ -164,7 +167,10 @@ def read_aedat31(path: str | Path, sensor: tuple[int, int] = (128, 128)) -> Even
     path, data = read_bounded(path, "an AEDAT 3.1 recording (.aedat)")
     where = str(path)
     pos = _header_end(data, where, b"#!AER-DAT3.1", b"#!END-HEADER")
-    parts: list[tuple[np.ndarray, int]] = []  # (raw [n, 2] uint32, overflow)
+    # the polarity packets as three int64 columns (offset, events, overflow): 24 bytes per
+    # packet, less than the packet's own 28-byte header, so memory stays proportional to the
+    # file however many packets it holds; packets without events are not kept at all
+    index = array("q")
     sources: set[int] = set()
     n_total = packet = 0
     hsize = AEDAT_PACKET_HEADER.itemsize
@@ -172,8 +178,7 @@ def read_aedat31(path: str | Path, sensor: tuple[int, int] = (128, 128)) -> Even
         if len(data) - pos < hsize:
             raise DaLifError(f"{where}: packet {packet} at byte {pos}: {len(data) - pos} bytes "
                              f"left, less than a {hsize}-byte packet header (truncated file)")
-        h = np.frombuffer(data, AEDAT_PACKET_HEADER, 1, pos)[0]
-        etype, size, number = int(h["type"]), int(h["size"]), int(h["number"])
+        etype, source, size, ts_offset, overflow, _, number, _ = _PACKET.unpack_from(data, pos)
         at = f"{where}: packet {packet} at byte {pos}"
         if etype & COMPRESSED_FLAG:
             raise DaLifError(f"{at} is compressed (eventType {etype:#x}); write the recording "
@@ -187,27 +192,34 @@ def read_aedat31(path: str | Path, sensor: tuple[int, int] = (128, 128)) -> Even
                              f"({format_bytes(body)}) but only {format_bytes(len(data) - pos)} "
                              "remain in the file (truncated or damaged)")
         if etype == POLARITY_EVENT:
-            if size != POLARITY_EVENT_SIZE or int(h["ts_offset"]) != POLARITY_TS_OFFSET:
+            if size != POLARITY_EVENT_SIZE or ts_offset != POLARITY_TS_OFFSET:
                 raise DaLifError(f"{at}: polarity events of {size} bytes with the timestamp at "
-                                 f"byte {int(h['ts_offset'])}; the format's are "
+                                 f"byte {ts_offset}; the format's are "
                                  f"{POLARITY_EVENT_SIZE} bytes with it at byte "
                                  f"{POLARITY_TS_OFFSET} (damaged file)")
             n_total += number
             if n_total > EVENTS_PER_FILE_MAX:
                 raise DaLifError(f"{where}: more than {EVENTS_PER_FILE_MAX:,} events")
-            if int(h["ts_overflow"]) < 0:
+            if overflow < 0:
                 raise DaLifError(f"{at}: negative timestamp overflow counter (damaged file)")
-            sources.add(int(h["source"]))
-            parts.append((np.frombuffer(data, "<u4", 2 * number, pos).reshape(number, 2),
-                          int(h["ts_overflow"])))
+            if number:
+                sources.add(source)
+                index.extend((pos, number, overflow))
         pos += body
         packet += 1
     if len(sources) > 1:
         raise DaLifError(f"{where}: polarity events from sources {sorted(sources)}; one camera "
                          "per recording is expected (split the file per source)")
-    raw = (np.concatenate([r for r, _ in parts]) if parts else np.zeros((0, 2), np.uint32))
-    overflow = np.concatenate([np.full(len(r), o, np.int64) for r, o in parts]
-                              ) if parts else np.zeros(0, np.int64)
+    raw = np.empty((n_total, 2), np.uint32)
+    at_event = 0
+    for k in range(0, len(index), 3):  # no per-packet objects kept
+        offset, number = index[k], index[k + 1]
+        raw[at_event:at_event + number] = np.frombuffer(data, "<u4", 2 * number,
+                                                        offset).reshape(number, 2)
+        at_event += number
+    packets = np.frombuffer(index, np.int64).reshape(-1, 3)
+    overflow = np.repeat(packets[:, 2], packets[:, 1])
+    del packets
     word, ts = raw[:, 0], raw[:, 1].view(np.int32).astype(np.int64)
     if len(ts) and int(ts.min()) < 0:
         raise DaLifError(f"{where}: negative event timestamps (damaged file)")

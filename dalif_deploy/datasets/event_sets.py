@@ -46,6 +46,7 @@ checkpoint carries its non-default options, so the same frames are rebuilt from 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ import numpy as np
 from tqdm import tqdm
 
 from dalif_deploy.base.errors import DaLifError
-from dalif_deploy.base.files import check_input_file
+from dalif_deploy.base.files import check_data_file
 from dalif_deploy.base.resources import check_memory, format_bytes
 from dalif_deploy.base.schema import integer
+from dalif_deploy.base.wording import shown
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
 from .event_formats import Events, read_aedat2_dvs128, read_aedat31, read_nmnist_bin
@@ -70,6 +72,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 GESTURE_CLASSES = 11
 GESTURE_CSV_HEADER = ("class", "starttime_usec", "endtime_usec")
+#: a time in microseconds a label row may give (2^62 us: 146,000 years); with the span's check
+#: in bin_events, no integer arithmetic on a file's times can overflow int64
+TIME_US_MAX = 2**62
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,13 @@ def bin_events(ev: Events, timesteps: int, binning: EventBinning,
         if t1 <= t0 or int(ev.t[0]) < t0 or int(ev.t[-1]) >= t1:
             raise DaLifError(f"events at {int(ev.t[0])}..{int(ev.t[-1])} us outside their "
                              f"span [{t0}, {t1})")
+        # (t - t0) * T is computed in int64: refuse, never wrap, a span it cannot hold
+        # (Python's ints are exact, so this test itself cannot overflow)
+        if not 0 <= t0 < t1 <= np.iinfo(np.int64).max or (t1 - t0) * t_steps > np.iinfo(
+                np.int64).max:
+            raise DaLifError(f"a sample spanning {t0}..{t1} us cannot be split into T={t_steps} "
+                             "bins exactly (the span times T exceeds 2^63 us); the recording's "
+                             "timestamps are damaged, or choose bin=count")
         b = (ev.t - t0) * t_steps // (t1 - t0)
     k = binning.downsample
     channel = 1 - ev.p.astype(np.int64)  # ON -> 0, OFF -> 1
@@ -163,8 +175,8 @@ class Recording:
     samples: tuple[tuple[int, tuple[int, int] | None], ...]
 
 
-def _read_text(path: Path, what: str) -> list[str]:
-    path = check_input_file(path, what)
+def _read_text(path: Path, what: str, root: Path) -> list[str]:
+    path = check_data_file(path, root, what)
     size = path.stat().st_size
     if size > TEXT_FILE_MAX:
         raise DaLifError(f"{path}: {format_bytes(size)} is far more than {what} holds; check "
@@ -179,10 +191,12 @@ def _natural(p: Path) -> tuple:
     return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name))
 
 
-def _files(folder: Path, suffix: str, what: str) -> list[Path]:
+def _files(folder: Path, suffix: str, what: str, root: Path) -> list[Path]:
     if not folder.is_dir():
         raise DaLifError(f"{folder}: missing; expected {what}")
     files = sorted((f for f in folder.iterdir() if f.suffix == suffix), key=_natural)
+    for f in files:  # nothing outside the data folder (a link to elsewhere) is read
+        check_data_file(f, root, what)
     if not files:
         raise DaLifError(f"{folder}: no {suffix} files; expected {what}")
     return files
@@ -194,13 +208,20 @@ def _root(data_dir: str | None, name: str, layout: str, subfolder: str) -> Path:
                          "is downloaded")
     root = Path(data_dir)
     if not root.is_dir():
-        raise DaLifError(f"--data-dir {data_dir}: not a folder; expected {layout}")
-    return root / subfolder if (root / subfolder).is_dir() else root
+        raise DaLifError(f"--data-dir {shown(data_dir)}: not a folder; expected {layout}")
+    inner = root / subfolder
+    if inner.is_dir():
+        base = os.path.realpath(root)
+        if os.path.commonpath([base, os.path.realpath(inner)]) != base:
+            raise DaLifError(f"{shown(inner)}: a symbolic link that leads outside --data-dir; "
+                             "data-folder readers read only files inside it")
+        return inner
+    return root
 
 
-def _gesture_labels(path: Path) -> tuple[tuple[int, tuple[int, int]], ...]:
+def _gesture_labels(path: Path, root: Path) -> tuple[tuple[int, tuple[int, int]], ...]:
     what = "a DVS128 Gesture label file (class,startTime_usec,endTime_usec)"
-    lines = _read_text(path, what)
+    lines = _read_text(path, what, root)
     head = tuple(s.strip().lower() for s in lines[0].split(",")) if lines else ()
     if head != GESTURE_CSV_HEADER:
         raise DaLifError(f"{path}: the first line must be class,startTime_usec,endTime_usec "
@@ -220,6 +241,9 @@ def _gesture_labels(path: Path) -> tuple[tuple[int, tuple[int, int]], ...]:
         if not 0 <= start < end:
             raise DaLifError(f"{path}: line {i}: the window {start}..{end} us is empty or "
                              "negative (start must be >= 0 and before end)")
+        if end > TIME_US_MAX:
+            raise DaLifError(f"{path}: line {i}: the end time {end:.3g} us is beyond any "
+                             f"recording (at most 2^62 us); check the file")
         rows.append((c - 1, (start, end)))
     if not rows:
         raise DaLifError(f"{path}: no label rows")
@@ -229,14 +253,23 @@ def _gesture_labels(path: Path) -> tuple[tuple[int, tuple[int, int]], ...]:
 def _gesture(split: str, root: Path) -> list[Recording]:
     lst = root / f"trials_to_{split}.txt"
     names = [s.strip() for s in _read_text(lst, "DVS128 Gesture's split list "
-                                           "(one recording name per line)") if s.strip()]
+                                           "(one recording name per line)", root) if s.strip()]
     recs = []
+    first: dict[tuple[int, int], tuple[int, str]] = {}  # (device, inode) -> (line, name)
     for i, name in enumerate(names, start=1):
         if not re.fullmatch(r"[\w.-]+\.aedat", name) or name.startswith("."):
             raise DaLifError(f"{lst}: line {i} {name[:60]!r} is not a recording name "
                              "(userXX_<lighting>.aedat, no folders)")
-        recs.append(Recording(root / name, _gesture_labels(
-            root / (name[:-len(".aedat")] + "_labels.csv"))))
+        path = check_data_file(root / name, root, "a DVS128 Gesture recording (.aedat)")
+        st = path.stat()  # the same file twice (by name, link or hard link): read once only
+        if (st.st_dev, st.st_ino) in first:
+            j, other = first[(st.st_dev, st.st_ino)]
+            raise DaLifError(f"{lst}: line {i} names the recording of line {j} "
+                             f"({shown(other)}) again; each recording is listed once (a "
+                             "repeated name would be read and counted again)")
+        first[(st.st_dev, st.st_ino)] = (i, name)
+        recs.append(Recording(path, _gesture_labels(
+            root / (name[:-len(".aedat")] + "_labels.csv"), root)))
     if not recs:
         raise DaLifError(f"{lst}: lists no recordings")
     return recs
@@ -258,7 +291,8 @@ def _round_robin(recs: list[Recording]) -> list[Recording]:
 def _cifar10_dvs(split: str, root: Path) -> list[Recording]:
     recs = []
     for label, cls in enumerate(CIFAR10_CLASSES):
-        files = _files(root / cls, ".aedat", f"CIFAR10-DVS's {cls} recordings (.aedat)")
+        files = _files(root / cls, ".aedat", f"CIFAR10-DVS's {cls} recordings (.aedat)",
+                       root)
         n_test = len(files) // 10
         if n_test == 0:
             raise DaLifError(f"{root / cls}: {len(files)} recordings; the 9:1 train/test split "
@@ -273,7 +307,8 @@ def _nmnist(split: str, root: Path) -> list[Recording]:
     recs = []
     for digit in range(10):
         recs += [Recording(f, ((digit, None),)) for f in
-                 _files(folder / str(digit), ".bin", f"N-MNIST's digit {digit} (.bin files)")]
+                 _files(folder / str(digit), ".bin", f"N-MNIST's digit {digit} (.bin files)",
+                        root)]
     return _round_robin(recs)
 
 

@@ -50,7 +50,7 @@ import numpy as np
 from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import expect
-from dalif_deploy.base.files import check_input_file
+from dalif_deploy.base.files import check_data_file, check_input_file
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
 from dalif_deploy.base.schema import integer, real_array, text
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
@@ -179,9 +179,9 @@ def _whole_numbers(value: object, where: str, lo: int, hi: int) -> np.ndarray:
     return a
 
 
-def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    check_input_file(path, "a batch of the standard cifar-10-batches-py folder (data_batch_1..5, "
-                     "test_batch)")
+def _load_cifar_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    check_data_file(path, root, "a batch of the standard cifar-10-batches-py folder "
+                    "(data_batch_1..5, test_batch)")
     # the bytes, the unpickled arrays and their float32 copy (4x)
     check_memory(6 * path.stat().st_size, f"{path}: reading the CIFAR-10 batch")
     try:
@@ -220,7 +220,7 @@ def _cifar10(split: str, data_dir: str | None) -> Dataset:
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    parts = [_load_cifar_batch(root / n) for n in names]
+    parts = [_load_cifar_batch(root / n, Path(data_dir)) for n in names]
     data = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     mean = np.array(CIFAR_MEAN, np.float32)[:, None, None]
@@ -473,9 +473,11 @@ def warn_range(ds: Dataset, trained_on: str | None) -> None:
     """Print :func:`range_warning`'s ``warning:`` line on stderr, if any."""
     import sys
 
+    from dalif_deploy.base.wording import printable
+
     text = range_warning(ds, trained_on)
     if text:
-        print(f"warning: {text}", file=sys.stderr)
+        print(f"warning: {printable(text)}", file=sys.stderr)
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | None = None,

@@ -345,7 +345,7 @@ def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any]
     snn_fixed, first_nj = _paper_snn(program, act, hw, mac_first)
     snn = _paper_snn(program, float_act, hw, mac_first)[0] if float_act else snn_fixed
     ann = macs * hw.energy_mac_pj * pj
-    return {
+    out = {
         "estimate": True, "unit": "nJ per inference",
         "loihi": {"synaptic": syn, "neuron": neu, "messages": msg, "static": static,
                   "total": syn + neu + msg + static,
@@ -360,6 +360,14 @@ def energy(program: FixedProgram, act: Mapping[str, Any], res: Mapping[str, Any]
                        "figures": f"E_AC = {hw.energy_ac_pj} pJ, E_MAC = {hw.energy_mac_pj} pJ "
                                   "(Horowitz 2014, 45 nm)"},
     }
+    from dalif_deploy.base.schema import non_finite
+
+    bad = non_finite(out)  # a derived figure is checked as well as the figures it comes from
+    if bad is not None:
+        raise DaLifError(f"the energy estimate's {bad} is not a finite number with these "
+                         f"hardware figures ({hw.overrides() or 'the defaults'}); give smaller "
+                         "figures (--hw, --hardware)")
+    return out
 
 
 def cost_report(program: FixedProgram, spikes: Mapping[str, float | np.ndarray] | None = None,

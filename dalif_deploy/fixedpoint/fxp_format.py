@@ -19,7 +19,16 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import expect
 from dalif_deploy.base.files import atomic_open, check_input_file
 from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_zip, read_npz_member
-from dalif_deploy.base.schema import Check, integer, mapping, number, shape, text, validate
+from dalif_deploy.base.schema import (
+    Check,
+    integer,
+    load_json,
+    mapping,
+    number,
+    shape,
+    text,
+    validate,
+)
 
 from .program import (
     RESET_MODES,
@@ -85,7 +94,8 @@ def program_to_arrays(program: FixedProgram) -> dict[str, np.ndarray]:
         "weight_errors": {k: {"counts": w.counts, "edges": w.edges, "max_abs": w.max_abs}
                           for k, w in program.weight_errors.items()},
     }
-    arrays = {_HEADER_KEY: np.frombuffer(json.dumps(_jsonable(header)).encode(), np.uint8)}
+    arrays = {_HEADER_KEY: np.frombuffer(
+        json.dumps(_jsonable(header), allow_nan=False).encode(), np.uint8)}
     for i, p in enumerate(program.populations):
         arrays[f"pop{i}.dv"] = p.dv.astype(np.int64)
         arrays[f"pop{i}.bias_mant"] = p.bias_mant.astype(np.int64)
@@ -195,12 +205,7 @@ HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
 
 def _parse_header(raw: np.ndarray) -> dict[str, Any]:
     """The JSON header, checked against :data:`HEADER_SCHEMA`."""
-    try:
-        h = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DaLifError(f"unreadable program header ({e})") from None
-    except RecursionError:
-        raise DaLifError("unreadable program header (nested too deeply)") from None
+    h = load_json(raw.tobytes(), "program header")
     if not isinstance(h, dict) or h.get("format") != PROGRAM_FORMAT:
         raise DaLifError("not a dalif-deploy fixed-point program")
     if h.get("version") != PROGRAM_VERSION:

@@ -26,6 +26,9 @@ HARDWARE_SET_HELP = ("cost model: set one hardware figure, NAME=VALUE, e.g. "
                      "neurons_per_core=4096 (repeatable; applied after --hardware)")
 FIGURES_FILE_MAX = 1 << 20  # bytes of a --hardware file (the defaults take about 600)
 INTEGER_MAX = 2**53  # a count beyond this is no hardware figure (and floats stop being exact)
+#: a real-valued figure (pJ, ns, mW) beyond this is no hardware figure; bounded so that the
+#: figures derived from it (energies, times over billions of operations) stay finite
+FIGURE_MAX = 1e15
 #: figures that are per-core or per-chip capacities: at least 1
 AT_LEAST_ONE = ("cores_per_chip", "neurons_per_core", "core_memory_bits", "axons_in_per_core",
                 "axons_out_per_core")
@@ -76,6 +79,10 @@ class Hardware:
                 v = integer(v, where, 1 if f.name in AT_LEAST_ONE else 0, INTEGER_MAX)
             else:
                 v = number(v, where, 0.0)
+                if v > FIGURE_MAX:
+                    raise DaLifError(f"{where}: {v:g} is beyond any hardware figure (at most "
+                                     f"{FIGURE_MAX:g}; energies derived from it must stay "
+                                     "finite)")
             object.__setattr__(self, f.name, v)
 
     @property
@@ -99,6 +106,8 @@ def _known() -> str:
 def _read_figures(path: str | os.PathLike) -> dict[str, Any]:
     """A ``--hardware`` file: a JSON object of figure names, at most :data:`FIGURES_FILE_MAX`
     bytes."""
+    from dalif_deploy.base.schema import load_json
+
     p = check_input_file(path, "a hardware figures file (.json)")
     try:
         with open(p, "rb") as f:
@@ -106,9 +115,9 @@ def _read_figures(path: str | os.PathLike) -> dict[str, Any]:
         if len(raw) > FIGURES_FILE_MAX:
             raise DaLifError(f"{p}: a hardware figures file holds at most {FIGURES_FILE_MAX} "
                              "bytes")
-        loaded = json.loads(raw.decode("utf8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise DaLifError(f"{p}: unreadable hardware figures ({e})") from None
+    except OSError as e:
+        raise DaLifError(f"{p}: unreadable hardware figures ({e.strerror or e})") from None
+    loaded = load_json(raw, f"{p}: unreadable hardware figures")
     if not isinstance(loaded, dict):
         raise DaLifError(f"{p}: hardware figures must be a JSON object of names ({_known()})")
     unknown = sorted(set(loaded) - set(FIGURES))

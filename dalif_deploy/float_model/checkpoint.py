@@ -51,8 +51,10 @@ from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_
 from dalif_deploy.base.schema import (
     FLOAT32_MAX,
     Check,
+    check_plain,
     integer,
     mapping,
+    non_finite,
     number,
     optional,
     shape,
@@ -101,9 +103,8 @@ FINETUNE_SCHEMA: dict[str, tuple[Check, bool]] = {
     "source_sha256": (text, False),
     "calibration_samples": (lambda v, w: integer(v, w, 0), False),
     "dataset": (optional(text), False),
-    "float_test_accuracy_before": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
-    "fixed_test_accuracy_before": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
-    "fixed_test_accuracy_after": (optional(lambda v, w: number(v, w, 0.0, 1.0)), False),
+    **{f"{kind}_test_accuracy_{when}": (lambda v, w: number(v, w, 0.0, 1.0), False)
+       for kind in ("float", "fixed") for when in ("before", "after")},
 }
 #: the fields of a checkpoint dict (``model``'s own: zoo.config_schema)
 CHECKPOINT_SCHEMA: dict[str, tuple[Check, bool]] = {
@@ -194,7 +195,7 @@ def content_digest(obj: dict[str, Any]) -> str:
     tensor's name, dtype, shape and bytes in name order (``content_sha256`` excluded)."""
     h = hashlib.sha256()
     plain = {k: v for k, v in obj.items() if k not in ("state_dict", "content_sha256")}
-    h.update(json.dumps(plain, sort_keys=True, default=repr).encode())
+    h.update(json.dumps(plain, sort_keys=True, default=repr, allow_nan=False).encode())
     for k in sorted(obj["state_dict"]):
         t = obj["state_dict"][k].detach().cpu().contiguous()
         h.update(f"\n{k}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -357,6 +358,10 @@ def read_checkpoint(path: str | Path, model: str | None = None,
     if not isinstance(obj, dict):
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (top level is "
                          f"{type(obj).__name__})")
+    # before anything prints, hashes or compares a field: those recurse, a record nested
+    # thousands deep would crash them
+    plain = {k: v for k, v in obj.items() if k != "state_dict"}
+    check_plain(plain, f"{path}: checkpoint")
     if obj.get("format") != CHECKPOINT_FORMAT:
         raise DaLifError(f"{path}: not a dalif-deploy checkpoint (format={obj.get('format')!r})")
     if obj.get("version") != CHECKPOINT_VERSION:
@@ -386,12 +391,15 @@ def read_checkpoint(path: str | Path, model: str | None = None,
                          f"{timesteps} was given; drop --timesteps (it is for plain "
                          "state_dicts)")
     _check_tensors(obj["state_dict"], path)
+    config = cfg if "factory" in cfg else _full_config(cfg, f"{path}: model config")
+    bad = non_finite(plain)  # the digest is strict JSON: no NaN anywhere in the plain fields
+    if bad is not None:
+        raise DaLifError(f"{path}: checkpoint field {bad} is not a finite number (NaN or "
+                         "infinite); re-export it from a sound model")
     if "content_sha256" in obj and obj["content_sha256"] != content_digest(obj):
         raise DaLifError(f"{path}: corrupted checkpoint: its content does not match the "
                          "recorded content_sha256; restore the file from its source or retrain")
-    if "factory" not in cfg:
-        cfg = _full_config(cfg, f"{path}: model config")
-    return Checkpoint(cfg, obj["state_dict"], t,
+    return Checkpoint(config, obj["state_dict"], t,
                       fields["dataset"], fields["metrics"], fields.get("created") or {}, sha,
                       str(path), fields.get("finetune"))
 

@@ -134,7 +134,7 @@ def build(spec: str, config: dict[str, Any]) -> Any:
     except Exception as e:  # noqa: BLE001 - the user's code failing is reported in one line
         reason = str(e).splitlines()[0][:160] if str(e) else ""
         raise DaLifError(f"{FLAG} {spec}: the factory failed with config "
-                         f"{json.dumps(config)[:200]} ({type(e).__name__}: {reason})") from None
+                         f"{repr(config)[:200]} ({type(e).__name__}: {reason})") from None
     if not isinstance(model, nn.Module):
         raise DaLifError(f"{FLAG} {spec}: the factory returned {type(model).__name__}, not a "
                          "torch.nn.Module")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,9 @@ from dalif_deploy.verification.pipeline import CALIBRATION_SAMPLES, VerifyOption
 
 #: the figures of a run that :func:`summarise` averages over seeds
 FIGURES = ("float_accuracy", "fixed_accuracy", "synops", "spikes")
+#: training runs one compare may start (neurons x T values x seeds; the default grid is 9):
+#: a longer list is refused before anything is trained, as a typo's 20,000 runs would be
+RUNS_MAX = 100
 
 
 def _ints(values: Sequence[int], what: str, lo: int, hi: int) -> tuple[int, ...]:
@@ -92,6 +95,10 @@ class CompareOptions:
             raise DaLifError(f"compare: neurons {list(self.neurons)} repeat a model")
         object.__setattr__(self, "timesteps", _ints(self.timesteps, "T", 1, TIMESTEPS_MAX))
         object.__setattr__(self, "seeds", _ints(self.seeds, "seed", 0, 2**32 - 1))
+        if self.runs > RUNS_MAX:
+            raise DaLifError(f"compare: {self.grid()} is more than the {RUNS_MAX} runs one "
+                             "compare starts; split the grid over several commands (fewer "
+                             "seeds or values of -T)")
         if self.samples is not None and (isinstance(self.samples, bool)
                                          or not isinstance(self.samples, int)
                                          or self.samples < 1):
@@ -100,6 +107,17 @@ class CompareOptions:
         if "neuron" in self.config or "name" in self.config:
             raise DaLifError("compare: the model and neuron come from --model and --neurons, "
                              "not from the extra config")
+
+    @property
+    def runs(self) -> int:
+        """Training runs of the grid: neurons x T values x seeds."""
+        return len(self.neurons) * len(self.timesteps) * len(self.seeds)
+
+    def grid(self) -> str:
+        """``"3 neurons x 3 values of T x 1 seed = 9 training runs"``."""
+        return (f"{counted(len(self.neurons), 'neuron')} x "
+                f"{counted(len(self.timesteps), 'value')} of T x "
+                f"{counted(len(self.seeds), 'seed')} = {counted(self.runs, 'training run')}")
 
 
 def _model_code(opt: CompareOptions) -> str | None:
@@ -166,10 +184,12 @@ def _run(opt: CompareOptions, neuron: str, timesteps: int, seed: int, test: Any,
     }
 
 
-def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
+def compare_neurons(options: CompareOptions | None = None,
+                    announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``options.model`` with every neuron at every T for every seed and measure each
     after deployment (module docstring). Returns ``{"settings", "runs", "table"}``: the
-    options, one row per run, and :func:`summarise`'s rows."""
+    options, one row per run, and :func:`summarise`'s rows. ``announce`` gets one line saying
+    the size of the work, once the inputs are checked and before any training."""
     from dalif_deploy.datasets.loaders import load_dataset
 
     opt = options or CompareOptions()
@@ -181,6 +201,8 @@ def compare_neurons(options: CompareOptions | None = None) -> dict[str, Any]:
         if not _model_code(opt):
             default_config(opt.model, neuron=neuron, **opt.config)
     first = _test_set(opt, opt.timesteps[0])  # bad data set names fail before the bar
+    if announce is not None:
+        announce(f"compare: {opt.grid()} of {counted(opt.epochs, 'epoch')} each")
     with tqdm(total=total, desc="compare", unit="run", disable=not opt.progress) as bar:
         for t in opt.timesteps:
             test = first if t == opt.timesteps[0] else _test_set(opt, t)
@@ -250,10 +272,9 @@ def format_table(result: dict[str, Any]) -> str:
 def plot_comparison(result: dict[str, Any], path: str | Path) -> None:
     """Accuracy (float solid, fixed point dashed; error bars: std over seeds) and SynOps per
     inference against T, one colour per neuron, as a PNG written atomically."""
-    import matplotlib
+    from dalif_deploy.verification.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dalif_deploy.base.files import atomic_write
 

@@ -159,10 +159,9 @@ def format_sweep(result: dict[str, Any]) -> str:
 def plot_sweep(result: dict[str, Any], path: str | Path) -> None:
     """Accuracy and agreement (left axis) and synaptic memory (right axis) against weight
     bits, written atomically to ``path`` (the format from its suffix: .png, .pdf, .svg)."""
-    import matplotlib
+    from dalif_deploy.verification.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dalif_deploy.base.files import atomic_write
 

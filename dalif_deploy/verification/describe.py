@@ -158,7 +158,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, list) and len(v) > 8 and all(isinstance(x, int | float) for x in v):
         return f"[{len(v)} values, min {min(v):.6g}, max {max(v):.6g}]"
     if isinstance(v, dict | list):
-        return json.dumps(v, default=str)
+        return json.dumps(v, default=str, allow_nan=False)
     return str(v)
 
 

@@ -17,13 +17,22 @@ from dalif_deploy.fixedpoint.program import WeightErrors
 FLOAT, FIXED, BOTH = "#4477aa", "#ee6677", "#555555"
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` for our plots (every figure dalif-deploy draws comes from here):
+    the Agg backend, and text drawn literally. Names in plots come from files (layer names,
+    data set names), and mathtext would parse a ``$...$`` in one, raising on what it cannot
+    parse; TeX is never called either."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_plt = pyplot
 
 
 def _png(fig) -> str:

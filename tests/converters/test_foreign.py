@@ -290,7 +290,7 @@ def test_foreign_graph_refusals(tmp_path, data, capsys):
         read_conventions(graph, "nir")
     cases = [(["--from", "snntorch"], r"no dalif-deploy metadata.*number of timesteps \(-T\)"),
              (["--from", "torch2"], "unknown exporter"),
-             (["--from", "snntorch", "-T", "0"], "-T must lie in"),
+             (["--from", "snntorch", "-T", "0"], r"--timesteps: must be an integer in \[1,"),
              (["--from", "snntorch", "-T", "8", "--dataset", str(data["digits-events"][1])],
               r"takes any input \(1, 8, 8\).*gives events \(2, 8, 8\)"),
              (["--from", "sinabs", "-T", "3", "--dataset", str(data["digits-events"][1])],

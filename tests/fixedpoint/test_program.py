@@ -223,6 +223,16 @@ def test_malformed_weight_error_records_are_refused(record, match):
         program_from_arrays(arrays)
 
 
+def test_an_unknown_header_field_is_refused_naming_it():
+    """The schema carries nothing unchecked (issue 29) and ignores nothing (issue 24)."""
+    arrays = program_to_arrays(kind_program("dense-binary", "scalar"))
+    header = json.loads(arrays["header"].tobytes())
+    header["smuggled"] = {"a": 1}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with pytest.raises(DaLifError, match="unknown field\\(s\\) 'smuggled'"):
+        program_from_arrays(arrays)
+
+
 def test_weight_errors_are_checked():
     with pytest.raises(DaLifError, match="3 non-negative counts need 4 bin edges"):
         WeightErrors([1, 2, 3], [0.0, 1.0], 0.5)
@@ -271,7 +281,7 @@ def _damaged_files(tmp_path):
     ("missing", "'syn1.weights' is missing"),
     ("nohdr", "no program header"),
     ("version", "version 99 is not supported"),
-    ("json", "unreadable program header"),
+    ("json", "program header: not readable JSON"),
     ("absent", "no such file"),
 ])
 def test_corrupt_truncated_and_pickle_files_fail_cleanly(tmp_path, name, match):

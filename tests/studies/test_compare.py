@@ -84,9 +84,9 @@ def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["--neurons", "dalif,izhikevich"], "unknown neuron 'izhikevich'"),
     (["--neurons", "lif,lif"], "repeat"),
-    (["-T", "0"], r"each T must be an integer in \[1"),
+    (["-T", "0"], r"--timesteps: must be an integer in \[1, 65536\], got 0"),
     (["--seeds", "1,1"], "repeats"),
-    (["--samples", "0"], "--samples must be a positive integer"),
+    (["--samples", "0"], r"--samples: must be an integer in \[1, "),
     (["--dataset", "nope"], "unknown data set"),
 ])
 def test_cli_bad_input_is_one_error_line(argv, match, capsys, tmp_path):

@@ -202,7 +202,10 @@ def test_a_bad_finetune_record_is_refused_naming_the_field(tmp_path, record, fie
 
     obj = torch.load(SHIPPED, weights_only=True)
     obj["finetune"] = record
-    obj["content_sha256"] = content_digest(obj)
+    try:
+        obj["content_sha256"] = content_digest(obj)
+    except ValueError:  # a NaN: no digest (strict JSON), the record itself is what is refused
+        obj.pop("content_sha256", None)
     bad = tmp_path / "bad.pt"
     torch.save(obj, bad)
     with pytest.raises(DaLifError, match=f"checkpoint.*{field}"):

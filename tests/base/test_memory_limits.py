@@ -1,0 +1,68 @@
+"""Issue 29: the memory a plan may use is the least of what the machine has available, the
+address-space limit (``ulimit -v``) and the memory cgroup's limit; each is read here from a
+fake /proc and cgroup tree, so the figures are exact."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from dalif_deploy.base import resources
+from dalif_deploy.base.errors import DaLifError
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A /proc with 8 GiB available and a process mapping 1 GiB; no RLIMIT_AS."""
+    proc, cg = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal: {16 * GiB // 1024} kB\n"
+                                  f"MemAvailable: {8 * GiB // 1024} kB\n")
+    (proc / "self" / "status").write_text(f"Name: python\nVmSize: {GiB // 1024} kB\n")
+    (proc / "self" / "cgroup").write_text("0::/\n")
+    cg.mkdir()
+    monkeypatch.setattr(resources, "PROC", str(proc))
+    monkeypatch.setattr(resources, "CGROUP_ROOT", str(cg))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,
+                                                               resource.RLIM_INFINITY))
+    return proc, cg
+
+
+def test_memavailable_alone(fake):
+    assert resources.mem_available() == 8 * GiB
+
+
+def test_the_address_space_limit_counts_less_what_is_mapped(fake, monkeypatch):
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (
+        (GiB + 300 * MiB, resource.RLIM_INFINITY) if which == resource.RLIMIT_AS
+        else (resource.RLIM_INFINITY, resource.RLIM_INFINITY)))
+    assert resources.mem_available() == 300 * MiB
+    with pytest.raises(DaLifError, match=r"needs about 1\.0 GiB .* more than the 300\.0 MiB.*"
+                                         r"ulimit -v"):
+        resources.check_memory(GiB, "the plan")
+
+
+def test_a_cgroup_v2_limit_counts_less_its_usage(fake):
+    proc, cg = fake
+    (proc / "self" / "cgroup").write_text("0::/job/7\n")
+    (cg / "job" / "7").mkdir(parents=True)
+    (cg / "job" / "7" / "memory.max").write_text(f"{2 * GiB}\n")
+    (cg / "job" / "7" / "memory.current").write_text(f"{GiB + 512 * MiB}\n")
+    assert resources.mem_available() == 512 * MiB
+    (cg / "job" / "7" / "memory.max").write_text("max\n")
+    assert resources.mem_available() == 8 * GiB
+
+
+def test_a_cgroup_v1_limit_counts_less_its_usage(fake):
+    proc, cg = fake
+    (proc / "self" / "cgroup").write_text("5:cpu:/\n4:memory:/docker/abc\n")
+    (cg / "memory").mkdir()  # the group's own folder is not mounted here: the mount's files
+    (cg / "memory" / "memory.limit_in_bytes").write_text(f"{3 * GiB}\n")
+    (cg / "memory" / "memory.usage_in_bytes").write_text(f"{GiB}\n")
+    assert resources.mem_available() == 2 * GiB
+    (cg / "memory" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # no limit
+    assert resources.mem_available() == 8 * GiB
