@@ -3,11 +3,11 @@ snntorch 1.0.0, nir 1.0.8): train a tiny recurrent net in snnTorch on digits-row
 the digit per step, T = 8), record snnTorch's own test predictions and export NIR with
 snnTorch's `export_to_nir` (docs/MEASURED.md, "Recurrent networks").
 
-Usage: python foreign_recurrent_export.py DIR NAME [EPOCHS, default 20], DIR holding
-train.npz and test.npz from `dalif-deploy dataset digits-rows`; NAME one of
-snntorch-rleaky, snntorch-rsynaptic. Net: Flatten, Linear(24, 64), RLeaky or RSynaptic (all_to_all, reset zero), Linear(64, 10), Leaky
-(reset zero). Writes DIR/NAME.nir and DIR/NAME.pred.npy; then compare with the project's CLI
-(simulate --backend nir|norse --from snntorch, verify --from snntorch)."""
+Usage: python foreign_recurrent_export.py DIR NAME [EPOCHS, default 20], DIR holding train.npz
+and test.npz from `dalif-deploy dataset digits-rows`; NAME one of snntorch-rleaky,
+snntorch-rsynaptic. Net: Flatten, Linear(24, 64), RLeaky or RSynaptic (all_to_all, reset zero),
+Linear(64, 10), Leaky (reset zero). Writes DIR/NAME.nir and DIR/NAME.pred.npy; then compare with
+the project's CLI (simulate --backend nir|norse --from snntorch, verify --from snntorch)."""
 import sys
 
 import nir
