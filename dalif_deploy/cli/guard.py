@@ -82,7 +82,14 @@ def _check_int(dest: str, v: int, where: str) -> None:
     integer(v, where, lo, hi)  # the schema's wording, as a file's field gets
 
 
+#: float options where ``inf`` means "no limit" (documented: ``--timeout inf`` lifts the
+#: watchdog's time limit only; a failed child is still reported in seconds); NaN never passes
+UNLIMITED = ("timeout",)
+
+
 def _check_float(dest: str, v: float, where: str) -> None:
+    if dest in UNLIMITED and v == math.inf:
+        return
     if dest in FLOAT_RANGES:
         lo, hi, lo_open = FLOAT_RANGES[dest]
         if not math.isfinite(v) or (v <= lo if lo_open else v < lo) or v > hi:

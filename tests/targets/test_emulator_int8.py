@@ -59,7 +59,7 @@ def _x(program, n=4, seed=0):
 def test_every_kernel_choice_gives_the_same_integers(monkeypatch):
     monkeypatch.setattr(ek, "INT8_MIN_PATCH", 0)  # small test convs: int8 under auto too
     program = _program()
-    chosen = {s.name: ek._compile_synapse(program, s, kernels="auto").int8 is not None
+    chosen = {s.name: ek.compile_synapse(program, s, kernels="auto").int8 is not None
               for s in program.synapses}
     assert chosen["a->b"], "the test needs an int8 synapse"
     x = _x(program)
@@ -79,7 +79,7 @@ def test_1x1_and_graded_input_convs_stay_float32():
     one = program.synapses[1]
     one.weights = one.weights[:, :, 1:2, 1:2].copy()
     one.padding = (0, 0)
-    compiled = {s.name: ek._compile_synapse(program, s, kernels="int8")
+    compiled = {s.name: ek.compile_synapse(program, s, kernels="int8")
                 for s in program.synapses}
     assert compiled["in->a"].int8 is None and compiled["a->b"].int8 is None
 
@@ -89,8 +89,8 @@ def test_auto_keeps_small_convs_float32():
     program = _program()
     syn = next(s for s in program.synapses if s.name == "a->b")
     assert syn.weights[0].size < ek.INT8_MIN_PATCH
-    assert ek._compile_synapse(program, syn, kernels="auto").int8 is None
-    assert ek._compile_synapse(program, syn, kernels="int8").int8 is not None
+    assert ek.compile_synapse(program, syn, kernels="auto").int8 is None
+    assert ek.compile_synapse(program, syn, kernels="int8").int8 is not None
 
 
 def _sabotage(monkeypatch):
