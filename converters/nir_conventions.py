@@ -89,11 +89,16 @@ class Exporter:
     resets: dict[tuple[str, str], str] = field(default_factory=dict)
     #: --reset values its export cannot have written -> why
     impossible: dict[str, str] = field(default_factory=dict)
+    #: (node type, --reset) -> the reset mode of a neuron on its own recurrent loop, where it
+    #: differs from the same node type's outside a loop
+    loop_resets: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def reset_of(self, kind: str, reset: str) -> str:
+    def reset_of(self, kind: str, reset: str, in_loop: bool = False) -> str:
         """The program's reset mode (:data:`~dalif_deploy.fixedpoint.program.RESET_MODES`) of a
-        ``kind``
-        node (NIR type name) whose framework reset by ``reset`` (``zero``/``subtract``)."""
+        ``kind`` node (NIR type name) whose framework reset by ``reset`` (``zero``/``subtract``);
+        ``in_loop``: the node feeds itself through a recurrent loop."""
+        if in_loop and (kind, reset) in self.loop_resets:
+            return self.loop_resets[(kind, reset)]
         return self.resets.get((kind, reset), reset)
 
 
@@ -117,7 +122,13 @@ EXPORTERS: dict[str, Exporter] = {e.name: e for e in (
                    "mem - threshold), not as NIR's CubaLIF; read so (zero-next, or "
                    "subtract-next with --reset subtract; NIR's own reading kept 396/450 "
                    "predictions on digits-events, docs/MEASURED.md)"},
-             resets={**_SNNTORCH_NEXT, ("CubaLIF", "zero"): "zero-next"}),
+             resets={**_SNNTORCH_NEXT, ("CubaLIF", "zero"): "zero-next"},
+             # RLeaky "zero" computes (1 - s_prev)(beta mem + x + V s_prev): the step after a
+             # spike zeroes the new value (zero-next), where the feed-forward Leaky zeroes only
+             # the old mem; both are written as a LIF with v_reset = 0 (measured with snnTorch
+             # 1.0.0: read as Leaky's reset, 320/450 predictions; as zero-next, 450/450;
+             # docs/MEASURED.md)
+             loop_resets={("LIF", "zero"): "zero-next"}),
     Exporter("sinabs", "Sinabs", 1.0, True, {
         "IF": "Sinabs' default IAF layers " + _SINABS_MULTI.format(kind="IF", kept=423),
         "LIF": "Sinabs' default LIF layers " + _SINABS_MULTI.format(kind="LIF", kept=380)
@@ -303,11 +314,14 @@ def _state_firing(graph: nir.NIRGraph, ex: Exporter, reset: str | None, multi_sp
         why = (f"the file was written by nir {'.'.join(map(str, version or ()))}, whose "
                "LIF/IF/CubaLIF reset by subtracting the threshold (reset to v_reset came "
                "with nir 1.0.6)" if old else "as the file says: v := v_reset")
+    from dalif_deploy.converters.ir.graph import recurrent_edges
+
+    in_loop = {a for a, _ in recurrent_edges(graph)}  # neurons that feed themselves
     modes: dict[str, list[str]] = {}
     for name, node in graph.nodes.items():
         if not op_for(node, name).resets:
             continue
-        mode = ex.reset_of(type(node).__name__, reset)
+        mode = ex.reset_of(type(node).__name__, reset, name in in_loop)
         if multi_spike and mode.endswith("-next"):
             raise DaLifError(f"--multi-spike with --from {ex.name}: node {name!r} resets in "
                              f"the next step ({mode}); spike counts reset in their own step "

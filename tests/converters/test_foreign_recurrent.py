@@ -46,11 +46,12 @@ def _write(path, g: nir.NIRGraph):
 NIR_AT_SNNTORCH_DT = ("--from", "nir", "--dt", "1e-4")
 
 
-def _check(g: nir.NIRGraph, path, npz, exporter: str, want: np.ndarray) -> None:
+def _check(g: nir.NIRGraph, path, npz, exporter: str, want: np.ndarray,
+           backends: tuple[str, ...] = ("nir", "norse")) -> None:
     assert len(set(want.tolist())) >= 6  # lively: a wrong reading shows
     _write(path, g)
     how = NIR_AT_SNNTORCH_DT if exporter == "nir@snntorch" else ("--from", exporter)
-    for backend in ("nir", "norse"):
+    for backend in backends:
         res = _run(path, backend, npz, *how)
         assert res["predictions"] == want.tolist(), backend
         assert any("recurrent edges carry" in line for line in res["conventions"])
@@ -83,15 +84,17 @@ def snntorch_rleaky(rng, train) -> tuple[nir.NIRGraph, dict]:
 
 
 def snntorch_rleaky_reference(p: dict, x: np.ndarray) -> np.ndarray:
-    """snnTorch RLeaky/Leaky with reset "zero": ``mem = beta (1 - s_prev) mem + I +
-    V s_prev``, spike ``mem > 1`` (s_prev: the layer's spikes of the previous step, 0 at
-    step 0); the output Leaky's spike count, argmax."""
+    """snnTorch 1.0.0's RLeaky with reset "zero": ``mem = (1 - s_prev) (beta mem + I +
+    V s_prev)`` (the step after a spike zeroes the new value: zero-next, measured,
+    docs/MEASURED.md), then its Leaky: ``mem = beta (1 - s_prev) mem + I``; spike
+    ``mem > 1`` (s_prev: the layer's spikes of the previous step, 0 at step 0); the output
+    Leaky's spike count, argmax."""
     b = len(x)
     m1, s1, m2, s2 = np.zeros((b, H)), np.zeros((b, H)), np.zeros((b, 10)), np.zeros((b, 10))
     count = np.zeros((b, 10))
     for t in range(x.shape[1]):
         i1 = x[:, t].reshape(b, -1).astype(np.float64) @ p["w1"].T + p["b1"]
-        m1 = p["be1"] * m1 * (1 - s1) + i1 + s1 @ p["v"].T
+        m1 = (1 - s1) * (p["be1"] * m1 + i1 + s1 @ p["v"].T)
         s1 = (m1 > 1).astype(np.float64)
         m2 = p["be2"] * m2 * (1 - s2) + s1 @ p["w2"].T + p["b2"]
         s2 = (m2 > 1).astype(np.float64)
@@ -100,12 +103,16 @@ def snntorch_rleaky_reference(p: dict, x: np.ndarray) -> np.ndarray:
 
 
 def test_snntorch_rleaky_nested_export_equals_snntorch(tmp_path, events):
-    """The nested RLeaky subgraph is inlined and its loop read with one step of delay: nir and
-    norse give snnTorch's predictions; without the recurrence they would differ."""
+    """The nested RLeaky subgraph is inlined, its loop read with one step of delay and its
+    neurons with RLeaky's own reset (zero-next): nir gives snnTorch's predictions (without
+    the recurrence they would differ); Norse, which cannot reset a step late, refuses and
+    says why."""
     ds, npz, train, _ = events
     g, p = snntorch_rleaky(np.random.default_rng(11), train)
     want = snntorch_rleaky_reference(p, ds.x)
-    _check(g, tmp_path / "rleaky.nir", npz, "snntorch", want)
+    _check(g, tmp_path / "rleaky.nir", npz, "snntorch", want, backends=("nir",))
+    assert main(["simulate", str(tmp_path / "rleaky.nir"), "--backend", "norse", "--dataset",
+                 str(npz), "--from", "snntorch"]) == 2
     flat = snntorch_rleaky_reference({**p, "v": 0 * p["v"]}, ds.x)
     assert flat.tolist() != want.tolist()  # the recurrent weight matters here
 
@@ -307,7 +314,9 @@ def trained_rleaky() -> tuple[nir.NIRGraph, dict]:
 
 
 def trained_rleaky_reference(p: dict, x: np.ndarray) -> np.ndarray:
-    """RLeaky (reset "zero") then the readout Linear, its mean over T, argmax."""
+    """The RLeaky-shaped loop as NIR reads it (a LIF resetting in its spike's step: ``mem =
+    beta (1 - s_prev) mem + I + V s_prev``; the weights are digits-rnn's, trained so), then
+    the readout Linear, its mean over T, argmax."""
     b, n = len(x), p["v"].shape[0]
     mem, s, out = np.zeros((b, n)), np.zeros((b, n)), np.zeros((b, 10))
     for t in range(x.shape[1]):
@@ -319,9 +328,10 @@ def trained_rleaky_reference(p: dict, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.lava
-def test_trained_rleaky_graph_equals_snntorch_and_verifies_within_a_point(tmp_path):
-    """A trained recurrent net in snnTorch's export shape on digits-rows: nir and norse give
-    snnTorch's predictions; quantised, fixed point is within 1 point of the nir reading on all
+def test_trained_rleaky_shaped_graph_verifies_within_a_point(tmp_path):
+    """digits-rnn's trained weights in snnTorch's RLeaky export shape, read as NIR says (the
+    weights were trained with NIR's reset; `--from snntorch` would read RLeaky's zero-next):
+    nir equals those equations; quantised, fixed point is within 1 point of the nir reading on all
     450 test samples (measured: nir 90.67 %, fixed 91.11 %) and Lava is bit-exact with the
     emulator."""
     from dalif_deploy.datasets.loaders import load_dataset
@@ -333,10 +343,10 @@ def test_trained_rleaky_graph_equals_snntorch_and_verifies_within_a_point(tmp_pa
     x = load_dataset("digits-rows").x
     want = trained_rleaky_reference(p, x)
     for backend in ("nir", "norse"):  # _run: the first N samples
-        assert _run(path, backend, npz, "--from", "snntorch")["predictions"] == \
+        assert _run(path, backend, npz, *NIR_AT_SNNTORCH_DT)["predictions"] == \
             want[:N].tolist(), backend
     out = tmp_path / "v.json"
-    main(["verify", str(path), "--from", "snntorch", "-T", "8", "--dataset", str(npz),
+    main(["verify", str(path), *NIR_AT_SNNTORCH_DT, "-T", "8", "--dataset", str(npz),
           "--lava-samples", "8", "--json", str(out)])
     r = json.loads(out.read_text())
     assert r["nir_accuracy"] > 0.85 and abs(r["fixed_accuracy"] - r["nir_accuracy"]) <= 0.01, r
