@@ -44,7 +44,8 @@ BAD_OPTIONS = [
     (["verify", "{ckpt}", "--min-agreement", "nan"], "--min-agreement"),
     (["verify", "{ckpt}", "--min-agreement", "1.5"], "--min-agreement"),
     (["verify", "{ckpt}", "--max-lava-memory", "nan"], "--max-lava-memory"),
-    (["verify", "{ckpt}", "--timeout", "inf"], "--timeout"),
+    (["verify", "{ckpt}", "--timeout", "nan"], "--timeout"),
+    (["verify", "{ckpt}", "--timeout=-inf"], "--timeout"),
     (["verify", "{ckpt}", "--batch-size", str(2**40)], "--batch-size"),
     (["simulate", "{ckpt}", "--backend", "torch", "--batch-size", str(2**40)], "--batch-size"),
     (["simulate", "{ckpt}", "--backend", "torch", "--samples", "0"], "--samples"),
@@ -76,6 +77,18 @@ def test_option_values_follow_one_rule(argv, flag, tmp_path, capsys):
     line = _one_error(capsys)
     assert line.startswith((f"error: {flag} ", f"error: {flag}: ")), line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_timeout_inf_is_the_documented_no_limit():
+    """``--timeout inf`` lifts the Lava watchdog's time limit (docs/cli.md); the one rule lets
+    it through, and only it: NaN and -inf are refused above."""
+    import argparse
+
+    from dalif_deploy.cli.guard import check_option_values
+
+    check_option_values(argparse.Namespace(command="verify", timeout=float("inf")))
+    with pytest.raises(DaLifError, match="--lr"):  # inf means no limit for --timeout alone
+        check_option_values(argparse.Namespace(command="verify", lr=float("inf")))
 
 
 # --- strict JSON, in and out ---------------------------------------------------------------
