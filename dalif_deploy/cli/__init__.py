@@ -156,6 +156,15 @@ def add_quantiser_options(p: argparse.ArgumentParser, when: str = "") -> None:
                    help=f"{when}weight mantissa bits, 2..8 (Loihi 2: 8)")
 
 
+def add_firing_options(p: argparse.ArgumentParser) -> None:
+    """``--reset`` and ``--multi-spike``: a foreign graph's firing, which the file cannot say
+    (quantize and verify; simulate's come from the NIR backends' own options)."""
+    p.add_argument("--reset", choices=("zero", "subtract"), help="how a foreign graph's "
+                   "neurons reset (as `simulate --reset`)")
+    p.add_argument("--multi-spike", action="store_true", default=None, help="a foreign "
+                   "graph's neurons send spike counts (as `simulate --multi-spike`)")
+
+
 def add_model_code(p: argparse.ArgumentParser) -> None:
     """``--model-code FACTORY``: the user's own architecture, for every command that builds
     the torch module of a checkpoint (see dalif_deploy/float_model/factory.py; the code is
@@ -301,6 +310,9 @@ def check_outputs(args: argparse.Namespace, command: Command | None = None) -> N
         folder = getattr(args, k, None)
         if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
             raise DaLifError(f"{_flag(k)} {folder} is a file; give a directory")
+        if folder is not None and os.path.isdir(folder):
+            for name in command.dir_files:
+                check_output_path(os.path.join(folder, name))
     if command.check is not None:
         command.check(args)
 
@@ -355,15 +367,14 @@ def _run(argv: Sequence[str] | None) -> int:
             parser.print_help()
             return 2
         command = commands()[args.command]
-        file_args = {command.name: (command.outputs, command.inputs)}
         check_option_values(args)
         check_launch(command)
-        check_inputs(args, file_args)
+        check_inputs(args, command)
         check_outputs(args, command)
         from dalif_deploy.base.files import output_transaction
 
         # all outputs at the end, or none after a failure (a verdict keeps its report)
-        with output_transaction(output_paths(args, file_args), commit_on=(VerificationFailed,)):
+        with output_transaction(output_paths(args, command), commit_on=(VerificationFailed,)):
             code = getattr(args, "model_code", None)
             if code is None:
                 rc = args.handler(args)

@@ -23,7 +23,8 @@ class Command:
     and ``outputs`` name the ``dest`` of every argument that holds a file (or folder) path read
     or written: each output is checked before ``run`` (writable, not a special file, not one of
     the inputs, no two outputs on one path); ``stdout_outputs`` are outputs that also take
-    ``-`` for stdout; ``output_dirs``: folders written into (refused when a file).
+    ``-`` for stdout; ``output_dirs``: folders written into (refused when a file), each
+    receiving the files named ``dir_files`` (checked as outputs, written all or none).
     ``check(args)``: further checks made with the output checks (e.g. of the files a folder
     will receive). ``pipeline``: the command's line in the top-level help's pipeline list
     (None: not listed); ``sharded``: it splits its data under torchrun.
@@ -38,6 +39,7 @@ class Command:
     outputs: tuple[str, ...] = ()
     stdout_outputs: tuple[str, ...] = ()
     output_dirs: tuple[str, ...] = ()
+    dir_files: tuple[str, ...] = ()
     pipeline: str | None = None
     sharded: bool = False
     check: Callable[[argparse.Namespace], None] | None = None

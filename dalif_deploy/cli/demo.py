@@ -14,19 +14,8 @@ from dalif_deploy.base.wording import shown
 from . import add_quiet_option, emit_json, show_progress
 from .command import Command
 
-#: the files demo writes into --out-dir
+#: the files demo writes into --out-dir (the report, then its JSON)
 REPORT_FILES = ("demo-report.html", "demo-report.json")
-
-
-def check_out_dir(args: argparse.Namespace) -> None:
-    """The report files in ``--out-dir`` (a folder: the output checks made sure) writable."""
-    import os
-
-    from dalif_deploy.base.files import check_output_path
-
-    if os.path.isdir(args.out_dir):
-        for name in REPORT_FILES:
-            check_output_path(os.path.join(args.out_dir, name))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,10 +50,11 @@ def cli_demo(args: argparse.Namespace) -> int:
             lava_samples=args.lava_samples, min_agreement=args.min_agreement,
             progress=show_progress(args)))
     out.mkdir(parents=True, exist_ok=True)
-    write_report(result, artefacts, out / "demo-report.html")
-    emit_json(result, str(out / "demo-report.json"))
+    html, json_path = (out / name for name in REPORT_FILES)
+    write_report(result, artefacts, html)
+    emit_json(result, str(json_path))
     print(format_summary(result))
-    print(f"report: {shown(out / 'demo-report.html')}  (JSON: {shown(out / 'demo-report.json')})")
+    print(f"report: {shown(html)}  (JSON: {shown(json_path)})")
     return 0 if result["passed"] else 1
 
 
@@ -74,4 +64,4 @@ COMMAND = Command(
     "NIR, fixed point on the whole test set, Lava on a subset; print the headline figures and "
     "write the HTML/JSON report.",
     add_arguments=add_arguments, run=cli_demo, output_dirs=("out_dir",),
-    check=check_out_dir)
+    dir_files=REPORT_FILES)

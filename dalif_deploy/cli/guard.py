@@ -25,14 +25,14 @@ import traceback
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
+from .command import Command
+
 # numpy-free on purpose (help and argument errors import no numpy): these equal
 # base.resources.BATCH_MAX / WIDTH_MAX and base.schema.FLOAT32_MAX (a test holds them equal)
 BATCH_MAX = 2**20
 WIDTH_MAX = 4096
 FLOAT32_MAX = 3.4028234663852886e38
 
-#: per command: (output argument names, input argument names), the CLI's FILE_ARGS
-FileArgs = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 #: exit code of an internal error (a bug: please report it); 1 is "verification failed"
 EXIT_INTERNAL = 3
 #: set to 1 to print the traceback of an internal error (for a bug report)
@@ -119,14 +119,13 @@ def check_option_values(args: argparse.Namespace) -> None:
 DATASET_ARGS = ("dataset", "test_dataset", "calibrate", "name")  # a name or an .npz
 
 
-def check_inputs(args: argparse.Namespace, file_args: FileArgs) -> None:
+def check_inputs(args: argparse.Namespace, command: Command) -> None:
     """Refuse a missing or unreadable input file, or a ``--data-dir`` that is no folder, before
     any work is done (and before a sharded run joins its process group, where a missing file
     would otherwise leave the other ranks waiting)."""
     from dalif_deploy.base.files import check_input_file
 
-    _, ins = file_args.get(args.command, ((), ()))
-    for k in ins:
+    for k in command.inputs:
         value = getattr(args, k, None)
         if not value or k in ("model", "checkpoint", "graph", "file", "data_dir"):
             continue  # the command's own file: its reader checks it first, saying what it is
@@ -144,13 +143,15 @@ def check_inputs(args: argparse.Namespace, file_args: FileArgs) -> None:
         raise DaLifError(f"--data-dir {shown(data_dir)}: no such folder")
 
 
-def output_paths(args: argparse.Namespace, file_args: FileArgs) -> list[str]:
-    """The files the command writes (its output options, demo's report): written all at the
-    end of a successful command, none after a failed one (``files.output_transaction``)."""
-    outs, _ = file_args.get(args.command, ((), ()))
-    paths = [str(getattr(args, k)) for k in outs if getattr(args, k, None) not in (None, "-")]
-    if args.command == "demo":
-        paths += [os.path.join(args.out_dir, n) for n in ("demo-report.html", "demo-report.json")]
+def output_paths(args: argparse.Namespace, command: Command) -> list[str]:
+    """The files the command writes (its output options, the files its output folders
+    receive): written all at the end of a successful command, none after a failed one
+    (``files.output_transaction``)."""
+    paths = [str(getattr(args, k)) for k in command.outputs
+             if getattr(args, k, None) not in (None, "-")]
+    for k in command.output_dirs:
+        if getattr(args, k, None) is not None:
+            paths += [os.path.join(getattr(args, k), n) for n in command.dir_files]
     return paths
 
 

@@ -18,6 +18,7 @@ from dalif_deploy.base.wording import counted, shown
 
 from . import (
     add_data_options,
+    add_firing_options,
     add_json_option,
     add_quantiser_options,
     add_quiet_option,
@@ -41,10 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
                    "--from's; required with plain NIR)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a graph without metadata")
-    p.add_argument("--reset", choices=("zero", "subtract"), help="how a foreign graph's "
-                   "neurons reset (as `simulate --reset`)")
-    p.add_argument("--multi-spike", action="store_true", help="a foreign graph's neurons "
-                   "send spike counts (as `simulate --multi-spike`)")
+    add_firing_options(p)
     p.add_argument("--encoding", choices=ENCODING_NAMES,
                    help="input encoding for a graph without metadata")
     p.add_argument("--netx", metavar="H5", help="also write the program as lava-dl netx HDF5; "

@@ -12,6 +12,7 @@ from dalif_deploy.base.wording import shown
 
 from . import (
     add_data_options,
+    add_firing_options,
     add_hardware_options,
     add_quiet_option,
     emit_json,
@@ -38,10 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, help="time step of a foreign NIR graph (overrides "
                    "--from's)")
     p.add_argument("--timesteps", "-T", type=int, help="T for a NIR graph that records none")
-    p.add_argument("--reset", choices=("zero", "subtract"), help="how a foreign graph's "
-                   "neurons reset (as `simulate --reset`)")
-    p.add_argument("--multi-spike", action="store_true", default=None,
-                   help="a foreign graph's neurons send spike counts (as `simulate`)")
+    add_firing_options(p)
     p.add_argument("--dataset", help="data set: a name or an .npz as `dataset` writes it "
                    "(default: the one the model file records)")
     add_data_options(p)
