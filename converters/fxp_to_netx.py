@@ -77,9 +77,10 @@ def _chain(program: FixedProgram) -> list[tuple[Synapse, Population]]:
         if not pop.plain:
             raise DaLifError(f"netx export: population {pop.name} fires by spike rule "
                              f"{pop.spike_rule!r}, reset {pop.reset!r}, multi_spike="
-                             f"{pop.multi_spike}; netx's CUBA neuron fires on '>' with a reset "
-                             "to 0, one spike: quantise with --netx, or run this program on "
-                             "the lava backend (our population process)")
+                             f"{pop.multi_spike}, bias into {pop.bias_into}; netx's CUBA "
+                             "neuron fires on '>' with a reset to 0, one spike, and adds its "
+                             "bias to v: quantise with --netx, or run this program on the "
+                             "lava backend (our population process)")
     if source != program.readout.population or len(program.synapses) != len(layers):
         raise DaLifError("netx export: the readout must be the chain's last layer and every "
                          "synapse part of the chain")

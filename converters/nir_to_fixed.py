@@ -4,13 +4,15 @@ Neuron layers are read through the op table (:meth:`NodeOp.dalif`, v_leak = v_re
 refused): ``nir.LIF`` (``beta = 1 - dt/tau``, ``alpha = r dt/tau``, du = 4095), ``nir.IF``
 (LIF without leak: ``beta = 1``, dv = 0, ``alpha = r dt``, du = 4095) and ``nir.CubaLIF``
 (``du = round(4096 dt/tau_syn) - 1`` for Loihi's ``du + 1``, ``dv = round(4096 dt/tau_mem)``,
-``alpha = (dt/tau_mem) r (dt/tau_syn) w_in`` folded into the weights, a bias at its steady
-current ``(dt/tau_mem) r w_in b``). Exact: IF's and LIF's integration and firing (``>`` on floats
-is ``v > 64 vth`` on integers), dv = 0, and any decay with ``4096 dt/tau`` an integer (du = 4095
-when tau_syn = dt). Approximate: other decays (rounded to 1/4096, ``decay_error``), weights and
-biases (rounded mantissas, ``weight_errors``), a CubaLIF bias's ramp-in when tau_syn > dt, and
-Loihi's rtz in the decays. With du < 4095, Loihi keeps u in int32, so ``a << 6`` must stay within
-2^24 (constraint ``u-overflow``): the scale is bounded by that and lowered until the program
+``alpha = (dt/tau_mem) r (dt/tau_syn) w_in`` folded into the weights, and its bias into u
+with the weights' gain when tau_syn > dt, so that it ramps in as NIR integrates it; netx's
+neuron takes a bias into v only, there at its steady current ``(dt/tau_mem) r w_in b``, its
+ramp-in dropped). Exact: IF's and LIF's integration and firing (``>`` on floats is ``v > 64
+vth`` on integers), dv = 0, and any decay with ``4096 dt/tau`` an integer (du = 4095 when
+tau_syn = dt). Approximate: other decays (rounded to 1/4096, ``decay_error``), weights and
+biases (rounded mantissas, ``weight_errors``), and Loihi's rtz in the decays. With du < 4095,
+Loihi keeps u in int32, so ``a << 6`` must stay within 2^24 (constraint ``u-overflow``): the
+scale is bounded by that (the bias included where it enters u) and lowered until the program
 passes it. Per layer we pick a scale lambda (float volts -> integer v, the << 6 included) with
 
     lambda * v_th = 64 * vth
@@ -119,9 +121,10 @@ def _mant_exp(t: np.ndarray, qmax: int) -> int:
 class _Layer:
     """One population being quantised: fused inputs, float parameters, chosen integers."""
 
-    def __init__(self, name, shape, paths, fused, bias_f, lif, provenance):
+    def __init__(self, name, shape, paths, fused, bias_f, lif, provenance, bias_into="v"):
         self.name, self.shape, self.paths, self.fused = name, shape, paths, fused
         self.bias_f, self.lif, self.provenance = bias_f, lif, provenance
+        self.bias_into = bias_into  # "u": the bias joins the current (a CubaLIF bias's ramp)
 
     def targets(self, in_scale: float) -> list[np.ndarray]:
         """Float weights per input unit into V (alpha folded, graded input scale divided)."""
@@ -155,14 +158,15 @@ def _choose_scale(layer: _Layer, targets, weight_bits: int, timesteps: int, cap:
     qmax, k = 2 ** (weight_bits - 1) - 1, 8 - weight_bits
     e_top = _dense_exp_range(weight_bits, netx)[1]
     bounds = [cap]
-    if layer.lif and layer.lif["du"] < DECAY_MAX:  # u-overflow: sum |a| <= 2^24 / 64
+    bmax = float(np.abs(layer.bias_f).max(initial=0))
+    if layer.lif and layer.lif["du"] < DECAY_MAX:  # u-overflow: sum |a| (+ bias) <= 2^24 / 64
         src = [2.0 ** (INPUT_BITS_RANGE[1] - 1) if p.source == "__input__" and graded_input
                else 1.0 for p in layer.paths]
         a_u = sum(m * float(np.abs(t).reshape(t.shape[0], -1).sum(1).max(initial=0))
                   for m, t in zip(src, targets, strict=True)) / 64
-        if a_u:
-            bounds.append(U_OVERFLOW_FILL * 2 * U_LIMIT / 64 / a_u)
-    bmax = float(np.abs(layer.bias_f).max(initial=0))
+        into_u = 64 * a_u + (bmax if layer.bias_into == "u" else 0.0)
+        if into_u:
+            bounds.append(U_OVERFLOW_FILL * 2 * U_LIMIT / into_u)
     if bmax:
         top = NETX_BIAS_EXP if netx else BIAS_EXP_RANGE[1]
         bounds.append(BIAS_MANT_MAX * 2.0 ** top / bmax / 1.01)
@@ -253,14 +257,15 @@ def _quantise_layer(layer: _Layer, targets, lam_cap: float, weight_bits: int, ti
     bias_err = float(np.abs(mant * 2.0**bexp - b_v).max(initial=0)) / lam
     pop = Population(name=layer.name, shape=layer.shape, dv=dv, vth=vth, bias_mant=mant,
                      bias_exp=bexp, scale=lam, provenance=layer.provenance,
-                     du=layer.lif["du"] if layer.lif else DECAY_MAX,
+                     du=layer.lif["du"] if layer.lif else DECAY_MAX, bias_into=layer.bias_into,
                      **({"spike_rule": layer.lif["cond"], "reset": layer.lif["reset"],
                          "multi_spike": layer.lif["multi"]} if firing else {}))
     row = {"population": layer.name, "nodes": layer.provenance, "scale": lam, "vth": vth,
            "v_threshold": layer.lif["v_th"] if layer.lif else None,
            "weight_exp": exps, "clipped_weights": clipped,
            "weight_rel_error": max(w_err, default=0.0), "decay_error": decay_err,
-           "dv": sorted({int(d) for d in dv}), "bias_exp": bexp, "bias_abs_error": bias_err,
+           "dv": sorted({int(d) for d in dv}), "bias_exp": bexp, "bias_into": layer.bias_into,
+           "bias_abs_error": bias_err,
            "bias_max": float(np.abs(layer.bias_f).max(initial=0))}
     return pop, syns, row, records
 
@@ -302,7 +307,7 @@ def _check_fusion_memory(graph: nir.NIRGraph, paths: dict[str, list[Path]],
                  "(a smaller --width) or on a machine with more memory")
 
 
-def _build_layers(graph: nir.NIRGraph, dt: float):
+def _build_layers(graph: nir.NIRGraph, dt: float, netx: bool = False):
     order = topo_order(graph)
     in_name, out_name = io_nodes(graph)
     shapes = infer_shapes(graph)
@@ -344,8 +349,12 @@ def _build_layers(graph: nir.NIRGraph, dt: float):
         bias = zero_input_response(graph, n, shapes, is_source).reshape(tshape)
         lif = ops[n].dalif(n, graph.nodes[n], tshape, dt) if n != out_name else None
         prov = sorted({x for p in paths for x in p.nodes} | {n})
+        # a bias into u where the neuron has current memory (it ramps in as NIR's CubaLIF
+        # integrates it); netx's CUBA neuron adds its bias to v only: the steady value there
+        ramp = lif is not None and lif["bias_gain_u"] is not None and not netx
+        gain = (lif["bias_gain_u"] if ramp else lif["bias_gain"]) if lif else 1.0
         layers.append(_Layer("readout" if n == out_name else n, tshape, paths, fused,
-                             lif["bias_gain"] * bias if lif else bias, lif, prov))
+                             gain * bias, lif, prov, "u" if ramp else "v"))
     return in_shape, layers
 
 
@@ -389,7 +398,7 @@ def quantize_graph(graph: nir.NIRGraph, weight_bits: int = 8, calibration: Any =
                          "x) that runs a program unchecked, e.g. functools.partial("
                          "dalif_deploy.emulate, check=False)")
     t, enc, dt = _graph_meta(graph, timesteps, encoding, dt)
-    in_shape, layers = _build_layers(graph, dt)
+    in_shape, layers = _build_layers(graph, dt, netx)
     bits = INPUT_BITS_RANGE[1]
     if input_scale is None:
         input_scale = float(2 ** (bits - 1) - 1)

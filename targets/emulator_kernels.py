@@ -365,16 +365,20 @@ def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int,
                         device: torch.device = CPU) -> CompiledPopulation:
     a_bound = sum(s.a_bound for s in syns)
     bias = effective_bias(pop.bias_mant, pop.bias_exp)
-    wrap_u = pop.du < DECAY_MAX or a_bound * 64 >= U_LIMIT
-    u_bound = U_LIMIT if wrap_u else a_bound * 64
     bias_max = int(np.abs(bias).max(initial=0))
+    into_u = pop.bias_into == "u"
+    u_in = a_bound * 64 + (bias_max if into_u else 0)  # what one step adds to u
+    wrap_u = pop.du < DECAY_MAX or u_in >= U_LIMIT
+    u_bound = U_LIMIT if wrap_u else u_in
     late = pop.vth << 6 if pop.reset == "subtract-next" else 0  # taken after the integration
-    v_bound = v_growth_bound(u_bound + bias_max + late, DECAY_UNIT - int(pop.dv.min()), steps)
+    v_bound = v_growth_bound(u_bound + (0 if into_u else bias_max) + late,
+                             DECAY_UNIT - int(pop.dv.min()), steps)
     # float32 holds every value exactly when u has no memory and cannot wrap: |v| < 2^23 after
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23 (one spike
-    # and a reset to 0 only: other resets and spike counts run lif_step in float64)
+    # and a reset to 0 only: other resets, spike counts and a bias into u run lif_step in
+    # float64)
     f32 = (pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
-           and pop.reset == "zero" and not pop.multi_spike)
+           and pop.reset == "zero" and not pop.multi_spike and not into_u)
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype, device=device)
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
@@ -382,7 +386,7 @@ def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int,
                        bias=torch.as_tensor(bias).to(device, dtype),
                        wrap_u=wrap_u, clip_v=v_bound > V_MAX, decay_v=bool(np.any(pop.dv)),
                        spike_ge=pop.spike_rule == ">=", reset=pop.reset,
-                       multi_spike=pop.multi_spike)
+                       multi_spike=pop.multi_spike, bias_into_u=into_u)
     fast = LifF32Params.from_lif(params) if f32 else None
     bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
     return CompiledPopulation(pop, syns, params, readout, dtype, fast, bias_t)

@@ -120,6 +120,7 @@ class LifParams:
     ``bias`` is the effective bias (``bias_mant`` shifted by ``bias_exp``). ``wrap_u`` /
     ``clip_v`` may be False only where bounds prove the wrap/clip can never trigger.
     ``spike_ge``, ``reset``, ``multi_spike``: the population's firing (:func:`fire_and_reset`).
+    ``bias_into_u``: the bias is added to u (before its wrap) instead of v.
     """
 
     du: int
@@ -132,6 +133,7 @@ class LifParams:
     spike_ge: bool = False
     reset: str = "zero"
     multi_spike: bool = False
+    bias_into_u: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,12 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         s  = v > (vth << 6)                               strict
         v  = 0 where s                                    u is not reset
 
-    That is the default (Lava's LIF); other spike rules, reset modes and multi-spike output
-    are :func:`fire_and_reset`'s (``zero-next``/``subtract-next`` apply the previous step's
-    spike, read from the unreset v, to this step's clipped integral before it fires).
+    That is the default (Lava's LIF). With ``bias_into_u`` the bias joins u instead, ``u =
+    rtz(u * (4096 - (du + 1))) + (a << 6) + bias`` before the wrap, and v integrates u alone: a
+    constant input that ramps in with du (NIR's CubaLIF bias). Other spike rules, reset modes
+    and multi-spike output are :func:`fire_and_reset`'s (``zero-next``/``subtract-next``
+    apply the previous step's spike, read from the unreset v, to this step's clipped integral
+    before it fires).
 
     ``bias = bias_mant << bias_exp`` (floor shift when negative), not shifted by 6. Works on
     int64 tensors or float64 tensors holding integers (exact below 2^53). Returns the boolean
@@ -178,6 +183,8 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
         u = a64
     else:
         u = rtz_div4096(u * (DECAY_UNIT - (params.du + 1))) + a64
+    if params.bias_into_u:
+        u = u + params.bias
     dims = tuple(range(1, u.dim()))
     if params.wrap_u:
         hi, lo = u > U_LIMIT, u <= -U_LIMIT
@@ -187,7 +194,7 @@ def lif_step(state: LifState, a: torch.Tensor, params: LifParams
     fired_before = _fires(v, theta, params.spike_ge) if params.reset.endswith("-next") else None
     if params.decay_v:
         v = decay_rtz(v, params.dv)
-    v = v + u + params.bias
+    v = v + u if params.bias_into_u else v + u + params.bias
     if params.clip_v:
         sat = (v > V_MAX) | (v < -V_MAX)
         v_sat = v_sat + sat.sum(dims).to(v_sat.dtype)

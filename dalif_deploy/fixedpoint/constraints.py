@@ -129,6 +129,12 @@ def spike_count_max(program: FixedProgram, name: str) -> int:
     return max(1, v_max // theta)
 
 
+def _bias_max(p: Population) -> int:
+    """Largest |effective bias| (``bias_mant`` shifted by ``bias_exp``) of population ``p``."""
+    m = int(np.abs(p.bias_mant).max(initial=0))
+    return m << p.bias_exp if p.bias_exp >= 0 else -(-m >> -p.bias_exp)
+
+
 def _syn_max_abs_sum(program: FixedProgram, s: Synapse) -> int:
     """Largest |accumulated input| of one output neuron (before shift / wrap)."""
     w = np.abs(s.weights).reshape(s.weights.shape[0], -1)
@@ -230,17 +236,21 @@ def _check_population(program: FixedProgram, p: Population) -> Iterator[Violatio
                             "check beta)")
     a_max = _input_max(program, p.name)
     a_u = sum(_syn_a_max(program, s) for s in program.incoming(p.name))  # after the shifts
+    # a bias into u joins a << 6 before u's wrap (in u's units, not shifted)
+    b_u = -(-_bias_max(p) // 64) if p.bias_into == "u" else 0
     if a_max > INT32_SAFE:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} overflows "
                         "Lava's int32 arithmetic after << 6; lower the scale")
-    elif p.du < DECAY_MAX and a_u * 64 > 2 * U_LIMIT:
-        yield Violation("u-overflow", p.name, f"du={p.du} keeps current memory and synaptic "
-                        f"input up to {a_u} gives a << 6 = {a_u * 64} > 2^24: "
+    elif p.du < DECAY_MAX and (a_u + b_u) * 64 > 2 * U_LIMIT:
+        what = f"synaptic input up to {a_u}" + (f" and its bias into u ({b_u} x 64)"
+                                                  if b_u else "")
+        yield Violation("u-overflow", p.name, f"du={p.du} keeps current memory and {what} "
+                        f"gives a << 6 = {(a_u + b_u) * 64} > 2^24: "
                         "Lava keeps u in int32, so one wrap by 2^24 cannot bring u back into "
                         "24 bits and it later wraps at 2^31 (docs/DESIGN.md section 9); lower the "
                         f"population's scale (weights or weight_exp) so that |a| <= "
                         f"{2 * U_LIMIT // 64}, or use du={DECAY_MAX}")
-    elif a_max * 64 >= U_LIMIT:
+    elif (a_max + b_u) * 64 >= U_LIMIT:
         yield Violation("headroom", p.name, f"synaptic input up to {a_max:.0f} (x64) can wrap "
                         "the 24-bit current u; the emulator counts u wraps", "warning")
     if p.multi_spike:
@@ -377,7 +387,7 @@ def describe_program(path: str | os.PathLike, hardware: Any = None) -> dict[str,
              "dv": sorted({int(d) for d in p.dv}), "bias_exp": p.bias_exp,
              "bias_mant_range": [int(p.bias_mant.min()), int(p.bias_mant.max())],
              "scale": p.scale, "provenance": p.provenance, "spike_rule": p.spike_rule,
-             "reset": p.reset, "multi_spike": p.multi_spike}
+             "reset": p.reset, "multi_spike": p.multi_spike, "bias_into": p.bias_into}
             for p in prog.populations],
         "synapses": [
             {"name": s.name, "source": s.source, "target": s.target, "kind": s.kind,

@@ -31,6 +31,7 @@ from dalif_deploy.base.schema import (
 )
 
 from .program import (
+    BIAS_INTO,
     RESET_MODES,
     SPIKE_RULES,
     FixedProgram,
@@ -47,7 +48,7 @@ PROGRAM_VERSION = 1
 _HEADER_KEY = "header"
 _SCALAR_FIELDS = {
     "population": ("name", "shape", "vth", "bias_exp", "du", "scale", "provenance",
-                   "spike_rule", "reset", "multi_spike"),
+                   "spike_rule", "reset", "multi_spike", "bias_into"),
     "synapse": ("name", "source", "target", "kind", "weight_exp", "weight_bits", "sign_mode",
                 "graded", "stride", "padding", "groups", "input_shape", "output_shape",
                 "provenance"),
@@ -192,7 +193,9 @@ HEADER_SCHEMA: dict[str, dict[str, tuple[Check, bool]]] = {
                    # absent in files written before reset modes: Lava's LIF (">", "zero")
                    "spike_rule": (lambda v, w: text(v, w, SPIKE_RULES), False),
                    "reset": (lambda v, w: text(v, w, RESET_MODES), False),
-                   "multi_spike": (_boolean, False)},
+                   "multi_spike": (_boolean, False),
+                   # absent in files written before the bias ramp: into v, as Lava's LIF
+                   "bias_into": (lambda v, w: text(v, w, BIAS_INTO), False)},
     "synapse": {"name": _NAME, "source": _NAME, "target": _NAME,
                 "kind": (lambda v, w: text(v, w, ("dense", "conv")), True),
                 "weight_exp": (integer, False), "weight_bits": (integer, False),

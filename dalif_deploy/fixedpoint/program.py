@@ -42,6 +42,9 @@ from .limits import DECAY_MAX, TIMESTEPS_MAX
 RESET_MODES = ("zero", "subtract", "zero-next", "subtract-next")
 #: when a population fires: ``v > vth << 6`` (Lava's LIF, NIR) or ``v >= vth << 6``
 SPIKE_RULES = (">", ">=")
+#: where a population's bias enters: v each step (Lava's LIF), or the current u, where it ramps
+#: in with du as NIR's CubaLIF and snnTorch's Synaptic integrate a constant input
+BIAS_INTO = ("v", "u")
 
 
 def _check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -108,7 +111,9 @@ class Population:
     (v = scale * V, v including the << 6); ``provenance`` names the NIR nodes it came from.
     ``spike_rule`` (:data:`SPIKE_RULES`), ``reset`` (:data:`RESET_MODES`) and ``multi_spike``
     (send ``n`` spikes as one graded spike with payload n, e.g. Sinabs' MultiSpike) are the
-    neuron's firing; the defaults are Lava's LIF.
+    neuron's firing; ``bias_into`` (:data:`BIAS_INTO`) says whether the bias is added to v each
+    step (Lava's LIF) or to the current u, before u's wrap, so that it ramps in with du the way
+    a constant synaptic input does (a CubaLIF bias). The defaults are Lava's LIF.
     """
 
     name: str
@@ -123,6 +128,7 @@ class Population:
     spike_rule: str = ">"
     reset: str = "zero"
     multi_spike: bool = False
+    bias_into: str = "v"
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
@@ -132,6 +138,9 @@ class Population:
                              f"{self.reset!r}: choose from {list(SPIKE_RULES)} / "
                              f"{list(RESET_MODES)}")
         self.multi_spike = bool(self.multi_spike)
+        if self.bias_into not in BIAS_INTO:
+            raise DaLifError(f"{self.name}: bias_into {self.bias_into!r}: choose from "
+                             f"{list(BIAS_INTO)}")
         if self.multi_spike and self.reset.endswith("-next"):
             raise DaLifError(f"{self.name}: a multi-spike population resets in its spike's "
                              f"step (zero or subtract), not {self.reset!r}")
@@ -152,8 +161,10 @@ class Population:
 
     @property
     def plain(self) -> bool:
-        """Lava's stock LIF firing: ``>``, one spike, reset to 0 in the spike's step."""
-        return self.spike_rule == ">" and self.reset == "zero" and not self.multi_spike
+        """Lava's stock LIF: fires on ``>``, one spike, resets to 0 in the spike's step, and adds
+        the bias to v."""
+        return (self.spike_rule == ">" and self.reset == "zero" and not self.multi_spike
+                and self.bias_into == "v")
 
 
 @dataclass

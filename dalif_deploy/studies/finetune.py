@@ -151,9 +151,10 @@ def _integer_trace(rec: Any, pop: Any) -> tuple[torch.Tensor, torch.Tensor]:
     from dalif_deploy.fixedpoint.arithmetic import decay_rtz, effective_bias
     from dalif_deploy.fixedpoint.limits import DECAY_MAX, V_MAX
 
-    if pop.du < DECAY_MAX:
-        raise DaLifError(f"finetune: population {pop.name} keeps current memory (du={pop.du}); "
-                         "LIF layers have du = 4095")
+    if pop.du < DECAY_MAX or pop.bias_into == "u":
+        raise DaLifError(f"finetune: population {pop.name} keeps current memory (du={pop.du}"
+                         f", bias into {pop.bias_into}); LIF layers have du = 4095 and their "
+                         "bias in v")
     if pop.reset != "zero" or pop.multi_spike:
         raise DaLifError(f"finetune: population {pop.name} resets by {pop.reset!r}"
                          + (" with spike counts" if pop.multi_spike else "")

@@ -65,6 +65,7 @@ class PopPlan:
     spike_rule: str = ">"
     reset: str = "zero"
     multi_spike: bool = False
+    bias_into: str = "v"
 
 
 @dataclass
@@ -199,7 +200,7 @@ def plan_program(program: FixedProgram, *, use_conv: bool = True) -> LavaPlan:
                             dv=_neuron_dv(p)[idx].reshape(lava_shape), vth=p.vth,
                             bias_mant=p.bias_mant.reshape(-1)[idx].reshape(lava_shape),
                             bias_exp=p.bias_exp, depth=depth[p.name], spike_rule=p.spike_rule,
-                            reset=p.reset, multi_spike=p.multi_spike))
+                            reset=p.reset, multi_spike=p.multi_spike, bias_into=p.bias_into))
     input_index, input_lava_shape = layout("input", program.input.shape)
     index["input"] = input_index
 

@@ -14,6 +14,10 @@ step, docs/DESIGN.md section 4 (``rtz(p) = sign(p) * (|p| >> 12)``)::
     v = clip(rtz(v * (4096 - dv)) + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
     s = v > (vth << 6);   v = 0 where s
 
+A population whose bias joins the current (``bias_into = "u"``, a CubaLIF bias that ramps
+in with du) adds it to u before u's wrap and none to v (:meth:`subthr_dynamics`), the rule of
+:func:`dalif_deploy.fixedpoint.arithmetic.lif_step`.
+
 Each population also has its firing (``spike_rule``, ``reset``, ``multi_spike``: the program's,
 docs/DESIGN.md section 4 "Reset modes"), which Lava's stock LIF cannot express: ``>=``, a
 subtract reset, a reset applied to the next step's integral, and a spike count sent as one
@@ -70,10 +74,10 @@ class DaLifPopulation(AbstractProcess):
                  num_steps: int, v_steps: np.ndarray, record_u: bool = False,
                  progress_path: str | None = None, progress_every: int = 1,
                  spike_rule: str = ">", reset: str = "zero", multi_spike: bool = False,
-                 name: str | None = None) -> None:
+                 bias_into: str = "v", name: str | None = None) -> None:
         super().__init__(shape=shape, name=name, reset_interval=int(reset_interval),
                          spike_rule=str(spike_rule), reset=str(reset),
-                         multi_spike=bool(multi_spike),
+                         multi_spike=bool(multi_spike), bias_into=str(bias_into),
                          reset_offset=int(reset_offset), record_path=str(record_path),
                          num_steps=int(num_steps),
                          v_steps=np.asarray(v_steps, dtype=np.int64), record_u=bool(record_u),
@@ -124,6 +128,7 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
         self._ge = proc_params["spike_rule"] == ">="
         self._reset = proc_params["reset"]
         self._multi = proc_params["multi_spike"]
+        self._bias_into_u = proc_params["bias_into"] == "u"
         self._spikes: np.ndarray | None = None
         self._v: np.ndarray | None = None
         self._u: np.ndarray | None = None
@@ -137,6 +142,26 @@ class PyDaLifPopulationModel(AbstractPyLifModelFixed):
     def spiking_activation(self) -> np.ndarray:
         """Spike where v exceeds the threshold (strictly; ``>=`` for that spike rule)."""
         return self.v >= self.effective_vth if self._ge else self.v > self.effective_vth
+
+    def subthr_dynamics(self, activation_in: np.ndarray) -> None:
+        """Lava's ``subthr_dynamics``, or, for a population whose bias joins the current, the
+        same arithmetic with the bias added to u before its wrap and none to v::
+
+            u = wrap(rtz(u * (4096 - (du + 1))) + (a << 6) + bias)
+            v = clip(rtz(v * (4096 - dv)) + u)
+        """
+        if not self._bias_into_u:
+            super().subthr_dynamics(activation_in)
+            return
+        lim = np.int64(self.max_uv_val)
+        u = np.int64(self.u) * (self.decay_unity - (self.du + self.ds_offset))
+        u = (np.sign(u) * np.right_shift(np.abs(u), self.decay_shift)
+             + np.left_shift(np.int64(activation_in), self.act_shift) + self.effective_bias)
+        u = np.where(u > lim, u - 2 * lim, np.where(u <= -lim, u + 2 * lim, u))
+        self.u[:] = u
+        v = np.int64(self.v) * (self.decay_unity - (self.dv + self.dm_offset))
+        v = np.sign(v) * np.right_shift(np.abs(v), self.decay_shift) + u
+        self.v[:] = np.clip(v, 1 - lim, lim - 1)
 
     def fire_and_reset(self, fired_before: np.ndarray | None) -> np.ndarray:
         """The population's firing after ``subthr_dynamics``: the previous step's spike

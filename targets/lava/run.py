@@ -235,7 +235,8 @@ def _build_and_run(plan: LavaPlan, frames: np.ndarray, workdir: str, record: boo
             v_steps=v_steps(pop), record_u=record,
             progress_path=_progress_path(workdir) if pop.name == readout else None,
             progress_every=max(1, steps // PROGRESS_UPDATES), spike_rule=pop.spike_rule,
-            reset=pop.reset, multi_spike=pop.multi_spike, name=pop.name)
+            reset=pop.reset, multi_spike=pop.multi_spike, bias_into=pop.bias_into,
+            name=pop.name)
     paths = {k: lif.proc_params["record_path"] for k, lif in lifs.items()}
     modes = {"mixed": SignMode.MIXED, "excitatory": SignMode.EXCITATORY,
              "inhibitory": SignMode.INHIBITORY}

@@ -91,12 +91,40 @@ def test_cuba_lif_current_decay_and_agreement():
     agree, pred, _, want = _compare(g, prog, _events(rng))
     assert 0.05 < want.mean() < 0.6
     assert agree >= 0.98 and pred >= 0.9, (agree, pred)
-    # a rounded decay (dt/tau_syn = 1/3) and a bias (steady-state current, dropped ramp-in)
+    # a rounded decay (dt/tau_syn = 1/3) and a bias (into u, ramping in)
     g = _graph(_cuba(tau_syn=3.0, tau_mem=5.0), *_weights(rng), b1=rng.normal(0, 0.05, N_HID))
     prog = quantize_graph(g, timesteps=T, encoding="events", dt=1.0)
     assert prog.population("hid").du == round(4096 / 3) - 1
     agree, pred, _, _ = _compare(g, prog, _events(rng))
     assert agree >= 0.9 and pred >= 0.8, (agree, pred)
+
+
+def test_cuba_lif_bias_ramps_in_through_the_current():
+    """A CubaLIF bias enters i like any input, so it ramps in over ~tau_syn/dt steps: the
+    quantiser puts it into u (``bias_into = "u"``, the weights' gain), and a bias-driven layer
+    (no input; decays 1/2 and 1/4, exact factors) fires at exactly NIR's float steps. The
+    steady-current bias into v it replaced fires early and agrees on only about half the
+    steps; netx's neuron, which can add a bias to v only, keeps that reading."""
+    b = np.linspace(0.36, 1.4, N_HID)  # first spikes from step 1 to step 10 of 12
+    rng = np.random.default_rng(5)
+    g = _graph(_cuba(), rng.normal(0, 0.01, (N_HID, N_IN)), rng.normal(0, 1, (N_OUT, N_HID)),
+               b1=b)
+    prog = quantize_graph(g, timesteps=T, encoding="events", dt=1.0)
+    hid = prog.population("hid")
+    assert hid.bias_into == "u" and hid.du == 2047
+    x = np.zeros((1, T, N_IN), np.float32)
+    _, spikes = run_graph(g, torch.as_tensor(x, dtype=torch.float64), T, dt=1.0,
+                          dtype=torch.float64, encoding="events")
+    want = spikes["hid"].numpy().reshape(T, N_HID).astype(bool)
+    got = emulate(prog, x, record=True).spikes["hid"].reshape(T, N_HID).astype(bool)
+    first = want.argmax(0)
+    assert want.any(0).all() and len(set(first.tolist())) >= 4, "spread first spikes"
+    assert np.array_equal(got, want)
+    hid.bias_into, hid.bias_exp = "v", hid.bias_exp + 1  # the steady current, 1/ks = 2 times
+    steady = emulate(prog, x, record=True).spikes["hid"].reshape(T, N_HID).astype(bool)
+    assert (steady == want).mean() < 0.75
+    netx = quantize_graph(g, timesteps=T, encoding="events", dt=1.0, netx=True)
+    assert netx.population("hid").bias_into == "v"
 
 
 def test_u_overflow_bounds_the_scale_or_refuses():

@@ -171,6 +171,39 @@ def test_round_trip_every_firing(rule, reset, multi, tmp_path):
             back.population("p").multi_spike) == (rule, reset, multi)
 
 
+def test_bias_into_round_trips_and_defaults_to_v(tmp_path):
+    """``bias_into`` comes back from the .fxp file; files written before it (no field) mean a
+    bias into v, Lava's LIF; an unknown site is refused on load, naming the field."""
+    prog = kind_program("dense-binary", "scalar")
+    prog.population("p").bias_into, prog.population("p").du = "u", 2047
+    save_program(prog, tmp_path / "f.fxp")
+    back = load_program(tmp_path / "f.fxp")
+    _same(prog, back)
+    assert back.population("p").bias_into == "u" and not back.population("p").plain
+    arrays = program_to_arrays(prog)
+    header = json.loads(arrays["header"].tobytes())
+    for pop in header["populations"]:
+        del pop["bias_into"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    assert all(p.bias_into == "v" for p in program_from_arrays(arrays).populations)
+    header["populations"][0]["bias_into"] = "w"
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with pytest.raises(DaLifError, match="bias_into.*must be one of"):
+        program_from_arrays(arrays)
+
+
+def test_u_overflow_counts_a_bias_into_u():
+    """With du < 4095 a bias into u joins a << 6 before u's wrap: a bias alone past 2^24 breaks
+    rule u-overflow; the same bias into v does not."""
+    prog = copy.deepcopy(small_program())
+    b = _pop(prog, "b")
+    b.du, b.bias_exp = 100, 12
+    b.bias_mant = np.full(b.shape, 4095)  # 4095 << 12 plus the synaptic input > 2^24
+    assert "u-overflow" not in {v.rule for v in check_program(prog)}
+    b.bias_into = "u"
+    assert "u-overflow" in {v.rule for v in check_program(prog)}
+
+
 def test_files_without_firing_fields_mean_lava_lif():
     """Programs written before reset modes have no spike_rule/reset/multi_spike: '>', zero,
     one spike; an unknown mode is refused on load, naming the field."""

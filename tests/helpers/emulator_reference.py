@@ -64,10 +64,11 @@ def reference_run(prog: FixedProgram, frames: np.ndarray) -> tuple[list, dict, d
                 per = p.size // p.dv.size
                 spk = []
                 for n in range(p.size):
-                    uu = _rtz(u[p.name][n] * (4096 - (p.du + 1))) + (a[n] << 6)
+                    into_u = int(bias[n]) if p.bias_into == "u" else 0
+                    uu = _rtz(u[p.name][n] * (4096 - (p.du + 1))) + (a[n] << 6) + into_u
                     uu = uu - 2**24 if uu > 2**23 else uu + 2**24 if uu <= -(2**23) else uu
                     dv = int(p.dv[n // per if p.dv.size > 1 else 0])
-                    vv = _rtz(v[p.name][n] * (4096 - dv)) + uu + int(bias[n])
+                    vv = _rtz(v[p.name][n] * (4096 - dv)) + uu + int(bias[n]) - into_u
                     vv = max(-(2**23 - 1), min(2**23 - 1, vv))
                     vv, k = _ref_fire(p, v[p.name][n], vv)
                     u[p.name][n], v[p.name][n] = uu, vv

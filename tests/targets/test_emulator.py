@@ -366,6 +366,36 @@ def test_firing_modes_match_python_int_reference(rule, reset, multi, kind, monke
     assert fast.outputs.tolist() == outs
 
 
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_bias_into_u_matches_python_int_reference(kind):
+    """A bias added to the current u (before u's wrap) instead of v, with and without current
+    memory, equals the one-int-at-a-time reference (spikes, v, outputs, u wraps counted); and
+    with du < 4095 it ramps in as the recurrence u_t = rtz(u_(t-1) (4096 - (du + 1))) + b."""
+    rng = np.random.default_rng(3100 + (kind == "conv"))
+    prog = random_program(rng, kind, "events", residual=True)
+    for i, p in enumerate(prog.populations[:2]):
+        p.bias_into, p.du = "u", (1000, 4095)[i]
+        p.bias_mant = rng.integers(-400, 900, p.shape)
+    n = 3
+    x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    outs, spikes, vs = reference_run(prog, encode_input(prog, x))
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, n)
+    assert r.spike_counts.sum() > 0
+    # no input: u_t = rtz(u_(t-1) (4096 - 1001) / 4096) + bias, the bias's ramp
+    p = prog.populations[0]
+    zero = np.zeros((1, prog.timesteps, *prog.input.shape), np.float32)
+    u_got = emulate(prog, zero, record=True, check=False).u[p.name][:, 0]
+    b = effective_bias(p.bias_mant, p.bias_exp)
+    u = np.zeros(p.shape, np.int64)
+    for t in range(prog.timesteps):
+        d = u * (4096 - 1001)
+        u = np.sign(d) * (np.abs(d) >> 12) + b
+        assert np.array_equal(u_got[t], u), t
+    assert np.abs(u).max() > 2 * np.abs(b).max()  # grown past one step's bias
+
+
 @pytest.mark.parametrize(("rule", "want"), [(">", [0, 1]), (">=", [1, 1])])
 def test_tie_on_the_threshold_follows_the_spike_rule(rule, want):
     """v = vth << 6 = 192 exactly at step 1: '>' waits (step 2: 384 > 192), '>=' fires at

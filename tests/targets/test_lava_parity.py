@@ -143,6 +143,26 @@ FIRING_CASES = {"ge-subtract-multi": (">=", "subtract", True), "gt-zero-multi": 
                 "ge-subtract-next": (">=", "subtract-next", False)}
 
 
+def test_bias_into_current_parity():
+    """A population whose bias joins the current u (ramping in with du < 4095, and with du =
+    4095) equals the emulator bit for bit, u traces included."""
+    from dalif_deploy.targets.lava.run import run_lava
+
+    from dalif_deploy.fixedpoint.constraints import require_valid
+
+    program = dense_program(7, bias=300, t=6)
+    for p, du in zip(program.populations[:2], (900, 4095), strict=True):
+        p.bias_into, p.du = "u", du
+    require_valid(program)
+    x = random_samples(program, 2)
+    result = run_lava(program, x, timeout=TIMEOUT, record=True)
+    spikes, vs, us = assert_parity(program, x, result)
+    for p in program.populations:
+        np.testing.assert_array_equal(result.v[p.name], vs[p.name], err_msg=p.name)
+        np.testing.assert_array_equal(result.u[p.name], us[p.name], err_msg=p.name)
+    assert sum(int(s.sum()) for s in spikes.values()) > 0
+
+
 @pytest.mark.parametrize("case", sorted(FIRING_CASES))
 def test_firing_modes_parity(case):
     """Every spike rule, reset mode and multi-spike output of our population process equals
