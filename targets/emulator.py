@@ -54,7 +54,7 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import fit_frames
 from dalif_deploy.base.parallel import resolve_device
-from dalif_deploy.base.resources import check_memory, format_bytes
+from dalif_deploy.base.resources import MEMORY_FRACTION, check_memory, format_bytes, mem_available
 from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
 from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
 from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
@@ -312,6 +312,26 @@ def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
                          f"({program.input.bits}-bit analog input); use encode_input to clip")
 
 
+def emulator_bytes(program: FixedProgram, batch: int, recorded: int) -> int:
+    """Host memory an emulator run plans for (:func:`_check_emulator_memory`): about six int64
+    values per neuron and sample of a batch, and three per neuron, step and recorded sample."""
+    neurons = sum(p.size for p in program.populations)
+    return 6 * 8 * batch * neurons + 3 * 8 * recorded * program.timesteps * neurons
+
+
+def fitting_batch_size(program: FixedProgram, wanted: int, *, record: bool,
+                       per_sample_extra: int = 0) -> int:
+    """The largest batch up to ``wanted`` whose emulator run (its traces too with ``record``,
+    one batch at a time) plus ``per_sample_extra`` bytes a sample (other stages run beside it)
+    fits this machine's available memory (``MEMORY_FRACTION`` of it); at least 1 (a run that
+    cannot fit even then is refused by the run's own check)."""
+    avail = mem_available()
+    if avail is None:
+        return wanted
+    per = emulator_bytes(program, 1, int(record)) + per_sample_extra
+    return max(1, min(wanted, int(MEMORY_FRACTION * avail // max(per, 1))))
+
+
 def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
                            device: torch.device) -> None:
     """Refuse, with the figure, a run whose state cannot fit: about six int64 values per
@@ -322,7 +342,7 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
     neurons = sum(p.size for p in program.populations)
     what = f"emulating {neurons:,} neurons with batch {batch}"
     fix = "lower --batch-size or the number of samples"
-    need = 6 * 8 * batch * neurons + 3 * 8 * recorded * program.timesteps * neurons
+    need = emulator_bytes(program, batch, recorded)
     check_memory(need, what + (f" and traces of {recorded} samples x T={program.timesteps}"
                                if recorded else ""), fix)
     if device.type == "cuda":

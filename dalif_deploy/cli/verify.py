@@ -62,8 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", type=weight_bits_arg, default=8, metavar="N",
                    help="weight mantissa bits of the program quantised from a .pt/.nir, 2..8 "
                    "(Loihi 2: 8); every stage and the report are at that precision")
-    p.add_argument("--batch-size", type=int, default=256, help="test samples per batch (the "
-                   "unit a run under torchrun shards by)")
+    p.add_argument("--batch-size", type=int, default=None, help="test samples per batch (the "
+                   "unit a run under torchrun shards by; default: up to 256, as many as this "
+                   "machine's memory holds, said in a note when fewer)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device of the "
                    "emulator (the fixed-point stage and calibration): cpu, cuda or cuda:N; the "
                    "same integers on every device. Under `torchrun --nproc-per-node N -m "

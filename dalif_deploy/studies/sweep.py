@@ -56,7 +56,7 @@ class SweepOptions:
     lava_samples: int = 0  # first N test samples on Lava, bit-exact check (0: emulator only)
     lava_bits: tuple[int, ...] | None = None  # precisions run on Lava (None: all of them)
     timeout: float = 600.0  # Lava watchdog, seconds
-    batch_size: int = 256
+    batch_size: int | None = None  # verify's (None: as many as memory holds, up to 256)
     progress: bool = True
 
     def __post_init__(self) -> None:

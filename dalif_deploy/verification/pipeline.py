@@ -40,8 +40,10 @@ from dalif_deploy.fixedpoint.cost import cost_line
 from dalif_deploy.targets.protocol import FixedPointResult
 
 from .stages import (
+    BATCH_SIZE_DEFAULT,
     LayerTally,
     LoopTotals,
+    batch_sizing,
     first_divergence,
     lava_sizing,
     run_lava_and_onnx,
@@ -71,7 +73,9 @@ class VerifyOptions:
     timeout: float | None = None
     max_lava_processes: int | None = None  # Lava run guard limits (None: the lava target's)
     max_lava_memory: float | None = None  # GiB
-    batch_size: int = 256
+    #: test samples per batch; None: the largest up to BATCH_SIZE_DEFAULT whose emulator traces
+    #: and float/NIR stages fit this machine's memory (said in the result when it is fewer)
+    batch_size: int | None = None
     progress: bool = True
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
     weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
@@ -99,7 +103,7 @@ class VerifyOptions:
         if self.lava_samples != 0 and self.timeout is not None and not self.timeout > 0:
             raise DaLifError(f"--timeout must be a positive number of seconds, got "
                              f"{self.timeout}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise DaLifError(f"batch size must be >= 1, got {self.batch_size}")
 
 
@@ -175,14 +179,15 @@ def calibration_run(opt: VerifyOptions) -> Callable[[Any, Any], FixedPointResult
     samples split over the processes of a sharded run (exact, so the joined run is the one a
     single process computes, and every process quantises to the same program)."""
     from dalif_deploy.base.parallel import current
-    from dalif_deploy.targets.emulator import emulate
+    from dalif_deploy.targets.emulator import emulate, fitting_batch_size
 
     world = current()
 
     def run(program: Any, x: Any) -> FixedPointResult:
-        sl = world.shard(len(x), opt.batch_size)
+        batch = opt.batch_size or fitting_batch_size(program, BATCH_SIZE_DEFAULT, record=False)
+        sl = world.shard(len(x), batch)
         parts = world.gather_call(lambda: emulate(
-            program, x[sl], check=False, batch_size=opt.batch_size, device=opt.device,
+            program, x[sl], check=False, batch_size=batch, device=opt.device,
             kernels=opt.kernels)
             if sl.stop > sl.start else None)
         return FixedPointResult.join([p for p in parts if p is not None])
@@ -222,6 +227,9 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
     opt, world = options, current()
     T = int(program.timesteps)
     ref = "float" if model is not None else "nir" if graph is not None else None
+    batch, batch_note = batch_sizing(program, opt.batch_size, model is not None,
+                                     graph is not None)
+    opt = dataclasses.replace(opt, batch_size=batch)
     sl = world.shard(len(test), opt.batch_size)
     totals = LoopTotals.merge(world.gather_call(lambda: run_test_loop(
         program, test, model, graph, dt, opt, range(sl.start, sl.stop, opt.batch_size),
@@ -294,6 +302,8 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "lava_accuracy": lava_acc,
         "lava_samples": n_lava,
         "lava_note": lava_note,
+        "batch_size": batch,
+        "batch_note": batch_note,
         "lava_bit_exact": lava_exact,
         "lava_first_divergence": divergence,
         "lava_error": lava_error,
@@ -404,8 +414,9 @@ def format_summary(r: dict[str, Any]) -> str:
          f"with emulator: {r['lava_bit_exact']}" if r["lava_samples"]
          else "  Lava     not run (--lava-samples 0)"),
     ]
-    if r.get("lava_note"):
-        lines.append(f"  note: {r['lava_note']}")
+    for key in ("batch_note", "lava_note"):
+        if r.get(key):
+            lines.append(f"  note: {r[key]}")
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:

@@ -224,6 +224,35 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
     return t
 
 
+BATCH_SIZE_DEFAULT = 256  # verify's test batch unless memory allows fewer (batch_sizing)
+#: bytes per neuron, step and sample a float or NIR stage holds beside the emulator: its
+#: recorded spikes (float32) and, per step, about two float32 activations per neuron
+REFERENCE_BYTES_PER_NEURON_STEP = 12
+
+
+def batch_sizing(program: Any, batch_size: int | None, float_stage: bool, nir_stage: bool
+                 ) -> tuple[int, str | None]:
+    """``(batch, note)`` of verify's test loop: ``batch_size`` when given; else the largest
+    batch up to :data:`BATCH_SIZE_DEFAULT` whose emulator run with traces plus the float and
+    NIR stages' spikes fit the memory available, with a note when that is fewer."""
+    from dalif_deploy.base.resources import format_bytes
+    from dalif_deploy.targets.emulator import emulator_bytes, fitting_batch_size
+
+    if batch_size is not None:
+        return batch_size, None
+    neurons = sum(p.size for p in program.populations)
+    extra = ((int(float_stage) + int(nir_stage)) * REFERENCE_BYTES_PER_NEURON_STEP
+             * int(program.timesteps) * neurons)
+    batch = fitting_batch_size(program, BATCH_SIZE_DEFAULT, record=True, per_sample_extra=extra)
+    if batch == BATCH_SIZE_DEFAULT:
+        return batch, None
+    full = emulator_bytes(program, BATCH_SIZE_DEFAULT, BATCH_SIZE_DEFAULT) + \
+        BATCH_SIZE_DEFAULT * extra
+    return batch, (f"batch size {batch}: {BATCH_SIZE_DEFAULT} samples at once would need about "
+                   f"{format_bytes(full)} of memory ({neurons:,} neurons, T="
+                   f"{program.timesteps}); --batch-size N to choose")
+
+
 LAVA_SAMPLES_DEFAULT = 16  # verify's Lava samples unless --lava-samples says otherwise
 LAVA_TIME_BUDGET = 600.0  # seconds the default Lava sample count may take (estimated)
 LAVA_TIMEOUT_DEFAULT = 600.0  # the watchdog timeout's floor when none is given

@@ -129,3 +129,25 @@ def test_first_divergence_names_the_earliest_step_then_the_shallowest_layer():
 
     d = first_divergence(emu, _traces({"a": sp["a"]}, v, out), ["a", "b"])
     assert d["what"] == "missing spike trace" and d["layer"] == "b"
+
+
+def test_default_batch_size_fits_memory_and_says_so(tmp_path, monkeypatch):
+    """Without --batch-size, verify takes as many samples at once as the emulator's traces and
+    the float and NIR stages fit in the memory available (up to 256), says so in a note when
+    that is fewer, and gets the fixed-point figures a 256 batch gets (integers: exact)."""
+    from dalif_deploy.targets import emulator
+
+    out = {}
+    for name, args in (("given", ["--batch-size", "256"]), ("auto", [])):
+        if name == "auto":  # a machine with 40 MB available to the run
+            monkeypatch.setattr(emulator, "mem_available", lambda: 40 * 2**20)
+        assert main(["verify", str(CKPT), "--lava-samples", "0", "--quiet", "--json",
+                     str(tmp_path / f"{name}.json"), *args]) == 0
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert out["given"]["batch_size"] == 256 and out["given"]["batch_note"] is None
+    auto = out["auto"]
+    assert 1 < auto["batch_size"] < 256
+    assert auto["batch_note"].startswith(f"batch size {auto['batch_size']}: 256 samples")
+    assert auto["fixed_accuracy"] == out["given"]["fixed_accuracy"]
+    assert [ly["fixed_rate"] for ly in auto["layers"]] == [
+        ly["fixed_rate"] for ly in out["given"]["layers"]]
