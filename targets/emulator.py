@@ -153,6 +153,9 @@ def _run_batch(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int,
     states = {p.pop.name: lif_state_zeros(n, p.pop.shape, p.dtype, dev) for p in pops}
     counts = {p.pop.name: torch.zeros((n, *p.pop.shape), device=dev) for p in pops
               if not p.readout}
+    # messages of a multi-spike population (a count of n is one graded spike)
+    sent = {p.pop.name: torch.zeros((n, *p.pop.shape), device=dev) for p in pops
+            if not p.readout and p.pop.multi_spike}
     zero_frame = torch.zeros_like(frames[:, 0])
     prev: dict[str, torch.Tensor] = {p.pop.name: torch.zeros((n, *p.pop.shape), device=dev)
                                      for p in pops}
@@ -178,11 +181,13 @@ def _run_batch(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int,
             (new if pipelined else cur)[name] = spk
             if not p.readout:
                 counts[name] += spk  # float32: exact below 2^24 steps
+            if name in sent:
+                sent[name] += spk != 0
             if record:
                 _record(traces, name, spk, states[name])
         if pipelined:
             prev = new
-    totals = {k: c.sum(0, dtype=torch.float64) for k, c in counts.items()}
+    totals = {k: sent.get(k, c).sum(0, dtype=torch.float64) for k, c in counts.items()}
     counts = {k: c.flatten(1).sum(1, dtype=torch.float64) for k, c in counts.items()}
     return {"states": states, "counts": counts, "totals": totals, "traces": traces}
 
@@ -194,7 +199,7 @@ class _SyncRun:
     state: LifState
     spikes: torch.Tensor  # [k, N, *shape] float 0/1 of the current block, reused every block
     counts: torch.Tensor  # [N] spikes so far (float64)
-    totals: torch.Tensor  # [*shape] each neuron's spikes so far, summed over the batch (float64)
+    totals: torch.Tensor  # [*shape] each neuron's spike messages so far, over the batch (float64)
     scratch: tuple[torch.Tensor, torch.Tensor] | None  # for lif_step_f32's decay
     x_static: torch.Tensor | None = None  # input-synapse sum of a same-every-step input
     last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
@@ -253,6 +258,8 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
         # CUDA_BLOCK_ELEMENTS = 2^24: exact in float32, IEEE on CUDA too) sample-steps, as a
         # matrix-vector product: a strided sum is 4x slower
         flat = r.spikes[:k].view(k * n, -1)
+        if p.pop.multi_spike:  # messages: a count of n is one graded spike
+            flat = (flat != 0).to(flat.dtype)
         r.totals += (flat.new_ones(k * n) @ flat).view(shape)
 
 

@@ -167,8 +167,10 @@ class FixedPointResult:
     emulator per sample: T, or T + depth pipelined; Lava: all samples streamed back to back
     through one network), ``mode``: the timing (``sync``: step t of every population sees input
     step t; Lava's results are de-skewed to it), ``seconds``: the engine's wall time, where it
-    measures it. ``spike_totals``: name -> ``[*shape]`` each neuron's spikes summed over every
-    sample and step, per spiking population (the emulator; what makes SynOps exact).
+    measures it. ``spike_totals``: name -> ``[*shape]`` each neuron's spike messages summed
+    over every sample and step, per spiking population (the emulator; what makes SynOps exact):
+    its spikes, or for a multi-spike population the steps it sent a count in (a count of n is
+    ONE graded spike, fanned out once, as on the chip; ``spike_counts`` counts the n).
     """
 
     outputs: np.ndarray

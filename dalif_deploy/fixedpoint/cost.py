@@ -253,8 +253,10 @@ def activity(program: FixedProgram, spikes: Mapping[str, float | np.ndarray],
              inputs: float | np.ndarray, hw: Hardware | None = None) -> dict[str, Any]:
     """Operations per inference from spike counts per inference (mean over samples).
 
-    ``spikes[population]``: its spikes per inference, a total or an array of its shape
-    (per-neuron counts make SynOps exact; a total uses the mean fan-out, exact for dense);
+    ``spikes[population]``: its spike messages per inference, a total or an array of its shape
+    (per-neuron counts make SynOps exact; a total uses the mean fan-out, exact for dense); a
+    multi-spike population's count of n is ONE graded message (the emulator's
+    ``spike_totals`` count it so);
     ``inputs``: input events per inference (:func:`input_spikes`). ``neuron_updates = n * T``
     per population; latency ``T + D`` steps, ``D`` the readout's synaptic depth (one step per
     synapse in Lava); time per step ``max over populations (SynOps per step per core * t_syn +

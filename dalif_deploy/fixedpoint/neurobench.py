@@ -97,7 +97,9 @@ def neurobench_metrics(program: FixedProgram, spikes: Mapping[str, float | np.nd
                        loihi_synops: float | None = None) -> dict[str, Any]:
     """NeuroBench's metrics per sample from per-neuron spikes per inference by population and
     the nonzero input elements per inference (``cost.input_spikes``), as :func:`cost.activity`
-    takes them. The input is ACs for binary event input, MACs for analog frames."""
+    takes them (a multi-spike population's: the steps it sent a count, its nonzero values).
+    The input is ACs for binary event input, MACs for analog frames; a multi-spike population's
+    synapses are MACs (its values are counts, not 0/1)."""
     binary_input = program.input.encoding is not ANALOG
     macs = acs = dense = 0.0
     for s in program.synapses:
@@ -105,7 +107,9 @@ def neurobench_metrics(program: FixedProgram, spikes: Mapping[str, float | np.nd
         if active is None:
             continue  # a non-spiking source (the readout) sends nothing
         ops = _effective(s, active)
-        if s.source == "input" and not binary_input:
+        graded = (not binary_input if s.source == "input"
+                  else program.population(s.source).multi_spike)  # counts: non-binary values
+        if graded:
             macs += ops
         else:
             acs += ops

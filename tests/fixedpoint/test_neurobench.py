@@ -60,6 +60,25 @@ def test_metrics_of_a_dense_program_by_hand():
     assert nb["footprint_bytes"] == -(-(10 * 8 + 4 * 13) // 8)
 
 
+def test_a_multi_spike_population_sends_macs():
+    """The program above with h sending spike counts: its values are counts, not 0/1, so its
+    synapse's operations are NeuroBench MACs (one per nonzero value, which is what the
+    emulator's spike_totals count for it), the input's stay ACs."""
+    w_in = np.array([[1, 0, 2], [0, 0, 3]])
+    w_out = np.array([[1, 1], [0, 4]])
+    h = _pop("h", (2,))
+    h.multi_spike, h.reset, h.vth = True, "subtract", 10
+    prog = FixedProgram(
+        InputEncoding("events", (3,)), [h, _pop("ro", (2,), readout=True)],
+        [Synapse("a", "input", "h", "dense", w_in, input_shape=(3,), output_shape=(2,)),
+         Synapse("b", "h", "ro", "dense", w_out, graded=True, input_shape=(2,),
+                 output_shape=(2,))],
+        Readout("ro", 1.0), timesteps=2)
+    nb = neurobench_metrics(prog, {"h": np.array([2.0, 1.0]), "ro": np.array([0.0, 0.0])},
+                            np.array([1.0, 2.0, 1.0]))
+    assert nb["effective_acs"] == 3 and nb["effective_macs"] == 4
+
+
 def _digits_float_model(prune: float = 0.3):
     """The shipped digits-cnn float model with its smallest weights zeroed (so the
     connection sparsity and the nonzero fan-out are put to the test)."""

@@ -366,6 +366,28 @@ def test_firing_modes_match_python_int_reference(rule, reset, multi, kind, monke
     assert fast.outputs.tolist() == outs
 
 
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_multi_spike_totals_count_messages_not_spikes(mode):
+    """A count of n goes out as ONE graded spike: the per-neuron totals the cost model reads
+    (``spike_totals``) count the steps a multi-spike neuron sent anything, while
+    ``spike_counts`` keeps the n; one-spike populations count spikes as before."""
+    rng = np.random.default_rng(2024)
+    prog = random_program(rng, "dense", "events", residual=True)
+    multi = prog.populations[0]
+    multi.multi_spike, multi.reset, multi.vth = True, "subtract", 10 * multi.vth  # payloads
+    for s in prog.synapses:
+        s.graded = s.graded or s.source == multi.name
+    x = (rng.random((3, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    r = emulate(prog, x, record=True, mode=mode)  # checked: counts within the payload
+    spikes = r.spikes[multi.name].astype(np.int64)
+    assert spikes.max() > 1, "counts above 1 for the test to mean something"
+    assert np.array_equal(r.spike_totals[multi.name], (spikes != 0).sum((0, 1)))
+    one = prog.populations[1]
+    assert np.array_equal(r.spike_totals[one.name], r.spikes[one.name].sum((0, 1)))
+    i = r.spiking.index(multi.name)
+    assert r.spike_counts[:, i].sum() == spikes.sum()
+
+
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_bias_into_u_matches_python_int_reference(kind):
     """A bias added to the current u (before u's wrap) instead of v, with and without current
