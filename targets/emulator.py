@@ -139,11 +139,13 @@ def input_clip_count(program: FixedProgram, x_float: Any) -> int:
 
 
 def _record(traces: dict[str, dict[str, list[torch.Tensor]]], name: str, spikes: torch.Tensor,
-            state: LifState) -> None:
-    """Append one step's spikes (uint8), v and u (int64) of population ``name``."""
+            state: LifState, record: bool | str) -> None:
+    """Append one step's spikes (uint8), and unless ``record == "spikes"`` v and u (int64), of
+    population ``name``."""
     traces["spikes"].setdefault(name, []).append(spikes.to(torch.uint8))
-    traces["v"].setdefault(name, []).append(state.v.to(torch.int64))
-    traces["u"].setdefault(name, []).append(state.u.to(torch.int64))
+    if record != "spikes":
+        traces["v"].setdefault(name, []).append(state.v.to(torch.int64))
+        traces["u"].setdefault(name, []).append(state.u.to(torch.int64))
 
 
 def _run_batch(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int, pipelined: bool,
@@ -184,7 +186,7 @@ def _run_batch(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int,
             if name in sent:
                 sent[name] += spk != 0
             if record:
-                _record(traces, name, spk, states[name])
+                _record(traces, name, spk, states[name], record)
         if pipelined:
             prev = new
     totals = {k: sent.get(k, c).sum(0, dtype=torch.float64) for k, c in counts.items()}
@@ -247,7 +249,7 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
             r.state = LifState(xi.expand(n, *shape), v, z, r.state.v_saturations
                                if sat is None else r.state.v_saturations + sat)
         if record:
-            _record(traces, p.pop.name, r.spikes[j], r.state)
+            _record(traces, p.pop.name, r.spikes[j], r.state, record)
     if rec:
         r.last = r.spikes[k - 1].clone()  # r.spikes is overwritten by the next block
     if not p.readout:  # float32 sums per step are exact below 2^24 neurons
@@ -319,14 +321,17 @@ def _check_frames(program: FixedProgram, frames: np.ndarray) -> None:
                          f"({program.input.bits}-bit analog input); use encode_input to clip")
 
 
-def emulator_bytes(program: FixedProgram, batch: int, recorded: int) -> int:
+def emulator_bytes(program: FixedProgram, batch: int, recorded: int,
+                   spikes_only: bool = False) -> int:
     """Host memory an emulator run plans for (:func:`_check_emulator_memory`): about six int64
-    values per neuron and sample of a batch, and three per neuron, step and recorded sample."""
+    values per neuron and sample of a batch, and per neuron, step and recorded sample three
+    int64 (spikes, v, u traces) or, recording spikes only, one byte."""
     neurons = sum(p.size for p in program.populations)
-    return 6 * 8 * batch * neurons + 3 * 8 * recorded * program.timesteps * neurons
+    trace = 1 if spikes_only else 3 * 8
+    return 6 * 8 * batch * neurons + trace * recorded * program.timesteps * neurons
 
 
-def fitting_batch_size(program: FixedProgram, wanted: int, *, record: bool,
+def fitting_batch_size(program: FixedProgram, wanted: int, *, record: bool | str,
                        per_sample_extra: int = 0) -> int:
     """The largest batch up to ``wanted`` whose emulator run (its traces too with ``record``,
     one batch at a time) plus ``per_sample_extra`` bytes a sample (other stages run beside it)
@@ -335,12 +340,12 @@ def fitting_batch_size(program: FixedProgram, wanted: int, *, record: bool,
     avail = mem_available()
     if avail is None:
         return wanted
-    per = emulator_bytes(program, 1, int(record)) + per_sample_extra
+    per = emulator_bytes(program, 1, int(bool(record)), record == "spikes") + per_sample_extra
     return max(1, min(wanted, int(MEMORY_FRACTION * avail // max(per, 1))))
 
 
 def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
-                           device: torch.device) -> None:
+                           device: torch.device, spikes_only: bool = False) -> None:
     """Refuse, with the figure, a run whose state cannot fit: about six int64 values per
     neuron and sample of a batch (u, v, spikes, counts, scratch), plus with ``record`` three
     per neuron, step and recorded sample (spikes, v, u traces; they end in host memory).
@@ -349,7 +354,7 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
     neurons = sum(p.size for p in program.populations)
     what = f"emulating {neurons:,} neurons with batch {batch}"
     fix = "lower --batch-size or the number of samples"
-    need = emulator_bytes(program, batch, recorded)
+    need = emulator_bytes(program, batch, recorded, spikes_only)
     check_memory(need, what + (f" and traces of {recorded} samples x T={program.timesteps}"
                                if recorded else ""), fix)
     if device.type == "cuda":
@@ -362,11 +367,12 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
                              f"memory, more than the {format_bytes(free)} free there; {fix}")
 
 
-def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool = False,
+def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool | str = False,
             batch_size: int = 256, progress: bool = False, check: bool = True,
             device: str | torch.device = "cpu", kernels: str = "auto") -> FixedPointResult:
     """Run ``program`` on samples ``x`` and return a :class:`FixedPointResult` (``spikes``
-    uint8; ``spikes``, ``v`` (after reset), ``u`` and ``final_v`` only with ``record=True``).
+    uint8; ``spikes``, ``v`` (after reset), ``u`` and ``final_v`` only with ``record=True``;
+    ``record="spikes"`` records the spikes alone, a fraction of the time and memory).
 
     ``x``: float input exactly as ``load_dataset`` gives it (``[N, C, H, W]`` analog or
     ``[N, T, C, H, W]`` events), or integer frames ``[N, T, *shape]`` from
@@ -383,6 +389,8 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     dev = resolve_device(device)
     if mode not in ("sync", "pipelined"):
         raise DaLifError(f"mode must be 'sync' or 'pipelined', not {mode!r}")
+    if record not in (False, True, "spikes"):
+        raise DaLifError(f"record must be False, True or 'spikes', not {record!r:.40}")
     if check:
         require_valid(program)
     x = np.asarray(x)
@@ -405,7 +413,8 @@ def emulate(program: FixedProgram, x: Any, *, mode: str = "sync", record: bool =
     totals = {p.pop.name: np.zeros(p.pop.shape, np.int64) for p in pops if not p.readout}
     traces: dict[str, dict[str, list[np.ndarray]]] = {"spikes": {}, "v": {}, "u": {}}
     n = frames.shape[0]
-    _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0, dev)
+    _check_emulator_memory(program, min(n, max(1, int(batch_size))), n if record else 0, dev,
+                           record == "spikes")
     starts = range(0, n, max(1, int(batch_size)))
     # the same frame every step (analog input): the input synapses run once per sample
     static = mode == "sync" and (frames.strides[1] == 0 or bool((frames == frames[:, :1]).all()))

@@ -115,11 +115,26 @@ def _cgroup_left() -> int | None:
     return best
 
 
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing where
+    the C library lacks it), so that memory this process freed counts as available: glibc
+    keeps freed heap pages, which ``MemAvailable`` would count as taken (measured: 35 MB of
+    every 58 MB a sample of a ResNet-19 w128 float pass left, all of it free)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def mem_available() -> int | None:
     """Bytes of memory new allocations may take, None if unknown: the least of
     ``MemAvailable``, the address-space limit less what is mapped (an allocation beyond it
     fails however much memory the machine has) and the memory cgroup's limit less its usage
-    (a container's)."""
+    (a container's). This process's free heap is handed back first (it is available)."""
+    _release_free_heap()
     figures = [v for v in (_meminfo("MemAvailable", f"{PROC}/meminfo"), _address_space_left(),
                            _cgroup_left()) if v is not None]
     return min(figures) if figures else None

@@ -7,8 +7,9 @@ step). :class:`PyExactConvModel` is that model with the correlation computed by
 :func:`conv_exact` instead: the same float64 sums of integer products (exact while every
 partial sum stays below 2^53; the bound is checked every step from ``max|s_in|`` and the
 kernel's largest absolute row sum, and Lava's own ``conv_scipy`` runs where it could fail), as
-ONE float64 matrix product of the step's im2col patches with Lava's kernel flipped back (Lava's
-kernels are true convolutions in (W, H, C) order). Everything else is Lava's: the process, its
+ONE matrix product (float32 where the bound is within 2^24, as for binary spikes: every sum
+then exact in float32 too, whatever the summation order) of the step's im2col patches with
+Lava's kernel flipped back (Lava's kernels are true convolutions in (W, H, C) order). Everything else is Lava's: the process, its
 ports and Vars, ``run_spk``'s one-step delay (send last step's ``a_buf``, then compute), the
 cast to the weight dtype and the signed 24-bit wrap (``signed_clamp``).
 
@@ -43,6 +44,7 @@ from lava.proc.sparse.models import PyDelaySparseModelBitAcc  # noqa: E402
 from lava.proc.sparse.process import DelaySparse  # noqa: E402
 
 EXACT_FLOAT64 = 2**53  # integers below this add and multiply exactly in float64
+EXACT_FLOAT32 = 2**24  # and in float32 (half the memory traffic: about twice as fast)
 
 
 def kernel_matrices(weight: np.ndarray, dilation, groups: int) -> list[np.ndarray]:
@@ -61,18 +63,19 @@ def kernel_matrices(weight: np.ndarray, dilation, groups: int) -> list[np.ndarra
 
 def conv_exact(input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation,
                groups: int, kernels: list[np.ndarray] | None = None) -> np.ndarray:
-    """``lava.proc.conv.utils.conv_scipy``'s result (float64, (W, H, C_out)) as one matrix
-    product per group: ``input_`` (W, H, C_in), ``weight`` (C_out, kW, kH, C_in / groups),
-    the other arguments in Lava's XY order (``kernels``: :func:`kernel_matrices` of them, when
-    the caller keeps them). Exact for integer data while every partial sum stays below 2^53
-    (the caller checks)."""
+    """``lava.proc.conv.utils.conv_scipy``'s result ((W, H, C_out), in the dtype of
+    ``kernels``: float64 unless given) as one matrix product per group: ``input_`` (W, H,
+    C_in), ``weight`` (C_out, kW, kH, C_in / groups), the other arguments in Lava's XY order
+    (``kernels``: :func:`kernel_matrices` of them, float64 or float32, when the caller keeps
+    them). Exact for integer data while every partial sum stays below 2^53 (float64) or 2^24
+    (float32): the caller checks."""
     if kernels is None:
         kernels = kernel_matrices(weight, dilation, groups)
     c_grp = weight.shape[-1]
     k_grp = kernels[0].shape[0]
     window = ((int(kernel_size[0]) - 1) * int(dilation[0]) + 1,
               (int(kernel_size[1]) - 1) * int(dilation[1]) + 1)
-    padded = np.pad(input_.astype(np.float64),
+    padded = np.pad(input_.astype(kernels[0].dtype),
                     ((padding[0], padding[0]), (padding[1], padding[1]), (0, 0)))
     windows = sliding_window_view(padded, window, axis=(0, 1))
     windows = windows[::stride[0], ::stride[1]]  # (W_out, H_out, C_in, kW', kH')
@@ -80,7 +83,7 @@ def conv_exact(input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padd
     if groups == 1:
         cols = windows.reshape(w_out * h_out, -1)  # one copy: the step's im2col patches
         return (cols @ kernels[0].T).reshape(w_out, h_out, k_grp)
-    out = np.empty((w_out, h_out, k_grp * groups))
+    out = np.empty((w_out, h_out, k_grp * groups), kernels[0].dtype)
     for g, kern in enumerate(kernels):
         cols = windows[:, :, g * c_grp:(g + 1) * c_grp].reshape(w_out * h_out, -1)
         out[:, :, g * k_grp:(g + 1) * k_grp] = (cols @ kern.T).reshape(w_out, h_out, k_grp)
@@ -95,14 +98,26 @@ def kernel_row_bound(weight: np.ndarray) -> float:
 
 
 def conv_step(s_in: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation,
-              groups: int, row_bound: float, kernels: list[np.ndarray] | None = None
-              ) -> np.ndarray:
+              groups: int, row_bound: float, kernels: list[np.ndarray] | None = None,
+              kernels32: list[np.ndarray] | None = None) -> np.ndarray:
     """One step's Conv output as Lava's fixed-point model makes it: the correlation
-    (:func:`conv_exact` where ``max|s_in| * row_bound < 2^53``, else Lava's ``conv_scipy``),
-    cast to the weight dtype, wrapped to signed 24 bits (``signed_clamp``)."""
+    (:func:`conv_exact` in float32 where ``max|s_in| * row_bound <= 2^24``, as binary spikes
+    into 8-bit kernels of up to 2^24 / 255 taps always are, in float64 where it is below 2^53,
+    else Lava's ``conv_scipy``), cast to the weight dtype, wrapped to signed 24 bits
+    (``signed_clamp``). ``kernels``/``kernels32``: :func:`kernel_matrices` in float64/float32,
+    when the caller keeps them."""
     args = (s_in, weight, kernel_size, stride, padding, dilation, groups)
-    exact = float(np.abs(s_in).max(initial=0)) * row_bound < EXACT_FLOAT64
-    a_out = conv_exact(*args, kernels) if exact else utils.conv_scipy(*args)
+    bound = float(np.abs(s_in).max(initial=0)) * row_bound
+    if bound < EXACT_FLOAT64 and kernels is None:
+        kernels = kernel_matrices(weight, dilation, groups)
+    if bound <= EXACT_FLOAT32:
+        if kernels32 is None:
+            kernels32 = [k.astype(np.float32) for k in kernels]
+        a_out = conv_exact(*args, kernels32)
+    elif bound < EXACT_FLOAT64:
+        a_out = conv_exact(*args, kernels)
+    else:
+        a_out = utils.conv_scipy(*args)
     return utils.signed_clamp(a_out.astype(weight.dtype), bits=24)
 
 
@@ -115,6 +130,7 @@ class PyExactConvModel(PyConvModelFixed):
 
     _row_bound: float | None = None
     _kernels: list[np.ndarray] | None = None
+    _kernels32: list[np.ndarray] | None = None
 
     def run_spk(self) -> None:
         # AbstractPyConvModel.run_spk with the arithmetic swapped: the same one-step delay
@@ -128,8 +144,10 @@ class PyExactConvModel(PyConvModelFixed):
         if self._kernels is None:
             self._row_bound = kernel_row_bound(self.weight)
             self._kernels = kernel_matrices(self.weight, self.dilation, int(self.groups[0]))
+            self._kernels32 = [k.astype(np.float32) for k in self._kernels]
         self.a_buf = conv_step(s_in, self.weight, self.kernel_size, self.stride, self.padding,
-                               self.dilation, self.groups[0], self._row_bound, self._kernels)
+                               self.dilation, self.groups[0], self._row_bound, self._kernels,
+                               self._kernels32)
 
 
 @implements(proc=DelaySparse, protocol=LoihiProtocol)

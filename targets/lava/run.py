@@ -47,14 +47,15 @@ LAVA_PROCESS_BYTES = 20 * 2**20
 LAVA_CHANNEL_SLOTS = 64  # lava's default pypy_channel_size
 POPULATION_BYTES_PER_NEURON = 160
 WEIGHT_COPIES = 3
-#: time model of one Lava step with our synapse models (seconds; fitted to bench_lava.py runs of
-#: ResNet-19 w128, VGG-11 DVS128 and ResNet-19 w8 on a loaded 2-core machine, docs/MEASURED.md,
-#: so on the slow side): per process (Python and the step's synchronisation), per conv
-#: multiply-accumulate (float64 GEMM and im2col), per dense/sparse weight, per neuron
+#: time model of one Lava step with our synapse models (seconds): per process (Python and the
+#: step's synchronisation), per conv multiply-accumulate (float32 GEMM and im2col), per
+#: dense/sparse weight, per neuron. Twice the figures fitted to bench_lava.py runs on an idle
+#: 2-core AMD EPYC (ResNet-19 w128 0.55 s/step, VGG-11 DVS128 0.33 s/step; docs/MEASURED.md),
+#: so that a machine as busy again still meets the estimate
 STEP_PROCESS_SECONDS = 1e-2
-STEP_MAC_SECONDS = 3.2e-10
-STEP_WEIGHT_SECONDS = 8e-8
-STEP_NEURON_SECONDS = 5e-8
+STEP_MAC_SECONDS = 6.6e-11
+STEP_WEIGHT_SECONDS = 2.5e-8
+STEP_NEURON_SECONDS = 4e-8
 COMPILE_SECONDS, COMPILE_PROCESS_SECONDS = 10.0, 0.5  # build, compile and start the processes
 CONV_CHOICES = ("exact", "stock")  # the synapse models (.conv.SYNAPSE_MODELS; lava-free here)
 PROGRESS_UPDATES = 200  # progress file writes per run (at most)

@@ -367,6 +367,25 @@ def test_firing_modes_match_python_int_reference(rule, reset, multi, kind, monke
 
 
 @pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_record_spikes_only_gives_the_same_spikes_without_v_and_u(mode):
+    """``record="spikes"`` (what verify's test loop needs) records the spike traces that
+    ``record=True`` does and no v/u traces; everything else is the same run."""
+    rng = np.random.default_rng(77)
+    prog = random_program(rng, "conv", "events", residual=True)
+    x = (rng.random((3, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    full = emulate(prog, x, record=True, check=False, mode=mode, batch_size=2)
+    spikes = emulate(prog, x, record="spikes", check=False, mode=mode, batch_size=2)
+    assert spikes.v == {} and spikes.u == {} and spikes.final_v == {}
+    assert spikes.spikes.keys() == full.spikes.keys()
+    for k in full.spikes:
+        assert np.array_equal(spikes.spikes[k], full.spikes[k]), k
+    assert np.array_equal(spikes.outputs, full.outputs)
+    assert np.array_equal(spikes.spike_counts, full.spike_counts)
+    with pytest.raises(DaLifError, match="record must be"):
+        emulate(prog, x, record="v", check=False)
+
+
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
 def test_multi_spike_totals_count_messages_not_spikes(mode):
     """A count of n goes out as ONE graded spike: the per-neuron totals the cost model reads
     (``spike_totals``) count the steps a multi-spike neuron sent anything, while

@@ -60,16 +60,31 @@ def test_step_wraps_at_24_bits_as_lava(shape):
     assert got.dtype == ref.dtype and np.array_equal(got, ref)
 
 
-def test_lavas_conv_where_float64_could_round(monkeypatch):
-    """Past the 2^53 bound the step runs Lava's own conv_scipy, never the matrix product."""
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_product_is_lavas_conv_for_spikes(shape):
+    """Binary spikes into 8-bit kernels: every sum is within 2^24, so the float32 product
+    gives conv_scipy's sums exactly too (including an all-ones input and extreme kernels)."""
+    args = _case(shape, np.random.default_rng(hash(shape) % 2**31), 0, 2)
+    ones = (np.ones_like(args[0]), np.full_like(args[1], -128), *args[2:])
+    for a in (args, ones):
+        k32 = [k.astype(np.float32) for k in conv.kernel_matrices(a[1], a[5], a[6])]
+        got, ref = conv.conv_exact(*a, k32), utils.conv_scipy(*a)
+        assert got.dtype == np.float32 and np.array_equal(got, ref)
+
+
+def test_each_bound_picks_its_arithmetic(monkeypatch):
+    """Within 2^24 the step's product is float32, below 2^53 float64; past it Lava's own
+    conv_scipy runs, never the matrix product."""
     args = _case(SHAPES[0], np.random.default_rng(3), 0, 2)
     used = []
-    monkeypatch.setattr(conv, "conv_exact", lambda *a: used.append("exact") or
+    monkeypatch.setattr(conv, "conv_exact", lambda *a: used.append(a[7][0].dtype) or
                         utils.conv_scipy(*a[:7]))
     conv.conv_step(*args, conv.kernel_row_bound(args[1]))
-    assert used == ["exact"]
+    assert used == [np.float32]
+    conv.conv_step(*args, 2.0**30)
+    assert used == [np.float32, np.float64]
     conv.conv_step(*args, 2.0**53)
-    assert used == ["exact"]
+    assert used == [np.float32, np.float64]
 
 
 def grouped_program(seed=6) -> FixedProgram:
