@@ -10,8 +10,9 @@ kernel's largest absolute row sum, and Lava's own ``conv_scipy`` runs where it c
 ONE matrix product (float32 where the bound is within 2^24, as for binary spikes: every sum
 then exact in float32 too, whatever the summation order) of the step's im2col patches with
 Lava's kernel flipped back (Lava's kernels are true convolutions in (W, H, C) order).
-Everything else is Lava's: the process, its ports and Vars, ``run_spk``'s one-step delay (send last step's ``a_buf``, then compute), the
-cast to the weight dtype and the signed 24-bit wrap (``signed_clamp``).
+Everything else is Lava's: the process, its ports and Vars, ``run_spk``'s one-step delay
+(send last step's ``a_buf``, then compute), the cast to the weight dtype and the signed 24-bit
+wrap (``signed_clamp``).
 
 :class:`PyCachedDelaySparseModel` is Lava's bit-accurate ``DelaySparse`` model with its
 delay-stacked weight matrix built once instead of every step (same matrix, same sums).
