@@ -41,6 +41,7 @@ step at a time.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -502,7 +503,15 @@ class EmulatorBackend:
                                                  progress=progress))
 
     def run_shard(self, data: Any, *, batch_size: int, progress: bool) -> FixedPointResult:
-        """The emulator's run of ``data`` (one shard of a sharded run)."""
+        """The emulator's run of ``data`` (one shard of a sharded run), in batches of
+        ``batch_size`` or, where that many samples at once would not fit the memory available,
+        as many as do, with a ``note:`` (the integers do not depend on the batch)."""
+        fit = fitting_batch_size(self.program, batch_size, record=False)
+        if fit < min(batch_size, len(data.x)):
+            print(f"note: emulator batches of {fit} samples: {batch_size} at once would need "
+                  f"about {format_bytes(emulator_bytes(self.program, batch_size, 0))} of memory "
+                  "here (--batch-size N to choose)", file=sys.stderr)
+            batch_size = fit
         return emulate(self.program, data.x, mode="sync", batch_size=batch_size,
                        progress=progress, device=self.device, kernels=self.kernels)
 

@@ -444,3 +444,27 @@ def test_tie_on_the_threshold_follows_the_spike_rule(rule, want):
     prog = tie_program(rule)
     r = emulate(prog, np.ones((1, 2, 1), np.float32), record=True)
     assert r.spikes["a"][:, 0, 0].tolist() == want
+
+
+def test_simulate_lowers_the_emulator_batch_to_what_memory_holds(monkeypatch, capsys):
+    """Where --batch-size samples at once would not fit, the emulator backend runs as many as
+    do, says so in a note, and gives the same results (its integers do not depend on the
+    batch)."""
+    from types import SimpleNamespace
+
+    from dalif_deploy.targets.emulator import EmulatorBackend
+
+    rng = np.random.default_rng(5)
+    prog = random_program(rng, "conv", "events", residual=True)
+    x = (rng.random((9, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    backend = EmulatorBackend.__new__(EmulatorBackend)
+    backend.program, backend.device, backend.kernels = prog, "cpu", "auto"
+    data = SimpleNamespace(x=x)
+    full = backend.run_shard(data, batch_size=256, progress=False)
+    assert "note:" not in capsys.readouterr().err
+    per_sample = emulator.emulator_bytes(prog, 1, 0)
+    monkeypatch.setattr(emulator, "mem_available", lambda: int(3 * per_sample / 0.9) + 1)
+    small = backend.run_shard(data, batch_size=256, progress=False)
+    assert "note: emulator batches of 3 samples: 256 at once" in capsys.readouterr().err
+    assert np.array_equal(small.outputs, full.outputs)
+    assert np.array_equal(small.spike_counts, full.spike_counts)
