@@ -17,9 +17,11 @@ Three rules (docs/safety.md, "Sizes and values"):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from typing import IO
 
 import numpy as np
@@ -115,18 +117,27 @@ def _cgroup_left() -> int | None:
     return best
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library lacks it (looked up once: finding
+    the library costs milliseconds)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _release_free_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing where
     the C library lacks it), so that memory this process freed counts as available: glibc
     keeps freed heap pages, which ``MemAvailable`` would count as taken (measured: 35 MB of
     every 58 MB a sample of a ResNet-19 w128 float pass left, all of it free)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def mem_available() -> int | None:
