@@ -338,11 +338,15 @@ def fitting_batch_size(program: FixedProgram, wanted: int, *, record: bool | str
     one batch at a time) plus ``per_sample_extra`` bytes a sample (other stages run beside it)
     fits this machine's available memory (``MEMORY_FRACTION`` of it); at least 1 (a run that
     cannot fit even then is refused by the run's own check)."""
-    avail = mem_available()
-    if avail is None:
-        return wanted
     per = emulator_bytes(program, 1, int(bool(record)), record == "spikes") + per_sample_extra
-    return max(1, min(wanted, int(MEMORY_FRACTION * avail // max(per, 1))))
+    for trim in (False, True):  # hand our free heap back only where it matters
+        avail = mem_available(trim=trim)
+        if avail is None:
+            return wanted
+        fit = max(1, min(wanted, int(MEMORY_FRACTION * avail // max(per, 1))))
+        if fit == wanted:
+            break
+    return fit
 
 
 def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,

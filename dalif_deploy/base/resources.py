@@ -140,12 +140,15 @@ def _release_free_heap() -> None:
         trim(0)
 
 
-def mem_available() -> int | None:
+def mem_available(trim: bool = False) -> int | None:
     """Bytes of memory new allocations may take, None if unknown: the least of
     ``MemAvailable``, the address-space limit less what is mapped (an allocation beyond it
     fails however much memory the machine has) and the memory cgroup's limit less its usage
-    (a container's). This process's free heap is handed back first (it is available)."""
-    _release_free_heap()
+    (a container's). ``trim``: hand this process's free heap back first (it is available to
+    us, but the system counts it as taken); only where a plan would not fit otherwise, since
+    the pages must then be faulted in again."""
+    if trim:
+        _release_free_heap()
     figures = [v for v in (_meminfo("MemAvailable", f"{PROC}/meminfo"), _address_space_left(),
                            _cgroup_left()) if v is not None]
     return min(figures) if figures else None
@@ -156,6 +159,8 @@ def check_memory(nbytes: float, what: str, fix: str = "") -> None:
 
     The message names ``what``, both figures and the ``fix``."""
     avail = mem_available()
+    if avail is not None and nbytes > MEMORY_FRACTION * avail:
+        avail = mem_available(trim=True)  # what this process freed is ours to use
     if avail is not None and nbytes > MEMORY_FRACTION * avail:
         raise DaLifError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the "
                          f"{format_bytes(avail)} this machine has available ({LIMITS_TEXT})"

@@ -66,3 +66,22 @@ def test_a_cgroup_v1_limit_counts_less_its_usage(fake):
     assert resources.mem_available() == 2 * GiB
     (cg / "memory" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # no limit
     assert resources.mem_available() == 8 * GiB
+
+
+def test_check_memory_counts_our_freed_heap_only_when_short(monkeypatch):
+    """The free heap this process holds is handed back (malloc_trim) and counted only when
+    the plan would not fit otherwise: trimming costs page faults later, so a plan that fits
+    never trims."""
+    calls = []
+
+    def avail(trim=False):
+        calls.append(trim)
+        return 2000 if trim else 1000
+
+    monkeypatch.setattr(resources, "mem_available", avail)
+    resources.check_memory(800, "a small plan")
+    assert calls == [False]
+    resources.check_memory(1500, "a plan our freed heap makes fit")
+    assert calls == [False, False, True]
+    with pytest.raises(DaLifError, match="a plan too large needs about"):
+        resources.check_memory(1900, "a plan too large")

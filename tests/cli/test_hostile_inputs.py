@@ -248,7 +248,7 @@ SIZES: dict[str, tuple[Case, str]] = {
 def test_size_giving_values_are_bounded(case, files, tmp_path, capsys, monkeypatch):
     """The memory estimates are compared with a fixed 16 GiB machine, so that the figures in
     the messages do not depend on where the suite runs."""
-    monkeypatch.setattr(resources, "mem_available", lambda: 16 * GiB)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 16 * GiB)
     make, match = SIZES[case]
     assert main(make(tmp_path, files)) == 2
     assert re.search(match, _one_error(capsys))
@@ -361,7 +361,7 @@ def test_a_config_with_only_a_name_runs_with_the_zoo_defaults(tmp_path, capsys):
 def test_memory_check_reads_meminfo_and_names_the_figures(monkeypatch):
     avail = resources.mem_available()
     assert avail is None or avail > 0
-    monkeypatch.setattr(resources, "mem_available", lambda: 4 * GiB)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 4 * GiB)
     resources.check_memory(3 * GiB, "a run")  # within 90 % of what is available
     with pytest.raises(DaLifError, match=r"^a run needs about 3\.8 GiB of memory, more than "
                                          r"the 4\.0 GiB this machine has available \(the least of "
@@ -378,10 +378,10 @@ def test_emulator_refuses_a_run_whose_state_cannot_fit(files, monkeypatch):
 
     prog = load_program(files["fxp"])
     x = np.zeros((64, 1, 8, 8), np.float32)
-    monkeypatch.setattr(resources, "mem_available", lambda: 1 << 20)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 1 << 20)
     with pytest.raises(DaLifError, match=r"emulating 1,546 neurons with batch 64 and traces of "
                                          r"64 samples x T=4 needs about 13\.6 MiB of memory, "
                                          r"more than the 1\.0 MiB"):
         emulate(prog, x, record=True)
-    monkeypatch.setattr(resources, "mem_available", lambda: 64 << 20)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 64 << 20)
     assert emulate(prog, x, record=True).predictions.shape == (64,)

@@ -136,7 +136,7 @@ def test_a_graph_too_large_for_the_machine_is_refused_before_fusing(monkeypatch,
     from dalif_deploy.cli import main
 
     graph = export_nir(lively_model("resnet19", width=2), (3, 32, 32), 2)
-    monkeypatch.setattr(resources, "mem_available", lambda: 64 * 2**20)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 64 * 2**20)
     monkeypatch.setattr(nir_to_fixed, "fuse_path", lambda *a: pytest.fail("fusion started"))
     with pytest.raises(DaLifError, match=r"quantising this graph .* needs about \d+\.\d MiB"):
         quantize_graph(graph)

@@ -249,7 +249,7 @@ def test_frames_beyond_memory_are_refused_before_allocating(tmp_path, monkeypatc
     import dalif_deploy.base.resources as resources
 
     root = _nmnist_dir(tmp_path)
-    monkeypatch.setattr(resources, "mem_available", lambda: 100_000)
+    monkeypatch.setattr(resources, "mem_available", lambda trim=False: 100_000)
     with pytest.raises(DaLifError, match="needs about .*downsample"):
         load_dataset("nmnist", "test", str(root), 8)
 

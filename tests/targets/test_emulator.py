@@ -463,7 +463,7 @@ def test_simulate_lowers_the_emulator_batch_to_what_memory_holds(monkeypatch, ca
     full = backend.run_shard(data, batch_size=256, progress=False)
     assert "note:" not in capsys.readouterr().err
     per_sample = emulator.emulator_bytes(prog, 1, 0)
-    monkeypatch.setattr(emulator, "mem_available", lambda: int(3 * per_sample / 0.9) + 1)
+    monkeypatch.setattr(emulator, "mem_available", lambda trim=False: int(3 * per_sample / 0.9) + 1)
     small = backend.run_shard(data, batch_size=256, progress=False)
     assert "note: emulator batches of 3 samples: 256 at once" in capsys.readouterr().err
     assert np.array_equal(small.outputs, full.outputs)

@@ -140,7 +140,7 @@ def test_default_batch_size_fits_memory_and_says_so(tmp_path, monkeypatch):
     out = {}
     for name, args in (("given", ["--batch-size", "256"]), ("auto", [])):
         if name == "auto":  # a machine with 40 MB available to the run
-            monkeypatch.setattr(emulator, "mem_available", lambda: 40 * 2**20)
+            monkeypatch.setattr(emulator, "mem_available", lambda trim=False: 40 * 2**20)
         assert main(["verify", str(CKPT), "--lava-samples", "0", "--quiet", "--json",
                      str(tmp_path / f"{name}.json"), *args]) == 0
         out[name] = json.loads((tmp_path / f"{name}.json").read_text())
