@@ -83,6 +83,18 @@ def _assert_traces_equal(prog, r, spikes, vs, n):
             assert np.array_equal(got[p.name], want), p.name
 
 
+def _matches_reference(prog, rng, n=3):
+    """Emulate ``n`` random event samples (batches of 2) and require outputs, spikes and v
+    traces equal to the one-int reference, with some spikes; returns (result, x, outputs)."""
+    x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
+    r = emulate(prog, x, record=True, check=False, batch_size=2)
+    outs, spikes, vs = reference_run(prog, encode_input(prog, x))
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, n)
+    assert r.spike_counts.sum() > 0
+    return r, x, outs
+
+
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("encoding", ["analog", "events"])
 @pytest.mark.parametrize("residual", [False, True])
@@ -352,13 +364,7 @@ def test_firing_modes_match_python_int_reference(rule, reset, multi, kind, monke
         p.vth = 6 * p.vth if multi else max(p.vth // 4, 1)
     for s in prog.synapses:
         s.graded = s.graded or multi and s.source != "input"
-    n = 3
-    x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
-    r = emulate(prog, x, record=True, check=False, batch_size=2)
-    outs, spikes, vs = reference_run(prog, encode_input(prog, x))
-    assert r.outputs.tolist() == outs
-    _assert_traces_equal(prog, r, spikes, vs, n)
-    assert r.spike_counts.sum() > 0
+    r, x, outs = _matches_reference(prog, rng)
     if multi:
         assert max(int(r.spikes[p.name].max()) for p in prog.populations[:2]) > 1
     monkeypatch.setattr(emulator, "BLOCK_ELEMENTS", 1)
@@ -417,13 +423,7 @@ def test_bias_into_u_matches_python_int_reference(kind):
     for i, p in enumerate(prog.populations[:2]):
         p.bias_into, p.du = "u", (1000, 4095)[i]
         p.bias_mant = rng.integers(-400, 900, p.shape)
-    n = 3
-    x = (rng.random((n, prog.timesteps, *prog.input.shape)) < 0.5).astype(np.float32)
-    r = emulate(prog, x, record=True, check=False, batch_size=2)
-    outs, spikes, vs = reference_run(prog, encode_input(prog, x))
-    assert r.outputs.tolist() == outs
-    _assert_traces_equal(prog, r, spikes, vs, n)
-    assert r.spike_counts.sum() > 0
+    r, x, outs = _matches_reference(prog, rng)
     # no input: u_t = rtz(u_(t-1) (4096 - 1001) / 4096) + bias, the bias's ramp
     p = prog.populations[0]
     zero = np.zeros((1, prog.timesteps, *prog.input.shape), np.float32)
