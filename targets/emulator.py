@@ -59,7 +59,7 @@ from dalif_deploy.base.resources import MEMORY_FRACTION, check_memory, format_by
 from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
 from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
 from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
-from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT
+from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT, U_LIMIT
 from dalif_deploy.fixedpoint.neurobench import neurobench_metrics
 from dalif_deploy.fixedpoint.program import FixedProgram
 from dalif_deploy.fixedpoint.timing import synaptic_depths
@@ -232,7 +232,12 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
         x = r.x_static if x is None else x.add_(r.x_static)
     if x is None:
         x = torch.zeros((1, n, *shape), dtype=p.dtype, device=r.spikes.device)
-    u = x if fast is None or p.bias is None else x + p.bias  # fast: u = (a << 6) + bias
+    wraps = None
+    if p.wrap_f32:  # u = a << 6 has no memory: its one wrap, for the whole block at once
+        hi, lo = x > U_LIMIT, x <= -U_LIMIT
+        x = x - (2 * U_LIMIT) * hi.to(x.dtype) + (2 * U_LIMIT) * lo.to(x.dtype)
+        wraps = (hi | lo).flatten(2).sum(2)  # [steps of x, N]
+    u = x if fast is None or p.bias is None else x + p.bias  # fast: u = wrap(a << 6) + bias
     z = r.state.u_wraps
     for j in range(k):
         i = j if x.shape[0] > 1 else 0
@@ -246,6 +251,8 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
             spk, r.state = lif_step(r.state, xi, p.params)
             r.spikes[j] = spk
         else:  # x = a << 6: du = 4095 leaves no current memory
+            if wraps is not None:
+                z = z + wraps[i]
             v, sat = lif_step_f32(r.state.v, ui, r.spikes[j], fast, r.scratch)
             r.state = LifState(xi.expand(n, *shape), v, z, r.state.v_saturations
                                if sat is None else r.state.v_saturations + sat)

@@ -345,6 +345,7 @@ class CompiledPopulation:
     dtype: torch.dtype = torch.float64
     fast: LifF32Params | None = None  # lif_step_f32 applies (float32 state, du = 4095, no wrap)
     bias: torch.Tensor | None = None  # the effective bias as float32, None when all zero
+    wrap_f32: bool = False  # fast, and u's one wrap applied (and counted) before the step
 
 
 def v_growth_bound(step_max: int, f_max: int, steps: int) -> int:
@@ -377,8 +378,16 @@ def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int,
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23 (one spike
     # and a reset to 0 only: other resets, spike counts and a bias into u run lif_step in
     # float64)
-    f32 = (pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT
-           and pop.reset == "zero" and not pop.multi_spike and not into_u)
+    plain = pop.reset == "zero" and not pop.multi_spike and not into_u
+    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT and plain
+    # ... and where u may wrap but has no memory (du = 4095) and no recurrent synapse adds to it
+    # inside the step: a << 6 is a multiple of 64 within 3 * 2^23, so float32 holds it and its
+    # one correction exactly (then |u| <= 2^23), and with |bias| < 2^23 also u + bias. decay(v)
+    # + u + bias may pass 2^24 and round, but only where the exact sum is past 2^24 too: the clip
+    # to 2^23 - 1 (and the saturation count) then come out the same
+    wrap_f32 = (pop.du >= DECAY_MAX and wrap_u and u_in <= 3 * U_LIMIT and bias_max < U_LIMIT
+                and plain and not any(s.syn.recurrent for s in syns))
+    f32 = f32 or wrap_f32
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype, device=device)
     dv = dv.view(-1, *([1] * (len(pop.shape) - 1))) if dv.numel() > 1 else dv.reshape(())
@@ -389,6 +398,6 @@ def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int,
                        multi_spike=pop.multi_spike, bias_into_u=into_u)
     fast = LifF32Params.from_lif(params) if f32 else None
     bias_t = params.bias.to(torch.float32) if f32 and bias_max else None
-    return CompiledPopulation(pop, syns, params, readout, dtype, fast, bias_t)
+    return CompiledPopulation(pop, syns, params, readout, dtype, fast, bias_t, wrap_f32)
 
 

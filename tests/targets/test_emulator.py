@@ -206,9 +206,10 @@ def test_float32_guard_exact_for_large_weights():
 
 @pytest.mark.parametrize("row_sum", [4095, 4096])
 def test_fast_path_guard_at_its_bound(row_sum):
-    """The float32 fast path is taken only when bounds prove |u| + |bias| < 2^23: with
-    weight_exp 5, a row of |weights| summing to 4095 gives |u| <= 4095 << 11 < 2^23 (fast); 4096
-    reaches -2^23, which Lava wraps to +2^23 (exact path). Both equal the reference."""
+    """The float32 step without u's wrap is taken only when bounds prove |u| + |bias| < 2^23:
+    with weight_exp 5, a row of |weights| summing to 4095 gives |u| <= 4095 << 11 < 2^23; 4096
+    reaches -2^23, which Lava wraps to +2^23: the float32 step that applies the wrap first
+    (``wrap_f32``). Both equal the reference."""
     from dalif_deploy.targets.emulator_kernels import compile_population, compile_synapse
 
     prog = random_program(np.random.default_rng(5), "dense", "events", False)
@@ -218,13 +219,45 @@ def test_fast_path_guard_at_its_bound(row_sum):
     s.weights[0, 0] += 4096 - row_sum
     a.du, a.bias_mant[...] = 4095, 0
     c = compile_population(a, [compile_synapse(prog, s)], prog.timesteps, False)
-    assert (c.fast is not None) == (row_sum == 4095)
+    assert c.fast is not None and c.wrap_f32 == (row_sum == 4096)
     frames = np.ones((2, prog.timesteps, *prog.input.shape), np.int64)
     r = emulate(prog, frames, record=True, check=False)
     outs, spikes, vs = reference_run(prog, frames)
     assert r.outputs.tolist() == outs
     _assert_traces_equal(prog, r, spikes, vs, 2)
     assert r.u[a.name].min() == -4095 * 2**11 if row_sum == 4095 else r.u_wraps[a.name] > 0
+
+
+@pytest.mark.parametrize(("weight_exp", "wrap_f32"), [(5, True), (6, False)])
+def test_float32_step_with_u_wrap_at_its_bounds(weight_exp, wrap_f32):
+    """du = 4095 with a << 6 up to 3 * 2^23 (one wrap brings u back within 2^23) and a bias
+    just below 2^23: the float32 step wraps u first, and where decay(v) + u + bias passes 2^24
+    (rounding in float32) the exact sum is past it too, so the clip gives the same v. Spikes,
+    v, u traces, wraps and saturations equal the one-int reference. Rows of 50 weights of
+    127 / -128: a << 6 reaches 1.6 * 2^23 with weight_exp 5 (float32 step) and 3.1 * 2^23 with
+    6, past the bound (float64 step)."""
+    from dalif_deploy.targets.emulator_kernels import compile_population, compile_synapse
+
+    rng = np.random.default_rng(9)
+    prog = random_program(rng, "dense", "events", False)
+    s, a = prog.synapses[0], prog.populations[0]
+    s.weight_exp = weight_exp
+    s.weights[...] = np.where(np.arange(s.weights.shape[0])[:, None] % 2, -128, 127)
+    a.du, a.dv[...], a.vth = 4095, 100, 2**17 - 1
+    a.bias_exp, a.bias_mant = 11, rng.integers(-4095, 4096, a.shape)  # |bias| < 2^23
+    c = compile_population(a, [compile_synapse(prog, s)], prog.timesteps, False)
+    assert (c.fast is not None) == wrap_f32 and c.wrap_f32 == wrap_f32
+    frames = (rng.random((4, prog.timesteps, *prog.input.shape)) < 0.8).astype(np.int64)
+    r = emulate(prog, frames, record=True, check=False, batch_size=3)
+    outs, spikes, vs = reference_run(prog, frames)
+    assert r.outputs.tolist() == outs
+    _assert_traces_equal(prog, r, spikes, vs, 4)
+    # u itself: wrap((W x) << (weight_exp + 6)), one correction by 2^24
+    w = effective_weights(s.weights, s.weight_bits, s.sign_mode)
+    u = np.einsum("oi,nti->tno", w, frames.reshape(4, prog.timesteps, -1)) << (weight_exp + 6)
+    u = np.where(u > 2**23, u - 2**24, np.where(u <= -(2**23), u + 2**24, u))
+    assert np.array_equal(r.u[a.name].reshape(u.shape), u)
+    assert r.u_wraps[a.name] > 0 and r.v_saturations[a.name] > 0
 
 
 def test_wide_integer_input_stays_exact():
