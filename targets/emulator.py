@@ -25,15 +25,17 @@ because, before a program runs, every synapse's worst-case partial sum (sum of |
 the largest input) is bounded: <= 2^24 uses float32, <= 2^53 float64 (every partial sum is then
 an integer the float type represents exactly, so no rounding ever happens); the constraint
 check already refuses anything that could overflow Lava's int32. Neuron state is held as
-float32 integers where the bounds keep every intermediate below 2^24 (see
-:func:`compile_population`), else float64 (exact below 2^53); the same bounds switch off
-u-wrap and v-clip checks that provably cannot trigger. Such float32 populations with du = 4095
-use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
+float32 integers where the bounds keep every intermediate below 2^24, or where a sum past it
+can only be clipped (see :func:`compile_population`: a u without memory that may wrap once,
+the wrap then applied to the whole block first), else float64 (exact below 2^53); the same
+bounds switch off u-wrap and v-clip checks that provably cannot trigger. Such float32
+populations with du = 4095 use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
 folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
 (shortcuts) are one product per output. Populations that reset otherwise than to 0 or send
 spike counts (``Population.reset``, ``.multi_spike``) step through :func:`lif_step` in float64
 (exact below 2^53); a count is the population's output value, which graded synapses multiply
-and spike counts/totals add up (so a count of n is n spikes there). Sync mode steps the
+and spike counts add up (a count of n is n spikes there; the per-neuron totals the cost
+model reads count one graded message). Sync mode steps the
 network in cache-sized blocks of steps, each synapse once per block on ``[k*N, ...]`` (once
 in all for analog input, the same every step); pipelined mode steps the whole network one
 step at a time.
