@@ -29,8 +29,9 @@ float32 integers where the bounds keep every intermediate below 2^24, or where a
 can only be clipped (see :func:`compile_population`: a u without memory that may wrap once,
 the wrap then applied to the whole block first), else float64 (exact below 2^53); the same
 bounds switch off u-wrap and v-clip checks that provably cannot trigger. Such float32
-populations with du = 4095 use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`, with ``<< 6`` and any left shift
-folded into the weights where the scaled sums still stay <= 2^24; diagonal 1x1 convs
+populations with du = 4095 use :func:`~dalif_deploy.fixedpoint.arithmetic.lif_step_f32`,
+with ``<< 6`` and any left shift folded into the weights where the scaled sums still stay
+<= 2^24; diagonal 1x1 convs
 (shortcuts) are one product per output. Populations that reset otherwise than to 0 or send
 spike counts (``Population.reset``, ``.multi_spike``) step through :func:`lif_step` in float64
 (exact below 2^53); a count is the population's output value, which graded synapses multiply
