@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, default_signals
 
 from dalif_deploy.base import parallel
 from dalif_deploy.base.errors import DaLifError
@@ -69,7 +69,8 @@ def test_the_rendezvous_timeout_is_checked(launched, value):
 
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dalif_deploy", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
 
 
 def test_a_missing_input_is_reported_before_joining(tmp_path):

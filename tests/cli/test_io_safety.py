@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, default_signals
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.files import (
@@ -231,19 +231,11 @@ def test_temporary_names_follow_the_pattern(tmp_path):
 
 # --- signals during a write -----------------------------------------------------------------
 
-def _default_signals() -> None:
-    # A shell starting a background job without job control (`cmd &` in a script) makes
-    # SIGINT and SIGQUIT ignored, and children inherit that; the CLI rightly leaves an ignored
-    # signal ignored (the nohup convention). The test is about signals at their defaults.
-    for name in SIGNALS[:-1]:
-        signal.signal(getattr(signal, name), signal.SIG_DFL)
-
-
 def _cli(args: list[str], env_extra: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **env_extra}
     return subprocess.Popen([sys.executable, "-m", "dalif_deploy", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_signals)
+                            preexec_fn=default_signals)
 
 
 def _wait_for_temp(d: Path, proc: subprocess.Popen, limit: float = 90) -> Path:

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from helpers import default_signals
 from helpers.programs import small_program
 
 from dalif_deploy.fixedpoint.fxp_format import save_program
@@ -94,7 +95,8 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(entry, hold_at, argv, t
     mark = tmp_path / "importing"
     env = {**os.environ, "HOLD_AT": hold_at, "HOLD_MARK": str(mark)}
     child = subprocess.Popen([sys.executable, "-c", entry, *argv], env=env, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + 600  # a hang guard only: the child writes the mark
         while not mark.exists() and child.poll() is None and time.monotonic() < deadline:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from dalif_deploy.targets.lava import compat
 from dalif_deploy.targets.lava.watchdog import run_with_watchdog
+from helpers import default_signals
 
 from dalif_deploy.base.errors import DaLifError, LavaRunError
 
@@ -273,6 +274,7 @@ def test_a_signalled_caller_leaves_no_process_segment_or_file(sig, tmp_path):
     ready, scratch = tmp_path / "ready", tmp_path / "tmp"
     scratch.mkdir()
     p = subprocess.Popen([PY, "-c", _WORKERS_SCRIPT, str(ready)], start_new_session=True,
+                         preexec_fn=default_signals,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "TMPDIR": str(scratch)})
     try:
@@ -349,7 +351,7 @@ def _simulate(program: Path, scratch: Path, *extra: str, env: dict | None = None
     return subprocess.Popen(
         [PY, "-m", "dalif_deploy", "simulate", str(program), "--backend", "lava", *extra],
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TMPDIR": str(scratch), **(env or {})})
+        env={**os.environ, "TMPDIR": str(scratch), **(env or {})}, preexec_fn=default_signals)
 
 
 @pytest.mark.lava
