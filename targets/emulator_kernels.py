@@ -195,7 +195,9 @@ class Int8Conv:
                    torch.zeros(c_out, dtype=torch.long))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        q = x.to(torch.uint8).contiguous(memory_format=torch.channels_last)
+        # one pass: the cast to u8 and the NHWC layout together
+        q = torch.empty(x.shape, dtype=torch.uint8, device=x.device,
+                        memory_format=torch.channels_last).copy_(x)
         out = torch.ops.onednn.qconv_pointwise(
             q, 1.0, 0, self.packed, self.scales, self.zero_points, None,
             list(self.stride), list(self.padding), [1, 1], self.groups, 1.0, 0, torch.float32,

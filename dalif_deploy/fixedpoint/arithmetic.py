@@ -290,6 +290,12 @@ def decay_f32(v: torch.Tensor, p: LifF32Params,
     return torch.addcmul(lo, hi, p.factor, out=v)
 
 
+def _beyond(v: torch.Tensor, bound: int) -> bool:
+    """Whether any |v| exceeds ``bound`` (one pass, no temporary)."""
+    lo, hi = torch.aminmax(v)
+    return bool(hi > bound or lo < -bound)
+
+
 def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF32Params,
                  scratch: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -308,7 +314,9 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
     """
     v = decay_f32(v, p, scratch).add_(u)
     sat = None
-    if p.clip_v:
+    # on CPU one min/max pass first: v rarely saturates, and counting and clamping nothing
+    # costs three passes and two allocations (on CUDA the test would stall the stream)
+    if p.clip_v and (v.device.type != "cpu" or _beyond(v, V_MAX)):
         sat = (v.abs() > V_MAX).flatten(1).sum(1)
         v.clamp_(-V_MAX, V_MAX)
     (torch.ge if p.spike_ge else torch.gt)(v, p.threshold, out=spikes)
