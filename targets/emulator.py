@@ -211,6 +211,12 @@ class _SyncRun:
     last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
 
 
+def _wraps_any(x: torch.Tensor) -> bool:
+    """Whether any value of ``x`` lies outside u's range ``(-2^23, 2^23]`` (one pass)."""
+    lo, hi = torch.aminmax(x)
+    return bool(hi > U_LIMIT or lo <= -U_LIMIT)
+
+
 def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor], k: int,
                 record: bool,
                 traces: dict[str, dict[str, list[torch.Tensor]]]) -> None:
@@ -236,7 +242,9 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
     if x is None:
         x = torch.zeros((1, n, *shape), dtype=p.dtype, device=r.spikes.device)
     wraps = None
-    if p.wrap_f32:  # u = a << 6 has no memory: its one wrap, for the whole block at once
+    # u = a << 6 has no memory: its one wrap, for the whole block at once (skipped on CPU when
+    # one min/max pass shows nothing to wrap, the usual case)
+    if p.wrap_f32 and (x.device.type != "cpu" or _wraps_any(x)):
         hi, lo = x > U_LIMIT, x <= -U_LIMIT
         x = x - (2 * U_LIMIT) * hi.to(x.dtype) + (2 * U_LIMIT) * lo.to(x.dtype)
         wraps = (hi | lo).flatten(2).sum(2)  # [steps of x, N]
