@@ -351,8 +351,8 @@ def _build_layers(graph: nir.NIRGraph, dt: float, netx: bool = False):
         prov = sorted({x for p in paths for x in p.nodes} | {n})
         # a bias into u where the neuron has current memory (it ramps in as NIR's CubaLIF
         # integrates it); netx's CUBA neuron adds its bias to v only: the steady value there
-        ramp = lif is not None and lif["bias_gain_u"] is not None and not netx
-        gain = (lif["bias_gain_u"] if ramp else lif["bias_gain"]) if lif else 1.0
+        ramp = lif is not None and lif["du"] < DECAY_MAX and not netx
+        gain = (lif["alpha"] if ramp else lif["bias_gain"]) if lif else 1.0
         layers.append(_Layer("readout" if n == out_name else n, tshape, paths, fused,
                              gain * bias, lif, prov, "u" if ramp else "v"))
     return in_shape, layers

@@ -59,7 +59,13 @@ from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import fit_frames
 from dalif_deploy.base.parallel import resolve_device
 from dalif_deploy.base.resources import MEMORY_FRACTION, check_memory, format_bytes, mem_available
-from dalif_deploy.fixedpoint.arithmetic import LifState, lif_state_zeros, lif_step, lif_step_f32
+from dalif_deploy.fixedpoint.arithmetic import (
+    LifState,
+    any_outside,
+    lif_state_zeros,
+    lif_step,
+    lif_step_f32,
+)
 from dalif_deploy.fixedpoint.cost import cost_report, input_spikes
 from dalif_deploy.fixedpoint.hardware import hardware as hardware_figures
 from dalif_deploy.fixedpoint.limits import FLOAT32_EXACT, U_LIMIT
@@ -211,12 +217,6 @@ class _SyncRun:
     last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
 
 
-def _wraps_any(x: torch.Tensor) -> bool:
-    """Whether any value of ``x`` lies outside u's range ``(-2^23, 2^23]`` (one pass)."""
-    lo, hi = torch.aminmax(x)
-    return bool(hi > U_LIMIT or lo <= -U_LIMIT)
-
-
 def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor], k: int,
                 record: bool,
                 traces: dict[str, dict[str, list[torch.Tensor]]]) -> None:
@@ -243,8 +243,8 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
         x = torch.zeros((1, n, *shape), dtype=p.dtype, device=r.spikes.device)
     wraps = None
     # u = a << 6 has no memory: its one wrap, for the whole block at once (skipped on CPU when
-    # one min/max pass shows nothing to wrap, the usual case)
-    if p.wrap_f32 and (x.device.type != "cpu" or _wraps_any(x)):
+    # one min/max pass shows nothing outside u's range (-2^23, 2^23], the usual case)
+    if p.wrap_f32 and (x.device.type != "cpu" or any_outside(x, 1 - U_LIMIT, U_LIMIT)):
         hi, lo = x > U_LIMIT, x <= -U_LIMIT
         x = x - (2 * U_LIMIT) * hi.to(x.dtype) + (2 * U_LIMIT) * lo.to(x.dtype)
         wraps = (hi | lo).flatten(2).sum(2)  # [steps of x, N]

@@ -380,15 +380,15 @@ def compile_population(pop: Population, syns: list[CompiledSynapse], steps: int,
     # the clip, so decay(v) + u + bias stays below 2^24 when |u| + |bias| < 2^23 (one spike
     # and a reset to 0 only: other resets, spike counts and a bias into u run lif_step in
     # float64)
-    plain = pop.reset == "zero" and not pop.multi_spike and not into_u
-    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT and plain
+    one_spike_to_zero = pop.reset == "zero" and not pop.multi_spike and not into_u
+    f32 = pop.du >= DECAY_MAX and not wrap_u and u_bound + bias_max < U_LIMIT and one_spike_to_zero
     # ... and where u may wrap but has no memory (du = 4095) and no recurrent synapse adds to it
     # inside the step: a << 6 is a multiple of 64 within 3 * 2^23, so float32 holds it and its
     # one correction exactly (then |u| <= 2^23), and with |bias| < 2^23 also u + bias. decay(v)
     # + u + bias may pass 2^24 and round, but only where the exact sum is past 2^24 too: the clip
     # to 2^23 - 1 (and the saturation count) then come out the same
     wrap_f32 = (pop.du >= DECAY_MAX and wrap_u and u_in <= 3 * U_LIMIT and bias_max < U_LIMIT
-                and plain and not any(s.syn.recurrent for s in syns))
+                and one_spike_to_zero and not any(s.syn.recurrent for s in syns))
     f32 = f32 or wrap_f32
     dtype = torch.float32 if f32 else torch.float64
     dv = torch.as_tensor(pop.dv, dtype=dtype, device=device)

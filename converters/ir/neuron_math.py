@@ -229,7 +229,6 @@ def _reading(node: nir.NIRNode, beta_c: np.ndarray, alpha: np.ndarray, v_th: flo
              du: int = DECAY_MAX, bias_gain: np.ndarray | None = None) -> dict[str, Any]:
     return {"beta_c": beta_c, "alpha": alpha, "v_th": v_th, "cond": cond, "du": int(du),
             "bias_gain": alpha if bias_gain is None else bias_gain,
-            "bias_gain_u": alpha if du < DECAY_MAX else None,
             "reset": reset_mode(node), "multi": multi_spike(node)}
 
 
@@ -240,10 +239,9 @@ def lif_as_dalif(name: str, node: nir.LIF, shape: tuple[int, ...], dt: float) ->
     The reading (all neuron readings): ``beta_c`` per channel, ``alpha`` (the gain from the
     input x into v, folded into the weights), ``v_th``, ``cond`` (``>`` or ``>=``), ``du``
     (Loihi's current decay; 4095 = no current memory), ``bias_gain`` (the gain from a
-    constant input into v per step, at its steady value, for a bias into v), ``bias_gain_u``
-    (with current memory, du < 4095: the gain of a constant input into u per step, the
-    weights' ``alpha``, for a bias into u that ramps in as the input does; else None),
-    ``reset`` and ``multi`` (the firing)."""
+    constant input into v per step, at its steady value, for a bias into v; with current
+    memory, du < 4095, a bias into u takes the weights' ``alpha`` and ramps in as the input
+    does), ``reset`` and ``multi`` (the firing)."""
     arr = _layer_array("LIF", name, shape)
     tau, r = arr(node.tau, "tau"), arr(node.r, "r")
     vth = _firing_reading("LIF", name, node, arr)
@@ -288,7 +286,7 @@ def cuba_as_dalif(name: str, node: nir.CubaLIF, shape: tuple[int, ...], dt: floa
     (``du = round(4096 ks) - 1``; one du per layer), ``dv = round(4096 km)`` and ``a << 6 =
     lambda alpha W x`` with ``alpha = km r ks w_in`` folded into the weights. A constant input
     b (a bias) enters i as any input does: with ks < 1 it becomes a bias into u with the
-    weights' gain (``bias_gain_u = alpha``), ramping in over ~tau_syn/dt steps as in NIR;
+    weights' gain ``alpha``, ramping in over ~tau_syn/dt steps as in NIR;
     with ks = 1 (no current memory) a v bias with ``bias_gain = km r w_in``, the same thing.
     (``bias_gain`` stays the steady-current reading for a target whose bias can enter only v,
     netx's CUBA neuron, where the ramp-in is dropped.)"""

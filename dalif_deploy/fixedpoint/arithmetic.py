@@ -290,10 +290,11 @@ def decay_f32(v: torch.Tensor, p: LifF32Params,
     return torch.addcmul(lo, hi, p.factor, out=v)
 
 
-def _beyond(v: torch.Tensor, bound: int) -> bool:
-    """Whether any |v| exceeds ``bound`` (one pass, no temporary)."""
-    lo, hi = torch.aminmax(v)
-    return bool(hi > bound or lo < -bound)
+def any_outside(x: torch.Tensor, low: int, high: int) -> bool:
+    """Whether any value of ``x`` lies outside ``[low, high]`` (one min/max pass, no
+    temporary: cheaper than masking when nothing is outside, the usual case)."""
+    lo, hi = torch.aminmax(x)
+    return bool(hi > high or lo < low)
 
 
 def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF32Params,
@@ -316,7 +317,7 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
     sat = None
     # on CPU one min/max pass first: v rarely saturates, and counting and clamping nothing
     # costs three passes and two allocations (on CUDA the test would stall the stream)
-    if p.clip_v and (v.device.type != "cpu" or _beyond(v, V_MAX)):
+    if p.clip_v and (v.device.type != "cpu" or any_outside(v, -V_MAX, V_MAX)):
         sat = (v.abs() > V_MAX).flatten(1).sum(1)
         v.clamp_(-V_MAX, V_MAX)
     (torch.ge if p.spike_ge else torch.gt)(v, p.threshold, out=spikes)

@@ -122,15 +122,16 @@ def spike_count_max(program: FixedProgram, name: str) -> int:
     if theta < 1:
         return V_MAX
     rest = theta if p.reset == "subtract" else 0
-    bias = float(np.abs(p.bias_mant).max(initial=0)) * 2.0 ** p.bias_exp  # >= |effective|
     # u: this step's a << 6, or with current memory (du < 4095) or a wrap anything up to 2^23
     u = U_LIMIT if p.du < DECAY_MAX else min(U_LIMIT, math.ceil(64 * _input_max(program, name)))
-    v_max = min(V_MAX, rest + u + math.ceil(bias))
+    v_max = min(V_MAX, rest + u + _bias_max(p))
     return max(1, v_max // theta)
 
 
 def _bias_max(p: Population) -> int:
-    """Largest |effective bias| (``bias_mant`` shifted by ``bias_exp``) of population ``p``."""
+    """A bound of |effective bias| (``bias_mant`` shifted by ``bias_exp``, a floor shift when
+    negative) of population ``p``: ``ceil(max |bias_mant| * 2^bias_exp)``, exact for the
+    negative mantissas a floor shift rounds away from 0."""
     m = int(np.abs(p.bias_mant).max(initial=0))
     return m << p.bias_exp if p.bias_exp >= 0 else -(-m >> -p.bias_exp)
 

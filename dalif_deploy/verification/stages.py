@@ -215,10 +215,9 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
             for k in nsp:
                 t.tallies.setdefault(k, LayerTally(k, _population_for(program, k)))
         for lname, tally in t.tallies.items():
-            fs = refs[lname].to(torch.uint8).numpy()
+            fs = refs[lname].numpy()  # uint8 already (above)
             fs = fs.reshape(*fs.shape[:2], *lift_1d(fs.shape[2:]))  # a 1-D map as the graph's
-            ns = (nsp[lname].to(torch.uint8).numpy()
-                  if model is not None and lname in nsp else None)
+            ns = nsp[lname].numpy() if model is not None and lname in nsp else None
             qs = emu.spikes.get(tally.population) if tally.population else None
             tally.add(fs, ns, qs)
             if i == 0 and qs is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from dalif_deploy.targets.emulator import emulate
 from dalif_deploy.targets.lava.lower import plan_program
+from helpers.programs import random_samples
 
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.constraints import check_program, require_valid
@@ -271,12 +272,8 @@ def _recurrent_firing_3d(program, r):
                for q in program.populations)
 
 
-def _samples(program, n, seed=1):
-    rng = np.random.default_rng(seed)
-    shape = program.input.shape
-    if program.input.kind == "analog":
-        return rng.uniform(-1, 4, (n, *shape)).astype(np.float32)
-    return (rng.random((n, program.timesteps, *shape)) < 0.5).astype(np.float32)
+def _samples(program, n):
+    return random_samples(program, n, rate=0.5)
 
 
 def _assert_lava_equals_emulator(program, x, result):

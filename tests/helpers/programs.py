@@ -136,12 +136,13 @@ def per_channel_program(seed=0, *, graded=True, t=4):
     return FixedProgram(enc, pops + [ro], syns + [fc], Readout("out", 64.0), timesteps=t)
 
 
-def random_samples(program, n, seed=1):
+def random_samples(program, n, seed=1, rate=0.4):
+    """``n`` inputs for ``program``: analog frames in [-1, 4), or events at ``rate``."""
     rng = np.random.default_rng(seed)
     shape = program.input.shape
     if program.input.kind == "analog":
         return rng.uniform(-1, 4, (n, *shape)).astype(np.float32)
-    return (rng.random((n, program.timesteps, *shape)) < 0.4).astype(np.float32)
+    return (rng.random((n, program.timesteps, *shape)) < rate).astype(np.float32)
 
 
 def random_program(rng: np.random.Generator, kind: str, encoding: str, residual: bool,
