@@ -159,8 +159,13 @@ class GraphRunner:
         return vals, new
 
     def run(self, x: torch.Tensor, timesteps: int, encoding: Encoding | str | None = None,
-            record: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run T steps; returns (readout mean over T, spikes ``{node: [T, B, ...]}``)."""
+            record: bool = True, spike_dtype: torch.dtype | None = None
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run T steps; returns (readout mean over T, spikes ``{node: [T, B, ...]}``).
+
+        ``spike_dtype`` (e.g. ``torch.uint8``) stores a one-spike node's 0/1 spikes in that
+        dtype, converted step by step; a multi-spike node's counts, unbounded in float, stay in
+        the graph's dtype."""
         in_shape = tuple(self.shapes[self.input])
         if encoding is None:
             stored = str((self.graph.metadata or {}).get("input_encoding", ""))
@@ -173,11 +178,14 @@ class GraphRunner:
                              f"input) expects {want}")
         x = x.to(self.dtype)
         spikes: dict[str, list[torch.Tensor]] = {n: [] for n in self.spiking} if record else {}
+        cast = spike_dtype or self.dtype
+        counts = {n for n in self.spiking if spike_dtype is None
+                  or multi_spike(self.graph.nodes[n])}
 
         def step(frame: torch.Tensor, state: dict[str, State] | None):
             vals, state = self.step(frame, state or {})
             for n in spikes:
-                spikes[n].append(vals[n])
+                spikes[n].append(vals[n] if n in counts else vals[n].to(cast))
             return vals[self.output], state
 
         with torch.no_grad():
@@ -187,8 +195,10 @@ class GraphRunner:
 
 def run_graph(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, record: bool = True,
               dt: float | None = None, dtype: torch.dtype = torch.float32,
-              encoding: str | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              encoding: str | None = None, spike_dtype: torch.dtype | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``graph`` on ``x`` (``[B, ...]`` analog or ``[B, T, ...]`` events) for ``timesteps``
     steps; returns ``(logits = mean over T of the Output, spikes per spiking node [T, B, ...])``
-    (spikes empty unless ``record``)."""
-    return GraphRunner(graph, dt, dtype).run(x, timesteps, encoding, record)
+    (spikes empty unless ``record``; one-spike nodes' in ``spike_dtype`` when given, see
+    :meth:`GraphRunner.run`)."""
+    return GraphRunner(graph, dt, dtype).run(x, timesteps, encoding, record, spike_dtype)

@@ -22,7 +22,7 @@ import math
 import os
 import zipfile
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -118,18 +118,54 @@ def _cgroup_left() -> int | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, which hands the C heap's free pages back to the system, or
-    None where the C library lacks it (looked up once: finding the library costs
-    milliseconds). glibc keeps freed heap pages, which ``MemAvailable`` counts as taken
-    (measured: 35 MB of every 58 MB a sample of a ResNet-19 w128 float pass left, all free)."""
+def _libc() -> Any:
+    """The C library (ctypes), None where it cannot be loaded (looked up once: finding it
+    costs milliseconds)."""
     import ctypes
     import ctypes.util
 
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, which hands the C heap's free pages back to the system, or
+    None where the C library lacks it. glibc keeps freed heap pages, which ``MemAvailable``
+    counts as taken (measured: 35 MB of every 58 MB a sample of a ResNet-19 w128 float pass
+    left, all free)."""
+    return getattr(_libc(), "malloc_trim", None)
+
+
+#: glibc's mallopt parameters (malloc.h) and the values :func:`reuse_freed_memory` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and are reused there
+HEAP_MMAP_THRESHOLD_FALLBACK = 32 << 20  # the most some glibc versions accept
+HEAP_TRIM_THRESHOLD = (1 << 31) - 1  # free heap top handed back only when 2 GiB sit there
+
+
+@functools.lru_cache(maxsize=1)
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed tensors of up to 1 GiB for the next ones instead of handing each
+    back to the system; True where it took (glibc), else nothing changes.
+
+    glibc maps every block above its mmap threshold (at most 32 MB) afresh and unmaps it when
+    freed, so each such tensor of every step is faulted in again page by page. At verify's
+    batch 256 on ResNet-19 w128 that was 45,000 page faults a sample and half the time:
+    measured, float model 191.8 -> 88.7 ms a sample and emulator 105.6 -> 53.5 ms
+    (docs/MEASURED.md). What the heap keeps is still this process's to use:
+    :func:`check_memory` hands it back (``malloc_trim``) before refusing a plan. Called once
+    per command by the CLI; a library user may call it too."""
+    import ctypes
+
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mapped = mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD) or \
+        mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD_FALLBACK)
+    return bool(mapped and mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD))
 
 
 def mem_available(trim: bool = False) -> int | None:

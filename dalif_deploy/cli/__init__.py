@@ -372,6 +372,9 @@ def _run(argv: Sequence[str] | None) -> int:
         check_inputs(args, command)
         check_outputs(args, command)
         from dalif_deploy.base.files import output_transaction
+        from dalif_deploy.base.resources import reuse_freed_memory
+
+        reuse_freed_memory()  # tensors reused, not faulted in afresh each step (the function)
 
         # all outputs at the end, or none after a failure (a verdict keeps its report)
         with output_transaction(output_paths(args, command), commit_on=(VerificationFailed,)):

@@ -305,12 +305,15 @@ def run_model(
     timesteps: int,
     encoding: Encoding | str = ANALOG,
     record_spikes: bool = False,
+    spike_dtype: torch.dtype | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run a single-step spiking network over T steps and return the readout mean over T.
 
     ``x`` is ``[B, C, H, W]`` for ``encoding="analog"`` (the same frame each step) or
     ``[B, T, C, H, W]`` for ``encoding="events"``. With ``record_spikes`` also returns each
-    neuron layer's spikes as ``{name: [T, B, ...]}``.
+    neuron layer's spikes as ``{name: [T, B, ...]}``, in ``spike_dtype`` when given (each
+    step's converted as it is recorded: ``torch.uint8`` holds the 0/1 spikes exactly in a
+    quarter of float32's memory), else in the model's dtype.
     """
     enc = Encoding.from_name(encoding)
     enc.check(x, timesteps)
@@ -321,7 +324,8 @@ def run_model(
         for name, m in neuron_layers(model).items():
             spikes[name] = []
             hooks.append(m.register_forward_hook(
-                lambda _m, _i, out, name=name: spikes[name].append(out.detach())))
+                lambda _m, _i, out, name=name: spikes[name].append(
+                    out.detach() if spike_dtype is None else out.detach().to(spike_dtype))))
     try:
         logits = unroll(network_step(model), x, timesteps, enc)
     finally:

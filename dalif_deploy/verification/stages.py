@@ -186,14 +186,14 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
         nsp: dict[str, Any] = {}
         if model is not None:
             with torch.no_grad():
-                lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True)
-            fsp = {k: v.to(torch.uint8) for k, v in fsp.items()}  # 0/1: a quarter the memory
+                # 0/1 spikes as uint8, a quarter of float32's memory and copies
+                lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True,
+                                    spike_dtype=torch.uint8)
             t.preds["float"].append(lg.argmax(1).numpy())
         t1 = time.perf_counter()
         if graph is not None:
             lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, dt=dt,
-                                encoding=enc)
-            nsp = {k: v.to(torch.uint8) for k, v in nsp.items()}
+                                encoding=enc, spike_dtype=torch.uint8)  # counts stay float
             t.preds["nir"].append(lg.argmax(1).numpy())
         t2 = time.perf_counter()
         emu = emulate(program, xb, record="spikes", batch_size=len(xb), device=opt.device,
@@ -215,7 +215,7 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
             for k in nsp:
                 t.tallies.setdefault(k, LayerTally(k, _population_for(program, k)))
         for lname, tally in t.tallies.items():
-            fs = refs[lname].numpy()  # uint8 already (above)
+            fs = refs[lname].numpy()  # uint8, or a multi-spike node's float counts
             fs = fs.reshape(*fs.shape[:2], *lift_1d(fs.shape[2:]))  # a 1-D map as the graph's
             ns = nsp[lname].numpy() if model is not None and lname in nsp else None
             qs = emu.spikes.get(tally.population) if tally.population else None
@@ -230,13 +230,19 @@ BATCH_SIZE_DEFAULT = 256  # verify's test batch unless memory allows fewer (batc
 #: recorded spikes and what the forward pass keeps; measured on ResNet-19 w128: float 11.6,
 #: NIR 4.6; rounded up)
 REFERENCE_BYTES_PER_NEURON_STEP = 16
+#: the default batch keeps every population's state tensor (4 bytes a neuron) within this:
+#: ResNet-19 w128's emulator (largest population 131,072 neurons, 512 KiB a sample) took
+#: 42.8-43.8 ms a sample at batch 64-192 and 54 at 256 (docs/MEASURED.md); the float model
+#: is as fast at 128 as at 256
+BATCH_TENSOR_BYTES = 64 << 20
 
 
 def batch_sizing(program: Any, batch_size: int | None, float_stage: bool, nir_stage: bool
                  ) -> tuple[int, str | None]:
     """``(batch, note)`` of verify's test loop: ``batch_size`` when given; else the largest
     batch up to :data:`BATCH_SIZE_DEFAULT` whose emulator run with traces plus the float and
-    NIR stages' spikes fit the memory available, with a note when that is fewer."""
+    NIR stages' spikes fit the memory available and whose population tensors stay within
+    :data:`BATCH_TENSOR_BYTES`, with a note when that is fewer."""
     from dalif_deploy.base.resources import format_bytes, mem_available
     from dalif_deploy.targets.emulator import emulator_bytes, fitting_batch_size
 
@@ -245,10 +251,15 @@ def batch_sizing(program: Any, batch_size: int | None, float_stage: bool, nir_st
     neurons = sum(p.size for p in program.populations)
     extra = ((int(float_stage) + int(nir_stage)) * REFERENCE_BYTES_PER_NEURON_STEP
              * int(program.timesteps) * neurons)
-    batch = fitting_batch_size(program, BATCH_SIZE_DEFAULT, record="spikes",
-                               per_sample_extra=extra)
+    largest = max(p.size for p in program.populations)
+    fast = min(BATCH_SIZE_DEFAULT, max(1, BATCH_TENSOR_BYTES // (4 * largest)))
+    batch = fitting_batch_size(program, fast, record="spikes", per_sample_extra=extra)
     if batch == BATCH_SIZE_DEFAULT:
         return batch, None
+    if batch == fast:
+        return batch, (f"batch size {batch}: the largest whose population tensors stay within "
+                       f"{format_bytes(BATCH_TENSOR_BYTES)} ({largest:,} neurons in the "
+                       "largest), which runs fastest; --batch-size N to choose")
     full = emulator_bytes(program, BATCH_SIZE_DEFAULT, BATCH_SIZE_DEFAULT, spikes_only=True) + \
         BATCH_SIZE_DEFAULT * extra
     avail = mem_available()

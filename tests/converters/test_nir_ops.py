@@ -252,3 +252,25 @@ def test_a_node_type_is_registered_once():
     with pytest.raises(DaLifError, match="LIF is registered twice"):
         register(Again)
     assert type(OPS[nir.LIF]).__name__ == "LIFOp"
+
+
+def test_run_graph_records_one_spike_nodes_as_uint8_and_keeps_counts_whole():
+    """``spike_dtype=torch.uint8`` (verify's float reference) stores a one-spike node's 0/1
+    spikes as uint8 and a multi-spike node's counts, here over 255, in the graph's dtype: equal
+    to the unconverted run's, none wrapped."""
+    nodes = {"in": nir.Input(np.array([2])),
+             "fc1": nir.Affine(np.array([[400.0, 0.0], [0.0, 1.0]]), np.zeros(2)),
+             "n1": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2),
+                          metadata={"multi_spike": True}),
+             "fc2": nir.Affine(np.eye(2), np.zeros(2)),
+             "n2": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
+             "out": nir.Output(np.array([2]))}
+    graph = nir.NIRGraph(nodes, [("in", "fc1"), ("fc1", "n1"), ("n1", "fc2"), ("fc2", "n2"),
+                                 ("n2", "out")])
+    x = torch.tensor([[1.0, 1.0], [0.9, 0.0]])
+    ref_out, ref = run_graph(graph, x, 3, dt=1.0)
+    out, got = run_graph(graph, x, 3, dt=1.0, spike_dtype=torch.uint8)
+    assert torch.equal(out, ref_out)
+    assert got["n2"].dtype == torch.uint8 and torch.equal(got["n2"].float(), ref["n2"])
+    assert got["n1"].dtype == torch.float32 and torch.equal(got["n1"], ref["n1"])
+    assert ref["n1"].max() >= 360 and ref["n2"].max() == 1

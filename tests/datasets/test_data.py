@@ -108,6 +108,19 @@ def test_cifar_reader_reads_the_pickle_folder(cifar_dir):
     assert te.x[1, 0, 5, 5] == pytest.approx((1 - CIFAR_MEAN[0]) / CIFAR_STD[0], rel=1e-6)
 
 
+def test_cifar_reader_reads_only_the_batches_the_first_samples_need(cifar_dir):
+    """``samples`` (calibration's 256) reads the batch files in order until it has them: the
+    first samples of the whole split, with the later files never opened."""
+    whole = load_dataset("cifar10", "train", str(cifar_dir))
+    root = cifar_dir / "cifar-10-batches-py"
+    for i in (3, 4, 5):
+        (root / f"data_batch_{i}").write_bytes(b"not a pickle")
+    head = load_dataset("cifar10", "train", str(cifar_dir), samples=5)
+    assert np.array_equal(head.x, whole.x[:5]) and head.y.tolist() == whole.y[:5].tolist()
+    with pytest.raises(DaLifError, match="data_batch_3"):
+        load_dataset("cifar10", "train", str(cifar_dir), samples=7)
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker

@@ -99,6 +99,11 @@ def test_run_model_is_stateless_between_calls_and_averages_the_readout():
     _, spikes = run_model(model, x, 4, record_spikes=True)
     by_hand = torch.stack([model.fc(model.flatten(s)) for s in spikes["lif2"]]).mean(0)
     assert torch.allclose(a, by_hand, atol=1e-6)  # summation order of the mean differs
+    # spikes recorded as uint8 (verify's float reference) are the same 0/1 spikes
+    c, small = run_model(model, x, 4, record_spikes=True, spike_dtype=torch.uint8)
+    assert torch.equal(c, a) and small.keys() == spikes.keys()
+    assert all(small[k].dtype == torch.uint8 and torch.equal(small[k].float(), spikes[k])
+               for k in spikes) and sum(int(s.sum()) for s in small.values()) > 0
 
 
 def test_event_input_is_indexed_per_step():

@@ -274,3 +274,34 @@ def test_fixed_params_replace_the_effective_ones_and_are_cleared():
     with pytest.raises(DaLifError, match="not neuron layers"):
         with fixed_params(model, {"1": frozen}):
             pass
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_inference_steps_in_place_give_the_autograd_steps_values_bit_for_bit(per_channel):
+    """Without autograd, integrate and fire work in place in fresh tensors (fewer of them); the
+    values, spikes, resets, NaN and a threshold tie included, are identical to the autograd
+    path's, which training runs."""
+    from dalif_deploy.neurons.protocol import fire, integrate
+
+    g = torch.Generator().manual_seed(7)
+    shape = (3, 4, 5, 5)
+    x, h = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    x[0, 0, 0, :2] = torch.tensor([float("nan"), 0.0])
+    view = (1, 4, 1, 1) if per_channel else ()
+    a = torch.rand(view, generator=g) + 0.5
+    b = torch.rand(view, generator=g)
+    th = torch.full(view, 0.25)
+    leak = torch.randn(shape[1:], generator=g)
+    results = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            xs = x.clone().requires_grad_(grad)
+            v = integrate(xs, h, b, a, leak)
+            v[0, 1, 0, :3] = torch.tensor([0.25, 0.2499999, -0.0])  # a tie at the threshold
+            results.append([t.detach() for t in (v, *fire(v, th))])
+    for got, want in zip(results[1], results[0], strict=True):
+        assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+        assert torch.equal(got.isnan(), want.isnan())
+    assert 0 < int(results[1][1].sum()) < x.numel()
+    with torch.no_grad(), pytest.raises(DaLifError, match="surrogate"):
+        fire(x, th, surrogate="nope")
