@@ -5,7 +5,8 @@ digits test images) and random-weight resnet19s at each of ``--widths`` (default
 random 32x32 images, batch-norm set so that every layer spikes), all at T=4, batch ``--batch``
 (default 32). Each is exported here and quantised (calibrated on the batch) in a child process
 whose peak memory (max RSS) is reported: the quantiser's peak memory at that width.
-Both sides run in the same process on the same batch under the same torch thread count
+Both sides run in the same process (glibc set to reuse freed tensors, as the CLI sets it:
+``base.resources.reuse_freed_memory``) on the same batch under the same torch thread count
 (``--threads``, default torch's own), each warmed up first; the timed runs alternate the
 emulator (default kernels: int8 where chosen, see ``targets/emulator_kernels.py``), the
 emulator with ``kernels="float32"`` and the float model, so that all see the same machine load,
@@ -247,9 +248,12 @@ def main() -> None:
         return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from dalif_deploy.base.resources import reuse_freed_memory
+
+    reused = reuse_freed_memory()  # as every CLI command runs: both sides benefit
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) for both sides; "
-          f"devices {devices}")
+          f"devices {devices}; freed tensors reused (glibc mallopt): {reused}")
     from dalif_deploy.datasets.loaders import load_dataset
 
     digits = load_dataset("digits", "test").x[: args.batch]
