@@ -71,6 +71,25 @@ def tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(f64(a)).to(dtype)
 
 
+def neuron_param(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A neuron parameter in ``dtype`` at its smallest broadcast shape: one value (``()``)
+    where every neuron's is bit for bit the same, one per channel (``(C, 1, ...)``) where each
+    channel's are, else as given. Every neuron sees the same value as before, so each step's
+    arithmetic is unchanged; a step reads a scalar instead of another layer-sized tensor."""
+    t = tensor(a, dtype)
+    if t.numel() <= 1 or not t.is_floating_point():
+        return t
+    bits = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    flat = bits.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return t.reshape(-1)[0].clone()
+    if t.dim() >= 2:
+        head = bits.reshape(t.shape[0], -1)
+        if bool((head == head[:, :1]).all()):
+            return t.reshape(t.shape[0], -1)[:, 0].reshape(t.shape[0], *[1] * (t.dim() - 1))
+    return t
+
+
 def channelwise_conv(channels: int, kernel: Any, stride: Any, padding: Any, value: np.ndarray,
                      in_hw: tuple[int, ...]) -> nir.Conv2d:
     """A per-channel linear map (a pooling window or a scaling) as a dense Conv2d with a diagonal
@@ -125,20 +144,22 @@ def leaky(tau: Any, r: Any, v_leak: Any, dt: float, dtype: torch.dtype) -> Leaky
     """``decay = 1 - dt/tau``, ``gain = dt r / tau``, ``leak = dt v_leak / tau`` (float64)."""
     k = dt / f64(tau)
     vl = k * f64(v_leak)
-    return Leaky(tensor(1.0 - k, dtype), tensor(k * f64(r), dtype),
-                 tensor(vl, dtype) if np.any(vl != 0) else None)
+    return Leaky(neuron_param(1.0 - k, dtype), neuron_param(k * f64(r), dtype),
+                 neuron_param(vl, dtype) if np.any(vl != 0) else None)
 
 
 def integrator(r: Any, dt: float, dtype: torch.dtype) -> Leaky:
     """``dv/dt = r x``: ``decay = 1``, ``gain = dt r``."""
-    return Leaky(tensor(np.ones_like(f64(r)), dtype), tensor(dt * f64(r), dtype), None)
+    return Leaky(neuron_param(np.ones_like(f64(r)), dtype), neuron_param(dt * f64(r), dtype),
+                 None)
 
 
 def firing(node: nir.NIRNode, dtype: torch.dtype) -> Fire:
     """The node's threshold, reset (0 when absent) and spike rule."""
     reset = getattr(node, "v_reset", None)
-    return Fire(tensor(node.v_threshold, dtype),
-                tensor(np.zeros_like(f64(node.v_threshold)) if reset is None else reset, dtype),
+    return Fire(neuron_param(node.v_threshold, dtype),
+                neuron_param(np.zeros_like(f64(node.v_threshold)) if reset is None else reset,
+                             dtype),
                 spike_rule(node) == ">=", reset_mode(node), multi_spike(node))
 
 

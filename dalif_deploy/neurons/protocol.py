@@ -155,18 +155,37 @@ def fire(v: torch.Tensor, threshold: torch.Tensor | float, reset: torch.Tensor |
     when ``reset`` is None, else ``H = reset where S else V``; ``subtract``: ``H = V -
     threshold * S`` (the reset by subtraction, gradient through S).
     """
-    if inclusive and reset is None and not subtract and _in_place_ok():
-        # inference: the same values (the forward of spike(v - threshold), and v * (1 - s)),
-        # computed in place in two fresh tensors instead of five
+    if inclusive and not subtract and _in_place_ok():
+        # inference: the same values (the forward of spike(v - threshold), then v * (1 - s) or
+        # the reset where s), computed in place: two or three fresh tensors instead of five
         if surrogate not in SURROGATES:
             spike(v, surrogate, width)  # its error
         s = (v - threshold).ge_(0)
-        return s, torch.rsub(s, 1).mul_(v)
+        if reset is None or _zero_reset_is_a_product(v, s, threshold, reset):
+            return s, torch.rsub(s, 1).mul_(v)
+        return s, torch.where(s != 0, reset, v)
     s = spike(v - threshold, surrogate, width) if inclusive else (v > threshold).to(v.dtype)
     if subtract:
         return s, v - threshold * s
     h = v * (1 - s) if reset is None else torch.where(s != 0, reset, v)
     return s, h
+
+
+def _zero_reset_is_a_product(v: torch.Tensor, s: torch.Tensor,
+                             threshold: torch.Tensor | float, reset: torch.Tensor) -> bool:
+    """Whether ``v * (1 - s)`` equals ``where(s, reset, v)`` bit for bit (dtype included): a
+    reset of +0.0, a positive threshold (a spiking v is then positive, and v * 0 is +0.0) and
+    no v of +inf (inf * 0 is NaN). The product is 8x faster than ``where`` here (NIR's LIF
+    resets to its v_reset)."""
+    if reset.numel() != 1 or not (reset.dtype == v.dtype == s.dtype) or v.numel() == 0 or \
+            int(reset.reshape(1).view(_BITS[reset.element_size()])) != 0:
+        return False
+    positive = threshold > 0 if not isinstance(threshold, torch.Tensor) \
+        else bool((threshold > 0).all())
+    return positive and bool(v.max() < math.inf)  # NaN anywhere: False (where keeps it)
+
+
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def per_channel(d: torch.Tensor, x: torch.Tensor, what: str = "neuron") -> torch.Tensor:

@@ -274,3 +274,43 @@ def test_run_graph_records_one_spike_nodes_as_uint8_and_keeps_counts_whole():
     assert got["n2"].dtype == torch.uint8 and torch.equal(got["n2"].float(), ref["n2"])
     assert got["n1"].dtype == torch.float32 and torch.equal(got["n1"], ref["n1"])
     assert ref["n1"].max() >= 360 and ref["n2"].max() == 1
+
+
+def test_neuron_parameters_keep_their_smallest_broadcast_shape_and_every_value():
+    """A neuron parameter the same for every neuron becomes one value, one the same within
+    each channel a (C, 1, 1) column, else it stays whole; -0.0 is not 0.0 and NaN is kept. A
+    conv LIF graph with per-channel and per-neuron parameters runs bit for bit as with whole
+    layer-shaped parameters."""
+    from dalif_deploy.converters.ir import neuron_math
+
+    full = np.ones((3, 4, 5))
+    assert neuron_math.neuron_param(2 * full, torch.float32).shape == ()
+    per_c = full * np.array([1.0, 2.0, 3.0])[:, None, None]
+    got = neuron_math.neuron_param(per_c, torch.float32)
+    assert got.shape == (3, 1, 1) and got.flatten().tolist() == [1.0, 2.0, 3.0]
+    signed = np.zeros((3, 4, 5))
+    signed[1, 2, 3] = -0.0
+    assert neuron_math.neuron_param(signed, torch.float32).shape == (3, 4, 5)
+    nan = full.copy()
+    nan[0, 0, 0] = np.nan
+    assert torch.isnan(neuron_math.neuron_param(nan, torch.float32)).any()
+
+    rng = np.random.default_rng(3)
+    shape = (3, 6, 6)
+    tau = np.broadcast_to(rng.uniform(2, 5, (3, 1, 1)), shape).copy()
+    thr = np.full(shape, 0.8)
+    thr[2, 1, 1] = 0.7  # one neuron of its own: this parameter stays whole
+    nodes = {"in": nir.Input(np.array([2, 6, 6])),
+             "conv": nir.Conv2d((6, 6), rng.normal(0, 1, (3, 2, 3, 3)), 1, 1, 1, 1,
+                                np.zeros(3)),
+             "lif": nir.LIF(tau=tau, r=np.ones(shape), v_leak=np.full(shape, 0.1),
+                            v_threshold=thr, v_reset=np.zeros(shape)),
+             "out": nir.Output(np.array(shape))}
+    graph = nir.NIRGraph(nodes, [("in", "conv"), ("conv", "lif"), ("lif", "out")])
+    x = torch.rand(4, 2, 6, 6) * 2
+    out, spikes = run_graph(graph, x, 5, dt=1.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(neuron_math, "neuron_param", neuron_math.tensor)
+        whole_out, whole = run_graph(graph, x, 5, dt=1.0)
+    assert torch.equal(out, whole_out) and torch.equal(spikes["lif"], whole["lif"])
+    assert 0 < int(spikes["lif"].sum()) < spikes["lif"].numel()

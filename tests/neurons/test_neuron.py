@@ -279,8 +279,8 @@ def test_fixed_params_replace_the_effective_ones_and_are_cleared():
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_inference_steps_in_place_give_the_autograd_steps_values_bit_for_bit(per_channel):
     """Without autograd, integrate and fire work in place in fresh tensors (fewer of them); the
-    values, spikes, resets, NaN and a threshold tie included, are identical to the autograd
-    path's, which training runs."""
+    values, spikes, resets (to 0 and to a reset value), NaN and a threshold tie included, are
+    identical to the autograd path's, which training runs."""
     from dalif_deploy.neurons.protocol import fire, integrate
 
     g = torch.Generator().manual_seed(7)
@@ -298,10 +298,22 @@ def test_inference_steps_in_place_give_the_autograd_steps_values_bit_for_bit(per
             xs = x.clone().requires_grad_(grad)
             v = integrate(xs, h, b, a, leak)
             v[0, 1, 0, :3] = torch.tensor([0.25, 0.2499999, -0.0])  # a tie at the threshold
-            results.append([t.detach() for t in (v, *fire(v, th))])
+            clean = v.detach().nan_to_num(0.0)  # no NaN: a +0.0 reset may be a product
+            hot = clean.clone()
+            hot[0, 2, 0, 0] = float("inf")  # inf * 0 is NaN: the reset must stay where()'s
+            resets = [fire(u, t, torch.full(view, r)) for u in (v, clean, hot)
+                      for t in (th, -th) for r in (-0.5, 0.0, -0.0)]
+            results.append([t.detach() for t in (v, *fire(v, th), *sum(resets, ()))])
     for got, want in zip(results[1], results[0], strict=True):
         assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
         assert torch.equal(got.isnan(), want.isnan())
     assert 0 < int(results[1][1].sum()) < x.numel()
+    from dalif_deploy.neurons.protocol import _zero_reset_is_a_product as product
+    v = results[1][0].nan_to_num(0.0)
+    s = (v - th).ge_(0)
+    zero = torch.zeros(())
+    assert product(v, s, th, zero)  # the fast path is the one compared above
+    assert not product(v, s, th, torch.tensor(-0.0)) and not product(v, s, -th, zero)
+    assert not product(results[1][0], s, th, zero)  # NaN
     with torch.no_grad(), pytest.raises(DaLifError, match="surrogate"):
         fire(x, th, surrogate="nope")
