@@ -102,14 +102,22 @@ print(took, min(faults_of_a_fresh_tensor() for _ in range(3)))
 
 def test_reuse_freed_memory_keeps_a_freed_tensor_for_the_next():
     """After :func:`reuse_freed_memory` (the CLI calls it), a 64 MiB tensor allocated again
-    after being freed reuses the heap's pages: far fewer page faults than its 16,384 pages
-    (glibc's default maps and unmaps it each time: a fault per page, half of verify's time at
-    paper scale). Run in a child: the setting is the process's."""
+    after being freed can reuse the heap's pages: far fewer page faults than its 16,384 pages
+    (glibc's defaults map and unmap it each time, in every process: a fault per page, half of
+    verify's time at paper scale). Run in children: the setting is the process's. In this
+    single-tensor pattern glibc reuses the pages in about half the processes (measured: 0
+    faults in 13 of 24, all 16,384 in the others, whatever the arena count), so up to 12
+    children run and one that reuses them passes; with the setting lost, none would."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _FAULTS, "reuse"], capture_output=True,
-                         text=True, check=True).stdout.split()
-    if out[0] != "True":
-        pytest.skip("the C library has no glibc mallopt")
-    assert int(out[1]) < 1000, out
+    seen = []
+    for _ in range(12):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, "reuse"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        if out[0] != "True":
+            pytest.skip("the C library has no glibc mallopt")
+        seen.append(int(out[1]))
+        if seen[-1] < 1000:
+            return
+    pytest.fail(f"every child faulted the freed tensor in again: {seen}")
