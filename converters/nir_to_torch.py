@@ -178,14 +178,13 @@ class GraphRunner:
                              f"input) expects {want}")
         x = x.to(self.dtype)
         spikes: dict[str, list[torch.Tensor]] = {n: [] for n in self.spiking} if record else {}
-        cast = spike_dtype or self.dtype
-        counts = {n for n in self.spiking if spike_dtype is None
-                  or multi_spike(self.graph.nodes[n])}
+        as_is = {n for n in self.spiking if spike_dtype is None
+                 or multi_spike(self.graph.nodes[n])}
 
         def step(frame: torch.Tensor, state: dict[str, State] | None):
             vals, state = self.step(frame, state or {})
             for n in spikes:
-                spikes[n].append(vals[n] if n in counts else vals[n].to(cast))
+                spikes[n].append(vals[n] if n in as_is else vals[n].to(spike_dtype))
             return vals[self.output], state
 
         with torch.no_grad():

@@ -23,7 +23,7 @@ import torch
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.fixedpoint.limits import DECAY_MAX, DECAY_UNIT
 from dalif_deploy.fixedpoint.program import RESET_MODES
-from dalif_deploy.neurons.protocol import fire, integrate
+from dalif_deploy.neurons.protocol import fire, float_bits, integrate
 
 Pair = tuple[int, int]
 
@@ -79,7 +79,7 @@ def neuron_param(a: Any, dtype: torch.dtype) -> torch.Tensor:
     t = tensor(a, dtype)
     if t.numel() <= 1 or not t.is_floating_point():
         return t
-    bits = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    bits = float_bits(t)
     flat = bits.reshape(-1)
     if bool((flat == flat[0]).all()):
         return t.reshape(-1)[0].clone()

@@ -102,9 +102,13 @@ class _SpikeFn(torch.autograd.Function):
 
 def spike(x: torch.Tensor, surrogate: str = "atan", width: float = 2.0) -> torch.Tensor:
     """Heaviside step ``x >= 0`` with the named surrogate gradient of the given width."""
-    if surrogate not in SURROGATES:
-        raise DaLifError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
+    _check_surrogate(surrogate)
     return _SpikeFn.apply(x, surrogate, width)
+
+
+def _check_surrogate(name: str) -> None:
+    if name not in SURROGATES:
+        raise DaLifError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,8 +162,7 @@ def fire(v: torch.Tensor, threshold: torch.Tensor | float, reset: torch.Tensor |
     if inclusive and not subtract and _in_place_ok():
         # inference: the same values (the forward of spike(v - threshold), then v * (1 - s) or
         # the reset where s), computed in place: two or three fresh tensors instead of five
-        if surrogate not in SURROGATES:
-            spike(v, surrogate, width)  # its error
+        _check_surrogate(surrogate)
         s = (v - threshold).ge_(0)
         if reset is None or _zero_reset_is_a_product(v, s, threshold, reset):
             return s, torch.rsub(s, 1).mul_(v)
@@ -178,14 +181,17 @@ def _zero_reset_is_a_product(v: torch.Tensor, s: torch.Tensor,
     no v of +inf (inf * 0 is NaN). The product is 8x faster than ``where`` here (NIR's LIF
     resets to its v_reset)."""
     if reset.numel() != 1 or not (reset.dtype == v.dtype == s.dtype) or v.numel() == 0 or \
-            int(reset.reshape(1).view(_BITS[reset.element_size()])) != 0:
+            int(float_bits(reset).reshape(1)) != 0:
         return False
     positive = threshold > 0 if not isinstance(threshold, torch.Tensor) \
         else bool((threshold > 0).all())
     return positive and bool(v.max() < math.inf)  # NaN anywhere: False (where keeps it)
 
 
-_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+def float_bits(t: torch.Tensor) -> torch.Tensor:
+    """A float tensor's bits as the same-sized integers (a view): equal exactly where the floats
+    are the same value, -0.0 and NaNs told apart."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
 def per_channel(d: torch.Tensor, x: torch.Tensor, what: str = "neuron") -> torch.Tensor:
