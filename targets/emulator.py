@@ -215,6 +215,7 @@ class _SyncRun:
     scratch: tuple[torch.Tensor, torch.Tensor] | None  # for lif_step_f32's decay
     x_static: torch.Tensor | None = None  # input-synapse sum of a same-every-step input
     last: torch.Tensor | None = None  # spikes of the step before the block (recurrent synapses)
+    bias: torch.Tensor | None = None  # the population's float32 bias, in its tensors' layout
 
 
 def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor], k: int,
@@ -247,8 +248,8 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
     if p.wrap_f32 and (x.device.type != "cpu" or any_outside(x, 1 - U_LIMIT, U_LIMIT)):
         hi, lo = x > U_LIMIT, x <= -U_LIMIT
         x = x - (2 * U_LIMIT) * hi.to(x.dtype) + (2 * U_LIMIT) * lo.to(x.dtype)
-        wraps = (hi | lo).flatten(2).sum(2)  # [steps of x, N]
-    u = x if fast is None or p.bias is None else x + p.bias  # fast: u = wrap(a << 6) + bias
+        wraps = (hi | lo).sum(tuple(range(2, x.dim())))  # [steps of x, N]
+    u = x if fast is None or r.bias is None else x + r.bias  # fast: u = wrap(a << 6) + bias
     z = r.state.u_wraps
     for j in range(k):
         i = j if x.shape[0] > 1 else 0
@@ -271,17 +272,43 @@ def _sync_block(p: CompiledPopulation, r: _SyncRun, cur: dict[str, torch.Tensor]
             _record(traces, p.pop.name, r.spikes[j], r.state, record)
     if rec:
         r.last = r.spikes[k - 1].clone()  # r.spikes is overwritten by the next block
-    if not p.readout:  # float32 sums per step are exact below 2^24 neurons
-        per_step = r.spikes[:k].flatten(2).sum(
-            2, dtype=torch.float32 if p.pop.size <= FLOAT32_EXACT else torch.float64)
+    if not p.readout:  # float32 sums per step are exact below 2^24 neurons (in any order)
+        block = r.spikes[:k]
+        per_step = block.sum(tuple(range(2, block.dim())), dtype=torch.float32
+                             if p.pop.size <= FLOAT32_EXACT else torch.float64)
         r.counts += per_step.sum(0, dtype=torch.float64)
         # each neuron's spikes over the block's k * N (<= BLOCK_ELEMENTS, or on CUDA
         # CUDA_BLOCK_ELEMENTS = 2^24: exact in float32, IEEE on CUDA too) sample-steps, as a
-        # matrix-vector product: a strided sum is 4x slower
-        flat = r.spikes[:k].view(k * n, -1)
+        # matrix-vector product in memory order: a strided sum is 4x slower
+        nhwc = not block.is_contiguous()
+        flat = (block.permute(0, 1, 3, 4, 2) if nhwc else block).reshape(k * n, -1)
         if p.pop.multi_spike:  # messages: a count of n is one graded spike
             flat = (flat != 0).to(flat.dtype)
-        r.totals += (flat.new_ones(k * n) @ flat).view(shape)
+        per_neuron = flat.new_ones(k * n) @ flat
+        r.totals += (per_neuron.view(shape[1], shape[2], shape[0]).permute(2, 0, 1) if nhwc
+                     else per_neuron.view(shape))
+
+
+#: whether conv-shaped populations keep their tensors channels-last (NHWC) on CPU, where oneDNN
+#: convolves NHWC directly (measured: docs/MEASURED.md); values are the same in any layout
+NHWC_ON_CPU = True
+
+
+def channels_last(p: CompiledPopulation, device: torch.device) -> bool:
+    """Whether population ``p``'s tensors are NHWC here (a [C, H, W] population on CPU)."""
+    return NHWC_ON_CPU and device.type == "cpu" and len(p.pop.shape) == 3
+
+
+def population_tensor(lead: tuple[int, ...], n: int, shape: tuple[int, ...], nhwc: bool,
+                      dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised ``[*lead, n, *shape]`` tensor; with ``nhwc`` its memory runs
+    ``[*lead, n, H, W, C]`` (so each ``[n, C, H, W]`` slice is channels-last)."""
+    if not nhwc:
+        return torch.empty((*lead, n, *shape), dtype=dtype, device=device)
+    c, h, w = shape
+    d = len(lead) + 1
+    return torch.empty((*lead, n, h, w, c), dtype=dtype, device=device).permute(
+        *range(d), d + 2, d, d + 1)
 
 
 def _run_sync(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int, record: bool
@@ -299,17 +326,22 @@ def _run_sync(pops: list[CompiledPopulation], frames: torch.Tensor, steps: int, 
     runs = {}
     for p in pops:
         shape = (n, *p.pop.shape)
+        nhwc = channels_last(p, dev)
         z = torch.zeros(n, dtype=torch.int64, device=dev)
-        state = lif_state_zeros(n, p.pop.shape, p.dtype, dev) if p.fast is None else LifState(
-            torch.zeros((), device=dev).expand(shape), torch.zeros(shape, device=dev), z,
-            z.clone())
+        v = population_tensor((), n, p.pop.shape, nhwc, torch.float32, dev).zero_()
+        state = LifState(torch.zeros((), device=dev).expand(shape), v, z, z.clone())
+        if p.fast is None:  # lif_step's v and u, in p.dtype
+            zero = population_tensor((), n, p.pop.shape, nhwc, p.dtype, dev).zero_()
+            state = LifState(zero, zero.clone(), z.to(p.dtype), z.to(p.dtype))
         scratch = None if p.fast is None or p.fast.factor is None else (
-            torch.empty(shape, device=dev), torch.empty(shape, device=dev))
-        runs[p.pop.name] = r = _SyncRun(state, torch.empty((k, *shape), device=dev),
-                                        torch.zeros(n, dtype=torch.float64, device=dev),
-                                        torch.zeros(p.pop.shape, dtype=torch.float64,
-                                                    device=dev), scratch,
-                                        last=torch.zeros(shape, device=dev))
+            torch.empty_like(v), torch.empty_like(v))
+        runs[p.pop.name] = r = _SyncRun(
+            state, population_tensor((k,), n, p.pop.shape, nhwc, torch.float32, dev),
+            torch.zeros(n, dtype=torch.float64, device=dev),
+            torch.zeros(p.pop.shape, dtype=torch.float64, device=dev), scratch,
+            last=torch.zeros_like(v), bias=p.bias)
+        if nhwc and p.bias is not None and p.bias.dim() == 3:  # same layout as x: 16x faster
+            r.bias = p.bias.permute(1, 2, 0).contiguous().permute(2, 0, 1)
         if static:
             xs = [s(frames[0], times64=p.fast is not None).to(p.dtype).view(1, n, *p.pop.shape)
                   for s in p.syns if s.syn.source == "input"]

@@ -39,19 +39,27 @@ int8 convolution (:class:`Int8Conv`: ``torch.ops.onednn.qconv_prepack`` /
 ``qconv_pointwise``): u8 spikes (0/1), s8 weights, unit scales, zero points 0, an int32 sum
 returned as float32. Integer arithmetic: exact whatever the order, and the float32 result is
 exact because the synapse's bound is <= 2^24 (else it is float64 and never int8). Where
-measured (docs/MEASURED.md) it is 2-4x faster than float32 ``F.conv2d`` at kernel level. Input
-is converted to NHWC (channels-last) u8 and the output back to NCHW inside the kernel, so the
-rest of the emulator keeps torch's NCHW layout. A synapse runs int8 only when all hold: a conv
-with a window larger than 1x1 (oneDNN's 1x1 int8 kernel ``jit_uni_int8_1x1:avx2`` raced with
-2 threads: wrong in 45 of 300 calls at batch 6; the 3x3 kernel was never wrong), a binary
-source (spikes of a population, binarised or event input; analog input is signed and graded),
-effective weights within s8, bound <= 2^24, not a channel-diagonal 1x1 shortcut, on CPU.
+measured (docs/MEASURED.md) it is 1.15-2.6x faster than float32 ``F.conv2d`` on the same
+NHWC input (more at more channels), including the cast to u8. A synapse runs int8 only
+when all hold: a conv with a window larger than 1x1 (oneDNN's 1x1 int8 kernel
+``jit_uni_int8_1x1:avx2`` raced with 2 threads: wrong in 45 of 300 calls at batch 6; the 3x3
+kernel was never wrong), a binary source (spikes of a population, binarised or event input;
+analog input is signed and graded), effective weights within s8, bound <= 2^24, not a
+channel-diagonal 1x1 shortcut, on CPU.
 Other platforms and CUDA keep float32 as the reference path.
+
+**Layout, chosen by measurement (CPU).** The emulator keeps every conv-shaped (``[C, H, W]``)
+population's tensors channels-last (NHWC) on CPU: state, spikes, bias, the float32 kernels'
+weights, and the int8 kernel's output as oneDNN returns it. Measured on the ResNet-19 programs
+(docs/MEASURED.md), NHWC with int8 3x3 synapses beat torch's NCHW (with the int8 kernel
+converting in and out) at every width. The values do not depend on the layout (elementwise
+operations, exact sums), which ``tests/targets/test_emulator_layout.py`` checks field by
+field; CUDA keeps NCHW.
 
 ``kernels`` (``--kernels`` of the emulator backend and ``verify``; :data:`KERNELS`):
 
-* ``auto`` (default): int8 where eligible, large enough to gain (at least
-  :data:`INT8_MIN_PATCH` weights per output: below it the conversions cost what int8 saves),
+* ``auto`` (default): int8 where eligible and of a measured size (at least
+  :data:`INT8_MIN_PATCH` weights per output; smaller windows were not measured),
   and where its shape passed :func:`int8_self_test`
   on this machine and thread count (random and extreme s8 weights, all-ones, dense and sparse
   spikes, twice at batch 6, against float32, cached per shape); a difference prints a
@@ -64,7 +72,9 @@ Other platforms and CUDA keep float32 as the reference path.
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,9 +160,10 @@ def conv_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],
 
 #: ``--kernels``: how conv synapses are computed (see the module docstring)
 KERNELS = ("auto", "float32", "int8", "check")
-#: ``auto`` runs int8 only from this many weights per output (C_in / groups * kH * kW; 64
-#: channels of 3x3): below it the u8/NHWC conversions cost what the int8 sums save (measured)
-INT8_MIN_PATCH = 576
+#: ``auto`` runs int8 only from this many weights per output (C_in / groups * kH * kW; 4
+#: channels of 3x3): the smallest measured, where int8 on NHWC input was still 1.15x float32
+#: (docs/MEASURED.md); smaller windows are unmeasured and stay float32
+INT8_MIN_PATCH = 36
 _INT8_TESTED: dict[tuple, bool] = {}  # self-test verdict per kernel shape and thread count
 
 
@@ -172,8 +183,9 @@ def int8_available(device: torch.device = CPU) -> bool:
 @dataclass
 class Int8Conv:
     """One conv synapse as oneDNN's int8 convolution: u8 spikes (0/1), s8 weights, unit scales,
-    zero points 0, the int32 sum returned as float32 (exact below 2^24). NHWC (channels-last)
-    input, the output back in torch's NCHW."""
+    zero points 0, the int32 sum returned as float32 (exact below 2^24). Computed in NHWC
+    (channels-last); the output is left NHWC, the layout the emulator keeps conv-shaped
+    populations in on CPU (any layout gives the same values)."""
 
     packed: torch.Tensor
     c_out: int
@@ -195,14 +207,14 @@ class Int8Conv:
                    torch.zeros(c_out, dtype=torch.long))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # one pass: the cast to u8 and the NHWC layout together
+        # one pass: the cast to u8 and the NHWC layout together (a plain cast when x is NHWC)
         q = torch.empty(x.shape, dtype=torch.uint8, device=x.device,
                         memory_format=torch.channels_last).copy_(x)
         out = torch.ops.onednn.qconv_pointwise(
             q, 1.0, 0, self.packed, self.scales, self.zero_points, None,
             list(self.stride), list(self.padding), [1, 1], self.groups, 1.0, 0, torch.float32,
             "none", [], "")
-        return out.contiguous()
+        return out  # NHWC, as the emulator keeps conv-shaped populations on CPU
 
 
 def int8_self_test(weight_shape: tuple[int, ...], in_shape: tuple[int, ...],
@@ -231,7 +243,7 @@ def _int8_conv(program: FixedProgram, syn: Synapse, w: np.ndarray, bound: int,
     """The int8 kernel of ``syn`` when ``kernels`` asks for it and it is exact: a conv with a
     window (the 1x1 kernel races, see the module docstring) on binary spikes, weights within
     s8, sums within float32's exact range, on a CPU with oneDNN; with ``auto`` only after its
-    shape is large enough to gain (:data:`INT8_MIN_PATCH`) and passed :func:`int8_self_test`
+    shape is of a measured size (:data:`INT8_MIN_PATCH`) and passed :func:`int8_self_test`
     (else a ``warning:`` and float32)."""
     binary = syn.source != "input" or binarize or program.input.encoding is not ANALOG
     if (kernels == "float32" or syn.kind != "conv" or w.shape[2] * w.shape[3] == 1
@@ -246,7 +258,27 @@ def _int8_conv(program: FixedProgram, syn: Synapse, w: np.ndarray, bound: int,
               f"{tuple(syn.input_shape)} differs from float32 on this machine; using float32",
               file=sys.stderr)
         return None
-    return Int8Conv.build(w, syn.stride, syn.padding, syn.groups)
+    return _packed_int8(w, syn.stride, syn.padding, syn.groups)
+
+
+#: prepacked int8 kernels by content, most recent last (prepacking a kernel takes as long as
+#: running it a few times: a repeated emulate() of one program reuses them)
+_INT8_PACKED: OrderedDict[tuple, Int8Conv] = OrderedDict()
+_INT8_PACKED_MAX = 512
+
+
+def _packed_int8(w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int],
+                 groups: int) -> Int8Conv:
+    """:meth:`Int8Conv.build`, cached by the weights' bytes (a digest of them: a program whose
+    weights change gets a new kernel) and the conv's geometry."""
+    w8 = np.ascontiguousarray(w, dtype=np.int8)
+    key = (hashlib.blake2b(w8.tobytes(), digest_size=20).digest(), w8.shape, tuple(stride),
+           tuple(padding), groups)
+    conv = _INT8_PACKED.pop(key, None) or Int8Conv.build(w8, stride, padding, groups)
+    _INT8_PACKED[key] = conv
+    while len(_INT8_PACKED) > _INT8_PACKED_MAX:
+        _INT8_PACKED.popitem(last=False)
+    return conv
 
 
 @dataclass
@@ -331,11 +363,18 @@ def compile_synapse(program: FixedProgram, syn: Synapse,
         w64 = None if w64 is None else w64[np.arange(c_out), np.arange(c_out)].reshape(c_out, 1, 1)
     check_kernels(kernels)
     int8 = None if diagonal else _int8_conv(program, syn, w, bound, binarize, kernels, device)
-    return CompiledSynapse(
-        syn, torch.as_tensor(w, dtype=dtype, device=device), bound, a_bound, binarize,
-                None if w64 is None else torch.as_tensor(w64, dtype=torch.float32,
-                                                         device=device),
-                diagonal, device.type == "cuda", int8, kernels == "check")
+    return CompiledSynapse(syn, _kernel_tensor(w, dtype, device), bound, a_bound, binarize,
+                           None if w64 is None else _kernel_tensor(w64, torch.float32, device),
+                           diagonal, device.type == "cuda", int8, kernels == "check")
+
+
+def _kernel_tensor(w: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Weights on ``device``; a CPU conv kernel channels-last, the layout of the emulator's
+    conv-shaped populations there, so that oneDNN does not reorder it at every call."""
+    t = torch.as_tensor(w, dtype=dtype, device=device)
+    if device.type == "cpu" and t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 @dataclass

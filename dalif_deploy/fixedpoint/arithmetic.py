@@ -318,7 +318,7 @@ def lif_step_f32(v: torch.Tensor, u: torch.Tensor, spikes: torch.Tensor, p: LifF
     # on CPU one min/max pass first: v rarely saturates, and counting and clamping nothing
     # costs three passes and two allocations (on CUDA the test would stall the stream)
     if p.clip_v and (v.device.type != "cpu" or any_outside(v, -V_MAX, V_MAX)):
-        sat = (v.abs() > V_MAX).flatten(1).sum(1)
+        sat = (v.abs() > V_MAX).sum(tuple(range(1, v.dim())))  # any layout: no copy
         v.clamp_(-V_MAX, V_MAX)
     (torch.ge if p.spike_ge else torch.gt)(v, p.threshold, out=spikes)
     return v.addcmul_(v, spikes, value=-1.0), sat  # v - v * s: exact, v or 0

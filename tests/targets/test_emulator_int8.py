@@ -43,7 +43,8 @@ def test_int8_conv_equals_float32(shape, fill):
                    (torch.rand(2, ci, h, w, generator=gen) < 0.05)]).float()
     got = ek.Int8Conv.build(wt, stride, padding, groups)(x)
     ref = F.conv2d(x, wt.float(), None, stride, padding, 1, groups)
-    assert got.dtype == torch.float32 and got.is_contiguous() and torch.equal(got, ref)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
+    assert got.is_contiguous(memory_format=torch.channels_last)  # the emulator's CPU layout
 
 
 def _program(seed=3):
@@ -138,3 +139,20 @@ def test_kernels_option_on_the_command_line(tmp_path, capsys):
                  str(tmp_path / "d.npz"), "--kernels", "int4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --kernels must be one of auto, float32, int8, check, got 'int4'"]
+
+
+def test_prepacked_kernels_are_reused_only_for_the_same_weights():
+    """A repeated compile of one program reuses its prepacked int8 kernels; a program whose
+    weights changed in place (same array, same shape) gets a new kernel and its own sums."""
+    program = _program()
+    syn = next(s for s in program.synapses if s.name == "a->b")
+    first = ek.compile_synapse(program, syn, kernels="int8").int8
+    assert ek.compile_synapse(program, syn, kernels="int8").int8 is first
+    x = (torch.rand(3, *syn.input_shape, generator=torch.Generator().manual_seed(1)) < 0.5
+         ).float()
+    syn.weights[...] = -syn.weights  # in place: only the contents differ
+    again = ek.compile_synapse(program, syn, kernels="int8")
+    assert again.int8 is not first
+    assert torch.equal(again.int8(x), -first(x))
+    assert torch.equal(again.int8(x), F.conv2d(x, again.weight, None, syn.stride, syn.padding,
+                                               1, syn.groups))
