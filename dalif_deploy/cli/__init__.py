@@ -374,7 +374,8 @@ def _run(argv: Sequence[str] | None) -> int:
         from dalif_deploy.base.files import output_transaction
         from dalif_deploy.base.resources import reuse_freed_memory
 
-        reuse_freed_memory()  # tensors reused, not faulted in afresh every step
+        if command.reuse_freed_memory:  # tensors reused, not faulted in afresh every step
+            reuse_freed_memory()
 
         # all outputs at the end, or none after a failure (a verdict keeps its report)
         with output_transaction(output_paths(args, command), commit_on=(VerificationFailed,)):

@@ -27,7 +27,11 @@ class Command:
     receiving the files named ``dir_files`` (checked as outputs, written all or none).
     ``check(args)``: further checks made with the output checks (e.g. of the files a folder
     will receive). ``pipeline``: the command's line in the top-level help's pipeline list
-    (None: not listed); ``sharded``: it splits its data under torchrun.
+    (None: not listed); ``sharded``: it splits its data under torchrun. ``reuse_freed_memory``:
+    glibc keeps freed tensors for the next ones while it runs
+    (:func:`dalif_deploy.base.resources.reuse_freed_memory`): faster where the same large
+    tensors come every step, but the heap may then grow past what the work holds at once, so
+    the quantiser's commands, whose figure is peak memory, leave glibc's defaults.
     """
 
     name: str
@@ -42,6 +46,7 @@ class Command:
     dir_files: tuple[str, ...] = ()
     pipeline: str | None = None
     sharded: bool = False
+    reuse_freed_memory: bool = True
     check: Callable[[argparse.Namespace], None] | None = None
 
     def __post_init__(self) -> None:

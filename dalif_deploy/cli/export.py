@@ -97,4 +97,5 @@ COMMAND = Command(
     "chain models with per-layer decays only).",
     add_arguments=add_arguments, run=cli_export,
     inputs=("checkpoint", "calibrate", "data_dir"), outputs=("out", "onnx", "netx", "program"),
-    pipeline="checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)")
+    pipeline="checkpoint -> NIR graph (.nir), ONNX (.onnx) or lava-dl netx (.h5)",
+    reuse_freed_memory=False)  # peak memory is the quantiser's figure (docs/MEASURED.md)

@@ -158,4 +158,5 @@ COMMAND = Command(
     add_arguments=add_arguments, run=cli_quantize,
     inputs=("graph", "calibrate", "data_dir"), outputs=("out", "json", "netx"),
     stdout_outputs=("json",),
-    pipeline="NIR graph -> Loihi 2 fixed-point program (.fxp)")
+    pipeline="NIR graph -> Loihi 2 fixed-point program (.fxp)",
+    reuse_freed_memory=False)  # peak memory is the quantiser's figure (docs/MEASURED.md)
