@@ -263,14 +263,36 @@ def npy_header(fp: IO[bytes], declared: int, where: str
     return tuple(int(d) for d in shape), dtype, bool(fortran)
 
 
+#: bytes read at a time into an array (so that reading never holds the data twice)
+NPZ_READ_CHUNK = 2**24
+
+
 def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
     """One ``.npy`` member of an npz archive, its header checked before its data is read."""
+    return read_npz_rows(zf, info, where)[0]
+
+
+def read_npz_rows(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str,
+                  rows: int | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(array, declared shape)`` of an ``.npy`` member of an npz archive, its header checked
+    before its data is read; with ``rows``, only the first ``rows`` entries of its first axis
+    are read (a C-order array's leading bytes; a Fortran-order one is read whole). The data go
+    straight into the array, a chunk at a time."""
     with zf.open(info) as fp:
         shape, dtype, fortran = npy_header(fp, info.file_size, where)
-        nbytes = math.prod(shape) * dtype.itemsize
+        keep = shape
+        if rows is not None and shape and not fortran and rows < shape[0]:
+            keep = (max(0, int(rows)), *shape[1:])
+        nbytes = math.prod(keep) * dtype.itemsize
         check_memory(nbytes, f"{where}: reading the array")
-        data = fp.read(nbytes)
-    if len(data) != nbytes:
-        raise DaLifError(f"{where}: truncated array data")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+        out = np.empty(keep, dtype=dtype, order="F" if fortran else "C")
+        view = memoryview(out.reshape(-1, order="A").view(np.uint8))
+        done = 0
+        while done < nbytes:
+            chunk = fp.read(min(NPZ_READ_CHUNK, nbytes - done))
+            if not chunk:
+                raise DaLifError(f"{where}: truncated array data")
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+    return out, shape
 

@@ -51,7 +51,7 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS, Encoding
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.filekind import expect
 from dalif_deploy.base.files import check_data_file, check_input_file
-from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_member
+from dalif_deploy.base.resources import INPUT_ELEMENTS_MAX, check_memory, check_zip, read_npz_rows
 from dalif_deploy.base.schema import integer, real_array, text
 from dalif_deploy.fixedpoint.limits import TIMESTEPS_MAX
 
@@ -251,7 +251,10 @@ def is_dataset_file(name: str) -> bool:
                                                      or Path(name).exists())
 
 
-def _npz_members(path: Path, where: str) -> dict[str, np.ndarray]:
+def _npz_members(path: Path, where: str, rows: int | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The data set members of ``path`` (x and y only their first ``rows`` samples, when
+    given) and the sample count each of x and y declares."""
     import zipfile
 
     with open(path, "rb") as f:
@@ -261,31 +264,36 @@ def _npz_members(path: Path, where: str) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as z:
             members = check_zip(z, path.stat().st_size, where)
-            out = {}
+            out, declared = {}, {}
             for key, names in NPZ_KEYS.items():
                 found = [n for n in names if n + ".npy" in members]
                 if len(found) > 1:
                     raise DaLifError(f"{where}: holds both {found[0]!r} and {found[1]!r}; "
                                      "keep one")
                 if found:
-                    out[key] = read_npz_member(z, members[found[0] + ".npy"],
-                                               f"{where}: member {found[0]!r}")
-            return out
+                    out[key], shape = read_npz_rows(
+                        z, members[found[0] + ".npy"], f"{where}: member {found[0]!r}",
+                        rows if key in ("x", "y") else None)
+                    if key in ("x", "y") and shape:
+                        declared[key] = shape[0]
+            return out, declared
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as e:
         raise DaLifError(f"{where}: not a readable .npz ({type(e).__name__}: {e}); write it "
                          "with numpy.savez or `dalif-deploy dataset`") from None
 
 
 def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | None = None,
-                     classes: int | None = None) -> Dataset:
+                     classes: int | None = None, samples: int | None = None) -> Dataset:
     """A data set from an ``.npz`` in the ``dataset`` command's format (module docstring),
     checked on load; ``timesteps`` (the model's T) must match event data's; ``classes`` (the
     model's class count, None: no model) bounds the labels as :func:`check_labels` says. A
-    file has no splits: ``split`` is ignored and the data set's is None."""
+    file has no splits: ``split`` is ignored and the data set's is None. ``samples``: read
+    only the first ones (calibrating on 256 samples of a large file reads 256), checked as
+    a whole file would be."""
     path = check_input_file(path, "a data set (.npz with x, y, encoding)")
     expect(path, "dataset", "a data set (.npz with x, y, encoding)")
     where = str(path)
-    m = _npz_members(path, where)
+    m, declared = _npz_members(path, where, samples)
     missing = [k for k in ("x", "y", "encoding") if k not in m]
     if missing:
         raise DaLifError(f"{where}: missing member(s) {missing}; a data set .npz holds x "
@@ -315,8 +323,9 @@ def load_npz_dataset(path: str | Path, split: str = "test", timesteps: int | Non
     y = m["y"]
     if y.dtype.kind not in "iu" or y.ndim != 1:
         raise DaLifError(f"{where}: y must be integer labels [N], got {y.dtype} {y.shape}")
-    if len(y) != len(x):
-        raise DaLifError(f"{where}: {len(x)} samples in x but {len(y)} labels in y")
+    if declared.get("x", len(x)) != declared.get("y", len(y)):
+        raise DaLifError(f"{where}: {declared.get('x', len(x))} samples in x but "
+                         f"{declared.get('y', len(y))} labels in y")
     declared = (integer(m["num_classes"], f"{where}: num_classes", lo=1, hi=NUM_CLASSES_MAX)
                 if "num_classes" in m else None)
     y = y.astype(np.int64)
@@ -504,7 +513,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | None = None,
         check_labels(ds.y, f"{ds.name}/{split}", model_classes=classes)
         return ds
     if is_dataset_file(name):
-        return load_npz_dataset(name, split, timesteps, classes).head(samples)
+        return load_npz_dataset(name, split, timesteps, classes, samples).head(samples)
     raise DaLifError(f"unknown data set {name!r}; choose one of {list(DATASETS)} (event data "
                      "sets take options: nmnist:bin=count,downsample=2) or give the path of an "
                      ".npz as `dalif-deploy dataset` writes it")

@@ -146,3 +146,30 @@ def test_a_user_file_is_named_by_its_path_alone(tmp_path, capsys):
     assert f"on {npz}, {N} samples" in captured.err and f"{npz}/test" not in captured.err
     assert main(["simulate", str(CKPT), "--backend", "torch", "--samples", "3"]) == 0
     assert "on digits/test, 3 samples" in capsys.readouterr().out
+
+
+def test_a_user_file_reads_only_the_samples_asked_for(tmp_path, monkeypatch):
+    """``samples`` reads the first samples of x and y and no more (calibrating on 256 samples
+    of a large event file held all of it, 537 MB, before), equal to the whole file's head; a
+    file whose x and y disagree in length is still refused, though the rows read agree."""
+    import dalif_deploy.base.resources as resources
+    from dalif_deploy.base.errors import DaLifError
+    from dalif_deploy.datasets.loaders import load_npz_dataset
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((50, 3, 2, 4, 4)) < 0.3).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    path = tmp_path / "ev.npz"
+    np.savez(path, x=x, y=y, encoding="events", T=3)
+    asked = []
+    real = resources.check_memory
+    monkeypatch.setattr(resources, "check_memory",
+                        lambda n, *a, **k: (asked.append(n), real(n, *a, **k)))
+    part = load_npz_dataset(path, timesteps=3, samples=5)
+    assert np.array_equal(part.x, x[:5]) and np.array_equal(part.y, y[:5])
+    assert x[:5].nbytes in asked and x.nbytes not in asked  # x read 5 samples' bytes, not 50
+    whole = load_npz_dataset(path, timesteps=3)
+    assert np.array_equal(whole.x, x) and np.array_equal(whole.y, y)
+    np.savez(path, x=x, y=y[:40], encoding="events", T=3)
+    with pytest.raises(DaLifError, match="50 samples in x but 40 labels in y"):
+        load_npz_dataset(path, timesteps=3, samples=5)
