@@ -95,7 +95,8 @@ def encode_input(program: FixedProgram, x_float: Any) -> np.ndarray:
     the same frame every step (a broadcast view). events: the binary frames themselves; values
     other than 0 and 1 are refused (they would be silently binarised).
     """
-    return _encode(program, x_float)[0]
+    frames = _encode(program, x_float)[0]
+    return frames if frames.dtype == np.int64 else frames.astype(np.int64)
 
 
 def _input_range(program: FixedProgram) -> tuple[int, int]:
@@ -105,7 +106,9 @@ def _input_range(program: FixedProgram) -> tuple[int, int]:
 
 
 def _encode(program: FixedProgram, x_float: Any) -> tuple[np.ndarray, int]:
-    """:func:`encode_input` and :func:`input_clip_count` from one rounding of the input."""
+    """:func:`encode_input` and :func:`input_clip_count` from one rounding of the input; event
+    frames as uint8 (0/1), an eighth of int64's memory (a paper-scale calibration set of 256
+    DVS128 samples: 134 MB, not 1.07 GB)."""
     enc, t = program.input, program.timesteps
     x = fit_frames(np.asarray(x_float), enc.shape, 1 if enc.encoding is ANALOG else 2)
     if enc.encoding is ANALOG:
@@ -122,7 +125,7 @@ def _encode(program: FixedProgram, x_float: Any) -> tuple[np.ndarray, int]:
                          f"got {list(x.shape)}")
     if not np.all((x == 0) | (x == 1)):
         raise DaLifError("event input must be binary (0/1) frames; got other values")
-    return x.astype(np.int64), 0
+    return x.astype(np.uint8), 0
 
 
 def _analog_levels(program: FixedProgram, x: np.ndarray) -> np.ndarray:
