@@ -70,7 +70,17 @@ def calibration_data(model_path: str, args: argparse.Namespace, *, encoding: str
                         int(args.calibration_samples), encoding=encoding,
                         input_shape=input_shape, timesteps=timesteps, made_for=made_for,
                         at_most=True, classes=classes)
-    return ds.x, calibration_run
+    return (ds.x if ds.encoding == ANALOG.name else _as_frames(ds.x)), calibration_run
+
+
+def _as_frames(x: Any) -> Any:
+    """Binary event samples as the emulator's uint8 input frames (the same integers, a quarter
+    of float32's memory: 134 MB, not 537 MB, for 256 DVS128 samples at T=16); anything else
+    (counts past 255 included) as it is."""
+    import numpy as np
+
+    frames = x.astype(np.uint8)
+    return frames if np.array_equal(frames, x) else x
 
 
 def input_range_note(args: argparse.Namespace, scale: float) -> None:

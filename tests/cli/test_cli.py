@@ -207,3 +207,30 @@ def test_the_quantisers_commands_leave_glibcs_heap_settings(model_files, tmp_pat
     assert main(["simulate", str(model_files["fxp"]), "--backend", "emulator", "--samples", "4",
                  "--quiet"]) == 0
     assert calls == [1]
+
+
+def test_event_calibration_runs_on_uint8_frames_with_the_same_program(event_ckpt, tmp_path,
+                                                                      monkeypatch):
+    """``quantize --calibrate`` of an event model hands the emulator binary uint8 frames (a
+    quarter of float32's memory) and writes the program that float samples give, byte for
+    byte; values a byte cannot hold stay as they are."""
+    import numpy as np
+    from dalif_deploy.targets import emulator
+
+    from dalif_deploy.cli import quantize as quantize_cmd
+
+    assert main(["export", str(event_ckpt), "-o", str(tmp_path / "ev.nir"), "--quiet"]) == 0
+    seen = []
+    real = emulator.calibration_run
+    monkeypatch.setattr(emulator, "calibration_run",
+                        lambda program, x: (seen.append(x.dtype), real(program, x))[1])
+    argv = ["quantize", str(tmp_path / "ev.nir"), "--calibrate", "digits-events",
+            "--calibration-samples", "64", "--quiet"]
+    assert main([*argv, "-o", str(tmp_path / "u8.fxp")]) == 0
+    assert seen and set(seen) == {np.dtype(np.uint8)}
+    monkeypatch.setattr(quantize_cmd, "_as_frames", lambda x: x)  # the float samples as loaded
+    assert main([*argv, "-o", str(tmp_path / "f32.fxp")]) == 0
+    assert np.dtype(np.float32) in seen
+    assert (tmp_path / "u8.fxp").read_bytes() == (tmp_path / "f32.fxp").read_bytes()
+    counts = np.array([[0.0, 1.0, 300.0]], np.float32)
+    assert quantize_cmd._as_frames(counts) is counts
