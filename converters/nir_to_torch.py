@@ -23,6 +23,7 @@ the DA-LIF ``V = beta H + alpha X``). A graph without it (written by snnTorch, w
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,17 +126,26 @@ class GraphRunner:
     """A NIR graph compiled to step functions; :meth:`step` runs one time step."""
 
     def __init__(self, graph: nir.NIRGraph, dt: float | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
         validate(graph)
         self.graph, self.dt, self.dtype = graph, resolve_dt(graph, dt), dtype
+        self.device = torch.device(device)
         self.order = topo_order(graph)
         self.pre = predecessors(graph)
         self.shapes = infer_shapes(graph)
-        self.nodes = {n: compile_node(n, graph.nodes[n], self.dt, dtype) for n in self.order}
+        with self._placed():  # every parameter tensor the ops build is made there
+            self.nodes = {n: compile_node(n, graph.nodes[n], self.dt, dtype)
+                          for n in self.order}
         self.input, self.output = io_nodes(graph)
         self.spiking = [n for n in self.order if self.nodes[n].spiking]
         self.recurrent = set(recurrent_edges(graph))
         self.delayed = sorted({a for a, _ in self.recurrent})  # neurons read one step late
+
+    def _placed(self) -> contextlib.AbstractContextManager[Any]:
+        """Where new tensors go: the runner's device. None on CPU, torch's default, where the
+        device context's per-call dispatch would only cost time."""
+        return contextlib.nullcontext() if self.device.type == "cpu" else self.device
 
     def step(self, x: torch.Tensor, state: dict[str, State]
              ) -> tuple[dict[str, torch.Tensor], dict[str, State]]:
@@ -161,7 +171,8 @@ class GraphRunner:
     def run(self, x: torch.Tensor, timesteps: int, encoding: Encoding | str | None = None,
             record: bool = True, spike_dtype: torch.dtype | None = None
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run T steps; returns (readout mean over T, spikes ``{node: [T, B, ...]}``).
+        """Run T steps; returns (readout mean over T, spikes ``{node: [T, B, ...]}``), on the
+        runner's device (``x`` is moved there).
 
         ``spike_dtype`` (e.g. ``torch.uint8``) stores a one-spike node's 0/1 spikes in that
         dtype, converted step by step; a multi-spike node's counts, unbounded in float, stay in
@@ -176,7 +187,7 @@ class GraphRunner:
         if tuple(x.shape) != want:
             raise DaLifError(f"input has shape {tuple(x.shape)}; this graph ({enc.name} "
                              f"input) expects {want}")
-        x = x.to(self.dtype)
+        x = x.to(device=self.device, dtype=self.dtype)
         spikes: dict[str, list[torch.Tensor]] = {n: [] for n in self.spiking} if record else {}
         as_is = {n for n in self.spiking if spike_dtype is None
                  or multi_spike(self.graph.nodes[n])}
@@ -187,17 +198,19 @@ class GraphRunner:
                 spikes[n].append(vals[n] if n in as_is else vals[n].to(spike_dtype))
             return vals[self.output], state
 
-        with torch.no_grad():
+        with torch.no_grad(), self._placed():  # state a step creates is made there too
             logits = unroll(step, x, timesteps, enc)
         return logits, {n: torch.stack(v) for n, v in spikes.items()}
 
 
 def run_graph(graph: nir.NIRGraph, x: torch.Tensor, timesteps: int, record: bool = True,
               dt: float | None = None, dtype: torch.dtype = torch.float32,
-              encoding: str | None = None, spike_dtype: torch.dtype | None = None
+              encoding: str | None = None, spike_dtype: torch.dtype | None = None,
+              device: str | torch.device = "cpu"
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``graph`` on ``x`` (``[B, ...]`` analog or ``[B, T, ...]`` events) for ``timesteps``
     steps; returns ``(logits = mean over T of the Output, spikes per spiking node [T, B, ...])``
     (spikes empty unless ``record``; one-spike nodes' in ``spike_dtype`` when given, see
-    :meth:`GraphRunner.run`)."""
-    return GraphRunner(graph, dt, dtype).run(x, timesteps, encoding, record, spike_dtype)
+    :meth:`GraphRunner.run`), computed on and returned on ``device``."""
+    return GraphRunner(graph, dt, dtype, device).run(x, timesteps, encoding, record,
+                                                      spike_dtype)

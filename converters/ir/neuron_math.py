@@ -68,15 +68,22 @@ def f64(a: Any) -> np.ndarray:
 
 
 def tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
-    return torch.as_tensor(f64(a)).to(dtype)
+    """``a`` in ``dtype`` on the default device (``with torch.device(...)`` sets it: a
+    :class:`~dalif_deploy.converters.nir_to_torch.GraphRunner` compiles its ops in one)."""
+    return torch.as_tensor(f64(a), device=torch.get_default_device()).to(dtype)
 
 
 def neuron_param(a: Any, dtype: torch.dtype) -> torch.Tensor:
     """A neuron parameter in ``dtype`` at its smallest broadcast shape: one value (``()``)
     where every neuron's is bit for bit the same, one per channel (``(C, 1, ...)``) where each
     channel's are, else as given. Every neuron sees the same value as before, so each step's
-    arithmetic is unchanged; a step reads a scalar instead of another layer-sized tensor."""
-    t = tensor(a, dtype)
+    arithmetic is unchanged; a step reads a scalar instead of another layer-sized tensor.
+    The shape is chosen on the host; the result goes to the default device, as :func:`tensor`."""
+    host = torch.as_tensor(f64(a), device="cpu").to(dtype)
+    return _smallest_broadcast(host).to(torch.get_default_device())
+
+
+def _smallest_broadcast(t: torch.Tensor) -> torch.Tensor:
     if t.numel() <= 1 or not t.is_floating_point():
         return t
     bits = float_bits(t)

@@ -314,3 +314,33 @@ def test_neuron_parameters_keep_their_smallest_broadcast_shape_and_every_value()
         whole_out, whole = run_graph(graph, x, 5, dt=1.0)
     assert torch.equal(out, whole_out) and torch.equal(spikes["lif"], whole["lif"])
     assert 0 < int(spikes["lif"].sum()) < spikes["lif"].numel()
+
+
+#: where a GraphRunner may be placed: "meta" (shapes only, on any machine: a parameter left on
+#: the host fails a step there, as it would on a GPU) and cuda where there is one
+RUNNER_DEVICES = ["meta", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here: meta checks the placement"))]
+
+
+@pytest.mark.parametrize("device", RUNNER_DEVICES)
+@pytest.mark.parametrize("node_type", supported_names())
+def test_every_node_type_runs_on_the_device_its_runner_is_placed_on(node_type, device,
+                                                                    tmp_path, monkeypatch):
+    """run_graph(device=...) builds every node's parameters there and returns the readout and
+    spikes there (verify's NIR reference on --device cuda); on cuda the values equal the
+    CPU's within TOL. On meta the in-place reset's fast-path test (a data-dependent v.max())
+    cannot run and is turned off: the general path computes the same values."""
+    from dalif_deploy.neurons import protocol
+
+    graph, in_shape, out_shape, _, rng = _tiny_graph(tmp_path, node_type, seed=10)
+    x = torch.from_numpy(np.round(rng.uniform(0, 1, size=(B, T, *in_shape)) * 4) / 4)
+    if device == "meta":
+        monkeypatch.setattr(protocol, "_zero_reset_is_a_product", lambda *a: False)
+    mean, spikes = run_graph(graph, x, T, dt=DT, dtype=torch.float64, device=device)
+    assert mean.device.type == device and tuple(mean.shape) == (B, *out_shape)
+    assert all(s.device.type == device for s in spikes.values())
+    if device == "cuda":
+        ref_mean, ref_spikes = run_graph(graph, x, T, dt=DT, dtype=torch.float64)
+        np.testing.assert_allclose(mean.cpu().numpy(), ref_mean.numpy(), rtol=TOL, atol=TOL)
+        assert {k: v.cpu().tolist() for k, v in spikes.items()} == \
+            {k: v.tolist() for k, v in ref_spikes.items()}
