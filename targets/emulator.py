@@ -58,7 +58,13 @@ from dalif_deploy.base.encoding import ANALOG, EVENTS
 from dalif_deploy.base.errors import DaLifError
 from dalif_deploy.base.geometry import fit_frames
 from dalif_deploy.base.parallel import resolve_device
-from dalif_deploy.base.resources import MEMORY_FRACTION, check_memory, format_bytes, mem_available
+from dalif_deploy.base.resources import (
+    MEMORY_FRACTION,
+    check_memory,
+    device_memory_free,
+    format_bytes,
+    mem_available,
+)
 from dalif_deploy.fixedpoint.arithmetic import (
     LifState,
     any_outside,
@@ -416,7 +422,7 @@ def _check_emulator_memory(program: FixedProgram, batch: int, recorded: int,
     check_memory(need, what + (f" and traces of {recorded} samples x T={program.timesteps}"
                                if recorded else ""), fix)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+        free = device_memory_free(device)  # verify's references may have run there first
         steps = program.timesteps
         gpu = 6 * 8 * batch * neurons + 4 * CUDA_BLOCK_ELEMENTS * len(program.populations) \
             + 3 * 8 * min(recorded, batch) * steps * neurons

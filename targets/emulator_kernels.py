@@ -113,26 +113,34 @@ CONV_GEMM_ELEMENTS = 2**26
 
 @contextmanager
 def exact_kernels(device: torch.device) -> Iterator[None]:
-    """Full-precision (IEEE) float32 GEMMs on CUDA while the emulator runs (TF32 would round);
-    restores the previous setting. Nothing to do on CPU."""
+    """Full-precision (IEEE) float32 GEMMs and cuDNN convolutions on CUDA while a run lasts
+    (TF32, cuDNN's default for convolutions, would round to a 10-bit mantissa); restores the
+    previous settings. Nothing to do on CPU. The emulator's CUDA convolutions are GEMMs
+    (:func:`conv_gemm`); verify's float and NIR references on CUDA are cuDNN's."""
     if device.type != "cuda":
         yield
         return
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 (mixing with allow_tf32 is refused)
-        old = matmul.fp32_precision
-        matmul.fp32_precision = "ieee"
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9 (mixing with
+        # allow_tf32 is refused)
+        knobs = (backends.cuda.matmul, backends.cudnn.conv)
+        old = [k.fp32_precision for k in knobs]
+        for k in knobs:
+            k.fp32_precision = "ieee"
         try:
             yield
         finally:
-            matmul.fp32_precision = old
+            for k, o in zip(knobs, old, strict=True):
+                k.fp32_precision = o
         return
-    old_precision = torch.get_float32_matmul_precision()
+    old_precision, old_cudnn = torch.get_float32_matmul_precision(), backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision("highest")  # also sets allow_tf32 = False
+    backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(old_precision)
+        backends.cudnn.allow_tf32 = old_cudnn
 
 
 def conv_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int],

@@ -182,6 +182,15 @@ def mem_available(trim: bool = False) -> int | None:
     return min(figures) if figures else None
 
 
+def device_memory_free(device: Any) -> int:
+    """Bytes a CUDA ``device`` can still give: free there plus the blocks torch's caching
+    allocator holds unused (a run before this one on that device leaves them reserved)."""
+    import torch
+
+    return int(torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+               - torch.cuda.memory_allocated(device))
+
+
 def check_memory(nbytes: float, what: str, fix: str = "") -> None:
     """Refuse a plan that needs ``nbytes`` when the machine has less available.
 
