@@ -109,22 +109,22 @@ def rendezvous(rank: int, size: int, timeout: float | None = None) -> Any:
     return store
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
+def resolve_device(name: str | torch.device | None, flag: str = "--device") -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N`` as a :class:`torch.device`, refusing a device this
-    machine lacks (``None``: cpu)."""
+    machine lacks (``None``: cpu); errors name the option as ``flag``."""
     if isinstance(name, torch.device):
         name = str(name)
     name = "cpu" if name is None else str(name).strip().lower()
     kind, _, index = name.partition(":")
     if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise DaLifError(f"--device {name}: choose cpu, cuda or cuda:N")
+        raise DaLifError(f"{flag} {name}: choose cpu, cuda or cuda:N")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise DaLifError(f"--device {name}: no CUDA device is available to torch "
-                             f"{torch.__version__} here; use --device cpu")
+            raise DaLifError(f"{flag} {name}: no CUDA device is available to torch "
+                             f"{torch.__version__} here; use {flag} cpu")
         count = torch.cuda.device_count()
         if index and int(index) >= count:
-            raise DaLifError(f"--device {name}: this machine has {count} CUDA device(s) "
+            raise DaLifError(f"{flag} {name}: this machine has {count} CUDA device(s) "
                              f"(cuda:0..cuda:{count - 1})")
     return torch.device(name)
 

@@ -70,6 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same integers on every device. Under `torchrun --nproc-per-node N -m "
                    "dalif_deploy verify ...` the test split is sharded over the N processes "
                    "and the results equal a single process's")
+    p.add_argument("--reference-device", default="cpu", metavar="DEV", help="torch device of "
+                   "the float and NIR references: cpu keeps their figures independent of "
+                   "--device; cuda or cuda:N runs them on the GPU in IEEE float32 (on a CPU "
+                   "they are most of a paper-scale verify), where a float sum on a threshold "
+                   "may round otherwise than on the CPU")
     add_quiet_option(p)
     add_lava_limits(p)
 
@@ -107,11 +112,14 @@ def cli_verify(args: argparse.Namespace) -> int:
                             max_lava_memory=args.max_lava_memory,
                             weight_bits=args.weight_bits, batch_size=args.batch_size,
                             device=args.device, kernels=args.kernels,
+                            reference_device=args.reference_device,
                             hardware=hardware_from_args(args))
     world = start(args.device)  # torchrun: join the group, shard the test split
     try:
-        options = dataclasses.replace(options, progress=show_progress(args) and world.main,
-                                      device=str(shard_device(args.device, world)))
+        options = dataclasses.replace(
+            options, progress=show_progress(args) and world.main,
+            device=str(shard_device(args.device, world)),
+            reference_device=str(shard_device(args.reference_device, world)))
         result, artefacts = verify_file(args.model, reference=args.reference,
                                         dataset=event_options(args.dataset, args),
                                         data_dir=args.data_dir,

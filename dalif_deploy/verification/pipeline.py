@@ -80,6 +80,10 @@ class VerifyOptions:
     workdir: str | Path | None = None  # where temporary NIR/ONNX files go
     weight_bits: int = 8  # weight mantissa bits of the program quantised (2..8)
     device: str = "cpu"  # the emulator's torch device (cpu, cuda, cuda:N)
+    #: the float and NIR references' torch device: cpu (their figures then do not depend on
+    #: ``device``) or a GPU, IEEE float32 there, where a float sum on a threshold may round
+    #: otherwise than on the CPU (the fixed point is the same integers on every device)
+    reference_device: str = "cpu"
     kernels: str = "auto"  # the emulator's conv kernels (targets/emulator_kernels.py KERNELS)
     #: the cost model's hardware figures: a Hardware, a mapping or a JSON file (None: defaults)
     hardware: Any = None
@@ -93,6 +97,7 @@ class VerifyOptions:
         object.__setattr__(self, "weight_bits", check_weight_bits(self.weight_bits))
         object.__setattr__(self, "hardware", hardware(self.hardware))
         resolve_device(self.device)  # refuses a device this machine lacks, before any work
+        resolve_device(self.reference_device, "--reference-device")
         check_kernels(self.kernels)
         if not 0 <= self.min_agreement <= 1:
             raise DaLifError(f"--min-agreement must lie in [0, 1], got {self.min_agreement}")
@@ -304,6 +309,7 @@ def run_stages(program: Any, test: Any, *, name: str, source: str,
         "lava_note": lava_note,
         "batch_size": batch,
         "batch_note": batch_note,
+        "reference_device": str(opt.reference_device) if ref is not None else None,
         "lava_bit_exact": lava_exact,
         "lava_first_divergence": divergence,
         "lava_error": lava_error,
@@ -417,6 +423,10 @@ def format_summary(r: dict[str, Any]) -> str:
     for key in ("batch_note", "lava_note"):
         if r.get(key):
             lines.append(f"  note: {r[key]}")
+    if r.get("reference_device") not in (None, "cpu"):
+        lines.append(f"  note: the float and NIR references ran on {r['reference_device']} "
+                     "(IEEE float32): a float sum on a threshold may round otherwise than on "
+                     "the CPU")
     for stage, why in r.get("absent", {}).items():
         lines.append(f"  {stage}: not run ({why})")
     if "onnx_accuracy" in r:

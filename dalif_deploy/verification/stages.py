@@ -161,18 +161,51 @@ class LoopTotals:
         return out
 
 
+def _check_reference_memory(program: Any, device: torch.device, batch: int, stages: int
+                            ) -> None:
+    """Refuse, with the figure, float/NIR references whose batch cannot fit the GPU's free
+    memory (:data:`REFERENCE_BYTES_PER_NEURON_STEP` a neuron, step and sample, one stage at
+    a time; blocks torch's allocator holds free count as free)."""
+    if device.type != "cuda" or not stages:
+        return
+    from dalif_deploy.base.resources import device_memory_free, format_bytes
+
+    neurons = sum(p.size for p in program.populations)
+    need = REFERENCE_BYTES_PER_NEURON_STEP * neurons * int(program.timesteps) * batch
+    free = device_memory_free(device)
+    if need > 0.9 * free:
+        raise DaLifError(f"the float references of {neurons:,} neurons, T={program.timesteps}, "
+                         f"batch {batch} on {device} need about {format_bytes(need)} of device "
+                         f"memory, more than the {format_bytes(free)} free there; lower "
+                         "--batch-size")
+
+
 def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph: Any,
                dt: float | None, opt: Any, starts: range, progress: bool) -> LoopTotals:
     """Float (``model``), NIR (``graph``) and emulator side by side on the test batches
     starting at ``starts`` (each ``opt.batch_size`` samples, as a single process batches
-    them), tallied per layer on the fly."""
+    them), tallied per layer on the fly.
+
+    The emulator runs on ``opt.device``, the references on ``opt.reference_device``: on CUDA
+    in IEEE float32 (no TF32, which cuDNN's convolutions would otherwise use:
+    :func:`~dalif_deploy.targets.emulator_kernels.exact_kernels`), their predictions and
+    spikes copied back to the host batch by batch."""
+    import copy
+
     from dalif_deploy.base.geometry import lift_1d
-    from dalif_deploy.converters.nir_to_torch import run_graph
+    from dalif_deploy.converters.nir_to_torch import GraphRunner
     from dalif_deploy.fixedpoint.cost import input_events
     from dalif_deploy.float_model.zoo import run_model
     from dalif_deploy.targets.emulator import emulate, encode_input
+    from dalif_deploy.targets.emulator_kernels import exact_kernels
 
     T, enc = int(program.timesteps), test.encoding
+    dev = torch.device(opt.reference_device)
+    _check_reference_memory(program, dev, opt.batch_size,
+                            int(model is not None) + int(graph is not None))
+    # the caller's model stays on the host (Lava's and ONNX's stages use it after this loop)
+    ref_model = model if model is None or dev.type == "cpu" else copy.deepcopy(model).to(dev)
+    runner = GraphRunner(graph, dt, device=dev) if graph is not None else None
     t = LoopTotals({k: LayerTally(k, _population_for(program, k)) for k in neuron_layers(model)}
                 if model is not None else {})
     for k in ("float", "nir", "fixed"):
@@ -184,17 +217,20 @@ def run_test_loop(program: Any, test: Any, model: torch.nn.Module | None, graph:
         t0 = time.perf_counter()
         fsp: dict[str, Any] = {}
         nsp: dict[str, Any] = {}
-        if model is not None:
-            with torch.no_grad():
+        if ref_model is not None:
+            with torch.no_grad(), exact_kernels(dev):
                 # 0/1 spikes as uint8, a quarter of float32's memory and copies
-                lg, fsp = run_model(model, torch.from_numpy(xb), T, enc, record_spikes=True,
-                                    spike_dtype=torch.uint8)
-            t.preds["float"].append(lg.argmax(1).numpy())
+                lg, fsp = run_model(ref_model, torch.from_numpy(xb).to(dev), T, enc,
+                                    record_spikes=True, spike_dtype=torch.uint8)
+            t.preds["float"].append(lg.argmax(1).cpu().numpy())
+            fsp = {k: v.cpu() for k, v in fsp.items()}
         t1 = time.perf_counter()
-        if graph is not None:
-            lg, nsp = run_graph(graph, torch.from_numpy(xb), T, record=True, dt=dt,
-                                encoding=enc, spike_dtype=torch.uint8)  # counts stay float
-            t.preds["nir"].append(lg.argmax(1).numpy())
+        if runner is not None:
+            with exact_kernels(dev):
+                lg, nsp = runner.run(torch.from_numpy(xb), T, enc, record=True,
+                                     spike_dtype=torch.uint8)  # counts stay float
+            t.preds["nir"].append(lg.argmax(1).cpu().numpy())
+            nsp = {k: v.cpu() for k, v in nsp.items()}
         t2 = time.perf_counter()
         emu = emulate(program, xb, record="spikes", batch_size=len(xb), device=opt.device,
                       kernels=opt.kernels)

@@ -93,14 +93,78 @@ def test_cuda_code_path_forced_on_cpu_gives_the_same_integers(encoding, monkeypa
     assert "conv" in seen
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_exact_kernels_restores_the_matmul_precision(device):
-    """The IEEE-GEMM setting lasts for the run only (and CPU runs change nothing)."""
-    before = torch.get_float32_matmul_precision()
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_exact_kernels_sets_ieee_float32_on_cuda_for_the_run_only(device):
+    """On CUDA, GEMMs and cuDNN convolutions run IEEE float32 while the context lasts (cuDNN
+    convolutions default to TF32); CPU runs change nothing. Only settings change, so the cuda
+    case runs on any machine."""
+    backends = torch.backends
+
+    def knobs():
+        return (torch.get_float32_matmul_precision(), backends.cuda.matmul.fp32_precision,
+                backends.cudnn.conv.fp32_precision)
+
+    before = knobs()
+    assert before[2] == "tf32"  # torch's default, which the context must override
     with emulator_kernels.exact_kernels(torch.device(device)):
-        if device == "cuda":
-            assert torch.get_float32_matmul_precision() == "highest"
-    assert torch.get_float32_matmul_precision() == before
+        inside = knobs()
+    assert inside == (("highest", "ieee", "ieee") if device == "cuda" else before)
+    assert knobs() == before
+
+
+@pytest.mark.parametrize("device", ["meta", *DEVICES[1:]])
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-rnn", "vgg11"])
+def test_zoo_models_run_as_float_references_on_a_device(name, device, monkeypatch):
+    """verify's float reference on --device: a zoo model moved there runs there end to end,
+    its readout and recorded spikes there too (meta: shapes only, on any machine; the
+    in-place reset's data-dependent fast-path test is turned off there, the general path
+    giving the same values). On cuda every decisive sample (no potential near a threshold,
+    top-2 logits apart: ``away_from_ties``) is predicted as on the CPU; a tie may round
+    either way under another summation order."""
+    import copy
+
+    from helpers.nir_helpers import away_from_ties, lively_model
+
+    from dalif_deploy.float_model.zoo import ZOO_DEFAULTS, run_model
+    from dalif_deploy.neurons import protocol
+
+    model = lively_model(name, **({"width": 8} if name == "vgg11" else {}))
+    shape = ZOO_DEFAULTS[name]["input_shape"]
+    x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(0))
+    if device == "meta":
+        monkeypatch.setattr(protocol, "_zero_reset_is_a_product", lambda *a: False)
+    with emulator_kernels.exact_kernels(torch.device(device)):
+        logits, spikes = run_model(copy.deepcopy(model).to(device), x.to(device), 4,
+                                   record_spikes=True, spike_dtype=torch.uint8)
+    assert logits.device.type == device and tuple(logits.shape) == (16, 10)
+    assert spikes and all(s.device.type == device and s.dtype == torch.uint8
+                          for s in spikes.values())
+    if device == "cuda":
+        decisive, _ = away_from_ties(model, x, 4)
+        assert decisive.sum() >= len(x) // 8  # not vacuous (vgg11 w8: 4 of 16 here)
+        want = run_model(model, x, 4).argmax(1).numpy()
+        assert np.array_equal(logits.cpu().argmax(1).numpy()[decisive], want[decisive])
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device here: the cuda cases run where there is one")
+def test_verify_on_cuda_gives_the_cpu_fixed_point_and_close_float_references(tmp_path):
+    """verify --device cuda --reference-device cuda runs the emulator and the float and NIR
+    references on the GPU: the fixed-point side equals the CPU run's exactly; the float side
+    may differ only where a float sum lands on a threshold (cuDNN's summation order), so its
+    accuracy and agreement move by at most one point."""
+    import json
+
+    args = ["verify", "dalif_deploy/checkpoints/digits-resnet.pt", "--lava-samples", "0",
+            "--batch-size", "128"]
+    assert main([*args, "--json", str(tmp_path / "cpu.json")]) == 0
+    assert main([*args, "--device", "cuda", "--reference-device", "cuda",
+                 "--json", str(tmp_path / "cuda.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{d}.json").read_text()) for d in ("cpu", "cuda"))
+    assert (a["reference_device"], b["reference_device"]) == ("cpu", "cuda")
+    for key in ("fixed_accuracy", "quant_table", "input_clipped", "samples"):
+        assert a[key] == b[key], key
+    assert abs(a["float_accuracy"] - b["float_accuracy"]) <= 0.01
+    assert abs(a["prediction_agreement"] - b["prediction_agreement"]) <= 0.01
 
 
 @pytest.mark.parametrize("name,why", [("tpu", "choose cpu, cuda"), ("cpu:0", "choose cpu"),
@@ -113,6 +177,7 @@ def test_unknown_devices_are_refused(name, why):
 @pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
 @pytest.mark.parametrize("argv", [
     ["verify", "dalif_deploy/checkpoints/digits-cnn.pt", "--device", "cuda"],
+    ["verify", "dalif_deploy/checkpoints/digits-cnn.pt", "--reference-device", "cuda"],
     ["simulate", "prog.fxp", "--backend", "emulator", "--device", "cuda"],
 ])
 def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, monkeypatch):
@@ -125,4 +190,5 @@ def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, mon
     (tmp_path / "dalif_deploy" / "checkpoints" / "digits-cnn.pt").write_bytes(b"x")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --device cuda: no CUDA device"), err
+    flag = argv[-2]
+    assert len(err) == 1 and err[0].startswith(f"error: {flag} cuda: no CUDA device"), err

@@ -309,3 +309,13 @@ def test_raster_marks_where_float_and_fixed_point_disagree(figures):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["both (1)", "float only (1)", "fixed only (2)"]
     assert ax.get_title().endswith("3 mismatches")
+
+
+def test_the_reference_device_is_recorded_and_a_gpu_one_is_said(passing):
+    """The JSON names where the float and NIR references ran (cpu by default, no note); a GPU
+    there gets a note in the summary, since a tie may round otherwise than on the CPU."""
+    r, _ = passing
+    assert r["reference_device"] == "cpu"
+    assert "references ran on" not in format_summary(r)
+    out = format_summary(dict(r, reference_device="cuda:1"))
+    assert "note: the float and NIR references ran on cuda:1 (IEEE float32)" in out
