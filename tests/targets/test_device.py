@@ -192,3 +192,20 @@ def test_cuda_without_a_gpu_is_one_error_line_exit_2(argv, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     flag = argv[-2]
     assert len(err) == 1 and err[0].startswith(f"error: {flag} cuda: no CUDA device"), err
+
+
+def test_references_too_big_for_the_gpu_are_refused_with_the_figure(monkeypatch):
+    """verify's float references on a GPU without the memory for a batch: one error naming
+    the figure and the fix, before any work (the free memory faked: no GPU needed)."""
+    from dalif_deploy.base import resources
+    from dalif_deploy.verification import stages
+
+    prog, _ = program_and_input("conv", "analog", 0)
+    neurons = sum(p.size for p in prog.populations)
+    need = stages.REFERENCE_BYTES_PER_NEURON_STEP * neurons * prog.timesteps * 64
+    monkeypatch.setattr(resources, "device_memory_free", lambda device: need)
+    cuda = torch.device("cuda")
+    stages._check_reference_memory(prog, cuda, 32, 2)  # half of it: fits
+    stages._check_reference_memory(prog, torch.device("cpu"), 10**6, 2)  # host: not checked
+    with pytest.raises(DaLifError, match=r"batch 64 on cuda need about .* lower --batch-size"):
+        stages._check_reference_memory(prog, cuda, 64, 2)
