@@ -170,10 +170,10 @@ def _check_reference_memory(program: Any, device: torch.device, batch: int, stag
         return
     from dalif_deploy.base.resources import device_memory_free, format_bytes
 
-    neurons = sum(p.size for p in program.populations)
-    need = REFERENCE_BYTES_PER_NEURON_STEP * neurons * int(program.timesteps) * batch
+    need = reference_bytes(program) * batch
     free = device_memory_free(device)
     if need > 0.9 * free:
+        neurons = sum(p.size for p in program.populations)
         raise DaLifError(f"the float references of {neurons:,} neurons, T={program.timesteps}, "
                          f"batch {batch} on {device} need about {format_bytes(need)} of device "
                          f"memory, more than the {format_bytes(free)} free there; lower "
@@ -266,6 +266,12 @@ BATCH_SIZE_DEFAULT = 256  # verify's test batch unless memory allows fewer (batc
 #: recorded spikes and what the forward pass keeps; measured on ResNet-19 w128: float 11.6,
 #: NIR 4.6; rounded up)
 REFERENCE_BYTES_PER_NEURON_STEP = 16
+
+
+def reference_bytes(program: Any) -> int:
+    """Bytes one sample of one reference stage (float or NIR) holds: every neuron, every step."""
+    return REFERENCE_BYTES_PER_NEURON_STEP * int(program.timesteps) * sum(
+        p.size for p in program.populations)
 #: the default batch keeps every population's state tensor (4 bytes a neuron) within this:
 #: ResNet-19 w128's emulator (largest population 131,072 neurons, 512 KiB a sample) took
 #: 42.8-43.8 ms a sample at batch 64-192 and 54 at 256 (docs/MEASURED.md); the float model
@@ -285,8 +291,7 @@ def batch_sizing(program: Any, batch_size: int | None, float_stage: bool, nir_st
     if batch_size is not None:
         return batch_size, None
     neurons = sum(p.size for p in program.populations)
-    extra = ((int(float_stage) + int(nir_stage)) * REFERENCE_BYTES_PER_NEURON_STEP
-             * int(program.timesteps) * neurons)
+    extra = (int(float_stage) + int(nir_stage)) * reference_bytes(program)
     largest = max(p.size for p in program.populations)
     fast = min(BATCH_SIZE_DEFAULT, max(1, BATCH_TENSOR_BYTES // (4 * largest)))
     batch = fitting_batch_size(program, fast, record="spikes", per_sample_extra=extra)
